@@ -1,0 +1,291 @@
+//! The `berth` command line: parses arguments, wires the library's parts together, prints.
+//!
+//! Exit codes: 0 success (for `plan`: no changes), 2 `plan` found changes, 1 any error, usage
+//! errors included, so that CI can gate on `berth plan`.
+
+use anyhow::{Context, Result, bail};
+use berth::diag::Diagnostic;
+use berth::plan::{self, State, render};
+use berth::store::Store;
+use berth::sync::{Loaded, Loader};
+use clap::{Parser, Subcommand, ValueEnum};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(name = "berth", version, about = "A declarative GitOps reconciler for containers on plain Docker hosts")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ValidateFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PlanFormat {
+    Text,
+    Markdown,
+    Json,
+}
+
+/// Where the manifests come from: a local repository (or a folder inside one), or a remote URL.
+#[derive(clap::Args)]
+struct SourceArgs {
+    /// A repository, a folder inside one (the manifest root), or a remote URL (https, ssh, file).
+    #[arg(default_value = ".")]
+    path: String,
+    /// For a remote URL: the manifest root inside the repository.
+    #[arg(long, default_value = "")]
+    subdir: String,
+    /// Where remote repositories are cached [default: $XDG_CACHE_HOME/berth/repos].
+    #[arg(long)]
+    cache_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Check the manifests of a commit and print every error and warning.
+    Validate {
+        #[command(flatten)]
+        source: SourceArgs,
+        /// The revision to check: a branch, tag, sha or HEAD.
+        #[arg(long, default_value = "HEAD", conflicts_with = "worktree")]
+        rev: String,
+        /// Check the files as they are on disk, uncommitted changes included.
+        #[arg(long)]
+        worktree: bool,
+        #[arg(short = 'o', long = "output", value_enum, default_value = "text")]
+        format: ValidateFormat,
+    },
+    /// Show what applying a commit would change. Exit code 0: no changes, 2: changes, 1: error.
+    Plan {
+        #[command(flatten)]
+        source: SourceArgs,
+        /// The revision to compare with [default: the parent of --to].
+        #[arg(long, conflicts_with = "state")]
+        from: Option<String>,
+        /// The revision to apply.
+        #[arg(long, default_value = "HEAD", conflicts_with = "worktree")]
+        to: String,
+        /// Compare with the observed state in this berth SQLite file instead of a commit.
+        #[arg(long)]
+        state: Option<PathBuf>,
+        /// Plan the files as they are on disk, uncommitted changes included.
+        #[arg(long)]
+        worktree: bool,
+        #[arg(long, value_enum, default_value = "text")]
+        format: PlanFormat,
+    },
+    /// Write the JSON Schemas of every kind (draft-07, for yaml-language-server).
+    Schemas {
+        #[arg(long, default_value = "schemas")]
+        out: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let _ = error.print();
+            return if error.use_stderr() { ExitCode::from(1) } else { ExitCode::SUCCESS };
+        }
+    };
+    match run(cli) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Validate { source, rev, worktree, format } => validate(&source, &rev, worktree, format),
+        Command::Plan { source, from, to, state, worktree, format } => {
+            plan_command(&source, from, &to, state.as_deref(), worktree, format)
+        }
+        Command::Schemas { out } => {
+            std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
+            for (name, schema) in berth::manifest::schema::schemas() {
+                let path = out.join(name);
+                std::fs::write(&path, serde_json::to_string_pretty(&schema)? + "\n")
+                    .with_context(|| format!("writing {}", path.display()))?;
+                println!("{}", path.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn open_source(source: &SourceArgs) -> Result<Loader> {
+    let is_url = source.path.contains("://")
+        || (source.path.contains('@') && source.path.contains(':') && !Path::new(&source.path).exists());
+    if is_url {
+        let cache_dir = match &source.cache_dir {
+            Some(dir) => dir.clone(),
+            None => default_cache_dir().context("no cache folder: set --cache-dir or XDG_CACHE_HOME")?,
+        };
+        Ok(Loader::remote(&source.path, &cache_dir, &source.subdir)?)
+    } else {
+        if !source.subdir.is_empty() {
+            bail!("--subdir is for remote URLs; for a local repository, pass the folder itself as PATH");
+        }
+        Ok(Loader::open(Path::new(&source.path))?)
+    }
+}
+
+fn default_cache_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+    Some(base.join("berth").join("repos"))
+}
+
+fn load(loader: &mut Loader, rev: &str, worktree: bool) -> Result<Arc<Loaded>> {
+    if worktree { Ok(Arc::new(loader.load_worktree()?)) } else { Ok(loader.load(rev)?) }
+}
+
+fn validate(source: &SourceArgs, rev: &str, worktree: bool, format: ValidateFormat) -> Result<ExitCode> {
+    let mut loader = open_source(source)?;
+    let loaded = load(&mut loader, rev, worktree)?;
+    match format {
+        ValidateFormat::Json => {
+            let report = serde_json::json!({
+                "commit": loaded.commit,
+                "files": loaded.files,
+                "objects": loaded.resources.len(),
+                "errors": loaded.error_count(),
+                "warnings": loaded.warning_count(),
+                "diagnostics": loaded.diagnostics,
+            });
+            println!("{}", serde_json::to_string_pretty(&report)?);
+        }
+        ValidateFormat::Text => {
+            let mut out = anstream::stdout();
+            for diagnostic in &loaded.diagnostics {
+                writeln!(out, "{}", styled(diagnostic))?;
+            }
+            let what = if worktree {
+                "the work tree".to_owned()
+            } else {
+                format!("commit {} ({})", loaded.commit.short(), loaded.commit.message)
+            };
+            writeln!(
+                out,
+                "{}: {} objects in {} files, {} errors, {} warnings",
+                what,
+                loaded.resources.len(),
+                loaded.files,
+                loaded.error_count(),
+                loaded.warning_count()
+            )?;
+        }
+    }
+    Ok(if loaded.is_valid() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn styled(diagnostic: &Diagnostic) -> String {
+    let text = diagnostic.to_string();
+    let (word, color) = if diagnostic.is_error() { (": error: ", "\x1b[1;31m") } else { (": warning: ", "\x1b[1;33m") };
+    text.replacen(word, &format!(": {color}{}\x1b[0m: ", word.trim_matches([' ', ':'])), 1)
+}
+
+/// Refuses to plan against a commit with errors: a plan must never treat a broken commit as
+/// "nothing declared".
+fn require_valid(loaded: &Loaded, side: &str) -> Result<()> {
+    if loaded.is_valid() {
+        return Ok(());
+    }
+    let mut err = anstream::stderr();
+    for diagnostic in loaded.diagnostics.iter().filter(|d| d.is_error()) {
+        let _ = writeln!(err, "{}", styled(diagnostic));
+    }
+    bail!(
+        "the {side} commit {} has {} errors, so nothing is planned; fix them (see `berth validate --rev {}`)",
+        loaded.commit.short(),
+        loaded.error_count(),
+        loaded.commit.short()
+    )
+}
+
+fn plan_command(
+    source: &SourceArgs,
+    from: Option<String>,
+    to: &str,
+    state: Option<&Path>,
+    worktree: bool,
+    format: PlanFormat,
+) -> Result<ExitCode> {
+    let mut loader = open_source(source)?;
+    let desired_commit = load(&mut loader, to, worktree)?;
+    require_valid(&desired_commit, "desired")?;
+    let desired = State {
+        revision: if worktree { "work tree".into() } else { desired_commit.commit.sha.clone() },
+        title: desired_commit.commit.message.clone(),
+        resources: desired_commit.resources.clone(),
+    };
+    let observed = match (state, from) {
+        (Some(state), _) => {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+            let applied = runtime
+                .block_on(async {
+                    let store = Store::open_existing(state).await?;
+                    let applied = store.applied().await;
+                    store.close().await;
+                    applied
+                })
+                .with_context(|| format!("reading the observed state from {}", state.display()))?;
+            State {
+                revision: applied.commit.as_ref().map_or_else(|| "observed state".to_owned(), |c| c.sha.clone()),
+                title: applied
+                    .commit
+                    .as_ref()
+                    .map_or_else(|| "nothing applied yet".to_owned(), |c| format!("observed: {}", c.message)),
+                resources: applied.resources,
+            }
+        }
+        (None, from) => {
+            let from = match from {
+                Some(from) => from,
+                None => {
+                    let base = if worktree { "HEAD".to_owned() } else { format!("{}^", desired_commit.commit.sha) };
+                    if loader.resolve(&base).is_err() {
+                        // The first commit of a repository: everything is created.
+                        let plan = plan::plan(
+                            &desired,
+                            &State { revision: "empty".into(), title: String::new(), resources: Vec::new() },
+                        );
+                        return print_plan(&plan, format);
+                    }
+                    base
+                }
+            };
+            let observed_commit = loader.load(&from)?;
+            require_valid(&observed_commit, "--from")?;
+            State {
+                revision: observed_commit.commit.sha.clone(),
+                title: observed_commit.commit.message.clone(),
+                resources: observed_commit.resources.clone(),
+            }
+        }
+    };
+    print_plan(&plan::plan(&desired, &observed), format)
+}
+
+fn print_plan(plan: &plan::Plan, format: PlanFormat) -> Result<ExitCode> {
+    let mut out = anstream::stdout();
+    match format {
+        PlanFormat::Text => write!(out, "{}", render::text(plan, true))?,
+        PlanFormat::Markdown => write!(out, "{}", render::markdown(plan))?,
+        PlanFormat::Json => write!(out, "{}", render::json(plan))?,
+    }
+    Ok(if plan.summary.has_changes() { ExitCode::from(2) } else { ExitCode::SUCCESS })
+}

@@ -1,0 +1,109 @@
+//! Kubernetes defaults, applied to every object after it is read.
+//!
+//! A plan compares defaulted objects, so writing a default out (`replicas: 1`) or leaving it
+//! implicit is no change, exactly as in Kubernetes.
+
+use super::Object;
+use super::types::*;
+
+pub const DEFAULT_SURGE: &str = "25%";
+pub const DEFAULT_UNAVAILABLE: &str = "25%";
+
+pub fn apply(object: &mut Object) {
+    match object {
+        Object::Namespace(_) | Object::ConfigMap(_) => {}
+        Object::Secret(secret) => {
+            secret.secret_type.get_or_insert_with(|| "Opaque".to_owned());
+        }
+        Object::Service(service) => service_spec(&mut service.spec),
+        Object::Pod(pod) => pod_spec(&mut pod.spec),
+        Object::ReplicationController(rc) => {
+            rc.spec.replicas.get_or_insert(1);
+            rc.spec.min_ready_seconds.get_or_insert(0);
+            if rc.spec.selector.as_ref().is_none_or(|s| s.is_empty()) {
+                rc.spec.selector = Some(rc.spec.template.metadata.labels.clone());
+            }
+            pod_spec(&mut rc.spec.template.spec);
+        }
+        Object::ReplicaSet(rs) => {
+            rs.spec.replicas.get_or_insert(1);
+            rs.spec.min_ready_seconds.get_or_insert(0);
+            pod_spec(&mut rs.spec.template.spec);
+        }
+        Object::Deployment(deployment) => {
+            let spec = &mut deployment.spec;
+            spec.replicas.get_or_insert(1);
+            spec.min_ready_seconds.get_or_insert(0);
+            spec.progress_deadline_seconds.get_or_insert(600);
+            spec.revision_history_limit.get_or_insert(10);
+            let strategy =
+                spec.strategy.get_or_insert(DeploymentStrategy { strategy_type: None, rolling_update: None });
+            let strategy_type = *strategy.strategy_type.get_or_insert(DeploymentStrategyType::RollingUpdate);
+            if strategy_type == DeploymentStrategyType::RollingUpdate {
+                let rolling =
+                    strategy.rolling_update.get_or_insert(RollingUpdate { max_surge: None, max_unavailable: None });
+                rolling.max_surge.get_or_insert_with(|| IntOrString::String(DEFAULT_SURGE.to_owned()));
+                rolling.max_unavailable.get_or_insert_with(|| IntOrString::String(DEFAULT_UNAVAILABLE.to_owned()));
+            }
+            pod_spec(&mut spec.template.spec);
+        }
+        Object::DaemonSet(daemon_set) => {
+            let spec = &mut daemon_set.spec;
+            spec.min_ready_seconds.get_or_insert(0);
+            spec.revision_history_limit.get_or_insert(10);
+            let strategy = spec
+                .update_strategy
+                .get_or_insert(DaemonSetUpdateStrategy { strategy_type: None, rolling_update: None });
+            let strategy_type = *strategy.strategy_type.get_or_insert(DaemonSetStrategyType::RollingUpdate);
+            if strategy_type == DaemonSetStrategyType::RollingUpdate {
+                let rolling =
+                    strategy.rolling_update.get_or_insert(RollingUpdate { max_surge: None, max_unavailable: None });
+                rolling.max_surge.get_or_insert(IntOrString::Int(0));
+                rolling.max_unavailable.get_or_insert(IntOrString::Int(1));
+            }
+            pod_spec(&mut spec.template.spec);
+        }
+    }
+}
+
+fn pod_spec(spec: &mut PodSpec) {
+    spec.restart_policy.get_or_insert(RestartPolicy::Always);
+    spec.termination_grace_period_seconds.get_or_insert(30);
+    for container in &mut spec.containers {
+        for port in &mut container.ports {
+            port.protocol.get_or_insert(Protocol::Tcp);
+        }
+        for probe in [&mut container.startup_probe, &mut container.liveness_probe, &mut container.readiness_probe]
+            .into_iter()
+            .flatten()
+        {
+            probe.initial_delay_seconds.get_or_insert(0);
+            probe.period_seconds.get_or_insert(10);
+            probe.timeout_seconds.get_or_insert(1);
+            probe.success_threshold.get_or_insert(1);
+            probe.failure_threshold.get_or_insert(3);
+            if let Some(http) = &mut probe.http_get {
+                http.path.get_or_insert_with(|| "/".to_owned());
+                http.scheme.get_or_insert_with(|| "HTTP".to_owned());
+            }
+        }
+    }
+    for volume in &mut spec.volumes {
+        if let Some(config_map) = &mut volume.config_map {
+            config_map.default_mode.get_or_insert(0o644);
+        }
+        if let Some(secret) = &mut volume.secret {
+            secret.default_mode.get_or_insert(0o644);
+        }
+    }
+}
+
+fn service_spec(spec: &mut ServiceSpec) {
+    spec.service_type.get_or_insert(ServiceType::ClusterIP);
+    for port in &mut spec.ports {
+        port.protocol.get_or_insert(Protocol::Tcp);
+        if port.target_port.is_none() {
+            port.target_port = Some(IntOrString::Int(port.port));
+        }
+    }
+}

@@ -1,0 +1,489 @@
+//! Manifests: from the bytes of one file to validated, defaulted objects.
+//!
+//! [`parse_file`] reads every document of a file into typed objects, applies Kubernetes defaults,
+//! runs the checks that need only one object, and computes each object's canonical form and hash
+//! (what plans compare). [`validate::across`] runs the checks that need all objects of a commit.
+//! Pure: no I/O, no clock; the same bytes give the same result, which is why results can be
+//! cached by Git blob id.
+
+pub mod de;
+pub mod defaults;
+pub mod quantity;
+pub mod schema;
+pub mod tiers;
+pub mod types;
+pub mod validate;
+pub mod yaml;
+
+use crate::diag::{Diagnostic, Pos};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use types::*;
+
+/// The kinds berth runs, in the order they are applied (what others depend on first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Kind {
+    Namespace,
+    ConfigMap,
+    Secret,
+    Service,
+    Pod,
+    ReplicationController,
+    ReplicaSet,
+    Deployment,
+    DaemonSet,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 9] = [
+        Kind::Namespace,
+        Kind::ConfigMap,
+        Kind::Secret,
+        Kind::Service,
+        Kind::Pod,
+        Kind::ReplicationController,
+        Kind::ReplicaSet,
+        Kind::Deployment,
+        Kind::DaemonSet,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Namespace => "Namespace",
+            Kind::ConfigMap => "ConfigMap",
+            Kind::Secret => "Secret",
+            Kind::Service => "Service",
+            Kind::Pod => "Pod",
+            Kind::ReplicationController => "ReplicationController",
+            Kind::ReplicaSet => "ReplicaSet",
+            Kind::Deployment => "Deployment",
+            Kind::DaemonSet => "DaemonSet",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|kind| kind.name() == name)
+    }
+
+    /// Parses `deployment`, `deployments`, `Deployment` or a kubectl short name like `deploy`.
+    pub fn from_cli(text: &str) -> Option<Kind> {
+        let lower = text.to_ascii_lowercase();
+        let short = match lower.as_str() {
+            "ns" => Some(Kind::Namespace),
+            "cm" => Some(Kind::ConfigMap),
+            "svc" => Some(Kind::Service),
+            "po" => Some(Kind::Pod),
+            "rc" => Some(Kind::ReplicationController),
+            "rs" => Some(Kind::ReplicaSet),
+            "deploy" => Some(Kind::Deployment),
+            "ds" => Some(Kind::DaemonSet),
+            _ => None,
+        };
+        short.or_else(|| {
+            Kind::ALL.into_iter().find(|kind| {
+                let name = kind.name().to_ascii_lowercase();
+                lower == name || lower == format!("{name}s")
+            })
+        })
+    }
+
+    pub fn api_version(self) -> &'static str {
+        match self {
+            Kind::ReplicaSet | Kind::Deployment | Kind::DaemonSet => "apps/v1",
+            _ => "v1",
+        }
+    }
+
+    pub fn namespaced(self) -> bool {
+        self != Kind::Namespace
+    }
+
+    /// Kinds that run pods from a template.
+    pub fn is_workload(self) -> bool {
+        matches!(self, Kind::Pod | Kind::ReplicationController | Kind::ReplicaSet | Kind::Deployment | Kind::DaemonSet)
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Kubernetes kinds that berth knows of but does not run yet: an error naming the kind.
+const NOT_YET: &[&str] = &[
+    "StatefulSet",
+    "Job",
+    "CronJob",
+    "HorizontalPodAutoscaler",
+    "Ingress",
+    "IngressClass",
+    "PersistentVolume",
+    "PersistentVolumeClaim",
+    "StorageClass",
+    "ServiceAccount",
+    "Role",
+    "RoleBinding",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "NetworkPolicy",
+    "PodDisruptionBudget",
+    "LimitRange",
+    "ResourceQuota",
+    "Endpoints",
+    "EndpointSlice",
+    "CustomResourceDefinition",
+    "PodTemplate",
+    "List",
+    "PriorityClass",
+    "Node",
+    "Event",
+    "Lease",
+];
+
+/// Identity of an object: kind, namespace (empty for cluster-scoped kinds) and name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ObjectKey {
+    pub kind: Kind,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ObjectKey {
+    /// `shop/web`, or `shop` for a cluster-scoped object.
+    pub fn qualified_name(&self) -> String {
+        if self.namespace.is_empty() { self.name.clone() } else { format!("{}/{}", self.namespace, self.name) }
+    }
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.kind, self.qualified_name())
+    }
+}
+
+/// A typed object of one of the kinds berth runs.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Object {
+    Namespace(Namespace),
+    ConfigMap(ConfigMap),
+    Secret(Secret),
+    Service(Service),
+    Pod(Pod),
+    ReplicationController(ReplicationController),
+    ReplicaSet(ReplicaSet),
+    Deployment(Deployment),
+    DaemonSet(DaemonSet),
+}
+
+impl Object {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Object::Namespace(_) => Kind::Namespace,
+            Object::ConfigMap(_) => Kind::ConfigMap,
+            Object::Secret(_) => Kind::Secret,
+            Object::Service(_) => Kind::Service,
+            Object::Pod(_) => Kind::Pod,
+            Object::ReplicationController(_) => Kind::ReplicationController,
+            Object::ReplicaSet(_) => Kind::ReplicaSet,
+            Object::Deployment(_) => Kind::Deployment,
+            Object::DaemonSet(_) => Kind::DaemonSet,
+        }
+    }
+
+    pub fn metadata(&self) -> &ObjectMeta {
+        match self {
+            Object::Namespace(o) => &o.metadata,
+            Object::ConfigMap(o) => &o.metadata,
+            Object::Secret(o) => &o.metadata,
+            Object::Service(o) => &o.metadata,
+            Object::Pod(o) => &o.metadata,
+            Object::ReplicationController(o) => &o.metadata,
+            Object::ReplicaSet(o) => &o.metadata,
+            Object::Deployment(o) => &o.metadata,
+            Object::DaemonSet(o) => &o.metadata,
+        }
+    }
+
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        match self {
+            Object::Namespace(o) => &mut o.metadata,
+            Object::ConfigMap(o) => &mut o.metadata,
+            Object::Secret(o) => &mut o.metadata,
+            Object::Service(o) => &mut o.metadata,
+            Object::Pod(o) => &mut o.metadata,
+            Object::ReplicationController(o) => &mut o.metadata,
+            Object::ReplicaSet(o) => &mut o.metadata,
+            Object::Deployment(o) => &mut o.metadata,
+            Object::DaemonSet(o) => &mut o.metadata,
+        }
+    }
+
+    pub fn key(&self) -> ObjectKey {
+        let metadata = self.metadata();
+        ObjectKey {
+            kind: self.kind(),
+            namespace: metadata.namespace.clone().unwrap_or_default(),
+            name: metadata.name.clone(),
+        }
+    }
+
+    /// The pod template of a workload with replicas.
+    pub fn template(&self) -> Option<&PodTemplateSpec> {
+        match self {
+            Object::ReplicationController(o) => Some(&o.spec.template),
+            Object::ReplicaSet(o) => Some(&o.spec.template),
+            Object::Deployment(o) => Some(&o.spec.template),
+            Object::DaemonSet(o) => Some(&o.spec.template),
+            _ => None,
+        }
+    }
+
+    /// The pod spec this object runs: a Pod's own, or a workload's template's.
+    pub fn pod_spec(&self) -> Option<&PodSpec> {
+        match self {
+            Object::Pod(o) => Some(&o.spec),
+            _ => self.template().map(|t| &t.spec),
+        }
+    }
+
+    /// Labels of the pods this object runs.
+    pub fn pod_labels(&self) -> Option<&Labels> {
+        match self {
+            Object::Pod(o) => Some(&o.metadata.labels),
+            _ => self.template().map(|t| &t.metadata.labels),
+        }
+    }
+
+    /// Desired replicas of a workload; `None` for DaemonSets (one per matching node) and
+    /// objects that run no pods. A Pod is one replica.
+    pub fn replicas(&self) -> Option<i32> {
+        match self {
+            Object::Pod(_) => Some(1),
+            Object::ReplicationController(o) => o.spec.replicas,
+            Object::ReplicaSet(o) => o.spec.replicas,
+            Object::Deployment(o) => o.spec.replicas,
+            _ => None,
+        }
+    }
+
+    /// Reads an object back from its canonical form, as a store keeps it.
+    pub fn from_canonical(kind: Kind, value: serde_json::Value) -> Result<Object, serde_json::Error> {
+        Ok(match kind {
+            Kind::Namespace => Object::Namespace(serde_json::from_value(value)?),
+            Kind::ConfigMap => Object::ConfigMap(serde_json::from_value(value)?),
+            Kind::Secret => Object::Secret(serde_json::from_value(value)?),
+            Kind::Service => Object::Service(serde_json::from_value(value)?),
+            Kind::Pod => Object::Pod(serde_json::from_value(value)?),
+            Kind::ReplicationController => Object::ReplicationController(serde_json::from_value(value)?),
+            Kind::ReplicaSet => Object::ReplicaSet(serde_json::from_value(value)?),
+            Kind::Deployment => Object::Deployment(serde_json::from_value(value)?),
+            Kind::DaemonSet => Object::DaemonSet(serde_json::from_value(value)?),
+        })
+    }
+}
+
+/// What a secret value is replaced with wherever an object is shown or stored for comparison.
+pub const SENSITIVE: &str = "(sensitive)";
+
+/// One object as a commit (or a store) declares it, with what plans compare.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resource {
+    pub key: ObjectKey,
+    /// Path of the file, relative to the manifest root, and the position of the object in it.
+    pub file: String,
+    pub pos: Pos,
+    /// The object with Kubernetes defaults applied. A Secret's values are redacted here.
+    pub object: Object,
+    /// The canonical JSON of `object`: what a plan diffs.
+    pub canonical: serde_json::Value,
+    /// SHA-256 over the canonical form and every secret value digest.
+    pub hash: String,
+    /// A Secret's keys with a digest of each value, so that a plan can say which values changed
+    /// without holding them. Never shown.
+    pub sensitive_digests: BTreeMap<String, String>,
+    /// ConfigMaps and Secrets this object refers to, for the checks across objects.
+    pub references: Vec<validate::Reference>,
+}
+
+impl Resource {
+    /// Builds the comparable form of a defaulted object; secret values are digested and dropped.
+    pub fn new(file: &str, pos: Pos, mut object: Object, references: Vec<validate::Reference>) -> Resource {
+        let mut sensitive_digests = BTreeMap::new();
+        if let Object::Secret(secret) = &mut object {
+            for (key, value) in std::mem::take(&mut secret.data) {
+                let bytes = validate::decode_base64(&value).unwrap_or_else(|| value.into_bytes());
+                sensitive_digests.insert(key, hex_digest(&bytes));
+            }
+            for (key, value) in std::mem::take(&mut secret.string_data) {
+                sensitive_digests.insert(key, hex_digest(value.as_bytes()));
+            }
+            secret.data = sensitive_digests.keys().map(|k| (k.clone(), SENSITIVE.to_owned())).collect();
+        }
+        Self::from_parts(file, pos, object, sensitive_digests, references)
+    }
+
+    /// Rebuilds a resource from stored parts (canonical object and secret digests).
+    pub fn from_parts(
+        file: &str,
+        pos: Pos,
+        object: Object,
+        sensitive_digests: BTreeMap<String, String>,
+        references: Vec<validate::Reference>,
+    ) -> Resource {
+        // Serializing plain data types into a JSON value cannot fail: no maps with non-string
+        // keys, no non-finite floats.
+        let canonical = serde_json::to_value(&object).unwrap_or(serde_json::Value::Null);
+        let mut hasher = Sha256::new();
+        hasher.update(canonical.to_string().as_bytes());
+        for (key, digest) in &sensitive_digests {
+            hasher.update(key.as_bytes());
+            hasher.update([0]);
+            hasher.update(digest.as_bytes());
+        }
+        let hash = hex(&hasher.finalize());
+        Resource {
+            key: object.key(),
+            file: file.to_owned(),
+            pos,
+            object,
+            canonical,
+            hash,
+            sensitive_digests,
+            references,
+        }
+    }
+}
+
+pub fn hex_digest(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// What one file holds: its objects (only those without errors) and every finding.
+#[derive(Debug, Clone, Default)]
+pub struct ParsedFile {
+    pub resources: Vec<Arc<Resource>>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+/// Parses, defaults and validates every document of one file.
+pub fn parse_file(file: &str, text: &str) -> ParsedFile {
+    let mut parsed = ParsedFile::default();
+    let documents = match yaml::parse(text) {
+        Ok(documents) => documents,
+        Err(error) => {
+            let mut diagnostic = Diagnostic::error(file, error.pos, error.message);
+            if let Some(help) = error.help {
+                diagnostic = diagnostic.help(help);
+            }
+            parsed.diagnostics.push(diagnostic);
+            return parsed;
+        }
+    };
+    for document in documents {
+        let Some(root) = document.root else { continue };
+        if root.value == yaml::Value::Null {
+            continue;
+        }
+        parse_document(file, &root, &mut parsed);
+    }
+    parsed
+}
+
+fn parse_document(file: &str, root: &yaml::Node, parsed: &mut ParsedFile) {
+    if !matches!(root.value, yaml::Value::Map(_)) {
+        parsed.diagnostics.push(
+            Diagnostic::error(file, root.pos, format!("a manifest must be a mapping, found {}", root.value.describe()))
+                .help("start each document with apiVersion, kind and metadata"),
+        );
+        return;
+    }
+    let Some(kind_node) = root.get("kind") else {
+        parsed.diagnostics.push(
+            Diagnostic::error(file, root.pos, "missing field `kind`")
+                .help("say which kind of object this is, such as `kind: Deployment`"),
+        );
+        return;
+    };
+    let kind_text = kind_node.as_str().unwrap_or_default();
+    let Some(kind) = Kind::from_name(kind_text) else {
+        let supported: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
+        let diagnostic = if NOT_YET.contains(&kind_text) {
+            Diagnostic::error(file, kind_node.pos, format!("kind `{kind_text}` is not supported by berth yet"))
+                .field("kind")
+                .help(format!("berth runs {}", supported.join(", ")))
+        } else {
+            let error = Diagnostic::error(file, kind_node.pos, format!("unknown kind `{kind_text}`")).field("kind");
+            match crate::diag::suggest(kind_text, supported.iter().copied()) {
+                Some(close) => error.help(format!("did you mean `{close}`?")),
+                None => error.help(format!("berth runs {}", supported.join(", "))),
+            }
+        };
+        parsed.diagnostics.push(diagnostic);
+        return;
+    };
+    let name = root.get("metadata").and_then(|m| m.get("name")).and_then(yaml::Node::as_str).unwrap_or("<unnamed>");
+    let namespace =
+        root.get("metadata").and_then(|m| m.get("namespace")).and_then(yaml::Node::as_str).unwrap_or("default");
+    let label = if kind.namespaced() { format!("{kind} {namespace}/{name}") } else { format!("{kind} {name}") };
+
+    let mut findings = Vec::new();
+    match root.get("apiVersion") {
+        None => findings.push(
+            Diagnostic::error(file, root.pos, "missing field `apiVersion`")
+                .object(&label)
+                .help(format!("{kind} is served as `apiVersion: {}`", kind.api_version())),
+        ),
+        Some(node) if node.as_str() != Some(kind.api_version()) => findings.push(
+            Diagnostic::error(file, node.pos, format!("{kind} is not served as `{}`", node.as_str().unwrap_or("?")))
+                .object(&label)
+                .field("apiVersion")
+                .help(format!("write `apiVersion: {}`", kind.api_version())),
+        ),
+        Some(_) => {}
+    }
+
+    let context = de::Context { file, object: &label, findings: RefCell::new(Vec::new()) };
+    let object = match kind {
+        Kind::Namespace => de::from_node(root, &context).map(Object::Namespace),
+        Kind::ConfigMap => de::from_node(root, &context).map(Object::ConfigMap),
+        Kind::Secret => de::from_node(root, &context).map(Object::Secret),
+        Kind::Service => de::from_node(root, &context).map(Object::Service),
+        Kind::Pod => de::from_node(root, &context).map(Object::Pod),
+        Kind::ReplicationController => de::from_node(root, &context).map(Object::ReplicationController),
+        Kind::ReplicaSet => de::from_node(root, &context).map(Object::ReplicaSet),
+        Kind::Deployment => de::from_node(root, &context).map(Object::Deployment),
+        Kind::DaemonSet => de::from_node(root, &context).map(Object::DaemonSet),
+    };
+    findings.extend(context.findings.into_inner());
+    let object = match object {
+        Ok(object) => Some(object),
+        Err(error) => {
+            findings.push(error.into_diagnostic(file, &label, root.pos));
+            None
+        }
+    };
+    if let Some(mut object) = object {
+        if kind.namespaced() && object.metadata().namespace.is_none() {
+            object.metadata_mut().namespace = Some("default".to_owned());
+        }
+        defaults::apply(&mut object);
+        let mut checker = validate::Checker::new(file, &label, root);
+        checker.object(&object);
+        let (checks, references) = checker.finish();
+        findings.extend(checks);
+        if !findings.iter().any(Diagnostic::is_error) {
+            parsed.resources.push(Arc::new(Resource::new(file, root.pos, object, references)));
+        }
+    }
+    parsed.diagnostics.extend(findings);
+}

@@ -1,0 +1,139 @@
+//! The field tiers: the one table that says which real Kubernetes fields berth accepts without
+//! acting on them, and which it refuses with a reason.
+//!
+//! Every field of the manifest types in [`super::types`] is **honored**. A field listed in
+//! [`ACCEPTED`] loads and is reported as a warning at its file:line. A field listed in [`REFUSED`]
+//! is a real Kubernetes field that berth cannot run faithfully, so it is an error with the reason.
+//! Any other key is an error with a suggestion. The README's manifest reference is generated from
+//! this table and the types, and a test keeps the two equal.
+
+/// `(struct, field, note)`: accepted fields, with what a user should know about them.
+pub const ACCEPTED: &[(&str, &str, &str)] = &[
+    ("ObjectMeta", "uid", "written by the cluster"),
+    ("ObjectMeta", "resourceVersion", "written by the cluster"),
+    ("ObjectMeta", "generation", "written by the cluster"),
+    ("ObjectMeta", "creationTimestamp", "written by the cluster"),
+    ("ObjectMeta", "deletionTimestamp", "written by the cluster"),
+    ("ObjectMeta", "deletionGracePeriodSeconds", "written by the cluster"),
+    ("ObjectMeta", "selfLink", "written by the cluster"),
+    ("ObjectMeta", "managedFields", "written by the cluster"),
+    ("ObjectMeta", "finalizers", ""),
+    ("ObjectMeta", "ownerReferences", ""),
+    ("ObjectMeta", "generateName", "berth needs a fixed name"),
+    ("Namespace", "spec", ""),
+    ("Namespace", "status", "status is observed, never declared"),
+    ("Pod", "status", "status is observed, never declared"),
+    ("ReplicationController", "status", "status is observed, never declared"),
+    ("ReplicaSet", "status", "status is observed, never declared"),
+    ("Deployment", "status", "status is observed, never declared"),
+    ("DaemonSet", "status", "status is observed, never declared"),
+    ("Service", "status", "status is observed, never declared"),
+    ("ConfigMap", "immutable", ""),
+    ("Secret", "immutable", ""),
+    ("PodSpec", "serviceAccountName", "berth has no service accounts"),
+    ("PodSpec", "serviceAccount", "berth has no service accounts"),
+    ("PodSpec", "automountServiceAccountToken", "berth has no service accounts"),
+    ("PodSpec", "imagePullSecrets", "the agent pulls with the node's Docker credentials"),
+    ("PodSpec", "securityContext", ""),
+    ("PodSpec", "affinity", "berth spreads replicas across nodes and honors nodeSelector"),
+    ("PodSpec", "tolerations", "berth has no taints"),
+    ("PodSpec", "topologySpreadConstraints", "berth spreads replicas across nodes"),
+    ("PodSpec", "priorityClassName", ""),
+    ("PodSpec", "priority", ""),
+    ("PodSpec", "preemptionPolicy", ""),
+    ("PodSpec", "schedulerName", ""),
+    ("PodSpec", "dnsPolicy", "pods resolve services through the node agent"),
+    ("PodSpec", "dnsConfig", "pods resolve services through the node agent"),
+    ("PodSpec", "enableServiceLinks", ""),
+    ("PodSpec", "hostname", ""),
+    ("PodSpec", "subdomain", ""),
+    ("PodSpec", "setHostnameAsFQDN", ""),
+    ("PodSpec", "hostAliases", ""),
+    ("PodSpec", "activeDeadlineSeconds", ""),
+    ("PodSpec", "runtimeClassName", ""),
+    ("PodSpec", "overhead", ""),
+    ("PodSpec", "readinessGates", ""),
+    ("PodSpec", "os", ""),
+    ("Container", "imagePullPolicy", "the agent pulls an image only when it is absent, as IfNotPresent does"),
+    ("Container", "securityContext", ""),
+    ("Container", "lifecycle", ""),
+    ("Container", "terminationMessagePath", ""),
+    ("Container", "terminationMessagePolicy", ""),
+    ("Container", "stdin", ""),
+    ("Container", "stdinOnce", ""),
+    ("Container", "tty", ""),
+    ("Container", "resizePolicy", ""),
+    ("ContainerPort", "hostIP", "ports are published on the node's address"),
+    ("Probe", "terminationGracePeriodSeconds", "the pod's grace period applies"),
+    ("HttpGetAction", "host", "probes connect to the pod"),
+    ("VolumeMount", "mountPropagation", ""),
+    ("EmptyDirVolumeSource", "medium", "emptyDir is always a Docker volume on disk"),
+    ("EmptyDirVolumeSource", "sizeLimit", ""),
+    ("HostPathVolumeSource", "type", "the path is bind-mounted as it is"),
+    ("DeploymentSpec", "paused", ""),
+    ("ServiceSpec", "sessionAffinity", ""),
+    ("ServiceSpec", "sessionAffinityConfig", ""),
+    ("ServiceSpec", "externalTrafficPolicy", "every node forwards to ready pods on any node"),
+    ("ServiceSpec", "internalTrafficPolicy", ""),
+    ("ServiceSpec", "ipFamilies", ""),
+    ("ServiceSpec", "ipFamilyPolicy", ""),
+    ("ServiceSpec", "clusterIPs", ""),
+    ("ServiceSpec", "publishNotReadyAddresses", ""),
+    ("ServiceSpec", "allocateLoadBalancerNodePorts", "LoadBalancer is served as NodePort"),
+    ("ServiceSpec", "loadBalancerClass", "LoadBalancer is served as NodePort"),
+    ("ServiceSpec", "loadBalancerIP", "LoadBalancer is served as NodePort"),
+    ("ServiceSpec", "loadBalancerSourceRanges", "LoadBalancer is served as NodePort"),
+    ("ServicePort", "appProtocol", ""),
+];
+
+/// `(struct, field, reason)`: real Kubernetes fields berth refuses, because running the object
+/// without them would do something else than the author meant.
+pub const REFUSED: &[(&str, &str, &str)] = &[
+    (
+        "PodSpec",
+        "initContainers",
+        "init containers are not supported yet; run the step in the main container's command",
+    ),
+    ("PodSpec", "ephemeralContainers", "ephemeral containers are not supported"),
+    ("PodSpec", "hostNetwork", "pods always get their own network namespace"),
+    ("PodSpec", "hostPID", "pods always get their own process namespace"),
+    ("PodSpec", "hostIPC", "pods always get their own IPC namespace"),
+    ("PodSpec", "shareProcessNamespace", "not supported"),
+    ("PodSpec", "nodeName", "berth schedules pods itself; use nodeSelector"),
+    ("Container", "volumeDevices", "raw block devices are not supported"),
+    ("Container", "restartPolicy", "sidecar containers are not supported yet"),
+    ("VolumeMount", "subPathExpr", "not supported; use subPath"),
+    ("VolumeMount", "recursiveReadOnly", "not supported"),
+    ("Volume", "persistentVolumeClaim", "berth has no persistent volume claims; use hostPath"),
+    ("Volume", "projected", "not supported; use configMap or secret volumes"),
+    ("Volume", "downwardAPI", "not supported"),
+    ("Volume", "nfs", "not supported; mount it on the node and use hostPath"),
+    ("Volume", "csi", "not supported"),
+    ("Volume", "ephemeral", "not supported; use emptyDir"),
+    ("Probe", "grpc", "grpc probes are not supported; use httpGet, tcpSocket or exec"),
+    ("EnvVarSource", "fieldRef", "not supported yet"),
+    ("EnvVarSource", "resourceFieldRef", "not supported yet"),
+    ("ServiceSpec", "externalIPs", "not supported; use NodePort"),
+    ("ServiceSpec", "externalName", "ExternalName services are not supported"),
+    ("ServiceSpec", "healthCheckNodePort", "not supported"),
+];
+
+/// The note for an accepted field, or `None` when the field is not in the accepted tier.
+pub fn accepted(struct_name: &str, field: &str) -> Option<&'static str> {
+    ACCEPTED.iter().find(|(s, f, _)| *s == struct_name && *f == field).map(|(_, _, note)| *note)
+}
+
+/// The reason a real Kubernetes field is refused, or `None`.
+pub fn refused(struct_name: &str, field: &str) -> Option<&'static str> {
+    REFUSED.iter().find(|(s, f, _)| *s == struct_name && *f == field).map(|(_, _, reason)| *reason)
+}
+
+/// Accepted and refused field names of a struct, as candidates for typo suggestions.
+pub fn known_fields(struct_name: &str) -> impl Iterator<Item = &'static str> + '_ {
+    ACCEPTED
+        .iter()
+        .map(|(s, f, _)| (s, f))
+        .chain(REFUSED.iter().map(|(s, f, _)| (s, f)))
+        .filter(move |(s, _)| **s == struct_name)
+        .map(|(_, f)| *f)
+}

@@ -1,0 +1,1127 @@
+//! The checks Kubernetes' API server would make, and a few berth adds.
+//!
+//! [`Checker`] runs the checks that need one object; it keeps the YAML tree of that object to put
+//! every finding at the right line and column. [`across`] runs the checks that need every object
+//! of a commit: duplicates, references to ConfigMaps and Secrets, Services that select nothing,
+//! node port clashes. Both only return findings; what an error means is decided by the caller.
+
+use super::de::push_key;
+use super::types::*;
+use super::yaml::{Node, Value};
+use super::{Kind, Object, Resource};
+use crate::diag::{Diagnostic, Pos, Severity};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+/// A reference from a pod spec to a ConfigMap or Secret (or one key of it) in its namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reference {
+    pub kind: Kind,
+    pub namespace: String,
+    pub name: String,
+    pub key: Option<String>,
+    pub optional: bool,
+    pub pos: Pos,
+    pub field: String,
+}
+
+#[derive(Clone, Copy)]
+enum Seg<'a> {
+    K(&'a str),
+    I(usize),
+}
+use Seg::{I, K};
+
+pub struct Checker<'a> {
+    file: &'a str,
+    object: &'a str,
+    root: &'a Node,
+    prefix: Vec<Seg<'static>>,
+    findings: Vec<Diagnostic>,
+    references: Vec<Reference>,
+}
+
+impl<'a> Checker<'a> {
+    pub fn new(file: &'a str, object: &'a str, root: &'a Node) -> Self {
+        Checker { file, object, root, prefix: Vec::new(), findings: Vec::new(), references: Vec::new() }
+    }
+
+    pub fn finish(self) -> (Vec<Diagnostic>, Vec<Reference>) {
+        (self.findings, self.references)
+    }
+
+    fn field(&self, last: &[Seg<'_>]) -> String {
+        let mut out = String::new();
+        for segment in self.prefix.iter().chain(last) {
+            match segment {
+                K(key) => push_key(&mut out, key),
+                I(index) => out.push_str(&format!("[{index}]")),
+            }
+        }
+        out
+    }
+
+    /// The position of the value at the prefix plus `last`, or of its key when `key` is set;
+    /// a missing node resolves to its deepest existing parent.
+    fn locate(&self, last: &[Seg<'_>], key: bool) -> Pos {
+        let segments: Vec<Seg<'_>> = self.prefix.iter().copied().chain(last.iter().copied()).collect();
+        let mut node = self.root;
+        for (index, segment) in segments.iter().enumerate() {
+            let is_last = index + 1 == segments.len();
+            let next = match (&node.value, segment) {
+                (Value::Map(entries), K(name)) => entries
+                    .iter()
+                    .find(|(k, _)| k.as_str() == Some(name))
+                    .map(|(k, v)| if key && is_last { k } else { v }),
+                (Value::Seq(items), I(i)) => items.get(*i),
+                _ => None,
+            };
+            match next {
+                Some(next) => node = next,
+                None => break,
+            }
+        }
+        node.pos
+    }
+
+    fn report(&mut self, severity: Severity, last: &[Seg<'_>], key: bool, message: String, help: Option<String>) {
+        let pos = self.locate(last, key);
+        let mut diagnostic =
+            Diagnostic::new(severity, self.file, pos, message).object(self.object).field(self.field(last));
+        if let Some(help) = help {
+            diagnostic = diagnostic.help(help);
+        }
+        self.findings.push(diagnostic);
+    }
+
+    fn error(&mut self, last: &[Seg<'_>], message: impl Into<String>, help: impl Into<Option<String>>) {
+        self.report(Severity::Error, last, false, message.into(), help.into());
+    }
+
+    fn error_key(&mut self, last: &[Seg<'_>], message: impl Into<String>, help: impl Into<Option<String>>) {
+        self.report(Severity::Error, last, true, message.into(), help.into());
+    }
+
+    fn warn(&mut self, last: &[Seg<'_>], message: impl Into<String>, help: impl Into<Option<String>>) {
+        self.report(Severity::Warning, last, false, message.into(), help.into());
+    }
+
+    fn enter(&mut self, segments: &[Seg<'static>]) {
+        self.prefix.extend_from_slice(segments);
+    }
+
+    fn leave(&mut self, count: usize) {
+        self.prefix.truncate(self.prefix.len() - count);
+    }
+
+    pub fn object(&mut self, object: &Object) {
+        let kind = object.kind();
+        self.metadata(object.metadata(), kind);
+        let namespace = object.metadata().namespace.clone().unwrap_or_default();
+        match object {
+            Object::Namespace(_) => {}
+            Object::ConfigMap(config_map) => {
+                for (key, _) in &config_map.data {
+                    self.data_key(&[K("data"), K(key)], key);
+                }
+                for (key, value) in &config_map.binary_data {
+                    self.data_key(&[K("binaryData"), K(key)], key);
+                    if decode_base64(value).is_none() {
+                        self.error(&[K("binaryData"), K(key)], "value is not valid base64", None);
+                    }
+                    if config_map.data.contains_key(key) {
+                        self.error_key(
+                            &[K("binaryData"), K(key)],
+                            format!("key `{key}` is in both data and binaryData"),
+                            None,
+                        );
+                    }
+                }
+            }
+            Object::Secret(secret) => {
+                for (key, value) in &secret.data {
+                    self.data_key(&[K("data"), K(key)], key);
+                    if decode_base64(value).is_none() {
+                        self.error(
+                            &[K("data"), K(key)],
+                            "value is not valid base64",
+                            Some("put plain text under stringData instead".into()),
+                        );
+                    }
+                }
+                for (key, _) in &secret.string_data {
+                    self.data_key(&[K("stringData"), K(key)], key);
+                }
+            }
+            Object::Service(service) => self.service(&service.spec),
+            Object::Pod(pod) => {
+                self.enter(&[K("spec")]);
+                self.pod_spec(&pod.spec, &namespace, false);
+                self.leave(1);
+            }
+            Object::ReplicationController(rc) => {
+                self.replicas(rc.spec.replicas);
+                let selector = rc.spec.selector.clone().unwrap_or_default();
+                if selector.is_empty() {
+                    self.error(
+                        &[K("spec"), K("selector")],
+                        "selector is empty and the template has no labels",
+                        Some("give the template labels".into()),
+                    );
+                }
+                self.labels(&selector, &[K("spec"), K("selector")]);
+                if !matches_labels(&selector, &rc.spec.template.metadata.labels) {
+                    self.selector_mismatch();
+                }
+                self.template(&rc.spec.template, &namespace);
+            }
+            Object::ReplicaSet(rs) => {
+                self.replicas(rs.spec.replicas);
+                self.selector(&rs.spec.selector, &rs.spec.template.metadata.labels);
+                self.template(&rs.spec.template, &namespace);
+            }
+            Object::Deployment(deployment) => {
+                let spec = &deployment.spec;
+                self.replicas(spec.replicas);
+                self.selector(&spec.selector, &spec.template.metadata.labels);
+                self.template(&spec.template, &namespace);
+                if let Some(strategy) = &spec.strategy {
+                    if strategy.strategy_type == Some(DeploymentStrategyType::Recreate)
+                        && strategy.rolling_update.is_some()
+                    {
+                        self.error(
+                            &[K("spec"), K("strategy"), K("rollingUpdate")],
+                            "rollingUpdate may not be set when the strategy type is Recreate",
+                            None,
+                        );
+                    }
+                    if let Some(rolling) = &strategy.rolling_update {
+                        self.enter(&[K("spec"), K("strategy"), K("rollingUpdate")]);
+                        self.rolling_update(rolling, spec.replicas.unwrap_or(1));
+                        self.leave(3);
+                    }
+                }
+                let deadline = spec.progress_deadline_seconds.unwrap_or(600);
+                if deadline <= spec.min_ready_seconds.unwrap_or(0) {
+                    self.error(
+                        &[K("spec"), K("progressDeadlineSeconds")],
+                        "must be greater than minReadySeconds",
+                        None,
+                    );
+                }
+                for (value, field) in
+                    [(spec.min_ready_seconds, "minReadySeconds"), (spec.revision_history_limit, "revisionHistoryLimit")]
+                {
+                    if value.is_some_and(|v| v < 0) {
+                        self.error(&[K("spec"), K(field)], "must not be negative", None);
+                    }
+                }
+            }
+            Object::DaemonSet(daemon_set) => {
+                let spec = &daemon_set.spec;
+                self.selector(&spec.selector, &spec.template.metadata.labels);
+                self.template(&spec.template, &namespace);
+                if let Some(rolling) = spec.update_strategy.as_ref().and_then(|s| s.rolling_update.as_ref()) {
+                    self.enter(&[K("spec"), K("updateStrategy"), K("rollingUpdate")]);
+                    // A DaemonSet's percentages resolve against the number of nodes; 100 stands in.
+                    self.rolling_update(rolling, 100);
+                    self.leave(3);
+                }
+            }
+        }
+    }
+
+    fn selector_mismatch(&mut self) {
+        self.error(
+            &[K("spec"), K("selector")],
+            "selector does not match the template's labels",
+            Some("every pod the workload creates must match its own selector; make spec.template.metadata.labels carry the selected labels".into()),
+        );
+    }
+
+    fn metadata(&mut self, metadata: &ObjectMeta, kind: Kind) {
+        let name = &metadata.name;
+        let as_label = matches!(kind, Kind::Namespace | Kind::Service);
+        if name.is_empty() {
+            self.error(&[K("metadata"), K("name")], "name must not be empty", None);
+        } else if as_label && !is_dns_label(name) {
+            self.error(
+                &[K("metadata"), K("name")],
+                format!("`{name}` is not a valid {kind} name"),
+                Some(DNS_LABEL_HELP.into()),
+            );
+        } else if !as_label && !is_dns_subdomain(name) {
+            self.error(
+                &[K("metadata"), K("name")],
+                format!("`{name}` is not a valid name"),
+                Some(DNS_SUBDOMAIN_HELP.into()),
+            );
+        }
+        if let Some(namespace) = &metadata.namespace {
+            if kind == Kind::Namespace {
+                self.error_key(
+                    &[K("metadata"), K("namespace")],
+                    "a Namespace is not itself in a namespace",
+                    Some("remove metadata.namespace".into()),
+                );
+            } else if !is_dns_label(namespace) {
+                self.error(
+                    &[K("metadata"), K("namespace")],
+                    format!("`{namespace}` is not a valid namespace name"),
+                    Some(DNS_LABEL_HELP.into()),
+                );
+            }
+        }
+        self.labels(&metadata.labels, &[K("metadata"), K("labels")]);
+        for key in metadata.annotations.keys() {
+            if let Err(problem) = check_qualified_name(key) {
+                self.error_key(
+                    &[K("metadata"), K("annotations"), K(key)],
+                    format!("annotation key `{key}` is invalid: {problem}"),
+                    None,
+                );
+            }
+        }
+    }
+
+    fn labels(&mut self, labels: &Labels, at: &[Seg<'_>]) {
+        for (key, value) in labels {
+            let mut path = at.to_vec();
+            path.push(K(key));
+            if let Err(problem) = check_qualified_name(key) {
+                self.error_key(&path, format!("label key `{key}` is invalid: {problem}"), None);
+            }
+            if let Err(problem) = check_label_value(value) {
+                self.error(&path, format!("label value `{value}` is invalid: {problem}"), None);
+            }
+        }
+    }
+
+    fn replicas(&mut self, replicas: Option<i32>) {
+        if replicas.is_some_and(|r| r < 0) {
+            self.error(&[K("spec"), K("replicas")], "replicas must not be negative", None);
+        }
+    }
+
+    fn selector(&mut self, selector: &LabelSelector, template_labels: &Labels) {
+        if selector.match_labels.is_empty() && selector.match_expressions.is_empty() {
+            self.error(
+                &[K("spec"), K("selector")],
+                "selector is empty",
+                Some("select the template's labels with matchLabels".into()),
+            );
+            return;
+        }
+        self.labels(&selector.match_labels, &[K("spec"), K("selector"), K("matchLabels")]);
+        for (index, expression) in selector.match_expressions.iter().enumerate() {
+            let at = [K("spec"), K("selector"), K("matchExpressions"), I(index)];
+            if let Err(problem) = check_qualified_name(&expression.key) {
+                self.error(
+                    &[at[0], at[1], at[2], at[3], K("key")],
+                    format!("label key `{}` is invalid: {problem}", expression.key),
+                    None,
+                );
+            }
+            let needs_values = matches!(expression.operator, SelectorOperator::In | SelectorOperator::NotIn);
+            if needs_values && expression.values.is_empty() {
+                self.error(&at, format!("operator {:?} needs at least one value", expression.operator), None);
+            }
+            if !needs_values && !expression.values.is_empty() {
+                self.error(
+                    &[at[0], at[1], at[2], at[3], K("values")],
+                    format!("operator {:?} takes no values", expression.operator),
+                    None,
+                );
+            }
+        }
+        if !selector_matches(selector, template_labels) {
+            self.selector_mismatch();
+        }
+    }
+
+    fn rolling_update(&mut self, rolling: &RollingUpdate, replicas: i32) {
+        let mut resolved = [0, 0];
+        for (slot, (value, field, round_up)) in
+            [(&rolling.max_surge, "maxSurge", true), (&rolling.max_unavailable, "maxUnavailable", false)]
+                .into_iter()
+                .enumerate()
+        {
+            let Some(value) = value else { continue };
+            match value.scaled(replicas.max(1), round_up) {
+                Ok(n) if n < 0 => self.error(&[K(field)], "must not be negative", None),
+                Ok(n) => resolved[slot] = n,
+                Err(problem) => self.error(&[K(field)], problem, None),
+            }
+            if let IntOrString::String(text) = value {
+                if text.strip_suffix('%').and_then(|p| p.parse::<u32>().ok()).is_some_and(|p| p > 100)
+                    && field == "maxUnavailable"
+                {
+                    self.error(&[K(field)], "must not be more than 100%", None);
+                }
+            }
+        }
+        let surge_given = rolling.max_surge.is_some();
+        let unavailable_given = rolling.max_unavailable.is_some();
+        if surge_given && unavailable_given && resolved == [0, 0] {
+            self.error(
+                &[],
+                "maxSurge and maxUnavailable may not both be 0",
+                Some("a rollout could never make progress; allow one of them to be at least 1".into()),
+            );
+        }
+    }
+
+    fn template(&mut self, template: &PodTemplateSpec, namespace: &str) {
+        self.labels(&template.metadata.labels, &[K("spec"), K("template"), K("metadata"), K("labels")]);
+        self.enter(&[K("spec"), K("template"), K("spec")]);
+        self.pod_spec(&template.spec, namespace, true);
+        self.leave(3);
+    }
+
+    fn pod_spec(&mut self, spec: &PodSpec, namespace: &str, in_workload: bool) {
+        if spec.containers.is_empty() {
+            self.error(&[K("containers")], "a pod needs at least one container", None);
+        }
+        if in_workload && spec.restart_policy.is_some_and(|p| p != RestartPolicy::Always) {
+            self.error(
+                &[K("restartPolicy")],
+                "must be Always for pods of a workload",
+                Some("workloads keep their pods running; use a Pod for run-once work".into()),
+            );
+        }
+        if spec.termination_grace_period_seconds.is_some_and(|s| s < 0) {
+            self.error(&[K("terminationGracePeriodSeconds")], "must not be negative", None);
+        }
+        self.labels(&spec.node_selector, &[K("nodeSelector")]);
+
+        let mut volume_names: HashMap<&str, usize> = HashMap::new();
+        for (index, volume) in spec.volumes.iter().enumerate() {
+            let at = |field| [K("volumes"), I(index), K(field)];
+            if !is_dns_label(&volume.name) {
+                self.error(
+                    &at("name"),
+                    format!("`{}` is not a valid volume name", volume.name),
+                    Some(DNS_LABEL_HELP.into()),
+                );
+            }
+            if let Some(first) = volume_names.insert(&volume.name, index) {
+                self.error(
+                    &at("name"),
+                    format!("volume `{}` is declared twice", volume.name),
+                    Some(format!("the first is volumes[{first}]")),
+                );
+            }
+            let sources = [
+                volume.empty_dir.is_some(),
+                volume.host_path.is_some(),
+                volume.config_map.is_some(),
+                volume.secret.is_some(),
+            ];
+            match sources.iter().filter(|s| **s).count() {
+                0 => self.error(
+                    &[K("volumes"), I(index)],
+                    format!("volume `{}` has no source", volume.name),
+                    Some("give it one of emptyDir, hostPath, configMap or secret".into()),
+                ),
+                1 => {}
+                _ => self.error(
+                    &[K("volumes"), I(index)],
+                    format!("volume `{}` has more than one source", volume.name),
+                    None,
+                ),
+            }
+            if let Some(host_path) = &volume.host_path {
+                if !host_path.path.starts_with('/') {
+                    self.error(
+                        &[K("volumes"), I(index), K("hostPath"), K("path")],
+                        "hostPath must be an absolute path",
+                        None,
+                    );
+                }
+            }
+            if let Some(config_map) = &volume.config_map {
+                let optional = config_map.optional.unwrap_or(false);
+                self.reference(
+                    Kind::ConfigMap,
+                    namespace,
+                    &config_map.name,
+                    None,
+                    optional,
+                    &[K("volumes"), I(index), K("configMap"), K("name")],
+                );
+                for (item_index, item) in config_map.items.iter().enumerate() {
+                    self.reference(
+                        Kind::ConfigMap,
+                        namespace,
+                        &config_map.name,
+                        Some(&item.key),
+                        optional,
+                        &[K("volumes"), I(index), K("configMap"), K("items"), I(item_index), K("key")],
+                    );
+                }
+            }
+            if let Some(secret) = &volume.secret {
+                let optional = secret.optional.unwrap_or(false);
+                self.reference(
+                    Kind::Secret,
+                    namespace,
+                    &secret.secret_name,
+                    None,
+                    optional,
+                    &[K("volumes"), I(index), K("secret"), K("secretName")],
+                );
+                for (item_index, item) in secret.items.iter().enumerate() {
+                    self.reference(
+                        Kind::Secret,
+                        namespace,
+                        &secret.secret_name,
+                        Some(&item.key),
+                        optional,
+                        &[K("volumes"), I(index), K("secret"), K("items"), I(item_index), K("key")],
+                    );
+                }
+            }
+        }
+
+        let mut container_names: HashMap<&str, usize> = HashMap::new();
+        let mut port_names: HashMap<&str, usize> = HashMap::new();
+        for (index, container) in spec.containers.iter().enumerate() {
+            if let Some(first) = container_names.insert(&container.name, index) {
+                self.error(
+                    &[K("containers"), I(index), K("name")],
+                    format!("container `{}` is declared twice", container.name),
+                    Some(format!("the first is containers[{first}]")),
+                );
+            }
+            self.enter(&[K("containers"), I(index)]);
+            self.container(container, namespace, &volume_names, &mut port_names);
+            self.leave(2);
+        }
+    }
+
+    fn container<'c>(
+        &mut self,
+        container: &'c Container,
+        namespace: &str,
+        volumes: &HashMap<&str, usize>,
+        port_names: &mut HashMap<&'c str, usize>,
+    ) {
+        if !is_dns_label(&container.name) {
+            self.error(
+                &[K("name")],
+                format!("`{}` is not a valid container name", container.name),
+                Some(DNS_LABEL_HELP.into()),
+            );
+        }
+        if container.image.trim().is_empty() || container.image.contains(char::is_whitespace) {
+            self.error(
+                &[K("image")],
+                format!("`{}` is not a valid image reference", container.image),
+                Some("write it like registry.example/team/app:1.4.2".into()),
+            );
+        }
+        for (index, port) in container.ports.iter().enumerate() {
+            if !(1..=65535).contains(&port.container_port) {
+                self.error(
+                    &[K("ports"), I(index), K("containerPort")],
+                    format!("port {} is out of range", port.container_port),
+                    Some("use 1-65535".into()),
+                );
+            }
+            if let Some(host_port) = port.host_port {
+                if !(1..=65535).contains(&host_port) {
+                    self.error(
+                        &[K("ports"), I(index), K("hostPort")],
+                        format!("port {host_port} is out of range"),
+                        Some("use 1-65535".into()),
+                    );
+                }
+            }
+            if let Some(name) = &port.name {
+                if !is_port_name(name) {
+                    self.error(
+                        &[K("ports"), I(index), K("name")],
+                        format!("`{name}` is not a valid port name"),
+                        Some(PORT_NAME_HELP.into()),
+                    );
+                }
+                if port_names.insert(name, index).is_some() {
+                    self.error(
+                        &[K("ports"), I(index), K("name")],
+                        format!("port name `{name}` is used twice in this pod"),
+                        None,
+                    );
+                }
+            }
+        }
+        for (index, env) in container.env.iter().enumerate() {
+            if !is_env_name(&env.name) {
+                self.error(
+                    &[K("env"), I(index), K("name")],
+                    format!("`{}` is not a valid environment variable name", env.name),
+                    Some("use letters, digits, `_`, `-` and `.`, not starting with a digit".into()),
+                );
+            }
+            match (&env.value, &env.value_from) {
+                (Some(_), Some(_)) => self.error(&[K("env"), I(index)], "set value or valueFrom, not both", None),
+                (_, Some(source)) => match (&source.config_map_key_ref, &source.secret_key_ref) {
+                    (Some(r), None) => self.reference(
+                        Kind::ConfigMap,
+                        namespace,
+                        &r.name,
+                        Some(&r.key),
+                        r.optional.unwrap_or(false),
+                        &[K("env"), I(index), K("valueFrom"), K("configMapKeyRef"), K("name")],
+                    ),
+                    (None, Some(r)) => self.reference(
+                        Kind::Secret,
+                        namespace,
+                        &r.name,
+                        Some(&r.key),
+                        r.optional.unwrap_or(false),
+                        &[K("env"), I(index), K("valueFrom"), K("secretKeyRef"), K("name")],
+                    ),
+                    _ => self.error(
+                        &[K("env"), I(index), K("valueFrom")],
+                        "set exactly one of configMapKeyRef and secretKeyRef",
+                        None,
+                    ),
+                },
+                _ => {}
+            }
+        }
+        for (index, source) in container.env_from.iter().enumerate() {
+            match (&source.config_map_ref, &source.secret_ref) {
+                (Some(r), None) => self.reference(
+                    Kind::ConfigMap,
+                    namespace,
+                    &r.name,
+                    None,
+                    r.optional.unwrap_or(false),
+                    &[K("envFrom"), I(index), K("configMapRef"), K("name")],
+                ),
+                (None, Some(r)) => self.reference(
+                    Kind::Secret,
+                    namespace,
+                    &r.name,
+                    None,
+                    r.optional.unwrap_or(false),
+                    &[K("envFrom"), I(index), K("secretRef"), K("name")],
+                ),
+                _ => self.error(&[K("envFrom"), I(index)], "set exactly one of configMapRef and secretRef", None),
+            }
+        }
+        if let Some(resources) = &container.resources {
+            for (section, quantities) in [("requests", &resources.requests), ("limits", &resources.limits)] {
+                for (name, quantity) in quantities {
+                    match name.as_str() {
+                        "cpu" | "memory" => {}
+                        "ephemeral-storage" | "hugepages-2Mi" | "hugepages-1Gi" => self.warn(
+                            &[K("resources"), K(section), K(name)],
+                            format!("resource `{name}` is accepted but not acted on by berth"),
+                            None,
+                        ),
+                        _ => self.error(
+                            &[K("resources"), K(section), K(name)],
+                            format!("unknown resource `{name}`"),
+                            Some("berth schedules cpu and memory".into()),
+                        ),
+                    }
+                    if quantity.millis() < 0 {
+                        self.error(&[K("resources"), K(section), K(name)], "must not be negative", None);
+                    }
+                }
+            }
+            for (name, request) in &resources.requests {
+                if let Some(limit) = resources.limits.get(name) {
+                    if request.millis() > limit.millis() {
+                        self.error(
+                            &[K("resources"), K("requests"), K(name)],
+                            format!("request {request} is more than the limit {limit}"),
+                            Some("a container cannot be promised more than it may use".into()),
+                        );
+                    }
+                }
+            }
+        }
+        for (field, probe) in [
+            ("startupProbe", &container.startup_probe),
+            ("livenessProbe", &container.liveness_probe),
+            ("readinessProbe", &container.readiness_probe),
+        ] {
+            let Some(probe) = probe else { continue };
+            self.enter(&[K(field)]);
+            self.probe(probe, field != "readinessProbe", container);
+            self.leave(1);
+        }
+        let mut mount_paths: HashMap<&str, usize> = HashMap::new();
+        for (index, mount) in container.volume_mounts.iter().enumerate() {
+            if !volumes.contains_key(mount.name.as_str()) {
+                self.error(
+                    &[K("volumeMounts"), I(index), K("name")],
+                    format!("no volume named `{}` in this pod", mount.name),
+                    Some("declare it under volumes".into()),
+                );
+            }
+            if !mount.mount_path.starts_with('/') {
+                self.error(&[K("volumeMounts"), I(index), K("mountPath")], "mountPath must be an absolute path", None);
+            }
+            if mount_paths.insert(&mount.mount_path, index).is_some() {
+                self.error(
+                    &[K("volumeMounts"), I(index), K("mountPath")],
+                    format!("`{}` is mounted twice", mount.mount_path),
+                    None,
+                );
+            }
+            if mount.sub_path.as_deref().is_some_and(|p| p.starts_with('/') || p.split('/').any(|s| s == "..")) {
+                self.error(
+                    &[K("volumeMounts"), I(index), K("subPath")],
+                    "subPath must be a relative path inside the volume",
+                    None,
+                );
+            }
+        }
+    }
+
+    fn probe(&mut self, probe: &Probe, success_must_be_one: bool, container: &Container) {
+        let handlers = [probe.http_get.is_some(), probe.tcp_socket.is_some(), probe.exec.is_some()];
+        match handlers.iter().filter(|h| **h).count() {
+            0 => self.error(&[], "a probe needs one of httpGet, tcpSocket or exec", None),
+            1 => {}
+            _ => self.error(&[], "a probe may have only one of httpGet, tcpSocket and exec", None),
+        }
+        let port = probe
+            .http_get
+            .as_ref()
+            .map(|h| (&h.port, "httpGet"))
+            .or(probe.tcp_socket.as_ref().map(|t| (&t.port, "tcpSocket")));
+        if let Some((port, handler)) = port {
+            match port {
+                IntOrString::Int(n) if !(1..=65535).contains(n) => self.error(
+                    &[K(handler), K("port")],
+                    format!("port {n} is out of range"),
+                    Some("use 1-65535".into()),
+                ),
+                IntOrString::String(name) if !container.ports.iter().any(|p| p.name.as_deref() == Some(name)) => self
+                    .error(
+                        &[K(handler), K("port")],
+                        format!("no port named `{name}` in this container"),
+                        Some("name the port under ports, or give its number".into()),
+                    ),
+                _ => {}
+            }
+        }
+        if let Some(http) = &probe.http_get {
+            if http.scheme.as_deref().is_some_and(|s| s != "HTTP" && s != "HTTPS") {
+                self.error(&[K("httpGet"), K("scheme")], "scheme must be HTTP or HTTPS", None);
+            }
+        }
+        if probe.exec.as_ref().is_some_and(|e| e.command.is_empty()) {
+            self.error(&[K("exec"), K("command")], "command must not be empty", None);
+        }
+        for (value, field, minimum) in [
+            (probe.initial_delay_seconds, "initialDelaySeconds", 0),
+            (probe.period_seconds, "periodSeconds", 1),
+            (probe.timeout_seconds, "timeoutSeconds", 1),
+            (probe.success_threshold, "successThreshold", 1),
+            (probe.failure_threshold, "failureThreshold", 1),
+        ] {
+            if value.is_some_and(|v| v < minimum) {
+                self.error(&[K(field)], format!("must be at least {minimum}"), None);
+            }
+        }
+        if success_must_be_one && probe.success_threshold.is_some_and(|v| v != 1) {
+            self.error(&[K("successThreshold")], "must be 1 for liveness and startup probes", None);
+        }
+    }
+
+    fn service(&mut self, spec: &ServiceSpec) {
+        let headless = spec.cluster_ip.as_deref() == Some("None");
+        if let Some(ip) = spec.cluster_ip.as_deref() {
+            if !headless && !ip.is_empty() {
+                self.warn(
+                    &[K("spec"), K("clusterIP")],
+                    "a fixed clusterIP is not honored; berth chooses service addresses",
+                    Some("remove it, or set None for a headless service".into()),
+                );
+            }
+        }
+        if headless && spec.service_type.is_some_and(|t| t != ServiceType::ClusterIP) {
+            self.error(
+                &[K("spec"), K("clusterIP")],
+                "a headless service (clusterIP: None) must be of type ClusterIP",
+                None,
+            );
+        }
+        if spec.ports.is_empty() && !headless {
+            self.error(&[K("spec"), K("ports")], "a service needs at least one port", None);
+        }
+        self.labels(&spec.selector, &[K("spec"), K("selector")]);
+        let node_ports_allowed = matches!(spec.service_type, Some(ServiceType::NodePort | ServiceType::LoadBalancer));
+        let mut names: HashMap<&str, usize> = HashMap::new();
+        let mut ports: HashMap<(i32, Protocol), usize> = HashMap::new();
+        for (index, port) in spec.ports.iter().enumerate() {
+            let at = |field| [K("spec"), K("ports"), I(index), K(field)];
+            if !(1..=65535).contains(&port.port) {
+                self.error(&at("port"), format!("port {} is out of range", port.port), Some("use 1-65535".into()));
+            }
+            if ports.insert((port.port, port.protocol.unwrap_or(Protocol::Tcp)), index).is_some() {
+                self.error(&at("port"), format!("port {} is declared twice", port.port), None);
+            }
+            match &port.name {
+                Some(name) => {
+                    if !is_dns_label(name) {
+                        self.error(
+                            &at("name"),
+                            format!("`{name}` is not a valid port name"),
+                            Some(DNS_LABEL_HELP.into()),
+                        );
+                    }
+                    if names.insert(name, index).is_some() {
+                        self.error(&at("name"), format!("port name `{name}` is used twice"), None);
+                    }
+                }
+                None if spec.ports.len() > 1 => self.error(
+                    &[K("spec"), K("ports"), I(index)],
+                    "every port needs a name when a service has more than one",
+                    None,
+                ),
+                None => {}
+            }
+            match &port.target_port {
+                // A targetPort defaulted from port would repeat the port's own finding.
+                Some(IntOrString::Int(n)) if *n == port.port => {}
+                Some(IntOrString::Int(n)) if !(1..=65535).contains(n) => {
+                    self.error(&at("targetPort"), format!("port {n} is out of range"), Some("use 1-65535".into()))
+                }
+                Some(IntOrString::String(name)) if !is_port_name(name) => self.error(
+                    &at("targetPort"),
+                    format!("`{name}` is not a valid port name"),
+                    Some(PORT_NAME_HELP.into()),
+                ),
+                _ => {}
+            }
+            if let Some(node_port) = port.node_port {
+                if !node_ports_allowed {
+                    self.error(
+                        &at("nodePort"),
+                        "nodePort may only be set on NodePort and LoadBalancer services",
+                        Some("set `type: NodePort`, or remove nodePort".into()),
+                    );
+                } else if !(30000..=32767).contains(&node_port) {
+                    self.error(&at("nodePort"), format!("node port {node_port} is outside 30000-32767"), None);
+                }
+            }
+        }
+    }
+
+    fn data_key(&mut self, at: &[Seg<'_>], key: &str) {
+        let valid = !key.is_empty()
+            && key.len() <= 253
+            && key != "."
+            && key != ".."
+            && key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !valid {
+            self.error_key(
+                at,
+                format!("`{key}` is not a valid key"),
+                Some("use letters, digits, `-`, `_` and `.`".into()),
+            );
+        }
+    }
+
+    fn reference(
+        &mut self,
+        kind: Kind,
+        namespace: &str,
+        name: &str,
+        key: Option<&str>,
+        optional: bool,
+        at: &[Seg<'_>],
+    ) {
+        let pos = self.locate(at, false);
+        let field = self.field(at);
+        self.references.push(Reference {
+            kind,
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            key: key.map(str::to_owned),
+            optional,
+            pos,
+            field,
+        });
+    }
+}
+
+/// Checks that need every object of a commit.
+pub fn across(resources: &[Arc<Resource>]) -> Vec<Diagnostic> {
+    let mut findings = Vec::new();
+    let mut seen: HashMap<&super::ObjectKey, &Resource> = HashMap::with_capacity(resources.len());
+    for resource in resources {
+        if let Some(first) = seen.insert(&resource.key, resource) {
+            findings.push(
+                Diagnostic::error(&resource.file, resource.pos, "declared twice")
+                    .object(resource.key.to_string())
+                    .help(format!(
+                        "it is also declared at {}:{}:{}; keep one",
+                        first.file, first.pos.line, first.pos.column
+                    )),
+            );
+            seen.insert(&resource.key, first);
+        }
+    }
+
+    let mut data_keys: HashMap<(Kind, &str, &str), Vec<&str>> = HashMap::new();
+    for resource in resources {
+        let keys: Vec<&str> = match &resource.object {
+            Object::ConfigMap(c) => c.data.keys().chain(c.binary_data.keys()).map(String::as_str).collect(),
+            Object::Secret(_) => resource.sensitive_digests.keys().map(String::as_str).collect(),
+            _ => continue,
+        };
+        data_keys.insert((resource.key.kind, &resource.key.namespace, &resource.key.name), keys);
+    }
+    for resource in resources {
+        for reference in &resource.references {
+            if reference.optional {
+                continue;
+            }
+            let diagnostic =
+                match data_keys.get(&(reference.kind, reference.namespace.as_str(), reference.name.as_str())) {
+                    None => Some(
+                        Diagnostic::error(
+                            &resource.file,
+                            reference.pos,
+                            format!(
+                                "{} {}/{} is not in this commit",
+                                reference.kind, reference.namespace, reference.name
+                            ),
+                        )
+                        .help(format!(
+                            "add the {}, fix the name, or mark the reference `optional: true`",
+                            reference.kind
+                        )),
+                    ),
+                    Some(keys) => match &reference.key {
+                        Some(key) if !keys.contains(&key.as_str()) => {
+                            let mut error = Diagnostic::error(
+                                &resource.file,
+                                reference.pos,
+                                format!(
+                                    "{} {}/{} has no key `{key}`",
+                                    reference.kind, reference.namespace, reference.name
+                                ),
+                            );
+                            error = match crate::diag::suggest(key, keys.iter().copied()) {
+                                Some(close) => error.help(format!("did you mean `{close}`?")),
+                                None => error.help(format!("its keys are: {}", keys.join(", "))),
+                            };
+                            Some(error)
+                        }
+                        _ => None,
+                    },
+                };
+            if let Some(diagnostic) = diagnostic {
+                findings.push(diagnostic.object(resource.key.to_string()).field(reference.field.clone()));
+            }
+        }
+    }
+
+    let mut pod_labels_by_namespace: HashMap<&str, Vec<&Labels>> = HashMap::new();
+    for resource in resources {
+        if let Some(labels) = resource.object.pod_labels() {
+            pod_labels_by_namespace.entry(&resource.key.namespace).or_default().push(labels);
+        }
+    }
+    let mut node_ports: BTreeMap<i32, &Resource> = BTreeMap::new();
+    for resource in resources {
+        let Object::Service(service) = &resource.object else { continue };
+        let selector = &service.spec.selector;
+        let selects_something = !selector.is_empty()
+            && pod_labels_by_namespace
+                .get(resource.key.namespace.as_str())
+                .is_some_and(|all| all.iter().any(|labels| matches_labels(selector, labels)));
+        if selector.is_empty() {
+            findings.push(
+                Diagnostic::warning(&resource.file, resource.pos, "service has no selector, so it routes to nothing")
+                    .object(resource.key.to_string())
+                    .field("spec.selector"),
+            );
+        } else if !selects_something {
+            let wanted: Vec<String> = selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            findings.push(
+                Diagnostic::warning(
+                    &resource.file,
+                    resource.pos,
+                    format!(
+                        "selector {} matches no pod template in namespace {}",
+                        wanted.join(","),
+                        resource.key.namespace
+                    ),
+                )
+                .object(resource.key.to_string())
+                .field("spec.selector")
+                .help("check the labels of the workload it should route to"),
+            );
+        }
+        for port in &service.spec.ports {
+            let Some(node_port) = port.node_port else { continue };
+            if let Some(other) = node_ports.insert(node_port, resource) {
+                findings.push(
+                    Diagnostic::error(
+                        &resource.file,
+                        resource.pos,
+                        format!("node port {node_port} is also used by {}", other.key),
+                    )
+                    .object(resource.key.to_string())
+                    .field("spec.ports")
+                    .help(
+                        "every node port must be unique on a node; pick another, or leave it out to have one allocated",
+                    ),
+                );
+            }
+        }
+    }
+    findings
+}
+
+/// True when every label of `selector` is in `labels` with the same value.
+pub fn matches_labels(selector: &Labels, labels: &Labels) -> bool {
+    selector.iter().all(|(key, value)| labels.get(key) == Some(value))
+}
+
+/// Kubernetes' label selector semantics: matchLabels and every matchExpression must hold.
+pub fn selector_matches(selector: &LabelSelector, labels: &Labels) -> bool {
+    matches_labels(&selector.match_labels, labels)
+        && selector.match_expressions.iter().all(|expression| {
+            let value = labels.get(&expression.key);
+            match expression.operator {
+                SelectorOperator::In => value.is_some_and(|v| expression.values.contains(v)),
+                SelectorOperator::NotIn => value.is_none_or(|v| !expression.values.contains(v)),
+                SelectorOperator::Exists => value.is_some(),
+                SelectorOperator::DoesNotExist => value.is_none(),
+            }
+        })
+}
+
+const DNS_LABEL_HELP: &str =
+    "use at most 63 lowercase letters, digits and `-`, starting and ending with a letter or digit";
+const DNS_SUBDOMAIN_HELP: &str =
+    "use at most 253 lowercase letters, digits, `-` and `.`, starting and ending with a letter or digit";
+const PORT_NAME_HELP: &str = "use at most 15 lowercase letters, digits and `-`, with at least one letter";
+
+pub fn is_dns_label(name: &str) -> bool {
+    let bytes = name.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes[0] != b'-'
+        && bytes[bytes.len() - 1] != b'-'
+}
+
+pub fn is_dns_subdomain(name: &str) -> bool {
+    name.len() <= 253 && name.split('.').all(is_dns_label)
+}
+
+fn is_port_name(name: &str) -> bool {
+    name.len() <= 15 && is_dns_label(name) && !name.contains("--") && name.bytes().any(|b| b.is_ascii_lowercase())
+}
+
+fn is_env_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || matches!(c, '_' | '-' | '.'))
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+/// A label or annotation key: an optional DNS subdomain prefix and `/`, then a name.
+fn check_qualified_name(key: &str) -> Result<(), String> {
+    let (prefix, name) = match key.split_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, key),
+    };
+    if let Some(prefix) = prefix {
+        if !is_dns_subdomain(prefix) {
+            return Err("the prefix before `/` must be a DNS subdomain such as example.com".into());
+        }
+    }
+    if name.is_empty() {
+        return Err("the name part must not be empty".into());
+    }
+    check_label_value(name)
+}
+
+fn check_label_value(value: &str) -> Result<(), String> {
+    if value.is_empty() {
+        return Ok(());
+    }
+    if value.len() > 63 {
+        return Err("use at most 63 characters".into());
+    }
+    let bytes = value.as_bytes();
+    let ok = bytes.iter().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && bytes[0].is_ascii_alphanumeric()
+        && bytes[bytes.len() - 1].is_ascii_alphanumeric();
+    if ok {
+        Ok(())
+    } else {
+        Err("use letters, digits, `-`, `_` and `.`, starting and ending with a letter or digit".into())
+    }
+}
+
+/// Decodes standard base64 (with padding, ignoring line breaks), or `None` when it is invalid.
+pub fn decode_base64(text: &str) -> Option<Vec<u8>> {
+    let clean: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    if clean.len() % 4 != 0 {
+        return None;
+    }
+    let value = |b: u8| -> Option<u32> {
+        Some(match b {
+            b'A'..=b'Z' => b - b'A',
+            b'a'..=b'z' => b - b'a' + 26,
+            b'0'..=b'9' => b - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        } as u32)
+    };
+    let mut out = Vec::with_capacity(clean.len() / 4 * 3);
+    for (index, chunk) in clean.chunks(4).enumerate() {
+        let last = index + 1 == clean.len() / 4;
+        let padding = chunk.iter().rev().take_while(|b| **b == b'=').count();
+        if padding > 2 || (padding > 0 && !last) {
+            return None;
+        }
+        let mut bits = 0u32;
+        for &b in &chunk[..4 - padding] {
+            bits = (bits << 6) | value(b)?;
+        }
+        bits <<= 6 * padding as u32;
+        let bytes = bits.to_be_bytes();
+        out.extend_from_slice(&bytes[1..4 - padding]);
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_round_trips_known_values() {
+        assert_eq!(decode_base64("aGVsbG8=").as_deref(), Some(&b"hello"[..]));
+        assert_eq!(decode_base64("aGk=").as_deref(), Some(&b"hi"[..]));
+        assert_eq!(decode_base64("c2VjcmV0").as_deref(), Some(&b"secret"[..]));
+        assert_eq!(decode_base64("not base64!"), None);
+    }
+
+    #[test]
+    fn names_follow_kubernetes_rules() {
+        assert!(is_dns_label("web-1"));
+        assert!(!is_dns_label("Web"));
+        assert!(!is_dns_label("-web"));
+        assert!(is_dns_subdomain("web.shop"));
+        assert!(check_qualified_name("app.kubernetes.io/name").is_ok());
+        assert!(check_qualified_name("bad key").is_err());
+        assert!(is_port_name("http"));
+        assert!(!is_port_name("8080"));
+    }
+}

@@ -1,0 +1,609 @@
+//! plan: what it takes to go from the observed state to the desired one, as data.
+//!
+//! [`plan`] is a pure function of the desired and observed objects: no I/O, no async, no clock,
+//! no database. For each object it says create, update, delete or unchanged, which fields
+//! changed, what rolls (how many replicas restart, in which batches under the strategy), and the
+//! risks a reviewer should see first. [`render`] turns a [`Plan`] into text, markdown or JSON.
+//! Secret values never reach a plan: objects arrive redacted, with digests to compare.
+
+pub mod render;
+
+use crate::manifest::types::*;
+use crate::manifest::{Kind, Object, ObjectKey, Resource, SENSITIVE};
+use serde::Serialize;
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// One side of a plan: a set of objects and what to call it.
+#[derive(Debug, Clone)]
+pub struct State {
+    /// A commit sha, or a description such as `observed state`.
+    pub revision: String,
+    /// A line to show beside the revision, such as the commit message.
+    pub title: String,
+    pub resources: Vec<Arc<Resource>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Create,
+    Update,
+    Delete,
+    Unchanged,
+}
+
+/// How much a risk deserves a reviewer's attention. Ordered: worse compares greater.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RiskLevel {
+    Low,
+    Medium,
+    High,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Risk {
+    pub level: RiskLevel,
+    pub message: String,
+}
+
+/// What happens to a workload's replicas.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Rollout {
+    /// `Create`, `RollingUpdate`, `Recreate`, `Replace`, `Scale`, `OnDelete` or `Delete`.
+    pub strategy: String,
+    /// Desired replicas after the change; `None` for a DaemonSet (one per matching node).
+    pub replicas: Option<i32>,
+    /// Replicas that are stopped and started again with the new template.
+    pub restarts: Option<i32>,
+    /// Restart batch sizes, in order.
+    pub batches: Vec<i32>,
+    pub description: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Change {
+    pub action: Action,
+    pub kind: Kind,
+    pub namespace: String,
+    pub name: String,
+    /// Where the desired object is declared (where it was, for a delete).
+    pub file: String,
+    pub line: u32,
+    /// Paths of the fields that differ, such as `spec.template.spec.containers[0].image`.
+    pub fields: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
+    pub risks: Vec<Risk>,
+    /// A unified diff of the object as YAML, secret values redacted.
+    pub diff: String,
+}
+
+impl Change {
+    pub fn key(&self) -> ObjectKey {
+        ObjectKey { kind: self.kind, namespace: self.namespace.clone(), name: self.name.clone() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Summary {
+    pub create: usize,
+    pub update: usize,
+    pub delete: usize,
+    pub unchanged: usize,
+}
+
+impl Summary {
+    pub fn has_changes(&self) -> bool {
+        self.create + self.update + self.delete > 0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlanRisk {
+    pub level: RiskLevel,
+    pub object: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Plan {
+    pub format_version: u32,
+    pub from: String,
+    pub from_title: String,
+    pub to: String,
+    pub to_title: String,
+    pub summary: Summary,
+    /// Every risk of every change, worst first.
+    pub risks: Vec<PlanRisk>,
+    /// One entry per object of either side, in apply order.
+    pub changes: Vec<Change>,
+}
+
+/// Compares the desired objects with the observed ones.
+pub fn plan(desired: &State, observed: &State) -> Plan {
+    let mut observed_by_key: BTreeMap<&ObjectKey, &Arc<Resource>> =
+        observed.resources.iter().map(|r| (&r.key, r)).collect();
+    let mut changes = Vec::with_capacity(desired.resources.len());
+    for new in &desired.resources {
+        let change = match observed_by_key.remove(&new.key) {
+            None => created(new),
+            Some(old) if old.hash == new.hash => unchanged(new),
+            Some(old) => updated(old, new),
+        };
+        changes.push(change);
+    }
+    for old in observed_by_key.into_values() {
+        changes.push(deleted(old));
+    }
+    changes.sort_by(|a, b| (a.kind, &a.namespace, &a.name).cmp(&(b.kind, &b.namespace, &b.name)));
+
+    let mut summary = Summary::default();
+    let mut risks = Vec::new();
+    for change in &changes {
+        match change.action {
+            Action::Create => summary.create += 1,
+            Action::Update => summary.update += 1,
+            Action::Delete => summary.delete += 1,
+            Action::Unchanged => summary.unchanged += 1,
+        }
+        for risk in &change.risks {
+            risks.push(PlanRisk { level: risk.level, object: change.key().to_string(), message: risk.message.clone() });
+        }
+    }
+    risks.sort_by(|a, b| b.level.cmp(&a.level));
+    Plan {
+        format_version: 1,
+        from: observed.revision.clone(),
+        from_title: observed.title.clone(),
+        to: desired.revision.clone(),
+        to_title: desired.title.clone(),
+        summary,
+        risks,
+        changes,
+    }
+}
+
+fn change(action: Action, resource: &Resource) -> Change {
+    Change {
+        action,
+        kind: resource.key.kind,
+        namespace: resource.key.namespace.clone(),
+        name: resource.key.name.clone(),
+        file: resource.file.clone(),
+        line: resource.pos.line,
+        fields: Vec::new(),
+        rollout: None,
+        risks: Vec::new(),
+        diff: String::new(),
+    }
+}
+
+fn unchanged(resource: &Resource) -> Change {
+    change(Action::Unchanged, resource)
+}
+
+fn created(new: &Resource) -> Change {
+    let mut created = change(Action::Create, new);
+    created.diff = render::diff("", &render::to_yaml(&new.canonical));
+    if let Some(replicas) = new.object.replicas() {
+        created.rollout = Some(Rollout {
+            strategy: "Create".into(),
+            replicas: Some(replicas),
+            restarts: None,
+            batches: Vec::new(),
+            description: format!("starts {}", count(replicas, "replica")),
+        });
+    } else if new.key.kind == Kind::DaemonSet {
+        created.rollout = Some(Rollout {
+            strategy: "Create".into(),
+            replicas: None,
+            restarts: None,
+            batches: Vec::new(),
+            description: "starts one replica on every matching node".into(),
+        });
+    }
+    created.risks = image_risks(None, &new.object);
+    created
+}
+
+fn deleted(old: &Resource) -> Change {
+    let mut deleted = change(Action::Delete, old);
+    deleted.diff = render::diff(&render::to_yaml(&old.canonical), "");
+    let what = match (old.key.kind, old.object.replicas()) {
+        (Kind::Namespace, _) => format!("deletes namespace {}", old.key.name),
+        (Kind::DaemonSet, _) => format!("deletes {}: its replica on every node stops", old.key),
+        (_, Some(replicas)) if old.key.kind != Kind::Pod => {
+            format!("deletes {}: its {} stop", old.key, count(replicas, "replica"))
+        }
+        _ => format!("deletes {}", old.key),
+    };
+    let level =
+        if old.key.kind.is_workload() || old.key.kind == Kind::Namespace { RiskLevel::High } else { RiskLevel::Medium };
+    deleted.risks.push(Risk { level, message: what });
+    if let Some(spec) = old.object.pod_spec() {
+        for volume in spec.volumes.iter().filter(|v| v.empty_dir.is_some()) {
+            deleted.risks.push(Risk {
+                level: RiskLevel::Medium,
+                message: format!("emptyDir volume `{}` and the data in it are discarded", volume.name),
+            });
+        }
+    }
+    if old.object.replicas().is_some() || old.key.kind == Kind::DaemonSet {
+        deleted.rollout = Some(Rollout {
+            strategy: "Delete".into(),
+            replicas: Some(0),
+            restarts: None,
+            batches: Vec::new(),
+            description: match old.object.replicas() {
+                Some(replicas) => format!("stops {}", count(replicas, "replica")),
+                None => "stops the replica on every node".into(),
+            },
+        });
+    }
+    deleted
+}
+
+fn updated(old: &Resource, new: &Resource) -> Change {
+    let mut updated = change(Action::Update, new);
+    let old_canonical = &old.canonical;
+    let mut new_canonical = new.canonical.clone();
+    if new.key.kind == Kind::Secret {
+        mark_changed_secrets(old, new, &mut new_canonical);
+    }
+    let mut fields = Vec::new();
+    changed_fields(old_canonical, &new_canonical, &mut String::new(), &mut fields);
+    updated.fields = fields;
+    updated.diff = render::diff(&render::to_yaml(old_canonical), &render::to_yaml(&new_canonical));
+    updated.rollout = rollout(old, new);
+    updated.risks = update_risks(old, new, updated.rollout.as_ref());
+    updated
+}
+
+/// Shows a changed secret value as `(sensitive value changed)` on the new side; values never
+/// leave the digests.
+fn mark_changed_secrets(old: &Resource, new: &Resource, new_canonical: &mut Value) {
+    let Some(Value::Object(data)) = new_canonical.get_mut("data") else { return };
+    for (key, value) in data.iter_mut() {
+        let before = old.sensitive_digests.get(key);
+        if before.is_some() && before != new.sensitive_digests.get(key) {
+            *value = Value::String("(sensitive value changed)".into());
+        }
+    }
+}
+
+/// Collects the paths where two canonical values differ; lists of equal length are compared
+/// item by item, others as a whole.
+fn changed_fields(old: &Value, new: &Value, path: &mut String, out: &mut Vec<String>) {
+    if old == new {
+        return;
+    }
+    match (old, new) {
+        (Value::Object(a), Value::Object(b)) => {
+            let mut keys: Vec<&String> = a.keys().chain(b.keys().filter(|k| !a.contains_key(*k))).collect();
+            keys.sort();
+            for key in keys {
+                let length = path.len();
+                crate::manifest::de::push_key(path, key);
+                changed_fields(a.get(key).unwrap_or(&Value::Null), b.get(key).unwrap_or(&Value::Null), path, out);
+                path.truncate(length);
+            }
+        }
+        (Value::Array(a), Value::Array(b)) if a.len() == b.len() => {
+            for (index, (x, y)) in a.iter().zip(b).enumerate() {
+                let length = path.len();
+                path.push_str(&format!("[{index}]"));
+                changed_fields(x, y, path, out);
+                path.truncate(length);
+            }
+        }
+        _ => out.push(path.clone()),
+    }
+}
+
+fn rollout(old: &Resource, new: &Resource) -> Option<Rollout> {
+    let kind = new.key.kind;
+    if !kind.is_workload() {
+        return None;
+    }
+    let template_changed = old.canonical.pointer("/spec/template") != new.canonical.pointer("/spec/template");
+    let selector_changed = old.canonical.pointer("/spec/selector") != new.canonical.pointer("/spec/selector");
+    let old_replicas = old.object.replicas();
+    let replicas = new.object.replicas();
+
+    if kind == Kind::Pod {
+        return Some(Rollout {
+            strategy: "Replace".into(),
+            replicas: Some(1),
+            restarts: Some(1),
+            batches: vec![1],
+            description: "the pod is stopped and started again with the new spec".into(),
+        });
+    }
+    if selector_changed {
+        let restarts = replicas;
+        return Some(Rollout {
+            strategy: "Replace".into(),
+            replicas,
+            restarts,
+            batches: restarts.into_iter().collect(),
+            description: match replicas {
+                Some(n) => format!("selector changed: all {} are replaced at once", count(n, "replica")),
+                None => "selector changed: the replica on every node is replaced at once".into(),
+            },
+        });
+    }
+    if template_changed {
+        return Some(match &new.object {
+            Object::Deployment(deployment) => {
+                let strategy = deployment.spec.strategy.as_ref();
+                let replicas = replicas.unwrap_or(1);
+                if strategy.and_then(|s| s.strategy_type) == Some(DeploymentStrategyType::Recreate) {
+                    Rollout {
+                        strategy: "Recreate".into(),
+                        replicas: Some(replicas),
+                        restarts: Some(replicas),
+                        batches: if replicas > 0 { vec![replicas] } else { Vec::new() },
+                        description: format!(
+                            "Recreate: all {} stop before the new ones start",
+                            count(replicas, "replica")
+                        ),
+                    }
+                } else {
+                    rolling(replicas, strategy.and_then(|s| s.rolling_update.as_ref()))
+                }
+            }
+            Object::ReplicaSet(_) | Object::ReplicationController(_) => rolling(replicas.unwrap_or(1), None),
+            Object::DaemonSet(daemon_set) => {
+                let strategy = daemon_set.spec.update_strategy.as_ref();
+                if strategy.and_then(|s| s.strategy_type) == Some(DaemonSetStrategyType::OnDelete) {
+                    Rollout {
+                        strategy: "OnDelete".into(),
+                        replicas: None,
+                        restarts: Some(0),
+                        batches: Vec::new(),
+                        description: "OnDelete: replicas take the new template only when they are deleted".into(),
+                    }
+                } else {
+                    let unavailable = strategy
+                        .and_then(|s| s.rolling_update.as_ref())
+                        .and_then(|r| r.max_unavailable.as_ref())
+                        .map_or("1".to_owned(), ToString::to_string);
+                    Rollout {
+                        strategy: "RollingUpdate".into(),
+                        replicas: None,
+                        restarts: None,
+                        batches: Vec::new(),
+                        description: format!(
+                            "rolling update: the replica on every matching node restarts, {unavailable} node(s) at a time"
+                        ),
+                    }
+                }
+            }
+            _ => return None,
+        });
+    }
+    match (old_replicas, replicas) {
+        (Some(before), Some(after)) if before != after => Some(Rollout {
+            strategy: "Scale".into(),
+            replicas: Some(after),
+            restarts: Some(0),
+            batches: Vec::new(),
+            description: if after > before {
+                format!("scales from {before} to {after}: {} start, none restart", count(after - before, "replica"))
+            } else {
+                format!("scales from {before} to {after}: {} stop, none restart", count(before - after, "replica"))
+            },
+        }),
+        _ => None,
+    }
+}
+
+/// A rolling update of `replicas` under maxSurge and maxUnavailable (Kubernetes' defaults of
+/// 25% each when absent): each batch replaces up to surge + unavailable replicas.
+fn rolling(replicas: i32, rolling_update: Option<&RollingUpdate>) -> Rollout {
+    let default_surge = IntOrString::String(crate::manifest::defaults::DEFAULT_SURGE.into());
+    let default_unavailable = IntOrString::String(crate::manifest::defaults::DEFAULT_UNAVAILABLE.into());
+    let surge_value = rolling_update.and_then(|r| r.max_surge.as_ref()).unwrap_or(&default_surge);
+    let unavailable_value = rolling_update.and_then(|r| r.max_unavailable.as_ref()).unwrap_or(&default_unavailable);
+    let surge = surge_value.scaled(replicas, true).unwrap_or(1).max(0);
+    let mut unavailable = unavailable_value.scaled(replicas, false).unwrap_or(0).max(0);
+    // Kubernetes lets one replica be unavailable when both round down to zero, or nothing moves.
+    if surge == 0 && unavailable == 0 {
+        unavailable = 1;
+    }
+    let step = (surge + unavailable).max(1);
+    let mut batches = Vec::new();
+    let mut left = replicas;
+    while left > 0 {
+        let batch = left.min(step);
+        batches.push(batch);
+        left -= batch;
+    }
+    let shape = if batches.len() == 1 {
+        "in one batch".to_owned()
+    } else {
+        format!(
+            "in {} batches ({})",
+            batches.len(),
+            batches.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+        )
+    };
+    Rollout {
+        strategy: "RollingUpdate".into(),
+        replicas: Some(replicas),
+        restarts: Some(replicas),
+        batches,
+        description: format!(
+            "rolling update: {} restart {shape}; at most {} running (maxSurge {surge_value}), at least {} available (maxUnavailable {unavailable_value})",
+            count(replicas, "replica"),
+            replicas + surge,
+            (replicas - unavailable).max(0),
+        ),
+    }
+}
+
+fn update_risks(old: &Resource, new: &Resource, rollout: Option<&Rollout>) -> Vec<Risk> {
+    let mut risks = Vec::new();
+    let restarting =
+        rollout.is_some_and(|r| r.restarts.is_none_or(|n| n > 0) && r.strategy != "Scale" && r.strategy != "OnDelete");
+    if let Some(rollout) = rollout {
+        match rollout.strategy.as_str() {
+            "Recreate" => {
+                risks.push(Risk { level: RiskLevel::High, message: format!("downtime: {}", rollout.description) })
+            }
+            "Replace" if new.key.kind != Kind::Pod => {
+                risks.push(Risk { level: RiskLevel::High, message: rollout.description.clone() })
+            }
+            "Replace" => risks.push(Risk {
+                level: RiskLevel::Medium,
+                message: "downtime: the pod is stopped before it starts again".into(),
+            }),
+            _ => {}
+        }
+        if rollout.replicas == Some(0) && old.object.replicas().is_some_and(|n| n > 0) {
+            risks.push(Risk {
+                level: RiskLevel::High,
+                message: "scales to 0 replicas: the workload stops serving".into(),
+            });
+        }
+    }
+    if let (Some(old_spec), Some(new_spec)) = (old.object.pod_spec(), new.object.pod_spec()) {
+        for volume in &old_spec.volumes {
+            match new_spec.volumes.iter().find(|v| v.name == volume.name) {
+                None => risks.push(Risk {
+                    level: RiskLevel::Medium,
+                    message: format!("volume `{}` ({}) is no longer mounted", volume.name, volume_source(volume)),
+                }),
+                Some(now) if now.host_path != volume.host_path && volume.host_path.is_some() => risks.push(Risk {
+                    level: RiskLevel::Medium,
+                    message: format!(
+                        "volume `{}` moves from {} to {}",
+                        volume.name,
+                        volume_source(volume),
+                        volume_source(now)
+                    ),
+                }),
+                Some(_) if restarting && volume.empty_dir.is_some() => risks.push(Risk {
+                    level: RiskLevel::Medium,
+                    message: format!("emptyDir volume `{}` is emptied as replicas restart", volume.name),
+                }),
+                Some(_) => {}
+            }
+        }
+    }
+    if new.key.kind == Kind::Secret {
+        let mut changed: Vec<&str> = Vec::new();
+        for (key, digest) in &new.sensitive_digests {
+            if old.sensitive_digests.get(key).is_some_and(|before| before != digest) {
+                changed.push(key);
+            }
+        }
+        let removed: Vec<&str> = old
+            .sensitive_digests
+            .keys()
+            .filter(|k| !new.sensitive_digests.contains_key(*k))
+            .map(String::as_str)
+            .collect();
+        if !changed.is_empty() {
+            risks.push(Risk {
+                level: RiskLevel::Medium,
+                message: format!(
+                    "secret values change for {} (values not shown); pods read them when they start",
+                    keys_list(&changed)
+                ),
+            });
+        }
+        if !removed.is_empty() {
+            risks.push(Risk {
+                level: RiskLevel::Medium,
+                message: format!("secret keys removed: {}", keys_list(&removed)),
+            });
+        }
+    }
+    if let (Object::Service(before), Object::Service(after)) = (&old.object, &new.object) {
+        for port in &before.spec.ports {
+            let still = after.spec.ports.iter().find(|p| p.port == port.port && p.protocol == port.protocol);
+            match still {
+                None => risks.push(Risk {
+                    level: RiskLevel::Medium,
+                    message: format!("port {} is removed: its clients lose access", port.port),
+                }),
+                Some(now) => {
+                    let after_type = after.spec.service_type.unwrap_or(ServiceType::ClusterIP);
+                    if let Some(node_port) = port.node_port {
+                        if after_type == ServiceType::ClusterIP {
+                            risks.push(Risk {
+                                level: RiskLevel::Medium,
+                                message: format!("node port {node_port} is released: clients outside lose access"),
+                            });
+                        } else if now.node_port.is_some_and(|n| n != node_port) {
+                            risks.push(Risk {
+                                level: RiskLevel::Medium,
+                                message: format!(
+                                    "node port changes from {node_port} to {}",
+                                    now.node_port.unwrap_or_default()
+                                ),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+    risks.extend(image_risks(Some(&old.object), &new.object));
+    risks
+}
+
+/// Images that are not pinned to a tag or digest: what runs could change without a commit.
+fn image_risks(old: Option<&Object>, new: &Object) -> Vec<Risk> {
+    let Some(spec) = new.pod_spec() else { return Vec::new() };
+    let old_images: Vec<&str> = old
+        .and_then(Object::pod_spec)
+        .map(|s| s.containers.iter().map(|c| c.image.as_str()).collect())
+        .unwrap_or_default();
+    spec.containers
+        .iter()
+        .filter(|c| !old_images.contains(&c.image.as_str()))
+        .filter(|c| {
+            let name = c.image.rsplit('/').next().unwrap_or(&c.image);
+            !c.image.contains('@') && (!name.contains(':') || name.ends_with(":latest"))
+        })
+        .map(|c| Risk {
+            level: RiskLevel::Low,
+            message: format!(
+                "container `{}` runs `{}`, which is not pinned to a version: what runs can change without a commit",
+                c.name, c.image
+            ),
+        })
+        .collect()
+}
+
+fn volume_source(volume: &Volume) -> String {
+    if let Some(host_path) = &volume.host_path {
+        format!("hostPath {}", host_path.path)
+    } else if volume.empty_dir.is_some() {
+        "emptyDir".into()
+    } else if let Some(config_map) = &volume.config_map {
+        format!("configMap {}", config_map.name)
+    } else if let Some(secret) = &volume.secret {
+        format!("secret {}", secret.secret_name)
+    } else {
+        "no source".into()
+    }
+}
+
+fn keys_list(keys: &[&str]) -> String {
+    keys.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+}
+
+fn count(n: i32, noun: &str) -> String {
+    if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") }
+}
+
+/// True when the value is the placeholder for a redacted secret value.
+pub fn is_redacted(value: &str) -> bool {
+    value == SENSITIVE || value == "(sensitive value changed)"
+}

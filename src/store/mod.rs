@@ -1,0 +1,212 @@
+//! store: the control plane's memory, in SQLite through sqlx.
+//!
+//! The schema lives in `migrations/`, embedded in the binary and applied on open; the database
+//! runs in WAL mode. Queries are runtime `query_as` with portable SQL (no SQLite-only syntax
+//! outside this module), so the store can move to PostgreSQL behind the same interface.
+//! This module knows rows and transactions; it never decides what to apply.
+
+use crate::diag::Pos;
+use crate::manifest::{Kind, Object, Resource};
+use crate::sync::CommitInfo;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::{FromRow, SqlitePool};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the state file {0} does not exist")]
+    Missing(PathBuf),
+    #[error("opening the database {path} failed")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: sqlx::Error,
+    },
+    #[error("migrating the database {path} failed")]
+    Migrate {
+        path: PathBuf,
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+    #[error("database query failed")]
+    Query(#[from] sqlx::Error),
+    #[error(
+        "the stored object {kind} {namespace}/{name} is unreadable; the database was written by another version of berth or edited by hand"
+    )]
+    Corrupt {
+        kind: String,
+        namespace: String,
+        name: String,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+pub struct Store {
+    pool: SqlitePool,
+}
+
+/// What berth last applied: the commit and its objects.
+#[derive(Debug, Clone, Default)]
+pub struct Applied {
+    pub commit: Option<CommitInfo>,
+    pub resources: Vec<Arc<Resource>>,
+}
+
+#[derive(FromRow)]
+struct AppliedRow {
+    kind: String,
+    namespace: String,
+    name: String,
+    file: String,
+    line: i64,
+    canonical: String,
+    sensitive_digests: String,
+}
+
+#[derive(FromRow)]
+struct CommitRow {
+    sha: String,
+    author: String,
+    message: String,
+    committed_at: i64,
+}
+
+impl Store {
+    /// Opens the database at `path`, creating it when it does not exist, and migrates it.
+    pub async fn open(path: &Path) -> Result<Store, StoreError> {
+        Self::connect(path, true).await
+    }
+
+    /// Opens an existing database; a missing file is an error, never an empty state.
+    pub async fn open_existing(path: &Path) -> Result<Store, StoreError> {
+        if !path.exists() {
+            return Err(StoreError::Missing(path.to_owned()));
+        }
+        Self::connect(path, false).await
+    }
+
+    async fn connect(path: &Path, create: bool) -> Result<Store, StoreError> {
+        let options = SqliteConnectOptions::from_str("sqlite://")
+            .map_err(|source| StoreError::Open { path: path.to_owned(), source })?
+            .filename(path)
+            .create_if_missing(create)
+            .journal_mode(SqliteJournalMode::Wal)
+            .foreign_keys(true)
+            .busy_timeout(std::time::Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|source| StoreError::Open { path: path.to_owned(), source })?;
+        sqlx::migrate!("./migrations")
+            .run(&pool)
+            .await
+            .map_err(|source| StoreError::Migrate { path: path.to_owned(), source })?;
+        Ok(Store { pool })
+    }
+
+    pub async fn journal_mode(&self) -> Result<String, StoreError> {
+        Ok(sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&self.pool).await?)
+    }
+
+    pub async fn record_commit(&self, commit: &CommitInfo, now: i64) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO commits (sha, author, message, committed_at, seen_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (sha) DO NOTHING")
+            .bind(&commit.sha)
+            .bind(&commit.author)
+            .bind(&commit.message)
+            .bind(commit.time)
+            .bind(now)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Records that `resources` of `commit` are now what runs: one transaction, replacing the
+    /// previous applied set.
+    pub async fn record_applied(
+        &self,
+        commit: &CommitInfo,
+        resources: &[Arc<Resource>],
+        now: i64,
+    ) -> Result<(), StoreError> {
+        self.record_commit(commit, now).await?;
+        let mut transaction = self.pool.begin().await?;
+        sqlx::query("DELETE FROM applied_objects").execute(&mut *transaction).await?;
+        for resource in resources {
+            let digests = serde_json::to_string(&resource.sensitive_digests).unwrap_or_else(|_| "{}".into());
+            sqlx::query(
+                "INSERT INTO applied_objects (kind, namespace, name, commit_sha, file, line, spec_hash, canonical, sensitive_digests, applied_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(resource.key.kind.name())
+            .bind(&resource.key.namespace)
+            .bind(&resource.key.name)
+            .bind(&commit.sha)
+            .bind(&resource.file)
+            .bind(i64::from(resource.pos.line))
+            .bind(&resource.hash)
+            .bind(resource.canonical.to_string())
+            .bind(digests)
+            .bind(now)
+            .execute(&mut *transaction)
+            .await?;
+        }
+        sqlx::query("INSERT INTO control (key, value) VALUES ('applied_commit', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
+            .bind(&commit.sha)
+            .execute(&mut *transaction)
+            .await?;
+        transaction.commit().await?;
+        Ok(())
+    }
+
+    /// The objects as last applied, for the observed side of a plan.
+    pub async fn applied(&self) -> Result<Applied, StoreError> {
+        let commit_sha: Option<String> = sqlx::query_scalar("SELECT value FROM control WHERE key = 'applied_commit'")
+            .fetch_optional(&self.pool)
+            .await?;
+        let commit = match commit_sha {
+            Some(sha) => {
+                sqlx::query_as::<_, CommitRow>("SELECT sha, author, message, committed_at FROM commits WHERE sha = ?")
+                    .bind(sha)
+                    .fetch_optional(&self.pool)
+                    .await?
+                    .map(|row| CommitInfo {
+                        sha: row.sha,
+                        author: row.author,
+                        message: row.message,
+                        time: row.committed_at,
+                    })
+            }
+            None => None,
+        };
+        let rows = sqlx::query_as::<_, AppliedRow>("SELECT kind, namespace, name, file, line, canonical, sensitive_digests FROM applied_objects ORDER BY kind, namespace, name")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut resources = Vec::with_capacity(rows.len());
+        for row in rows {
+            let corrupt = |source| StoreError::Corrupt {
+                kind: row.kind.clone(),
+                namespace: row.namespace.clone(),
+                name: row.name.clone(),
+                source,
+            };
+            let kind = Kind::from_name(&row.kind)
+                .ok_or_else(|| corrupt(serde::de::Error::custom(format!("unknown kind {}", row.kind))))?;
+            let canonical: serde_json::Value = serde_json::from_str(&row.canonical).map_err(corrupt)?;
+            let object = Object::from_canonical(kind, canonical).map_err(corrupt)?;
+            let digests: BTreeMap<String, String> = serde_json::from_str(&row.sensitive_digests).map_err(corrupt)?;
+            let pos = Pos { line: u32::try_from(row.line).unwrap_or(0), column: 1 };
+            resources.push(Arc::new(Resource::from_parts(&row.file, pos, object, digests, Vec::new())));
+        }
+        resources.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(Applied { commit, resources })
+    }
+
+    pub async fn close(self) {
+        self.pool.close().await;
+    }
+}

@@ -1,0 +1,138 @@
+//! `berth.yaml`: berth's own settings, read from the manifest root of the commit being loaded.
+//!
+//! Unknown keys are errors with a suggestion, like in manifests. Settings that later parts of berth
+//! act on (sync and prune policy) are added here as those parts land.
+
+use crate::diag::{Diagnostic, Pos};
+use crate::manifest::{de, yaml};
+use serde::Deserialize;
+use std::cell::RefCell;
+
+pub const CONFIG_FILE: &str = "berth.yaml";
+
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Config {
+    /// Glob patterns, relative to the manifest root, of the files to read. `*` matches within one
+    /// path segment, `**` any number of folders. Defaults to every `.yaml` and `.yml` file.
+    #[serde(default = "default_include")]
+    pub include: Vec<String>,
+    /// Glob patterns of files to skip, applied after `include`.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+}
+
+fn default_include() -> Vec<String> {
+    vec!["**/*.yaml".to_owned(), "**/*.yml".to_owned()]
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { include: default_include(), exclude: Vec::new() }
+    }
+}
+
+impl Config {
+    /// Reads `berth.yaml`; on any error the defaults are returned with the findings.
+    pub fn parse(text: &str) -> (Config, Vec<Diagnostic>) {
+        let mut findings = Vec::new();
+        let documents = match yaml::parse(text) {
+            Ok(documents) => documents,
+            Err(error) => {
+                findings.push(Diagnostic::error(CONFIG_FILE, error.pos, error.message));
+                return (Config::default(), findings);
+            }
+        };
+        let mut roots = documents.into_iter().filter_map(|d| d.root);
+        let Some(root) = roots.next() else { return (Config::default(), findings) };
+        if let Some(extra) = roots.next() {
+            findings.push(Diagnostic::error(CONFIG_FILE, extra.pos, "berth.yaml must hold one document"));
+        }
+        let context = de::Context { file: CONFIG_FILE, object: "berth.yaml", findings: RefCell::new(Vec::new()) };
+        let config = match de::from_node::<Config>(&root, &context) {
+            Ok(config) => config,
+            Err(error) => {
+                findings.push(error.into_diagnostic(CONFIG_FILE, "berth.yaml", root.pos));
+                Config::default()
+            }
+        };
+        findings.extend(context.findings.into_inner().into_iter().map(|mut d| {
+            d.object = None;
+            d
+        }));
+        for (index, pattern) in config.include.iter().chain(&config.exclude).enumerate() {
+            if pattern.starts_with('/') || pattern.split('/').any(|s| s == "..") {
+                let field = if index < config.include.len() { "include" } else { "exclude" };
+                let pos = root.get(field).map_or(Pos::default(), |n| n.pos);
+                findings.push(
+                    Diagnostic::error(CONFIG_FILE, pos, format!("pattern `{pattern}` leaves the manifest root"))
+                        .field(field)
+                        .help("patterns are relative to the folder that holds berth.yaml"),
+                );
+            }
+        }
+        (config, findings)
+    }
+
+    /// Whether berth reads the file at `path` (relative to the manifest root, `/`-separated).
+    pub fn selects(&self, path: &str) -> bool {
+        if path == CONFIG_FILE {
+            return false;
+        }
+        // Hidden folders and files (.github, .gitlab-ci.yml) hold other tools' YAML; they are read
+        // only when a pattern names them.
+        let hidden = path.split('/').any(|s| s.starts_with('.'));
+        if hidden && !self.include.iter().any(|p| p.split('/').any(|s| s.starts_with('.') && s != "." && s != "..")) {
+            return false;
+        }
+        self.include.iter().any(|p| glob_matches(p, path)) && !self.exclude.iter().any(|p| glob_matches(p, path))
+    }
+}
+
+/// Matches a `/`-separated path against a glob: `*` and `?` within a segment, `**` across
+/// segments; a pattern ending in `/` matches everything below that folder.
+pub fn glob_matches(pattern: &str, path: &str) -> bool {
+    let pattern = match pattern.strip_suffix('/') {
+        Some(folder) => format!("{folder}/**"),
+        None => pattern.to_owned(),
+    };
+    let pattern_segments: Vec<&str> = pattern.split('/').collect();
+    let path_segments: Vec<&str> = path.split('/').collect();
+    match_segments(&pattern_segments, &path_segments)
+}
+
+fn match_segments(pattern: &[&str], path: &[&str]) -> bool {
+    match pattern.split_first() {
+        None => path.is_empty(),
+        Some((&"**", rest)) => (0..=path.len()).any(|skip| match_segments(rest, &path[skip..])),
+        Some((first, rest)) => path.split_first().is_some_and(|(segment, path_rest)| {
+            match_segment(first.as_bytes(), segment.as_bytes()) && match_segments(rest, path_rest)
+        }),
+    }
+}
+
+fn match_segment(pattern: &[u8], text: &[u8]) -> bool {
+    match pattern.split_first() {
+        None => text.is_empty(),
+        Some((b'*', rest)) => (0..=text.len()).any(|skip| match_segment(rest, &text[skip..])),
+        Some((b'?', rest)) => !text.is_empty() && match_segment(rest, &text[1..]),
+        Some((c, rest)) => text.first() == Some(c) && match_segment(rest, &text[1..]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_match_like_gitignore_paths() {
+        assert!(glob_matches("**/*.yaml", "a.yaml"));
+        assert!(glob_matches("**/*.yaml", "apps/web/deploy.yaml"));
+        assert!(!glob_matches("*.yaml", "apps/deploy.yaml"));
+        assert!(glob_matches("drafts/", "drafts/x/y.yaml"));
+        assert!(glob_matches("apps/*/v?.yml", "apps/web/v1.yml"));
+        assert!(!glob_matches("apps/**", "other/a.yaml"));
+        assert!(!Config::default().selects(".github/workflows/ci.yml"));
+        assert!(!Config::default().selects("berth.yaml"));
+    }
+}

@@ -1,0 +1,515 @@
+//! sync: Git commits in, validated desired state out.
+//!
+//! A [`Loader`] resolves a revision of a repository, reads the manifest files straight from the
+//! commit's tree (never a checkout), and parses them into a [`Loaded`] commit. Parsed files are
+//! cached by Git blob id and whole commits by commit id, so loading a commit twice, or a commit
+//! that changed one file, does the least work. Remote repositories live in a local clone cache
+//! that is fetched, never cloned again.
+//!
+//! Paths are bounded to the repository: a symlink that leaves it is an error, never followed.
+//! This module reads Git and files; it never writes to the store or talks to nodes.
+
+pub mod config;
+
+use crate::diag::{self, Diagnostic, Pos};
+use crate::manifest::{self, ParsedFile, Resource, validate, yaml};
+use config::{CONFIG_FILE, Config};
+use git2::{ObjectType, Oid, Repository, TreeWalkMode, TreeWalkResult};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::path::{Component, Path, PathBuf};
+use std::sync::Arc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error("{path} is not inside a Git repository")]
+    NotARepository {
+        path: PathBuf,
+        #[source]
+        source: git2::Error,
+    },
+    #[error("{path} is outside the repository at {repository}")]
+    OutsideRepository { path: PathBuf, repository: PathBuf },
+    #[error("revision `{rev}` was not found in {repository}")]
+    UnknownRevision {
+        rev: String,
+        repository: String,
+        #[source]
+        source: git2::Error,
+    },
+    #[error("the manifest root `{root}` does not exist at commit {commit}")]
+    MissingRoot { root: String, commit: String },
+    #[error("fetching {url} failed")]
+    Fetch {
+        url: String,
+        #[source]
+        source: git2::Error,
+    },
+    #[error("reading the repository failed")]
+    Git(#[from] git2::Error),
+    #[error("reading {path} failed")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Who made a commit and why, as history and plans show it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CommitInfo {
+    pub sha: String,
+    pub author: String,
+    /// The first line of the message.
+    pub message: String,
+    /// Seconds since the Unix epoch.
+    pub time: i64,
+}
+
+impl CommitInfo {
+    pub fn short(&self) -> &str {
+        &self.sha[..self.sha.len().min(7)]
+    }
+}
+
+/// The desired state one commit declares, with every finding. Only a commit without errors may
+/// be applied or planned against.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub commit: CommitInfo,
+    pub config: Config,
+    /// Objects that loaded without errors, sorted by key.
+    pub resources: Vec<Arc<Resource>>,
+    /// Errors and warnings, sorted by file and position.
+    pub diagnostics: Vec<Diagnostic>,
+    /// How many manifest files were read.
+    pub files: usize,
+}
+
+impl Loaded {
+    pub fn error_count(&self) -> usize {
+        self.diagnostics.iter().filter(|d| d.is_error()).count()
+    }
+
+    pub fn warning_count(&self) -> usize {
+        self.diagnostics.len() - self.error_count()
+    }
+
+    pub fn is_valid(&self) -> bool {
+        self.error_count() == 0
+    }
+}
+
+/// How often the caches were used: a test and the benchmark read these.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CacheStats {
+    pub commit_hits: u64,
+    pub commit_loads: u64,
+    pub file_hits: u64,
+    pub file_parses: u64,
+}
+
+/// One manifest file found in a commit or work tree, before parsing.
+struct FileEntry {
+    path: String,
+    blob: Oid,
+}
+
+pub struct Loader {
+    repo: Repository,
+    /// Where the manifests live, relative to the repository's top, `/`-separated; empty for the top.
+    root: String,
+    /// What to call the repository in messages: its path or URL.
+    location: String,
+    commits: HashMap<Oid, Arc<Loaded>>,
+    files: HashMap<(Oid, String), Arc<ParsedFile>>,
+    stats: CacheStats,
+}
+
+/// Symlinks are followed at most this many hops, inside the repository only.
+const MAX_SYMLINK_HOPS: usize = 8;
+
+impl Loader {
+    /// Opens the repository that holds `path`; `path` itself (a folder inside it) becomes the
+    /// manifest root.
+    pub fn open(path: &Path) -> Result<Loader, SyncError> {
+        let absolute = std::fs::canonicalize(path).map_err(|source| SyncError::Io { path: path.to_owned(), source })?;
+        let repo = Repository::discover(&absolute)
+            .map_err(|source| SyncError::NotARepository { path: path.to_owned(), source })?;
+        let top = repo.workdir().map(Path::to_path_buf).unwrap_or_else(|| repo.path().to_path_buf());
+        let top = std::fs::canonicalize(&top).map_err(|source| SyncError::Io { path: top.clone(), source })?;
+        let relative = absolute
+            .strip_prefix(&top)
+            .map_err(|_| SyncError::OutsideRepository { path: path.to_owned(), repository: top.clone() })?;
+        let root = relative.components().filter_map(|c| c.as_os_str().to_str()).collect::<Vec<_>>().join("/");
+        Ok(Self::new(repo, root, top.display().to_string()))
+    }
+
+    /// Opens a remote repository (https, ssh or file URL) through a clone cache under
+    /// `cache_dir`, fetching it first. `subdir` is the manifest root inside it.
+    pub fn remote(url: &str, cache_dir: &Path, subdir: &str) -> Result<Loader, SyncError> {
+        let dir = cache_dir.join(&manifest::hex_digest(url.as_bytes())[..16]);
+        let repo = match Repository::open_bare(&dir) {
+            Ok(repo) => repo,
+            Err(_) => {
+                std::fs::create_dir_all(&dir).map_err(|source| SyncError::Io { path: dir.clone(), source })?;
+                let repo = Repository::init_bare(&dir)?;
+                repo.remote("origin", url)?;
+                repo
+            }
+        };
+        let root = normalize_relative(subdir)
+            .ok_or_else(|| SyncError::OutsideRepository { path: subdir.into(), repository: dir.clone() })?;
+        let mut loader = Self::new(repo, root, url.to_owned());
+        loader.fetch()?;
+        Ok(loader)
+    }
+
+    fn new(repo: Repository, root: String, location: String) -> Loader {
+        Loader { repo, root, location, commits: HashMap::new(), files: HashMap::new(), stats: CacheStats::default() }
+    }
+
+    /// Fetches every branch and tag of a remote repository's `origin` into the clone cache, and
+    /// points HEAD at the remote's default branch.
+    pub fn fetch(&mut self) -> Result<(), SyncError> {
+        let url = self.location.clone();
+        let fetch_error = |source| SyncError::Fetch { url: url.clone(), source };
+        let mut remote = self.repo.find_remote("origin")?;
+        let default_branch = {
+            let connection =
+                remote.connect_auth(git2::Direction::Fetch, Some(callbacks()), None).map_err(fetch_error)?;
+            connection.default_branch().ok().and_then(|b| b.as_str().map(str::to_owned))
+        };
+        let mut options = git2::FetchOptions::new();
+        options.remote_callbacks(callbacks()).prune(git2::FetchPrune::On).download_tags(git2::AutotagOption::All);
+        remote
+            .fetch(&["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"], Some(&mut options), None)
+            .map_err(fetch_error)?;
+        if let Some(branch) = default_branch {
+            self.repo.set_head(&branch)?;
+        }
+        Ok(())
+    }
+
+    pub fn location(&self) -> &str {
+        &self.location
+    }
+
+    /// The manifest root inside the repository, `/`-separated, empty for the top.
+    pub fn root(&self) -> &str {
+        &self.root
+    }
+
+    pub fn stats(&self) -> CacheStats {
+        self.stats
+    }
+
+    /// Resolves a branch, tag, short or full sha, or `HEAD` to a commit.
+    pub fn resolve(&self, rev: &str) -> Result<CommitInfo, SyncError> {
+        let commit = self.find_commit(rev)?;
+        Ok(commit_info(&commit))
+    }
+
+    fn find_commit(&self, rev: &str) -> Result<git2::Commit<'_>, SyncError> {
+        let unknown =
+            |source| SyncError::UnknownRevision { rev: rev.to_owned(), repository: self.location.clone(), source };
+        let object = self.repo.revparse_single(rev).map_err(unknown)?;
+        object.peel_to_commit().map_err(unknown)
+    }
+
+    /// Loads the manifests of a commit: cached by commit id, files cached by blob id.
+    pub fn load(&mut self, rev: &str) -> Result<Arc<Loaded>, SyncError> {
+        let commit_id = self.find_commit(rev)?.id();
+        if let Some(loaded) = self.commits.get(&commit_id) {
+            self.stats.commit_hits += 1;
+            return Ok(loaded.clone());
+        }
+        self.stats.commit_loads += 1;
+        let (info, config, entries, diagnostics) = self.collect_commit(commit_id)?;
+        let loaded = Arc::new(self.parse_entries(info, config, entries, diagnostics)?);
+        self.commits.insert(commit_id, loaded.clone());
+        Ok(loaded)
+    }
+
+    /// Finds the manifest files of a commit and reads its `berth.yaml`.
+    fn collect_commit(
+        &self,
+        commit_id: Oid,
+    ) -> Result<(CommitInfo, Config, Vec<FileEntry>, Vec<Diagnostic>), SyncError> {
+        let commit = self.repo.find_commit(commit_id)?;
+        let info = commit_info(&commit);
+        let tree = commit.tree()?;
+        let root_tree = if self.root.is_empty() {
+            tree.clone()
+        } else {
+            let entry = tree
+                .get_path(Path::new(&self.root))
+                .map_err(|_| SyncError::MissingRoot { root: self.root.clone(), commit: info.sha.clone() })?;
+            entry
+                .to_object(&self.repo)?
+                .peel_to_tree()
+                .map_err(|_| SyncError::MissingRoot { root: self.root.clone(), commit: info.sha.clone() })?
+        };
+
+        let mut diagnostics = Vec::new();
+        let (config, config_findings) = match root_tree.get_name(CONFIG_FILE) {
+            Some(entry) => {
+                let blob = self.repo.find_blob(entry.id())?;
+                match std::str::from_utf8(blob.content()) {
+                    Ok(text) => Config::parse(text),
+                    Err(_) => (
+                        Config::default(),
+                        vec![Diagnostic::error(CONFIG_FILE, Pos { line: 1, column: 1 }, "file is not UTF-8 text")],
+                    ),
+                }
+            }
+            None => (Config::default(), Vec::new()),
+        };
+        diagnostics.extend(config_findings);
+
+        let mut candidates = Vec::new();
+        root_tree.walk(TreeWalkMode::PreOrder, |dir, entry| {
+            if entry.kind() == Some(ObjectType::Blob) {
+                if let Some(name) = entry.name() {
+                    candidates.push((format!("{dir}{name}"), entry.id(), entry.filemode()));
+                }
+            }
+            TreeWalkResult::Ok
+        })?;
+        let mut entries = Vec::new();
+        for (path, blob, mode) in candidates {
+            if !config.selects(&path) {
+                continue;
+            }
+            if mode == i32::from(git2::FileMode::Link) {
+                match self.follow_symlink(&tree, &path, blob) {
+                    Ok(target) => entries.push(FileEntry { path, blob: target }),
+                    Err(message) => diagnostics.push(
+                        Diagnostic::error(&path, Pos { line: 1, column: 1 }, message)
+                            .help("keep manifests inside the repository as regular files"),
+                    ),
+                }
+            } else {
+                entries.push(FileEntry { path, blob });
+            }
+        }
+        Ok((info, config, entries, diagnostics))
+    }
+
+    /// Reads the manifests as they are in the work tree, uncommitted changes included, with the
+    /// same rules as for a commit. Tagged with the HEAD commit it started from.
+    pub fn load_worktree(&mut self) -> Result<Loaded, SyncError> {
+        let top = self.repo.workdir().map(Path::to_path_buf).ok_or_else(|| SyncError::OutsideRepository {
+            path: PathBuf::from(&self.location),
+            repository: PathBuf::from(&self.location),
+        })?;
+        let top = std::fs::canonicalize(&top).map_err(|source| SyncError::Io { path: top.clone(), source })?;
+        let mut info = self.resolve("HEAD")?;
+        info.message = format!("work tree of {}", info.short());
+        let root_dir = top.join(&self.root);
+        let mut diagnostics = Vec::new();
+        let config_path = root_dir.join(CONFIG_FILE);
+        let config = match std::fs::read_to_string(&config_path) {
+            Ok(text) => {
+                let (config, findings) = Config::parse(&text);
+                diagnostics.extend(findings);
+                config
+            }
+            Err(_) => Config::default(),
+        };
+        let mut entries = Vec::new();
+        let mut stack = vec![root_dir.clone()];
+        while let Some(dir) = stack.pop() {
+            let listing = std::fs::read_dir(&dir).map_err(|source| SyncError::Io { path: dir.clone(), source })?;
+            for item in listing {
+                let item = item.map_err(|source| SyncError::Io { path: dir.clone(), source })?;
+                let path = item.path();
+                let Ok(relative) = path.strip_prefix(&root_dir) else { continue };
+                let relative =
+                    relative.components().filter_map(|c| c.as_os_str().to_str()).collect::<Vec<_>>().join("/");
+                if relative == ".git" || relative.starts_with(".git/") {
+                    continue;
+                }
+                let file_type = item.file_type().map_err(|source| SyncError::Io { path: path.clone(), source })?;
+                if file_type.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                if !config.selects(&relative) {
+                    continue;
+                }
+                let real = match std::fs::canonicalize(&path) {
+                    Ok(real) if real.starts_with(&top) && real.is_file() => real,
+                    _ => {
+                        diagnostics.push(
+                            Diagnostic::error(
+                                &relative,
+                                Pos { line: 1, column: 1 },
+                                "symlink points outside the repository or to nothing; it is not followed",
+                            )
+                            .help("keep manifests inside the repository as regular files"),
+                        );
+                        continue;
+                    }
+                };
+                let size = std::fs::metadata(&real).map(|m| m.len()).unwrap_or(0);
+                if size > yaml::MAX_FILE_BYTES as u64 {
+                    diagnostics.push(
+                        Diagnostic::error(
+                            &relative,
+                            Pos { line: 1, column: 1 },
+                            format!("file is {size} bytes, larger than the limit of {} bytes", yaml::MAX_FILE_BYTES),
+                        )
+                        .help("split it into several files"),
+                    );
+                    continue;
+                }
+                let bytes = std::fs::read(&real).map_err(|source| SyncError::Io { path: real.clone(), source })?;
+                let blob = self.repo.blob(&bytes)?;
+                entries.push(FileEntry { path: relative, blob });
+            }
+        }
+        self.parse_entries(info, config, entries, diagnostics)
+    }
+
+    /// Resolves a symlink stored in the commit to the blob it names, if it stays inside the
+    /// repository; otherwise says why not.
+    fn follow_symlink(&self, tree: &git2::Tree<'_>, path: &str, link_blob: Oid) -> Result<Oid, String> {
+        let mut link_path = if self.root.is_empty() { path.to_owned() } else { format!("{}/{path}", self.root) };
+        let mut blob = link_blob;
+        for _ in 0..MAX_SYMLINK_HOPS {
+            let target = self.repo.find_blob(blob).map_err(|e| e.message().to_owned())?;
+            let target = String::from_utf8_lossy(target.content()).into_owned();
+            let parent = link_path.rsplit_once('/').map_or("", |(parent, _)| parent);
+            let joined = if target.starts_with('/') {
+                target.clone()
+            } else if parent.is_empty() {
+                target.clone()
+            } else {
+                format!("{parent}/{target}")
+            };
+            let Some(resolved) = normalize_relative(&joined) else {
+                return Err(format!("symlink points outside the repository (to `{target}`); it is not followed"));
+            };
+            let entry = tree
+                .get_path(Path::new(&resolved))
+                .map_err(|_| format!("symlink points to `{target}`, which is not in the commit"))?;
+            match entry.kind() {
+                Some(ObjectType::Blob) if entry.filemode() == i32::from(git2::FileMode::Link) => {
+                    link_path = resolved;
+                    blob = entry.id();
+                }
+                Some(ObjectType::Blob) => return Ok(entry.id()),
+                _ => return Err(format!("symlink points to `{target}`, which is not a file")),
+            }
+        }
+        Err(format!("symlink chain is longer than {MAX_SYMLINK_HOPS} links"))
+    }
+
+    fn parse_entries(
+        &mut self,
+        commit: CommitInfo,
+        config: Config,
+        entries: Vec<FileEntry>,
+        mut diagnostics: Vec<Diagnostic>,
+    ) -> Result<Loaded, SyncError> {
+        let odb = self.repo.odb()?;
+        let mut resources = Vec::new();
+        let files = entries.len();
+        for entry in entries {
+            let cache_key = (entry.blob, entry.path);
+            let parsed = match self.files.get(&cache_key) {
+                Some(parsed) => {
+                    self.stats.file_hits += 1;
+                    parsed.clone()
+                }
+                None => {
+                    self.stats.file_parses += 1;
+                    let path = &cache_key.1;
+                    let (size, _) = odb.read_header(entry.blob)?;
+                    let parsed = if size > yaml::MAX_FILE_BYTES {
+                        ParsedFile {
+                            resources: Vec::new(),
+                            diagnostics: vec![
+                                Diagnostic::error(
+                                    path,
+                                    Pos { line: 1, column: 1 },
+                                    format!(
+                                        "file is {size} bytes, larger than the limit of {} bytes",
+                                        yaml::MAX_FILE_BYTES
+                                    ),
+                                )
+                                .help("split it into several files"),
+                            ],
+                        }
+                    } else {
+                        let blob = self.repo.find_blob(entry.blob)?;
+                        match std::str::from_utf8(blob.content()) {
+                            Ok(text) => manifest::parse_file(path, text),
+                            Err(_) => ParsedFile {
+                                resources: Vec::new(),
+                                diagnostics: vec![Diagnostic::error(
+                                    path,
+                                    Pos { line: 1, column: 1 },
+                                    "file is not UTF-8 text",
+                                )],
+                            },
+                        }
+                    };
+                    let parsed = Arc::new(parsed);
+                    self.files.insert(cache_key, parsed.clone());
+                    parsed
+                }
+            };
+            resources.extend(parsed.resources.iter().cloned());
+            diagnostics.extend(parsed.diagnostics.iter().cloned());
+        }
+        diagnostics.extend(validate::across(&resources));
+        resources.sort_by(|a, b| a.key.cmp(&b.key));
+        diag::sort(&mut diagnostics);
+        Ok(Loaded { commit, config, resources, diagnostics, files })
+    }
+}
+
+fn commit_info(commit: &git2::Commit<'_>) -> CommitInfo {
+    CommitInfo {
+        sha: commit.id().to_string(),
+        author: commit.author().name().unwrap_or("unknown").to_owned(),
+        message: commit.summary().unwrap_or("").to_owned(),
+        time: commit.time().seconds(),
+    }
+}
+
+/// Normalizes a `/`-separated path relative to the repository's top; `None` when it leaves the
+/// repository (absolute, or `..` above the top).
+fn normalize_relative(path: &str) -> Option<String> {
+    let mut parts: Vec<&str> = Vec::new();
+    for component in Path::new(path).components() {
+        match component {
+            Component::Normal(part) => parts.push(part.to_str()?),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                parts.pop()?;
+            }
+            Component::RootDir | Component::Prefix(_) => return None,
+        }
+    }
+    Some(parts.join("/"))
+}
+
+/// Credentials for fetching: the SSH agent for ssh URLs, Git's credential helpers for https.
+fn callbacks() -> git2::RemoteCallbacks<'static> {
+    let mut callbacks = git2::RemoteCallbacks::new();
+    callbacks.credentials(|url, username, allowed| {
+        if allowed.contains(git2::CredentialType::SSH_KEY) {
+            return git2::Cred::ssh_key_from_agent(username.unwrap_or("git"));
+        }
+        if allowed.contains(git2::CredentialType::USER_PASS_PLAINTEXT) {
+            if let Ok(config) = git2::Config::open_default() {
+                return git2::Cred::credential_helper(&config, url, username);
+            }
+        }
+        git2::Cred::default()
+    });
+    callbacks
+}

@@ -1,0 +1,136 @@
+//! Validation of manifests as a user meets it: `berth validate` on real repositories, every
+//! finding with file:line:col, the object and the field.
+
+use crate::support::{TestRepo, berth, check_snapshot, fixtures};
+use berth::sync::Loader;
+
+/// Every file of `tests/fixtures/invalid` is committed to one repository; `berth validate`
+/// must report every problem in all of them (not only the first), in a stable order.
+#[test]
+fn validate_reports_every_problem_with_its_position() {
+    let mut repo = TestRepo::new();
+    let dir = fixtures().join("invalid");
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            repo.write(path.file_name().unwrap().to_str().unwrap(), &std::fs::read_to_string(&path).unwrap());
+        }
+    }
+    repo.commit("invalid manifests");
+    let (code, stdout, stderr) = berth(repo.path(), &["validate"]);
+    assert_eq!(code, 1, "errors give exit code 1; stderr: {stderr}");
+    check_snapshot(&fixtures().join("invalid.expected"), &stdout);
+
+    let (code, stdout, _) = berth(repo.path(), &["validate", "-o", "json"]);
+    assert_eq!(code, 1);
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let diagnostics = report["diagnostics"].as_array().unwrap();
+    assert_eq!(report["errors"].as_u64().unwrap() as usize, diagnostics.iter().filter(|d| d["severity"] == "error").count());
+    let typo = diagnostics.iter().find(|d| d["field"] == "spec.replicaz").expect("the replicaz typo is reported");
+    assert_eq!(typo["file"], "typos.yaml");
+    assert_eq!(typo["line"], 10);
+    assert_eq!(typo["column"], 3);
+    assert_eq!(typo["object"], "Deployment shop/web");
+    assert_eq!(typo["help"], "did you mean `replicas`?");
+}
+
+#[test]
+fn warnings_alone_pass_validation() {
+    let mut repo = TestRepo::new();
+    repo.write(
+        "pod.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: p\nspec:\n  serviceAccountName: x\n  containers:\n    - name: c\n      image: registry.example/c:1\n",
+    );
+    repo.commit("pod");
+    let (code, stdout, _) = berth(repo.path(), &["validate"]);
+    assert_eq!(code, 0, "{stdout}");
+    assert!(stdout.contains("pod.yaml:6:3: warning: Pod default/p: spec.serviceAccountName: field is accepted but not acted on by berth (berth has no service accounts)"), "{stdout}");
+    assert!(stdout.contains("1 objects in 1 files, 0 errors, 1 warnings"), "{stdout}");
+}
+
+fn single_file_diagnostics(name: &str, text: &str) -> Vec<String> {
+    let mut repo = TestRepo::new();
+    repo.write(name, text);
+    repo.commit("one file");
+    let mut loader = Loader::open(repo.path()).unwrap();
+    loader.load("HEAD").unwrap().diagnostics.iter().map(ToString::to_string).collect()
+}
+
+#[test]
+fn an_alias_bomb_is_refused() {
+    let mut text = String::from("a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+    for level in 1..12 {
+        let previous = format!("*a{}", level - 1);
+        text.push_str(&format!("a{level}: &a{level} [{}]\n", vec![previous; 10].join(", ")));
+    }
+    let found = single_file_diagnostics("bomb.yaml", &text);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].starts_with("bomb.yaml:6:"), "{found:?}");
+    assert!(found[0].contains("aliases expand this file to more than 250000 nodes"), "{found:?}");
+}
+
+#[test]
+fn deep_nesting_is_refused() {
+    let mut block = String::new();
+    for level in 0..100 {
+        block.push_str(&format!("{}k{level}:\n", "  ".repeat(level)));
+    }
+    let found = single_file_diagnostics("block.yaml", &block);
+    assert_eq!(found, ["block.yaml:65:129: error: nesting is deeper than 64 levels"]);
+
+    let depth = 100_000;
+    let flow = format!("a: {}{}\n", "[".repeat(depth), "]".repeat(depth));
+    let found = single_file_diagnostics("flow.yaml", &flow);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].starts_with("flow.yaml:1:") && found[0].ends_with("error: nesting is too deep"), "{found:?}");
+}
+
+#[test]
+fn a_huge_file_is_refused_before_it_is_parsed() {
+    let line = "# padding padding padding padding padding padding padding padding padding\n";
+    let text = line.repeat(2 * 1024 * 1024 / line.len());
+    let found = single_file_diagnostics("huge.yaml", &text);
+    assert_eq!(found.len(), 1);
+    assert!(found[0].starts_with("huge.yaml:1:1: error: file is 2097"), "{found:?}");
+    assert!(found[0].ends_with("bytes, larger than the limit of 1048576 bytes (split it into several files)"), "{found:?}");
+}
+
+#[test]
+fn non_utf8_is_an_error() {
+    let mut repo = TestRepo::new();
+    std::fs::write(repo.path().join("latin1.yaml"), b"data: caf\xe9\n").unwrap();
+    repo.commit("latin1");
+    let mut loader = Loader::open(repo.path()).unwrap();
+    let found: Vec<String> = loader.load("HEAD").unwrap().diagnostics.iter().map(ToString::to_string).collect();
+    assert_eq!(found, ["latin1.yaml:1:1: error: file is not UTF-8 text"]);
+}
+
+#[test]
+fn symlinks_that_leave_the_repository_are_not_followed() {
+    let mut repo = TestRepo::new();
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("secret.yaml"), "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: stolen\n")
+        .unwrap();
+    // Not a .yaml file, so only the symlink that points at it reads it.
+    repo.write("real/ns.manifest", "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: inside\n");
+    std::os::unix::fs::symlink(outside.path().join("secret.yaml"), repo.path().join("absolute.yaml")).unwrap();
+    std::os::unix::fs::symlink("../../../../../../../../etc/hostname", repo.path().join("relative.yaml")).unwrap();
+    std::os::unix::fs::symlink("real/ns.manifest", repo.path().join("inside.yaml")).unwrap();
+    repo.commit("links");
+
+    let mut loader = Loader::open(repo.path()).unwrap();
+    let loaded = loader.load("HEAD").unwrap();
+    let found: Vec<String> = loaded.diagnostics.iter().map(ToString::to_string).collect();
+    assert_eq!(found.len(), 2, "{found:?}");
+    assert!(found[0].starts_with("absolute.yaml:1:1: error: symlink points outside the repository"), "{found:?}");
+    assert!(found[1].starts_with("relative.yaml:1:1: error: symlink points outside the repository"), "{found:?}");
+    assert!(loaded.resources.iter().all(|r| r.key.name != "stolen"));
+    // A symlink that stays inside the repository is followed.
+    assert!(loaded.resources.iter().any(|r| r.key.name == "inside" && r.file == "inside.yaml"));
+
+    // The work tree is bounded the same way.
+    let worktree = loader.load_worktree().unwrap();
+    let found: Vec<String> = worktree.diagnostics.iter().map(ToString::to_string).collect();
+    assert!(found.iter().any(|d| d.starts_with("absolute.yaml:1:1: error: symlink points outside the repository")), "{found:?}");
+    assert!(worktree.resources.iter().all(|r| r.key.name != "stolen"));
+}

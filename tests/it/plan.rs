@@ -1,0 +1,104 @@
+//! Plan snapshots: every folder under `tests/fixtures/plan` holds `before.yaml` and
+//! `after.yaml`, committed in that order to a real repository; the plan between them is
+//! compared in all three formats. Adding a case is adding a folder.
+
+use crate::support::{TestRepo, berth, check_snapshot, fixtures};
+use berth::plan::{self, State, render};
+use berth::sync::Loader;
+
+fn plan_between(before: &str, after: &str) -> (plan::Plan, TestRepo, String, String) {
+    let mut repo = TestRepo::new();
+    repo.write("manifests.yaml", before);
+    let from = repo.commit("before");
+    repo.clear().write("manifests.yaml", after);
+    let to = repo.commit("after");
+    let mut loader = Loader::open(repo.path()).unwrap();
+    let old = loader.load(&from).unwrap();
+    let new = loader.load(&to).unwrap();
+    assert!(old.is_valid(), "before.yaml has errors: {:#?}", old.diagnostics);
+    assert!(new.is_valid(), "after.yaml has errors: {:#?}", new.diagnostics);
+    let state = |loaded: &berth::sync::Loaded| State {
+        revision: loaded.commit.sha.clone(),
+        title: loaded.commit.message.clone(),
+        resources: loaded.resources.clone(),
+    };
+    (plan::plan(&state(&new), &state(&old)), repo, from, to)
+}
+
+#[test]
+fn plan_snapshots() {
+    let root = fixtures().join("plan");
+    let mut cases: Vec<_> = std::fs::read_dir(&root).unwrap().map(|e| e.unwrap().path()).collect();
+    cases.sort();
+    assert!(cases.len() >= 8, "expected the plan fixtures, found {}", cases.len());
+    for case in cases {
+        let before = std::fs::read_to_string(case.join("before.yaml")).unwrap();
+        let after = std::fs::read_to_string(case.join("after.yaml")).unwrap();
+        let (plan, _repo, _, _) = plan_between(&before, &after);
+        check_snapshot(&case.join("plan.txt"), &render::text(&plan, false));
+        check_snapshot(&case.join("plan.md"), &render::markdown(&plan));
+        check_snapshot(&case.join("plan.json"), &render::json(&plan));
+    }
+}
+
+#[test]
+fn secret_values_never_appear_in_any_format() {
+    let case = fixtures().join("plan/secret-change");
+    let before = std::fs::read_to_string(case.join("before.yaml")).unwrap();
+    let after = std::fs::read_to_string(case.join("after.yaml")).unwrap();
+    let (plan, _repo, _, _) = plan_between(&before, &after);
+    // The fixture's values, plain and base64-encoded.
+    let values = ["hunter2", "aHVudGVyMg==", "correct-horse", "Y29ycmVjdC1ob3JzZQ==", "s3cr3t-token", "new-token-value"];
+    for output in [render::text(&plan, true), render::markdown(&plan), render::json(&plan)] {
+        for value in values {
+            assert!(!output.contains(value), "secret value {value:?} leaked into:\n{output}");
+        }
+        assert!(output.contains("(sensitive value changed)"), "changed value not marked in:\n{output}");
+    }
+}
+
+#[test]
+fn plan_command_exit_codes_gate_ci() {
+    let case = fixtures().join("plan/image-change");
+    let before = std::fs::read_to_string(case.join("before.yaml")).unwrap();
+    let after = std::fs::read_to_string(case.join("after.yaml")).unwrap();
+    let (_, repo, from, to) = plan_between(&before, &after);
+    let (code, stdout, _) = berth(repo.path(), &["plan", "--from", &from, "--to", &to]);
+    assert_eq!(code, 2, "changes give exit code 2:\n{stdout}");
+    assert!(stdout.contains("Plan: 0 to create, 1 to update, 0 to delete, 1 unchanged."), "{stdout}");
+    assert!(!stdout.contains('\x1b'), "NO_COLOR output must be plain");
+
+    let (code, stdout, _) = berth(repo.path(), &["plan", "--from", &to, "--to", &to]);
+    assert_eq!(code, 0, "no changes give exit code 0:\n{stdout}");
+
+    // Without --from, a commit is compared with its parent: what the commit changes.
+    let (code, stdout, _) = berth(repo.path(), &["plan", "--format", "json"]);
+    assert_eq!(code, 2);
+    let json: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(json["from"], from.as_str());
+    assert_eq!(json["to"], to.as_str());
+    assert_eq!(json["summary"]["update"], 1);
+    assert_eq!(json["changes"][1]["action"], "update");
+    assert_eq!(json["changes"][1]["kind"], "Deployment");
+
+    let (code, _, stderr) = berth(repo.path(), &["plan", "--from", "no-such-branch"]);
+    assert_eq!(code, 1, "an error gives exit code 1");
+    assert!(stderr.contains("revision `no-such-branch` was not found"), "{stderr}");
+
+    let (code, _, stderr) = berth(repo.path(), &["plan", "--no-such-flag"]);
+    assert_eq!(code, 1, "a usage error is an error, not 'changes': {stderr}");
+}
+
+#[test]
+fn plan_refuses_a_broken_commit() {
+    let mut repo = TestRepo::new();
+    repo.write("a.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\ndata:\n  k: v\n");
+    repo.commit("good");
+    repo.write("a.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\ndatta:\n  k: v\n");
+    repo.commit("broken");
+    let (code, stdout, stderr) = berth(repo.path(), &["plan"]);
+    assert_eq!(code, 1);
+    assert!(stdout.is_empty(), "a broken commit must not print a plan (it would read as 'delete everything'): {stdout}");
+    assert!(stderr.contains("a.yaml:5:1: error: ConfigMap default/a: datta: unknown field `datta` (did you mean `data`?)"), "{stderr}");
+    assert!(stderr.contains("nothing is planned"), "{stderr}");
+}
