@@ -64,12 +64,11 @@ impl Node {
         }
     }
 
-    /// The position of the deepest node that exists along `path`; the path's segments are mapping
-    /// keys, or list indexes written as decimal numbers. A finding about a field that is missing
-    /// points at the object that should hold it.
-    pub fn locate(&self, path: &[&str]) -> Pos {
+    /// Follows `path` (mapping keys, or list indexes written as decimal numbers) as far as it
+    /// exists; returns the deepest node reached and how many segments were followed.
+    fn walk(&self, path: &[&str]) -> (&Node, usize) {
         let mut node = self;
-        for segment in path {
+        for (depth, segment) in path.iter().enumerate() {
             let next = match &node.value {
                 Value::Map(_) => node.get(segment),
                 Value::Seq(items) => segment.parse::<usize>().ok().and_then(|i| items.get(i)),
@@ -77,10 +76,16 @@ impl Node {
             };
             match next {
                 Some(next) => node = next,
-                None => break,
+                None => return (node, depth),
             }
         }
-        node.pos
+        (node, path.len())
+    }
+
+    /// The position of the deepest node that exists along `path`. A finding about a field that
+    /// is missing points at the object that should hold it.
+    pub fn locate(&self, path: &[&str]) -> Pos {
+        self.walk(path).0.pos
     }
 
     /// The position of a mapping key along `path` (the last segment names the key), for findings
@@ -89,20 +94,9 @@ impl Node {
         let Some((last, parents)) = path.split_last() else {
             return self.pos;
         };
-        let mut node = self;
-        for segment in parents {
-            let next = match &node.value {
-                Value::Map(_) => node.get(segment),
-                Value::Seq(items) => segment.parse::<usize>().ok().and_then(|i| items.get(i)),
-                _ => None,
-            };
-            match next {
-                Some(next) => node = next,
-                None => return node.pos,
-            }
-        }
+        let (node, depth) = self.walk(parents);
         match &node.value {
-            Value::Map(entries) => {
+            Value::Map(entries) if depth == parents.len() => {
                 entries.iter().find(|(k, _)| k.as_str() == Some(last)).map_or(node.pos, |(k, _)| k.pos)
             }
             _ => node.pos,

@@ -12,7 +12,6 @@ use crate::manifest::types::*;
 use crate::manifest::{Kind, Object, ObjectKey, Resource, SENSITIVE};
 use serde::Serialize;
 use serde_json::Value;
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// One side of a plan: a set of objects and what to call it.
@@ -118,37 +117,56 @@ pub struct Plan {
     pub summary: Summary,
     /// Every risk of every change, worst first.
     pub risks: Vec<PlanRisk>,
-    /// One entry per object of either side, in apply order.
+    /// One entry per object that is created, updated or deleted, in apply order; unchanged
+    /// objects are only counted.
     pub changes: Vec<Change>,
 }
 
 /// Compares the desired objects with the observed ones.
 pub fn plan(desired: &State, observed: &State) -> Plan {
-    let mut observed_by_key: BTreeMap<&ObjectKey, &Arc<Resource>> =
-        observed.resources.iter().map(|r| (&r.key, r)).collect();
-    let mut changes = Vec::with_capacity(desired.resources.len());
-    for new in &desired.resources {
-        let change = match observed_by_key.remove(&new.key) {
-            None => created(new),
-            Some(old) if old.hash == new.hash => unchanged(new),
-            Some(old) => updated(old, new),
-        };
-        changes.push(change);
-    }
-    for old in observed_by_key.into_values() {
-        changes.push(deleted(old));
-    }
-    changes.sort_by(|a, b| (a.kind, &a.namespace, &a.name).cmp(&(b.kind, &b.namespace, &b.name)));
-
+    let desired_sorted = sorted(&desired.resources);
+    let observed_sorted = sorted(&observed.resources);
+    let mut changes = Vec::new();
     let mut summary = Summary::default();
-    let mut risks = Vec::new();
-    for change in &changes {
+    // Both sides in key order: one merge pass pairs them up, and the changes come out in
+    // apply order.
+    let (mut d, mut o) = (0, 0);
+    loop {
+        let change = match (desired_sorted.get(d), observed_sorted.get(o)) {
+            (None, None) => break,
+            (Some(new), Some(old)) if new.key == old.key => {
+                d += 1;
+                o += 1;
+                if old.hash == new.hash {
+                    summary.unchanged += 1;
+                    continue;
+                }
+                updated(old, new)
+            }
+            (Some(new), None) => {
+                d += 1;
+                created(new)
+            }
+            (Some(new), Some(old)) if new.key < old.key => {
+                d += 1;
+                created(new)
+            }
+            (_, Some(old)) => {
+                o += 1;
+                deleted(old)
+            }
+        };
         match change.action {
             Action::Create => summary.create += 1,
             Action::Update => summary.update += 1,
             Action::Delete => summary.delete += 1,
             Action::Unchanged => summary.unchanged += 1,
         }
+        changes.push(change);
+    }
+
+    let mut risks = Vec::new();
+    for change in &changes {
         for risk in &change.risks {
             risks.push(PlanRisk { level: risk.level, object: change.key().to_string(), message: risk.message.clone() });
         }
@@ -163,6 +181,17 @@ pub fn plan(desired: &State, observed: &State) -> Plan {
         summary,
         risks,
         changes,
+    }
+}
+
+/// The resources in key order; borrowed as they are when already sorted, as loaders give them.
+fn sorted(resources: &[Arc<Resource>]) -> std::borrow::Cow<'_, [Arc<Resource>]> {
+    if resources.is_sorted_by(|a, b| a.key <= b.key) {
+        std::borrow::Cow::Borrowed(resources)
+    } else {
+        let mut owned = resources.to_vec();
+        owned.sort_by(|a, b| a.key.cmp(&b.key));
+        std::borrow::Cow::Owned(owned)
     }
 }
 
@@ -181,13 +210,9 @@ fn change(action: Action, resource: &Resource) -> Change {
     }
 }
 
-fn unchanged(resource: &Resource) -> Change {
-    change(Action::Unchanged, resource)
-}
-
 fn created(new: &Resource) -> Change {
     let mut created = change(Action::Create, new);
-    created.diff = render::diff("", &render::to_yaml(&new.canonical));
+    created.diff = render::whole('+', &render::to_yaml(&new.canonical));
     if let Some(replicas) = new.object.replicas() {
         created.rollout = Some(Rollout {
             strategy: "Create".into(),
@@ -211,7 +236,7 @@ fn created(new: &Resource) -> Change {
 
 fn deleted(old: &Resource) -> Change {
     let mut deleted = change(Action::Delete, old);
-    deleted.diff = render::diff(&render::to_yaml(&old.canonical), "");
+    deleted.diff = render::whole('-', &render::to_yaml(&old.canonical));
     let what = match (old.key.kind, old.object.replicas()) {
         (Kind::Namespace, _) => format!("deletes namespace {}", old.key.name),
         (Kind::DaemonSet, _) => format!("deletes {}: its replica on every node stops", old.key),

@@ -150,6 +150,20 @@ fn escape_html(text: &str) -> String {
     text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
+/// The diff of a whole text added (`+`) or removed (`-`), in unified form, without running a
+/// diff algorithm over it.
+pub fn whole(sign: char, text: &str) -> String {
+    let lines = text.lines().count();
+    let mut out = String::with_capacity(text.len() + lines * 2 + 24);
+    let _ = if sign == '+' { writeln!(out, "@@ -0,0 +1,{lines} @@") } else { writeln!(out, "@@ -1,{lines} +0,0 @@") };
+    for line in text.lines() {
+        out.push(sign);
+        out.push_str(line);
+        out.push('\n');
+    }
+    out
+}
+
 /// A unified diff of two texts, without file headers; empty when they are equal.
 pub fn diff(old: &str, new: &str) -> String {
     if old == new {

@@ -413,62 +413,79 @@ impl Loader {
         entries: Vec<FileEntry>,
         mut diagnostics: Vec<Diagnostic>,
     ) -> Result<Loaded, SyncError> {
-        let odb = self.repo.odb()?;
-        let mut resources = Vec::new();
         let files = entries.len();
+        // Read what the cache does not hold, then parse it on every core: files are independent.
+        let mut to_parse: Vec<(Oid, String, Result<String, Diagnostic>)> = Vec::new();
+        {
+            let odb = self.repo.odb()?;
+            for entry in &entries {
+                if self.files.contains_key(&(entry.blob, entry.path.clone())) {
+                    continue;
+                }
+                let (size, _) = odb.read_header(entry.blob)?;
+                let text = if size > yaml::MAX_FILE_BYTES {
+                    Err(Diagnostic::error(
+                        &entry.path,
+                        Pos { line: 1, column: 1 },
+                        format!("file is {size} bytes, larger than the limit of {} bytes", yaml::MAX_FILE_BYTES),
+                    )
+                    .help("split it into several files"))
+                } else {
+                    let blob = self.repo.find_blob(entry.blob)?;
+                    String::from_utf8(blob.content().to_vec()).map_err(|_| {
+                        Diagnostic::error(&entry.path, Pos { line: 1, column: 1 }, "file is not UTF-8 text")
+                    })
+                };
+                to_parse.push((entry.blob, entry.path.clone(), text));
+            }
+        }
+        self.stats.file_parses += to_parse.len() as u64;
+        self.stats.file_hits += (files - to_parse.len()) as u64;
+        for (blob, path, parsed) in parse_in_parallel(to_parse) {
+            self.files.insert((blob, path), Arc::new(parsed));
+        }
+
+        let mut resources = Vec::new();
         for entry in entries {
-            let cache_key = (entry.blob, entry.path);
-            let parsed = match self.files.get(&cache_key) {
-                Some(parsed) => {
-                    self.stats.file_hits += 1;
-                    parsed.clone()
-                }
-                None => {
-                    self.stats.file_parses += 1;
-                    let path = &cache_key.1;
-                    let (size, _) = odb.read_header(entry.blob)?;
-                    let parsed = if size > yaml::MAX_FILE_BYTES {
-                        ParsedFile {
-                            resources: Vec::new(),
-                            diagnostics: vec![
-                                Diagnostic::error(
-                                    path,
-                                    Pos { line: 1, column: 1 },
-                                    format!(
-                                        "file is {size} bytes, larger than the limit of {} bytes",
-                                        yaml::MAX_FILE_BYTES
-                                    ),
-                                )
-                                .help("split it into several files"),
-                            ],
-                        }
-                    } else {
-                        let blob = self.repo.find_blob(entry.blob)?;
-                        match std::str::from_utf8(blob.content()) {
-                            Ok(text) => manifest::parse_file(path, text),
-                            Err(_) => ParsedFile {
-                                resources: Vec::new(),
-                                diagnostics: vec![Diagnostic::error(
-                                    path,
-                                    Pos { line: 1, column: 1 },
-                                    "file is not UTF-8 text",
-                                )],
-                            },
-                        }
-                    };
-                    let parsed = Arc::new(parsed);
-                    self.files.insert(cache_key, parsed.clone());
-                    parsed
-                }
-            };
+            let Some(parsed) = self.files.get(&(entry.blob, entry.path)) else { continue };
             resources.extend(parsed.resources.iter().cloned());
             diagnostics.extend(parsed.diagnostics.iter().cloned());
         }
         diagnostics.extend(validate::across(&resources));
-        resources.sort_by(|a, b| a.key.cmp(&b.key));
+        resources.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         diag::sort(&mut diagnostics);
         Ok(Loaded { commit, config, resources, diagnostics, files })
     }
+}
+
+/// Parses files on as many threads as there are cores; the results keep the input's order.
+fn parse_in_parallel(files: Vec<(Oid, String, Result<String, Diagnostic>)>) -> Vec<(Oid, String, ParsedFile)> {
+    let parse = |(blob, path, text): (Oid, String, Result<String, Diagnostic>)| {
+        let parsed = match text {
+            Ok(text) => manifest::parse_file(&path, &text),
+            Err(diagnostic) => ParsedFile { resources: Vec::new(), diagnostics: vec![diagnostic] },
+        };
+        (blob, path, parsed)
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads == 1 || files.len() < 16 {
+        return files.into_iter().map(parse).collect();
+    }
+    let chunk_size = files.len().div_ceil(threads);
+    let mut chunks: Vec<Vec<_>> = Vec::new();
+    let mut files = files.into_iter().peekable();
+    while files.peek().is_some() {
+        chunks.push(files.by_ref().take(chunk_size).collect());
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| scope.spawn(move || chunk.into_iter().map(parse).collect::<Vec<_>>()))
+            .collect();
+        // A parse never panics on input (every failure is a diagnostic); a panic here is a bug
+        // in berth, and re-raising it keeps its message.
+        handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
+    })
 }
 
 fn commit_info(commit: &git2::Commit<'_>) -> CommitInfo {

@@ -6,6 +6,15 @@ use crate::support::{TestRepo, berth, check_snapshot, fixtures};
 use berth::plan::{self, State, render};
 use berth::sync::Loader;
 
+/// The `before.yaml` and `after.yaml` of a plan fixture.
+fn fixture_pair(case: &str) -> (String, String) {
+    let dir = fixtures().join("plan").join(case);
+    (
+        std::fs::read_to_string(dir.join("before.yaml")).unwrap(),
+        std::fs::read_to_string(dir.join("after.yaml")).unwrap(),
+    )
+}
+
 fn plan_between(before: &str, after: &str) -> (plan::Plan, TestRepo, String, String) {
     let mut repo = TestRepo::new();
     repo.write("manifests.yaml", before);
@@ -32,8 +41,7 @@ fn plan_snapshots() {
     cases.sort();
     assert!(cases.len() >= 8, "expected the plan fixtures, found {}", cases.len());
     for case in cases {
-        let before = std::fs::read_to_string(case.join("before.yaml")).unwrap();
-        let after = std::fs::read_to_string(case.join("after.yaml")).unwrap();
+        let (before, after) = fixture_pair(case.file_name().unwrap().to_str().unwrap());
         let (plan, _repo, _, _) = plan_between(&before, &after);
         check_snapshot(&case.join("plan.txt"), &render::text(&plan, false));
         check_snapshot(&case.join("plan.md"), &render::markdown(&plan));
@@ -43,12 +51,11 @@ fn plan_snapshots() {
 
 #[test]
 fn secret_values_never_appear_in_any_format() {
-    let case = fixtures().join("plan/secret-change");
-    let before = std::fs::read_to_string(case.join("before.yaml")).unwrap();
-    let after = std::fs::read_to_string(case.join("after.yaml")).unwrap();
+    let (before, after) = fixture_pair("secret-change");
     let (plan, _repo, _, _) = plan_between(&before, &after);
     // The fixture's values, plain and base64-encoded.
-    let values = ["hunter2", "aHVudGVyMg==", "correct-horse", "Y29ycmVjdC1ob3JzZQ==", "s3cr3t-token", "new-token-value"];
+    let values =
+        ["hunter2", "aHVudGVyMg==", "correct-horse", "Y29ycmVjdC1ob3JzZQ==", "s3cr3t-token", "new-token-value"];
     for output in [render::text(&plan, true), render::markdown(&plan), render::json(&plan)] {
         for value in values {
             assert!(!output.contains(value), "secret value {value:?} leaked into:\n{output}");
@@ -59,9 +66,7 @@ fn secret_values_never_appear_in_any_format() {
 
 #[test]
 fn plan_command_exit_codes_gate_ci() {
-    let case = fixtures().join("plan/image-change");
-    let before = std::fs::read_to_string(case.join("before.yaml")).unwrap();
-    let after = std::fs::read_to_string(case.join("after.yaml")).unwrap();
+    let (before, after) = fixture_pair("image-change");
     let (_, repo, from, to) = plan_between(&before, &after);
     let (code, stdout, _) = berth(repo.path(), &["plan", "--from", &from, "--to", &to]);
     assert_eq!(code, 2, "changes give exit code 2:\n{stdout}");
@@ -78,8 +83,9 @@ fn plan_command_exit_codes_gate_ci() {
     assert_eq!(json["from"], from.as_str());
     assert_eq!(json["to"], to.as_str());
     assert_eq!(json["summary"]["update"], 1);
-    assert_eq!(json["changes"][1]["action"], "update");
-    assert_eq!(json["changes"][1]["kind"], "Deployment");
+    assert_eq!(json["changes"].as_array().unwrap().len(), 1, "unchanged objects are counted, not listed");
+    assert_eq!(json["changes"][0]["action"], "update");
+    assert_eq!(json["changes"][0]["kind"], "Deployment");
 
     let (code, _, stderr) = berth(repo.path(), &["plan", "--from", "no-such-branch"]);
     assert_eq!(code, 1, "an error gives exit code 1");
@@ -98,7 +104,13 @@ fn plan_refuses_a_broken_commit() {
     repo.commit("broken");
     let (code, stdout, stderr) = berth(repo.path(), &["plan"]);
     assert_eq!(code, 1);
-    assert!(stdout.is_empty(), "a broken commit must not print a plan (it would read as 'delete everything'): {stdout}");
-    assert!(stderr.contains("a.yaml:5:1: error: ConfigMap default/a: datta: unknown field `datta` (did you mean `data`?)"), "{stderr}");
+    assert!(
+        stdout.is_empty(),
+        "a broken commit must not print a plan (it would read as 'delete everything'): {stdout}"
+    );
+    assert!(
+        stderr.contains("a.yaml:5:1: error: ConfigMap default/a: datta: unknown field `datta` (did you mean `data`?)"),
+        "{stderr}"
+    );
     assert!(stderr.contains("nothing is planned"), "{stderr}");
 }
