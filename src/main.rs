@@ -7,7 +7,7 @@ use anyhow::{Context, Result, bail};
 use berth::diag::Diagnostic;
 use berth::plan::{self, State, render};
 use berth::store::Store;
-use berth::sync::{Loaded, Loader};
+use berth::sync::{Loaded, Loader, SyncError};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -268,12 +268,26 @@ fn plan_command(
                     base
                 }
             };
-            let observed_commit = loader.load(&from)?;
-            require_valid(&observed_commit, "--from")?;
-            State {
-                revision: observed_commit.commit.sha.clone(),
-                title: observed_commit.commit.message.clone(),
-                resources: observed_commit.resources.clone(),
+            match loader.load(&from) {
+                Ok(observed_commit) => {
+                    require_valid(&observed_commit, "--from")?;
+                    State {
+                        revision: observed_commit.commit.sha.clone(),
+                        title: observed_commit.commit.message.clone(),
+                        resources: observed_commit.resources.clone(),
+                    }
+                }
+                // An older commit from before the manifest folder existed declares nothing there.
+                // Only the older side may be absent: a missing root on the desired side is an error.
+                Err(SyncError::MissingRoot { .. }) => {
+                    let info = loader.resolve(&from)?;
+                    State {
+                        revision: info.sha,
+                        title: format!("{}; no manifests yet", info.message),
+                        resources: Vec::new(),
+                    }
+                }
+                Err(error) => return Err(error.into()),
             }
         }
     };
