@@ -64,6 +64,10 @@ pub fn reference_markdown() -> String {
             }
         }
     }
+    // Types with no honored field still have tiers to show (emptyDir's `medium`, say).
+    for (name, _, _) in tiers::ACCEPTED.iter().chain(tiers::REFUSED) {
+        honored.entry((*name).to_owned()).or_default();
+    }
     let mut out =
         String::from("| type | honored | accepted, with a warning | refused, with the reason |\n|---|---|---|---|\n");
     let mut names: Vec<&String> = honored.keys().collect();
@@ -75,7 +79,10 @@ pub fn reference_markdown() -> String {
             tiers::ACCEPTED.iter().filter(|(s, _, _)| s == name).map(|(_, f, _)| format!("`{f}`")).collect();
         let refused: Vec<String> =
             tiers::REFUSED.iter().filter(|(s, _, _)| s == name).map(|(_, f, _)| format!("`{f}`")).collect();
-        let honored_list: Vec<String> = fields.iter().map(|f| format!("`{f}`")).collect();
+        let mut honored_list: Vec<String> = fields.iter().map(|f| format!("`{f}`")).collect();
+        if honored_list.is_empty() {
+            honored_list.push("(no fields)".to_owned());
+        }
         let _ = writeln!(
             out,
             "| {name} | {} | {} | {} |",

@@ -3,5 +3,8 @@
 
 mod support;
 
+mod docs;
+mod git;
 mod manifests;
 mod plan;
+mod store;

@@ -25,7 +25,10 @@ fn validate_reports_every_problem_with_its_position() {
     assert_eq!(code, 1);
     let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     let diagnostics = report["diagnostics"].as_array().unwrap();
-    assert_eq!(report["errors"].as_u64().unwrap() as usize, diagnostics.iter().filter(|d| d["severity"] == "error").count());
+    assert_eq!(
+        report["errors"].as_u64().unwrap() as usize,
+        diagnostics.iter().filter(|d| d["severity"] == "error").count()
+    );
     let typo = diagnostics.iter().find(|d| d["field"] == "spec.replicaz").expect("the replicaz typo is reported");
     assert_eq!(typo["file"], "typos.yaml");
     assert_eq!(typo["line"], 10);
@@ -92,7 +95,10 @@ fn a_huge_file_is_refused_before_it_is_parsed() {
     let found = single_file_diagnostics("huge.yaml", &text);
     assert_eq!(found.len(), 1);
     assert!(found[0].starts_with("huge.yaml:1:1: error: file is 2097"), "{found:?}");
-    assert!(found[0].ends_with("bytes, larger than the limit of 1048576 bytes (split it into several files)"), "{found:?}");
+    assert!(
+        found[0].ends_with("bytes, larger than the limit of 1048576 bytes (split it into several files)"),
+        "{found:?}"
+    );
 }
 
 #[test]
@@ -131,6 +137,9 @@ fn symlinks_that_leave_the_repository_are_not_followed() {
     // The work tree is bounded the same way.
     let worktree = loader.load_worktree().unwrap();
     let found: Vec<String> = worktree.diagnostics.iter().map(ToString::to_string).collect();
-    assert!(found.iter().any(|d| d.starts_with("absolute.yaml:1:1: error: symlink points outside the repository")), "{found:?}");
+    assert!(
+        found.iter().any(|d| d.starts_with("absolute.yaml:1:1: error: symlink points outside the repository")),
+        "{found:?}"
+    );
     assert!(worktree.resources.iter().all(|r| r.key.name != "stolen"));
 }

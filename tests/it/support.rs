@@ -31,11 +31,6 @@ impl TestRepo {
         self
     }
 
-    pub fn remove(&self, relative: &str) -> &Self {
-        std::fs::remove_file(self.dir.path().join(relative)).expect("remove");
-        self
-    }
-
     /// Removes every file but `.git`, to lay a new state out.
     pub fn clear(&self) -> &Self {
         for entry in std::fs::read_dir(self.dir.path()).expect("read dir") {
@@ -62,8 +57,9 @@ impl TestRepo {
         let tree_id = index.write_tree().expect("tree");
         let tree = self.repo.find_tree(tree_id).expect("find tree");
         self.tick += 60;
-        let signature = git2::Signature::new("Ada Lovelace", "ada@example.test", &git2::Time::new(1_767_225_600 + self.tick, 0))
-            .expect("signature");
+        let signature =
+            git2::Signature::new("Ada Lovelace", "ada@example.test", &git2::Time::new(1_767_225_600 + self.tick, 0))
+                .expect("signature");
         let parent = self.repo.head().ok().and_then(|h| h.peel_to_commit().ok());
         let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
         let id = self.repo.commit(Some("HEAD"), &signature, &signature, message, &tree, &parents).expect("commit");
@@ -105,7 +101,10 @@ pub fn check_snapshot(path: &Path, actual: &str) {
     let expected = std::fs::read_to_string(path)
         .unwrap_or_else(|_| panic!("missing snapshot {}; run with UPDATE_EXPECT=1 to create it", path.display()));
     if expected != actual {
-        let diff = similar::TextDiff::from_lines(expected.as_str(), actual).unified_diff().header("expected", "actual").to_string();
+        let diff = similar::TextDiff::from_lines(expected.as_str(), actual)
+            .unified_diff()
+            .header("expected", "actual")
+            .to_string();
         panic!("snapshot {} differs (run with UPDATE_EXPECT=1 to accept):\n{diff}", path.display());
     }
 }
