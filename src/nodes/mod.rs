@@ -1,5 +1,13 @@
 //! nodes: the node agent and the control plane's view of nodes.
 //!
-//! It arrives with the node-agent work: agents join with a token, long-poll their assignment,
-//! run pods on Docker through bollard and report what really runs. It must never touch a
+//! The agent runs the pods assigned to its node on a container engine and reports what really
+//! runs. [`runtime`] is the engine boundary, [`docker`] its Docker implementation, [`sandbox`]
+//! the pod sandbox image the agent imports from bytes it carries. The agent never touches a
 //! container that berth did not create.
+
+pub mod docker;
+pub mod pods;
+pub mod protocol;
+pub mod runtime;
+pub mod sandbox;
+pub mod tar;

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod agent;
 mod docs;
 mod git;
 mod manifests;

@@ -1,0 +1,285 @@
+//! [`ContainerRuntime`] on the Docker Engine, through bollard.
+//!
+//! bollard sends no API version in its paths, so requests get the daemon's default version and
+//! responses may lack fields the models know: every failure, including a response that does not
+//! deserialize, becomes a [`RuntimeError`], never a panic.
+
+use super::runtime::{
+    ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, MountSource, Network, PublishedPort, RuntimeError,
+};
+use crate::manifest::types::Protocol;
+use bollard::models::{ContainerCreateBody, ExecConfig, HostConfig, PortBinding, VolumeCreateRequest};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
+    RemoveContainerOptionsBuilder, RemoveVolumeOptionsBuilder, StopContainerOptionsBuilder,
+};
+use futures_util::StreamExt;
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+/// A Docker Engine connection; cheap to clone.
+#[derive(Clone)]
+pub struct Docker {
+    client: bollard::Docker,
+}
+
+fn engine(action: impl Into<String>, error: bollard::errors::Error) -> RuntimeError {
+    if let bollard::errors::Error::DockerResponseServerError { status_code: 404, message } = &error {
+        return RuntimeError::NotFound { container: message.clone() };
+    }
+    RuntimeError::Engine { action: action.into(), reason: error.to_string() }
+}
+
+impl Docker {
+    /// Connects to the local engine (DOCKER_HOST, or the default socket) and checks it answers.
+    pub async fn connect() -> Result<Docker, RuntimeError> {
+        let client = bollard::Docker::connect_with_local_defaults().map_err(|e| engine("a connection", e))?;
+        client.ping().await.map_err(|e| engine("a ping", e))?;
+        Ok(Docker { client })
+    }
+
+    pub fn client(&self) -> &bollard::Docker {
+        &self.client
+    }
+}
+
+fn protocol_suffix(protocol: Protocol) -> &'static str {
+    match protocol {
+        Protocol::Tcp => "tcp",
+        Protocol::Udp => "udp",
+    }
+}
+
+impl ContainerRuntime for Docker {
+    async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError> {
+        if self.client.inspect_image(image).await.is_ok() {
+            return Ok(());
+        }
+        let options = CreateImageOptionsBuilder::default().from_image(image).build();
+        let mut progress = self.client.create_image(Some(options), None, None);
+        while let Some(item) = progress.next().await {
+            if let Err(error) = item {
+                return Err(RuntimeError::Pull { image: image.to_owned(), reason: error.to_string() });
+            }
+        }
+        // Some engines end a failed pull without an error item; only the image's presence counts.
+        self.client.inspect_image(image).await.map(|_| ()).map_err(|error| RuntimeError::Pull {
+            image: image.to_owned(),
+            reason: format!("the engine reported no error, but the image is absent: {error}"),
+        })
+    }
+
+    async fn import_image(&self, image: &str, rootfs: Vec<u8>, command: &[&str]) -> Result<(), RuntimeError> {
+        if self.client.inspect_image(image).await.is_ok() {
+            return Ok(());
+        }
+        let (repo, tag) = image.rsplit_once(':').unwrap_or((image, "latest"));
+        let command_json = serde_json::to_string(command).unwrap_or_else(|_| "[]".into());
+        let options = CreateImageOptionsBuilder::default()
+            .from_src("-")
+            .repo(repo)
+            .tag(tag)
+            .changes(vec![format!("CMD {command_json}")])
+            .build();
+        let mut progress = self.client.create_image(Some(options), Some(bollard::body_full(rootfs.into())), None);
+        while let Some(item) = progress.next().await {
+            item.map_err(|e| engine(format!("importing {image}"), e))?;
+        }
+        Ok(())
+    }
+
+    async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
+        let mut host_config = HostConfig {
+            memory: spec.memory_limit_bytes,
+            nano_cpus: spec.cpu_limit_nanos,
+            binds: Some(
+                spec.mounts
+                    .iter()
+                    .map(|mount| {
+                        let source = match &mount.source {
+                            MountSource::Volume(name) => name.clone(),
+                            MountSource::Bind(path) => path.clone(),
+                        };
+                        let mode = if mount.read_only { ":ro" } else { "" };
+                        format!("{source}:{}{mode}", mount.target)
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        };
+        let mut hostname = None;
+        let mut exposed = Vec::new();
+        match &spec.network {
+            Network::Own { hostname: name, ports } => {
+                hostname = Some(name.clone());
+                let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
+                for port in ports {
+                    let key = format!("{}/{}", port.container_port, protocol_suffix(port.protocol));
+                    exposed.push(key.clone());
+                    let host_port = if port.host_port == 0 { String::new() } else { port.host_port.to_string() };
+                    bindings
+                        .entry(key)
+                        .or_insert_with(|| Some(Vec::new()))
+                        .get_or_insert_with(Vec::new)
+                        .push(PortBinding { host_ip: Some(port.host_ip.clone()), host_port: Some(host_port) });
+                }
+                host_config.port_bindings = Some(bindings);
+            }
+            Network::JoinContainer(id) => host_config.network_mode = Some(format!("container:{id}")),
+        }
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            entrypoint: spec.entrypoint.clone(),
+            cmd: spec.args.clone(),
+            env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            working_dir: spec.working_dir.clone(),
+            labels: Some(spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+            hostname,
+            exposed_ports: if exposed.is_empty() { None } else { Some(exposed) },
+            host_config: Some(host_config),
+            ..Default::default()
+        };
+        let options = CreateContainerOptionsBuilder::default().name(&spec.name).build();
+        let created = self
+            .client
+            .create_container(Some(options), body)
+            .await
+            .map_err(|e| engine(format!("creating {}", spec.name), e))?;
+        Ok(created.id)
+    }
+
+    async fn start(&self, id: &str) -> Result<(), RuntimeError> {
+        self.client.start_container(id, None).await.map_err(|e| engine(format!("starting {id}"), e))
+    }
+
+    async fn stop(&self, id: &str, grace: Duration) -> Result<(), RuntimeError> {
+        let seconds = i32::try_from(grace.as_secs()).unwrap_or(i32::MAX);
+        let options = StopContainerOptionsBuilder::default().t(seconds).build();
+        match self.client.stop_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            // 304: already stopped.
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 304, .. }) => Ok(()),
+            Err(error) => Err(engine(format!("stopping {id}"), error)),
+        }
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+        let options = RemoveContainerOptionsBuilder::default().force(true).v(false).build();
+        match self.client.remove_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+            Err(error) => Err(engine(format!("removing {id}"), error)),
+        }
+    }
+
+    async fn inspect(&self, id: &str) -> Result<ContainerInfo, RuntimeError> {
+        let inspected =
+            self.client.inspect_container(id, None).await.map_err(|e| engine(format!("inspecting {id}"), e))?;
+        let state = inspected.state.unwrap_or_default();
+        let status = state.status.map(|s| s.to_string()).unwrap_or_default();
+        let published = inspected
+            .network_settings
+            .and_then(|n| n.ports)
+            .map(|ports| {
+                let mut published = Vec::new();
+                for (key, bindings) in ports {
+                    let Some((port, protocol)) = key.split_once('/') else { continue };
+                    let Ok(container_port) = port.parse() else { continue };
+                    let protocol = if protocol == "udp" { Protocol::Udp } else { Protocol::Tcp };
+                    for binding in bindings.unwrap_or_default() {
+                        let host_port = binding.host_port.as_deref().and_then(|p| p.parse().ok()).unwrap_or(0);
+                        published.push(PublishedPort {
+                            container_port,
+                            protocol,
+                            host_ip: binding.host_ip.unwrap_or_default(),
+                            host_port,
+                        });
+                    }
+                }
+                published.sort_by_key(|p| (p.container_port, p.host_port));
+                published
+            })
+            .unwrap_or_default();
+        Ok(ContainerInfo {
+            id: inspected.id.unwrap_or_default(),
+            name: inspected.name.unwrap_or_default().trim_start_matches('/').to_owned(),
+            labels: inspected.config.and_then(|c| c.labels).unwrap_or_default().into_iter().collect(),
+            state: match status.as_str() {
+                "created" => ContainerState::Created,
+                "running" => ContainerState::Running,
+                "exited" => ContainerState::Exited,
+                _ => ContainerState::Other,
+            },
+            exit_code: state.exit_code,
+            started_at: state.started_at.filter(|t| !t.starts_with("0001-")),
+            finished_at: state.finished_at.filter(|t| !t.starts_with("0001-")),
+            error: state.error.filter(|e| !e.is_empty()),
+            oom_killed: state.oom_killed.unwrap_or(false),
+            published,
+            pid: state.pid.filter(|pid| *pid > 0),
+        })
+    }
+
+    async fn list(&self, labels: &[(&str, &str)]) -> Result<Vec<ContainerInfo>, RuntimeError> {
+        let filters: HashMap<String, Vec<String>> =
+            HashMap::from([("label".to_owned(), labels.iter().map(|(k, v)| format!("{k}={v}")).collect())]);
+        let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
+        let summaries =
+            self.client.list_containers(Some(options)).await.map_err(|e| engine("listing containers", e))?;
+        let mut containers = Vec::with_capacity(summaries.len());
+        for summary in summaries {
+            let Some(id) = summary.id else { continue };
+            match self.inspect(&id).await {
+                Ok(info) => containers.push(info),
+                // Removed between the list and the inspect.
+                Err(RuntimeError::NotFound { .. }) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(containers)
+    }
+
+    async fn create_volume(&self, name: &str, labels: &BTreeMap<String, String>) -> Result<(), RuntimeError> {
+        let request = VolumeCreateRequest {
+            name: Some(name.to_owned()),
+            labels: Some(labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
+            ..Default::default()
+        };
+        self.client.create_volume(request).await.map(|_| ()).map_err(|e| engine(format!("creating volume {name}"), e))
+    }
+
+    async fn remove_volume(&self, name: &str) -> Result<(), RuntimeError> {
+        let options = RemoveVolumeOptionsBuilder::default().force(true).build();
+        match self.client.remove_volume(name, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+            Err(error) => Err(engine(format!("removing volume {name}"), error)),
+        }
+    }
+
+    async fn exec(&self, id: &str, command: &[String], timeout: Duration) -> Result<i64, RuntimeError> {
+        let run = async {
+            let config = ExecConfig {
+                cmd: Some(command.to_vec()),
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                ..Default::default()
+            };
+            let created = self.client.create_exec(id, config).await.map_err(|e| engine(format!("exec in {id}"), e))?;
+            if let bollard::exec::StartExecResults::Attached { mut output, .. } =
+                self.client.start_exec(&created.id, None).await.map_err(|e| engine(format!("exec in {id}"), e))?
+            {
+                while output.next().await.is_some() {}
+            }
+            let inspected =
+                self.client.inspect_exec(&created.id).await.map_err(|e| engine(format!("exec in {id}"), e))?;
+            Ok(inspected.exit_code.unwrap_or(-1))
+        };
+        tokio::time::timeout(timeout, run).await.unwrap_or_else(|_| {
+            Err(RuntimeError::Engine {
+                action: format!("exec in {id}"),
+                reason: format!("no answer within {timeout:?}"),
+            })
+        })
+    }
+}

@@ -1,0 +1,657 @@
+//! Runs assigned pods on a container runtime: the part of the agent that touches containers.
+//!
+//! [`PodManager::converge`] is one level-triggered pass: it lists the containers this node owns,
+//! compares them with the assigned pods and takes every step that is due: create a pod, replace
+//! one whose spec hash changed, restart an exited container under its restart policy and
+//! backoff, bring back a container removed by hand, and stop and remove a pod no longer assigned.
+//! Calling it twice in a row changes nothing the second time.
+//!
+//! Ownership is two facts together: the berth labels on a container and its id in the node's
+//! inventory file, written before the container starts. A container that only looks like ours
+//! (same labels, similar name) is never touched.
+
+use super::protocol::{ContainerStateName, ContainerStatus, HostPort, PodAssignment, PodPhase, PodStatus};
+use super::runtime::{
+    ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, Mount, MountSource, Network, PublishedPort,
+    RuntimeError,
+};
+use super::sandbox;
+use crate::manifest::types::{Container, Protocol, RestartPolicy};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The labels berth puts on every container and volume it creates.
+pub mod labels {
+    pub const NODE: &str = "berth.dev/node";
+    pub const NAMESPACE: &str = "berth.dev/namespace";
+    pub const POD: &str = "berth.dev/pod";
+    pub const WORKLOAD_KIND: &str = "berth.dev/workload-kind";
+    pub const WORKLOAD_NAME: &str = "berth.dev/workload-name";
+    pub const REVISION: &str = "berth.dev/revision";
+    pub const SPEC_HASH: &str = "berth.dev/spec-hash";
+    /// `sandbox` or `container`.
+    pub const ROLE: &str = "berth.dev/role";
+    pub const CONTAINER: &str = "berth.dev/container";
+    /// 0 for the first run of a container, one more for every restart.
+    pub const ATTEMPT: &str = "berth.dev/attempt";
+    pub const GRACE_SECONDS: &str = "berth.dev/grace-seconds";
+    pub const RESTART_POLICY: &str = "berth.dev/restart-policy";
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PodError {
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error("writing {path} failed")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the inventory {path} is unreadable; move it away only if no container of this node runs")]
+    Inventory {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct PodManagerConfig {
+    pub node: String,
+    /// The node's address: ports are published on it.
+    pub address: String,
+    pub state_dir: PathBuf,
+    /// The first restart delay of a crashing container; it doubles with every restart.
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+}
+
+impl PodManagerConfig {
+    pub fn new(node: &str, address: &str, state_dir: &Path) -> Self {
+        PodManagerConfig {
+            node: node.to_owned(),
+            address: address.to_owned(),
+            state_dir: state_dir.to_owned(),
+            backoff_base: Duration::from_secs(10),
+            backoff_max: Duration::from_secs(300),
+        }
+    }
+}
+
+/// The ids of the containers and the names of the volumes this node created.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct Inventory {
+    containers: BTreeSet<String>,
+    volumes: BTreeSet<String>,
+}
+
+/// Why a container waits instead of running.
+#[derive(Debug, Clone)]
+struct Waiting {
+    reason: String,
+    until: Instant,
+    failures: u32,
+}
+
+pub struct PodManager<R: ContainerRuntime> {
+    runtime: Arc<R>,
+    config: PodManagerConfig,
+    inventory: Mutex<Inventory>,
+    /// Per `namespace/pod/container`: a restart or pull waiting for its backoff to pass.
+    waiting: Mutex<HashMap<String, Waiting>>,
+}
+
+/// What one converge pass did, and when the next one is due at the latest.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ConvergeSummary {
+    pub pods_created: usize,
+    pub pods_removed: usize,
+    pub containers_restarted: usize,
+    /// The earliest moment a waiting restart or pull becomes due.
+    pub next_due: Option<Instant>,
+}
+
+/// The containers of one pod on this node.
+#[derive(Debug, Default)]
+struct ObservedPod {
+    sandbox: Option<ContainerInfo>,
+    /// Per container name, every attempt, latest last.
+    containers: BTreeMap<String, Vec<ContainerInfo>>,
+    spec_hash: String,
+    namespace: String,
+    pod: String,
+}
+
+fn pod_key(namespace: &str, pod: &str) -> String {
+    format!("{namespace}/{pod}")
+}
+
+fn attempt_of(info: &ContainerInfo) -> u32 {
+    info.labels.get(labels::ATTEMPT).and_then(|a| a.parse().ok()).unwrap_or(0)
+}
+
+impl<R: ContainerRuntime> PodManager<R> {
+    /// Loads the node's inventory from its state folder and makes the sandbox image present.
+    pub async fn new(runtime: Arc<R>, config: PodManagerConfig) -> Result<Self, PodError> {
+        std::fs::create_dir_all(&config.state_dir)
+            .map_err(|source| PodError::Io { path: config.state_dir.clone(), source })?;
+        let path = config.state_dir.join("inventory.json");
+        let inventory = match std::fs::read(&path) {
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes).map_err(|source| PodError::Inventory { path: path.clone(), source })?
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Inventory::default(),
+            Err(source) => return Err(PodError::Io { path, source }),
+        };
+        runtime.import_image(&sandbox::image_name(), sandbox::rootfs(), &["/pause"]).await?;
+        Ok(PodManager { runtime, config, inventory: Mutex::new(inventory), waiting: Mutex::new(HashMap::new()) })
+    }
+
+    pub fn runtime(&self) -> &Arc<R> {
+        &self.runtime
+    }
+
+    fn lock_inventory(&self) -> std::sync::MutexGuard<'_, Inventory> {
+        // A panic while holding the lock cannot leave the inventory half-written: every change
+        // is one insert or remove.
+        self.inventory.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn lock_waiting(&self) -> std::sync::MutexGuard<'_, HashMap<String, Waiting>> {
+        self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Applies `change` to the inventory and writes it durably (write, fsync, rename).
+    fn record(&self, change: impl FnOnce(&mut Inventory)) -> Result<(), PodError> {
+        let mut inventory = self.lock_inventory();
+        change(&mut inventory);
+        let path = self.config.state_dir.join("inventory.json");
+        let temporary = self.config.state_dir.join("inventory.json.tmp");
+        let bytes = serde_json::to_vec_pretty(&*inventory).unwrap_or_default();
+        let write = || -> std::io::Result<()> {
+            use std::io::Write;
+            let mut file = std::fs::File::create(&temporary)?;
+            file.write_all(&bytes)?;
+            file.sync_all()?;
+            std::fs::rename(&temporary, &path)
+        };
+        write().map_err(|source| PodError::Io { path, source })
+    }
+
+    /// Containers labelled for this node whose ids are in the inventory.
+    async fn owned(&self) -> Result<Vec<ContainerInfo>, PodError> {
+        let listed = self.runtime.list(&[(labels::NODE, &self.config.node)]).await?;
+        let inventory = self.lock_inventory();
+        Ok(listed.into_iter().filter(|c| inventory.containers.contains(&c.id)).collect())
+    }
+
+    async fn observed_pods(&self) -> Result<BTreeMap<String, ObservedPod>, PodError> {
+        let mut pods: BTreeMap<String, ObservedPod> = BTreeMap::new();
+        for info in self.owned().await? {
+            let (Some(namespace), Some(pod)) = (info.labels.get(labels::NAMESPACE), info.labels.get(labels::POD))
+            else {
+                continue;
+            };
+            let entry = pods.entry(pod_key(namespace, pod)).or_default();
+            entry.namespace.clone_from(namespace);
+            entry.pod.clone_from(pod);
+            entry.spec_hash = info.labels.get(labels::SPEC_HASH).cloned().unwrap_or_default();
+            if info.labels.get(labels::ROLE).map(String::as_str) == Some("sandbox") {
+                entry.sandbox = Some(info);
+            } else if let Some(name) = info.labels.get(labels::CONTAINER).cloned() {
+                entry.containers.entry(name).or_default().push(info);
+            }
+        }
+        for pod in pods.values_mut() {
+            for attempts in pod.containers.values_mut() {
+                attempts.sort_by_key(attempt_of);
+            }
+        }
+        Ok(pods)
+    }
+
+    /// One level-triggered pass towards `desired`.
+    pub async fn converge(&self, desired: &[PodAssignment]) -> Result<ConvergeSummary, PodError> {
+        let mut summary = ConvergeSummary::default();
+        let mut observed = self.observed_pods().await?;
+        let desired_by_key: BTreeMap<String, &PodAssignment> =
+            desired.iter().map(|p| (pod_key(&p.namespace, &p.pod), p)).collect();
+
+        // Pods no longer assigned, or assigned with another spec, stop together: each honors its
+        // own grace period, and none waits for another's.
+        let mut leaving = Vec::new();
+        for (key, pod) in &observed {
+            let keep = desired_by_key.get(key).is_some_and(|d| d.spec_hash == pod.spec_hash);
+            let sandbox_lost = pod.sandbox.as_ref().is_none_or(|s| s.state != ContainerState::Running);
+            if !keep || sandbox_lost {
+                leaving.push(key.clone());
+            }
+        }
+        let removals = leaving.iter().filter_map(|key| observed.get(key)).map(|pod| self.remove_pod(pod));
+        let mut first_error = None;
+        for result in futures_util::future::join_all(removals).await {
+            match result {
+                Ok(()) => summary.pods_removed += 1,
+                Err(error) => first_error = first_error.or(Some(error)),
+            }
+        }
+        // A pod that could not be removed is tried again on the next pass; creating the pods
+        // that replace it must not wait for that.
+        if let Some(error) = first_error {
+            tracing::warn!(node = %self.config.node, %error, "Removing a pod failed; it is tried again on the next pass.");
+        }
+        for key in &leaving {
+            observed.remove(key);
+        }
+        self.lock_waiting().retain(|key, _| desired_by_key.keys().any(|pod| key.starts_with(&format!("{pod}/"))));
+
+        // One pod's failure (a name taken by a foreign container, an engine error) is that pod's:
+        // it waits out a backoff and shows in its status, and the other pods go on.
+        for (key, assignment) in &desired_by_key {
+            let result = match observed.get(key) {
+                None => self.create_pod(assignment).await.map(|created| summary.pods_created += usize::from(created)),
+                Some(pod) => {
+                    self.repair_pod(assignment, pod).await.map(|restarted| summary.containers_restarted += restarted)
+                }
+            };
+            if let Err(error) = result {
+                self.pod_failed(assignment, &error);
+            }
+        }
+        summary.next_due = self.lock_waiting().values().map(|w| w.until).min();
+        Ok(summary)
+    }
+
+    /// Records a pod's failure on each of its containers, to be retried after a growing backoff.
+    fn pod_failed(&self, assignment: &PodAssignment, error: &PodError) {
+        let mut waiting = self.lock_waiting();
+        for container in &assignment.spec.containers {
+            let key = format!("{}/{}", pod_key(&assignment.namespace, &assignment.pod), container.name);
+            let failures = waiting.get(&key).map_or(0, |w| w.failures) + 1;
+            let until = Instant::now() + self.backoff(failures);
+            waiting.insert(key, Waiting { reason: error.to_string(), until, failures });
+        }
+    }
+
+    fn backoff(&self, failures: u32) -> Duration {
+        let factor = 2u32.saturating_pow(failures.saturating_sub(1)).min(1 << 16);
+        (self.config.backoff_base * factor).min(self.config.backoff_max)
+    }
+
+    /// Whether any container of the pod waits out a backoff.
+    fn pod_waiting(&self, assignment: &PodAssignment) -> bool {
+        let prefix = format!("{}/", pod_key(&assignment.namespace, &assignment.pod));
+        let now = Instant::now();
+        self.lock_waiting().iter().any(|(key, waiting)| key.starts_with(&prefix) && waiting.until > now)
+    }
+
+    /// Pulls every image of the pod; a failure waits out a growing backoff, never a hot loop.
+    async fn ensure_images(&self, assignment: &PodAssignment) -> bool {
+        let mut all_present = true;
+        for container in &assignment.spec.containers {
+            let key = format!("{}/{}", pod_key(&assignment.namespace, &assignment.pod), container.name);
+            if self.lock_waiting().get(&key).is_some_and(|w| w.until > Instant::now()) {
+                all_present = false;
+                continue;
+            }
+            match self.runtime.ensure_image(&container.image).await {
+                Ok(()) => {
+                    self.lock_waiting().remove(&key);
+                }
+                Err(error) => {
+                    all_present = false;
+                    let mut waiting = self.lock_waiting();
+                    let failures = waiting.get(&key).map_or(0, |w| w.failures) + 1;
+                    let until = Instant::now() + self.backoff(failures);
+                    waiting.insert(key, Waiting { reason: error.to_string(), until, failures });
+                }
+            }
+        }
+        all_present
+    }
+
+    fn pod_dir(&self, assignment_namespace: &str, pod: &str) -> PathBuf {
+        self.config.state_dir.join("pods").join(format!("{assignment_namespace}_{pod}"))
+    }
+
+    fn base_labels(&self, assignment: &PodAssignment, role: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (labels::NODE.to_owned(), self.config.node.clone()),
+            (labels::NAMESPACE.to_owned(), assignment.namespace.clone()),
+            (labels::POD.to_owned(), assignment.pod.clone()),
+            (labels::WORKLOAD_KIND.to_owned(), assignment.workload_kind.name().to_owned()),
+            (labels::WORKLOAD_NAME.to_owned(), assignment.workload_name.clone()),
+            (labels::REVISION.to_owned(), assignment.revision.clone()),
+            (labels::SPEC_HASH.to_owned(), assignment.spec_hash.clone()),
+            (labels::ROLE.to_owned(), role.to_owned()),
+            (
+                labels::GRACE_SECONDS.to_owned(),
+                assignment.spec.termination_grace_period_seconds.unwrap_or(30).to_string(),
+            ),
+        ])
+    }
+
+    fn volume_name(&self, assignment: &PodAssignment, volume: &str) -> String {
+        format!("berth-{}-{}-{}-{volume}", self.config.node, assignment.namespace, assignment.pod)
+    }
+
+    /// Creates and starts a pod: volumes, files, sandbox, containers. Returns false when it has
+    /// to wait (an image could not be pulled).
+    async fn create_pod(&self, assignment: &PodAssignment) -> Result<bool, PodError> {
+        if self.pod_waiting(assignment) || !self.ensure_images(assignment).await {
+            return Ok(false);
+        }
+        let spec = &assignment.spec;
+        for volume in spec.volumes.iter().filter(|v| v.empty_dir.is_some()) {
+            let name = self.volume_name(assignment, &volume.name);
+            self.record(|inventory| {
+                inventory.volumes.insert(name.clone());
+            })?;
+            self.runtime.create_volume(&name, &self.base_labels(assignment, "volume")).await?;
+        }
+        self.write_files(assignment)?;
+
+        let mut ports = Vec::new();
+        for container in &spec.containers {
+            for port in &container.ports {
+                ports.push(PublishedPort {
+                    container_port: u16::try_from(port.container_port).unwrap_or(0),
+                    protocol: port.protocol.unwrap_or(Protocol::Tcp),
+                    host_ip: self.config.address.clone(),
+                    host_port: port.host_port.and_then(|p| u16::try_from(p).ok()).unwrap_or(0),
+                });
+            }
+        }
+        let sandbox_spec = ContainerSpec {
+            name: format!("berth-{}-{}-{}", self.config.node, assignment.namespace, assignment.pod),
+            image: sandbox::image_name(),
+            entrypoint: None,
+            args: None,
+            env: Vec::new(),
+            working_dir: None,
+            labels: self.base_labels(assignment, "sandbox"),
+            network: Network::Own { hostname: assignment.pod.clone(), ports },
+            mounts: Vec::new(),
+            memory_limit_bytes: None,
+            cpu_limit_nanos: None,
+        };
+        let sandbox_id = self.create_owned(&sandbox_spec).await?;
+        self.runtime.start(&sandbox_id).await?;
+        for container in &spec.containers {
+            self.start_container(assignment, container, &sandbox_id, 0).await?;
+        }
+        Ok(true)
+    }
+
+    /// Creates a container and records it in the inventory before anything can start it.
+    async fn create_owned(&self, spec: &ContainerSpec) -> Result<String, PodError> {
+        let id = self.runtime.create(spec).await?;
+        self.record(|inventory| {
+            inventory.containers.insert(id.clone());
+        })?;
+        Ok(id)
+    }
+
+    async fn start_container(
+        &self,
+        assignment: &PodAssignment,
+        container: &Container,
+        sandbox_id: &str,
+        attempt: u32,
+    ) -> Result<String, PodError> {
+        let mut labels = self.base_labels(assignment, "container");
+        labels.insert(labels::CONTAINER.to_owned(), container.name.clone());
+        labels.insert(labels::ATTEMPT.to_owned(), attempt.to_string());
+        let policy = assignment.spec.restart_policy.unwrap_or(RestartPolicy::Always);
+        labels.insert(labels::RESTART_POLICY.to_owned(), format!("{policy:?}"));
+        let limits = container.resources.as_ref().map(|r| &r.limits);
+        let spec = ContainerSpec {
+            name: format!(
+                "berth-{}-{}-{}-{}-{attempt}",
+                self.config.node, assignment.namespace, assignment.pod, container.name
+            ),
+            image: container.image.clone(),
+            entrypoint: (!container.command.is_empty()).then(|| container.command.clone()),
+            args: (!container.args.is_empty()).then(|| container.args.clone()),
+            env: assignment.env.get(&container.name).cloned().unwrap_or_default(),
+            working_dir: container.working_dir.clone(),
+            labels,
+            network: Network::JoinContainer(sandbox_id.to_owned()),
+            mounts: self.mounts(assignment, container),
+            memory_limit_bytes: limits
+                .and_then(|l| l.get("memory"))
+                .map(|q| i64::try_from(q.millis() / 1000).unwrap_or(i64::MAX)),
+            cpu_limit_nanos: limits
+                .and_then(|l| l.get("cpu"))
+                .map(|q| i64::try_from(q.millis() * 1_000_000).unwrap_or(i64::MAX)),
+        };
+        let id = self.create_owned(&spec).await?;
+        self.runtime.start(&id).await?;
+        Ok(id)
+    }
+
+    fn mounts(&self, assignment: &PodAssignment, container: &Container) -> Vec<Mount> {
+        let mut mounts = Vec::new();
+        for mount in &container.volume_mounts {
+            let Some(volume) = assignment.spec.volumes.iter().find(|v| v.name == mount.name) else { continue };
+            let sub_path = mount.sub_path.as_deref().filter(|p| !p.is_empty());
+            let (source, forced_read_only) = if volume.empty_dir.is_some() {
+                (MountSource::Volume(self.volume_name(assignment, &volume.name)), false)
+            } else if let Some(host_path) = &volume.host_path {
+                let path = match sub_path {
+                    Some(sub) => format!("{}/{sub}", host_path.path.trim_end_matches('/')),
+                    None => host_path.path.clone(),
+                };
+                (MountSource::Bind(path), false)
+            } else {
+                let mut dir = self.pod_dir(&assignment.namespace, &assignment.pod).join("volumes").join(&volume.name);
+                if let Some(sub) = sub_path {
+                    dir = dir.join(sub);
+                }
+                (MountSource::Bind(dir.display().to_string()), true)
+            };
+            mounts.push(Mount {
+                source,
+                target: mount.mount_path.clone(),
+                read_only: forced_read_only || mount.read_only.unwrap_or(false),
+            });
+        }
+        mounts
+    }
+
+    /// Writes the files of the pod's configMap and secret volumes under the state folder.
+    fn write_files(&self, assignment: &PodAssignment) -> Result<(), PodError> {
+        for volume in &assignment.spec.volumes {
+            let mode = match (&volume.config_map, &volume.secret) {
+                (Some(c), _) => c.default_mode,
+                (_, Some(s)) => s.default_mode,
+                _ => continue,
+            };
+            let dir = self.pod_dir(&assignment.namespace, &assignment.pod).join("volumes").join(&volume.name);
+            std::fs::create_dir_all(&dir).map_err(|source| PodError::Io { path: dir.clone(), source })?;
+            for (relative, contents) in assignment.files.get(&volume.name).into_iter().flatten() {
+                // Paths come from the manifest's `items`; validation keeps them relative.
+                let path = dir.join(relative.trim_start_matches('/'));
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent)
+                        .map_err(|source| PodError::Io { path: parent.to_owned(), source })?;
+                }
+                std::fs::write(&path, contents).map_err(|source| PodError::Io { path: path.clone(), source })?;
+                use std::os::unix::fs::PermissionsExt;
+                let mode = u32::try_from(mode.unwrap_or(0o644)).unwrap_or(0o644);
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+                    .map_err(|source| PodError::Io { path, source })?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Restarts exited containers under the restart policy and backoff, and brings back
+    /// containers that were removed. Returns how many containers it started.
+    async fn repair_pod(&self, assignment: &PodAssignment, pod: &ObservedPod) -> Result<usize, PodError> {
+        let Some(sandbox) = &pod.sandbox else { return Ok(0) };
+        let policy = assignment.spec.restart_policy.unwrap_or(RestartPolicy::Always);
+        let mut started = 0;
+        for container in &assignment.spec.containers {
+            let attempts = pod.containers.get(&container.name).map(Vec::as_slice).unwrap_or_default();
+            let key = format!("{}/{}", pod_key(&assignment.namespace, &assignment.pod), container.name);
+            let Some(latest) = attempts.last() else {
+                // Removed by hand, or never created: it comes back, unless a failure to create
+                // it is waiting out its backoff.
+                if self.lock_waiting().get(&key).is_some_and(|w| w.until > Instant::now()) {
+                    continue;
+                }
+                self.start_container(assignment, container, &sandbox.id, 0).await?;
+                started += 1;
+                continue;
+            };
+            if latest.state == ContainerState::Running || latest.state == ContainerState::Other {
+                continue;
+            }
+            let failed = latest.exit_code.unwrap_or(0) != 0 || latest.state == ContainerState::Created;
+            let restart = match policy {
+                RestartPolicy::Always => true,
+                RestartPolicy::OnFailure => failed,
+                RestartPolicy::Never => false,
+            };
+            if !restart {
+                continue;
+            }
+            let attempt = attempt_of(latest) + 1;
+            let now = Instant::now();
+            let due = {
+                let mut waiting = self.lock_waiting();
+                let entry = waiting.entry(key.clone()).or_insert_with(|| {
+                    let reason = match latest.exit_code {
+                        Some(code) if latest.oom_killed => format!("container exited with code {code}: out of memory"),
+                        Some(code) => format!("container exited with code {code}"),
+                        None => "container is not running".to_owned(),
+                    };
+                    Waiting { reason, until: now + self.backoff(attempt), failures: attempt }
+                });
+                entry.until <= now
+            };
+            if !due {
+                continue;
+            }
+            self.lock_waiting().remove(&key);
+            // The previous attempt goes once the next one exists: a restart keeps nothing else.
+            for old in attempts {
+                self.runtime.remove(&old.id).await?;
+                self.record(|inventory| {
+                    inventory.containers.remove(&old.id);
+                })?;
+            }
+            self.start_container(assignment, container, &sandbox.id, attempt).await?;
+            started += 1;
+        }
+        Ok(started)
+    }
+
+    /// Stops a pod's containers with its grace period (SIGTERM, wait, SIGKILL), then removes
+    /// them, its sandbox, its emptyDir volumes and its files.
+    async fn remove_pod(&self, pod: &ObservedPod) -> Result<(), PodError> {
+        let all: Vec<&ContainerInfo> = pod.containers.values().flatten().collect();
+        let grace = all
+            .iter()
+            .copied()
+            .chain(pod.sandbox.iter())
+            .find_map(|c| c.labels.get(labels::GRACE_SECONDS))
+            .and_then(|g| g.parse().ok())
+            .map_or(Duration::from_secs(30), Duration::from_secs);
+        let stops = all.iter().filter(|c| c.state == ContainerState::Running).map(|c| self.runtime.stop(&c.id, grace));
+        for result in futures_util::future::join_all(stops).await {
+            result?;
+        }
+        for container in all.iter().copied().chain(pod.sandbox.iter()) {
+            self.runtime.remove(&container.id).await?;
+            self.record(|inventory| {
+                inventory.containers.remove(&container.id);
+            })?;
+        }
+        let prefix = format!("berth-{}-{}-{}-", self.config.node, pod.namespace, pod.pod);
+        let volumes: Vec<String> =
+            self.lock_inventory().volumes.iter().filter(|v| v.starts_with(&prefix)).cloned().collect();
+        for volume in volumes {
+            self.runtime.remove_volume(&volume).await?;
+            self.record(|inventory| {
+                inventory.volumes.remove(&volume);
+            })?;
+        }
+        let dir = self.pod_dir(&pod.namespace, &pod.pod);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => Ok(()),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(PodError::Io { path: dir, source }),
+        }
+    }
+
+    /// What runs for each assigned pod, as the agent reports it.
+    pub async fn observe(&self, desired: &[PodAssignment]) -> Result<Vec<PodStatus>, PodError> {
+        let observed = self.observed_pods().await?;
+        let waiting = self.lock_waiting().clone();
+        let mut statuses = Vec::new();
+        for assignment in desired {
+            let key = pod_key(&assignment.namespace, &assignment.pod);
+            let pod = observed.get(&key).filter(|p| p.spec_hash == assignment.spec_hash);
+            let mut containers = Vec::new();
+            for container in &assignment.spec.containers {
+                let latest = pod.and_then(|p| p.containers.get(&container.name)).and_then(|a| a.last());
+                let wait = waiting.get(&format!("{key}/{}", container.name));
+                let state = match latest.map(|c| c.state) {
+                    Some(ContainerState::Running) => ContainerStateName::Running,
+                    Some(ContainerState::Exited) if wait.is_none() => ContainerStateName::Terminated,
+                    _ => ContainerStateName::Waiting,
+                };
+                containers.push(ContainerStatus {
+                    name: container.name.clone(),
+                    state,
+                    ready: state == ContainerStateName::Running && container.readiness_probe.is_none(),
+                    restart_count: latest.map_or(0, attempt_of),
+                    exit_code: latest
+                        .and_then(|c| c.exit_code)
+                        .filter(|_| latest.is_some_and(|c| c.state == ContainerState::Exited)),
+                    last_error: wait.map(|w| w.reason.clone()).or_else(|| latest.and_then(|c| c.error.clone())),
+                    container_id: latest.map(|c| c.id.clone()),
+                });
+            }
+            let all_running =
+                !containers.is_empty() && containers.iter().all(|c| c.state == ContainerStateName::Running);
+            let all_terminated = containers.iter().all(|c| c.state == ContainerStateName::Terminated);
+            let phase = if all_terminated && !containers.is_empty() {
+                if containers.iter().all(|c| c.exit_code == Some(0)) { PodPhase::Succeeded } else { PodPhase::Failed }
+            } else if pod.is_some() && containers.iter().any(|c| c.container_id.is_some()) {
+                PodPhase::Running
+            } else {
+                PodPhase::Pending
+            };
+            let host_ports = pod
+                .and_then(|p| p.sandbox.as_ref())
+                .map(|s| {
+                    s.published
+                        .iter()
+                        .map(|p| HostPort {
+                            container_port: p.container_port,
+                            protocol: p.protocol,
+                            host_ip: p.host_ip.clone(),
+                            host_port: p.host_port,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            statuses.push(PodStatus {
+                pod: assignment.pod.clone(),
+                namespace: assignment.namespace.clone(),
+                spec_hash: assignment.spec_hash.clone(),
+                phase,
+                ready: all_running && containers.iter().all(|c| c.ready),
+                containers,
+                host_ports,
+            });
+        }
+        Ok(statuses)
+    }
+}

@@ -1,0 +1,132 @@
+//! The container runtime boundary: what the agent needs from an engine, in berth's words.
+//!
+//! [`ContainerRuntime`] is implemented by [`super::docker::Docker`] for real nodes; the
+//! simulated nodes of the scale benchmarks will implement it in memory. Nothing above this trait
+//! names bollard or Docker's API types.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("image {image} is not present and pulling it failed: {reason}")]
+    Pull { image: String, reason: String },
+    #[error("container {container} was not found")]
+    NotFound { container: String },
+    #[error("the container engine refused {action}: {reason}")]
+    Engine { action: String, reason: String },
+}
+
+/// A port published on the node: `host_port` 0 lets the engine choose one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublishedPort {
+    pub container_port: u16,
+    pub protocol: crate::manifest::types::Protocol,
+    pub host_ip: String,
+    pub host_port: u16,
+}
+
+/// What a container sees of the filesystem besides its image.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MountSource {
+    /// An engine-managed volume, by name.
+    Volume(String),
+    /// A path on the node.
+    Bind(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    pub source: MountSource,
+    pub target: String,
+    pub read_only: bool,
+}
+
+/// Whose network namespace a container uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Network {
+    /// Its own, publishing these ports: a pod sandbox.
+    Own { hostname: String, ports: Vec<PublishedPort> },
+    /// The namespace of another container (a pod's sandbox).
+    JoinContainer(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerSpec {
+    pub name: String,
+    pub image: String,
+    /// Replaces the image's entrypoint when set (Kubernetes' `command`).
+    pub entrypoint: Option<Vec<String>>,
+    /// Replaces the image's command when set (Kubernetes' `args`).
+    pub args: Option<Vec<String>>,
+    pub env: Vec<(String, String)>,
+    pub working_dir: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub network: Network,
+    pub mounts: Vec<Mount>,
+    pub memory_limit_bytes: Option<i64>,
+    pub cpu_limit_nanos: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContainerState {
+    Created,
+    Running,
+    Exited,
+    /// Paused, restarting, removing, dead: states berth does not put containers in.
+    Other,
+}
+
+/// What the engine says about one container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContainerInfo {
+    pub id: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub state: ContainerState,
+    pub exit_code: Option<i64>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub error: Option<String>,
+    pub oom_killed: bool,
+    /// Ports published on the node, as the engine reports them.
+    pub published: Vec<PublishedPort>,
+    /// The process id of the container's first process while it runs.
+    pub pid: Option<i64>,
+}
+
+/// The engine operations the agent uses. Implementations must be safe to call concurrently.
+pub trait ContainerRuntime: Send + Sync + 'static {
+    /// Makes the image present: pulled when absent.
+    fn ensure_image(&self, image: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Imports a root filesystem tar as an image with the given command, unless it is present.
+    fn import_image(
+        &self,
+        image: &str,
+        rootfs: Vec<u8>,
+        command: &[&str],
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    fn create(&self, spec: &ContainerSpec) -> impl Future<Output = Result<String, RuntimeError>> + Send;
+    fn start(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// SIGTERM, then SIGKILL after `grace`.
+    fn stop(&self, id: &str, grace: Duration) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Removes a container, killing it if it still runs.
+    fn remove(&self, id: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    fn inspect(&self, id: &str) -> impl Future<Output = Result<ContainerInfo, RuntimeError>> + Send;
+    /// Every container (running or not) that carries all of `labels`.
+    fn list(&self, labels: &[(&str, &str)]) -> impl Future<Output = Result<Vec<ContainerInfo>, RuntimeError>> + Send;
+    fn create_volume(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    fn remove_volume(&self, name: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Runs a command in a running container; returns its exit code, or an error after `timeout`.
+    fn exec(
+        &self,
+        id: &str,
+        command: &[String],
+        timeout: Duration,
+    ) -> impl Future<Output = Result<i64, RuntimeError>> + Send;
+}

@@ -1,0 +1,451 @@
+//! The node agent's pod layer against the real Docker engine on this machine. Images are built
+//! locally (busybox from Debian's busybox-static); nothing is pulled from a registry. These tests
+//! fail, never skip, when no engine answers.
+
+use berth::manifest::Kind;
+use berth::manifest::types::*;
+use berth::nodes::docker::Docker;
+use berth::nodes::pods::{PodManager, PodManagerConfig, labels};
+use berth::nodes::protocol::{ContainerStateName, PodAssignment, PodPhase, PodStatus};
+use berth::nodes::runtime::{ContainerRuntime, ContainerState};
+use berth::nodes::tar::{TarEntry, TarFile, archive};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub const BUSYBOX: &str = "berth-test/busybox:1.35";
+
+/// Connects to the engine and makes the test image present.
+pub async fn docker() -> Docker {
+    let docker = Docker::connect().await.unwrap_or_else(|error| {
+        panic!(
+            "these tests need the Docker engine on this machine and none answered ({error}); start it (CI={:?})",
+            std::env::var("CI")
+        )
+    });
+    let busybox =
+        std::fs::read("/bin/busybox").expect("/bin/busybox is missing: install Debian's busybox-static (test.sh does)");
+    let tools =
+        ["sh", "sleep", "httpd", "nc", "cat", "echo", "wget", "ls", "test", "true", "false", "mkdir", "rm", "kill"];
+    let mut entries = vec![TarEntry::File(TarFile { path: "bin/busybox", mode: 0o755, contents: &busybox })];
+    let links: Vec<String> = tools.iter().map(|t| format!("bin/{t}")).collect();
+    entries.extend(links.iter().map(|path| TarEntry::Symlink { path, target: "busybox" }));
+    docker.import_image(BUSYBOX, archive(&entries), &["sh"]).await.expect("import the busybox test image");
+    docker
+}
+
+/// A node of one test: a unique name, a state folder, and cleanup of everything labelled for it,
+/// even when the test panics.
+pub struct TestNode {
+    pub name: String,
+    pub state: tempfile::TempDir,
+}
+
+impl TestNode {
+    pub fn new(test: &str) -> TestNode {
+        let suffix: u32 = std::process::id() ^ (Instant::now().elapsed().subsec_nanos());
+        TestNode { name: format!("t{}-{test}", suffix % 100_000), state: tempfile::tempdir().unwrap() }
+    }
+
+    pub fn config(&self) -> PodManagerConfig {
+        let mut config = PodManagerConfig::new(&self.name, "127.0.0.1", self.state.path());
+        config.backoff_base = Duration::from_millis(300);
+        config.backoff_max = Duration::from_secs(5);
+        config
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        let filter = format!("label={}={}", labels::NODE, self.name);
+        let listed = std::process::Command::new("docker").args(["ps", "-aq", "--filter", &filter]).output();
+        if let Ok(output) = listed {
+            let ids: Vec<String> =
+                String::from_utf8_lossy(&output.stdout).split_whitespace().map(str::to_owned).collect();
+            if !ids.is_empty() {
+                let _ = std::process::Command::new("docker").arg("rm").arg("-f").args(&ids).output();
+            }
+        }
+        let volumes = std::process::Command::new("docker").args(["volume", "ls", "-q", "--filter", &filter]).output();
+        if let Ok(output) = volumes {
+            for volume in String::from_utf8_lossy(&output.stdout).split_whitespace() {
+                let _ = std::process::Command::new("docker").args(["volume", "rm", "-f", volume]).output();
+            }
+        }
+    }
+}
+
+/// Polls `condition` until it holds or `limit` passes; the deadline is a failure.
+pub async fn wait_for<F, Fut>(what: &str, limit: Duration, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while !condition().await {
+        assert!(Instant::now() < deadline, "timed out after {limit:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn container(name: &str, script: &str) -> Container {
+    Container {
+        name: name.to_owned(),
+        image: BUSYBOX.to_owned(),
+        command: vec!["sh".to_owned(), "-c".to_owned(), script.to_owned()],
+        args: Vec::new(),
+        working_dir: None,
+        env: Vec::new(),
+        env_from: Vec::new(),
+        ports: Vec::new(),
+        resources: None,
+        startup_probe: None,
+        liveness_probe: None,
+        readiness_probe: None,
+        volume_mounts: Vec::new(),
+    }
+}
+
+pub fn pod(name: &str, containers: Vec<Container>) -> PodAssignment {
+    PodAssignment {
+        pod: name.to_owned(),
+        namespace: "shop".to_owned(),
+        workload_kind: Kind::Deployment,
+        workload_name: "web".to_owned(),
+        revision: "0123456789abcdef0123456789abcdef01234567".to_owned(),
+        spec_hash: "hash-1".to_owned(),
+        spec: PodSpec {
+            containers,
+            volumes: Vec::new(),
+            node_selector: BTreeMap::new(),
+            restart_policy: Some(RestartPolicy::Always),
+            termination_grace_period_seconds: Some(1),
+        },
+        env: BTreeMap::new(),
+        files: BTreeMap::new(),
+    }
+}
+
+async fn manager(node: &TestNode, docker: &Docker) -> PodManager<Docker> {
+    PodManager::new(Arc::new(docker.clone()), node.config()).await.unwrap()
+}
+
+async fn status(manager: &PodManager<Docker>, desired: &[PodAssignment]) -> PodStatus {
+    manager.observe(desired).await.unwrap().remove(0)
+}
+
+async fn exec_output(docker: &Docker, id: &str, script: &str) -> String {
+    let output = std::process::Command::new("docker").args(["exec", id, "sh", "-c", script]).output().unwrap();
+    let _ = docker;
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn pods_are_created_replaced_and_removed() {
+    let docker = docker().await;
+    let node = TestNode::new("life");
+    let manager = manager(&node, &docker).await;
+    let mut desired = vec![pod("web-1", vec![container("main", "sleep 3600")])];
+    desired[0].spec.volumes.push(Volume {
+        name: "scratch".into(),
+        empty_dir: Some(EmptyDirVolumeSource {}),
+        host_path: None,
+        config_map: None,
+        secret: None,
+    });
+
+    let summary = manager.converge(&desired).await.unwrap();
+    assert_eq!(summary.pods_created, 1);
+    let first = status(&manager, &desired).await;
+    assert_eq!(first.phase, PodPhase::Running);
+    assert_eq!(first.containers[0].state, ContainerStateName::Running);
+    let first_id = first.containers[0].container_id.clone().unwrap();
+    let info = docker.inspect(&first_id).await.unwrap();
+    for (key, value) in [
+        (labels::NODE, node.name.as_str()),
+        (labels::NAMESPACE, "shop"),
+        (labels::POD, "web-1"),
+        (labels::WORKLOAD_KIND, "Deployment"),
+        (labels::WORKLOAD_NAME, "web"),
+        (labels::SPEC_HASH, "hash-1"),
+        (labels::CONTAINER, "main"),
+    ] {
+        assert_eq!(info.labels.get(key).map(String::as_str), Some(value), "label {key}");
+    }
+    assert_eq!(info.labels[labels::REVISION], desired[0].revision);
+    let volume = format!("berth-{}-shop-web-1-scratch", node.name);
+    assert!(docker.client().inspect_volume(&volume).await.is_ok(), "the emptyDir volume exists");
+
+    // Converging again changes nothing.
+    let again = manager.converge(&desired).await.unwrap();
+    assert_eq!((again.pods_created, again.pods_removed, again.containers_restarted), (0, 0, 0));
+    assert_eq!(status(&manager, &desired).await.containers[0].container_id.as_deref(), Some(first_id.as_str()));
+
+    // A new spec hash replaces the pod.
+    desired[0].spec_hash = "hash-2".into();
+    let replaced = manager.converge(&desired).await.unwrap();
+    assert_eq!((replaced.pods_created, replaced.pods_removed), (1, 1));
+    let second = status(&manager, &desired).await;
+    assert_ne!(second.containers[0].container_id.as_deref(), Some(first_id.as_str()));
+    assert!(matches!(docker.inspect(&first_id).await, Err(berth::nodes::runtime::RuntimeError::NotFound { .. })));
+
+    // No longer assigned: stopped, removed, with its emptyDir volume.
+    let removed = manager.converge(&[]).await.unwrap();
+    assert_eq!(removed.pods_removed, 1);
+    assert!(docker.list(&[(labels::NODE, &node.name)]).await.unwrap().is_empty());
+    assert!(docker.client().inspect_volume(&volume).await.is_err(), "the emptyDir volume is removed with its pod");
+}
+
+#[tokio::test]
+async fn containers_of_a_pod_share_localhost_and_an_empty_dir() {
+    let docker = docker().await;
+    let node = TestNode::new("share");
+    let manager = manager(&node, &docker).await;
+    let mut server = container("server", "mkdir -p /shared/www && httpd -f -p 8080 -h /shared/www");
+    server.ports.push(ContainerPort {
+        name: Some("http".into()),
+        container_port: 8080,
+        host_port: None,
+        protocol: Some(Protocol::Tcp),
+    });
+    let writer = container(
+        "writer",
+        "echo hello-from-writer > /shared/www/index.html; until wget -q -O /shared/got http://127.0.0.1:8080/index.html; do sleep 0.2; done; sleep 3600",
+    );
+    let mut desired = vec![pod("pair", vec![server, writer])];
+    desired[0].spec.volumes.push(Volume {
+        name: "shared".into(),
+        empty_dir: Some(EmptyDirVolumeSource {}),
+        host_path: None,
+        config_map: None,
+        secret: None,
+    });
+    for container in &mut desired[0].spec.containers {
+        container.volume_mounts.push(VolumeMount {
+            name: "shared".into(),
+            mount_path: "/shared".into(),
+            read_only: None,
+            sub_path: None,
+        });
+    }
+    manager.converge(&desired).await.unwrap();
+    let writer_id = status(&manager, &desired).await.containers[1].container_id.clone().unwrap();
+    wait_for("the writer to fetch the page over localhost", Duration::from_secs(20), || async {
+        exec_output(&docker, &writer_id, "cat /shared/got 2>/dev/null").await.trim() == "hello-from-writer"
+    })
+    .await;
+
+    // The port is published on the node's address and reported back.
+    let reported = status(&manager, &desired).await.host_ports;
+    assert_eq!(reported.len(), 1, "{reported:?}");
+    assert_eq!((reported[0].container_port, reported[0].host_ip.as_str()), (8080, "127.0.0.1"));
+    let address = format!("127.0.0.1:{}", reported[0].host_port);
+    wait_for("the published port to answer", Duration::from_secs(20), || {
+        let address = address.clone();
+        async move {
+            use std::io::{Read, Write};
+            let Ok(mut stream) = std::net::TcpStream::connect(&address) else { return false };
+            let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+            let _ = stream.write_all(b"GET /index.html HTTP/1.0\r\n\r\n");
+            let mut body = String::new();
+            stream.read_to_string(&mut body).is_ok() && body.contains("hello-from-writer")
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn config_map_files_and_env_appear_in_the_container() {
+    let docker = docker().await;
+    let node = TestNode::new("files");
+    let manager = manager(&node, &docker).await;
+    let mut main = container("main", "sleep 3600");
+    main.volume_mounts.push(VolumeMount {
+        name: "config".into(),
+        mount_path: "/etc/app".into(),
+        read_only: None,
+        sub_path: None,
+    });
+    let mut desired = vec![pod("cfg", vec![main])];
+    desired[0].spec.volumes.push(Volume {
+        name: "config".into(),
+        empty_dir: None,
+        host_path: None,
+        config_map: Some(ConfigMapVolumeSource {
+            name: "settings".into(),
+            items: Vec::new(),
+            default_mode: Some(0o644),
+            optional: None,
+        }),
+        secret: None,
+    });
+    desired[0].files.insert("config".into(), BTreeMap::from([("app.conf".to_owned(), b"greeting = hello\n".to_vec())]));
+    desired[0].env.insert("main".into(), vec![("GREETING".into(), "hello from env".into())]);
+    manager.converge(&desired).await.unwrap();
+    let id = status(&manager, &desired).await.containers[0].container_id.clone().unwrap();
+    assert_eq!(exec_output(&docker, &id, "cat /etc/app/app.conf").await, "greeting = hello\n");
+    assert_eq!(exec_output(&docker, &id, "echo \"$GREETING\"").await, "hello from env\n");
+    let write = exec_output(&docker, &id, "echo x > /etc/app/new 2>/dev/null && echo writable || echo read-only").await;
+    assert_eq!(write.trim(), "read-only", "configMap volumes are mounted read-only");
+}
+
+#[tokio::test]
+async fn a_crashing_container_restarts_with_growing_backoff() {
+    let docker = docker().await;
+    let node = TestNode::new("crash");
+    let manager = manager(&node, &docker).await;
+    let desired = vec![pod("crash", vec![container("main", "exit 3")])];
+    manager.converge(&desired).await.unwrap();
+    // Record when each attempt is first seen running or exited.
+    let mut seen: Vec<(u32, Instant)> = vec![(0, Instant::now())];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while seen.len() < 4 {
+        assert!(Instant::now() < deadline, "only {} attempts in 30 s: {seen:?}", seen.len());
+        manager.converge(&desired).await.unwrap();
+        let now = status(&manager, &desired).await;
+        let attempt = now.containers[0].restart_count;
+        if attempt > seen.last().unwrap().0 {
+            seen.push((attempt, Instant::now()));
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let attempts: Vec<u32> = seen.iter().map(|(a, _)| *a).collect();
+    assert_eq!(attempts, [0, 1, 2, 3], "every restart is counted");
+    let gaps: Vec<Duration> = seen.windows(2).map(|w| w[1].1 - w[0].1).collect();
+    // The backoff is 300 ms, 600 ms, 1200 ms: each gap is at least its backoff.
+    for (gap, minimum) in gaps.iter().zip([300, 600, 1200]) {
+        assert!(*gap >= Duration::from_millis(minimum), "gaps {gaps:?} are shorter than the backoff");
+    }
+    assert!(gaps[2] > gaps[0], "the backoff grows: {gaps:?}");
+    let last = status(&manager, &desired).await;
+    let error = last.containers[0].last_error.clone().unwrap_or_default();
+    assert!(error.contains("exited with code 3") || last.containers[0].exit_code == Some(3), "{last:?}");
+}
+
+#[tokio::test]
+async fn restart_policies_decide_what_restarts() {
+    let docker = docker().await;
+    let node = TestNode::new("policy");
+    let manager = manager(&node, &docker).await;
+    let mut done = pod("done", vec![container("main", "exit 0")]);
+    done.spec.restart_policy = Some(RestartPolicy::OnFailure);
+    let mut never = pod("never", vec![container("main", "exit 4")]);
+    never.spec.restart_policy = Some(RestartPolicy::Never);
+    let desired = vec![done, never];
+    manager.converge(&desired).await.unwrap();
+    wait_for("both pods to finish", Duration::from_secs(20), || async {
+        manager.observe(&desired).await.unwrap().iter().all(|p| p.containers[0].state == ContainerStateName::Terminated)
+    })
+    .await;
+    for _ in 0..3 {
+        let summary = manager.converge(&desired).await.unwrap();
+        assert_eq!(summary.containers_restarted, 0);
+    }
+    let statuses = manager.observe(&desired).await.unwrap();
+    assert_eq!(statuses[0].phase, PodPhase::Succeeded);
+    assert_eq!(statuses[1].phase, PodPhase::Failed);
+    assert_eq!(statuses[1].containers[0].exit_code, Some(4));
+}
+
+#[tokio::test]
+async fn a_restarted_agent_adopts_its_containers() {
+    let docker = docker().await;
+    let node = TestNode::new("adopt");
+    let desired = vec![pod("keep", vec![container("main", "sleep 3600"), container("side", "sleep 3600")])];
+    let before = {
+        let manager = manager(&node, &docker).await;
+        manager.converge(&desired).await.unwrap();
+        status(&manager, &desired).await
+        // The manager is dropped here, as a killed agent would be: nothing runs on drop.
+    };
+    let mut started = Vec::new();
+    for container in &before.containers {
+        started.push(docker.inspect(container.container_id.as_deref().unwrap()).await.unwrap().started_at);
+    }
+    let manager = manager(&node, &docker).await;
+    let summary = manager.converge(&desired).await.unwrap();
+    assert_eq!((summary.pods_created, summary.pods_removed, summary.containers_restarted), (0, 0, 0));
+    let after = status(&manager, &desired).await;
+    for (index, container) in after.containers.iter().enumerate() {
+        assert_eq!(container.container_id, before.containers[index].container_id, "container ids are unchanged");
+        assert_eq!(container.restart_count, 0);
+        let info = docker.inspect(container.container_id.as_deref().unwrap()).await.unwrap();
+        assert_eq!(info.started_at, started[index], "the container was not restarted");
+        assert_eq!(info.state, ContainerState::Running);
+    }
+}
+
+#[tokio::test]
+async fn containers_berth_did_not_create_are_never_touched() {
+    let docker = docker().await;
+    let node = TestNode::new("foreign");
+    let manager = manager(&node, &docker).await;
+    // A container that copies berth's labels for this node, with a berth-like name.
+    let mut copied = BTreeMap::new();
+    for (key, value) in [
+        (labels::NODE, node.name.as_str()),
+        (labels::NAMESPACE, "shop"),
+        (labels::POD, "intruder"),
+        (labels::ROLE, "container"),
+        (labels::CONTAINER, "main"),
+        (labels::SPEC_HASH, "x"),
+    ] {
+        copied.insert(key.to_owned(), value.to_owned());
+    }
+    let spec = berth::nodes::runtime::ContainerSpec {
+        name: format!("berth-{}-shop-intruder-main-0", node.name),
+        image: BUSYBOX.into(),
+        entrypoint: Some(vec!["sleep".into(), "3600".into()]),
+        args: None,
+        env: Vec::new(),
+        working_dir: None,
+        labels: copied,
+        network: berth::nodes::runtime::Network::Own { hostname: "intruder".into(), ports: Vec::new() },
+        mounts: Vec::new(),
+        memory_limit_bytes: None,
+        cpu_limit_nanos: None,
+    };
+    let foreign = docker.create(&spec).await.unwrap();
+    docker.start(&foreign).await.unwrap();
+
+    let summary = manager.converge(&[]).await.unwrap();
+    assert_eq!(summary.pods_removed, 0);
+
+    // Assigned a pod whose container name the foreign container holds: berth reports it on that
+    // pod and leaves the foreign container alone; other pods are not held up.
+    let desired = vec![
+        pod("intruder", vec![container("main", "sleep 3600")]),
+        pod("neighbour", vec![container("main", "sleep 3600")]),
+    ];
+    manager.converge(&desired).await.unwrap();
+    let statuses = manager.observe(&desired).await.unwrap();
+    let error = statuses[0].containers[0].last_error.clone().unwrap_or_default();
+    assert!(error.contains("creating berth-"), "{error}");
+    assert_eq!(statuses[1].phase, PodPhase::Running, "the other pod runs");
+    manager.converge(&[]).await.unwrap();
+    let info = docker.inspect(&foreign).await.unwrap();
+    assert_eq!(info.state, ContainerState::Running, "the foreign container still runs");
+}
+
+#[tokio::test]
+async fn a_missing_image_is_reported_and_not_pulled_in_a_hot_loop() {
+    let docker = docker().await;
+    let node = TestNode::new("pull");
+    let manager = manager(&node, &docker).await;
+    // A registry on a closed loopback port: the pull fails at once and never leaves the machine.
+    let mut missing = container("main", "true");
+    missing.image = "127.0.0.1:9/berth-test/missing:1".into();
+    let desired = vec![pod("missing", vec![missing])];
+    let first = manager.converge(&desired).await.unwrap();
+    assert_eq!(first.pods_created, 0);
+    let due = first.next_due.expect("a retry is scheduled");
+    assert!(due > Instant::now(), "the retry waits for its backoff");
+    let status = status(&manager, &desired).await;
+    assert_eq!(status.phase, PodPhase::Pending);
+    let error = status.containers[0].last_error.clone().unwrap_or_default();
+    assert!(error.contains("127.0.0.1:9/berth-test/missing:1 is not present and pulling it failed"), "{error}");
+    // Converging again before the backoff passes does not pull again: the deadline is unchanged.
+    let second = manager.converge(&desired).await.unwrap();
+    assert_eq!(second.next_due, Some(due));
+}
