@@ -712,8 +712,14 @@ impl<'a> Checker<'a> {
             }
         }
         if let Some(http) = &probe.http_get {
-            if http.scheme.as_deref().is_some_and(|s| s != "HTTP" && s != "HTTPS") {
-                self.error(&[K("httpGet"), K("scheme")], "scheme must be HTTP or HTTPS", None);
+            match http.scheme.as_deref() {
+                None | Some("HTTP") => {}
+                Some("HTTPS") => self.error(
+                    &[K("httpGet"), K("scheme")],
+                    "HTTPS probes are not supported yet",
+                    Some("probe the port with tcpSocket, or serve the health check over HTTP".into()),
+                ),
+                Some(_) => self.error(&[K("httpGet"), K("scheme")], "scheme must be HTTP", None),
             }
         }
         if probe.exec.as_ref().is_some_and(|e| e.command.is_empty()) {

@@ -257,6 +257,20 @@ impl ContainerRuntime for Docker {
         }
     }
 
+    async fn check_in_pod(
+        &self,
+        sandbox_id: &str,
+        check: &super::netns::Check,
+        timeout: Duration,
+    ) -> Result<(), String> {
+        let sandbox = self.inspect(sandbox_id).await.map_err(|e| e.to_string())?;
+        let pid = sandbox.pid.ok_or_else(|| "the pod sandbox is not running".to_owned())?;
+        let check = check.clone();
+        tokio::task::spawn_blocking(move || super::netns::run(pid, &check, timeout))
+            .await
+            .unwrap_or_else(|_| Err("the probe task panicked".into()))
+    }
+
     async fn exec(&self, id: &str, command: &[String], timeout: Duration) -> Result<i64, RuntimeError> {
         let run = async {
             let config = ExecConfig {

@@ -6,6 +6,7 @@
 //! container that berth did not create.
 
 pub mod docker;
+pub mod netns;
 pub mod pods;
 pub mod protocol;
 pub mod runtime;

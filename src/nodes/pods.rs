@@ -102,6 +102,49 @@ pub struct PodManager<R: ContainerRuntime> {
     inventory: Mutex<Inventory>,
     /// Per `namespace/pod/container`: a restart or pull waiting for its backoff to pass.
     waiting: Mutex<HashMap<String, Waiting>>,
+    /// Per container id and probe kind: the probe's counts and result.
+    probes: Mutex<HashMap<(String, ProbeKind), ProbeState>>,
+    /// Per `namespace/pod/container`: why the agent last stopped it (a failed probe).
+    stopped_because: Mutex<HashMap<String, String>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum ProbeKind {
+    Startup,
+    Liveness,
+    Readiness,
+}
+
+impl ProbeKind {
+    fn word(self) -> &'static str {
+        match self {
+            ProbeKind::Startup => "startup",
+            ProbeKind::Liveness => "liveness",
+            ProbeKind::Readiness => "readiness",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct ProbeState {
+    /// When the agent first saw the container running: initialDelaySeconds counts from here.
+    since: Instant,
+    last_run: Option<Instant>,
+    successes: u32,
+    failures: u32,
+    /// Startup: has passed. Readiness: is ready. Liveness: unused.
+    passed: bool,
+    last_error: Option<String>,
+}
+
+/// What a probe pass changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ProbeSummary {
+    pub probes_run: usize,
+    /// Readiness flipped for some container.
+    pub readiness_changed: bool,
+    /// Containers stopped because their liveness or startup probe failed.
+    pub containers_stopped: usize,
 }
 
 /// What one converge pass did, and when the next one is due at the latest.
@@ -147,7 +190,14 @@ impl<R: ContainerRuntime> PodManager<R> {
             Err(source) => return Err(PodError::Io { path, source }),
         };
         runtime.import_image(&sandbox::image_name(), sandbox::rootfs(), &["/pause"]).await?;
-        Ok(PodManager { runtime, config, inventory: Mutex::new(inventory), waiting: Mutex::new(HashMap::new()) })
+        Ok(PodManager {
+            runtime,
+            config,
+            inventory: Mutex::new(inventory),
+            waiting: Mutex::new(HashMap::new()),
+            probes: Mutex::new(HashMap::new()),
+            stopped_because: Mutex::new(HashMap::new()),
+        })
     }
 
     pub fn runtime(&self) -> &Arc<R> {
@@ -162,6 +212,14 @@ impl<R: ContainerRuntime> PodManager<R> {
 
     fn lock_waiting(&self) -> std::sync::MutexGuard<'_, HashMap<String, Waiting>> {
         self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn lock_probes(&self) -> std::sync::MutexGuard<'_, HashMap<(String, ProbeKind), ProbeState>> {
+        self.probes.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn lock_stopped(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.stopped_because.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Applies `change` to the inventory and writes it durably (write, fsync, rename).
@@ -589,6 +647,162 @@ impl<R: ContainerRuntime> PodManager<R> {
         }
     }
 
+    /// Runs every probe that is due, concurrently, and acts on the results: a failed liveness or
+    /// startup probe stops the container (its restart policy and backoff take it from there); a
+    /// readiness result changes what the status reports.
+    pub async fn probe(&self, desired: &[PodAssignment]) -> Result<ProbeSummary, PodError> {
+        let observed = self.observed_pods().await?;
+        let now = Instant::now();
+        let mut running_ids = Vec::new();
+        let mut due = Vec::new();
+        for assignment in desired {
+            let key = pod_key(&assignment.namespace, &assignment.pod);
+            let Some(pod) = observed.get(&key).filter(|p| p.spec_hash == assignment.spec_hash) else { continue };
+            let Some(sandbox) = &pod.sandbox else { continue };
+            for container in &assignment.spec.containers {
+                let Some(latest) = pod.containers.get(&container.name).and_then(|a| a.last()) else { continue };
+                if latest.state != ContainerState::Running {
+                    continue;
+                }
+                running_ids.push(latest.id.clone());
+                let mut probes = self.lock_probes();
+                let startup_passed = match &container.startup_probe {
+                    Some(_) => probes.get(&(latest.id.clone(), ProbeKind::Startup)).is_some_and(|s| s.passed),
+                    None => true,
+                };
+                let kinds = [
+                    (ProbeKind::Startup, container.startup_probe.as_ref().filter(|_| !startup_passed)),
+                    (ProbeKind::Liveness, container.liveness_probe.as_ref().filter(|_| startup_passed)),
+                    (ProbeKind::Readiness, container.readiness_probe.as_ref().filter(|_| startup_passed)),
+                ];
+                for (kind, probe) in kinds {
+                    let Some(probe) = probe else { continue };
+                    let state = probes.entry((latest.id.clone(), kind)).or_insert_with(|| ProbeState {
+                        since: now,
+                        last_run: None,
+                        successes: 0,
+                        failures: 0,
+                        passed: false,
+                        last_error: None,
+                    });
+                    let delay =
+                        Duration::from_secs(u64::try_from(probe.initial_delay_seconds.unwrap_or(0)).unwrap_or(0));
+                    let period =
+                        Duration::from_secs(u64::try_from(probe.period_seconds.unwrap_or(10).max(1)).unwrap_or(10));
+                    let is_due = now >= state.since + delay && state.last_run.is_none_or(|last| now >= last + period);
+                    if is_due {
+                        state.last_run = Some(now);
+                        due.push((
+                            format!("{key}/{}", container.name),
+                            latest.id.clone(),
+                            sandbox.id.clone(),
+                            kind,
+                            probe.clone(),
+                            container.clone(),
+                        ));
+                    }
+                }
+            }
+        }
+        self.lock_probes().retain(|(id, _), _| running_ids.contains(id));
+
+        let checks =
+            due.iter().map(|(_, id, sandbox_id, _, probe, container)| self.run_probe(id, sandbox_id, probe, container));
+        let results = futures_util::future::join_all(checks).await;
+        let mut summary = ProbeSummary { probes_run: due.len(), ..ProbeSummary::default() };
+        for ((key, id, _, kind, probe, _), result) in due.into_iter().zip(results) {
+            let success_threshold = u32::try_from(probe.success_threshold.unwrap_or(1).max(1)).unwrap_or(1);
+            let failure_threshold = u32::try_from(probe.failure_threshold.unwrap_or(3).max(1)).unwrap_or(3);
+            let (stop, reason) = {
+                let mut probes = self.lock_probes();
+                let Some(state) = probes.get_mut(&(id.clone(), kind)) else { continue };
+                match &result {
+                    Ok(()) => {
+                        state.successes += 1;
+                        state.failures = 0;
+                        state.last_error = None;
+                    }
+                    Err(error) => {
+                        state.failures += 1;
+                        state.successes = 0;
+                        state.last_error = Some(error.clone());
+                    }
+                }
+                let was = state.passed;
+                match kind {
+                    ProbeKind::Startup | ProbeKind::Readiness if state.successes >= success_threshold => {
+                        state.passed = true
+                    }
+                    ProbeKind::Readiness if state.failures >= failure_threshold => state.passed = false,
+                    _ => {}
+                }
+                if kind == ProbeKind::Readiness && was != state.passed {
+                    summary.readiness_changed = true;
+                }
+                let stop = kind != ProbeKind::Readiness && state.failures >= failure_threshold;
+                (
+                    stop,
+                    format!(
+                        "{} probe failed {} times: {}",
+                        kind.word(),
+                        state.failures,
+                        state.last_error.clone().unwrap_or_default()
+                    ),
+                )
+            };
+            if stop {
+                tracing::info!(node = %self.config.node, container = %key, %reason, "Stopping a container whose probe failed.");
+                self.lock_stopped().insert(key, reason);
+                let grace = Duration::from_secs(1);
+                self.runtime.stop(&id, grace).await?;
+                self.lock_probes().retain(|(probed, _), _| probed != &id);
+                summary.containers_stopped += 1;
+            }
+        }
+        Ok(summary)
+    }
+
+    async fn run_probe(
+        &self,
+        container_id: &str,
+        sandbox_id: &str,
+        probe: &crate::manifest::types::Probe,
+        container: &Container,
+    ) -> Result<(), String> {
+        use crate::manifest::types::IntOrString;
+        let timeout = Duration::from_secs(u64::try_from(probe.timeout_seconds.unwrap_or(1).max(1)).unwrap_or(1));
+        let port_of = |port: &IntOrString| -> Result<u16, String> {
+            match port {
+                IntOrString::Int(n) => u16::try_from(*n).map_err(|_| format!("port {n} is out of range")),
+                IntOrString::String(name) => container
+                    .ports
+                    .iter()
+                    .find(|p| p.name.as_deref() == Some(name.as_str()))
+                    .and_then(|p| u16::try_from(p.container_port).ok())
+                    .ok_or_else(|| format!("no port named {name}")),
+            }
+        };
+        if let Some(exec) = &probe.exec {
+            return match self.runtime.exec(container_id, &exec.command, timeout).await {
+                Ok(0) => Ok(()),
+                Ok(code) => Err(format!("command exited with code {code}")),
+                Err(error) => Err(error.to_string()),
+            };
+        }
+        let check = if let Some(http) = &probe.http_get {
+            super::netns::Check::Http {
+                port: port_of(&http.port)?,
+                path: http.path.clone().unwrap_or_else(|| "/".into()),
+                headers: http.http_headers.iter().map(|h| (h.name.clone(), h.value.clone())).collect(),
+            }
+        } else if let Some(tcp) = &probe.tcp_socket {
+            super::netns::Check::Tcp { port: port_of(&tcp.port)? }
+        } else {
+            return Ok(());
+        };
+        self.runtime.check_in_pod(sandbox_id, &check, timeout).await
+    }
+
     /// What runs for each assigned pod, as the agent reports it.
     pub async fn observe(&self, desired: &[PodAssignment]) -> Result<Vec<PodStatus>, PodError> {
         let observed = self.observed_pods().await?;
@@ -606,15 +820,35 @@ impl<R: ContainerRuntime> PodManager<R> {
                     Some(ContainerState::Exited) if wait.is_none() => ContainerStateName::Terminated,
                     _ => ContainerStateName::Waiting,
                 };
+                let probes = self.lock_probes();
+                let probe_passed = |kind: ProbeKind, configured: bool| {
+                    !configured || latest.and_then(|c| probes.get(&(c.id.clone(), kind))).is_some_and(|p| p.passed)
+                };
+                let ready = state == ContainerStateName::Running
+                    && probe_passed(ProbeKind::Startup, container.startup_probe.is_some())
+                    && probe_passed(ProbeKind::Readiness, container.readiness_probe.is_some());
+                let probe_error = latest.and_then(|c| {
+                    [ProbeKind::Startup, ProbeKind::Liveness, ProbeKind::Readiness].into_iter().find_map(|kind| {
+                        probes
+                            .get(&(c.id.clone(), kind))
+                            .and_then(|p| p.last_error.clone())
+                            .map(|e| format!("{} probe: {e}", kind.word()))
+                    })
+                });
+                drop(probes);
+                let stopped = self.lock_stopped().get(&format!("{key}/{}", container.name)).cloned();
                 containers.push(ContainerStatus {
                     name: container.name.clone(),
                     state,
-                    ready: state == ContainerStateName::Running && container.readiness_probe.is_none(),
+                    ready,
                     restart_count: latest.map_or(0, attempt_of),
                     exit_code: latest
                         .and_then(|c| c.exit_code)
                         .filter(|_| latest.is_some_and(|c| c.state == ContainerState::Exited)),
-                    last_error: wait.map(|w| w.reason.clone()).or_else(|| latest.and_then(|c| c.error.clone())),
+                    last_error: probe_error
+                        .or(stopped)
+                        .or_else(|| wait.map(|w| w.reason.clone()))
+                        .or_else(|| latest.and_then(|c| c.error.clone())),
                     container_id: latest.map(|c| c.id.clone()),
                 });
             }

@@ -122,6 +122,13 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         labels: &BTreeMap<String, String>,
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     fn remove_volume(&self, name: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// Runs a network check on the loopback of the pod whose sandbox is `sandbox_id`.
+    fn check_in_pod(
+        &self,
+        sandbox_id: &str,
+        check: &super::netns::Check,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<(), String>> + Send;
     /// Runs a command in a running container; returns its exit code, or an error after `timeout`.
     fn exec(
         &self,

@@ -449,3 +449,106 @@ async fn a_missing_image_is_reported_and_not_pulled_in_a_hot_loop() {
     let second = manager.converge(&desired).await.unwrap();
     assert_eq!(second.next_due, Some(due));
 }
+
+/// One turn of the agent's loop: probes, then a converge pass.
+async fn tick(manager: &PodManager<Docker>, desired: &[PodAssignment]) {
+    manager.probe(desired).await.unwrap();
+    manager.converge(desired).await.unwrap();
+}
+
+fn probe(handler: &str, target: &str) -> Probe {
+    let port = IntOrString::String("http".into());
+    Probe {
+        http_get: (handler == "http").then(|| HttpGetAction {
+            path: Some(target.into()),
+            port: port.clone(),
+            scheme: None,
+            http_headers: Vec::new(),
+        }),
+        tcp_socket: (handler == "tcp").then(|| TcpSocketAction { port: port.clone() }),
+        exec: (handler == "exec").then(|| ExecAction { command: vec!["sh".into(), "-c".into(), target.into()] }),
+        initial_delay_seconds: Some(0),
+        period_seconds: Some(1),
+        timeout_seconds: Some(1),
+        success_threshold: Some(1),
+        failure_threshold: Some(1),
+    }
+}
+
+#[tokio::test]
+async fn readiness_follows_the_probe_and_startup_gates_it() {
+    let docker = docker().await;
+    let node = TestNode::new("ready");
+    let manager = manager(&node, &docker).await;
+    // The server starts listening only after two seconds: the startup probe holds readiness back.
+    let mut server = container("server", "mkdir -p /www && sleep 2 && httpd -f -p 8080 -h /www");
+    server.ports.push(ContainerPort {
+        name: Some("http".into()),
+        container_port: 8080,
+        host_port: None,
+        protocol: None,
+    });
+    server.startup_probe = Some(Probe { failure_threshold: Some(30), ..probe("tcp", "") });
+    server.readiness_probe = Some(probe("http", "/ready.html"));
+    let desired = vec![pod("ready", vec![server])];
+    manager.converge(&desired).await.unwrap();
+    let id = status(&manager, &desired).await.containers[0].container_id.clone().unwrap();
+
+    // Listening, but /ready.html answers 404: not ready, and the status says why.
+    wait_for("the readiness probe to fail on a 404", Duration::from_secs(20), || async {
+        tick(&manager, &desired).await;
+        let now = status(&manager, &desired).await;
+        now.containers[0]
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("readiness probe: HTTP GET /ready.html answered 404"))
+    })
+    .await;
+    assert!(!status(&manager, &desired).await.ready);
+
+    exec_output(&docker, &id, "echo ok > /www/ready.html").await;
+    wait_for("the pod to turn ready", Duration::from_secs(20), || async {
+        tick(&manager, &desired).await;
+        status(&manager, &desired).await.ready
+    })
+    .await;
+
+    exec_output(&docker, &id, "rm /www/ready.html").await;
+    wait_for("the pod to turn unready", Duration::from_secs(20), || async {
+        tick(&manager, &desired).await;
+        !status(&manager, &desired).await.ready
+    })
+    .await;
+    assert_eq!(status(&manager, &desired).await.containers[0].restart_count, 0, "readiness never restarts a container");
+}
+
+#[tokio::test]
+async fn a_failing_liveness_probe_restarts_the_container() {
+    let docker = docker().await;
+    let node = TestNode::new("alive");
+    let manager = manager(&node, &docker).await;
+    let mut main = container("main", "touch /tmp/alive; exec sleep 3600");
+    // An initial delay, as a real manifest would have: the probe must not race the touch.
+    main.liveness_probe = Some(Probe { initial_delay_seconds: Some(1), ..probe("exec", "test -f /tmp/alive") });
+    let desired = vec![pod("alive", vec![main])];
+    manager.converge(&desired).await.unwrap();
+    let first = status(&manager, &desired).await.containers[0].container_id.clone().unwrap();
+    // A few healthy probes first: the container is left alone.
+    for _ in 0..3 {
+        tick(&manager, &desired).await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    assert_eq!(status(&manager, &desired).await.containers[0].restart_count, 0);
+
+    exec_output(&docker, &first, "rm /tmp/alive").await;
+    wait_for("the container to be restarted", Duration::from_secs(20), || async {
+        tick(&manager, &desired).await;
+        let now = status(&manager, &desired).await;
+        now.containers[0].restart_count == 1 && now.containers[0].state == ContainerStateName::Running
+    })
+    .await;
+    let now = status(&manager, &desired).await;
+    let error = now.containers[0].last_error.clone().unwrap_or_default();
+    assert!(error.contains("liveness probe failed 1 times: command exited with code 1"), "{error}");
+    assert_ne!(now.containers[0].container_id.as_deref(), Some(first.as_str()));
+}
