@@ -8,5 +8,6 @@ pub mod diag;
 pub mod manifest;
 pub mod nodes;
 pub mod plan;
+pub mod server;
 pub mod store;
 pub mod sync;

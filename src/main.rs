@@ -82,6 +82,31 @@ enum Command {
         #[arg(long, value_enum, default_value = "text")]
         format: PlanFormat,
     },
+    /// Run the node agent: join the control plane, run the pods assigned to this node on the
+    /// local Docker engine, and report what runs. Stopping it stops no pod.
+    Agent {
+        /// The control plane's URL.
+        #[arg(long)]
+        server: String,
+        /// The cluster's join token; needed only until the node has joined.
+        #[arg(long, env = "BERTH_JOIN_TOKEN", hide_env_values = true)]
+        join_token: Option<String>,
+        /// The node's name [default: the host name].
+        #[arg(long)]
+        name: Option<String>,
+        /// The address pods' ports are published on, and other nodes reach this one by.
+        #[arg(long, default_value = "127.0.0.1")]
+        address: String,
+        /// Node labels, for nodeSelector: `k=v,k2=v2`.
+        #[arg(long, value_delimiter = ',')]
+        labels: Vec<String>,
+        /// Where the node keeps its credential, inventory and pod files.
+        #[arg(long, default_value = "/var/lib/berth/agent")]
+        state_dir: PathBuf,
+        /// Seconds between heartbeats.
+        #[arg(long, default_value_t = 2)]
+        heartbeat_seconds: u64,
+    },
     /// Write the JSON Schemas of every kind (draft-07, for yaml-language-server).
     Schemas {
         #[arg(long, default_value = "schemas")]
@@ -112,6 +137,38 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Plan { source, from, to, state, worktree, format } => {
             plan_command(&source, from, &to, state.as_deref(), worktree, format)
         }
+        Command::Agent { server, join_token, name, address, labels, state_dir, heartbeat_seconds } => {
+            let name = match name {
+                Some(name) => name,
+                None => std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_lowercase())?,
+            };
+            let mut config = berth::nodes::agent::AgentConfig::new(&server, &name, &address, &state_dir);
+            config.join_token = join_token;
+            config.heartbeat_interval = std::time::Duration::from_secs(heartbeat_seconds.max(1));
+            for label in labels.iter().filter(|l| !l.is_empty()) {
+                let (key, value) =
+                    label.split_once('=').with_context(|| format!("label `{label}` is not key=value"))?;
+                config.labels.insert(key.to_owned(), value.to_owned());
+            }
+            init_logging();
+            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+            runtime.block_on(async {
+                let docker =
+                    berth::nodes::docker::Docker::connect().await.context("connecting to the Docker engine")?;
+                let shutdown = tokio_util::sync::CancellationToken::new();
+                let signals = shutdown.clone();
+                let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+                let agent = berth::nodes::agent::run(config, std::sync::Arc::new(docker), shutdown.clone());
+                tokio::pin!(agent);
+                tokio::select! {
+                    result = &mut agent => return result.map_err(anyhow::Error::from),
+                    _ = terminate.recv() => signals.cancel(),
+                    _ = tokio::signal::ctrl_c() => signals.cancel(),
+                }
+                agent.await.map_err(anyhow::Error::from)
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Schemas { out } => {
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
             for (name, schema) in berth::manifest::schema::schemas() {
@@ -123,6 +180,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Logs to stderr; `RUST_LOG` chooses what (default: info).
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
 fn open_source(source: &SourceArgs) -> Result<Loader> {

@@ -229,12 +229,58 @@ impl ContainerRuntime for Docker {
         let mut containers = Vec::with_capacity(summaries.len());
         for summary in summaries {
             let Some(id) = summary.id else { continue };
-            match self.inspect(&id).await {
-                Ok(info) => containers.push(info),
-                // Removed between the list and the inspect.
-                Err(RuntimeError::NotFound { .. }) => {}
-                Err(error) => return Err(error),
+            let state = match summary.state.map(|s| s.to_string()).as_deref() {
+                Some("created") => ContainerState::Created,
+                Some("running") => ContainerState::Running,
+                Some("exited") => ContainerState::Exited,
+                _ => ContainerState::Other,
+            };
+            // The list answers most of what the agent asks; only a stopped container's exit code
+            // and reason need an inspect.
+            if state != ContainerState::Running {
+                match self.inspect(&id).await {
+                    Ok(info) => containers.push(info),
+                    // Removed between the list and the inspect.
+                    Err(RuntimeError::NotFound { .. }) => {}
+                    Err(error) => return Err(error),
+                }
+                continue;
             }
+            let mut published: Vec<PublishedPort> = summary
+                .ports
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|port| {
+                    let host_port = port.public_port?;
+                    let udp = port.typ.map(|t| t.to_string()).as_deref() == Some("udp");
+                    let protocol = if udp { Protocol::Udp } else { Protocol::Tcp };
+                    Some(PublishedPort {
+                        container_port: port.private_port,
+                        protocol,
+                        host_ip: port.ip.unwrap_or_default(),
+                        host_port,
+                    })
+                })
+                .collect();
+            published.sort_by_key(|p| (p.container_port, p.host_port));
+            containers.push(ContainerInfo {
+                id,
+                name: summary
+                    .names
+                    .and_then(|n| n.into_iter().next())
+                    .unwrap_or_default()
+                    .trim_start_matches('/')
+                    .to_owned(),
+                labels: summary.labels.unwrap_or_default().into_iter().collect(),
+                state,
+                exit_code: None,
+                started_at: None,
+                finished_at: None,
+                error: None,
+                oom_killed: false,
+                published,
+                pid: None,
+            });
         }
         Ok(containers)
     }
@@ -255,6 +301,17 @@ impl ContainerRuntime for Docker {
             Err(bollard::errors::Error::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
             Err(error) => Err(engine(format!("removing volume {name}"), error)),
         }
+    }
+
+    fn events(&self, node: &str) -> impl futures_util::Stream<Item = ()> + Send + 'static {
+        let filters: HashMap<String, Vec<String>> = HashMap::from([
+            ("type".to_owned(), vec!["container".to_owned()]),
+            ("label".to_owned(), vec![format!("{}={node}", super::pods::labels::NODE)]),
+            ("event".to_owned(), ["start", "die", "oom", "destroy"].map(str::to_owned).to_vec()),
+        ]);
+        let options = bollard::query_parameters::EventsOptionsBuilder::default().filters(&filters).build();
+        // A broken event stream ends; the agent's periodic resync still catches every change.
+        self.client.events(Some(options)).take_while(|event| std::future::ready(event.is_ok())).map(|_| ())
     }
 
     async fn check_in_pod(

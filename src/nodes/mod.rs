@@ -5,6 +5,7 @@
 //! the pod sandbox image the agent imports from bytes it carries. The agent never touches a
 //! container that berth did not create.
 
+pub mod agent;
 pub mod docker;
 pub mod netns;
 pub mod pods;

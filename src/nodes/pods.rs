@@ -104,8 +104,9 @@ pub struct PodManager<R: ContainerRuntime> {
     waiting: Mutex<HashMap<String, Waiting>>,
     /// Per container id and probe kind: the probe's counts and result.
     probes: Mutex<HashMap<(String, ProbeKind), ProbeState>>,
-    /// Per `namespace/pod/container`: why the agent last stopped it (a failed probe).
-    stopped_because: Mutex<HashMap<String, String>>,
+    /// Per `namespace/pod/container`: why its previous attempt ended, and whether a probe ended
+    /// it; shown until the next attempt ends.
+    stopped_because: Mutex<HashMap<String, (String, bool)>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -218,7 +219,7 @@ impl<R: ContainerRuntime> PodManager<R> {
         self.probes.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn lock_stopped(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+    fn lock_stopped(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, bool)>> {
         self.stopped_because.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
@@ -595,7 +596,17 @@ impl<R: ContainerRuntime> PodManager<R> {
             if !due {
                 continue;
             }
-            self.lock_waiting().remove(&key);
+            if let Some(waited) = self.lock_waiting().remove(&key) {
+                // Why the previous attempt ended stays visible on the next one; a probe's reason
+                // is more telling than the exit code the stop produced.
+                let mut stopped = self.lock_stopped();
+                match stopped.get_mut(&key) {
+                    Some((_, by_probe @ true)) => *by_probe = false,
+                    _ => {
+                        stopped.insert(key.clone(), (format!("previous attempt: {}", waited.reason), false));
+                    }
+                }
+            }
             // The previous attempt goes once the next one exists: a restart keeps nothing else.
             for old in attempts {
                 self.runtime.remove(&old.id).await?;
@@ -752,7 +763,7 @@ impl<R: ContainerRuntime> PodManager<R> {
             };
             if stop {
                 tracing::info!(node = %self.config.node, container = %key, %reason, "Stopping a container whose probe failed.");
-                self.lock_stopped().insert(key, reason);
+                self.lock_stopped().insert(key, (reason, true));
                 let grace = Duration::from_secs(1);
                 self.runtime.stop(&id, grace).await?;
                 self.lock_probes().retain(|(probed, _), _| probed != &id);
@@ -836,7 +847,8 @@ impl<R: ContainerRuntime> PodManager<R> {
                     })
                 });
                 drop(probes);
-                let stopped = self.lock_stopped().get(&format!("{key}/{}", container.name)).cloned();
+                let stopped =
+                    self.lock_stopped().get(&format!("{key}/{}", container.name)).map(|(reason, _)| reason.clone());
                 containers.push(ContainerStatus {
                     name: container.name.clone(),
                     state,

@@ -86,3 +86,75 @@ pub struct PodStatus {
     pub containers: Vec<ContainerStatus>,
     pub host_ports: Vec<HostPort>,
 }
+
+/// CPU and memory of a node, in the units the scheduler adds up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Resources {
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
+}
+
+/// `POST /api/v1/agent/join`, authorized by the cluster's join token: an agent trades the token
+/// for a credential of its own node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinRequest {
+    pub node: String,
+    pub address: String,
+    pub labels: BTreeMap<String, String>,
+    pub capacity: Resources,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinResponse {
+    pub node: String,
+    /// The node's secret; the server keeps only its digest.
+    pub credential: String,
+}
+
+/// `POST /api/v1/agent/nodes/{node}/heartbeat`, authorized by the node's credential.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Heartbeat {
+    pub address: String,
+    pub labels: BTreeMap<String, String>,
+    pub capacity: Resources,
+    pub allocatable: Resources,
+}
+
+/// `GET /api/v1/agent/nodes/{node}/assignment?after=G&waitSeconds=S`: the full list of pods the
+/// node must run. The server answers at once when its generation is newer than `after`, and
+/// otherwise when it changes or the wait ends. An agent that missed assignments converges
+/// exactly as one that saw them all: every answer is the whole desired state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Assignment {
+    pub generation: u64,
+    pub pods: Vec<PodAssignment>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AssignmentQuery {
+    #[serde(default)]
+    pub after: u64,
+    #[serde(default)]
+    pub wait_seconds: u64,
+}
+
+/// `POST /api/v1/agent/nodes/{node}/report`: what really runs for the node's assigned pods.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Report {
+    /// The assignment generation the agent was converging to.
+    pub generation: u64,
+    pub pods: Vec<PodStatus>,
+}
+
+/// The body of every error answer of the API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}

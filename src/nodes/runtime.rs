@@ -122,6 +122,9 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         labels: &BTreeMap<String, String>,
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     fn remove_volume(&self, name: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// A stream that yields whenever a container labelled for `node` starts, dies or goes away;
+    /// the agent converges at once instead of at its next resync.
+    fn events(&self, node: &str) -> impl futures_util::Stream<Item = ()> + Send + 'static;
     /// Runs a network check on the loopback of the pod whose sandbox is `sandbox_id`.
     fn check_in_pod(
         &self,

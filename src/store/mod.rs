@@ -5,6 +5,10 @@
 //! outside this module), so the store can move to PostgreSQL behind the same interface.
 //! This module knows rows and transactions; it never decides what to apply.
 
+mod nodes;
+
+pub use nodes::NodeRecord;
+
 use crate::diag::Pos;
 use crate::manifest::{Kind, Object, Resource};
 use crate::sync::CommitInfo;

@@ -4,6 +4,7 @@
 mod support;
 
 mod agent;
+mod agent_process;
 mod docs;
 mod git;
 mod manifests;

@@ -1,0 +1,363 @@
+//! The node agent's process: join, heartbeat, follow the assignment, converge, probe, report.
+//!
+//! It fails closed: without a saved node credential or a join token it does not start. It never
+//! converges before the control plane has answered with an assignment, so a restarted agent
+//! adopts its running pods instead of reading "nothing assigned" into a teardown. Stopping the
+//! agent stops no workload: containers run on without it, and the next agent adopts them.
+
+use super::pods::{PodError, PodManager, PodManagerConfig};
+use super::protocol::{Assignment, ErrorBody, Heartbeat, JoinRequest, JoinResponse, PodStatus, Report, Resources};
+use super::runtime::ContainerRuntime;
+use futures_util::StreamExt;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The control plane's base URL, such as `http://127.0.0.1:7420`.
+    pub server: String,
+    pub join_token: Option<String>,
+    pub node: String,
+    pub address: String,
+    pub labels: BTreeMap<String, String>,
+    pub state_dir: PathBuf,
+    pub heartbeat_interval: Duration,
+    /// A full converge pass runs at least this often, whatever else happens.
+    pub resync_interval: Duration,
+    /// How often probes are looked at; a probe's own period decides when it runs.
+    pub probe_interval: Duration,
+    pub backoff_base: Duration,
+}
+
+impl AgentConfig {
+    pub fn new(server: &str, node: &str, address: &str, state_dir: &Path) -> AgentConfig {
+        AgentConfig {
+            server: server.trim_end_matches('/').to_owned(),
+            join_token: None,
+            node: node.to_owned(),
+            address: address.to_owned(),
+            labels: BTreeMap::new(),
+            state_dir: state_dir.to_owned(),
+            heartbeat_interval: Duration::from_secs(2),
+            resync_interval: Duration::from_secs(10),
+            probe_interval: Duration::from_millis(500),
+            backoff_base: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(
+        "no credentials: {state_dir} holds no node credential and no join token was given; pass --join-token with the \
+         server's join token to join, or --state-dir with this node's state folder"
+    )]
+    NoCredentials { state_dir: PathBuf },
+    #[error("the server at {server} refused to let node {node} join: {message}")]
+    JoinRefused { server: String, node: String, message: String },
+    #[error("the server at {server} did not answer")]
+    Unreachable {
+        server: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("the credential in {path} is unreadable; remove it to join again with a join token")]
+    Credential {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("writing {path} failed")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Pods(#[from] PodError),
+}
+
+/// What the agent keeps in its state folder to prove who it is.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct SavedCredential {
+    server: String,
+    node: String,
+    credential: String,
+}
+
+/// An authenticated client of the agent API.
+#[derive(Clone)]
+struct ApiClient {
+    http: reqwest::Client,
+    base: String,
+    node: String,
+    credential: String,
+}
+
+impl ApiClient {
+    fn url(&self, what: &str) -> String {
+        format!("{}/api/v1/agent/nodes/{}/{what}", self.base, self.node)
+    }
+
+    async fn post<T: serde::Serialize>(&self, what: &str, body: &T) -> Result<(), String> {
+        let response = self
+            .http
+            .post(self.url(what))
+            .bearer_auth(&self.credential)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        check(response).await.map(|_| ())
+    }
+
+    async fn heartbeat(&self, beat: &Heartbeat) -> Result<(), String> {
+        self.post("heartbeat", beat).await
+    }
+
+    async fn assignment(&self, after: u64, wait: Duration) -> Result<Assignment, String> {
+        let response = self
+            .http
+            .get(self.url("assignment"))
+            .query(&[("after", after), ("waitSeconds", wait.as_secs())])
+            .timeout(wait + Duration::from_secs(10))
+            .bearer_auth(&self.credential)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        check(response).await?.json().await.map_err(|e| e.to_string())
+    }
+
+    async fn report(&self, report: &Report) -> Result<(), String> {
+        self.post("report", report).await
+    }
+}
+
+/// Turns an error answer into its message.
+async fn check(response: reqwest::Response) -> Result<reqwest::Response, String> {
+    if response.status().is_success() {
+        return Ok(response);
+    }
+    let status = response.status();
+    let body = response.json::<ErrorBody>().await.map(|b| b.error).unwrap_or_default();
+    Err(format!("{status}: {body}"))
+}
+
+/// This machine's CPU and memory.
+pub fn capacity() -> Resources {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let memory_kib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    Resources { cpu_millis: cpus * 1000, memory_bytes: memory_kib * 1024 }
+}
+
+/// Reads the saved credential, or joins with the join token and saves the one it gets.
+async fn credentials(config: &AgentConfig, http: &reqwest::Client) -> Result<SavedCredential, AgentError> {
+    let path = config.state_dir.join("credential.json");
+    match std::fs::read(&path) {
+        Ok(bytes) => return serde_json::from_slice(&bytes).map_err(|source| AgentError::Credential { path, source }),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => return Err(AgentError::Io { path, source }),
+    }
+    let Some(token) = &config.join_token else {
+        return Err(AgentError::NoCredentials { state_dir: config.state_dir.clone() });
+    };
+    let request = JoinRequest {
+        node: config.node.clone(),
+        address: config.address.clone(),
+        labels: config.labels.clone(),
+        capacity: capacity(),
+    };
+    let response = http
+        .post(format!("{}/api/v1/agent/join", config.server))
+        .bearer_auth(token)
+        .json(&request)
+        .send()
+        .await
+        .map_err(|source| AgentError::Unreachable { server: config.server.clone(), source })?;
+    let joined: JoinResponse = match check(response).await {
+        Ok(response) => {
+            response.json().await.map_err(|source| AgentError::Unreachable { server: config.server.clone(), source })?
+        }
+        Err(message) => {
+            return Err(AgentError::JoinRefused { server: config.server.clone(), node: config.node.clone(), message });
+        }
+    };
+    let saved = SavedCredential { server: config.server.clone(), node: joined.node, credential: joined.credential };
+    std::fs::create_dir_all(&config.state_dir)
+        .map_err(|source| AgentError::Io { path: config.state_dir.clone(), source })?;
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut file = std::fs::OpenOptions::new().create_new(true).write(true).mode(0o600).open(&path)?;
+        file.write_all(&serde_json::to_vec_pretty(&saved).unwrap_or_default())?;
+        file.sync_all()
+    };
+    write().map_err(|source| AgentError::Io { path: path.clone(), source })?;
+    tracing::info!(node = %saved.node, "Joined the cluster; the node credential is saved.");
+    Ok(saved)
+}
+
+/// Runs the agent until `shutdown` is cancelled. The pods keep running after it returns.
+pub async fn run<R: ContainerRuntime>(
+    config: AgentConfig,
+    runtime: Arc<R>,
+    shutdown: CancellationToken,
+) -> Result<(), AgentError> {
+    std::fs::create_dir_all(&config.state_dir)
+        .map_err(|source| AgentError::Io { path: config.state_dir.clone(), source })?;
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|source| AgentError::Unreachable { server: config.server.clone(), source })?;
+    let saved = credentials(&config, &http).await?;
+    let client =
+        ApiClient { http, base: config.server.clone(), node: saved.node.clone(), credential: saved.credential };
+
+    let mut manager_config = PodManagerConfig::new(&saved.node, &config.address, &config.state_dir);
+    manager_config.backoff_base = config.backoff_base;
+    let manager = PodManager::new(runtime.clone(), manager_config).await?;
+
+    let (assignments, mut assignment) = watch::channel::<Option<Assignment>>(None);
+    let wake = Arc::new(Notify::new());
+    let mut tasks = JoinSet::new();
+    tasks.spawn(heartbeats(client.clone(), config.clone(), shutdown.clone()));
+    tasks.spawn(follow_assignment(client.clone(), assignments, shutdown.clone()));
+    {
+        let events = runtime.events(&saved.node);
+        let wake = wake.clone();
+        let shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            let mut events = std::pin::pin!(events);
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    event = events.next() => match event {
+                        Some(()) => wake.notify_one(),
+                        None => break,
+                    },
+                }
+            }
+        });
+    }
+
+    let mut last_report: Option<(u64, Vec<PodStatus>)> = None;
+    let mut last_report_at = Instant::now();
+    let mut last_converge = Instant::now() - config.resync_interval;
+    let mut converge_now = true;
+    while !shutdown.is_cancelled() {
+        let current = assignment.borrow_and_update().clone();
+        let mut next_due = None;
+        if let Some(current) = &current {
+            if converge_now || last_converge.elapsed() >= config.resync_interval {
+                match manager.converge(&current.pods).await {
+                    Ok(summary) => next_due = summary.next_due,
+                    Err(error) => tracing::warn!(%error, "Converging failed; trying again."),
+                }
+                last_converge = Instant::now();
+            }
+            if let Err(error) = manager.probe(&current.pods).await {
+                tracing::warn!(%error, "Probing failed; trying again.");
+            }
+            match manager.observe(&current.pods).await {
+                Ok(statuses) => {
+                    let changed = last_report.as_ref().is_none_or(|(g, s)| *g != current.generation || *s != statuses);
+                    if changed || last_report_at.elapsed() >= config.resync_interval {
+                        let report = Report { generation: current.generation, pods: statuses.clone() };
+                        match client.report(&report).await {
+                            Ok(()) => {
+                                last_report = Some((current.generation, statuses));
+                                last_report_at = Instant::now();
+                            }
+                            Err(error) => tracing::warn!(%error, "Reporting failed; trying again."),
+                        }
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "Observing pods failed; trying again."),
+            }
+        }
+        let mut deadline = tokio::time::Instant::now() + config.probe_interval;
+        if let Some(due) = next_due {
+            deadline = deadline.min(tokio::time::Instant::from_std(due));
+        }
+        converge_now = tokio::select! {
+            _ = shutdown.cancelled() => false,
+            _ = assignment.changed() => true,
+            _ = wake.notified() => true,
+            _ = tokio::time::sleep_until(deadline) => next_due.is_some_and(|due| due <= Instant::now()),
+        };
+    }
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
+    tracing::info!(node = %saved.node, "Agent stopped; its pods keep running.");
+    Ok(())
+}
+
+async fn heartbeats(client: ApiClient, config: AgentConfig, shutdown: CancellationToken) {
+    let mut interval = tokio::time::interval(config.heartbeat_interval);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        let capacity = capacity();
+        let beat = Heartbeat {
+            address: config.address.clone(),
+            labels: config.labels.clone(),
+            capacity,
+            allocatable: capacity,
+        };
+        if let Err(error) = client.heartbeat(&beat).await {
+            tracing::warn!(%error, "Heartbeat failed.");
+        }
+    }
+}
+
+/// Long-polls the assignment and publishes every new generation.
+async fn follow_assignment(
+    client: ApiClient,
+    assignments: watch::Sender<Option<Assignment>>,
+    shutdown: CancellationToken,
+) {
+    let mut after = 0;
+    let mut failures = 0u32;
+    loop {
+        let wait = if after == 0 && assignments.borrow().is_none() { Duration::ZERO } else { Duration::from_secs(30) };
+        let answer = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            answer = client.assignment(after, wait) => answer,
+        };
+        match answer {
+            Ok(assignment) => {
+                failures = 0;
+                let first = assignments.borrow().is_none();
+                if first || assignment.generation != after {
+                    after = assignment.generation;
+                    assignments.send_replace(Some(assignment));
+                }
+            }
+            Err(error) => {
+                failures += 1;
+                tracing::warn!(%error, "Fetching the assignment failed.");
+                let pause = Duration::from_millis(500 * u64::from(failures.min(20)));
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(pause) => {}
+                }
+            }
+        }
+    }
+}

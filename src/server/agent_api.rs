@@ -1,0 +1,172 @@
+//! The agent API: joining, heartbeats, assignments (long-polled) and reports.
+//!
+//! An agent joins once with the cluster's join token and gets a credential of its own node; the
+//! server keeps only the credential's digest. Every later call names the node in its path and
+//! carries that credential; a credential of another node, a forged one, or the join token opens
+//! nothing here. Tokens are compared in constant time.
+
+use super::{AppError, now};
+use crate::nodes::protocol::{
+    Assignment, AssignmentQuery, Heartbeat, JoinRequest, JoinResponse, PodAssignment, Report,
+};
+use crate::store::Store;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use subtle::ConstantTimeEq;
+use tokio::sync::watch;
+
+/// The longest an assignment request waits for a change.
+pub const MAX_WAIT: Duration = Duration::from_secs(60);
+
+#[derive(Clone)]
+pub struct AgentApi {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<Store>,
+    join_token: String,
+    /// Per node, the latest assignment generation, to wake long polls.
+    generations: Mutex<HashMap<String, watch::Sender<u64>>>,
+}
+
+impl AgentApi {
+    pub fn new(store: Arc<Store>, join_token: &str) -> AgentApi {
+        AgentApi {
+            inner: Arc::new(Inner {
+                store,
+                join_token: join_token.to_owned(),
+                generations: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/api/v1/agent/join", post(join))
+            .route("/api/v1/agent/nodes/{node}/heartbeat", post(heartbeat))
+            .route("/api/v1/agent/nodes/{node}/assignment", get(assignment))
+            .route("/api/v1/agent/nodes/{node}/report", post(report))
+            .with_state(self.clone())
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.inner.store
+    }
+
+    fn generation_sender(&self, node: &str) -> watch::Sender<u64> {
+        let mut generations = self.inner.generations.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        generations.entry(node.to_owned()).or_insert_with(|| watch::channel(0).0).clone()
+    }
+
+    /// Replaces what a node must run, and wakes its agent.
+    pub async fn assign(&self, node: &str, pods: &[PodAssignment]) -> Result<u64, crate::store::StoreError> {
+        let generation = self.inner.store.set_assignment(node, pods).await?;
+        self.generation_sender(node).send_replace(generation);
+        Ok(generation)
+    }
+
+    /// The node named in the path, when the request carries its credential.
+    async fn authorize(&self, headers: &HeaderMap, node: &str) -> Result<(), AppError> {
+        let presented = bearer(headers)?;
+        let record = self.inner.store.node(node).await?;
+        let digest = crate::manifest::hex_digest(presented.as_bytes());
+        match record {
+            Some(record) if bool::from(record.credential_digest.as_bytes().ct_eq(digest.as_bytes())) => Ok(()),
+            _ => Err(AppError::new(StatusCode::UNAUTHORIZED, format!("the credential is not valid for node {node}"))),
+        }
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Result<&str, AppError> {
+    headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| AppError::new(StatusCode::UNAUTHORIZED, "missing `Authorization: Bearer ...`"))
+}
+
+async fn join(
+    State(api): State<AgentApi>,
+    headers: HeaderMap,
+    Json(request): Json<JoinRequest>,
+) -> Result<Json<JoinResponse>, AppError> {
+    let token = bearer(&headers)?;
+    if !bool::from(token.as_bytes().ct_eq(api.inner.join_token.as_bytes())) {
+        return Err(AppError::new(StatusCode::UNAUTHORIZED, "the join token is not valid"));
+    }
+    if !crate::manifest::validate::is_dns_label(&request.node) {
+        return Err(AppError::new(
+            StatusCode::BAD_REQUEST,
+            format!("`{}` is not a valid node name; use a DNS label", request.node),
+        ));
+    }
+    let mut bytes = [0u8; 32];
+    rand::fill(&mut bytes);
+    let credential: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let digest = crate::manifest::hex_digest(credential.as_bytes());
+    if !api.inner.store.add_node(&request, &digest, now()).await? {
+        return Err(AppError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "node {} has joined already with other credentials; give this agent another --name, or its original state folder",
+                request.node
+            ),
+        ));
+    }
+    tracing::info!(node = %request.node, address = %request.address, "Node joined.");
+    Ok(Json(JoinResponse { node: request.node, credential }))
+}
+
+async fn heartbeat(
+    State(api): State<AgentApi>,
+    Path(node): Path<String>,
+    headers: HeaderMap,
+    Json(beat): Json<Heartbeat>,
+) -> Result<StatusCode, AppError> {
+    api.authorize(&headers, &node).await?;
+    api.inner.store.record_heartbeat(&node, &beat, now()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn assignment(
+    State(api): State<AgentApi>,
+    Path(node): Path<String>,
+    headers: HeaderMap,
+    Query(query): Query<AssignmentQuery>,
+) -> Result<Json<Assignment>, AppError> {
+    api.authorize(&headers, &node).await?;
+    let (generation, pods) = api.inner.store.assignment(&node).await?;
+    if generation > query.after || query.wait_seconds == 0 {
+        return Ok(Json(Assignment { generation, pods }));
+    }
+    let sender = api.generation_sender(&node);
+    sender.send_if_modified(|current| {
+        let newer = generation > *current;
+        if newer {
+            *current = generation;
+        }
+        newer
+    });
+    let mut receiver = sender.subscribe();
+    let wait = Duration::from_secs(query.wait_seconds).min(MAX_WAIT);
+    let _ = tokio::time::timeout(wait, receiver.wait_for(|g| *g > query.after)).await;
+    let (generation, pods) = api.inner.store.assignment(&node).await?;
+    Ok(Json(Assignment { generation, pods }))
+}
+
+async fn report(
+    State(api): State<AgentApi>,
+    Path(node): Path<String>,
+    headers: HeaderMap,
+    Json(report): Json<Report>,
+) -> Result<StatusCode, AppError> {
+    api.authorize(&headers, &node).await?;
+    api.inner.store.record_report(&node, report.generation, &report.pods, now()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
