@@ -102,6 +102,8 @@ pub struct PodManager<R: ContainerRuntime> {
     inventory: Mutex<Inventory>,
     /// Per `namespace/pod/container`: a restart or pull waiting for its backoff to pass.
     waiting: Mutex<HashMap<String, Waiting>>,
+    /// Images seen present on the engine; a create that fails forgets them all.
+    present_images: Mutex<BTreeSet<String>>,
     /// Per container id and probe kind: the probe's counts and result.
     probes: Mutex<HashMap<(String, ProbeKind), ProbeState>>,
     /// Per `namespace/pod/container`: why its previous attempt ended, and whether a probe ended
@@ -196,6 +198,7 @@ impl<R: ContainerRuntime> PodManager<R> {
             config,
             inventory: Mutex::new(inventory),
             waiting: Mutex::new(HashMap::new()),
+            present_images: Mutex::new(BTreeSet::new()),
             probes: Mutex::new(HashMap::new()),
             stopped_because: Mutex::new(HashMap::new()),
         })
@@ -223,7 +226,10 @@ impl<R: ContainerRuntime> PodManager<R> {
         self.stopped_because.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Applies `change` to the inventory and writes it durably (write, fsync, rename).
+    /// Applies `change` to the inventory and writes it (write, rename). A crash of the agent
+    /// cannot lose it: it is in the kernel's page cache. Only a power loss can, and then the loss
+    /// is an entry, so a container is left behind unowned, never a foreign one touched;
+    /// [`Self::sync_inventory`] makes it durable once per pass.
     fn record(&self, change: impl FnOnce(&mut Inventory)) -> Result<(), PodError> {
         let mut inventory = self.lock_inventory();
         change(&mut inventory);
@@ -231,13 +237,22 @@ impl<R: ContainerRuntime> PodManager<R> {
         let temporary = self.config.state_dir.join("inventory.json.tmp");
         let bytes = serde_json::to_vec_pretty(&*inventory).unwrap_or_default();
         let write = || -> std::io::Result<()> {
-            use std::io::Write;
-            let mut file = std::fs::File::create(&temporary)?;
-            file.write_all(&bytes)?;
-            file.sync_all()?;
+            std::fs::write(&temporary, &bytes)?;
             std::fs::rename(&temporary, &path)
         };
         write().map_err(|source| PodError::Io { path, source })
+    }
+
+    /// Flushes the inventory and its folder to disk.
+    fn sync_inventory(&self) -> Result<(), PodError> {
+        let _guard = self.lock_inventory();
+        let path = self.config.state_dir.join("inventory.json");
+        let sync = |path: &Path| std::fs::File::open(path).and_then(|f| f.sync_all());
+        match sync(&path).and_then(|()| sync(&self.config.state_dir)) {
+            Ok(()) => Ok(()),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(PodError::Io { path, source }),
+        }
     }
 
     /// Containers labelled for this node whose ids are in the inventory.
@@ -321,6 +336,9 @@ impl<R: ContainerRuntime> PodManager<R> {
             }
         }
         summary.next_due = self.lock_waiting().values().map(|w| w.until).min();
+        if summary.pods_created + summary.pods_removed + summary.containers_restarted > 0 {
+            self.sync_inventory()?;
+        }
         Ok(summary)
     }
 
@@ -356,9 +374,17 @@ impl<R: ContainerRuntime> PodManager<R> {
                 all_present = false;
                 continue;
             }
+            if self.present_images.lock().unwrap_or_else(std::sync::PoisonError::into_inner).contains(&container.image)
+            {
+                continue;
+            }
             match self.runtime.ensure_image(&container.image).await {
                 Ok(()) => {
                     self.lock_waiting().remove(&key);
+                    self.present_images
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner)
+                        .insert(container.image.clone());
                 }
                 Err(error) => {
                     all_present = false;
@@ -447,7 +473,14 @@ impl<R: ContainerRuntime> PodManager<R> {
 
     /// Creates a container and records it in the inventory before anything can start it.
     async fn create_owned(&self, spec: &ContainerSpec) -> Result<String, PodError> {
-        let id = self.runtime.create(spec).await?;
+        let id = match self.runtime.create(spec).await {
+            Ok(id) => id,
+            Err(error) => {
+                // The image may have been removed behind the agent's back: look again next time.
+                self.present_images.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+                return Err(error.into());
+            }
+        };
         self.record(|inventory| {
             inventory.containers.insert(id.clone());
         })?;

@@ -22,7 +22,9 @@ pub struct PodAssignment {
     /// A hash of everything that, when changed, replaces the pod.
     pub spec_hash: String,
     pub spec: PodSpec,
-    /// Each container's environment, references already resolved, in declaration order.
+    /// Each container's complete environment, in order: `envFrom` first, then `env`, literal
+    /// values and resolved `valueFrom` references alike, so a later name overrides an earlier
+    /// one as in Kubernetes. The agent adds nothing to it and reads nothing of `spec.env`.
     #[serde(default)]
     pub env: BTreeMap<String, Vec<(String, String)>>,
     /// The files of configMap and secret volumes: volume name, then path inside the volume.

@@ -8,13 +8,12 @@ use berth::nodes::docker::Docker;
 use berth::nodes::pods::{PodManager, PodManagerConfig, labels};
 use berth::nodes::protocol::{ContainerStateName, PodAssignment, PodPhase, PodStatus};
 use berth::nodes::runtime::{ContainerRuntime, ContainerState};
-use berth::nodes::tar::{TarEntry, TarFile, archive};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub const BUSYBOX: &str = "berth-test/busybox:1.35";
+pub use crate::images::BUSYBOX;
 
 /// Connects to the engine and makes the test image present.
 pub async fn docker() -> Docker {
@@ -24,14 +23,7 @@ pub async fn docker() -> Docker {
             std::env::var("CI")
         )
     });
-    let busybox =
-        std::fs::read("/bin/busybox").expect("/bin/busybox is missing: install Debian's busybox-static (test.sh does)");
-    let tools =
-        ["sh", "sleep", "httpd", "nc", "cat", "echo", "wget", "ls", "test", "true", "false", "mkdir", "rm", "kill"];
-    let mut entries = vec![TarEntry::File(TarFile { path: "bin/busybox", mode: 0o755, contents: &busybox })];
-    let links: Vec<String> = tools.iter().map(|t| format!("bin/{t}")).collect();
-    entries.extend(links.iter().map(|path| TarEntry::Symlink { path, target: "busybox" }));
-    docker.import_image(BUSYBOX, archive(&entries), &["sh"]).await.expect("import the busybox test image");
+    crate::images::import_busybox(&docker).await;
     docker
 }
 
@@ -551,4 +543,52 @@ async fn a_failing_liveness_probe_restarts_the_container() {
     let error = now.containers[0].last_error.clone().unwrap_or_default();
     assert!(error.contains("liveness probe failed 1 times: command exited with code 1"), "{error}");
     assert_ne!(now.containers[0].container_id.as_deref(), Some(first.as_str()));
+}
+
+#[tokio::test]
+async fn removal_is_graceful_and_limits_and_host_paths_apply() {
+    let docker = docker().await;
+    let node = TestNode::new("grace");
+    let manager = manager(&node, &docker).await;
+    let host_dir = tempfile::tempdir().unwrap();
+    // On SIGTERM the process writes a marker through a hostPath mount and exits cleanly.
+    let mut main =
+        container("main", "trap 'echo got-sigterm > /host/marker; exit 0' TERM; while true; do sleep 0.1; done");
+    main.volume_mounts.push(VolumeMount {
+        name: "host".into(),
+        mount_path: "/host".into(),
+        read_only: None,
+        sub_path: None,
+    });
+    main.resources = Some(ResourceRequirements {
+        requests: BTreeMap::from([("cpu".to_owned(), Quantity::parse("100m").unwrap())]),
+        limits: BTreeMap::from([
+            ("cpu".to_owned(), Quantity::parse("500m").unwrap()),
+            ("memory".to_owned(), Quantity::parse("64Mi").unwrap()),
+        ]),
+    });
+    let mut desired = vec![pod("grace", vec![main])];
+    desired[0].spec.termination_grace_period_seconds = Some(10);
+    desired[0].spec.volumes.push(Volume {
+        name: "host".into(),
+        empty_dir: None,
+        host_path: Some(HostPathVolumeSource { path: host_dir.path().display().to_string() }),
+        config_map: None,
+        secret: None,
+    });
+    manager.converge(&desired).await.unwrap();
+    let id = status(&manager, &desired).await.containers[0].container_id.clone().unwrap();
+    let inspected = docker.client().inspect_container(&id, None).await.unwrap();
+    let host_config = inspected.host_config.unwrap();
+    assert_eq!(host_config.memory, Some(64 * 1024 * 1024), "the memory limit is applied");
+    assert_eq!(host_config.nano_cpus, Some(500_000_000), "the CPU limit is applied");
+
+    let start = Instant::now();
+    let removed = manager.converge(&[]).await.unwrap();
+    assert_eq!(removed.pods_removed, 1);
+    assert_eq!(std::fs::read_to_string(host_dir.path().join("marker")).unwrap(), "got-sigterm\n");
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "a process that exits on SIGTERM is not held for the whole grace period"
+    );
 }

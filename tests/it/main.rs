@@ -1,6 +1,7 @@
 //! berth's integration tests: one binary, one module per area. Real Git repositories in
 //! temporary folders, real SQLite files, the real `berth` binary.
 
+mod images;
 mod support;
 
 mod agent;
