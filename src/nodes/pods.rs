@@ -562,6 +562,15 @@ impl<R: ContainerRuntime> PodManager<R> {
                 (_, Some(s)) => s.default_mode,
                 _ => continue,
             };
+            // Secret files are readable inside the pod as the manifest says, but the folder
+            // that holds every pod's files on the node is the agent's alone.
+            let pods_root = self.config.state_dir.join("pods");
+            std::fs::create_dir_all(&pods_root).map_err(|source| PodError::Io { path: pods_root.clone(), source })?;
+            {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&pods_root, std::fs::Permissions::from_mode(0o700))
+                    .map_err(|source| PodError::Io { path: pods_root.clone(), source })?;
+            }
             let dir = self.pod_dir(&assignment.namespace, &assignment.pod).join("volumes").join(&volume.name);
             std::fs::create_dir_all(&dir).map_err(|source| PodError::Io { path: dir.clone(), source })?;
             for (relative, contents) in assignment.files.get(&volume.name).into_iter().flatten() {

@@ -280,6 +280,9 @@ async fn config_map_files_and_env_appear_in_the_container() {
     assert_eq!(exec_output(&docker, &id, "echo \"$GREETING\"").await, "hello from env\n");
     let write = exec_output(&docker, &id, "echo x > /etc/app/new 2>/dev/null && echo writable || echo read-only").await;
     assert_eq!(write.trim(), "read-only", "configMap volumes are mounted read-only");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(node.state.path().join("pods")).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "pod files on the node are the agent's alone");
 }
 
 #[tokio::test]
