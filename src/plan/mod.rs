@@ -7,6 +7,7 @@
 //! Secret values never reach a plan: objects arrive redacted, with digests to compare.
 
 pub mod render;
+pub mod schedule;
 
 use crate::manifest::types::*;
 use crate::manifest::{Kind, Object, ObjectKey, Resource, SENSITIVE};

@@ -1,0 +1,225 @@
+//! The scheduler: which node runs each pod. Pure: nodes and pods in, placements out.
+//!
+//! A node fits a pod when it is Ready, carries every label of the pod's nodeSelector, and has
+//! the pod's CPU and memory requests left in its allocatable after the pods already placed on
+//! it. Among the nodes that fit, a pod goes where its workload has the fewest replicas (spread),
+//! then where the most of the node is free, then by name, so the same input always gives the
+//! same placements. A pod no node fits stays pending with the reason, counted per cause as
+//! Kubernetes says it: `0/3 nodes fit: 2 insufficient memory, 1 node selector mismatch`.
+
+use crate::manifest::types::Labels;
+use crate::nodes::protocol::Resources;
+use std::collections::HashMap;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub name: String,
+    pub ready: bool,
+    pub labels: Labels,
+    pub allocatable: Resources,
+}
+
+/// A pod that runs, or is being placed: what it takes from its node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodRequest {
+    pub pod: String,
+    /// Replicas of one workload are spread across nodes.
+    pub workload: String,
+    pub requests: Resources,
+    pub node_selector: Labels,
+    /// A DaemonSet's pod belongs to one node; it fits there or stays pending.
+    pub pinned: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    Node(String),
+    Unschedulable(String),
+}
+
+/// Places `pending` pods onto `nodes`, which already run `placed` (pod, node) pairs.
+pub fn schedule(
+    nodes: &[NodeInfo],
+    placed: &[(PodRequest, String)],
+    pending: &[PodRequest],
+) -> Vec<(String, Placement)> {
+    let index: HashMap<&str, usize> = nodes.iter().enumerate().map(|(i, n)| (n.name.as_str(), i)).collect();
+    let mut used = vec![Resources::default(); nodes.len()];
+    // Per workload, its replicas on each node (by node index).
+    let mut per_workload: HashMap<&str, Vec<u32>> = HashMap::new();
+    for (pod, node) in placed {
+        if let Some(&i) = index.get(node.as_str()) {
+            used[i].cpu_millis += pod.requests.cpu_millis;
+            used[i].memory_bytes += pod.requests.memory_bytes;
+            per_workload.entry(pod.workload.as_str()).or_insert_with(|| vec![0; nodes.len()])[i] += 1;
+        }
+    }
+    let mut placements = Vec::with_capacity(pending.len());
+    for pod in pending {
+        let replicas_on = per_workload.entry(pod.workload.as_str()).or_insert_with(|| vec![0; nodes.len()]);
+        let mut best: Option<(u32, u64, &str, usize)> = None;
+        let mut reasons = Reasons::default();
+        let candidates: Box<dyn Iterator<Item = usize>> = match &pod.pinned {
+            Some(node) => Box::new(index.get(node.as_str()).copied().into_iter()),
+            None => Box::new(0..nodes.len()),
+        };
+        for i in candidates {
+            let node = &nodes[i];
+            if !node.ready {
+                reasons.not_ready += 1;
+                continue;
+            }
+            if !pod.node_selector.iter().all(|(k, v)| node.labels.get(k) == Some(v)) {
+                reasons.selector += 1;
+                continue;
+            }
+            let free_cpu = node.allocatable.cpu_millis.saturating_sub(used[i].cpu_millis);
+            let free_memory = node.allocatable.memory_bytes.saturating_sub(used[i].memory_bytes);
+            let cpu_short = pod.requests.cpu_millis > free_cpu;
+            let memory_short = pod.requests.memory_bytes > free_memory;
+            if cpu_short || memory_short {
+                reasons.cpu += u32::from(cpu_short);
+                reasons.memory += u32::from(memory_short);
+                continue;
+            }
+            let replicas = replicas_on[i];
+            // Free share of the node after this pod, in parts per million of the scarcer resource.
+            let share =
+                |free: u64, request: u64, total: u64| if total == 0 { 0 } else { (free - request) * 1_000_000 / total };
+            let free = share(free_cpu, pod.requests.cpu_millis, node.allocatable.cpu_millis).min(share(
+                free_memory,
+                pod.requests.memory_bytes,
+                node.allocatable.memory_bytes,
+            ));
+            let better = match best {
+                None => true,
+                Some((best_replicas, best_free, best_name, _)) => {
+                    (replicas, std::cmp::Reverse(free), node.name.as_str())
+                        < (best_replicas, std::cmp::Reverse(best_free), best_name)
+                }
+            };
+            if better {
+                best = Some((replicas, free, &node.name, i));
+            }
+        }
+        match best {
+            Some((_, _, name, i)) => {
+                used[i].cpu_millis += pod.requests.cpu_millis;
+                used[i].memory_bytes += pod.requests.memory_bytes;
+                replicas_on[i] += 1;
+                placements.push((pod.pod.clone(), Placement::Node(name.to_owned())));
+            }
+            None => {
+                let considered = if pod.pinned.is_some() { 1 } else { nodes.len() };
+                let reason = match &pod.pinned {
+                    Some(node) if !index.contains_key(node.as_str()) => format!("node {node} is gone"),
+                    _ => reasons.describe(considered),
+                };
+                placements.push((pod.pod.clone(), Placement::Unschedulable(reason)));
+            }
+        }
+    }
+    placements
+}
+
+#[derive(Default)]
+struct Reasons {
+    not_ready: u32,
+    selector: u32,
+    cpu: u32,
+    memory: u32,
+}
+
+impl Reasons {
+    fn describe(&self, nodes: usize) -> String {
+        let mut parts = Vec::new();
+        for (count, what) in [
+            (self.cpu, "insufficient cpu"),
+            (self.memory, "insufficient memory"),
+            (self.selector, "node selector mismatch"),
+            (self.not_ready, "not ready"),
+        ] {
+            if count > 0 {
+                parts.push(format!("{count} {what}"));
+            }
+        }
+        if parts.is_empty() {
+            format!("0/{nodes} nodes fit: no nodes")
+        } else {
+            format!("0/{nodes} nodes fit: {}", parts.join(", "))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn node(name: &str, cpu: u64, memory_mib: u64, labels: &[(&str, &str)]) -> NodeInfo {
+        NodeInfo {
+            name: name.into(),
+            ready: true,
+            labels: labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            allocatable: Resources { cpu_millis: cpu, memory_bytes: memory_mib << 20 },
+        }
+    }
+
+    fn pod(name: &str, workload: &str, cpu: u64, memory_mib: u64) -> PodRequest {
+        PodRequest {
+            pod: name.into(),
+            workload: workload.into(),
+            requests: Resources { cpu_millis: cpu, memory_bytes: memory_mib << 20 },
+            node_selector: BTreeMap::new(),
+            pinned: None,
+        }
+    }
+
+    #[test]
+    fn replicas_spread_across_nodes() {
+        let nodes = [node("a", 4000, 4096, &[]), node("b", 4000, 4096, &[]), node("c", 4000, 4096, &[])];
+        let pending: Vec<_> = (0..6).map(|i| pod(&format!("web-{i}"), "web", 100, 64)).collect();
+        let placed = schedule(&nodes, &[], &pending);
+        let mut per_node: BTreeMap<String, u32> = BTreeMap::new();
+        for (_, placement) in &placed {
+            let Placement::Node(node) = placement else { panic!("{placement:?}") };
+            *per_node.entry(node.clone()).or_default() += 1;
+        }
+        assert_eq!(per_node.values().copied().collect::<Vec<_>>(), [2, 2, 2]);
+    }
+
+    #[test]
+    fn requests_selectors_and_readiness_decide_what_fits() {
+        let mut nodes =
+            [node("a", 1000, 256, &[]), node("b", 8000, 8192, &[("disk", "ssd")]), node("c", 8000, 8192, &[])];
+        nodes[2].ready = false;
+        let mut big = pod("db-0", "db", 500, 1024);
+        big.node_selector.insert("disk".into(), "ssd".into());
+        let placed = schedule(&nodes, &[], &[big.clone()]);
+        assert_eq!(placed[0].1, Placement::Node("b".into()));
+
+        // b is now full for another 7.5 GiB pod; a lacks memory; c is not ready.
+        let mut huge = pod("db-1", "db", 500, 7680);
+        huge.node_selector.clear();
+        let placed = schedule(&nodes, &[(big, "b".into())], &[huge]);
+        assert_eq!(placed[0].1, Placement::Unschedulable("0/3 nodes fit: 2 insufficient memory, 1 not ready".into()));
+
+        let mut picky = pod("x", "x", 10, 10);
+        picky.node_selector.insert("zone".into(), "mars".into());
+        let placed = schedule(&nodes, &[], &[picky]);
+        assert_eq!(
+            placed[0].1,
+            Placement::Unschedulable("0/3 nodes fit: 2 node selector mismatch, 1 not ready".into())
+        );
+    }
+
+    #[test]
+    fn pinned_pods_go_to_their_node_or_nowhere() {
+        let nodes = [node("a", 1000, 1024, &[]), node("b", 1000, 1024, &[])];
+        let mut daemon = pod("agent-b", "agent", 100, 100);
+        daemon.pinned = Some("b".into());
+        assert_eq!(schedule(&nodes, &[], &[daemon.clone()])[0].1, Placement::Node("b".into()));
+        daemon.pinned = Some("gone".into());
+        assert_eq!(schedule(&nodes, &[], &[daemon])[0].1, Placement::Unschedulable("node gone is gone".into()));
+    }
+}
