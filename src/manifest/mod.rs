@@ -316,21 +316,61 @@ pub struct Resource {
     pub canonical: serde_json::Value,
 }
 
+/// The decoded values of one Secret. It is deliberately hard to leak: `Debug` shows only the
+/// keys, and there is no `Display` and no `Serialize`. Only the controller reads the values,
+/// to hand them to the agents of the pods that use them.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct SecretData(BTreeMap<String, Vec<u8>>);
+
+impl SecretData {
+    pub fn get(&self, key: &str) -> Option<&[u8]> {
+        self.0.get(key).map(Vec::as_slice)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_slice()))
+    }
+}
+
+impl fmt::Debug for SecretData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecretData").field("keys", &self.0.keys().collect::<Vec<_>>()).finish()
+    }
+}
+
 impl Resource {
     /// Builds the comparable form of a defaulted object; secret values are digested and dropped.
-    pub fn new(file: &str, pos: Pos, mut object: Object, references: Vec<validate::Reference>) -> Resource {
+    pub fn new(file: &str, pos: Pos, object: Object, references: Vec<validate::Reference>) -> Resource {
+        Self::split_secret(file, pos, object, references).0
+    }
+
+    /// Like [`Resource::new`], and also hands back a Secret's decoded values, apart from the
+    /// resource, for the controller.
+    pub fn split_secret(
+        file: &str,
+        pos: Pos,
+        mut object: Object,
+        references: Vec<validate::Reference>,
+    ) -> (Resource, Option<SecretData>) {
         let mut sensitive_digests = BTreeMap::new();
+        let mut values = None;
         if let Object::Secret(secret) = &mut object {
+            let mut decoded = BTreeMap::new();
             for (key, value) in std::mem::take(&mut secret.data) {
                 let bytes = validate::decode_base64(&value).unwrap_or_else(|| value.into_bytes());
-                sensitive_digests.insert(key, hex_digest(&bytes));
+                decoded.insert(key, bytes);
             }
+            // As in Kubernetes, stringData wins over data for the same key.
             for (key, value) in std::mem::take(&mut secret.string_data) {
-                sensitive_digests.insert(key, hex_digest(value.as_bytes()));
+                decoded.insert(key, value.into_bytes());
+            }
+            for (key, bytes) in &decoded {
+                sensitive_digests.insert(key.clone(), hex_digest(bytes));
             }
             secret.data = sensitive_digests.keys().map(|k| (k.clone(), SENSITIVE.to_owned())).collect();
+            values = Some(SecretData(decoded));
         }
-        Self::from_parts(file, pos, object, sensitive_digests, references)
+        (Self::from_parts(file, pos, object, sensitive_digests, references), values)
     }
 
     /// Rebuilds a resource from stored parts (canonical object and secret digests).
@@ -378,6 +418,8 @@ fn hex(bytes: &[u8]) -> String {
 pub struct ParsedFile {
     pub resources: Vec<Arc<Resource>>,
     pub diagnostics: Vec<Diagnostic>,
+    /// The values of the file's Secrets, by object.
+    pub secrets: Vec<(ObjectKey, Arc<SecretData>)>,
 }
 
 /// Parses, defaults and validates every document of one file.
@@ -487,7 +529,11 @@ fn parse_document(file: &str, root: &yaml::Node, parsed: &mut ParsedFile) {
         let (checks, references) = checker.finish();
         findings.extend(checks);
         if !findings.iter().any(Diagnostic::is_error) {
-            parsed.resources.push(Arc::new(Resource::new(file, root.pos, object, references)));
+            let (resource, secret) = Resource::split_secret(file, root.pos, object, references);
+            if let Some(secret) = secret {
+                parsed.secrets.push((resource.key.clone(), Arc::new(secret)));
+            }
+            parsed.resources.push(Arc::new(resource));
         }
     }
     parsed.diagnostics.extend(findings);

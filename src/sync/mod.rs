@@ -84,6 +84,8 @@ pub struct Loaded {
     pub diagnostics: Vec<Diagnostic>,
     /// How many manifest files were read.
     pub files: usize,
+    /// The values of the commit's Secrets, for the controller only; `Debug` shows keys only.
+    pub secrets: std::collections::BTreeMap<manifest::ObjectKey, Arc<manifest::SecretData>>,
 }
 
 impl Loaded {
@@ -446,15 +448,17 @@ impl Loader {
         }
 
         let mut resources = Vec::new();
+        let mut secrets = std::collections::BTreeMap::new();
         for entry in entries {
             let Some(parsed) = self.files.get(&(entry.blob, entry.path)) else { continue };
             resources.extend(parsed.resources.iter().cloned());
             diagnostics.extend(parsed.diagnostics.iter().cloned());
+            secrets.extend(parsed.secrets.iter().cloned());
         }
         diagnostics.extend(validate::across(&resources));
         resources.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         diag::sort(&mut diagnostics);
-        Ok(Loaded { commit, config, resources, diagnostics, files })
+        Ok(Loaded { commit, config, resources, diagnostics, files, secrets })
     }
 }
 
@@ -463,7 +467,7 @@ fn parse_in_parallel(files: Vec<(Oid, String, Result<String, Diagnostic>)>) -> V
     let parse = |(blob, path, text): (Oid, String, Result<String, Diagnostic>)| {
         let parsed = match text {
             Ok(text) => manifest::parse_file(&path, &text),
-            Err(diagnostic) => ParsedFile { resources: Vec::new(), diagnostics: vec![diagnostic] },
+            Err(diagnostic) => ParsedFile { resources: Vec::new(), diagnostics: vec![diagnostic], secrets: Vec::new() },
         };
         (blob, path, parsed)
     };

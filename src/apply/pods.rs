@@ -1,0 +1,285 @@
+//! From a workload to the pods that run it: names, spec hashes, and assignments with their
+//! environment and volume files resolved from the commit's ConfigMaps and Secrets.
+//!
+//! Pure. A pod's name is the workload's name, a short hash of its pod template and an ordinal
+//! (`web-5d41402abc-0`), so the set of pods a revision wants is known without remembering
+//! random names, and a new template means new pods, as a rollout needs.
+
+use crate::manifest::types::{ConfigMap, KeyToPath, PodSpec};
+use crate::manifest::{Kind, Object, ObjectKey, Resource, SecretData, validate};
+use crate::nodes::protocol::PodAssignment;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// The ConfigMaps and Secrets of a commit, by namespace and name, to resolve references from.
+#[derive(Debug, Default)]
+pub struct Sources<'a> {
+    config_maps: BTreeMap<(&'a str, &'a str), &'a ConfigMap>,
+    secrets: BTreeMap<(&'a str, &'a str), &'a SecretData>,
+}
+
+impl<'a> Sources<'a> {
+    pub fn new(resources: &'a [Arc<Resource>], secrets: &'a BTreeMap<ObjectKey, Arc<SecretData>>) -> Sources<'a> {
+        let mut sources = Sources::default();
+        for resource in resources {
+            if let Object::ConfigMap(config_map) = &resource.object {
+                sources.config_maps.insert((&resource.key.namespace, &resource.key.name), config_map);
+            }
+        }
+        for (key, data) in secrets {
+            sources.secrets.insert((&key.namespace, &key.name), data.as_ref());
+        }
+        sources
+    }
+
+    /// Every key of a ConfigMap with its bytes: `data` as text, `binaryData` decoded.
+    fn config_map_entries(&self, namespace: &str, name: &str) -> Option<Vec<(String, Vec<u8>)>> {
+        let config_map = self.config_maps.get(&(namespace, name))?;
+        let mut entries: Vec<(String, Vec<u8>)> =
+            config_map.data.iter().map(|(k, v)| (k.clone(), v.as_bytes().to_vec())).collect();
+        for (key, value) in &config_map.binary_data {
+            entries.push((key.clone(), validate::decode_base64(value).unwrap_or_default()));
+        }
+        entries.sort();
+        Some(entries)
+    }
+
+    fn secret_entries(&self, namespace: &str, name: &str) -> Option<Vec<(String, Vec<u8>)>> {
+        let secret = self.secrets.get(&(namespace, name))?;
+        Some(secret.iter().map(|(k, v)| (k.to_owned(), v.to_vec())).collect())
+    }
+}
+
+/// A short, stable hash of what a pod runs: the pod spec with the template's labels and
+/// annotations. A change to it means new pods.
+pub fn template_hash(resource: &Resource) -> String {
+    let template = match resource.key.kind {
+        Kind::Pod => resource.canonical.get("spec").cloned(),
+        _ => resource.canonical.pointer("/spec/template").cloned(),
+    };
+    crate::manifest::hex_digest(template.unwrap_or_default().to_string().as_bytes())[..10].to_owned()
+}
+
+/// The name of replica `ordinal` of a workload's template revision; always a DNS label.
+pub fn pod_name(workload: &str, template_hash: &str, ordinal: usize) -> String {
+    let suffix = format!("-{template_hash}-{ordinal}");
+    let room = 63usize.saturating_sub(suffix.len());
+    let base = workload.get(..room.min(workload.len())).unwrap_or(workload).trim_end_matches(['-', '.']);
+    format!("{base}{suffix}").replace('.', "-")
+}
+
+/// The assignment of one replica of a workload (or of a Pod), references resolved. An error
+/// names a reference that cannot be resolved; validation makes that rare (an optional reference
+/// that is absent is simply skipped, as in Kubernetes).
+pub fn assignment(
+    resource: &Resource,
+    revision: &str,
+    ordinal: usize,
+    sources: &Sources<'_>,
+) -> Result<PodAssignment, String> {
+    let spec: &PodSpec = resource.object.pod_spec().ok_or_else(|| format!("{} runs no pods", resource.key))?;
+    let namespace = resource.key.namespace.as_str();
+    let hash = template_hash(resource);
+    let pod = match resource.key.kind {
+        Kind::Pod => resource.key.name.clone(),
+        _ => pod_name(&resource.key.name, &hash, ordinal),
+    };
+
+    let mut env = BTreeMap::new();
+    for container in &spec.containers {
+        let mut values: Vec<(String, String)> = Vec::new();
+        for source in &container.env_from {
+            let prefix = source.prefix.clone().unwrap_or_default();
+            let (entries, optional, what) = match (&source.config_map_ref, &source.secret_ref) {
+                (Some(r), _) => (
+                    sources.config_map_entries(namespace, &r.name),
+                    r.optional.unwrap_or(false),
+                    format!("ConfigMap {namespace}/{}", r.name),
+                ),
+                (_, Some(r)) => (
+                    sources.secret_entries(namespace, &r.name),
+                    r.optional.unwrap_or(false),
+                    format!("Secret {namespace}/{}", r.name),
+                ),
+                _ => continue,
+            };
+            match entries {
+                Some(entries) => values.extend(
+                    entries
+                        .into_iter()
+                        .map(|(k, v)| (format!("{prefix}{k}"), String::from_utf8_lossy(&v).into_owned())),
+                ),
+                None if optional => {}
+                None => return Err(format!("{what} is not in the commit")),
+            }
+        }
+        for variable in &container.env {
+            if let Some(value) = &variable.value {
+                values.push((variable.name.clone(), value.clone()));
+                continue;
+            }
+            let Some(from) = &variable.value_from else {
+                values.push((variable.name.clone(), String::new()));
+                continue;
+            };
+            let (entries, selector, kind) = match (&from.config_map_key_ref, &from.secret_key_ref) {
+                (Some(r), _) => (sources.config_map_entries(namespace, &r.name), r, "ConfigMap"),
+                (_, Some(r)) => (sources.secret_entries(namespace, &r.name), r, "Secret"),
+                _ => continue,
+            };
+            let found =
+                entries.and_then(|entries| entries.into_iter().find(|(k, _)| *k == selector.key).map(|(_, v)| v));
+            match found {
+                Some(bytes) => values.push((variable.name.clone(), String::from_utf8_lossy(&bytes).into_owned())),
+                None if selector.optional.unwrap_or(false) => {}
+                None => return Err(format!("{kind} {namespace}/{} has no key {}", selector.name, selector.key)),
+            }
+        }
+        env.insert(container.name.clone(), values);
+    }
+
+    let mut files = BTreeMap::new();
+    for volume in &spec.volumes {
+        let (entries, items, optional, what) = match (&volume.config_map, &volume.secret) {
+            (Some(c), _) => (
+                sources.config_map_entries(namespace, &c.name),
+                &c.items,
+                c.optional.unwrap_or(false),
+                format!("ConfigMap {namespace}/{}", c.name),
+            ),
+            (_, Some(s)) => (
+                sources.secret_entries(namespace, &s.secret_name),
+                &s.items,
+                s.optional.unwrap_or(false),
+                format!("Secret {namespace}/{}", s.secret_name),
+            ),
+            _ => continue,
+        };
+        let Some(entries) = entries else {
+            if optional {
+                files.insert(volume.name.clone(), BTreeMap::new());
+                continue;
+            }
+            return Err(format!("{what} is not in the commit"));
+        };
+        files.insert(volume.name.clone(), select_items(entries, items, &what)?);
+    }
+
+    Ok(PodAssignment {
+        pod,
+        namespace: namespace.to_owned(),
+        workload_kind: resource.key.kind,
+        workload_name: resource.key.name.clone(),
+        revision: revision.to_owned(),
+        spec_hash: hash,
+        spec: spec.clone(),
+        env,
+        files,
+    })
+}
+
+/// A volume's files: every key as a file of its name, or only the `items`, at their paths.
+fn select_items(
+    entries: Vec<(String, Vec<u8>)>,
+    items: &[KeyToPath],
+    what: &str,
+) -> Result<BTreeMap<String, Vec<u8>>, String> {
+    if items.is_empty() {
+        return Ok(entries.into_iter().collect());
+    }
+    let mut files = BTreeMap::new();
+    for item in items {
+        let bytes = entries
+            .iter()
+            .find(|(k, _)| *k == item.key)
+            .map(|(_, v)| v.clone())
+            .ok_or_else(|| format!("{what} has no key {}", item.key))?;
+        files.insert(item.path.clone(), bytes);
+    }
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::parse_file;
+
+    const MANIFESTS: &str = r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings, namespace: shop}
+data: {LOG_LEVEL: debug, GREETING: hi, app.conf: "port = 80\n"}
+binaryData: {logo.bin: AAEC}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: creds, namespace: shop}
+data: {password: aHVudGVyMg==}
+stringData: {token: t0k3n}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: api, namespace: shop}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: api}}
+  template:
+    metadata: {labels: {app: api}}
+    spec:
+      containers:
+        - name: api
+          image: registry.example/api:1
+          envFrom:
+            - configMapRef: {name: settings}
+              prefix: CFG_
+          env:
+            - {name: GREETING, value: hello}
+            - name: PASSWORD
+              valueFrom: {secretKeyRef: {name: creds, key: password}}
+            - name: MAYBE
+              valueFrom: {secretKeyRef: {name: absent, key: x, optional: true}}
+      volumes:
+        - name: config
+          configMap: {name: settings, items: [{key: app.conf, path: conf/app.conf}, {key: logo.bin, path: logo.bin}]}
+        - name: secret
+          secret: {secretName: creds}
+"#;
+
+    #[test]
+    fn assignments_carry_resolved_env_and_files() {
+        let parsed = parse_file("app.yaml", MANIFESTS);
+        assert!(parsed.diagnostics.iter().all(|d| !d.is_error()), "{:?}", parsed.diagnostics);
+        let secrets: BTreeMap<ObjectKey, Arc<SecretData>> = parsed.secrets.iter().cloned().collect();
+        assert_eq!(format!("{:?}", secrets.values().next().unwrap()), r#"SecretData { keys: ["password", "token"] }"#);
+        let sources = Sources::new(&parsed.resources, &secrets);
+        let deployment = parsed.resources.iter().find(|r| r.key.kind == Kind::Deployment).unwrap();
+        let first = assignment(deployment, "abc", 0, &sources).unwrap();
+        let second = assignment(deployment, "abc", 1, &sources).unwrap();
+        assert_eq!(first.spec_hash, second.spec_hash);
+        assert_eq!(first.pod, format!("api-{}-0", first.spec_hash));
+        assert_eq!(second.pod, format!("api-{}-1", first.spec_hash));
+        let env = &first.env["api"];
+        let names: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, ["CFG_GREETING", "CFG_LOG_LEVEL", "CFG_app.conf", "CFG_logo.bin", "GREETING", "PASSWORD"]);
+        assert_eq!(env.iter().find(|(k, _)| k == "PASSWORD").unwrap().1, "hunter2");
+        assert_eq!(first.files["config"]["conf/app.conf"], b"port = 80\n");
+        assert_eq!(first.files["config"]["logo.bin"], [0u8, 1, 2]);
+        assert_eq!(first.files["secret"]["token"], b"t0k3n");
+        assert_eq!(first.files["secret"]["password"], b"hunter2");
+    }
+
+    #[test]
+    fn a_new_template_means_new_pod_names() {
+        let parsed = parse_file("app.yaml", MANIFESTS);
+        let changed = parse_file("app.yaml", &MANIFESTS.replace("api:1", "api:2"));
+        let scaled = parse_file("app.yaml", &MANIFESTS.replace("replicas: 2", "replicas: 5"));
+        let hash = |p: &crate::manifest::ParsedFile| {
+            template_hash(p.resources.iter().find(|r| r.key.kind == Kind::Deployment).unwrap())
+        };
+        assert_ne!(hash(&parsed), hash(&changed), "a new image is a new template");
+        assert_eq!(hash(&parsed), hash(&scaled), "scaling keeps the template");
+        let long = "a".repeat(70);
+        let name = pod_name(&long, "0123456789", 12);
+        assert!(validate::is_dns_label(&name), "{name}");
+    }
+}
