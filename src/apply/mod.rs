@@ -6,3 +6,4 @@
 //! agents run; the loop that schedules and rolls them out arrives with the control plane.
 
 pub mod pods;
+pub mod rollout;

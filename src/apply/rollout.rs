@@ -1,0 +1,285 @@
+//! The next step of a workload's rollout. Pure: the workload's wishes and its pods in, the pods to
+//! create and delete out; the clock is an argument.
+//!
+//! Level-triggered: the step depends only on what exists now, so calling it again after a crash,
+//! or twice in a row, gives the same answer. A rolling update keeps at most `replicas + maxSurge`
+//! pods and at least `replicas - maxUnavailable` available ones, where a pod is available once it
+//! has been ready for `minReadySeconds`. Recreate deletes every old pod before it creates a new
+//! one. Pods of the current template are "updated"; all others are old.
+
+use crate::manifest::types::IntOrString;
+
+/// A pod of the workload as the control plane sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodView {
+    pub name: String,
+    pub template_hash: String,
+    pub ordinal: usize,
+    /// Seconds since the Unix epoch at which the pod last became ready; `None` while unready.
+    pub ready_since: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Strategy {
+    RollingUpdate { max_surge: IntOrString, max_unavailable: IntOrString },
+    Recreate,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Wishes {
+    pub replicas: i32,
+    pub template_hash: String,
+    pub strategy: Strategy,
+    pub min_ready_seconds: i64,
+}
+
+/// What to do now, and where the rollout stands.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Step {
+    /// Ordinals of pods of the current template to create.
+    pub create: Vec<usize>,
+    /// Names of pods to delete, unready and old ones first.
+    pub delete: Vec<String>,
+    /// Pods of the current template.
+    pub updated: usize,
+    /// Pods of the current template that are available.
+    pub updated_available: usize,
+    /// Available pods of any template.
+    pub available: usize,
+    /// Every pod of the workload.
+    pub total: usize,
+    /// True when exactly `replicas` pods of the current template exist and all are available.
+    pub complete: bool,
+}
+
+fn available(pod: &PodView, wishes: &Wishes, now: i64) -> bool {
+    pod.ready_since.is_some_and(|since| now - since >= wishes.min_ready_seconds)
+}
+
+/// Kubernetes' resolution of maxSurge (rounded up) and maxUnavailable (rounded down); when both
+/// come to zero, one pod may be unavailable, or nothing could move.
+pub fn limits(strategy: &Strategy, replicas: i32) -> (usize, usize) {
+    match strategy {
+        Strategy::Recreate => (0, usize::try_from(replicas).unwrap_or(0)),
+        Strategy::RollingUpdate { max_surge, max_unavailable } => {
+            let surge = max_surge.scaled(replicas, true).unwrap_or(0).max(0) as usize;
+            let unavailable = max_unavailable.scaled(replicas, false).unwrap_or(0).max(0) as usize;
+            if surge == 0 && unavailable == 0 { (0, 1) } else { (surge, unavailable) }
+        }
+    }
+}
+
+/// Deleting prefers what serves least: unready before ready, then the highest ordinals.
+fn by_deletion_order(mut list: Vec<&PodView>) -> Vec<&PodView> {
+    list.sort_by_key(|p| (p.ready_since.is_some(), std::cmp::Reverse(p.ordinal)));
+    list
+}
+
+pub fn step(wishes: &Wishes, pods: &[PodView], now: i64) -> Step {
+    let replicas = usize::try_from(wishes.replicas).unwrap_or(0);
+    let (updated, old): (Vec<&PodView>, Vec<&PodView>) =
+        pods.iter().partition(|p| p.template_hash == wishes.template_hash);
+    let mut result = Step {
+        updated: updated.len(),
+        updated_available: updated.iter().filter(|p| available(p, wishes, now)).count(),
+        available: pods.iter().filter(|p| available(p, wishes, now)).count(),
+        total: pods.len(),
+        ..Step::default()
+    };
+    let free_ordinals = |count: usize| -> Vec<usize> {
+        let taken: std::collections::BTreeSet<usize> = updated.iter().map(|p| p.ordinal).collect();
+        (0..).filter(|o| !taken.contains(o)).take(count).collect()
+    };
+
+    if old.is_empty() {
+        // No rollout: scale the current template to the wished number.
+        if updated.len() < replicas {
+            result.create = free_ordinals(replicas - updated.len());
+        } else if updated.len() > replicas {
+            result.delete = by_deletion_order(updated.clone())
+                .into_iter()
+                .take(updated.len() - replicas)
+                .map(|p| p.name.clone())
+                .collect();
+        }
+        result.complete = updated.len() == replicas && result.updated_available == replicas;
+        return result;
+    }
+
+    match &wishes.strategy {
+        Strategy::Recreate => {
+            // Every old pod goes first; the new ones start once none is left.
+            result.delete = old.iter().map(|p| p.name.clone()).collect();
+        }
+        Strategy::RollingUpdate { .. } => {
+            let (surge, unavailable) = limits(&wishes.strategy, wishes.replicas);
+            let max_total = replicas + surge;
+            let min_available = replicas.saturating_sub(unavailable);
+            // Scale up the new template within the surge.
+            let room = max_total.saturating_sub(pods.len());
+            let wanted = replicas.saturating_sub(updated.len());
+            result.create = free_ordinals(room.min(wanted));
+            // Scale down old pods: unready ones cost no availability; ready ones only while
+            // enough stay available, counting the new pods that are.
+            let mut can_remove_available = result.available.saturating_sub(min_available);
+            // Never keep more pods than needed once the new ones are ready.
+            let excess = (pods.len() + result.create.len()).saturating_sub(replicas);
+            for pod in by_deletion_order(old) {
+                if result.delete.len() >= excess {
+                    break;
+                }
+                if available(pod, wishes, now) {
+                    if can_remove_available == 0 {
+                        continue;
+                    }
+                    can_remove_available -= 1;
+                }
+                result.delete.push(pod.name.clone());
+            }
+        }
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_000;
+
+    fn wishes(replicas: i32, surge: &str, unavailable: &str) -> Wishes {
+        let value = |v: &str| v.parse::<i32>().map(IntOrString::Int).unwrap_or_else(|_| IntOrString::String(v.into()));
+        Wishes {
+            replicas,
+            template_hash: "new".into(),
+            strategy: Strategy::RollingUpdate { max_surge: value(surge), max_unavailable: value(unavailable) },
+            min_ready_seconds: 0,
+        }
+    }
+
+    fn pods(hash: &str, count: usize, ready: bool) -> Vec<PodView> {
+        (0..count)
+            .map(|ordinal| PodView {
+                name: format!("{hash}-{ordinal}"),
+                template_hash: hash.into(),
+                ordinal,
+                ready_since: ready.then_some(NOW - 60),
+            })
+            .collect()
+    }
+
+    /// Plays a rollout to its end: every created pod turns ready before the next step. Returns
+    /// the pods alive after each step.
+    fn play(wishes: &Wishes, start: Vec<PodView>) -> Vec<(usize, usize, usize)> {
+        let mut alive = start;
+        let mut trace = Vec::new();
+        for _ in 0..50 {
+            let next = step(wishes, &alive, NOW);
+            if next.complete || (next.create.is_empty() && next.delete.is_empty()) {
+                break;
+            }
+            alive.retain(|p| !next.delete.contains(&p.name));
+            for ordinal in next.create {
+                alive.push(PodView {
+                    name: format!("new-{ordinal}"),
+                    template_hash: "new".into(),
+                    ordinal,
+                    ready_since: Some(NOW - 60),
+                });
+            }
+            let available = alive.len();
+            let new = alive.iter().filter(|p| p.template_hash == "new").count();
+            trace.push((alive.len(), new, available));
+        }
+        trace
+    }
+
+    #[test]
+    fn a_new_workload_starts_all_replicas() {
+        let next = step(&wishes(3, "25%", "25%"), &[], NOW);
+        assert_eq!(next.create, [0, 1, 2]);
+        assert!(!next.complete);
+        let running = step(&wishes(3, "25%", "25%"), &pods("new", 3, true), NOW);
+        assert!(running.complete && running.create.is_empty() && running.delete.is_empty());
+    }
+
+    #[test]
+    fn rolling_update_with_surge_one_and_no_unavailability() {
+        let wishes = wishes(3, "1", "0");
+        let trace = play(&wishes, pods("old", 3, true));
+        // Never more than 4 pods, never fewer than 3 available.
+        for (total, _, available) in &trace {
+            assert!(*total <= 4 && *available >= 3, "{trace:?}");
+        }
+        assert_eq!(trace.last().map(|t| t.1), Some(3), "all replicas end on the new template: {trace:?}");
+    }
+
+    #[test]
+    fn rolling_update_respects_both_limits_on_four_replicas() {
+        let wishes = wishes(4, "25%", "25%");
+        let first = step(&wishes, &pods("old", 4, true), NOW);
+        assert_eq!(first.create, [0], "25% of 4 is one surge pod");
+        assert_eq!(first.delete.len(), 1, "and one old pod may go: 25% unavailable");
+        let trace = play(&wishes, pods("old", 4, true));
+        for (total, _, available) in &trace {
+            assert!(*total <= 5 && *available >= 3, "{trace:?}");
+        }
+    }
+
+    #[test]
+    fn crashing_new_pods_never_take_availability_below_the_floor() {
+        let wishes = wishes(3, "1", "0");
+        let mut alive = pods("old", 3, true);
+        // Two steps with new pods that never turn ready.
+        for _ in 0..3 {
+            let next = step(&wishes, &alive, NOW);
+            alive.retain(|p| !next.delete.contains(&p.name));
+            for ordinal in next.create {
+                alive.push(PodView {
+                    name: format!("new-{ordinal}"),
+                    template_hash: "new".into(),
+                    ordinal,
+                    ready_since: None,
+                });
+            }
+        }
+        let old_left = alive.iter().filter(|p| p.template_hash == "old").count();
+        assert_eq!(old_left, 3, "old pods stay while the new ones are not ready: {alive:?}");
+        assert_eq!(alive.len(), 4, "and only maxSurge extra pods exist");
+    }
+
+    #[test]
+    fn min_ready_seconds_delays_availability() {
+        let mut wishes = wishes(1, "1", "0");
+        wishes.min_ready_seconds = 30;
+        let mut alive = pods("old", 1, true);
+        alive.push(PodView {
+            name: "new-0".into(),
+            template_hash: "new".into(),
+            ordinal: 0,
+            ready_since: Some(NOW - 10),
+        });
+        assert!(step(&wishes, &alive, NOW).delete.is_empty(), "ready for 10 s of 30: the old pod stays");
+        assert_eq!(step(&wishes, &alive, NOW + 25).delete, ["old-0"]);
+    }
+
+    #[test]
+    fn recreate_removes_everything_old_before_creating() {
+        let mut wishes = wishes(2, "1", "0");
+        wishes.strategy = Strategy::Recreate;
+        let first = step(&wishes, &pods("old", 2, true), NOW);
+        assert_eq!((first.create.len(), first.delete.len()), (0, 2));
+        let second = step(&wishes, &[], NOW);
+        assert_eq!(second.create, [0, 1]);
+    }
+
+    #[test]
+    fn scaling_keeps_the_template_and_removes_unready_first() {
+        let mut current = pods("new", 3, true);
+        current[0].ready_since = None;
+        let down = step(&wishes(1, "25%", "25%"), &current, NOW);
+        assert_eq!(down.delete, ["new-0", "new-2"]);
+        let up = step(&wishes(5, "25%", "25%"), &pods("new", 3, true), NOW);
+        assert_eq!(up.create, [3, 4]);
+    }
+}
