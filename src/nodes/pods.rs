@@ -290,7 +290,7 @@ impl<R: ContainerRuntime> PodManager<R> {
     /// One level-triggered pass towards `desired`.
     pub async fn converge(&self, desired: &[PodAssignment]) -> Result<ConvergeSummary, PodError> {
         let mut summary = ConvergeSummary::default();
-        let mut observed = self.observed_pods().await?;
+        let observed = self.observed_pods().await?;
         let desired_by_key: BTreeMap<String, &PodAssignment> =
             desired.iter().map(|p| (pod_key(&p.namespace, &p.pod), p)).collect();
 
@@ -304,35 +304,47 @@ impl<R: ContainerRuntime> PodManager<R> {
                 leaving.push(key.clone());
             }
         }
-        let removals = leaving.iter().filter_map(|key| observed.get(key)).map(|pod| self.remove_pod(pod));
-        let mut first_error = None;
-        for result in futures_util::future::join_all(removals).await {
+        // A pod that is gone stops while the others are set up; only a pod replaced under the
+        // same name (a new spec hash, a lost sandbox) must be gone before its successor starts.
+        let (replaced, gone): (Vec<String>, Vec<String>) =
+            leaving.into_iter().partition(|key| desired_by_key.contains_key(key));
+        self.lock_waiting().retain(|key, _| desired_by_key.keys().any(|pod| key.starts_with(&format!("{pod}/"))));
+        let removing_gone = futures_util::future::join_all(
+            gone.iter().filter_map(|key| observed.get(key)).map(|pod| self.remove_pod(pod)),
+        );
+        let setting_up = async {
+            let mut created = 0;
+            let mut restarted = 0;
+            let mut removed = 0;
+            let replacements = replaced.iter().filter_map(|key| observed.get(key)).map(|pod| self.remove_pod(pod));
+            for result in futures_util::future::join_all(replacements).await {
+                match result {
+                    Ok(()) => removed += 1,
+                    Err(error) => self.removal_failed(&error),
+                }
+            }
+            // One pod's failure (a name taken by a foreign container, an engine error) is that
+            // pod's: it waits out a backoff and shows in its status, and the other pods go on.
+            for (key, assignment) in &desired_by_key {
+                let existing = observed.get(key).filter(|_| !replaced.contains(key));
+                let result = match existing {
+                    None => self.create_pod(assignment).await.map(|done| created += usize::from(done)),
+                    Some(pod) => self.repair_pod(assignment, pod).await.map(|count| restarted += count),
+                };
+                if let Err(error) = result {
+                    self.pod_failed(assignment, &error);
+                }
+            }
+            (created, restarted, removed)
+        };
+        let (gone_results, (created, restarted, replaced_removed)) = tokio::join!(removing_gone, setting_up);
+        summary.pods_created = created;
+        summary.containers_restarted = restarted;
+        summary.pods_removed = replaced_removed;
+        for result in gone_results {
             match result {
                 Ok(()) => summary.pods_removed += 1,
-                Err(error) => first_error = first_error.or(Some(error)),
-            }
-        }
-        // A pod that could not be removed is tried again on the next pass; creating the pods
-        // that replace it must not wait for that.
-        if let Some(error) = first_error {
-            tracing::warn!(node = %self.config.node, %error, "Removing a pod failed; it is tried again on the next pass.");
-        }
-        for key in &leaving {
-            observed.remove(key);
-        }
-        self.lock_waiting().retain(|key, _| desired_by_key.keys().any(|pod| key.starts_with(&format!("{pod}/"))));
-
-        // One pod's failure (a name taken by a foreign container, an engine error) is that pod's:
-        // it waits out a backoff and shows in its status, and the other pods go on.
-        for (key, assignment) in &desired_by_key {
-            let result = match observed.get(key) {
-                None => self.create_pod(assignment).await.map(|created| summary.pods_created += usize::from(created)),
-                Some(pod) => {
-                    self.repair_pod(assignment, pod).await.map(|restarted| summary.containers_restarted += restarted)
-                }
-            };
-            if let Err(error) = result {
-                self.pod_failed(assignment, &error);
+                Err(error) => self.removal_failed(&error),
             }
         }
         summary.next_due = self.lock_waiting().values().map(|w| w.until).min();
@@ -340,6 +352,11 @@ impl<R: ContainerRuntime> PodManager<R> {
             self.sync_inventory()?;
         }
         Ok(summary)
+    }
+
+    /// A pod that could not be removed is tried again on the next pass.
+    fn removal_failed(&self, error: &PodError) {
+        tracing::warn!(node = %self.config.node, %error, "Removing a pod failed; it is tried again on the next pass.");
     }
 
     /// Records a pod's failure on each of its containers, to be retried after a growing backoff.

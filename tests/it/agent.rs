@@ -595,3 +595,33 @@ async fn removal_is_graceful_and_limits_and_host_paths_apply() {
         "a process that exits on SIGTERM is not held for the whole grace period"
     );
 }
+
+#[tokio::test]
+async fn a_leaving_pod_in_its_grace_period_does_not_hold_up_a_new_one() {
+    let docker = docker().await;
+    let node = TestNode::new("overlap");
+    let manager = Arc::new(manager(&node, &docker).await);
+    let mut old = pod("old", vec![container("main", "trap '' TERM; while true; do sleep 0.1; done")]);
+    old.spec.termination_grace_period_seconds = Some(3);
+    manager.converge(&[old.clone()]).await.unwrap();
+    let old_id = status(&manager, &[old]).await.containers[0].container_id.clone().unwrap();
+
+    let new = vec![pod("new", vec![container("main", "sleep 3600")])];
+    let pass = {
+        let manager = manager.clone();
+        let new = new.clone();
+        tokio::spawn(async move { manager.converge(&new).await.unwrap() })
+    };
+    wait_for("the new pod to run", Duration::from_secs(20), || async {
+        status(&manager, &new).await.phase == PodPhase::Running
+    })
+    .await;
+    assert_eq!(
+        docker.inspect(&old_id).await.unwrap().state,
+        ContainerState::Running,
+        "the old pod is still in its grace period"
+    );
+    let summary = pass.await.unwrap();
+    assert_eq!((summary.pods_created, summary.pods_removed), (1, 1));
+    assert!(matches!(docker.inspect(&old_id).await, Err(berth::nodes::runtime::RuntimeError::NotFound { .. })));
+}
