@@ -40,7 +40,7 @@ fn pod(name: &str) -> PodAssignment {
         spec: PodSpec {
             containers: vec![Container {
                 name: "main".into(),
-                image: images::BUSYBOX.into(),
+                image: images::busybox().into(),
                 command: vec!["sleep".into(), "3600".into()],
                 args: Vec::new(),
                 working_dir: None,
@@ -117,7 +117,7 @@ async fn raw_pod_start(docker: &Docker, node: &str, run: usize) -> Duration {
     let app = docker
         .create(&ContainerSpec {
             name: format!("{node}-raw-{run}-main"),
-            image: images::BUSYBOX.into(),
+            image: images::busybox().into(),
             entrypoint: Some(vec!["sleep".into(), "3600".into()]),
             args: None,
             env: Vec::new(),

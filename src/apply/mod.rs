@@ -5,5 +5,6 @@
 //! never delete what berth did not create. [`pods`] turns workloads into the pod assignments
 //! agents run; the loop that schedules and rolls them out arrives with the control plane.
 
+pub mod controller;
 pub mod pods;
 pub mod rollout;

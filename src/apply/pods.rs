@@ -68,21 +68,38 @@ pub fn pod_name(workload: &str, template_hash: &str, ordinal: usize) -> String {
     format!("{base}{suffix}").replace('.', "-")
 }
 
+/// The name of a DaemonSet's pod on `node`: stable while the node exists, whatever others join.
+pub fn daemon_pod_name(workload: &str, template_hash: &str, node: &str) -> String {
+    let node_hash = &crate::manifest::hex_digest(node.as_bytes())[..6];
+    let suffix = format!("-{template_hash}-{node_hash}");
+    let room = 63usize.saturating_sub(suffix.len());
+    let base = workload.get(..room.min(workload.len())).unwrap_or(workload).trim_end_matches(['-', '.']);
+    format!("{base}{suffix}").replace('.', "-")
+}
+
+/// Which replica of a workload: by ordinal, or a DaemonSet's on a node. A Pod has one, its own.
+#[derive(Debug, Clone, Copy)]
+pub enum Replica<'a> {
+    Ordinal(usize),
+    OnNode(&'a str),
+}
+
 /// The assignment of one replica of a workload (or of a Pod), references resolved. An error
 /// names a reference that cannot be resolved; validation makes that rare (an optional reference
 /// that is absent is simply skipped, as in Kubernetes).
 pub fn assignment(
     resource: &Resource,
     revision: &str,
-    ordinal: usize,
+    replica: Replica<'_>,
     sources: &Sources<'_>,
 ) -> Result<PodAssignment, String> {
     let spec: &PodSpec = resource.object.pod_spec().ok_or_else(|| format!("{} runs no pods", resource.key))?;
     let namespace = resource.key.namespace.as_str();
     let hash = template_hash(resource);
-    let pod = match resource.key.kind {
-        Kind::Pod => resource.key.name.clone(),
-        _ => pod_name(&resource.key.name, &hash, ordinal),
+    let pod = match (resource.key.kind, replica) {
+        (Kind::Pod, _) => resource.key.name.clone(),
+        (_, Replica::OnNode(node)) => daemon_pod_name(&resource.key.name, &hash, node),
+        (_, Replica::Ordinal(ordinal)) => pod_name(&resource.key.name, &hash, ordinal),
     };
 
     let mut env = BTreeMap::new();
@@ -253,8 +270,8 @@ spec:
         assert_eq!(format!("{:?}", secrets.values().next().unwrap()), r#"SecretData { keys: ["password", "token"] }"#);
         let sources = Sources::new(&parsed.resources, &secrets);
         let deployment = parsed.resources.iter().find(|r| r.key.kind == Kind::Deployment).unwrap();
-        let first = assignment(deployment, "abc", 0, &sources).unwrap();
-        let second = assignment(deployment, "abc", 1, &sources).unwrap();
+        let first = assignment(deployment, "abc", Replica::Ordinal(0), &sources).unwrap();
+        let second = assignment(deployment, "abc", Replica::Ordinal(1), &sources).unwrap();
         assert_eq!(first.spec_hash, second.spec_hash);
         assert_eq!(first.pod, format!("api-{}-0", first.spec_hash));
         assert_eq!(second.pod, format!("api-{}-1", first.spec_hash));

@@ -8,9 +8,10 @@ pub struct TarFile<'a> {
     pub contents: &'a [u8],
 }
 
-/// One entry of an archive: a file or a symbolic link.
+/// One entry of an archive: a file, a folder or a symbolic link.
 pub enum TarEntry<'a> {
     File(TarFile<'a>),
+    Dir { path: &'a str, mode: u32 },
     Symlink { path: &'a str, target: &'a str },
 }
 
@@ -20,6 +21,7 @@ pub fn archive(entries: &[TarEntry<'_>]) -> Vec<u8> {
     for entry in entries {
         let (path, mode, size, kind, link) = match entry {
             TarEntry::File(file) => (file.path, file.mode, file.contents.len(), b'0', ""),
+            TarEntry::Dir { path, mode } => (*path, *mode, 0, b'5', ""),
             TarEntry::Symlink { path, target } => (*path, 0o777, 0, b'2', *target),
         };
         let mut header = [0u8; 512];

@@ -13,8 +13,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use crate::images::BUSYBOX;
-
 /// Connects to the engine and makes the test image present.
 pub async fn docker() -> Docker {
     let docker = Docker::connect().await.unwrap_or_else(|error| {
@@ -84,7 +82,7 @@ where
 pub fn container(name: &str, script: &str) -> Container {
     Container {
         name: name.to_owned(),
-        image: BUSYBOX.to_owned(),
+        image: crate::images::busybox().to_owned(),
         command: vec!["sh".to_owned(), "-c".to_owned(), script.to_owned()],
         args: Vec::new(),
         working_dir: None,
@@ -390,7 +388,7 @@ async fn containers_berth_did_not_create_are_never_touched() {
     }
     let spec = berth::nodes::runtime::ContainerSpec {
         name: format!("berth-{}-shop-intruder-main-0", node.name),
-        image: BUSYBOX.into(),
+        image: crate::images::busybox().into(),
         entrypoint: Some(vec!["sleep".into(), "3600".into()]),
         args: None,
         env: Vec::new(),
@@ -528,12 +526,19 @@ async fn a_failing_liveness_probe_restarts_the_container() {
     let desired = vec![pod("alive", vec![main])];
     manager.converge(&desired).await.unwrap();
     let first = status(&manager, &desired).await.containers[0].container_id.clone().unwrap();
-    // A few healthy probes first: the container is left alone.
-    for _ in 0..3 {
+    wait_for("the container to be healthy", Duration::from_secs(10), || async {
+        exec_output(&docker, &first, "test -f /tmp/alive && echo yes").await.trim() == "yes"
+    })
+    .await;
+    // Healthy probes for a few periods: the container is left alone.
+    let healthy_until = Instant::now() + Duration::from_millis(2500);
+    while Instant::now() < healthy_until {
         tick(&manager, &desired).await;
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(status(&manager, &desired).await.containers[0].restart_count, 0);
+    let healthy = status(&manager, &desired).await;
+    assert_eq!(healthy.containers[0].restart_count, 0, "{healthy:?}");
+    assert_eq!(healthy.containers[0].container_id.as_deref(), Some(first.as_str()));
 
     exec_output(&docker, &first, "rm /tmp/alive").await;
     wait_for("the container to be restarted", Duration::from_secs(20), || async {

@@ -5,18 +5,38 @@ use berth::nodes::docker::Docker;
 use berth::nodes::runtime::ContainerRuntime;
 use berth::nodes::tar::{TarEntry, TarFile, archive};
 
-/// Debian's static busybox with the tools the tests use, imported as an image.
-pub const BUSYBOX: &str = "berth-test/busybox:1.35";
+/// Debian's static busybox with the tools the tests use, imported as an image. Its tag is a
+/// digest of the archive, so a changed image is a new image, never a stale one.
+const REPOSITORY: &str = "berth-test/busybox";
 
+const TOOLS: [&str; 15] = [
+    "sh", "sleep", "httpd", "nc", "cat", "echo", "wget", "ls", "test", "true", "false", "mkdir", "rm", "kill", "touch",
+];
+
+fn rootfs() -> &'static (String, Vec<u8>) {
+    static ROOTFS: std::sync::OnceLock<(String, Vec<u8>)> = std::sync::OnceLock::new();
+    ROOTFS.get_or_init(|| {
+        let busybox = std::fs::read("/bin/busybox")
+            .expect("/bin/busybox is missing: install Debian's busybox-static (test.sh does)");
+        let links: Vec<String> = TOOLS.iter().map(|t| format!("bin/{t}")).collect();
+        let mut entries = vec![
+            TarEntry::Dir { path: "tmp", mode: 0o1777 },
+            TarEntry::Dir { path: "bin", mode: 0o755 },
+            TarEntry::File(TarFile { path: "bin/busybox", mode: 0o755, contents: &busybox }),
+        ];
+        entries.extend(links.iter().map(|path| TarEntry::Symlink { path, target: "busybox" }));
+        let rootfs = archive(&entries);
+        (format!("{REPOSITORY}:{}", &berth::manifest::hex_digest(&rootfs)[..12]), rootfs)
+    })
+}
+
+/// The test image's name.
+pub fn busybox() -> &'static str {
+    &rootfs().0
+}
+
+/// Imports the test image unless it is present.
 pub async fn import_busybox(docker: &Docker) {
-    let busybox =
-        std::fs::read("/bin/busybox").expect("/bin/busybox is missing: install Debian's busybox-static (test.sh does)");
-    let tools = [
-        "sh", "sleep", "httpd", "nc", "cat", "echo", "wget", "ls", "test", "true", "false", "mkdir", "rm", "kill",
-        "touch",
-    ];
-    let links: Vec<String> = tools.iter().map(|t| format!("bin/{t}")).collect();
-    let mut entries = vec![TarEntry::File(TarFile { path: "bin/busybox", mode: 0o755, contents: &busybox })];
-    entries.extend(links.iter().map(|path| TarEntry::Symlink { path, target: "busybox" }));
-    docker.import_image(BUSYBOX, archive(&entries), &["sh"]).await.expect("import the busybox test image");
+    let (name, rootfs) = rootfs();
+    docker.import_image(name, rootfs.clone(), &["sh"]).await.expect("import the busybox test image");
 }

@@ -6,6 +6,7 @@ mod support;
 
 mod agent;
 mod agent_process;
+mod controller;
 mod docs;
 mod git;
 mod manifests;

@@ -1,0 +1,376 @@
+//! The controller: one reconcile pass from a loaded commit and what the nodes report to the
+//! assignment of every node.
+//!
+//! Level-triggered. Each pass reads the nodes, their assignments and their reports from the
+//! store, asks [`super::rollout::step`] what each workload needs next, schedules new pods with
+//! [`crate::plan::schedule`], drops the pods of workloads the commit no longer declares and of
+//! nodes that stopped heartbeating, and writes the assignments that changed. It keeps no state
+//! of its own but when pods turned ready (for minReadySeconds), so a restarted control plane
+//! resumes from the store. It is only ever given a commit that loaded without errors.
+
+use super::pods::{Replica, Sources, assignment, template_hash};
+use super::rollout::{self, PodView, Strategy, Wishes};
+use crate::manifest::types::{DaemonSetStrategyType, DeploymentStrategyType, IntOrString, PodSpec};
+use crate::manifest::{Object, ObjectKey, Resource};
+use crate::nodes::protocol::{PodAssignment, PodStatus, Resources};
+use crate::plan::schedule::{self, NodeInfo, Placement, PodRequest};
+use crate::server::agent_api::AgentApi;
+use crate::store::{Store, StoreError};
+use crate::sync::Loaded;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    /// A node that has not heartbeaten for this long is NotReady: its pods are scheduled elsewhere.
+    pub node_grace_seconds: i64,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        ControllerConfig { node_grace_seconds: 30 }
+    }
+}
+
+/// Where one workload stands after a pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkloadStatus {
+    pub key: ObjectKey,
+    /// Wished replicas; `None` for a DaemonSet.
+    pub replicas: Option<i32>,
+    pub updated: usize,
+    pub available: usize,
+    pub total: usize,
+    pub complete: bool,
+    /// Why pods wait to be placed, such as `0/3 nodes fit: 2 insufficient memory`.
+    pub unschedulable: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReconcileSummary {
+    pub workloads: Vec<WorkloadStatus>,
+    /// Nodes whose assignment this pass changed.
+    pub nodes_changed: usize,
+    pub ready_nodes: usize,
+}
+
+impl ReconcileSummary {
+    pub fn complete(&self) -> bool {
+        self.workloads.iter().all(|w| w.complete)
+    }
+}
+
+pub struct Controller {
+    store: Arc<Store>,
+    api: AgentApi,
+    config: ControllerConfig,
+    /// When the controller first saw each pod ready, by `namespace/pod`.
+    ready_since: Mutex<HashMap<String, i64>>,
+}
+
+/// Requests of a pod: the sum of its containers'.
+fn requests(spec: &PodSpec) -> Resources {
+    let mut total = Resources::default();
+    for container in &spec.containers {
+        let Some(resources) = &container.resources else { continue };
+        if let Some(cpu) = resources.requests.get("cpu") {
+            total.cpu_millis += u64::try_from(cpu.millis()).unwrap_or(0);
+        }
+        if let Some(memory) = resources.requests.get("memory") {
+            total.memory_bytes += u64::try_from(memory.millis() / 1000).unwrap_or(0);
+        }
+    }
+    total
+}
+
+fn workload_of(pod: &PodAssignment) -> ObjectKey {
+    ObjectKey { kind: pod.workload_kind, namespace: pod.namespace.clone(), name: pod.workload_name.clone() }
+}
+
+fn ordinal_of(pod: &str) -> usize {
+    pod.rsplit('-').next().and_then(|o| o.parse().ok()).unwrap_or(usize::MAX)
+}
+
+impl Controller {
+    pub fn new(store: Arc<Store>, api: AgentApi, config: ControllerConfig) -> Controller {
+        Controller { store, api, config, ready_since: Mutex::new(HashMap::new()) }
+    }
+
+    /// One pass towards `desired` at time `now` (seconds since the Unix epoch).
+    pub async fn reconcile(&self, desired: &Loaded, now: i64) -> Result<ReconcileSummary, StoreError> {
+        let nodes = self.store.nodes().await?;
+        let ready: BTreeSet<&str> = nodes
+            .iter()
+            .filter(|n| now - n.last_heartbeat <= self.config.node_grace_seconds)
+            .map(|n| n.name.as_str())
+            .collect();
+        let mut assigned: BTreeMap<String, Vec<PodAssignment>> = BTreeMap::new();
+        let mut reports: HashMap<String, PodStatus> = HashMap::new();
+        for node in &nodes {
+            let (_, pods) = self.store.assignment(&node.name).await?;
+            // A NotReady node's pods count as lost: they are placed elsewhere, and the node's
+            // agent removes them if it comes back.
+            let pods = if ready.contains(node.name.as_str()) { pods } else { Vec::new() };
+            assigned.insert(node.name.clone(), pods);
+            if ready.contains(node.name.as_str()) {
+                for status in self.store.reports(&node.name).await? {
+                    reports.insert(format!("{}/{}", status.namespace, status.pod), status);
+                }
+            }
+        }
+        let original = assigned.clone();
+        {
+            let mut ready_since = self.ready_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            ready_since.retain(|key, _| reports.get(key).is_some_and(|r| r.ready));
+            for (key, status) in &reports {
+                if status.ready {
+                    ready_since.entry(key.clone()).or_insert(now);
+                }
+            }
+        }
+        let node_infos: Vec<NodeInfo> = nodes
+            .iter()
+            .map(|n| NodeInfo {
+                name: n.name.clone(),
+                ready: ready.contains(n.name.as_str()),
+                labels: n.labels.clone(),
+                allocatable: n.allocatable,
+            })
+            .collect();
+
+        let declared: BTreeSet<ObjectKey> =
+            desired.resources.iter().filter(|r| r.key.kind.is_workload()).map(|r| r.key.clone()).collect();
+        // Pods of workloads the commit no longer declares go.
+        for pods in assigned.values_mut() {
+            pods.retain(|p| declared.contains(&workload_of(p)));
+        }
+
+        let sources = Sources::new(&desired.resources, &desired.secrets);
+        let mut pending: Vec<(PodRequest, PodAssignment, ObjectKey)> = Vec::new();
+        let mut statuses = Vec::new();
+        for resource in desired.resources.iter().filter(|r| r.key.kind.is_workload()) {
+            let status = self.plan_workload(resource, desired, &sources, &node_infos, &mut assigned, &mut pending, now);
+            statuses.push(status);
+        }
+
+        // Place what is new, with what stays counted as running.
+        let placed: Vec<(PodRequest, String)> = assigned
+            .iter()
+            .flat_map(|(node, pods)| pods.iter().map(move |p| (request_of(p, None), node.clone())))
+            .collect();
+        let requests: Vec<PodRequest> = pending.iter().map(|(request, _, _)| request.clone()).collect();
+        for ((_, pod, workload), (_, placement)) in
+            pending.into_iter().zip(schedule::schedule(&node_infos, &placed, &requests))
+        {
+            match placement {
+                Placement::Node(node) => assigned.entry(node).or_default().push(pod),
+                Placement::Unschedulable(reason) => {
+                    if let Some(status) = statuses.iter_mut().find(|s| s.key == workload) {
+                        status.complete = false;
+                        status.unschedulable.push(reason);
+                    }
+                }
+            }
+        }
+
+        let mut nodes_changed = 0;
+        for (node, pods) in &mut assigned {
+            pods.sort_by(|a, b| (&a.namespace, &a.pod).cmp(&(&b.namespace, &b.pod)));
+            let mut before = original.get(node).cloned().unwrap_or_default();
+            before.sort_by(|a, b| (&a.namespace, &a.pod).cmp(&(&b.namespace, &b.pod)));
+            if *pods != before && ready.contains(node.as_str()) {
+                self.api.assign(node, pods).await?;
+                nodes_changed += 1;
+            }
+        }
+        // A NotReady node is told to run nothing, so its stale pods go when it returns.
+        for node in nodes.iter().filter(|n| !ready.contains(n.name.as_str())) {
+            let (_, pods) = self.store.assignment(&node.name).await?;
+            if !pods.is_empty() {
+                self.api.assign(&node.name, &[]).await?;
+                nodes_changed += 1;
+            }
+        }
+        Ok(ReconcileSummary { workloads: statuses, nodes_changed, ready_nodes: ready.len() })
+    }
+
+    /// Decides one workload's next step: deletes are applied to `assigned`, creates are added to
+    /// `pending` for the scheduler.
+    #[allow(clippy::too_many_arguments)]
+    fn plan_workload(
+        &self,
+        resource: &Resource,
+        desired: &Loaded,
+        sources: &Sources<'_>,
+        nodes: &[NodeInfo],
+        assigned: &mut BTreeMap<String, Vec<PodAssignment>>,
+        pending: &mut Vec<(PodRequest, PodAssignment, ObjectKey)>,
+        now: i64,
+    ) -> WorkloadStatus {
+        let key = resource.key.clone();
+        let hash = template_hash(resource);
+        let ready_since = self.ready_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+        let current: Vec<(String, PodAssignment)> = assigned
+            .iter()
+            .flat_map(|(node, pods)| {
+                pods.iter().filter(|p| workload_of(p) == key).map(move |p| (node.clone(), p.clone()))
+            })
+            .collect();
+        let view = |pod: &PodAssignment| PodView {
+            name: pod.pod.clone(),
+            template_hash: pod.spec_hash.clone(),
+            ordinal: ordinal_of(&pod.pod),
+            ready_since: ready_since.get(&format!("{}/{}", pod.namespace, pod.pod)).copied(),
+        };
+        let mut status = WorkloadStatus {
+            key: key.clone(),
+            replicas: resource.object.replicas(),
+            updated: 0,
+            available: 0,
+            total: current.len(),
+            complete: false,
+            unschedulable: Vec::new(),
+        };
+        let mut delete: Vec<String> = Vec::new();
+        let mut create: Vec<(Replica<'_>, Option<String>)> = Vec::new();
+
+        match &resource.object {
+            Object::DaemonSet(daemon_set) => {
+                let selector = &daemon_set.spec.template.spec.node_selector;
+                let eligible: Vec<&NodeInfo> = nodes
+                    .iter()
+                    .filter(|n| n.ready && selector.iter().all(|(k, v)| n.labels.get(k) == Some(v)))
+                    .collect();
+                let strategy = daemon_set.spec.update_strategy.as_ref();
+                let on_delete = strategy.and_then(|s| s.strategy_type) == Some(DaemonSetStrategyType::OnDelete);
+                let max_unavailable = strategy
+                    .and_then(|s| s.rolling_update.as_ref())
+                    .and_then(|r| r.max_unavailable.clone())
+                    .unwrap_or(IntOrString::Int(1))
+                    .scaled(i32::try_from(eligible.len()).unwrap_or(i32::MAX), false)
+                    .unwrap_or(1)
+                    .max(1) as usize;
+                let mut replacing = current
+                    .iter()
+                    .filter(|(_, p)| {
+                        p.spec_hash == hash && !ready_since.contains_key(&format!("{}/{}", p.namespace, p.pod))
+                    })
+                    .count();
+                for (node, pod) in &current {
+                    if !eligible.iter().any(|n| &n.name == node) {
+                        delete.push(pod.pod.clone());
+                    }
+                }
+                for node in &eligible {
+                    let here: Vec<&PodAssignment> =
+                        current.iter().filter(|(n, _)| *n == node.name).map(|(_, p)| p).collect();
+                    let has_new = here.iter().any(|p| p.spec_hash == hash);
+                    let old: Vec<&&PodAssignment> = here.iter().filter(|p| p.spec_hash != hash).collect();
+                    if !has_new && old.is_empty() {
+                        create.push((Replica::OnNode(&node.name), Some(node.name.clone())));
+                    } else if !has_new && !on_delete && replacing < max_unavailable {
+                        replacing += 1;
+                        delete.extend(old.iter().map(|p| p.pod.clone()));
+                        create.push((Replica::OnNode(&node.name), Some(node.name.clone())));
+                    }
+                }
+                status.updated = current.iter().filter(|(_, p)| p.spec_hash == hash).count();
+                status.available = current
+                    .iter()
+                    .filter(|(_, p)| ready_since.contains_key(&format!("{}/{}", p.namespace, p.pod)))
+                    .count();
+                status.complete = create.is_empty()
+                    && delete.is_empty()
+                    && status.updated == eligible.len()
+                    && status.available == eligible.len();
+            }
+            Object::Pod(_) => {
+                match current.first() {
+                    None => create.push((Replica::Ordinal(0), None)),
+                    // A changed Pod is replaced on the node it runs on.
+                    Some((node, pod)) if pod.spec_hash != hash => {
+                        delete.push(pod.pod.clone());
+                        create.push((Replica::Ordinal(0), Some(node.clone())));
+                    }
+                    Some(_) => {}
+                }
+                status.updated = current.iter().filter(|(_, p)| p.spec_hash == hash).count();
+                status.available = current
+                    .iter()
+                    .filter(|(_, p)| ready_since.contains_key(&format!("{}/{}", p.namespace, p.pod)))
+                    .count();
+                status.complete = create.is_empty() && status.available == 1;
+            }
+            object => {
+                let (strategy, min_ready) = match object {
+                    Object::Deployment(deployment) => {
+                        let strategy = deployment.spec.strategy.as_ref();
+                        let rolling = strategy.and_then(|s| s.rolling_update.as_ref());
+                        let strategy =
+                            if strategy.and_then(|s| s.strategy_type) == Some(DeploymentStrategyType::Recreate) {
+                                Strategy::Recreate
+                            } else {
+                                Strategy::RollingUpdate {
+                                    max_surge: rolling
+                                        .and_then(|r| r.max_surge.clone())
+                                        .unwrap_or(IntOrString::String("25%".into())),
+                                    max_unavailable: rolling
+                                        .and_then(|r| r.max_unavailable.clone())
+                                        .unwrap_or(IntOrString::String("25%".into())),
+                                }
+                            };
+                        (strategy, deployment.spec.min_ready_seconds.unwrap_or(0))
+                    }
+                    Object::ReplicaSet(rs) => (default_rolling(), rs.spec.min_ready_seconds.unwrap_or(0)),
+                    Object::ReplicationController(rc) => (default_rolling(), rc.spec.min_ready_seconds.unwrap_or(0)),
+                    _ => (default_rolling(), 0),
+                };
+                let wishes = Wishes {
+                    replicas: resource.object.replicas().unwrap_or(1),
+                    template_hash: hash.clone(),
+                    strategy,
+                    min_ready_seconds: i64::from(min_ready),
+                };
+                let views: Vec<PodView> = current.iter().map(|(_, p)| view(p)).collect();
+                let step = rollout::step(&wishes, &views, now);
+                delete = step.delete;
+                create = step.create.into_iter().map(|o| (Replica::Ordinal(o), None)).collect();
+                status.updated = step.updated;
+                status.available = step.available;
+                status.complete = step.complete;
+            }
+        }
+
+        for pods in assigned.values_mut() {
+            pods.retain(|p| !(workload_of(p) == key && delete.contains(&p.pod)));
+        }
+        for (replica, pinned) in create {
+            match assignment(resource, &desired.commit.sha, replica, sources) {
+                Ok(pod) => {
+                    let request = request_of(&pod, pinned);
+                    pending.push((request, pod, key.clone()));
+                }
+                Err(reason) => status.unschedulable.push(reason),
+            }
+        }
+        status
+    }
+}
+
+fn default_rolling() -> Strategy {
+    Strategy::RollingUpdate {
+        max_surge: IntOrString::String("25%".into()),
+        max_unavailable: IntOrString::String("25%".into()),
+    }
+}
+
+/// What a pod asks of the scheduler.
+fn request_of(pod: &PodAssignment, pinned: Option<String>) -> PodRequest {
+    PodRequest {
+        pod: format!("{}/{}", pod.namespace, pod.pod),
+        workload: format!("{}/{}/{}", pod.workload_kind.name(), pod.namespace, pod.workload_name),
+        requests: requests(&pod.spec),
+        node_selector: pod.spec.node_selector.clone(),
+        pinned,
+    }
+}
