@@ -7,6 +7,7 @@ use anyhow::{Context, Result, bail};
 use berth::diag::Diagnostic;
 use berth::plan::{self, State, render};
 use berth::store::Store;
+
 use berth::sync::{Loaded, Loader, SyncError};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::io::Write;
@@ -107,6 +108,38 @@ enum Command {
         #[arg(long, default_value_t = 2)]
         heartbeat_seconds: u64,
     },
+    /// Run the control plane: follow a repository's branch and converge the joined nodes to it.
+    Server {
+        /// A local repository, or a folder inside one (the manifest root).
+        #[arg(long)]
+        repo: PathBuf,
+        /// The branch to follow [default: the checked-out branch].
+        #[arg(long, default_value = "HEAD")]
+        branch: String,
+        /// The SQLite file of the control plane.
+        #[arg(long, default_value = "berth.db")]
+        db: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:7420")]
+        listen: String,
+        /// The token agents join with [default: made on first start and kept beside the database].
+        #[arg(long, env = "BERTH_JOIN_TOKEN", hide_env_values = true)]
+        join_token: Option<String>,
+        /// Seconds without a heartbeat before a node is NotReady and its pods move.
+        #[arg(long, default_value_t = 30)]
+        node_grace_seconds: i64,
+    },
+    /// Run berth on this machine: the control plane following PATH's checked-out branch, and one
+    /// agent on the local Docker engine, with their state under `.berth/` in the repository.
+    Up {
+        /// A repository, or a folder inside one (the manifest root).
+        #[arg(default_value = ".")]
+        path: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:7420")]
+        listen: String,
+        /// The local node's name [default: the host name].
+        #[arg(long)]
+        name: Option<String>,
+    },
     /// Write the JSON Schemas of every kind (draft-07, for yaml-language-server).
     Schemas {
         #[arg(long, default_value = "schemas")]
@@ -169,6 +202,42 @@ fn run(cli: Cli) -> Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Server { repo, branch, db, listen, join_token, node_grace_seconds } => {
+            init_logging();
+            let state_dir = db
+                .parent()
+                .map(Path::to_path_buf)
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or_else(|| PathBuf::from("."));
+            let token = match join_token {
+                Some(token) => token,
+                None => join_token_in(&state_dir)?,
+            };
+            let loader = Loader::open(&repo)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+            runtime.block_on(async {
+                let shutdown = tokio_util::sync::CancellationToken::new();
+                let (status, _) = tokio::sync::watch::channel(berth::server::control::SyncStatus::default());
+                let mut tasks = serve_control_plane(
+                    loader,
+                    &db,
+                    &listen,
+                    &token,
+                    &branch,
+                    node_grace_seconds,
+                    status,
+                    shutdown.clone(),
+                )
+                .await?;
+                eprintln!("berth server: following {} of {} on http://{listen}", branch, repo.display());
+                wait_for_signal().await;
+                shutdown.cancel();
+                while tasks.join_next().await.is_some() {}
+                anyhow::Ok(())
+            })?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Up { path, listen, name } => up(&path, &listen, name),
         Command::Schemas { out } => {
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
             for (name, schema) in berth::manifest::schema::schemas() {
@@ -180,6 +249,162 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The join token kept in `state_dir`, made on first use (readable by its owner only).
+fn join_token_in(state_dir: &Path) -> Result<String> {
+    let path = state_dir.join("join-token");
+    if let Ok(token) = std::fs::read_to_string(&path) {
+        return Ok(token.trim().to_owned());
+    }
+    std::fs::create_dir_all(state_dir).with_context(|| format!("creating {}", state_dir.display()))?;
+    let mut bytes = [0u8; 24];
+    rand::fill(&mut bytes);
+    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .create_new(true)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    file.write_all(token.as_bytes())?;
+    Ok(token)
+}
+
+async fn wait_for_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = terminate => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// Starts the agent API and the control loop; both stop when `shutdown` is cancelled.
+#[allow(clippy::too_many_arguments)]
+async fn serve_control_plane(
+    loader: Loader,
+    db: &Path,
+    listen: &str,
+    token: &str,
+    branch: &str,
+    node_grace_seconds: i64,
+    status: tokio::sync::watch::Sender<berth::server::control::SyncStatus>,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> Result<tokio::task::JoinSet<()>> {
+    let store = Arc::new(Store::open(db).await.with_context(|| format!("opening {}", db.display()))?);
+    let api = berth::server::agent_api::AgentApi::new(store.clone(), token);
+    let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
+    let mut tasks = tokio::task::JoinSet::new();
+    let router = api.router();
+    let stop = shutdown.clone();
+    tasks.spawn(async move {
+        if let Err(error) = axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await {
+            tracing::error!(%error, "The HTTP server stopped.");
+        }
+    });
+    let mut config = berth::server::control::ControlConfig { branch: branch.to_owned(), ..Default::default() };
+    config.controller.node_grace_seconds = node_grace_seconds;
+    tasks.spawn(berth::server::control::run(loader, store, api, config, status, shutdown));
+    Ok(tasks)
+}
+
+/// `berth up`: the control plane and one local agent in this process.
+fn up(path: &Path, listen: &str, name: Option<String>) -> Result<ExitCode> {
+    let loader = Loader::open(path)?;
+    let top = loader.workdir().map(Path::to_path_buf).context("berth up needs a repository with a work tree")?;
+    let state = top.join(".berth");
+    std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
+    // The state folder is the machine's, never the repository's.
+    std::fs::write(state.join(".gitignore"), "*\n")?;
+    let token = join_token_in(&state)?;
+    let name = match name {
+        Some(name) => name,
+        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_lowercase())
+            .unwrap_or_else(|_| "local".into()),
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    runtime.block_on(async {
+        let docker =
+            berth::nodes::docker::Docker::connect().await.context("connecting to the Docker engine; is it running?")?;
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let (status, mut updates) = tokio::sync::watch::channel(berth::server::control::SyncStatus::default());
+        let mut tasks =
+            serve_control_plane(loader, &state.join("berth.db"), listen, &token, "HEAD", 30, status, shutdown.clone())
+                .await?;
+        let mut agent_config = berth::nodes::agent::AgentConfig::new(
+            &format!("http://{listen}"),
+            &name,
+            "127.0.0.1",
+            &state.join("agent"),
+        );
+        agent_config.join_token = Some(token.clone());
+        let agent_shutdown = shutdown.clone();
+        tasks.spawn(async move {
+            if let Err(error) = berth::nodes::agent::run(agent_config, Arc::new(docker), agent_shutdown).await {
+                eprintln!("berth up: the local agent stopped: {error}");
+            }
+        });
+        println!("berth is up: control plane on http://{listen}, node {name}, state in {}", state.display());
+        println!(
+            "following the checked-out branch of {}; commit to deploy, Ctrl-C to stop (pods keep running)",
+            top.display()
+        );
+        let mut last_line = String::new();
+        loop {
+            tokio::select! {
+                _ = wait_for_signal() => break,
+                changed = updates.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                }
+            }
+            let line = progress_line(&updates.borrow_and_update());
+            if !line.is_empty() && line != last_line {
+                println!("{line}");
+                last_line = line;
+            }
+        }
+        shutdown.cancel();
+        while tasks.join_next().await.is_some() {}
+        println!("berth stopped; the pods keep running and the next `berth up` adopts them");
+        anyhow::Ok(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One line of `berth up`'s progress: the commit, and each workload's ready replicas.
+fn progress_line(status: &berth::server::control::SyncStatus) -> String {
+    if let Some(failed) = &status.failed {
+        return format!("not applied: {failed}");
+    }
+    let (Some(sha), Some(pass)) = (&status.applied, &status.last_pass) else { return String::new() };
+    let state = if status.synced { "synced" } else { "progressing" };
+    let workloads: Vec<String> = pass
+        .workloads
+        .iter()
+        .map(|w| {
+            let wanted = w.replicas.map_or_else(|| "all".to_owned(), |r| r.to_string());
+            let mut text = format!("{} {}/{wanted}", w.key.qualified_name(), w.available);
+            if let Some(reason) = w.unschedulable.first() {
+                text.push_str(&format!(" (pending: {reason})"));
+            }
+            text
+        })
+        .collect();
+    format!("{state} {} \"{}\": {}", &sha[..7.min(sha.len())], status.applied_message, workloads.join(", "))
 }
 
 /// Logs to stderr; `RUST_LOG` chooses what (default: info).

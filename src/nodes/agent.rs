@@ -222,7 +222,25 @@ pub async fn run<R: ContainerRuntime>(
         .timeout(Duration::from_secs(30))
         .build()
         .map_err(|source| AgentError::Unreachable { server: config.server.clone(), source })?;
-    let saved = credentials(&config, &http).await?;
+    // An unreachable server is normal at boot or while it restarts: keep trying. A refusal is
+    // final, and so is a missing credential.
+    let mut attempts = 0u32;
+    let saved = loop {
+        match credentials(&config, &http).await {
+            Err(AgentError::Unreachable { server, source }) => {
+                attempts += 1;
+                if attempts == 1 || attempts % 10 == 0 {
+                    tracing::warn!(%server, error = %source, "The server does not answer yet; trying again.");
+                }
+                let pause = Duration::from_millis(250 * u64::from(attempts.min(20)));
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(pause) => {}
+                }
+            }
+            other => break other?,
+        }
+    };
     let client =
         ApiClient { http, base: config.server.clone(), node: saved.node.clone(), credential: saved.credential };
 

@@ -197,6 +197,11 @@ impl Loader {
         &self.location
     }
 
+    /// The top of the repository's work tree, for a local repository that has one.
+    pub fn workdir(&self) -> Option<&Path> {
+        self.repo.workdir()
+    }
+
     /// The manifest root inside the repository, `/`-separated, empty for the top.
     pub fn root(&self) -> &str {
         &self.root

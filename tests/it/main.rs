@@ -11,4 +11,5 @@ mod docs;
 mod git;
 mod manifests;
 mod plan;
+mod server;
 mod store;

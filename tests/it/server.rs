@@ -1,0 +1,186 @@
+//! `berth server` and `berth up` as users run them: real processes, a real repository, the
+//! real engine.
+
+use crate::agent::{TestNode, docker, wait_for};
+use crate::support::TestRepo;
+use berth::nodes::pods::labels;
+use berth::nodes::runtime::{ContainerRuntime, ContainerState};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+fn manifest(version: &str, replicas: u32) -> String {
+    let image = crate::images::busybox();
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: app
+spec:
+  replicas: {replicas}
+  selector:
+    matchLabels: {{app: app}}
+  template:
+    metadata:
+      labels: {{app: app}}
+    spec:
+      terminationGracePeriodSeconds: 0
+      containers:
+        - name: app
+          image: {image}
+          command: ["sh", "-c", "echo {version} > /tmp/version; exec sleep 3600"]
+          readinessProbe:
+            exec: {{command: ["cat", "/tmp/version"]}}
+            periodSeconds: 1
+"#
+    )
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A child process that is killed if the test ends early, so a failing test leaves nothing running.
+struct Process(Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn terminate(child: &Child) {
+    // SAFETY: sending a signal to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+}
+
+/// The running app containers of a node, by pod name.
+async fn running(node: &str) -> Vec<String> {
+    let docker = docker().await;
+    let mut pods: Vec<String> = docker
+        .list(&[(labels::NODE, node), (labels::ROLE, "container")])
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.state == ContainerState::Running)
+        .map(|c| c.labels[labels::POD].clone())
+        .collect();
+    pods.sort();
+    pods
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_follows_commits_and_a_broken_commit_changes_nothing() {
+    docker().await;
+    let mut repo = TestRepo::new();
+    repo.write("app.yaml", &manifest("v1", 2));
+    repo.commit("two replicas");
+    let node = TestNode::new("srv");
+    let db_dir = tempfile::tempdir().unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut server = Process(
+        Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["server", "--join-token", "server-test", "--listen", &listen])
+            .arg("--repo")
+            .arg(repo.path())
+            .arg("--db")
+            .arg(db_dir.path().join("berth.db"))
+            .env("RUST_LOG", "warn")
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut agent = Process(
+        Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args([
+                "agent",
+                "--server",
+                &format!("http://{listen}"),
+                "--join-token",
+                "server-test",
+                "--name",
+                &node.name,
+                "--heartbeat-seconds",
+                "1",
+            ])
+            .arg("--state-dir")
+            .arg(node.state.path())
+            .env("RUST_LOG", "warn")
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+
+    wait_for("two replicas to run", Duration::from_secs(60), || async { running(&node.name).await.len() == 2 }).await;
+    let before = running(&node.name).await;
+
+    // A commit with an error: nothing of it is applied, nothing running is touched.
+    repo.write("app.yaml", &manifest("v2", 3).replace("replicas: 3", "replicaz: 3"));
+    repo.commit("broken");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(running(&node.name).await, before, "a broken commit changed what runs");
+
+    // The fix is seen and applied.
+    repo.write("app.yaml", &manifest("v2", 3));
+    repo.commit("three replicas of v2");
+    wait_for("three new replicas", Duration::from_secs(60), || async {
+        let now = running(&node.name).await;
+        now.len() == 3 && now.iter().all(|p| !before.contains(p))
+    })
+    .await;
+
+    terminate(&agent.0);
+    terminate(&server.0);
+    assert!(agent.0.wait().unwrap().success());
+    assert!(server.0.wait().unwrap().success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn berth_up_runs_a_repository_on_this_machine() {
+    docker().await;
+    let mut repo = TestRepo::new();
+    repo.write("deploy/app.yaml", &manifest("v1", 1));
+    repo.commit("one replica");
+    let node = TestNode::new("up");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut up = Process(
+        Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["up", "--listen", &listen, "--name", &node.name])
+            .arg(repo.path().join("deploy"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("the replica to run", Duration::from_secs(60), || async { running(&node.name).await.len() == 1 }).await;
+    let state = repo.path().join(".berth");
+    wait_for("the commit to be recorded as synced", Duration::from_secs(60), || async {
+        let Ok(store) = berth::store::Store::open_existing(&state.join("berth.db")).await else { return false };
+        let synced = store.applied().await.is_ok_and(|a| a.commit.is_some());
+        store.close().await;
+        synced
+    })
+    .await;
+    assert!(state.join("berth.db").exists() && state.join("join-token").exists());
+    assert_eq!(
+        std::fs::read_to_string(state.join(".gitignore")).unwrap(),
+        "*\n",
+        "the state folder keeps itself out of Git"
+    );
+    let statuses = repo.repo.statuses(None).unwrap();
+    let seen: Vec<String> = statuses
+        .iter()
+        .filter(|s| !s.status().contains(git2::Status::IGNORED))
+        .filter_map(|s| s.path().map(str::to_owned))
+        .collect();
+    assert!(seen.iter().all(|p| !p.starts_with(".berth")), "berth up left files for Git to see: {seen:?}");
+
+    terminate(&up.0);
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(up.0.stdout.as_mut().unwrap(), &mut stdout).unwrap();
+    assert!(up.0.wait().unwrap().success());
+    assert!(stdout.contains("berth is up: control plane on http://"), "{stdout}");
+    assert!(stdout.contains("synced ") && stdout.contains("default/app 1/1"), "{stdout}");
+    assert!(stdout.contains("berth stopped; the pods keep running"), "{stdout}");
+    assert_eq!(running(&node.name).await.len(), 1, "stopping berth up stops no pod");
+}
