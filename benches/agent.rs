@@ -3,6 +3,7 @@
 //!   create and start the same two containers (sandbox and app);
 //! - resident memory and CPU of the `berth agent` process, idle, running 50 pods;
 //! - time from a container dying to the agent's report saying so.
+//!
 //! Medians over repeated runs. `cargo bench --bench agent`; BENCH_QUICK=1 for a short run.
 
 #[path = "../tests/it/images.rs"]

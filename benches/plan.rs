@@ -7,6 +7,7 @@
 //! - re-plan: a loader that holds the parent loads a commit that changed one file and plans it
 //!   against the parent (the file cache by blob id does the rest);
 //! - hostile inputs: an alias bomb, deep nesting and an oversize file, each refused.
+//!
 //! Run with `cargo bench --bench plan`; set BENCH_QUICK=1 for a short run.
 
 use berth::plan::{self, State};

@@ -121,7 +121,7 @@ impl<'a> Checker<'a> {
         match object {
             Object::Namespace(_) => {}
             Object::ConfigMap(config_map) => {
-                for (key, _) in &config_map.data {
+                for key in config_map.data.keys() {
                     self.data_key(&[K("data"), K(key)], key);
                 }
                 for (key, value) in &config_map.binary_data {
@@ -149,7 +149,7 @@ impl<'a> Checker<'a> {
                         );
                     }
                 }
-                for (key, _) in &secret.string_data {
+                for key in secret.string_data.keys() {
                     self.data_key(&[K("stringData"), K(key)], key);
                 }
             }

@@ -172,7 +172,7 @@ pub fn plan(desired: &State, observed: &State) -> Plan {
             risks.push(PlanRisk { level: risk.level, object: change.key().to_string(), message: risk.message.clone() });
         }
     }
-    risks.sort_by(|a, b| b.level.cmp(&a.level));
+    risks.sort_by_key(|risk| std::cmp::Reverse(risk.level));
     Plan {
         format_version: 1,
         from: observed.revision.clone(),

@@ -85,7 +85,7 @@ pub fn schedule(
             let replicas = replicas_on[i];
             // Free share of the node after this pod, in parts per million of the scarcer resource.
             let share =
-                |free: u64, request: u64, total: u64| if total == 0 { 0 } else { (free - request) * 1_000_000 / total };
+                |free: u64, request: u64, total: u64| ((free - request) * 1_000_000).checked_div(total).unwrap_or(0);
             let free = share(free_cpu, pod.requests.cpu_millis, node.allocatable.cpu_millis).min(share(
                 free_memory,
                 pod.requests.memory_bytes,

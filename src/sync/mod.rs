@@ -388,9 +388,7 @@ impl Loader {
             let target = self.repo.find_blob(blob).map_err(|e| e.message().to_owned())?;
             let target = String::from_utf8_lossy(target.content()).into_owned();
             let parent = link_path.rsplit_once('/').map_or("", |(parent, _)| parent);
-            let joined = if target.starts_with('/') {
-                target.clone()
-            } else if parent.is_empty() {
+            let joined = if target.starts_with('/') || parent.is_empty() {
                 target.clone()
             } else {
                 format!("{parent}/{target}")
