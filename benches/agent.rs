@@ -10,7 +10,7 @@
 mod images;
 
 use berth::manifest::Kind;
-use berth::manifest::types::{Container, PodSpec, RestartPolicy};
+use berth::manifest::types::{PodSpec, RestartPolicy};
 use berth::nodes::docker::Docker;
 use berth::nodes::pods::{PodManager, PodManagerConfig, labels};
 use berth::nodes::protocol::{PodAssignment, PodPhase};
@@ -39,21 +39,7 @@ fn pod(name: &str) -> PodAssignment {
         revision: "0".repeat(40),
         spec_hash: "h".into(),
         spec: PodSpec {
-            containers: vec![Container {
-                name: "main".into(),
-                image: images::busybox().into(),
-                command: vec!["sleep".into(), "3600".into()],
-                args: Vec::new(),
-                working_dir: None,
-                env: Vec::new(),
-                env_from: Vec::new(),
-                ports: Vec::new(),
-                resources: None,
-                startup_probe: None,
-                liveness_probe: None,
-                readiness_probe: None,
-                volume_mounts: Vec::new(),
-            }],
+            containers: vec![images::container("main", "exec sleep 3600")],
             volumes: Vec::new(),
             node_selector: BTreeMap::new(),
             restart_policy: Some(RestartPolicy::Always),

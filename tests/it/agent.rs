@@ -79,23 +79,7 @@ where
     }
 }
 
-pub fn container(name: &str, script: &str) -> Container {
-    Container {
-        name: name.to_owned(),
-        image: crate::images::busybox().to_owned(),
-        command: vec!["sh".to_owned(), "-c".to_owned(), script.to_owned()],
-        args: Vec::new(),
-        working_dir: None,
-        env: Vec::new(),
-        env_from: Vec::new(),
-        ports: Vec::new(),
-        resources: None,
-        startup_probe: None,
-        liveness_probe: None,
-        readiness_probe: None,
-        volume_mounts: Vec::new(),
-    }
-}
+pub use crate::images::container;
 
 pub fn pod(name: &str, containers: Vec<Container>) -> PodAssignment {
     PodAssignment {

@@ -1,6 +1,7 @@
 //! Test images, built on this machine: nothing is pulled from a registry. Shared by the tests
 //! and the agent benchmark.
 
+use berth::manifest::types::Container;
 use berth::nodes::docker::Docker;
 use berth::nodes::runtime::ContainerRuntime;
 use berth::nodes::tar::{TarEntry, TarFile, archive};
@@ -39,4 +40,23 @@ pub fn busybox() -> &'static str {
 pub async fn import_busybox(docker: &Docker) {
     let (name, rootfs) = rootfs();
     docker.import_image(name, rootfs.clone(), &["sh"]).await.expect("import the busybox test image");
+}
+
+/// A container of the test image running `sh -c script`.
+pub fn container(name: &str, script: &str) -> Container {
+    Container {
+        name: name.to_owned(),
+        image: busybox().to_owned(),
+        command: vec!["sh".to_owned(), "-c".to_owned(), script.to_owned()],
+        args: Vec::new(),
+        working_dir: None,
+        env: Vec::new(),
+        env_from: Vec::new(),
+        ports: Vec::new(),
+        resources: None,
+        startup_probe: None,
+        liveness_probe: None,
+        readiness_probe: None,
+        volume_mounts: Vec::new(),
+    }
 }
