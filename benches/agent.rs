@@ -6,6 +6,8 @@
 //!
 //! Medians over repeated runs. `cargo bench --bench agent`; BENCH_QUICK=1 for a short run.
 
+// Shared with the tests, which use more of it than this benchmark does.
+#[allow(dead_code)]
 #[path = "../tests/it/images.rs"]
 mod images;
 

@@ -17,33 +17,7 @@ use tokio_util::sync::CancellationToken;
 const TOKEN: &str = "controller-test-token";
 
 fn deployment(replicas: u32, version: &str, surge: u32, unavailable: u32) -> String {
-    let image = crate::images::busybox();
-    format!(
-        r#"apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: web
-  namespace: shop
-spec:
-  replicas: {replicas}
-  selector:
-    matchLabels: {{app: web}}
-  strategy:
-    rollingUpdate: {{maxSurge: {surge}, maxUnavailable: {unavailable}}}
-  template:
-    metadata:
-      labels: {{app: web}}
-    spec:
-      terminationGracePeriodSeconds: 0
-      containers:
-        - name: web
-          image: {image}
-          command: ["sh", "-c", "echo {version} > /tmp/version; exec sleep 3600"]
-          readinessProbe:
-            exec: {{command: ["cat", "/tmp/version"]}}
-            periodSeconds: 1
-"#
-    )
+    crate::images::deployment("web", Some("shop"), replicas, version, Some((surge, unavailable)))
 }
 
 struct Cluster {

@@ -60,3 +60,45 @@ pub fn container(name: &str, script: &str) -> Container {
         volume_mounts: Vec::new(),
     }
 }
+
+/// A Deployment of the test image whose pods turn ready once they have written `version`:
+/// `name` in `namespace` (the default one when `None`), with an optional maxSurge and
+/// maxUnavailable.
+pub fn deployment(
+    name: &str,
+    namespace: Option<&str>,
+    replicas: u32,
+    version: &str,
+    limits: Option<(u32, u32)>,
+) -> String {
+    let image = busybox();
+    let namespace = namespace.map(|n| format!("\n  namespace: {n}")).unwrap_or_default();
+    let strategy = limits
+        .map(|(surge, unavailable)| {
+            format!("\n  strategy:\n    rollingUpdate: {{maxSurge: {surge}, maxUnavailable: {unavailable}}}")
+        })
+        .unwrap_or_default();
+    format!(
+        r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: {name}{namespace}
+spec:
+  replicas: {replicas}
+  selector:
+    matchLabels: {{app: {name}}}{strategy}
+  template:
+    metadata:
+      labels: {{app: {name}}}
+    spec:
+      terminationGracePeriodSeconds: 0
+      containers:
+        - name: {name}
+          image: {image}
+          command: ["sh", "-c", "echo {version} > /tmp/version; exec sleep 3600"]
+          readinessProbe:
+            exec: {{command: ["cat", "/tmp/version"]}}
+            periodSeconds: 1
+"#
+    )
+}

@@ -9,30 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 fn manifest(version: &str, replicas: u32) -> String {
-    let image = crate::images::busybox();
-    format!(
-        r#"apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: app
-spec:
-  replicas: {replicas}
-  selector:
-    matchLabels: {{app: app}}
-  template:
-    metadata:
-      labels: {{app: app}}
-    spec:
-      terminationGracePeriodSeconds: 0
-      containers:
-        - name: app
-          image: {image}
-          command: ["sh", "-c", "echo {version} > /tmp/version; exec sleep 3600"]
-          readinessProbe:
-            exec: {{command: ["cat", "/tmp/version"]}}
-            periodSeconds: 1
-"#
-    )
+    crate::images::deployment("app", None, replicas, version, None)
 }
 
 fn free_port() -> u16 {
