@@ -168,6 +168,15 @@ mod tests {
             .collect()
     }
 
+    /// Carries a step out: its deletes go, its creates appear, ready or not.
+    fn apply(alive: &mut Vec<PodView>, step: Step, created_ready: bool) {
+        alive.retain(|p| !step.delete.contains(&p.name));
+        for ordinal in step.create {
+            let ready_since = created_ready.then_some(NOW - 60);
+            alive.push(PodView { name: format!("new-{ordinal}"), template_hash: "new".into(), ordinal, ready_since });
+        }
+    }
+
     /// Plays a rollout to its end: every created pod turns ready before the next step. Returns
     /// the pods alive after each step.
     fn play(wishes: &Wishes, start: Vec<PodView>) -> Vec<(usize, usize, usize)> {
@@ -178,15 +187,7 @@ mod tests {
             if next.complete || (next.create.is_empty() && next.delete.is_empty()) {
                 break;
             }
-            alive.retain(|p| !next.delete.contains(&p.name));
-            for ordinal in next.create {
-                alive.push(PodView {
-                    name: format!("new-{ordinal}"),
-                    template_hash: "new".into(),
-                    ordinal,
-                    ready_since: Some(NOW - 60),
-                });
-            }
+            apply(&mut alive, next, true);
             let available = alive.len();
             let new = alive.iter().filter(|p| p.template_hash == "new").count();
             trace.push((alive.len(), new, available));
@@ -233,15 +234,7 @@ mod tests {
         // Two steps with new pods that never turn ready.
         for _ in 0..3 {
             let next = step(&wishes, &alive, NOW);
-            alive.retain(|p| !next.delete.contains(&p.name));
-            for ordinal in next.create {
-                alive.push(PodView {
-                    name: format!("new-{ordinal}"),
-                    template_hash: "new".into(),
-                    ordinal,
-                    ready_since: None,
-                });
-            }
+            apply(&mut alive, next, false);
         }
         let old_left = alive.iter().filter(|p| p.template_hash == "old").count();
         assert_eq!(old_left, 3, "old pods stay while the new ones are not ready: {alive:?}");
