@@ -4,6 +4,7 @@
 //! See ARCHITECTURE.md for the map.
 
 pub mod apply;
+pub mod client;
 pub mod diag;
 pub mod manifest;
 pub mod nodes;

@@ -49,6 +49,26 @@ struct SourceArgs {
     cache_dir: Option<PathBuf>,
 }
 
+/// How to reach a running server.
+#[derive(clap::Args)]
+struct ServerArgs {
+    /// The server's URL.
+    #[arg(long, env = "BERTH_SERVER", default_value = berth::client::DEFAULT_SERVER)]
+    server: String,
+    /// A file holding the API token [default: BERTH_TOKEN, else .berth/api-token here or above].
+    #[arg(long)]
+    token_file: Option<PathBuf>,
+    #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+    output: Output,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+    Yaml,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Check the manifests of a commit and print every error and warning.
@@ -80,6 +100,9 @@ enum Command {
         /// Plan the files as they are on disk, uncommitted changes included.
         #[arg(long)]
         worktree: bool,
+        /// Ask a running server for the plan of --to against its live applied state.
+        #[arg(long, conflicts_with_all = ["state", "from", "worktree"])]
+        server: Option<String>,
         #[arg(long, value_enum, default_value = "text")]
         format: PlanFormat,
     },
@@ -107,15 +130,31 @@ enum Command {
         /// Seconds between heartbeats.
         #[arg(long, default_value_t = 2)]
         heartbeat_seconds: u64,
+        /// Milliseconds before a failed container's first restart; each next wait doubles, up
+        /// to five minutes.
+        #[arg(long, default_value_t = 10_000)]
+        restart_backoff_ms: u64,
     },
     /// Run the control plane: follow a repository's branch and converge the joined nodes to it.
     Server {
-        /// A local repository, or a folder inside one (the manifest root).
+        /// A local repository (or a folder inside one), or a remote URL (https, ssh, file).
         #[arg(long)]
-        repo: PathBuf,
-        /// The branch to follow [default: the checked-out branch].
+        repo: String,
+        /// The manifest root inside the repository.
+        #[arg(long, default_value = "")]
+        path: String,
+        /// The branch to follow [default: the checked-out branch; for a remote, its default branch].
         #[arg(long, default_value = "HEAD")]
         branch: String,
+        /// For a remote repository: seconds between fetches (a webhook fetches at once).
+        #[arg(long, default_value_t = 30)]
+        fetch_interval: u64,
+        /// The shared secret of the Git host's push webhook (POST /api/v1/webhooks/git).
+        #[arg(long, env = "BERTH_WEBHOOK_SECRET", hide_env_values = true)]
+        webhook_secret: Option<String>,
+        /// Where remote repositories are cached [default: beside the database].
+        #[arg(long)]
+        cache_dir: Option<PathBuf>,
         /// The SQLite file of the control plane.
         #[arg(long, default_value = "berth.db")]
         db: PathBuf,
@@ -139,6 +178,61 @@ enum Command {
         /// The local node's name [default: the host name].
         #[arg(long)]
         name: Option<String>,
+    },
+    /// The overall status of a running server: commits, health and counts.
+    Status {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// List workloads, pods, nodes, services or syncs of a running server.
+    Get {
+        /// workloads, pods, nodes, services or syncs.
+        what: String,
+        /// Only this namespace [default: all].
+        #[arg(short, long)]
+        namespace: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// One workload in detail: pods per node, rollout, history, pin.
+    Describe {
+        /// KIND/NAME, such as deployment/web.
+        target: String,
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// A workload's revisions by commit: sha, author, time, outcome and message.
+    History {
+        /// KIND/NAME, such as deployment/web.
+        target: String,
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Hold a workload at an earlier commit's spec until the branch moves (needs the API token).
+    Rollback {
+        /// KIND/NAME, such as deployment/web.
+        target: String,
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        /// The commit to go back to [default: the last healthy revision before the running one].
+        #[arg(long)]
+        to: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Show the plan of a commit that waits for approval; with --approve, apply exactly that plan.
+    Sync {
+        /// The waiting commit [default: the newest waiting one].
+        commit: Option<String>,
+        /// Approve the plan shown (needs the API token); refused if the applied state moved since.
+        #[arg(long)]
+        approve: bool,
+        #[command(flatten)]
+        server: ServerArgs,
     },
     /// Write the JSON Schemas of every kind (draft-07, for yaml-language-server).
     Schemas {
@@ -167,10 +261,35 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Validate { source, rev, worktree, format } => validate(&source, &rev, worktree, format),
-        Command::Plan { source, from, to, state, worktree, format } => {
+        Command::Plan { source, from, to, state, worktree, server: Some(server), format } => {
+            let _ = (source, from, state, worktree);
+            remote_plan(&server, &to, format)
+        }
+        Command::Plan { source, from, to, state, worktree, server: None, format } => {
             plan_command(&source, from, &to, state.as_deref(), worktree, format)
         }
-        Command::Agent { server, join_token, name, address, labels, state_dir, heartbeat_seconds } => {
+        Command::Status { server } => client_command(&server, ClientCall::Status),
+        Command::Get { what, namespace, server } => client_command(&server, ClientCall::Get { what, namespace }),
+        Command::Describe { target, namespace, server } => {
+            client_command(&server, ClientCall::Describe { target, namespace })
+        }
+        Command::History { target, namespace, server } => {
+            client_command(&server, ClientCall::History { target, namespace })
+        }
+        Command::Rollback { target, namespace, to, server } => {
+            client_command(&server, ClientCall::Rollback { target, namespace, to })
+        }
+        Command::Sync { commit, approve, server } => client_command(&server, ClientCall::Sync { commit, approve }),
+        Command::Agent {
+            server,
+            join_token,
+            name,
+            address,
+            labels,
+            state_dir,
+            heartbeat_seconds,
+            restart_backoff_ms,
+        } => {
             let name = match name {
                 Some(name) => name,
                 None => std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_lowercase())?,
@@ -178,6 +297,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let mut config = berth::nodes::agent::AgentConfig::new(&server, &name, &address, &state_dir);
             config.join_token = join_token;
             config.heartbeat_interval = std::time::Duration::from_secs(heartbeat_seconds.max(1));
+            config.backoff_base = std::time::Duration::from_millis(restart_backoff_ms.max(100));
             for label in labels.iter().filter(|l| !l.is_empty()) {
                 let (key, value) =
                     label.split_once('=').with_context(|| format!("label `{label}` is not key=value"))?;
@@ -202,7 +322,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Server { repo, branch, db, listen, join_token, node_grace_seconds } => {
+        Command::Server {
+            repo,
+            path,
+            branch,
+            fetch_interval,
+            webhook_secret,
+            cache_dir,
+            db,
+            listen,
+            join_token,
+            node_grace_seconds,
+        } => {
             init_logging();
             let state_dir = db
                 .parent()
@@ -211,25 +342,42 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .unwrap_or_else(|| PathBuf::from("."));
             let token = match join_token {
                 Some(token) => token,
-                None => join_token_in(&state_dir)?,
+                None => secret_in(&state_dir, "join-token")?,
             };
-            let loader = Loader::open(&repo)?;
+            let source = SourceArgs {
+                path: repo.clone(),
+                subdir: path.clone(),
+                cache_dir: Some(cache_dir.unwrap_or_else(|| state_dir.join("repos"))),
+            };
+            let remote = is_url(&repo);
+            let loader = if remote || path.is_empty() {
+                open_source(&source)?
+            } else {
+                Loader::open(&Path::new(&repo).join(&path))?
+            };
+            let mut config = berth::server::control::ControlConfig { branch: branch.clone(), ..Default::default() };
+            config.controller.node_grace_seconds = node_grace_seconds;
+            if remote {
+                config.fetch_interval = Some(std::time::Duration::from_secs(fetch_interval.max(1)));
+            }
             let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
             runtime.block_on(async {
                 let shutdown = tokio_util::sync::CancellationToken::new();
-                let (status, _) = tokio::sync::watch::channel(berth::server::control::SyncStatus::default());
-                let mut tasks = serve_control_plane(
+                let served = serve_control_plane(
                     loader,
                     &db,
                     &listen,
                     &token,
-                    &branch,
-                    node_grace_seconds,
-                    status,
+                    webhook_secret.as_deref(),
+                    config,
                     shutdown.clone(),
                 )
                 .await?;
-                eprintln!("berth server: following {} of {} on http://{listen}", branch, repo.display());
+                let mut tasks = served.tasks;
+                eprintln!(
+                    "berth server: following {branch} of {repo} on http://{listen}; API token in {}",
+                    state_dir.join("api-token").display()
+                );
                 wait_for_signal().await;
                 shutdown.cancel();
                 while tasks.join_next().await.is_some() {}
@@ -251,9 +399,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-/// The join token kept in `state_dir`, made on first use (readable by its owner only).
-fn join_token_in(state_dir: &Path) -> Result<String> {
-    let path = state_dir.join("join-token");
+/// A token kept in `state_dir` under `name`, made on first use (readable by its owner only).
+fn secret_in(state_dir: &Path, name: &str) -> Result<String> {
+    let path = state_dir.join(name);
     if let Ok(token) = std::fs::read_to_string(&path) {
         return Ok(token.trim().to_owned());
     }
@@ -287,33 +435,41 @@ async fn wait_for_signal() {
     }
 }
 
-/// Starts the agent API and the control loop; both stop when `shutdown` is cancelled.
-#[allow(clippy::too_many_arguments)]
+struct Served {
+    tasks: tokio::task::JoinSet<()>,
+    plane: Arc<berth::server::control::ControlPlane>,
+}
+
+/// Starts the HTTP side (agent API and user API) and the control loop; they stop when
+/// `shutdown` is cancelled. The API token is made beside the database on first start.
 async fn serve_control_plane(
     loader: Loader,
     db: &Path,
     listen: &str,
-    token: &str,
-    branch: &str,
-    node_grace_seconds: i64,
-    status: tokio::sync::watch::Sender<berth::server::control::SyncStatus>,
+    join_token: &str,
+    webhook_secret: Option<&str>,
+    config: berth::server::control::ControlConfig,
     shutdown: tokio_util::sync::CancellationToken,
-) -> Result<tokio::task::JoinSet<()>> {
+) -> Result<Served> {
+    let state_dir =
+        db.parent().map(Path::to_path_buf).filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(|| ".".into());
+    let api_token = secret_in(&state_dir, "api-token")?;
     let store = Arc::new(Store::open(db).await.with_context(|| format!("opening {}", db.display()))?);
-    let api = berth::server::agent_api::AgentApi::new(store.clone(), token);
+    let agents = berth::server::agent_api::AgentApi::new(store.clone(), join_token);
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
+    let loopback = listener.local_addr().map(|a| a.ip().is_loopback()).unwrap_or(false);
+    let plane = berth::server::control::ControlPlane::new(store, loader, agents.clone(), config);
+    let access = berth::server::api::Access::new(&api_token, !loopback, webhook_secret);
+    let router = agents.router().merge(berth::server::api::router(plane.clone(), access));
     let mut tasks = tokio::task::JoinSet::new();
-    let router = api.router();
     let stop = shutdown.clone();
     tasks.spawn(async move {
         if let Err(error) = axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await {
             tracing::error!(%error, "The HTTP server stopped.");
         }
     });
-    let mut config = berth::server::control::ControlConfig { branch: branch.to_owned(), ..Default::default() };
-    config.controller.node_grace_seconds = node_grace_seconds;
-    tasks.spawn(berth::server::control::run(loader, store, api, config, status, shutdown));
-    Ok(tasks)
+    tasks.spawn(berth::server::control::run(plane.clone(), shutdown));
+    Ok(Served { tasks, plane })
 }
 
 /// `berth up`: the control plane and one local agent in this process.
@@ -324,7 +480,7 @@ fn up(path: &Path, listen: &str, name: Option<String>) -> Result<ExitCode> {
     std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
     // The state folder is the machine's, never the repository's.
     std::fs::write(state.join(".gitignore"), "*\n")?;
-    let token = join_token_in(&state)?;
+    let token = secret_in(&state, "join-token")?;
     let name = match name {
         Some(name) => name,
         None => std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -339,10 +495,12 @@ fn up(path: &Path, listen: &str, name: Option<String>) -> Result<ExitCode> {
         let docker =
             berth::nodes::docker::Docker::connect().await.context("connecting to the Docker engine; is it running?")?;
         let shutdown = tokio_util::sync::CancellationToken::new();
-        let (status, mut updates) = tokio::sync::watch::channel(berth::server::control::SyncStatus::default());
-        let mut tasks =
-            serve_control_plane(loader, &state.join("berth.db"), listen, &token, "HEAD", 30, status, shutdown.clone())
+        let config = berth::server::control::ControlConfig::default();
+        let served =
+            serve_control_plane(loader, &state.join("berth.db"), listen, &token, None, config, shutdown.clone())
                 .await?;
+        let mut tasks = served.tasks;
+        let mut updates = served.plane.status.subscribe();
         let mut agent_config = berth::nodes::agent::AgentConfig::new(
             &format!("http://{listen}"),
             &name,
@@ -414,10 +572,12 @@ fn init_logging() {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
+fn is_url(path: &str) -> bool {
+    path.contains("://") || (path.contains('@') && path.contains(':') && !Path::new(path).exists())
+}
+
 fn open_source(source: &SourceArgs) -> Result<Loader> {
-    let is_url = source.path.contains("://")
-        || (source.path.contains('@') && source.path.contains(':') && !Path::new(&source.path).exists());
-    if is_url {
+    if is_url(&source.path) {
         let cache_dir = match &source.cache_dir {
             Some(dir) => dir.clone(),
             None => default_cache_dir().context("no cache folder: set --cache-dir or XDG_CACHE_HOME")?,
@@ -560,11 +720,14 @@ fn plan_command(
             match loader.load(&from) {
                 Ok(observed_commit) => {
                     require_valid(&observed_commit, "--from")?;
-                    State {
+                    let observed = State {
                         revision: observed_commit.commit.sha.clone(),
                         title: observed_commit.commit.message.clone(),
                         resources: observed_commit.resources.clone(),
-                    }
+                    };
+                    let mut plan = plan::plan(&desired, &observed);
+                    note_restores_from_git(&mut loader, &mut plan, &desired.resources, &observed_commit.commit.sha);
+                    return print_plan(&plan, format);
                 }
                 // An older commit from before the manifest folder existed declares nothing there.
                 // Only the older side may be absent: a missing root on the desired side is an error.
@@ -583,6 +746,62 @@ fn plan_command(
     print_plan(&plan::plan(&desired, &observed), format)
 }
 
+/// How far back `berth plan` looks for the commit whose spec an update brings back.
+const RESTORE_LOOKBACK: usize = 20;
+
+/// The first-parent ancestors of a commit, loaded as they are asked for.
+struct Ancestors<'a> {
+    loader: &'a mut Loader,
+    next: Option<String>,
+    loaded: Vec<Arc<Loaded>>,
+}
+
+impl Ancestors<'_> {
+    /// The `index`-th ancestor (0 is the parent), within the lookback; `None` past the first
+    /// commit or a commit with errors.
+    fn get(&mut self, index: usize) -> Option<&Loaded> {
+        while self.loaded.len() <= index {
+            let rev = self.next.take().filter(|_| self.loaded.len() < RESTORE_LOOKBACK)?;
+            let commit = self.loader.load(&rev).ok().filter(|c| c.is_valid())?;
+            self.next = Some(format!("{}^", commit.commit.sha));
+            self.loaded.push(commit);
+        }
+        self.loaded.get(index).map(|c| &**c)
+    }
+
+    fn hash(&mut self, index: usize, key: &berth::manifest::ObjectKey) -> Option<String> {
+        let commit = self.get(index)?;
+        commit.resources.binary_search_by(|r| r.key.cmp(key)).ok().map(|i| commit.resources[i].hash.clone())
+    }
+}
+
+/// Names, for each update, the earlier commit that introduced the spec it brings back (after a
+/// `git revert`), looking through the first-parent ancestors of `from`.
+fn note_restores_from_git(
+    loader: &mut Loader,
+    plan: &mut plan::Plan,
+    desired: &[Arc<berth::manifest::Resource>],
+    from: &str,
+) {
+    if !plan.changes.iter().any(|c| c.action == plan::Action::Update) {
+        return;
+    }
+    let mut ancestors = Ancestors { loader, next: Some(format!("{from}^")), loaded: Vec::new() };
+    plan::note_restores(plan, desired, |key, hash| {
+        // The nearest ancestor with this spec, then back while it stays: the oldest of that run
+        // introduced it.
+        let mut index = 0;
+        while ancestors.hash(index, key).as_deref() != Some(hash) {
+            ancestors.get(index)?;
+            index += 1;
+        }
+        while ancestors.hash(index + 1, key).as_deref() == Some(hash) {
+            index += 1;
+        }
+        ancestors.get(index).map(|c| c.commit.clone())
+    });
+}
+
 fn print_plan(plan: &plan::Plan, format: PlanFormat) -> Result<ExitCode> {
     let mut out = anstream::stdout();
     match format {
@@ -591,4 +810,161 @@ fn print_plan(plan: &plan::Plan, format: PlanFormat) -> Result<ExitCode> {
         PlanFormat::Json => write!(out, "{}", render::json(plan))?,
     }
     Ok(if plan.summary.has_changes() { ExitCode::from(2) } else { ExitCode::SUCCESS })
+}
+
+/// A request of the CLI to a running server.
+enum ClientCall {
+    Status,
+    Get { what: String, namespace: Option<String> },
+    Describe { target: String, namespace: String },
+    History { target: String, namespace: String },
+    Rollback { target: String, namespace: String, to: Option<String> },
+    Sync { commit: Option<String>, approve: bool },
+}
+
+/// Prints one API answer as a table.
+type Table<'a> = Box<dyn FnOnce(&serde_json::Value) -> String + 'a>;
+
+fn client_for(args: &ServerArgs) -> Result<berth::client::Client> {
+    let token = berth::client::find_token(args.token_file.as_deref()).with_context(|| {
+        format!("reading the token file {}", args.token_file.as_deref().unwrap_or(Path::new("")).display())
+    })?;
+    Ok(berth::client::Client::new(&args.server, token))
+}
+
+/// The API path of a workload named `kind/name` or `kind/namespace/name`.
+fn workload_path(target: &str, namespace: &str) -> Result<String> {
+    let (kind, namespace, name) = berth::client::parse_target(target, namespace)
+        .with_context(|| format!("`{target}` is not KIND/NAME; write it like deployment/web (and -n NAMESPACE)"))?;
+    Ok(format!("/api/v1/workloads/{kind}/{namespace}/{name}"))
+}
+
+fn print_value(
+    value: &serde_json::Value,
+    output: Output,
+    table: impl FnOnce(&serde_json::Value) -> String,
+) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match output {
+        Output::Json => writeln!(out, "{}", serde_json::to_string_pretty(value)?)?,
+        Output::Yaml => write!(out, "{}", render::to_yaml(value))?,
+        Output::Table => write!(out, "{}", table(value))?,
+    }
+    Ok(())
+}
+
+fn client_command(args: &ServerArgs, call: ClientCall) -> Result<ExitCode> {
+    use berth::client as c;
+    let client = client_for(args)?;
+    let now = berth::server::now();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        match call {
+            ClientCall::Status => {
+                let status = client.get("/api/v1/status").await?;
+                print_value(&status, args.output, |s| c::status_text(s, now))?;
+                let health = status["health"].as_str().unwrap_or_default();
+                Ok(if matches!(health, "Degraded" | "Failed") { ExitCode::from(1) } else { ExitCode::SUCCESS })
+            }
+            ClientCall::Get { what, namespace } => {
+                let ns = namespace.as_deref();
+                let (path, table): (&str, Table<'_>) =
+                    match what.to_lowercase().as_str() {
+                        "workloads" | "workload" | "deployments" | "deploy" => {
+                            ("/api/v1/workloads", Box::new(move |v| c::workloads_table(v, ns)))
+                        }
+                        "pods" | "pod" | "po" => ("/api/v1/pods", Box::new(move |v| c::pods_table(v, ns))),
+                        "nodes" | "node" | "no" => ("/api/v1/nodes", Box::new(move |v| c::nodes_table(v, now))),
+                        "services" | "service" | "svc" => {
+                            ("/api/v1/services", Box::new(move |v| c::services_table(v, ns)))
+                        }
+                        "syncs" | "sync" => ("/api/v1/syncs", Box::new(move |v| c::syncs_table(v, now))),
+                        other => bail!("cannot list `{other}`: choose workloads, pods, nodes, services or syncs"),
+                    };
+                let value = client.get(path).await?;
+                print_value(&value, args.output, table)?;
+                Ok(ExitCode::SUCCESS)
+            }
+            ClientCall::Describe { target, namespace } => {
+                let value = client.get(&workload_path(&target, &namespace)?).await?;
+                print_value(&value, args.output, |v| c::describe_text(v, now))?;
+                Ok(ExitCode::SUCCESS)
+            }
+            ClientCall::History { target, namespace } => {
+                let value = client.get(&format!("{}/history", workload_path(&target, &namespace)?)).await?;
+                print_value(&value, args.output, |v| c::history_table(v, now))?;
+                Ok(ExitCode::SUCCESS)
+            }
+            ClientCall::Rollback { target, namespace, to } => {
+                let path = format!("{}/rollback", workload_path(&target, &namespace)?);
+                let pin = client.post(&path, &serde_json::json!({ "to": to })).await?;
+                print_value(&pin, args.output, |p| {
+                    format!(
+                        "{target} is held at commit {} until the branch moves; `berth describe {target} -n {namespace}` shows the rollback\n",
+                        p["commit"].as_str().map(|s| &s[..s.len().min(7)]).unwrap_or_default()
+                    )
+                })?;
+                Ok(ExitCode::SUCCESS)
+            }
+            ClientCall::Sync { commit, approve } => {
+                let sha = match commit {
+                    Some(sha) => sha,
+                    None => {
+                        let syncs = client.get("/api/v1/syncs").await?;
+                        let waiting = syncs
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .find(|s| s["outcome"] == "waiting")
+                            .and_then(|s| s["commit"]["sha"].as_str().map(str::to_owned));
+                        match waiting {
+                            Some(sha) => sha,
+                            None => {
+                                println!("no commit waits for approval; `berth get syncs` lists what was seen");
+                                return Ok(ExitCode::SUCCESS);
+                            }
+                        }
+                    }
+                };
+                let record = client.get(&format!("/api/v1/syncs/{sha}")).await?;
+                let index = record["stateIndex"].as_i64();
+                if args.output == Output::Table {
+                    print!("{}", record["planText"].as_str().unwrap_or_default());
+                    println!(
+                        "\ncommit {} is {}{} (state index {})",
+                        &sha[..sha.len().min(7)],
+                        record["outcome"].as_str().unwrap_or_default(),
+                        record["reason"].as_str().filter(|r| !r.is_empty()).map(|r| format!(": {r}")).unwrap_or_default(),
+                        index.unwrap_or_default()
+                    );
+                } else {
+                    print_value(&record, args.output, |_| String::new())?;
+                }
+                if approve {
+                    let full = record["commit"]["sha"].as_str().unwrap_or(&sha).to_owned();
+                    client
+                        .post(&format!("/api/v1/syncs/{full}/approve"), &serde_json::json!({ "stateIndex": index }))
+                        .await?;
+                    eprintln!("approved: the server applies exactly the plan above");
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+        }
+    })
+}
+
+/// `berth plan --server`: a commit against the live applied state of a running server.
+fn remote_plan(server: &str, rev: &str, format: PlanFormat) -> Result<ExitCode> {
+    let client = berth::client::Client::new(server, berth::client::find_token(None)?);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let view = runtime.block_on(client.get(&format!("/api/v1/plan?rev={rev}")))?;
+    let mut out = anstream::stdout();
+    match format {
+        PlanFormat::Json => writeln!(out, "{}", serde_json::to_string_pretty(&view["plan"])?)?,
+        _ => {
+            write!(out, "{}", view["planText"].as_str().unwrap_or_default())?;
+            writeln!(out, "(against the server's applied state at index {})", view["stateIndex"])?;
+        }
+    }
+    Ok(if view["hasChanges"].as_bool() == Some(true) { ExitCode::from(2) } else { ExitCode::SUCCESS })
 }

@@ -44,6 +44,22 @@ pub struct WorkloadStatus {
     pub complete: bool,
     /// Why pods wait to be placed, such as `0/3 nodes fit: 2 insufficient memory`.
     pub unschedulable: Vec<String>,
+    /// The commit whose spec the workload was reconciled to.
+    pub revision: String,
+    /// Why the new pods are failing (a container restarting over and over), when they are.
+    pub failure: Option<String>,
+}
+
+/// A container that restarted this often without becoming ready is crash-looping.
+pub const CRASH_LOOP_RESTARTS: u32 = 3;
+
+/// What each workload is reconciled to, besides the commit's own spec.
+#[derive(Debug, Default, Clone)]
+pub struct Targets {
+    /// Workloads held at another commit's spec: a rollback, by hand or after a failed rollout.
+    pub overrides: HashMap<ObjectKey, Arc<Loaded>>,
+    /// Workloads gone from the commit whose pods stay (annotation `berth.dev/prune: "false"`).
+    pub retained: BTreeSet<ObjectKey>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -97,7 +113,12 @@ impl Controller {
     }
 
     /// One pass towards `desired` at time `now` (seconds since the Unix epoch).
-    pub async fn reconcile(&self, desired: &Loaded, now: i64) -> Result<ReconcileSummary, StoreError> {
+    pub async fn reconcile(
+        &self,
+        desired: &Loaded,
+        targets: &Targets,
+        now: i64,
+    ) -> Result<ReconcileSummary, StoreError> {
         let nodes = self.store.nodes().await?;
         let ready: BTreeSet<&str> = nodes
             .iter()
@@ -138,8 +159,13 @@ impl Controller {
             })
             .collect();
 
-        let declared: BTreeSet<ObjectKey> =
-            desired.resources.iter().filter(|r| r.key.kind.is_workload()).map(|r| r.key.clone()).collect();
+        let declared: BTreeSet<ObjectKey> = desired
+            .resources
+            .iter()
+            .filter(|r| r.key.kind.is_workload())
+            .map(|r| r.key.clone())
+            .chain(targets.retained.iter().cloned())
+            .collect();
         // Pods of workloads the commit no longer declares go.
         for pods in assigned.values_mut() {
             pods.retain(|p| declared.contains(&workload_of(p)));
@@ -149,7 +175,21 @@ impl Controller {
         let mut pending: Vec<(PodRequest, PodAssignment, ObjectKey)> = Vec::new();
         let mut statuses = Vec::new();
         for resource in desired.resources.iter().filter(|r| r.key.kind.is_workload()) {
-            let status = self.plan_workload(resource, desired, &sources, &node_infos, &mut assigned, &mut pending, now);
+            let status = match targets
+                .overrides
+                .get(&resource.key)
+                .and_then(|commit| commit.resources.iter().find(|r| r.key == resource.key).map(|r| (commit, r)))
+            {
+                Some((commit, resource)) => {
+                    let sources = Sources::new(&commit.resources, &commit.secrets);
+                    let target = Target { resource, commit, sources: &sources };
+                    self.plan_workload(&target, &node_infos, &reports, &mut assigned, &mut pending, now)
+                }
+                None => {
+                    let target = Target { resource, commit: desired, sources: &sources };
+                    self.plan_workload(&target, &node_infos, &reports, &mut assigned, &mut pending, now)
+                }
+            };
             statuses.push(status);
         }
 
@@ -196,17 +236,16 @@ impl Controller {
 
     /// Decides one workload's next step: deletes are applied to `assigned`, creates are added to
     /// `pending` for the scheduler.
-    #[allow(clippy::too_many_arguments)]
     fn plan_workload(
         &self,
-        resource: &Resource,
-        desired: &Loaded,
-        sources: &Sources<'_>,
+        target: &Target<'_>,
         nodes: &[NodeInfo],
+        reports: &HashMap<String, PodStatus>,
         assigned: &mut BTreeMap<String, Vec<PodAssignment>>,
         pending: &mut Vec<(PodRequest, PodAssignment, ObjectKey)>,
         now: i64,
     ) -> WorkloadStatus {
+        let Target { resource, commit, sources } = *target;
         let key = resource.key.clone();
         let hash = template_hash(resource);
         let ready_since = self.ready_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
@@ -230,6 +269,8 @@ impl Controller {
             total: current.len(),
             complete: false,
             unschedulable: Vec::new(),
+            revision: commit.commit.sha.clone(),
+            failure: crash_loop(current.iter().map(|(_, p)| p).filter(|p| p.spec_hash == hash), reports),
         };
         let mut delete: Vec<String> = Vec::new();
         let mut create: Vec<(Replica<'_>, Option<String>)> = Vec::new();
@@ -345,7 +386,7 @@ impl Controller {
             pods.retain(|p| !(workload_of(p) == key && delete.contains(&p.pod)));
         }
         for (replica, pinned) in create {
-            match assignment(resource, &desired.commit.sha, replica, sources) {
+            match assignment(resource, &commit.commit.sha, replica, sources) {
                 Ok(pod) => {
                     let request = request_of(&pod, pinned);
                     pending.push((request, pod, key.clone()));
@@ -355,6 +396,38 @@ impl Controller {
         }
         status
     }
+}
+
+/// The spec one workload is reconciled to, with the commit it comes from.
+#[derive(Clone, Copy)]
+struct Target<'a> {
+    resource: &'a Resource,
+    commit: &'a Loaded,
+    sources: &'a Sources<'a>,
+}
+
+/// Names the first of `pods` with a container that keeps restarting without becoming ready.
+fn crash_loop<'a>(
+    pods: impl Iterator<Item = &'a PodAssignment>,
+    reports: &HashMap<String, PodStatus>,
+) -> Option<String> {
+    for pod in pods {
+        let Some(report) = reports.get(&format!("{}/{}", pod.namespace, pod.pod)) else { continue };
+        for container in &report.containers {
+            if container.restart_count >= CRASH_LOOP_RESTARTS && !container.ready {
+                let mut reason =
+                    format!("pod {} container {} restarted {} times", pod.pod, container.name, container.restart_count);
+                if let Some(code) = container.exit_code {
+                    reason.push_str(&format!(", last exit code {code}"));
+                }
+                if let Some(error) = &container.last_error {
+                    reason.push_str(&format!(", last error: {error}"));
+                }
+                return Some(reason);
+            }
+        }
+    }
+    None
 }
 
 fn default_rolling() -> Strategy {

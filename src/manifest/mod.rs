@@ -338,7 +338,15 @@ impl fmt::Debug for SecretData {
     }
 }
 
+/// The annotation that, set to `"false"`, keeps an object running after it leaves Git.
+pub const PRUNE_ANNOTATION: &str = "berth.dev/prune";
+
 impl Resource {
+    /// Whether the object stays when a commit no longer declares it.
+    pub fn is_kept(&self) -> bool {
+        self.object.metadata().annotations.get(PRUNE_ANNOTATION).is_some_and(|v| v == "false")
+    }
+
     /// Builds the comparable form of a defaulted object; secret values are digested and dropped.
     pub fn new(file: &str, pos: Pos, object: Object, references: Vec<validate::Reference>) -> Resource {
         Self::split_secret(file, pos, object, references).0

@@ -79,6 +79,33 @@ pub struct Change {
     pub risks: Vec<Risk>,
     /// A unified diff of the object as YAML, secret values redacted.
     pub diff: String,
+    /// A delete that does not happen: the object carries `berth.dev/prune: "false"`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub kept: bool,
+    /// The earlier commit whose spec an update brings back, as after a `git revert`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub restores: Option<Restored>,
+}
+
+/// An earlier commit whose version of an object a change brings back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Restored {
+    pub commit: String,
+    pub message: String,
+}
+
+/// Names, for each update, the earlier commit that introduced the spec it brings back.
+/// `earlier(key, hash)` looks a spec up in the history the caller has (revisions or Git).
+pub fn note_restores<C: Into<Restored>>(
+    plan: &mut Plan,
+    desired: &[Arc<Resource>],
+    mut earlier: impl FnMut(&ObjectKey, &str) -> Option<C>,
+) {
+    for change in plan.changes.iter_mut().filter(|c| c.action == Action::Update) {
+        let key = change.key();
+        let Ok(index) = desired.binary_search_by(|r| r.key.cmp(&key)) else { continue };
+        change.restores = earlier(&key, &desired[index].hash).map(Into::into);
+    }
 }
 
 impl Change {
@@ -158,6 +185,7 @@ pub fn plan(desired: &State, observed: &State) -> Plan {
             }
         };
         match change.action {
+            _ if change.kept => summary.unchanged += 1,
             Action::Create => summary.create += 1,
             Action::Update => summary.update += 1,
             Action::Delete => summary.delete += 1,
@@ -208,6 +236,8 @@ fn change(action: Action, resource: &Resource) -> Change {
         rollout: None,
         risks: Vec::new(),
         diff: String::new(),
+        kept: false,
+        restores: None,
     }
 }
 
@@ -238,6 +268,24 @@ fn created(new: &Resource) -> Change {
 fn deleted(old: &Resource) -> Change {
     let mut deleted = change(Action::Delete, old);
     deleted.diff = render::whole('-', &render::to_yaml(&old.canonical));
+    if old.is_kept() {
+        deleted.kept = true;
+        deleted.risks.push(Risk {
+            level: RiskLevel::Low,
+            message: format!(
+                "kept: {} carries berth.dev/prune: \"false\", so it keeps running, no longer managed",
+                old.key
+            ),
+        });
+        deleted.rollout = old.object.replicas().map(|replicas| Rollout {
+            strategy: "Keep".into(),
+            replicas: Some(replicas),
+            restarts: None,
+            batches: Vec::new(),
+            description: "keeps running (berth.dev/prune: \"false\")".into(),
+        });
+        return deleted;
+    }
     let what = match (old.key.kind, old.object.replicas()) {
         (Kind::Namespace, _) => format!("deletes namespace {}", old.key.name),
         (Kind::DaemonSet, _) => format!("deletes {}: its replica on every node stops", old.key),

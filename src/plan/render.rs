@@ -71,7 +71,7 @@ pub fn text(plan: &Plan, color: bool) -> String {
         }
     }
     for change in plan.changes.iter().filter(|c| c.action != Action::Unchanged) {
-        let (word, style) = action_word(change.action);
+        let (word, style) = if change.kept { ("= keep", CYAN) } else { action_word(change.action) };
         let place = if change.action == Action::Delete {
             format!("was {}:{}", change.file, change.line)
         } else {
@@ -83,6 +83,10 @@ pub fn text(plan: &Plan, color: bool) -> String {
         }
         if let Some(rollout) = &change.rollout {
             let _ = writeln!(out, "    rollout: {}", rollout.description);
+        }
+        if let Some(restored) = &change.restores {
+            let _ =
+                writeln!(out, "    restores the spec of commit {} \"{}\"", short(&restored.commit), restored.message);
         }
         for line in change.diff.lines() {
             let style = match line.as_bytes().first() {
@@ -120,10 +124,14 @@ pub fn markdown(plan: &Plan) -> String {
         let _ = writeln!(out, "#### Changes\n");
     }
     for change in changed {
-        let (word, _) = action_word(change.action);
+        let (word, _) = if change.kept { ("= keep", CYAN) } else { action_word(change.action) };
         let mut summary = format!("<code>{}</code> {}", word.trim(), change.key());
         if let Some(rollout) = &change.rollout {
             let _ = write!(summary, ": {}", rollout.description);
+        }
+        if let Some(restored) = &change.restores {
+            let _ =
+                write!(summary, "; restores the spec of commit {} \"{}\"", short(&restored.commit), restored.message);
         }
         let _ = writeln!(
             out,

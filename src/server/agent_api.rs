@@ -83,7 +83,7 @@ impl AgentApi {
     }
 }
 
-fn bearer(headers: &HeaderMap) -> Result<&str, AppError> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Result<&str, AppError> {
     headers
         .get(axum::http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

@@ -1,33 +1,101 @@
-//! The control plane's loop: follow a branch, load each new commit once, and reconcile the nodes
-//! to the last commit that loaded without errors.
+//! The control plane's loop: follow a branch, load each new commit once, decide whether to apply
+//! it, and reconcile the nodes to it.
 //!
 //! A commit that fails to load, parse or validate changes nothing: the last good commit keeps
-//! running and the status says why. A local repository is polled every 500 ms, so a new commit
-//! is seen within a second. Everything the loop decides is written to the store first, so a
-//! restarted server resumes where it stopped.
+//! running and the status says why. Each commit seen gets a sync record with its plan against
+//! the applied state. Under `sync.policy: manual`, or when a commit would delete more of the
+//! applied objects than `sync.pruneThreshold` allows, the commit waits for an approval of exactly
+//! that plan. Every workload spec a commit introduces is a revision: a rollout that crash-loops
+//! or misses its progress deadline fails, and the workload goes back to its last healthy revision
+//! until its spec changes in Git. `berth rollback` pins a workload to an earlier commit until the
+//! branch moves. Everything the loop decides is written to the store first, so a restarted server
+//! resumes where it stopped.
 
-use crate::apply::controller::{Controller, ControllerConfig, ReconcileSummary};
+use crate::apply::controller::{Controller, ControllerConfig, ReconcileSummary, Targets, WorkloadStatus};
+use crate::manifest::{ObjectKey, Resource};
+use crate::plan::{self, State, render};
 use crate::server::agent_api::AgentApi;
-use crate::store::Store;
-use crate::sync::{Loaded, Loader, SyncError};
+use crate::store::{Outcome, Pin, Revision, Store, StoreError, SyncRecord};
+use crate::sync::{CommitInfo, Loaded, Loader, SyncError};
+use serde::Serialize;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use tokio::sync::watch;
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
-/// What the loop last did, for `berth up`'s progress and, later, the status API.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// How something stands, in the words of Argo CD.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub enum Health {
+    Synced,
+    OutOfSync,
+    Progressing,
+    Degraded,
+    Failed,
+    #[default]
+    Unknown,
+}
+
+impl Health {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Synced => "Synced",
+            Health::OutOfSync => "OutOfSync",
+            Health::Progressing => "Progressing",
+            Health::Degraded => "Degraded",
+            Health::Failed => "Failed",
+            Health::Unknown => "Unknown",
+        }
+    }
+}
+
+/// One workload as the status shows it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadHealth {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    pub health: Health,
+    pub reason: String,
+    /// Wished replicas; `None` for a DaemonSet.
+    pub replicas: Option<i32>,
+    pub ready: usize,
+    pub updated: usize,
+    pub total: usize,
+    /// The commit whose spec runs (or rolls out).
+    pub revision: String,
+    pub revision_message: String,
+    /// Set when `berth rollback` holds the workload at an earlier commit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<String>,
+}
+
+/// What the loop last did: for `berth up`'s progress, the status API and the web UI.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct SyncStatus {
+    pub repository: String,
+    pub branch: String,
     /// The commit at the head of the branch.
-    pub head: Option<String>,
-    /// The commit being applied: the newest one that loaded without errors.
+    pub head: Option<CommitInfo>,
+    /// The commit being applied: the newest one that loaded without errors and was let through.
     pub applied: Option<String>,
     pub applied_message: String,
     /// Why the head commit is not applied, when it failed to load.
     pub failed: Option<String>,
+    /// Why the head commit waits for an approval, when it does.
+    pub waiting: Option<String>,
+    pub health: Health,
+    pub reason: String,
+    pub workloads: Vec<WorkloadHealth>,
+    #[serde(skip)]
     pub last_pass: Option<ReconcileSummary>,
     /// True once every workload of the applied commit is complete.
     pub synced: bool,
+    pub ready_nodes: usize,
+    /// Seconds since the epoch of the last pass.
+    pub updated_at: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -35,6 +103,8 @@ pub struct ControlConfig {
     pub branch: String,
     pub poll_interval: Duration,
     pub reconcile_interval: Duration,
+    /// For a remote repository: how often it is fetched (a webhook fetches at once).
+    pub fetch_interval: Option<Duration>,
     pub controller: ControllerConfig,
 }
 
@@ -44,101 +114,782 @@ impl Default for ControlConfig {
             branch: "HEAD".into(),
             poll_interval: Duration::from_millis(500),
             reconcile_interval: Duration::from_millis(500),
+            fetch_interval: None,
             controller: ControllerConfig::default(),
         }
     }
 }
 
-/// Runs the loop until `shutdown` is cancelled; publishes its status on `status`.
-pub async fn run(
-    loader: Loader,
-    store: Arc<Store>,
-    api: AgentApi,
-    config: ControlConfig,
-    status: watch::Sender<SyncStatus>,
-    shutdown: CancellationToken,
-) {
-    let loader = Arc::new(Mutex::new(loader));
-    let controller = Controller::new(store.clone(), api, config.controller.clone());
-    let mut desired: Option<Arc<Loaded>> = None;
-    let mut head: Option<String> = None;
-    let mut interval = tokio::time::interval(config.poll_interval.min(config.reconcile_interval));
+/// What the loop and the user API share.
+pub struct ControlPlane {
+    pub store: Arc<Store>,
+    pub loader: Arc<Mutex<Loader>>,
+    pub api: AgentApi,
+    pub config: ControlConfig,
+    pub status: watch::Sender<SyncStatus>,
+    /// Wakes the loop before its next tick: after an approval, a rollback or a webhook.
+    pub wake: Notify,
+    /// The commit being applied, for the API's views of services and plans.
+    pub desired: Mutex<Option<Arc<Loaded>>>,
+    fetch_requested: std::sync::atomic::AtomicBool,
+}
+
+impl ControlPlane {
+    pub fn new(store: Arc<Store>, loader: Loader, api: AgentApi, config: ControlConfig) -> Arc<ControlPlane> {
+        let status = SyncStatus {
+            repository: loader.location().to_owned(),
+            branch: config.branch.clone(),
+            ..SyncStatus::default()
+        };
+        Arc::new(ControlPlane {
+            store,
+            loader: Arc::new(Mutex::new(loader)),
+            api,
+            config,
+            status: watch::channel(status).0,
+            wake: Notify::new(),
+            desired: Mutex::new(None),
+            fetch_requested: std::sync::atomic::AtomicBool::new(false),
+        })
+    }
+
+    /// Asks the loop to fetch the remote now (a webhook's push notice).
+    pub fn request_fetch(&self) {
+        self.fetch_requested.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.wake.notify_one();
+    }
+
+    /// Loads a commit off the async threads (Git is blocking); the loader caches it.
+    pub async fn load(&self, rev: &str) -> Result<Arc<Loaded>, SyncError> {
+        let loader = self.loader.clone();
+        let rev = rev.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let mut loader = loader.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            loader.load(&rev)
+        })
+        .await
+        .unwrap_or_else(|error| Err(SyncError::Panicked(error.to_string())))
+    }
+
+    /// Resolves a revision (a branch, a sha or a prefix of one) off the async threads.
+    pub async fn resolve(&self, rev: &str) -> Result<CommitInfo, SyncError> {
+        let loader = self.loader.clone();
+        let rev = rev.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let loader = loader.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            loader.resolve(&rev)
+        })
+        .await
+        .unwrap_or_else(|error| Err(SyncError::Panicked(error.to_string())))
+    }
+
+    /// The plan from the applied state to `commit`, and the state index it was made at.
+    pub async fn plan_against_applied(&self, commit: &Loaded) -> Result<(plan::Plan, i64), StoreError> {
+        let index = self.store.state_index().await?;
+        let applied = self.store.applied().await?;
+        let observed = State {
+            revision: applied.commit.as_ref().map_or_else(|| "nothing applied".to_owned(), |c| c.sha.clone()),
+            title: applied.commit.as_ref().map_or_else(String::new, |c| c.message.clone()),
+            resources: applied.resources,
+        };
+        let desired = State {
+            revision: commit.commit.sha.clone(),
+            title: commit.commit.message.clone(),
+            resources: commit.resources.clone(),
+        };
+        let mut plan = plan::plan(&desired, &observed);
+        let revisions = self.store.all_revisions().await?;
+        plan::note_restores(&mut plan, &commit.resources, |key, hash| {
+            revisions
+                .iter()
+                .rev()
+                .find(|r| &r.key == key && r.spec_hash == hash && r.commit.sha != commit.commit.sha)
+                .map(|r| r.commit.clone())
+        });
+        Ok((plan, index))
+    }
+}
+
+/// The loop's memory; everything in it is also in the store.
+struct LoopState {
+    head: Option<String>,
+    /// The commit being applied.
+    desired: Option<Arc<Loaded>>,
+    /// Revisions by workload, oldest first.
+    revisions: HashMap<ObjectKey, Vec<Revision>>,
+    pins: Vec<Pin>,
+    retained: BTreeSet<ObjectKey>,
+    /// Earlier commits that workloads are held at, by sha.
+    commits: HashMap<String, Arc<Loaded>>,
+    /// The outcome last written to the desired commit's sync record.
+    sync_outcome: String,
+    applied_recorded: bool,
+    last_fetch: Option<Instant>,
+}
+
+/// Runs the loop until `shutdown` is cancelled; publishes its status on `plane.status`.
+pub async fn run(plane: Arc<ControlPlane>, shutdown: CancellationToken) {
+    let controller = Controller::new(plane.store.clone(), plane.api.clone(), plane.config.controller.clone());
+    let mut state = LoopState {
+        head: None,
+        desired: None,
+        revisions: HashMap::new(),
+        pins: Vec::new(),
+        retained: BTreeSet::new(),
+        commits: HashMap::new(),
+        sync_outcome: String::new(),
+        applied_recorded: false,
+        last_fetch: None,
+    };
+    if let Err(error) = restore(&plane, &mut state).await {
+        tracing::error!(%error, "Reading the control plane's state failed; starting from the branch head.");
+    }
+    let mut interval = tokio::time::interval(plane.config.poll_interval.min(plane.config.reconcile_interval));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = interval.tick() => {}
+            _ = plane.wake.notified() => {}
         }
-        let branch = config.branch.clone();
-        let loader_for_load = loader.clone();
-        let known_head = head.clone();
-        // Git is blocking: resolve and load off the async threads.
-        let loaded = tokio::task::spawn_blocking(move || -> Result<Option<Arc<Loaded>>, SyncError> {
-            let mut loader = loader_for_load.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            let sha = loader.resolve(&branch)?.sha;
-            if known_head.as_deref() == Some(sha.as_str()) {
-                return Ok(None);
-            }
-            loader.load(&sha).map(Some)
-        })
-        .await;
-        match loaded {
-            Ok(Ok(Some(commit))) => {
-                head = Some(commit.commit.sha.clone());
-                if let Err(error) = store.record_commit(&commit.commit, crate::server::now()).await {
-                    tracing::warn!(%error, "Recording a commit failed.");
-                }
-                if commit.is_valid() {
-                    tracing::info!(commit = %commit.commit.short(), message = %commit.commit.message, "Syncing a new commit.");
-                    status.send_modify(|s| {
-                        s.head = head.clone();
-                        s.applied = Some(commit.commit.sha.clone());
-                        s.applied_message = commit.commit.message.clone();
-                        s.failed = None;
-                        s.synced = false;
-                    });
-                    desired = Some(commit);
-                } else {
-                    let first =
-                        commit.diagnostics.iter().find(|d| d.is_error()).map(ToString::to_string).unwrap_or_default();
-                    let reason = format!(
-                        "commit {} has {} errors, so nothing of it is applied; the first: {first}",
-                        commit.commit.short(),
-                        commit.error_count()
-                    );
-                    tracing::warn!(%reason, "A commit failed to load.");
-                    status.send_modify(|s| {
-                        s.head = head.clone();
-                        s.failed = Some(reason);
-                    });
-                }
-            }
-            Ok(Ok(None)) => {}
-            Ok(Err(error)) => {
-                tracing::warn!(%error, "Reading the repository failed.");
-                status.send_modify(|s| s.failed = Some(error.to_string()));
-            }
-            Err(error) => tracing::error!(%error, "The repository task panicked."),
-        }
-
-        let Some(commit) = &desired else { continue };
-        match controller.reconcile(commit, crate::server::now()).await {
-            Ok(summary) => {
-                let synced = summary.complete() && summary.ready_nodes > 0;
-                if synced && !status.borrow().synced {
-                    if let Err(error) =
-                        store.record_applied(&commit.commit, &commit.resources, crate::server::now()).await
-                    {
-                        tracing::warn!(%error, "Recording the applied commit failed.");
-                    }
-                    tracing::info!(commit = %commit.commit.short(), "Synced.");
-                }
-                status.send_modify(|s| {
-                    s.synced = synced;
-                    s.last_pass = Some(summary);
-                });
-            }
-            Err(error) => tracing::warn!(%error, "Reconciling failed; trying again."),
+        if let Err(error) = pass(&plane, &controller, &mut state).await {
+            tracing::warn!(%error, "A control pass failed; trying again.");
         }
     }
+}
+
+/// Picks up where a previous server stopped: the commit it was applying, revisions and pins.
+async fn restore(plane: &ControlPlane, state: &mut LoopState) -> Result<(), Box<dyn std::error::Error>> {
+    for revision in plane.store.all_revisions().await? {
+        state.revisions.entry(revision.key.clone()).or_default().push(revision);
+    }
+    state.pins = plane.store.pins().await?;
+    if let Some(sha) = plane.store.control_value("desired_commit").await? {
+        let commit = plane.load(&sha).await?;
+        state.retained = retained(&plane.store, &commit).await?;
+        *plane.desired.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(commit.clone());
+        state.desired = Some(commit);
+    }
+    Ok(())
+}
+
+#[derive(Debug, thiserror::Error)]
+enum PassError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Sync(#[from] SyncError),
+}
+
+async fn pass(plane: &ControlPlane, controller: &Controller, state: &mut LoopState) -> Result<(), PassError> {
+    let now = crate::server::now();
+    fetch_if_due(plane, state).await;
+    follow_head(plane, state, now).await?;
+    take_approval(plane, state, now).await?;
+    // `berth rollback` writes pins from the API; they hold only while the head stays.
+    state.pins = plane.store.pins().await?;
+    state.pins.retain(|p| state.head.as_deref() == Some(p.head.as_str()));
+    let Some(desired) = state.desired.clone() else {
+        publish(plane, state, None, now);
+        return Ok(());
+    };
+    let targets = targets(plane, state, &desired).await;
+    let summary = controller.reconcile(&desired, &targets, now).await?;
+    judge_revisions(plane, state, &desired, &targets, &summary, now).await?;
+    finish_sync(plane, state, &desired, &targets, &summary, now).await?;
+    publish(plane, state, Some(&summary), now);
+    Ok(())
+}
+
+async fn fetch_if_due(plane: &ControlPlane, state: &mut LoopState) {
+    let Some(every) = plane.config.fetch_interval else { return };
+    let requested = plane.fetch_requested.swap(false, std::sync::atomic::Ordering::SeqCst);
+    if !requested && state.last_fetch.is_some_and(|at| at.elapsed() < every) {
+        return;
+    }
+    state.last_fetch = Some(Instant::now());
+    let loader = plane.loader.clone();
+    let fetched =
+        tokio::task::spawn_blocking(move || loader.lock().unwrap_or_else(std::sync::PoisonError::into_inner).fetch())
+            .await;
+    match fetched {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "Fetching the repository failed; the last fetched commit stays.");
+            plane.status.send_modify(|s| s.failed = Some(format!("{error}; the last fetched commit stays")));
+        }
+        Err(error) => tracing::error!(%error, "The fetch task panicked."),
+    }
+}
+
+/// Sees a new head commit: records it with its plan, and applies it unless it is broken or
+/// must wait for an approval.
+async fn follow_head(plane: &ControlPlane, state: &mut LoopState, now: i64) -> Result<(), PassError> {
+    let head = plane.resolve(&plane.config.branch).await?;
+    if state.head.as_deref() == Some(head.sha.as_str()) {
+        return Ok(());
+    }
+    let commit = plane.load(&head.sha).await?;
+    state.head = Some(head.sha.clone());
+    plane.store.record_commit(&commit.commit, now).await?;
+    let dropped = plane.store.drop_pins_not_at(&head.sha).await?;
+    if dropped > 0 {
+        tracing::info!(dropped, "The branch moved: rollback pins are lifted.");
+    }
+    state.pins.retain(|p| p.head == head.sha);
+    plane.status.send_modify(|s| {
+        s.head = Some(head.clone());
+        s.failed = None;
+        s.waiting = None;
+    });
+
+    let existing = plane.store.sync(&head.sha).await?;
+    if !commit.is_valid() {
+        let first = commit.diagnostics.iter().find(|d| d.is_error()).map(ToString::to_string).unwrap_or_default();
+        let reason = format!(
+            "commit {} has {} errors, so nothing of it is applied; the first: {first}",
+            commit.commit.short(),
+            commit.error_count()
+        );
+        tracing::warn!(%reason, "A commit failed to load.");
+        if existing.is_none() {
+            let record = record_of(&commit.commit, now, "failed", &reason, 0, String::new(), "{}".into());
+            plane.store.add_sync(&record).await?;
+        }
+        plane.status.send_modify(|s| s.failed = Some(reason));
+        return Ok(());
+    }
+    if let Some(record) = &existing {
+        // Seen before this server started: keep what was decided.
+        match record.outcome.as_str() {
+            "waiting" => {
+                let reason = record.reason.clone();
+                plane.status.send_modify(|s| s.waiting = Some(reason));
+                return Ok(());
+            }
+            "failed" | "superseded" => return Ok(()),
+            _ => {
+                if state.desired.as_ref().is_none_or(|d| d.commit.sha != head.sha) {
+                    adopt(plane, state, commit, now).await?;
+                }
+                return Ok(());
+            }
+        }
+    }
+    let (plan, index) = plane.plan_against_applied(&commit).await?;
+    let wait = wait_reason(&commit, &plan, plane.store.applied().await?.resources.len());
+    let outcome = if wait.is_some() { "waiting" } else { "progressing" };
+    let record = record_of(
+        &commit.commit,
+        now,
+        outcome,
+        wait.as_deref().unwrap_or(""),
+        index,
+        render::text(&plan, false),
+        render::json(&plan),
+    );
+    plane.store.add_sync(&record).await?;
+    match wait {
+        Some(reason) => {
+            tracing::info!(commit = %commit.commit.short(), %reason, "A commit waits for approval.");
+            plane.status.send_modify(|s| s.waiting = Some(reason));
+        }
+        None => adopt(plane, state, commit, now).await?,
+    }
+    Ok(())
+}
+
+fn record_of(
+    commit: &CommitInfo,
+    now: i64,
+    outcome: &str,
+    reason: &str,
+    state_index: i64,
+    plan_text: String,
+    plan_json: String,
+) -> SyncRecord {
+    SyncRecord {
+        commit: commit.clone(),
+        seen_at: now,
+        outcome: outcome.to_owned(),
+        reason: reason.to_owned(),
+        state_index,
+        approved_at: None,
+        finished_at: None,
+        plan_text,
+        plan_json,
+    }
+}
+
+/// Why a valid commit may not be applied without an approval, if it may not.
+fn wait_reason(commit: &Loaded, plan: &plan::Plan, applied: usize) -> Option<String> {
+    let short = commit.commit.short();
+    if commit.config.sync.policy == crate::sync::config::SyncPolicy::Manual {
+        return Some(format!(
+            "the sync policy is manual: review the plan (`berth plan --server`) and approve it with `berth sync --approve {short}`"
+        ));
+    }
+    let deletes = plan.changes.iter().filter(|c| c.action == plan::Action::Delete && !c.kept).count();
+    let threshold = usize::from(commit.config.sync.prune_threshold);
+    if applied > 0 && deletes * 100 > threshold * applied {
+        return Some(format!(
+            "commit {short} would delete {deletes} of the {applied} applied objects, more than the prune threshold of {threshold}%: \
+             review the plan and approve it with `berth sync --approve {short}`, or raise sync.pruneThreshold in berth.yaml"
+        ));
+    }
+    None
+}
+
+/// Applies an approved commit, after checking the plan is still the one that was shown.
+async fn take_approval(plane: &ControlPlane, state: &mut LoopState, now: i64) -> Result<(), PassError> {
+    let Some(sha) = plane.store.control_value("approved_commit").await? else { return Ok(()) };
+    if state.desired.as_ref().is_some_and(|d| d.commit.sha == sha) {
+        return Ok(());
+    }
+    let commit = plane.load(&sha).await?;
+    if commit.is_valid() {
+        adopt(plane, state, commit, now).await?;
+        if state.head.as_deref() == Some(sha.as_str()) {
+            plane.status.send_modify(|s| s.waiting = None);
+        }
+    }
+    Ok(())
+}
+
+/// Approves the plan shown for `sha` at `state_index`. Refuses a commit that is not waiting and
+/// a plan made against a state that has moved since.
+pub async fn approve(plane: &ControlPlane, sha: &str, state_index: Option<i64>) -> Result<SyncRecord, ApproveError> {
+    let record = plane.store.sync(sha).await?.ok_or_else(|| ApproveError::Unknown(sha.to_owned()))?;
+    if record.outcome != "waiting" {
+        return Err(ApproveError::NotWaiting { sha: record.commit.sha.clone(), outcome: record.outcome.clone() });
+    }
+    let current = plane.store.state_index().await?;
+    let shown = state_index.unwrap_or(record.state_index);
+    if shown != current || record.state_index != current {
+        // Make the plan again against what is applied now, so the next look shows the truth.
+        if let Ok(commit) = plane.load(&record.commit.sha).await {
+            let (plan, index) = plane.plan_against_applied(&commit).await?;
+            plane
+                .store
+                .replan_sync(&record.commit.sha, index, &render::text(&plan, false), &render::json(&plan))
+                .await?;
+        }
+        return Err(ApproveError::Stale { shown, current });
+    }
+    plane.store.approve_sync(&record.commit.sha, crate::server::now()).await?;
+    plane.store.set_control_value("approved_commit", &record.commit.sha).await?;
+    plane.wake.notify_one();
+    Ok(record)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApproveError {
+    #[error("no commit {0} waits for approval; see `berth get syncs`")]
+    Unknown(String),
+    #[error("commit {sha} is not waiting for approval (it is {outcome})")]
+    NotWaiting { sha: String, outcome: String },
+    #[error(
+        "the applied state moved since the plan was made (state index {shown}, now {current}); the plan was made again: review it and approve again"
+    )]
+    Stale { shown: i64, current: i64 },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Makes `commit` the one being applied: records new revisions of its workloads and what it
+/// keeps from pruning, and marks any earlier unfinished sync superseded.
+async fn adopt(plane: &ControlPlane, state: &mut LoopState, commit: Arc<Loaded>, now: i64) -> Result<(), PassError> {
+    tracing::info!(commit = %commit.commit.short(), message = %commit.commit.message, "Syncing a commit.");
+    if let Some(previous) = &state.desired
+        && previous.commit.sha != commit.commit.sha
+        && state.sync_outcome == "progressing"
+    {
+        let reason = format!("commit {} came before this one finished", commit.commit.short());
+        plane.store.set_sync_outcome(&previous.commit.sha, "superseded", &reason, Some(now)).await?;
+    }
+    for resource in commit.resources.iter().filter(|r| r.key.kind.is_workload()) {
+        let history = state.revisions.entry(resource.key.clone()).or_default();
+        if history.last().is_some_and(|r| r.spec_hash == resource.hash) {
+            continue;
+        }
+        let failed_before =
+            history.iter().rev().find(|r| r.spec_hash == resource.hash).filter(|r| r.outcome == Outcome::Failed);
+        let revision = match failed_before {
+            Some(failed) => Revision {
+                key: resource.key.clone(),
+                commit: commit.commit.clone(),
+                spec_hash: resource.hash.clone(),
+                started_at: now,
+                finished_at: Some(now),
+                outcome: Outcome::Failed,
+                reason: format!(
+                    "the same spec as commit {}, whose rollout failed; not retried until the spec changes",
+                    failed.commit.short()
+                ),
+            },
+            None => Revision {
+                key: resource.key.clone(),
+                commit: commit.commit.clone(),
+                spec_hash: resource.hash.clone(),
+                started_at: now,
+                finished_at: None,
+                outcome: Outcome::Progressing,
+                reason: String::new(),
+            },
+        };
+        plane.store.add_revision(&revision).await?;
+        history.push(revision);
+    }
+    state.retained = retained(&plane.store, &commit).await?;
+    plane.store.set_control_value("desired_commit", &commit.commit.sha).await?;
+    state.sync_outcome = "progressing".into();
+    state.applied_recorded = false;
+    plane.status.send_modify(|s| {
+        s.applied = Some(commit.commit.sha.clone());
+        s.applied_message = commit.commit.message.clone();
+        s.synced = false;
+    });
+    *plane.desired.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(commit.clone());
+    state.desired = Some(commit);
+    Ok(())
+}
+
+/// Workloads applied before, gone from `commit`, and annotated to be kept.
+async fn retained(store: &Store, commit: &Loaded) -> Result<BTreeSet<ObjectKey>, StoreError> {
+    let applied = store.applied().await?;
+    Ok(applied
+        .resources
+        .iter()
+        .filter(|r| r.is_kept() && commit.resources.binary_search_by(|d| d.key.cmp(&r.key)).is_err())
+        .map(|r| r.key.clone())
+        .collect())
+}
+
+/// The earlier commit each workload is held at: a pin, or its last healthy revision after a
+/// failed rollout.
+async fn targets(plane: &ControlPlane, state: &mut LoopState, desired: &Loaded) -> Targets {
+    let mut wanted: Vec<(ObjectKey, String)> = Vec::new();
+    for resource in desired.resources.iter().filter(|r| r.key.kind.is_workload()) {
+        if let Some(pin) = state.pins.iter().find(|p| p.key == resource.key) {
+            wanted.push((resource.key.clone(), pin.commit.clone()));
+        } else if let Some(healthy) = rollback_target(state.revisions.get(&resource.key)) {
+            wanted.push((resource.key.clone(), healthy.commit.sha.clone()));
+        }
+    }
+    let mut targets = Targets { overrides: HashMap::new(), retained: state.retained.clone() };
+    for (key, sha) in wanted {
+        if sha == desired.commit.sha {
+            continue;
+        }
+        if !state.commits.contains_key(&sha) {
+            match plane.load(&sha).await {
+                Ok(commit) if commit.is_valid() => {
+                    state.commits.insert(sha.clone(), commit);
+                }
+                Ok(_) => tracing::warn!(commit = %sha, "A rollback target has errors now; it is not used."),
+                Err(error) => tracing::warn!(%error, commit = %sha, "Loading a rollback target failed."),
+            }
+        }
+        if let Some(commit) = state.commits.get(&sha) {
+            targets.overrides.insert(key, commit.clone());
+        }
+    }
+    let used: BTreeSet<&str> = targets.overrides.values().map(|c| c.commit.sha.as_str()).collect();
+    state.commits.retain(|sha, _| used.contains(sha.as_str()));
+    targets
+}
+
+/// After the latest revision failed: the newest healthy revision with another spec.
+fn rollback_target(history: Option<&Vec<Revision>>) -> Option<&Revision> {
+    let history = history?;
+    let latest = history.last()?;
+    if latest.outcome != Outcome::Failed {
+        return None;
+    }
+    history.iter().rev().find(|r| r.outcome == Outcome::Healthy && r.spec_hash != latest.spec_hash)
+}
+
+/// Marks the rolling revisions healthy when complete, failed when their pods crash-loop or the
+/// progress deadline passes.
+async fn judge_revisions(
+    plane: &ControlPlane,
+    state: &mut LoopState,
+    desired: &Loaded,
+    targets: &Targets,
+    summary: &ReconcileSummary,
+    now: i64,
+) -> Result<(), PassError> {
+    for workload in &summary.workloads {
+        if targets.overrides.contains_key(&workload.key) {
+            continue;
+        }
+        let Some(latest) = state.revisions.get_mut(&workload.key).and_then(|h| h.last_mut()) else { continue };
+        if latest.outcome != Outcome::Progressing {
+            continue;
+        }
+        let deadline = desired
+            .resources
+            .iter()
+            .find(|r| r.key == workload.key)
+            .and_then(|r| match &r.object {
+                crate::manifest::Object::Deployment(d) => d.spec.progress_deadline_seconds,
+                _ => None,
+            })
+            .unwrap_or(600);
+        let verdict = if workload.complete {
+            Some((Outcome::Healthy, String::new()))
+        } else if let Some(failure) = &workload.failure {
+            Some((Outcome::Failed, format!("its pods crash-loop: {failure}")))
+        } else if now - latest.started_at > i64::from(deadline) {
+            Some((
+                Outcome::Failed,
+                format!(
+                    "no complete rollout within progressDeadlineSeconds ({deadline} s): {}/{} available, {} updated{}",
+                    workload.available,
+                    workload.replicas.map_or_else(|| "all".to_owned(), |r| r.to_string()),
+                    workload.updated,
+                    workload.unschedulable.first().map(|u| format!("; {u}")).unwrap_or_default()
+                ),
+            ))
+        } else {
+            None
+        };
+        let Some((outcome, reason)) = verdict else { continue };
+        if outcome == Outcome::Failed {
+            tracing::warn!(workload = %workload.key, commit = %latest.commit.short(), %reason, "A rollout failed; rolling back.");
+        }
+        plane.store.finish_revision(&workload.key, &latest.commit.sha, outcome, &reason, now).await?;
+        latest.outcome = outcome;
+        latest.reason = reason;
+        latest.finished_at = Some(now);
+    }
+    Ok(())
+}
+
+/// Writes the desired commit's outcome, and the applied objects once everything is complete.
+async fn finish_sync(
+    plane: &ControlPlane,
+    state: &mut LoopState,
+    desired: &Loaded,
+    targets: &Targets,
+    summary: &ReconcileSummary,
+    now: i64,
+) -> Result<(), PassError> {
+    let degraded: Vec<String> = summary
+        .workloads
+        .iter()
+        .filter_map(|w| {
+            let latest = state.revisions.get(&w.key)?.last()?;
+            (latest.outcome == Outcome::Failed).then(|| format!("{}: {}", w.key, latest.reason))
+        })
+        .collect();
+    let complete = summary.complete() && summary.ready_nodes > 0;
+    let (outcome, reason) = if !degraded.is_empty() {
+        ("degraded", degraded.join("; "))
+    } else if complete {
+        ("synced", String::new())
+    } else {
+        ("progressing", String::new())
+    };
+    if outcome != state.sync_outcome {
+        let finished = (outcome != "progressing").then_some(now);
+        plane.store.set_sync_outcome(&desired.commit.sha, outcome, &reason, finished).await?;
+        state.sync_outcome = outcome.to_owned();
+    }
+    if complete && !state.applied_recorded {
+        let applied = applied_resources(plane, desired, targets).await?;
+        plane.store.record_applied(&desired.commit, &applied, now).await?;
+        state.applied_recorded = true;
+        tracing::info!(commit = %desired.commit.short(), "Synced.");
+    }
+    Ok(())
+}
+
+/// What runs now: the commit's objects, with held workloads at their held spec and kept
+/// objects as they were applied.
+async fn applied_resources(
+    plane: &ControlPlane,
+    desired: &Loaded,
+    targets: &Targets,
+) -> Result<Vec<Arc<Resource>>, StoreError> {
+    let mut resources: Vec<Arc<Resource>> = desired
+        .resources
+        .iter()
+        .map(|r| {
+            targets.overrides.get(&r.key).and_then(|c| c.resources.iter().find(|o| o.key == r.key)).unwrap_or(r).clone()
+        })
+        .collect();
+    if !targets.retained.is_empty() {
+        let applied = plane.store.applied().await?;
+        resources.extend(applied.resources.into_iter().filter(|r| targets.retained.contains(&r.key)));
+    }
+    resources.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(resources)
+}
+
+/// Publishes the status of the pass: each workload's health and the whole's.
+fn publish(plane: &ControlPlane, state: &LoopState, summary: Option<&ReconcileSummary>, now: i64) {
+    let workloads: Vec<WorkloadHealth> = summary
+        .map(|s| s.workloads.iter().map(|w| workload_health(state, w, s.ready_nodes)).collect())
+        .unwrap_or_default();
+    plane.status.send_modify(|status| {
+        status.synced = summary.is_some_and(|s| s.complete() && s.ready_nodes > 0);
+        status.ready_nodes = summary.map_or(0, |s| s.ready_nodes);
+        status.updated_at = now;
+        let worst = workloads.iter().map(|w| w.health).filter(|h| *h != Health::Unknown).max();
+        let (health, reason) = if let Some(failed) = &status.failed {
+            (Health::Failed, failed.clone())
+        } else if worst == Some(Health::Degraded) {
+            let names: Vec<String> = workloads
+                .iter()
+                .filter(|w| w.health == Health::Degraded)
+                .map(|w| format!("{} {}/{}: {}", w.kind, w.namespace, w.name, w.reason))
+                .collect();
+            (Health::Degraded, names.join("; "))
+        } else if let Some(waiting) = &status.waiting {
+            (Health::OutOfSync, waiting.clone())
+        } else if state.desired.is_none() {
+            (Health::Unknown, "no commit without errors has been seen yet".to_owned())
+        } else if !workloads.is_empty() && status.ready_nodes == 0 {
+            (
+                Health::Unknown,
+                "no node is Ready: start `berth agent` on a machine, or check that agents reach this server".to_owned(),
+            )
+        } else if worst == Some(Health::Progressing) {
+            let rolling = workloads.iter().filter(|w| w.health == Health::Progressing).count();
+            (Health::Progressing, format!("{rolling} of {} workloads are rolling out", workloads.len()))
+        } else if worst == Some(Health::OutOfSync) {
+            let pinned: Vec<String> = workloads
+                .iter()
+                .filter(|w| w.health == Health::OutOfSync)
+                .map(|w| format!("{} {}/{}: {}", w.kind, w.namespace, w.name, w.reason))
+                .collect();
+            (Health::OutOfSync, pinned.join("; "))
+        } else {
+            (Health::Synced, "every workload runs the applied commit".to_owned())
+        };
+        status.health = health;
+        status.reason = reason;
+        status.workloads = workloads;
+        status.last_pass = summary.cloned();
+    });
+}
+
+fn workload_health(state: &LoopState, w: &WorkloadStatus, ready_nodes: usize) -> WorkloadHealth {
+    let history = state.revisions.get(&w.key);
+    let latest = history.and_then(|h| h.last());
+    let pinned = state.pins.iter().find(|p| p.key == w.key);
+    let message = |sha: &str| {
+        history
+            .and_then(|h| h.iter().rev().find(|r| r.commit.sha == sha))
+            .map(|r| r.commit.message.clone())
+            .or_else(|| state.commits.get(sha).map(|c| c.commit.message.clone()))
+            .or_else(|| state.desired.as_ref().filter(|d| d.commit.sha == sha).map(|d| d.commit.message.clone()))
+            .unwrap_or_default()
+    };
+    let short = |sha: &str| sha[..sha.len().min(7)].to_owned();
+    let wanted = w.replicas.map_or_else(|| "all".to_owned(), |r| r.to_string());
+    let (health, reason) = if let Some(pin) = pinned {
+        let verb = if w.complete { "held" } else { "rolling back" };
+        (
+            if w.complete { Health::OutOfSync } else { Health::Progressing },
+            format!("{verb} at commit {} by `berth rollback` until the branch moves", short(&pin.commit)),
+        )
+    } else if let Some(latest) = latest.filter(|r| r.outcome == Outcome::Failed) {
+        let back = match rollback_target(history) {
+            Some(healthy) => format!("rolled back to {} \"{}\"", healthy.commit.short(), healthy.commit.message),
+            None => "no earlier healthy revision to roll back to".to_owned(),
+        };
+        (
+            Health::Degraded,
+            format!(
+                "rollout of {} failed: {}; {back}; fix the spec in Git to retry",
+                latest.commit.short(),
+                latest.reason
+            ),
+        )
+    } else if ready_nodes == 0 {
+        (Health::Unknown, "no node is Ready".to_owned())
+    } else if let Some(failure) = &w.failure {
+        (Health::Degraded, failure.clone())
+    } else if w.complete {
+        (Health::Synced, String::new())
+    } else if let Some(unschedulable) = w.unschedulable.first() {
+        (Health::Progressing, format!("pods wait to be placed: {unschedulable}"))
+    } else {
+        (Health::Progressing, format!("{}/{wanted} available, {} updated", w.available, w.updated))
+    };
+    WorkloadHealth {
+        kind: w.key.kind.name().to_owned(),
+        namespace: w.key.namespace.clone(),
+        name: w.key.name.clone(),
+        health,
+        reason,
+        replicas: w.replicas,
+        ready: w.available,
+        updated: w.updated,
+        total: w.total,
+        revision_message: message(&w.revision),
+        revision: w.revision.clone(),
+        pinned: pinned.map(|p| p.commit.clone()),
+    }
+}
+
+/// Pins a workload to an earlier commit's spec until the branch moves. Without `to`, the newest
+/// healthy revision before the one that runs.
+pub async fn rollback(plane: &ControlPlane, key: &ObjectKey, to: Option<&str>) -> Result<Pin, RollbackError> {
+    let status = plane.status.borrow().clone();
+    let head = status.head.as_ref().map(|h| h.sha.clone()).ok_or(RollbackError::NoHead)?;
+    let history = plane.store.revisions(key).await?;
+    if history.is_empty() {
+        return Err(RollbackError::NoHistory(key.to_string()));
+    }
+    let sha = match to {
+        Some(rev) => plane.resolve(rev).await.map_err(|e| RollbackError::Target(e.to_string()))?.sha,
+        None => {
+            let running = status
+                .workloads
+                .iter()
+                .find(|w| w.kind == key.kind.name() && w.namespace == key.namespace && w.name == key.name)
+                .map(|w| w.revision.clone())
+                .unwrap_or_default();
+            let running_hash = history.iter().find(|r| r.commit.sha == running).map(|r| r.spec_hash.clone());
+            history
+                .iter()
+                .find(|r| r.outcome == Outcome::Healthy && Some(&r.spec_hash) != running_hash.as_ref())
+                .map(|r| r.commit.sha.clone())
+                .ok_or_else(|| RollbackError::NoHealthy(key.to_string()))?
+        }
+    };
+    let commit = plane.load(&sha).await.map_err(|e| RollbackError::Target(e.to_string()))?;
+    if !commit.is_valid() {
+        return Err(RollbackError::Target(format!(
+            "commit {} has {} errors; pick another with `berth history {}`",
+            commit.commit.short(),
+            commit.error_count(),
+            key.name
+        )));
+    }
+    if !commit.resources.iter().any(|r| &r.key == key) {
+        return Err(RollbackError::Target(format!("commit {} does not declare {key}", commit.commit.short())));
+    }
+    plane.store.record_commit(&commit.commit, crate::server::now()).await?;
+    let pin = Pin { key: key.clone(), commit: commit.commit.sha.clone(), head, pinned_at: crate::server::now() };
+    plane.store.set_pin(&pin).await?;
+    plane.wake.notify_one();
+    Ok(pin)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RollbackError {
+    #[error("the server has not read the branch yet; try again in a moment")]
+    NoHead,
+    #[error("{0} has no revisions: it was never rolled out by this server")]
+    NoHistory(String),
+    #[error("{0} has no earlier healthy revision; name one with --to SHA (see `berth history`)")]
+    NoHealthy(String),
+    #[error("cannot roll back to that commit: {0}")]
+    Target(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }

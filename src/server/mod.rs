@@ -5,6 +5,7 @@
 //! JSON body naming what went wrong; no handler answers with a secret value.
 
 pub mod agent_api;
+pub mod api;
 pub mod control;
 
 use crate::nodes::protocol::ErrorBody;

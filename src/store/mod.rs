@@ -5,8 +5,10 @@
 //! outside this module), so the store can move to PostgreSQL behind the same interface.
 //! This module knows rows and transactions; it never decides what to apply.
 
+mod history;
 mod nodes;
 
+pub use history::{Outcome, Pin, Revision, SyncRecord};
 pub use nodes::NodeRecord;
 
 use crate::diag::Pos;
@@ -161,6 +163,10 @@ impl Store {
         }
         sqlx::query("INSERT INTO control (key, value) VALUES ('applied_commit', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
             .bind(&commit.sha)
+            .execute(&mut *transaction)
+            .await?;
+        // The applied state moved: plans made before are stale.
+        sqlx::query("INSERT INTO control (key, value) VALUES ('state_index', '1') ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(control.value AS INTEGER) + 1 AS TEXT)")
             .execute(&mut *transaction)
             .await?;
         transaction.commit().await?;

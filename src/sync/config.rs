@@ -20,6 +20,41 @@ pub struct Config {
     /// Glob patterns of files to skip, applied after `include`.
     #[serde(default)]
     pub exclude: Vec<String>,
+    /// How the server applies new commits.
+    #[serde(default)]
+    pub sync: SyncSettings,
+}
+
+/// How the server applies new commits of the branch it follows.
+#[derive(Debug, Clone, PartialEq, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SyncSettings {
+    /// `auto` applies each new commit; `manual` makes each wait for `berth sync --approve`.
+    #[serde(default)]
+    pub policy: SyncPolicy,
+    /// A commit that would delete more than this percentage of the applied objects waits for an
+    /// approval, even under the `auto` policy.
+    #[serde(default = "default_prune_threshold")]
+    #[schemars(range(min = 0, max = 100))]
+    pub prune_threshold: u8,
+}
+
+fn default_prune_threshold() -> u8 {
+    50
+}
+
+impl Default for SyncSettings {
+    fn default() -> Self {
+        SyncSettings { policy: SyncPolicy::Auto, prune_threshold: default_prune_threshold() }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncPolicy {
+    #[default]
+    Auto,
+    Manual,
 }
 
 fn default_include() -> Vec<String> {
@@ -28,7 +63,7 @@ fn default_include() -> Vec<String> {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { include: default_include(), exclude: Vec::new() }
+        Config { include: default_include(), exclude: Vec::new(), sync: SyncSettings::default() }
     }
 }
 
@@ -70,6 +105,14 @@ impl Config {
                         .help("patterns are relative to the folder that holds berth.yaml"),
                 );
             }
+        }
+        if config.sync.prune_threshold > 100 {
+            let pos = root.get("sync").and_then(|n| n.get("pruneThreshold")).map_or(Pos::default(), |n| n.pos);
+            findings.push(
+                Diagnostic::error(CONFIG_FILE, pos, format!("{} is not a percentage", config.sync.prune_threshold))
+                    .field("sync.pruneThreshold")
+                    .help("write a number from 0 to 100; 100 never waits"),
+            );
         }
         (config, findings)
     }

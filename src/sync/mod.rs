@@ -47,6 +47,8 @@ pub enum SyncError {
     },
     #[error("reading the repository failed")]
     Git(#[from] git2::Error),
+    #[error("reading the repository stopped unexpectedly: {0}")]
+    Panicked(String),
     #[error("reading {path} failed")]
     Io {
         path: PathBuf,
@@ -64,6 +66,12 @@ pub struct CommitInfo {
     pub message: String,
     /// Seconds since the Unix epoch.
     pub time: i64,
+}
+
+impl From<CommitInfo> for crate::plan::Restored {
+    fn from(commit: CommitInfo) -> Self {
+        crate::plan::Restored { commit: commit.sha, message: commit.message }
+    }
 }
 
 impl CommitInfo {

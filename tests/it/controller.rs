@@ -98,7 +98,7 @@ async fn drive(
     let mut passes = Vec::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let summary = cluster.controller.reconcile(loaded, now()).await.unwrap();
+        let summary = cluster.controller.reconcile(loaded, &Default::default(), now()).await.unwrap();
         let finished = done(&summary);
         passes.push(summary);
         if finished {

@@ -1,0 +1,373 @@
+//! The CLI's side of the user API: requests to a running server, and the kubectl-style tables
+//! and descriptions that print what it answers.
+
+use serde_json::Value;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// The server's address when none is given.
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7420";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach the berth server at {server}: {source}; is `berth server` or `berth up` running there?")]
+    Unreachable {
+        server: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("{message} (HTTP {status} from {server})")]
+    Refused { server: String, status: u16, message: String },
+    #[error("the server at {server} answered something that is not berth's API: {source}")]
+    Unreadable {
+        server: String,
+        #[source]
+        source: reqwest::Error,
+    },
+}
+
+pub struct Client {
+    server: String,
+    token: Option<String>,
+    http: reqwest::Client,
+}
+
+impl Client {
+    pub fn new(server: &str, token: Option<String>) -> Client {
+        Client { server: server.trim_end_matches('/').to_owned(), token, http: reqwest::Client::new() }
+    }
+
+    pub async fn get(&self, path: &str) -> Result<Value, ClientError> {
+        self.send(self.http.get(format!("{}{path}", self.server))).await
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
+        self.send(self.http.post(format!("{}{path}", self.server)).json(body)).await
+    }
+
+    async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value, ClientError> {
+        let request = match &self.token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
+        let response =
+            request.send().await.map_err(|source| ClientError::Unreachable { server: self.server.clone(), source })?;
+        let status = response.status();
+        let body: Value =
+            response.json().await.map_err(|source| ClientError::Unreadable { server: self.server.clone(), source })?;
+        if status.is_success() {
+            Ok(body)
+        } else {
+            let message = body.get("error").and_then(Value::as_str).unwrap_or("the request failed").to_owned();
+            Err(ClientError::Refused { server: self.server.clone(), status: status.as_u16(), message })
+        }
+    }
+}
+
+/// The API token: `BERTH_TOKEN`, else the file given, else `.berth/api-token` in this folder or
+/// the nearest one above it (where `berth up` keeps it).
+pub fn find_token(file: Option<&Path>) -> std::io::Result<Option<String>> {
+    if let Ok(token) = std::env::var("BERTH_TOKEN")
+        && !token.trim().is_empty()
+    {
+        return Ok(Some(token.trim().to_owned()));
+    }
+    if let Some(file) = file {
+        return std::fs::read_to_string(file).map(|t| Some(t.trim().to_owned()));
+    }
+    let mut dir: Option<PathBuf> = std::env::current_dir().ok();
+    while let Some(here) = dir {
+        let candidate = here.join(".berth").join("api-token");
+        if let Ok(token) = std::fs::read_to_string(&candidate) {
+            return Ok(Some(token.trim().to_owned()));
+        }
+        dir = here.parent().map(Path::to_path_buf);
+    }
+    Ok(None)
+}
+
+/// Splits `deployment/web` or `deployment/shop/web` into kind, namespace and name.
+pub fn parse_target(target: &str, namespace: &str) -> Option<(String, String, String)> {
+    let parts: Vec<&str> = target.split('/').collect();
+    match parts.as_slice() {
+        [kind, name] if !kind.is_empty() && !name.is_empty() => {
+            Some(((*kind).to_owned(), namespace.to_owned(), (*name).to_owned()))
+        }
+        [kind, ns, name] if !kind.is_empty() && !ns.is_empty() && !name.is_empty() => {
+            Some(((*kind).to_owned(), (*ns).to_owned(), (*name).to_owned()))
+        }
+        _ => None,
+    }
+}
+
+fn text(value: &Value) -> String {
+    match value {
+        Value::Null => "<none>".to_owned(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn short(sha: &str) -> &str {
+    sha.get(..7).unwrap_or(sha)
+}
+
+/// "3m", "2h", "5d": how long ago `then` (seconds since the epoch) was.
+pub fn age(then: i64, now: i64) -> String {
+    let seconds = (now - then).max(0);
+    match seconds {
+        s if s < 120 => format!("{s}s"),
+        s if s < 2 * 3600 => format!("{}m", s / 60),
+        s if s < 2 * 86400 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86400),
+    }
+}
+
+/// Columns padded to their widest cell, two spaces apart, as kubectl prints.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (i, cell) in row.iter().enumerate() {
+            if let Some(width) = widths.get_mut(i) {
+                *width = (*width).max(cell.chars().count());
+            }
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<String>| {
+        let last = cells.len().saturating_sub(1);
+        let mut text = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            if i == last {
+                text.push_str(cell);
+            } else {
+                let _ = write!(text, "{cell:<width$}  ", width = widths[i]);
+            }
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    };
+    line(headers.iter().map(|h| (*h).to_owned()).collect());
+    for row in rows {
+        line(row.clone());
+    }
+    out
+}
+
+fn items(value: &Value) -> &[Value] {
+    value.as_array().map_or(&[], Vec::as_slice)
+}
+
+fn in_namespace(item: &Value, namespace: Option<&str>) -> bool {
+    namespace.is_none_or(|ns| item["namespace"].as_str() == Some(ns))
+}
+
+pub fn workloads_table(list: &Value, namespace: Option<&str>) -> String {
+    let rows: Vec<Vec<String>> = items(list)
+        .iter()
+        .filter(|w| in_namespace(w, namespace))
+        .map(|w| {
+            let wanted = w["replicas"].as_i64().map_or_else(|| text(&w["total"]), |r| r.to_string());
+            vec![
+                text(&w["namespace"]),
+                format!("{}/{}", text(&w["kind"]).to_lowercase(), text(&w["name"])),
+                format!("{}/{wanted}", text(&w["ready"])),
+                text(&w["updated"]),
+                short(&text(&w["revision"])).to_owned(),
+                text(&w["health"]),
+                w["reason"].as_str().unwrap_or_default().to_owned(),
+            ]
+        })
+        .collect();
+    table(&["NAMESPACE", "NAME", "READY", "UP-TO-DATE", "REVISION", "HEALTH", "REASON"], &rows)
+}
+
+pub fn pods_table(list: &Value, namespace: Option<&str>) -> String {
+    let rows: Vec<Vec<String>> = items(list)
+        .iter()
+        .filter(|p| in_namespace(p, namespace))
+        .map(|p| {
+            vec![
+                text(&p["namespace"]),
+                text(&p["name"]),
+                if p["ready"].as_bool() == Some(true) { "1/1".into() } else { "0/1".into() },
+                text(&p["phase"]),
+                text(&p["restarts"]),
+                text(&p["node"]),
+                short(&text(&p["revision"])).to_owned(),
+                p["lastError"].as_str().unwrap_or_default().to_owned(),
+            ]
+        })
+        .collect();
+    table(&["NAMESPACE", "NAME", "READY", "STATUS", "RESTARTS", "NODE", "REVISION", "LAST ERROR"], &rows)
+}
+
+fn mebibytes(bytes: &Value) -> String {
+    format!("{}Mi", bytes.as_u64().unwrap_or(0) / (1024 * 1024))
+}
+
+pub fn nodes_table(list: &Value, now: i64) -> String {
+    let rows: Vec<Vec<String>> = items(list)
+        .iter()
+        .map(|n| {
+            let labels: Vec<String> = n["labels"]
+                .as_object()
+                .map(|m| m.iter().map(|(k, v)| format!("{k}={}", text(v))).collect())
+                .unwrap_or_default();
+            vec![
+                text(&n["name"]),
+                text(&n["status"]),
+                text(&n["address"]),
+                text(&n["pods"]),
+                format!("{}m/{}m", text(&n["allocated"]["cpuMillis"]), text(&n["allocatable"]["cpuMillis"])),
+                format!(
+                    "{}/{}",
+                    mebibytes(&n["allocated"]["memoryBytes"]),
+                    mebibytes(&n["allocatable"]["memoryBytes"])
+                ),
+                age(n["lastHeartbeat"].as_i64().unwrap_or(0), now),
+                if labels.is_empty() { "<none>".into() } else { labels.join(",") },
+            ]
+        })
+        .collect();
+    table(&["NAME", "STATUS", "ADDRESS", "PODS", "CPU", "MEMORY", "HEARTBEAT", "LABELS"], &rows)
+}
+
+pub fn services_table(list: &Value, namespace: Option<&str>) -> String {
+    let rows: Vec<Vec<String>> = items(list)
+        .iter()
+        .filter(|s| in_namespace(s, namespace))
+        .map(|s| {
+            let ports: Vec<String> = items(&s["ports"])
+                .iter()
+                .map(|p| match p["nodePort"].as_i64() {
+                    Some(node_port) => format!("{}:{node_port}/{}", text(&p["port"]), text(&p["protocol"])),
+                    None => format!("{}/{}", text(&p["port"]), text(&p["protocol"])),
+                })
+                .collect();
+            vec![
+                text(&s["namespace"]),
+                text(&s["name"]),
+                if s["headless"].as_bool() == Some(true) { "ClusterIP (headless)".into() } else { text(&s["type"]) },
+                ports.join(","),
+                format!("{}/{}", text(&s["endpointsReady"]), text(&s["endpointsTotal"])),
+            ]
+        })
+        .collect();
+    table(&["NAMESPACE", "NAME", "TYPE", "PORTS", "ENDPOINTS"], &rows)
+}
+
+pub fn syncs_table(list: &Value, now: i64) -> String {
+    let rows: Vec<Vec<String>> = items(list)
+        .iter()
+        .map(|s| {
+            vec![
+                short(&text(&s["commit"]["sha"])).to_owned(),
+                text(&s["commit"]["message"]),
+                text(&s["commit"]["author"]),
+                age(s["seenAt"].as_i64().unwrap_or(0), now),
+                text(&s["outcome"]),
+                s["reason"].as_str().unwrap_or_default().to_owned(),
+            ]
+        })
+        .collect();
+    table(&["COMMIT", "MESSAGE", "AUTHOR", "SEEN", "OUTCOME", "REASON"], &rows)
+}
+
+pub fn history_table(list: &Value, now: i64) -> String {
+    let rows: Vec<Vec<String>> = items(list)
+        .iter()
+        .map(|r| {
+            vec![
+                short(&text(&r["commit"]["sha"])).to_owned(),
+                text(&r["commit"]["author"]),
+                age(r["commit"]["time"].as_i64().unwrap_or(0), now),
+                text(&r["outcome"]),
+                text(&r["commit"]["message"]),
+                r["reason"].as_str().unwrap_or_default().to_owned(),
+            ]
+        })
+        .collect();
+    table(&["COMMIT", "AUTHOR", "COMMITTED", "OUTCOME", "MESSAGE", "REASON"], &rows)
+}
+
+/// `berth status`: the whole in a few lines.
+pub fn status_text(status: &Value, now: i64) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "Repository: {} ({})", text(&status["repository"]), text(&status["branch"]));
+    if let Some(head) = status["head"].as_object() {
+        let _ = writeln!(
+            out,
+            "Head:       {} \"{}\" by {}, {} ago",
+            short(&text(&head["sha"])),
+            text(&head["message"]),
+            text(&head["author"]),
+            age(head["time"].as_i64().unwrap_or(0), now)
+        );
+    }
+    if let Some(applied) = status["applied"].as_str() {
+        let _ = writeln!(out, "Applied:    {} \"{}\"", short(applied), text(&status["appliedMessage"]));
+    }
+    let _ = writeln!(out, "Status:     {}: {}", text(&status["health"]), status["reason"].as_str().unwrap_or_default());
+    let counts = &status["counts"];
+    let by_health: Vec<String> = counts["workloads"]
+        .as_object()
+        .map(|m| m.iter().map(|(k, v)| format!("{} {k}", text(v))).collect())
+        .unwrap_or_default();
+    let _ =
+        writeln!(out, "Workloads:  {}", if by_health.is_empty() { "none".to_owned() } else { by_health.join(", ") });
+    let _ = writeln!(out, "Pods:       {}/{} ready", text(&counts["podsReady"]), text(&counts["pods"]));
+    let _ = writeln!(out, "Nodes:      {}/{} ready", text(&counts["nodesReady"]), text(&counts["nodes"]));
+    let _ = writeln!(out, "Services:   {}", text(&counts["services"]));
+    if let Some(sync) = status["lastSync"].as_object() {
+        let _ = writeln!(
+            out,
+            "Last sync:  {} {} {} ago{}",
+            short(&text(&sync["commit"]["sha"])),
+            text(&sync["outcome"]),
+            age(sync["seenAt"].as_i64().unwrap_or(0), now),
+            sync["reason"].as_str().filter(|r| !r.is_empty()).map(|r| format!(": {r}")).unwrap_or_default()
+        );
+    }
+    out
+}
+
+/// `berth describe`: one workload with its pods and history.
+pub fn describe_text(view: &Value, now: i64) -> String {
+    let w = &view["workload"];
+    let mut out = String::new();
+    let _ = writeln!(out, "Name:       {}", text(&w["name"]));
+    let _ = writeln!(out, "Namespace:  {}", text(&w["namespace"]));
+    let _ = writeln!(out, "Kind:       {}", text(&w["kind"]));
+    let wanted = w["replicas"].as_i64().map_or_else(|| "one per node".to_owned(), |r| r.to_string());
+    let _ = writeln!(
+        out,
+        "Replicas:   {wanted} desired, {} updated, {} total, {} available",
+        text(&w["updated"]),
+        text(&w["total"]),
+        text(&w["ready"])
+    );
+    let _ = writeln!(out, "Revision:   {} \"{}\"", short(&text(&w["revision"])), text(&w["revisionMessage"]));
+    let _ = writeln!(out, "Health:     {}", text(&w["health"]));
+    if let Some(reason) = w["reason"].as_str().filter(|r| !r.is_empty()) {
+        let _ = writeln!(out, "Reason:     {reason}");
+    }
+    if let Some(pin) = view["pin"].as_object() {
+        let _ = writeln!(
+            out,
+            "Pinned:     to commit {} by `berth rollback`, until the branch moves past {}",
+            short(&text(&pin["commit"])),
+            short(&text(&pin["head"]))
+        );
+    }
+    let _ = writeln!(out, "\nPods:");
+    let pods = pods_table(&view["pods"], None);
+    for line in pods.lines() {
+        let _ = writeln!(out, "  {line}");
+    }
+    let _ = writeln!(out, "\nHistory:");
+    for line in history_table(&view["history"], now).lines() {
+        let _ = writeln!(out, "  {line}");
+    }
+    out
+}

@@ -1,0 +1,628 @@
+//! The user API: what the CLI and the web UI read and do, as JSON under `/api/v1`.
+//!
+//! Reads are open on a loopback listener and need the API token on any other; every change
+//! (approve a sync, roll back) needs the token. The token is made on the server's first start
+//! and kept in its state folder; the server keeps its digest and compares in constant time. A
+//! node's credential opens only the agent API. No answer carries a secret value: objects come
+//! from the store's canonical form, where Secret values are digests.
+
+use super::control::{self, ControlPlane, SyncStatus, WorkloadHealth};
+use super::{AppError, now};
+use crate::manifest::{Kind, Object, ObjectKey};
+use crate::nodes::protocol::{PodAssignment, PodStatus, Resources};
+use crate::store::{Pin, Revision, SyncRecord};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use hmac::{Hmac, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+
+/// The largest webhook body accepted.
+pub const WEBHOOK_BODY_LIMIT: usize = 5 * 1024 * 1024;
+
+/// Who may do what on the user API.
+#[derive(Clone)]
+pub struct Access {
+    token_digest: [u8; 32],
+    /// True on a non-loopback listener: reads need the token too.
+    reads_need_token: bool,
+    /// The shared secret of the Git host's webhook, when one is configured.
+    webhook_secret: Option<Arc<str>>,
+}
+
+impl Access {
+    pub fn new(token: &str, reads_need_token: bool, webhook_secret: Option<&str>) -> Access {
+        Access {
+            token_digest: Sha256::digest(token.as_bytes()).into(),
+            reads_need_token,
+            webhook_secret: webhook_secret.map(Arc::from),
+        }
+    }
+
+    fn check(&self, headers: &HeaderMap) -> Result<(), AppError> {
+        let presented = super::agent_api::bearer(headers).map_err(|_| {
+            AppError::new(
+                StatusCode::UNAUTHORIZED,
+                "this needs the API token: set BERTH_TOKEN, or pass --token-file (the server wrote it to api-token in its state folder)",
+            )
+        })?;
+        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        if bool::from(digest.ct_eq(&self.token_digest)) {
+            Ok(())
+        } else {
+            Err(AppError::new(
+                StatusCode::UNAUTHORIZED,
+                "the API token is wrong; use the one in the server's api-token file",
+            ))
+        }
+    }
+
+    fn read(&self, headers: &HeaderMap) -> Result<(), AppError> {
+        if self.reads_need_token { self.check(headers) } else { Ok(()) }
+    }
+}
+
+#[derive(Clone)]
+struct Api {
+    plane: Arc<ControlPlane>,
+    access: Access,
+}
+
+pub fn router(plane: Arc<ControlPlane>, access: Access) -> Router {
+    Router::new()
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/workloads", get(workloads))
+        .route("/api/v1/workloads/{kind}/{namespace}/{name}", get(workload))
+        .route("/api/v1/workloads/{kind}/{namespace}/{name}/history", get(history))
+        .route("/api/v1/workloads/{kind}/{namespace}/{name}/rollback", post(rollback))
+        .route("/api/v1/pods", get(pods))
+        .route("/api/v1/nodes", get(nodes))
+        .route("/api/v1/services", get(services))
+        .route("/api/v1/syncs", get(syncs))
+        .route("/api/v1/syncs/{sha}", get(sync))
+        .route("/api/v1/syncs/{sha}/approve", post(approve))
+        .route("/api/v1/plan", get(plan))
+        .route("/api/v1/webhooks/git", post(webhook).layer(DefaultBodyLimit::max(WEBHOOK_BODY_LIMIT)))
+        .with_state(Api { plane, access })
+}
+
+/// The overall status with counts, as `berth status` and the overview show it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusView {
+    #[serde(flatten)]
+    pub status: SyncStatus,
+    pub counts: Counts,
+    pub last_sync: Option<SyncRecord>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Counts {
+    pub workloads: BTreeMap<String, usize>,
+    pub pods: usize,
+    pub pods_ready: usize,
+    pub nodes: usize,
+    pub nodes_ready: usize,
+    pub services: usize,
+}
+
+async fn status(State(api): State<Api>, headers: HeaderMap) -> Result<Json<StatusView>, AppError> {
+    api.access.read(&headers)?;
+    Ok(Json(status_view(&api.plane).await?))
+}
+
+pub async fn status_view(plane: &ControlPlane) -> Result<StatusView, AppError> {
+    let status = plane.status.borrow().clone();
+    let mut counts = Counts::default();
+    for workload in &status.workloads {
+        *counts.workloads.entry(workload.health.as_str().to_owned()).or_default() += 1;
+    }
+    let pods = pod_views(plane).await?;
+    counts.pods = pods.len();
+    counts.pods_ready = pods.iter().filter(|p| p.ready).count();
+    let nodes = node_views(plane).await?;
+    counts.nodes = nodes.len();
+    counts.nodes_ready = nodes.iter().filter(|n| n.status == "Ready").count();
+    counts.services = service_views(plane, &pods).len();
+    let last_sync = plane.store.syncs(1).await?.into_iter().next();
+    Ok(StatusView { status, counts, last_sync })
+}
+
+async fn workloads(State(api): State<Api>, headers: HeaderMap) -> Result<Json<Vec<WorkloadHealth>>, AppError> {
+    api.access.read(&headers)?;
+    Ok(Json(api.plane.status.borrow().workloads.clone()))
+}
+
+/// Everything about one workload: its status, pods, history and pin.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadView {
+    pub workload: WorkloadHealth,
+    pub pods: Vec<PodView>,
+    pub history: Vec<Revision>,
+    pub pin: Option<Pin>,
+}
+
+fn key_from(kind: &str, namespace: &str, name: &str) -> Result<ObjectKey, AppError> {
+    let kind = Kind::from_cli(kind).filter(|k| k.is_workload()).ok_or_else(|| {
+        AppError::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "`{kind}` is not a workload kind; use deployment, daemonset, replicaset, replicationcontroller or pod"
+            ),
+        )
+    })?;
+    Ok(ObjectKey { kind, namespace: namespace.to_owned(), name: name.to_owned() })
+}
+
+async fn workload(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path((kind, namespace, name)): Path<(String, String, String)>,
+) -> Result<Json<WorkloadView>, AppError> {
+    api.access.read(&headers)?;
+    let key = key_from(&kind, &namespace, &name)?;
+    Ok(Json(workload_view(&api.plane, &key).await?))
+}
+
+pub async fn workload_view(plane: &ControlPlane, key: &ObjectKey) -> Result<WorkloadView, AppError> {
+    let workload = plane
+        .status
+        .borrow()
+        .workloads
+        .iter()
+        .find(|w| w.kind == key.kind.name() && w.namespace == key.namespace && w.name == key.name)
+        .cloned()
+        .ok_or_else(|| {
+            AppError::new(
+                StatusCode::NOT_FOUND,
+                format!("{key} is not declared by the applied commit; see `berth get workloads`"),
+            )
+        })?;
+    let pods = pod_views(plane)
+        .await?
+        .into_iter()
+        .filter(|p| p.workload == key.name && p.kind == key.kind.name())
+        .filter(|p| p.namespace == key.namespace)
+        .collect();
+    let history = plane.store.revisions(key).await?;
+    let pin = plane.store.pins().await?.into_iter().find(|p| &p.key == key);
+    Ok(WorkloadView { workload, pods, history, pin })
+}
+
+async fn history(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path((kind, namespace, name)): Path<(String, String, String)>,
+) -> Result<Json<Vec<Revision>>, AppError> {
+    api.access.read(&headers)?;
+    let key = key_from(&kind, &namespace, &name)?;
+    Ok(Json(api.plane.store.revisions(&key).await?))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RollbackRequest {
+    /// A commit (sha, prefix, tag or branch); default: the last healthy revision before this one.
+    #[serde(default)]
+    pub to: Option<String>,
+}
+
+async fn rollback(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path((kind, namespace, name)): Path<(String, String, String)>,
+    Json(request): Json<RollbackRequest>,
+) -> Result<Json<Pin>, AppError> {
+    api.access.check(&headers)?;
+    let key = key_from(&kind, &namespace, &name)?;
+    control::rollback(&api.plane, &key, request.to.as_deref()).await.map(Json).map_err(|error| match error {
+        control::RollbackError::Store(error) => error.into(),
+        control::RollbackError::NoHead => AppError::new(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
+        other => AppError::new(StatusCode::CONFLICT, other.to_string()),
+    })
+}
+
+/// One pod as a node was told to run it and reports it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodView {
+    pub namespace: String,
+    pub name: String,
+    pub node: String,
+    pub kind: String,
+    pub workload: String,
+    pub revision: String,
+    pub phase: String,
+    pub ready: bool,
+    pub restarts: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Labels of the pod's template, for services' selectors.
+    #[serde(skip)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(skip)]
+    pub requests: Resources,
+}
+
+async fn pods(State(api): State<Api>, headers: HeaderMap) -> Result<Json<Vec<PodView>>, AppError> {
+    api.access.read(&headers)?;
+    Ok(Json(pod_views(&api.plane).await?))
+}
+
+pub async fn pod_views(plane: &ControlPlane) -> Result<Vec<PodView>, AppError> {
+    let desired = plane.desired.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    let mut views = Vec::new();
+    for node in plane.store.nodes().await? {
+        let (_, assigned) = plane.store.assignment(&node.name).await?;
+        let reports: BTreeMap<String, PodStatus> = plane
+            .store
+            .reports(&node.name)
+            .await?
+            .into_iter()
+            .map(|r| (format!("{}/{}", r.namespace, r.pod), r))
+            .collect();
+        for pod in assigned {
+            let report = reports.get(&format!("{}/{}", pod.namespace, pod.pod));
+            views.push(pod_view(&node.name, &pod, report, desired.as_deref()));
+        }
+    }
+    views.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    Ok(views)
+}
+
+fn pod_view(
+    node: &str,
+    pod: &PodAssignment,
+    report: Option<&PodStatus>,
+    desired: Option<&crate::sync::Loaded>,
+) -> PodView {
+    let key = ObjectKey { kind: pod.workload_kind, namespace: pod.namespace.clone(), name: pod.workload_name.clone() };
+    let labels = desired
+        .and_then(|d| d.resources.iter().find(|r| r.key == key))
+        .and_then(|r| r.object.pod_labels().cloned())
+        .unwrap_or_default();
+    let mut requests = Resources::default();
+    for container in &pod.spec.containers {
+        if let Some(resources) = &container.resources {
+            if let Some(cpu) = resources.requests.get("cpu") {
+                requests.cpu_millis += u64::try_from(cpu.millis()).unwrap_or(0);
+            }
+            if let Some(memory) = resources.requests.get("memory") {
+                requests.memory_bytes += u64::try_from(memory.millis() / 1000).unwrap_or(0);
+            }
+        }
+    }
+    PodView {
+        namespace: pod.namespace.clone(),
+        name: pod.pod.clone(),
+        node: node.to_owned(),
+        kind: pod.workload_kind.name().to_owned(),
+        workload: pod.workload_name.clone(),
+        revision: pod.revision.clone(),
+        phase: report.map_or_else(|| "Pending".to_owned(), |r| format!("{:?}", r.phase)),
+        ready: report.is_some_and(|r| r.ready),
+        restarts: report.map_or(0, |r| r.containers.iter().map(|c| c.restart_count).sum()),
+        last_error: report.and_then(|r| r.containers.iter().find_map(|c| c.last_error.clone())),
+        labels,
+        requests,
+    }
+}
+
+/// One node, with what is placed on it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeView {
+    pub name: String,
+    /// `Ready` or `NotReady`.
+    pub status: String,
+    pub address: String,
+    pub labels: BTreeMap<String, String>,
+    pub capacity: Resources,
+    pub allocatable: Resources,
+    /// The sum of the requests of the pods assigned to it.
+    pub allocated: Resources,
+    pub pods: usize,
+    pub last_heartbeat: i64,
+    pub joined_at: i64,
+}
+
+async fn nodes(State(api): State<Api>, headers: HeaderMap) -> Result<Json<Vec<NodeView>>, AppError> {
+    api.access.read(&headers)?;
+    Ok(Json(node_views(&api.plane).await?))
+}
+
+pub async fn node_views(plane: &ControlPlane) -> Result<Vec<NodeView>, AppError> {
+    let grace = plane.config.controller.node_grace_seconds;
+    let now = now();
+    let mut views = Vec::new();
+    for node in plane.store.nodes().await? {
+        let (_, assigned) = plane.store.assignment(&node.name).await?;
+        let mut allocated = Resources::default();
+        for pod in &assigned {
+            let view = pod_view(&node.name, pod, None, None);
+            allocated.cpu_millis += view.requests.cpu_millis;
+            allocated.memory_bytes += view.requests.memory_bytes;
+        }
+        views.push(NodeView {
+            status: if now - node.last_heartbeat <= grace { "Ready" } else { "NotReady" }.to_owned(),
+            name: node.name,
+            address: node.address,
+            labels: node.labels,
+            capacity: node.capacity,
+            allocatable: node.allocatable,
+            allocated,
+            pods: assigned.len(),
+            last_heartbeat: node.last_heartbeat,
+            joined_at: node.joined_at,
+        });
+    }
+    Ok(views)
+}
+
+/// One Service of the applied commit and the pods behind it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceView {
+    pub namespace: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub service_type: String,
+    pub headless: bool,
+    pub ports: Vec<PortView>,
+    pub selector: BTreeMap<String, String>,
+    pub endpoints_ready: usize,
+    pub endpoints_total: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PortView {
+    pub name: Option<String>,
+    pub port: i32,
+    pub target_port: String,
+    pub node_port: Option<i32>,
+    pub protocol: String,
+}
+
+async fn services(State(api): State<Api>, headers: HeaderMap) -> Result<Json<Vec<ServiceView>>, AppError> {
+    api.access.read(&headers)?;
+    let pods = pod_views(&api.plane).await?;
+    Ok(Json(service_views(&api.plane, &pods)))
+}
+
+pub fn service_views(plane: &ControlPlane, pods: &[PodView]) -> Vec<ServiceView> {
+    let desired = plane.desired.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    let Some(desired) = desired else { return Vec::new() };
+    desired
+        .resources
+        .iter()
+        .filter_map(|r| match &r.object {
+            Object::Service(service) => Some((r, service)),
+            _ => None,
+        })
+        .map(|(resource, service)| {
+            let spec = &service.spec;
+            let selected: Vec<&PodView> = pods
+                .iter()
+                .filter(|p| {
+                    p.namespace == resource.key.namespace
+                        && !spec.selector.is_empty()
+                        && spec.selector.iter().all(|(k, v)| p.labels.get(k) == Some(v))
+                })
+                .collect();
+            ServiceView {
+                namespace: resource.key.namespace.clone(),
+                name: resource.key.name.clone(),
+                service_type: spec.service_type.map_or_else(|| "ClusterIP".to_owned(), |t| format!("{t:?}")),
+                headless: spec.cluster_ip.as_deref() == Some("None"),
+                ports: spec
+                    .ports
+                    .iter()
+                    .map(|p| PortView {
+                        name: p.name.clone(),
+                        port: p.port,
+                        target_port: p.target_port.as_ref().map_or_else(|| p.port.to_string(), ToString::to_string),
+                        node_port: p.node_port,
+                        protocol: p.protocol.map_or_else(|| "TCP".to_owned(), |p| format!("{p:?}")),
+                    })
+                    .collect(),
+                selector: spec.selector.clone(),
+                endpoints_ready: selected.iter().filter(|p| p.ready).count(),
+                endpoints_total: selected.len(),
+            }
+        })
+        .collect()
+}
+
+#[derive(Debug, Deserialize)]
+struct Limit {
+    #[serde(default = "default_limit")]
+    limit: i64,
+}
+
+fn default_limit() -> i64 {
+    100
+}
+
+async fn syncs(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Query(limit): Query<Limit>,
+) -> Result<Json<Vec<SyncRecord>>, AppError> {
+    api.access.read(&headers)?;
+    Ok(Json(api.plane.store.syncs(limit.limit.clamp(1, 10_000)).await?))
+}
+
+/// A sync record with its plan.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SyncView {
+    #[serde(flatten)]
+    pub record: SyncRecord,
+    pub plan_text: String,
+    pub plan: serde_json::Value,
+}
+
+async fn sync(State(api): State<Api>, headers: HeaderMap, Path(sha): Path<String>) -> Result<Json<SyncView>, AppError> {
+    api.access.read(&headers)?;
+    let record = api.plane.store.sync(&sha).await?.ok_or_else(|| no_sync(&sha))?;
+    Ok(Json(sync_view(record)))
+}
+
+pub fn sync_view(record: SyncRecord) -> SyncView {
+    SyncView {
+        plan: serde_json::from_str(&record.plan_json).unwrap_or(serde_json::Value::Null),
+        plan_text: record.plan_text.clone(),
+        record,
+    }
+}
+
+fn no_sync(sha: &str) -> AppError {
+    AppError::new(StatusCode::NOT_FOUND, format!("no commit `{sha}` was seen by the server; see `berth get syncs`"))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApproveRequest {
+    /// The state index the approved plan was shown with; the approval is refused when it moved.
+    #[serde(default)]
+    pub state_index: Option<i64>,
+}
+
+async fn approve(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(sha): Path<String>,
+    Json(request): Json<ApproveRequest>,
+) -> Result<Json<SyncRecord>, AppError> {
+    api.access.check(&headers)?;
+    control::approve(&api.plane, &sha, request.state_index).await.map(Json).map_err(|error| match error {
+        control::ApproveError::Store(error) => error.into(),
+        control::ApproveError::Unknown(_) => AppError::new(StatusCode::NOT_FOUND, error.to_string()),
+        other => AppError::new(StatusCode::CONFLICT, other.to_string()),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct PlanQuery {
+    #[serde(default)]
+    rev: Option<String>,
+}
+
+/// A commit's plan against the applied state, with the state index to approve it at.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlanView {
+    pub state_index: i64,
+    pub has_changes: bool,
+    pub plan_text: String,
+    pub plan: serde_json::Value,
+}
+
+async fn plan(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Query(query): Query<PlanQuery>,
+) -> Result<Json<PlanView>, AppError> {
+    api.access.read(&headers)?;
+    let rev = query.rev.unwrap_or_else(|| api.plane.config.branch.clone());
+    let commit = api.plane.load(&rev).await.map_err(|error| AppError::new(StatusCode::NOT_FOUND, error.to_string()))?;
+    if !commit.is_valid() {
+        let first = commit.diagnostics.iter().find(|d| d.is_error()).map(ToString::to_string).unwrap_or_default();
+        return Err(AppError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "commit {} has {} errors, so nothing is planned; the first: {first}",
+                commit.commit.short(),
+                commit.error_count()
+            ),
+        ));
+    }
+    let (plan, state_index) = api.plane.plan_against_applied(&commit).await?;
+    Ok(Json(PlanView {
+        state_index,
+        has_changes: plan.summary.has_changes(),
+        plan_text: crate::plan::render::text(&plan, false),
+        plan: serde_json::from_str(&crate::plan::render::json(&plan)).unwrap_or(serde_json::Value::Null),
+    }))
+}
+
+/// A push notice from GitHub, GitLab or Gitea: checked, then it only triggers a fetch. The
+/// body never carries desired state; what is deployed is read from Git.
+async fn webhook(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, Json<serde_json::Value>), AppError> {
+    let Some(secret) = &api.access.webhook_secret else {
+        return Err(AppError::new(
+            StatusCode::NOT_FOUND,
+            "no webhook secret is configured; start the server with --webhook-secret or BERTH_WEBHOOK_SECRET",
+        ));
+    };
+    verify_webhook(secret, &headers, &body)?;
+    let reference = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("ref").and_then(|r| r.as_str()).map(str::to_owned));
+    let branch = &api.plane.config.branch;
+    let ours = match &reference {
+        Some(reference) => {
+            branch == "HEAD" || reference == branch || reference.strip_prefix("refs/heads/") == Some(branch)
+        }
+        // A ping or an event without a ref: fetching is harmless.
+        None => true,
+    };
+    if ours {
+        api.plane.request_fetch();
+    }
+    let answer = serde_json::json!({ "fetch": ours, "ref": reference });
+    Ok((StatusCode::ACCEPTED, Json(answer)))
+}
+
+/// Checks a webhook's signature: GitHub's `X-Hub-Signature-256: sha256=<hex>` and Gitea's
+/// `X-Gitea-Signature: <hex>` are HMAC-SHA256 of the raw body; GitLab sends the secret itself
+/// in `X-Gitlab-Token`. Every comparison is constant-time.
+pub fn verify_webhook(secret: &str, headers: &HeaderMap, body: &[u8]) -> Result<(), AppError> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let refuse = |why: &str| AppError::new(StatusCode::UNAUTHORIZED, why.to_owned());
+    let signature = header("x-hub-signature-256")
+        .and_then(|v| v.strip_prefix("sha256="))
+        .or_else(|| header("x-gitea-signature"))
+        .or_else(|| header("x-gogs-signature"));
+    if let Some(signature) = signature {
+        let expected = decode_hex(signature.trim()).ok_or_else(|| refuse("the webhook signature is not hex"))?;
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret.as_bytes())
+            .map_err(|_| refuse("the webhook secret is unusable"))?;
+        mac.update(body);
+        return mac
+            .verify_slice(&expected)
+            .map_err(|_| refuse("the webhook signature does not match the body; check the secret on both sides"));
+    }
+    if let Some(token) = header("x-gitlab-token") {
+        let a: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let b: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+        return if bool::from(a.ct_eq(&b)) {
+            Ok(())
+        } else {
+            Err(refuse("the X-Gitlab-Token does not match the webhook secret"))
+        };
+    }
+    Err(refuse(
+        "the webhook is not signed: set the secret in the Git host's webhook settings (X-Hub-Signature-256, X-Gitea-Signature or X-Gitlab-Token)",
+    ))
+}
+
+fn decode_hex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
+}
