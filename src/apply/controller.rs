@@ -85,7 +85,7 @@ pub struct Controller {
 }
 
 /// Requests of a pod: the sum of its containers'.
-fn requests(spec: &PodSpec) -> Resources {
+pub fn requests(spec: &PodSpec) -> Resources {
     let mut total = Resources::default();
     for container in &spec.containers {
         let Some(resources) = &container.resources else { continue };

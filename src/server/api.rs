@@ -289,17 +289,7 @@ fn pod_view(
         .and_then(|d| d.resources.iter().find(|r| r.key == key))
         .and_then(|r| r.object.pod_labels().cloned())
         .unwrap_or_default();
-    let mut requests = Resources::default();
-    for container in &pod.spec.containers {
-        if let Some(resources) = &container.resources {
-            if let Some(cpu) = resources.requests.get("cpu") {
-                requests.cpu_millis += u64::try_from(cpu.millis()).unwrap_or(0);
-            }
-            if let Some(memory) = resources.requests.get("memory") {
-                requests.memory_bytes += u64::try_from(memory.millis() / 1000).unwrap_or(0);
-            }
-        }
-    }
+    let requests = crate::apply::controller::requests(&pod.spec);
     PodView {
         namespace: pod.namespace.clone(),
         name: pod.pod.clone(),

@@ -267,6 +267,13 @@ async fn restore(plane: &ControlPlane, state: &mut LoopState) -> Result<(), Box<
     if let Some(sha) = plane.store.control_value("desired_commit").await? {
         let commit = plane.load(&sha).await?;
         state.retained = retained(&plane.store, &commit).await?;
+        let applied = plane.store.control_value("applied_commit").await?;
+        state.applied_recorded = applied.as_deref() == Some(sha.as_str());
+        state.sync_outcome = plane.store.sync(&sha).await?.map(|r| r.outcome).unwrap_or_default();
+        plane.status.send_modify(|s| {
+            s.applied = Some(commit.commit.sha.clone());
+            s.applied_message = commit.commit.message.clone();
+        });
         *plane.desired.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(commit.clone());
         state.desired = Some(commit);
     }

@@ -12,12 +12,12 @@ fn manifest(version: &str, replicas: u32) -> String {
     crate::images::deployment("app", None, replicas, version, None)
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// A child process that is killed if the test ends early, so a failing test leaves nothing running.
-struct Process(Child);
+pub struct Process(pub Child);
 
 impl Drop for Process {
     fn drop(&mut self) {
@@ -26,13 +26,13 @@ impl Drop for Process {
     }
 }
 
-fn terminate(child: &Child) {
+pub fn terminate(child: &Child) {
     // SAFETY: sending a signal to our own child process.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
 }
 
 /// The running app containers of a node, by pod name.
-async fn running(node: &str) -> Vec<String> {
+pub async fn running(node: &str) -> Vec<String> {
     let docker = docker().await;
     let mut pods: Vec<String> = docker
         .list(&[(labels::NODE, node), (labels::ROLE, "container")])

@@ -1,0 +1,453 @@
+//! The control plane as users run it: a `berth server` process following a real repository,
+//! `berth agent` processes as nodes on this machine's engine (each on its own 127.0.0.x), and
+//! the CLI and JSON API against them. Rollbacks (automatic, pinned and by `git revert`), sync
+//! approval, prune safety, webhooks and a server killed in the middle of a rollout.
+
+use crate::agent::{TestNode, docker, wait_for};
+use crate::server::{Process, free_port, terminate};
+use crate::support::TestRepo;
+use berth::client::Client;
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const JOIN_TOKEN: &str = "control-test";
+const LIMIT: Duration = Duration::from_secs(90);
+
+/// A server and its agents, stopped (and their containers removed) when dropped.
+struct Cluster {
+    listen: String,
+    db: tempfile::TempDir,
+    repo_arg: String,
+    server_args: Vec<String>,
+    server: Option<Process>,
+    agents: Vec<Process>,
+    nodes: Vec<TestNode>,
+    client: Client,
+}
+
+impl Cluster {
+    async fn start(test: &str, repo: &str, nodes: usize, server_args: &[&str]) -> Cluster {
+        docker().await;
+        let listen = format!("127.0.0.1:{}", free_port());
+        let mut cluster = Cluster {
+            client: Client::new(&format!("http://{listen}"), None),
+            listen,
+            db: tempfile::tempdir().unwrap(),
+            repo_arg: repo.to_owned(),
+            server_args: server_args.iter().map(|s| (*s).to_owned()).collect(),
+            server: None,
+            agents: Vec::new(),
+            nodes: (0..nodes).map(|i| TestNode::new(&format!("{test}{i}"))).collect(),
+        };
+        cluster.start_server();
+        for (i, node) in cluster.nodes.iter().enumerate() {
+            let agent = Command::new(env!("CARGO_BIN_EXE_berth"))
+                .args(["agent", "--server", &format!("http://{}", cluster.listen), "--join-token", JOIN_TOKEN])
+                .args(["--name", &node.name, "--address", &format!("127.0.0.{}", i + 2)])
+                .args(["--heartbeat-seconds", "1", "--restart-backoff-ms", "300"])
+                .arg("--state-dir")
+                .arg(node.state.path())
+                .env("RUST_LOG", "warn")
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            cluster.agents.push(Process(agent));
+        }
+        let token_file = cluster.db.path().join("api-token");
+        wait_for("the server to write its API token", LIMIT, || async { token_file.exists() }).await;
+        cluster.client = Client::new(&format!("http://{}", cluster.listen), Some(cluster.token()));
+        cluster
+    }
+
+    fn start_server(&mut self) {
+        let server = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["server", "--join-token", JOIN_TOKEN, "--listen", &self.listen, "--node-grace-seconds", "5"])
+            .args(["--repo", &self.repo_arg])
+            .arg("--db")
+            .arg(self.db.path().join("berth.db"))
+            .args(&self.server_args)
+            .env("RUST_LOG", "warn")
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.server = Some(Process(server));
+    }
+
+    /// `kill -9`: no chance to finish anything.
+    fn kill_server(&mut self) {
+        if let Some(mut server) = self.server.take() {
+            server.0.kill().unwrap();
+            server.0.wait().unwrap();
+        }
+    }
+
+    fn token(&self) -> String {
+        std::fs::read_to_string(self.db.path().join("api-token")).unwrap().trim().to_owned()
+    }
+
+    fn token_file(&self) -> PathBuf {
+        self.db.path().join("api-token")
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        self.client.get(path).await.unwrap_or_else(|e| panic!("GET {path}: {e}"))
+    }
+
+    /// Waits until the status answers and `condition` holds of it; returns that status.
+    async fn wait_status(&self, what: &str, condition: impl Fn(&Value) -> bool) -> Value {
+        let mut last = Value::Null;
+        let deadline = std::time::Instant::now() + LIMIT;
+        loop {
+            if let Ok(status) = self.client.get("/api/v1/status").await {
+                if condition(&status) {
+                    return status;
+                }
+                last = status;
+            }
+            assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}; last status: {last:#}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Runs the CLI against this server from `dir`, with no token unless `token` is set.
+    fn cli(&self, dir: &Path, args: &[&str], token: bool) -> (i32, String, String) {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_berth"));
+        command.args(args).args(["--server", &format!("http://{}", self.listen)]).current_dir(dir);
+        command.env_remove("BERTH_TOKEN").env("NO_COLOR", "1");
+        if token {
+            command.env("BERTH_TOKEN", self.token());
+        }
+        let output = command.output().unwrap();
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for agent in &self.agents {
+            terminate(&agent.0);
+        }
+        if let Some(server) = &self.server {
+            terminate(&server.0);
+        }
+    }
+}
+
+fn app(replicas: u32, version: &str) -> String {
+    crate::images::deployment("app", None, replicas, version, Some((1, 0)))
+}
+
+/// A version whose container exits at once, every time.
+fn crashing_app(replicas: u32) -> String {
+    app(replicas, "bad").replace("echo bad > /tmp/version; exec sleep 3600", "echo crashing; exit 3")
+}
+
+fn workload<'a>(status: &'a Value, name: &str) -> Option<&'a Value> {
+    status["workloads"].as_array()?.iter().find(|w| w["name"] == name)
+}
+
+fn health_is(status: &Value, name: &str, health: &str) -> bool {
+    workload(status, name).is_some_and(|w| w["health"] == health)
+}
+
+/// The revisions (commit shas) of the ready pods of `app`.
+async fn ready_revisions(cluster: &Cluster) -> Vec<String> {
+    let pods = cluster.get("/api/v1/pods").await;
+    let mut revisions: Vec<String> = pods
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["workload"] == "app" && p["ready"] == true)
+        .map(|p| p["revision"].as_str().unwrap().to_owned())
+        .collect();
+    revisions.sort();
+    revisions
+}
+
+fn git(repo: &Path, args: &[&str]) {
+    let status = Command::new("git")
+        .args(args)
+        .current_dir(repo)
+        .env("GIT_AUTHOR_NAME", "Grace Hopper")
+        .env("GIT_AUTHOR_EMAIL", "grace@example.test")
+        .env("GIT_COMMITTER_NAME", "Grace Hopper")
+        .env("GIT_COMMITTER_EMAIL", "grace@example.test")
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "git {args:?} failed");
+}
+
+fn head(repo: &TestRepo) -> String {
+    repo.repo.head().unwrap().peel_to_commit().unwrap().id().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crashing_rollout_rolls_back_by_itself_and_git_revert_restores() {
+    let mut repo = TestRepo::new();
+    repo.write("app.yaml", &app(2, "v1"));
+    let v1 = repo.commit("v1");
+    let cluster = Cluster::start("crash", repo.path().to_str().unwrap(), 2, &[]).await;
+    cluster.wait_status("v1 to be synced", |s| s["health"] == "Synced" && s["applied"] == v1).await;
+
+    repo.write("app.yaml", &crashing_app(2));
+    let bad = repo.commit("v2 that crashes");
+    let status = cluster
+        .wait_status("the crashing rollout to fail", |s| health_is(s, "app", "Degraded") && s["health"] == "Degraded")
+        .await;
+    let reason = workload(&status, "app").unwrap()["reason"].as_str().unwrap().to_owned();
+    assert!(reason.contains(&format!("rollout of {} failed", &bad[..7])), "{reason}");
+    assert!(reason.contains("crash-loop") && reason.contains("exit code 3"), "{reason}");
+    assert!(reason.contains(&format!("rolled back to {} \"v1\"", &v1[..7])), "{reason}");
+    // Back on v1: both replicas ready, the crashing surge pod gone.
+    wait_for("v1 pods only", LIMIT, || async {
+        let pods = cluster.get("/api/v1/pods").await;
+        let app_pods: Vec<&Value> = pods.as_array().unwrap().iter().filter(|p| p["workload"] == "app").collect();
+        app_pods.len() == 2 && app_pods.iter().all(|p| p["revision"] == v1 && p["ready"] == true)
+    })
+    .await;
+
+    // History says what happened; the sync record of the bad commit is degraded.
+    let history = cluster.get("/api/v1/workloads/deployment/default/app/history").await;
+    let outcomes: Vec<(&str, &str)> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["commit"]["sha"].as_str().unwrap(), r["outcome"].as_str().unwrap()))
+        .collect();
+    assert_eq!(outcomes, vec![(bad.as_str(), "failed"), (v1.as_str(), "healthy")]);
+    let (code, table, _) = cluster.cli(repo.path(), &["history", "deployment/app"], false);
+    assert_eq!(code, 0);
+    assert!(table.starts_with("COMMIT") && table.contains("failed") && table.contains("Ada Lovelace"), "{table}");
+    let sync = cluster.get(&format!("/api/v1/syncs/{bad}")).await;
+    assert_eq!(sync["outcome"], "degraded", "{sync:#}");
+
+    // A commit that leaves the failed spec as it is does not retry it.
+    repo.write("other.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: other}\ndata: {a: b}\n");
+    let unrelated = repo.commit("an unrelated change");
+    let seen = cluster.wait_status("the unrelated commit", |s| s["head"]["sha"] == unrelated).await;
+    cluster
+        .wait_status("two more passes", |s| s["updatedAt"].as_i64() > seen["updatedAt"].as_i64().map(|t| t + 1))
+        .await;
+    assert_eq!(ready_revisions(&cluster).await, vec![v1.clone(), v1.clone()]);
+    assert!(health_is(&cluster.get("/api/v1/status").await, "app", "Degraded"));
+
+    // git revert: the plan names the commit whose spec comes back, and the workload is healthy.
+    git(repo.path(), &["revert", "--no-edit", &bad]);
+    let revert = head(&repo);
+    let (code, plan, _) = crate::support::berth(repo.path(), &["plan"]);
+    assert_eq!(code, 2, "{plan}");
+    assert!(plan.contains(&format!("restores the spec of commit {} \"v1\"", &v1[..7])), "{plan}");
+    cluster
+        .wait_status("the revert to be synced", |s| {
+            s["health"] == "Synced" && s["applied"] == revert && health_is(s, "app", "Synced")
+        })
+        .await;
+    // Against what runs (v1 since the rollback) the revert changes nothing.
+    let sync = cluster.get(&format!("/api/v1/syncs/{revert}")).await;
+    let text = sync["planText"].as_str().unwrap();
+    assert!(text.contains("0 to update, 0 to delete"), "{text}");
+    // The same template as v1: the running pods stay, nothing restarts.
+    assert_eq!(ready_revisions(&cluster).await, vec![v1.clone(), v1]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rollback_pins_a_workload_until_the_branch_moves() {
+    let mut repo = TestRepo::new();
+    repo.write("app.yaml", &app(1, "v1"));
+    let v1 = repo.commit("v1");
+    repo.write("app.yaml", &app(1, "v2"));
+    let cluster = Cluster::start("pin", repo.path().to_str().unwrap(), 1, &[]).await;
+    cluster.wait_status("v1", |s| s["health"] == "Synced" && s["applied"] == v1).await;
+    let v2 = repo.commit("v2");
+    cluster.wait_status("v2", |s| s["health"] == "Synced" && s["applied"] == v2).await;
+
+    // Without the token a rollback is refused and changes nothing.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let (code, _, stderr) = cluster.cli(elsewhere.path(), &["rollback", "deployment/app"], false);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("needs the API token"), "{stderr}");
+
+    let (code, stdout, stderr) = cluster.cli(elsewhere.path(), &["rollback", "deployment/app"], true);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains(&format!("held at commit {}", &v1[..7])), "{stdout}");
+    let status = cluster
+        .wait_status("the pinned rollback", |s| health_is(s, "app", "OutOfSync") && s["health"] == "OutOfSync")
+        .await;
+    assert!(workload(&status, "app").unwrap()["reason"].as_str().unwrap().contains("until the branch moves"));
+    assert_eq!(ready_revisions(&cluster).await, vec![v1.clone()]);
+    let (_, describe, _) = cluster.cli(elsewhere.path(), &["describe", "deployment/app"], false);
+    assert!(describe.contains(&format!("Pinned:     to commit {}", &v1[..7])), "{describe}");
+    let (_, json_out, _) = cluster.cli(elsewhere.path(), &["get", "workloads", "-o", "json"], false);
+    let workloads: Value = serde_json::from_str(&json_out).unwrap();
+    assert_eq!(workloads[0]["pinned"], v1.as_str());
+    let (_, yaml_out, _) = cluster.cli(elsewhere.path(), &["get", "workloads", "-o", "yaml"], false);
+    assert!(yaml_out.contains("health: OutOfSync"), "{yaml_out}");
+
+    // A new commit lifts the pin.
+    repo.write("app.yaml", &app(1, "v3"));
+    let v3 = repo.commit("v3");
+    cluster.wait_status("v3", |s| s["health"] == "Synced" && s["applied"] == v3).await;
+    assert_eq!(ready_revisions(&cluster).await, vec![v3.clone()]);
+
+    // Rolling back with `git revert`: the plan names the commit whose spec comes back.
+    git(repo.path(), &["revert", "--no-edit", &v3]);
+    let revert = head(&repo);
+    cluster.wait_status("the revert", |s| s["health"] == "Synced" && s["applied"] == revert).await;
+    let sync = cluster.get(&format!("/api/v1/syncs/{revert}")).await;
+    let text = sync["planText"].as_str().unwrap();
+    assert!(text.contains(&format!("restores the spec of commit {} \"v2\"", &v2[..7])), "{text}");
+    wait_for("v2's spec to run again", LIMIT, || async { ready_revisions(&cluster).await == vec![revert.clone()] })
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn manual_sync_and_mass_deletes_wait_for_an_approval_of_the_plan_shown() {
+    let mut repo = TestRepo::new();
+    let config_map =
+        |name: &str| format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}}}\ndata: {{a: b}}\n");
+    let kept = app(1, "v1").replace("  name: app\n", "  name: app\n  annotations: {berth.dev/prune: \"false\"}\n");
+    repo.write("berth.yaml", "sync:\n  policy: manual\n");
+    repo.write("app.yaml", &kept).write("a.yaml", &config_map("a")).write("b.yaml", &config_map("b"));
+    let first = repo.commit("first");
+    let cluster = Cluster::start("manual", repo.path().to_str().unwrap(), 1, &[]).await;
+    let status = cluster.wait_status("the commit to wait", |s| s["health"] == "OutOfSync").await;
+    assert!(
+        status["reason"].as_str().unwrap().contains(&format!("berth sync --approve {}", &first[..7])),
+        "{status:#}"
+    );
+    assert_eq!(cluster.get("/api/v1/pods").await, json!([]), "a waiting commit runs nothing");
+
+    let elsewhere = tempfile::tempdir().unwrap();
+    let (code, shown, _) = cluster.cli(elsewhere.path(), &["sync"], false);
+    assert_eq!(code, 0);
+    assert!(shown.contains("+ create Deployment default/app") && shown.contains("is waiting"), "{shown}");
+    let (code, _, stderr) = cluster.cli(elsewhere.path(), &["sync", "--approve"], false);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("needs the API token"), "{stderr}");
+    // An approval of a plan made at another state index is refused.
+    let stale = cluster.client.post(&format!("/api/v1/syncs/{first}/approve"), &json!({"stateIndex": 99})).await;
+    let error = stale.unwrap_err().to_string();
+    assert!(error.contains("the applied state moved since the plan was made"), "{error}");
+
+    let token_file = cluster.token_file();
+    let (code, _, stderr) =
+        cluster.cli(elsewhere.path(), &["sync", "--approve", "--token-file", token_file.to_str().unwrap()], false);
+    assert_eq!(code, 0, "{stderr}");
+    cluster.wait_status("the approved commit", |s| s["health"] == "Synced" && s["applied"] == first).await;
+
+    // Auto policy, but removing the three objects (two deleted, one kept) is over the threshold.
+    std::fs::remove_file(repo.path().join("app.yaml")).unwrap();
+    std::fs::remove_file(repo.path().join("a.yaml")).unwrap();
+    std::fs::remove_file(repo.path().join("b.yaml")).unwrap();
+    repo.write("berth.yaml", "sync:\n  policy: auto\n");
+    repo.write("c.yaml", &config_map("c"));
+    let mass = repo.commit("remove almost everything");
+    let status = cluster
+        .wait_status("the mass delete to wait", |s| s["head"]["sha"] == mass && s["health"] == "OutOfSync")
+        .await;
+    assert!(status["reason"].as_str().unwrap().contains("would delete 2 of the 3 applied objects"), "{status:#}");
+    let plan = cluster.get(&format!("/api/v1/syncs/{mass}")).await;
+    let text = plan["planText"].as_str().unwrap();
+    assert!(text.contains("= keep Deployment default/app"), "{text}");
+    cluster
+        .client
+        .post(&format!("/api/v1/syncs/{mass}/approve"), &json!({"stateIndex": plan["stateIndex"]}))
+        .await
+        .unwrap();
+    cluster.wait_status("the mass delete", |s| s["health"] == "Synced" && s["applied"] == mass).await;
+    // The kept Deployment's pod runs on, no longer managed.
+    assert_eq!(crate::server::running(&cluster.nodes[0].name).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signed_webhook_fetches_a_remote_at_once() {
+    let mut repo = TestRepo::new();
+    repo.write("app.yaml", &app(1, "v1"));
+    let v1 = repo.commit("v1");
+    let url = format!("file://{}", repo.path().display());
+    let secret = "webhook-secret";
+    let cluster =
+        Cluster::start("hook", &url, 1, &["--branch", "main", "--fetch-interval", "3600", "--webhook-secret", secret])
+            .await;
+    cluster.wait_status("v1", |s| s["health"] == "Synced" && s["applied"] == v1).await;
+    repo.write("app.yaml", &app(1, "v2"));
+    let v2 = repo.commit("v2");
+
+    let http = reqwest::Client::new();
+    let hook = format!("http://{}/api/v1/webhooks/git", cluster.listen);
+    let body = serde_json::to_vec(&json!({"ref": "refs/heads/main", "after": v2})).unwrap();
+    let unsigned = http.post(&hook).body(body.clone()).send().await.unwrap();
+    assert_eq!(unsigned.status(), 401);
+    let forged = http
+        .post(&hook)
+        .header("X-Hub-Signature-256", format!("sha256={}", "00".repeat(32)))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 401);
+    let huge = http.post(&hook).body(vec![b' '; 6 * 1024 * 1024]).send().await.unwrap();
+    assert_eq!(huge.status(), 413, "the body size is capped");
+    assert_eq!(cluster.get("/api/v1/status").await["head"]["sha"], v1, "a refused webhook fetches nothing");
+
+    use hmac::Mac;
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(&body);
+    let signature: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    let signed =
+        http.post(&hook).header("X-Hub-Signature-256", format!("sha256={signature}")).body(body).send().await.unwrap();
+    assert_eq!(signed.status(), 202);
+    // The fetch interval is an hour: only the webhook explains seeing v2.
+    cluster.wait_status("v2 after the webhook", |s| s["health"] == "Synced" && s["applied"] == v2).await;
+
+    // Gitea signs the same way under its own header; GitLab sends the secret itself.
+    let gitea = http.post(&hook).header("X-Gitea-Signature", "11".repeat(32)).body("{}").send().await.unwrap();
+    assert_eq!(gitea.status(), 401);
+    let gitlab = http.post(&hook).header("X-Gitlab-Token", secret).body("{}").send().await.unwrap();
+    assert_eq!(gitlab.status(), 202);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_killed_mid_rollout_resumes_with_no_duplicate_or_missing_pods() {
+    let mut repo = TestRepo::new();
+    let slow = |version: &str| app(4, version).replace("  replicas: 4\n", "  replicas: 4\n  minReadySeconds: 2\n");
+    repo.write("app.yaml", &slow("v1"));
+    let v1 = repo.commit("v1");
+    let mut cluster = Cluster::start("kill", repo.path().to_str().unwrap(), 2, &[]).await;
+    cluster.wait_status("v1", |s| s["health"] == "Synced" && s["applied"] == v1).await;
+
+    repo.write("app.yaml", &slow("v2"));
+    let v2 = repo.commit("v2");
+    wait_for("the rollout to be half way", LIMIT, || async {
+        let revisions = ready_revisions(&cluster).await;
+        revisions.contains(&v1) && revisions.contains(&v2)
+    })
+    .await;
+    cluster.kill_server();
+    cluster.start_server();
+    cluster.wait_status("v2 after the restart", |s| s["health"] == "Synced" && s["applied"] == v2).await;
+
+    // Exactly four pods, all v2, each once, running on the nodes' engine.
+    let pods = cluster.get("/api/v1/pods").await;
+    let mut names: Vec<&str> = pods.as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), 4, "{pods:#}");
+    assert_eq!(ready_revisions(&cluster).await, vec![v2.clone(); 4]);
+    wait_for("the engine to run exactly the assigned pods", LIMIT, || async {
+        let mut running = Vec::new();
+        for node in &cluster.nodes {
+            running.extend(crate::server::running(&node.name).await);
+        }
+        running.sort();
+        running == names
+    })
+    .await;
+}
