@@ -17,7 +17,7 @@ use crate::plan::schedule::{self, NodeInfo, Placement, PodRequest};
 use crate::server::agent_api::AgentApi;
 use crate::store::{Store, StoreError};
 use crate::sync::Loaded;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 #[derive(Debug, Clone)]
@@ -76,12 +76,18 @@ impl ReconcileSummary {
     }
 }
 
+/// A node's assignment at a generation.
+type Generation = (u64, Arc<Vec<PodAssignment>>);
+
 pub struct Controller {
     store: Arc<Store>,
     api: AgentApi,
     config: ControllerConfig,
     /// When the controller first saw each pod ready, by `namespace/pod`.
     ready_since: Mutex<HashMap<String, i64>>,
+    /// Each node's assignment as last read or written, by generation: re-read only when the
+    /// generation in the store differs.
+    assignments: Mutex<HashMap<String, Generation>>,
 }
 
 /// Requests of a pod: the sum of its containers'.
@@ -99,6 +105,10 @@ pub fn requests(spec: &PodSpec) -> Resources {
     total
 }
 
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn workload_of(pod: &PodAssignment) -> ObjectKey {
     ObjectKey { kind: pod.workload_kind, namespace: pod.namespace.clone(), name: pod.workload_name.clone() }
 }
@@ -109,7 +119,13 @@ fn ordinal_of(pod: &str) -> usize {
 
 impl Controller {
     pub fn new(store: Arc<Store>, api: AgentApi, config: ControllerConfig) -> Controller {
-        Controller { store, api, config, ready_since: Mutex::new(HashMap::new()) }
+        Controller {
+            store,
+            api,
+            config,
+            ready_since: Mutex::new(HashMap::new()),
+            assignments: Mutex::new(HashMap::new()),
+        }
     }
 
     /// One pass towards `desired` at time `now` (seconds since the Unix epoch).
@@ -125,30 +141,47 @@ impl Controller {
             .filter(|n| now - n.last_heartbeat <= self.config.node_grace_seconds)
             .map(|n| n.name.as_str())
             .collect();
-        let mut assigned: BTreeMap<String, Vec<PodAssignment>> = BTreeMap::new();
-        let mut reports: HashMap<String, PodStatus> = HashMap::new();
+        let generations: HashMap<String, u64> = self.store.assignment_generations().await?.into_iter().collect();
+        let mut stored: BTreeMap<String, Arc<Vec<PodAssignment>>> = BTreeMap::new();
         for node in &nodes {
-            let (_, pods) = self.store.assignment(&node.name).await?;
+            let generation = generations.get(&node.name).copied().unwrap_or(0);
+            let cached =
+                lock(&self.assignments).get(&node.name).filter(|(g, _)| *g == generation).map(|(_, p)| p.clone());
+            let pods = match cached {
+                Some(pods) => pods,
+                None => {
+                    let (generation, mut pods) = self.store.assignment(&node.name).await?;
+                    pods.sort_by(|a, b| (&a.namespace, &a.pod).cmp(&(&b.namespace, &b.pod)));
+                    let pods = Arc::new(pods);
+                    lock(&self.assignments).insert(node.name.clone(), (generation, pods.clone()));
+                    pods
+                }
+            };
+            stored.insert(node.name.clone(), pods);
+        }
+        let mut assigned: BTreeMap<String, Vec<PodAssignment>> = BTreeMap::new();
+        for node in &nodes {
             // A NotReady node's pods count as lost: they are placed elsewhere, and the node's
             // agent removes them if it comes back.
-            let pods = if ready.contains(node.name.as_str()) { pods } else { Vec::new() };
+            let pods = if ready.contains(node.name.as_str()) { stored[&node.name].to_vec() } else { Vec::new() };
             assigned.insert(node.name.clone(), pods);
-            if ready.contains(node.name.as_str()) {
-                for status in self.store.reports(&node.name).await? {
-                    reports.insert(format!("{}/{}", status.namespace, status.pod), status);
-                }
+        }
+        let mut reports: HashMap<String, PodStatus> = HashMap::new();
+        for (node, status) in self.store.all_reports().await? {
+            if ready.contains(node.as_str()) {
+                reports.insert(format!("{}/{}", status.namespace, status.pod), status);
             }
         }
-        let original = assigned.clone();
-        {
-            let mut ready_since = self.ready_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let ready_since = {
+            let mut ready_since = lock(&self.ready_since);
             ready_since.retain(|key, _| reports.get(key).is_some_and(|r| r.ready));
             for (key, status) in &reports {
                 if status.ready {
                     ready_since.entry(key.clone()).or_insert(now);
                 }
             }
-        }
+            ready_since.clone()
+        };
         let node_infos: Vec<NodeInfo> = nodes
             .iter()
             .map(|n| NodeInfo {
@@ -172,9 +205,22 @@ impl Controller {
         }
 
         let sources = Sources::new(&desired.resources, &desired.secrets);
+        // Each workload's pods, with their nodes: gathered once, not once per workload.
+        let mut by_workload: HashMap<ObjectKey, Vec<(&str, &PodAssignment)>> = HashMap::new();
+        for (node, pods) in stored.iter().filter(|(node, _)| ready.contains(node.as_str())) {
+            for pod in pods.iter() {
+                let workload = workload_of(pod);
+                if declared.contains(&workload) {
+                    by_workload.entry(workload).or_default().push((node.as_str(), pod));
+                }
+            }
+        }
+        let mut deletes: HashSet<(String, String)> = HashSet::new();
         let mut pending: Vec<(PodRequest, PodAssignment, ObjectKey)> = Vec::new();
         let mut statuses = Vec::new();
         for resource in desired.resources.iter().filter(|r| r.key.kind.is_workload()) {
+            let current = by_workload.remove(&resource.key).unwrap_or_default();
+            let mut step = Step { current, ready_since: &ready_since, reports: &reports, deletes: &mut deletes };
             let status = match targets
                 .overrides
                 .get(&resource.key)
@@ -183,14 +229,19 @@ impl Controller {
                 Some((commit, resource)) => {
                     let sources = Sources::new(&commit.resources, &commit.secrets);
                     let target = Target { resource, commit, sources: &sources };
-                    self.plan_workload(&target, &node_infos, &reports, &mut assigned, &mut pending, now)
+                    plan_workload(&target, &node_infos, &mut step, &mut pending, now)
                 }
                 None => {
                     let target = Target { resource, commit: desired, sources: &sources };
-                    self.plan_workload(&target, &node_infos, &reports, &mut assigned, &mut pending, now)
+                    plan_workload(&target, &node_infos, &mut step, &mut pending, now)
                 }
             };
             statuses.push(status);
+        }
+        if !deletes.is_empty() {
+            for pods in assigned.values_mut() {
+                pods.retain(|p| !deletes.contains(&(p.namespace.clone(), p.pod.clone())));
+            }
         }
 
         // Place what is new, with what stays counted as running.
@@ -213,189 +264,188 @@ impl Controller {
             }
         }
 
-        let mut nodes_changed = 0;
-        for (node, pods) in &mut assigned {
+        let mut changes: Vec<(String, Vec<PodAssignment>)> = Vec::new();
+        for (node, mut pods) in assigned {
             pods.sort_by(|a, b| (&a.namespace, &a.pod).cmp(&(&b.namespace, &b.pod)));
-            let mut before = original.get(node).cloned().unwrap_or_default();
-            before.sort_by(|a, b| (&a.namespace, &a.pod).cmp(&(&b.namespace, &b.pod)));
-            if *pods != before && ready.contains(node.as_str()) {
-                self.api.assign(node, pods).await?;
-                nodes_changed += 1;
+            let before = stored.get(&node).map_or(&[][..], |p| p.as_slice());
+            if pods.as_slice() != before && ready.contains(node.as_str()) {
+                changes.push((node, pods));
             }
         }
         // A NotReady node is told to run nothing, so its stale pods go when it returns.
         for node in nodes.iter().filter(|n| !ready.contains(n.name.as_str())) {
-            let (_, pods) = self.store.assignment(&node.name).await?;
-            if !pods.is_empty() {
-                self.api.assign(&node.name, &[]).await?;
-                nodes_changed += 1;
+            if !stored[&node.name].is_empty() {
+                changes.push((node.name.clone(), Vec::new()));
+            }
+        }
+        let nodes_changed = changes.len();
+        if !changes.is_empty() {
+            let written = self.api.assign_many(changes).await?;
+            let mut cache = lock(&self.assignments);
+            for (node, generation, pods) in written {
+                cache.insert(node, (generation, Arc::new(pods)));
             }
         }
         Ok(ReconcileSummary { workloads: statuses, nodes_changed, ready_nodes: ready.len() })
     }
+}
 
-    /// Decides one workload's next step: deletes are applied to `assigned`, creates are added to
-    /// `pending` for the scheduler.
-    fn plan_workload(
-        &self,
-        target: &Target<'_>,
-        nodes: &[NodeInfo],
-        reports: &HashMap<String, PodStatus>,
-        assigned: &mut BTreeMap<String, Vec<PodAssignment>>,
-        pending: &mut Vec<(PodRequest, PodAssignment, ObjectKey)>,
-        now: i64,
-    ) -> WorkloadStatus {
-        let Target { resource, commit, sources } = *target;
-        let key = resource.key.clone();
-        let hash = template_hash(resource);
-        let ready_since = self.ready_since.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
-        let current: Vec<(String, PodAssignment)> = assigned
-            .iter()
-            .flat_map(|(node, pods)| {
-                pods.iter().filter(|p| workload_of(p) == key).map(move |p| (node.clone(), p.clone()))
-            })
-            .collect();
-        let view = |pod: &PodAssignment| PodView {
-            name: pod.pod.clone(),
-            template_hash: pod.spec_hash.clone(),
-            ordinal: ordinal_of(&pod.pod),
-            ready_since: ready_since.get(&format!("{}/{}", pod.namespace, pod.pod)).copied(),
-        };
-        let mut status = WorkloadStatus {
-            key: key.clone(),
-            replicas: resource.object.replicas(),
-            updated: 0,
-            available: 0,
-            total: current.len(),
-            complete: false,
-            unschedulable: Vec::new(),
-            revision: commit.commit.sha.clone(),
-            failure: crash_loop(current.iter().map(|(_, p)| p).filter(|p| p.spec_hash == hash), reports),
-        };
-        let mut delete: Vec<String> = Vec::new();
-        let mut create: Vec<(Replica<'_>, Option<String>)> = Vec::new();
+/// One workload's share of a pass: its pods, what the nodes report, and where its deletes go.
+struct Step<'a> {
+    current: Vec<(&'a str, &'a PodAssignment)>,
+    ready_since: &'a HashMap<String, i64>,
+    reports: &'a HashMap<String, PodStatus>,
+    deletes: &'a mut HashSet<(String, String)>,
+}
 
-        match &resource.object {
-            Object::DaemonSet(daemon_set) => {
-                let selector = &daemon_set.spec.template.spec.node_selector;
-                let eligible: Vec<&NodeInfo> = nodes
-                    .iter()
-                    .filter(|n| n.ready && selector.iter().all(|(k, v)| n.labels.get(k) == Some(v)))
-                    .collect();
-                let strategy = daemon_set.spec.update_strategy.as_ref();
-                let on_delete = strategy.and_then(|s| s.strategy_type) == Some(DaemonSetStrategyType::OnDelete);
-                let max_unavailable = strategy
-                    .and_then(|s| s.rolling_update.as_ref())
-                    .and_then(|r| r.max_unavailable.clone())
-                    .unwrap_or(IntOrString::Int(1))
-                    .scaled(i32::try_from(eligible.len()).unwrap_or(i32::MAX), false)
-                    .unwrap_or(1)
-                    .max(1) as usize;
-                let mut replacing = current
-                    .iter()
-                    .filter(|(_, p)| {
-                        p.spec_hash == hash && !ready_since.contains_key(&format!("{}/{}", p.namespace, p.pod))
-                    })
-                    .count();
-                for (node, pod) in &current {
-                    if !eligible.iter().any(|n| &n.name == node) {
-                        delete.push(pod.pod.clone());
-                    }
-                }
-                for node in &eligible {
-                    let here: Vec<&PodAssignment> =
-                        current.iter().filter(|(n, _)| *n == node.name).map(|(_, p)| p).collect();
-                    let has_new = here.iter().any(|p| p.spec_hash == hash);
-                    let old: Vec<&&PodAssignment> = here.iter().filter(|p| p.spec_hash != hash).collect();
-                    if !has_new && old.is_empty() {
-                        create.push((Replica::OnNode(&node.name), Some(node.name.clone())));
-                    } else if !has_new && !on_delete && replacing < max_unavailable {
-                        replacing += 1;
-                        delete.extend(old.iter().map(|p| p.pod.clone()));
-                        create.push((Replica::OnNode(&node.name), Some(node.name.clone())));
-                    }
-                }
-                status.updated = current.iter().filter(|(_, p)| p.spec_hash == hash).count();
-                status.available = current
-                    .iter()
-                    .filter(|(_, p)| ready_since.contains_key(&format!("{}/{}", p.namespace, p.pod)))
-                    .count();
-                status.complete = create.is_empty()
-                    && delete.is_empty()
-                    && status.updated == eligible.len()
-                    && status.available == eligible.len();
-            }
-            Object::Pod(_) => {
-                match current.first() {
-                    None => create.push((Replica::Ordinal(0), None)),
-                    // A changed Pod is replaced on the node it runs on.
-                    Some((node, pod)) if pod.spec_hash != hash => {
-                        delete.push(pod.pod.clone());
-                        create.push((Replica::Ordinal(0), Some(node.clone())));
-                    }
-                    Some(_) => {}
-                }
-                status.updated = current.iter().filter(|(_, p)| p.spec_hash == hash).count();
-                status.available = current
-                    .iter()
-                    .filter(|(_, p)| ready_since.contains_key(&format!("{}/{}", p.namespace, p.pod)))
-                    .count();
-                status.complete = create.is_empty() && status.available == 1;
-            }
-            object => {
-                let (strategy, min_ready) = match object {
-                    Object::Deployment(deployment) => {
-                        let strategy = deployment.spec.strategy.as_ref();
-                        let rolling = strategy.and_then(|s| s.rolling_update.as_ref());
-                        let strategy =
-                            if strategy.and_then(|s| s.strategy_type) == Some(DeploymentStrategyType::Recreate) {
-                                Strategy::Recreate
-                            } else {
-                                Strategy::RollingUpdate {
-                                    max_surge: rolling
-                                        .and_then(|r| r.max_surge.clone())
-                                        .unwrap_or(IntOrString::String("25%".into())),
-                                    max_unavailable: rolling
-                                        .and_then(|r| r.max_unavailable.clone())
-                                        .unwrap_or(IntOrString::String("25%".into())),
-                                }
-                            };
-                        (strategy, deployment.spec.min_ready_seconds.unwrap_or(0))
-                    }
-                    Object::ReplicaSet(rs) => (default_rolling(), rs.spec.min_ready_seconds.unwrap_or(0)),
-                    Object::ReplicationController(rc) => (default_rolling(), rc.spec.min_ready_seconds.unwrap_or(0)),
-                    _ => (default_rolling(), 0),
-                };
-                let wishes = Wishes {
-                    replicas: resource.object.replicas().unwrap_or(1),
-                    template_hash: hash.clone(),
-                    strategy,
-                    min_ready_seconds: i64::from(min_ready),
-                };
-                let views: Vec<PodView> = current.iter().map(|(_, p)| view(p)).collect();
-                let step = rollout::step(&wishes, &views, now);
-                delete = step.delete;
-                create = step.create.into_iter().map(|o| (Replica::Ordinal(o), None)).collect();
-                status.updated = step.updated;
-                status.available = step.available;
-                status.complete = step.complete;
-            }
-        }
+/// Decides one workload's next step: deletes are added to `step.deletes`, creates to `pending`
+/// for the scheduler.
+fn plan_workload(
+    target: &Target<'_>,
+    nodes: &[NodeInfo],
+    step_in: &mut Step<'_>,
+    pending: &mut Vec<(PodRequest, PodAssignment, ObjectKey)>,
+    now: i64,
+) -> WorkloadStatus {
+    let Target { resource, commit, sources } = *target;
+    let key = resource.key.clone();
+    let hash = template_hash(resource);
+    let ready_since = step_in.ready_since;
+    let reports = step_in.reports;
+    let current = &step_in.current;
+    let view = |pod: &PodAssignment| PodView {
+        name: pod.pod.clone(),
+        template_hash: pod.spec_hash.clone(),
+        ordinal: ordinal_of(&pod.pod),
+        ready_since: ready_since.get(&format!("{}/{}", pod.namespace, pod.pod)).copied(),
+    };
+    let mut status = WorkloadStatus {
+        key: key.clone(),
+        replicas: resource.object.replicas(),
+        updated: 0,
+        available: 0,
+        total: current.len(),
+        complete: false,
+        unschedulable: Vec::new(),
+        revision: commit.commit.sha.clone(),
+        failure: crash_loop(current.iter().map(|(_, p)| *p).filter(|p| p.spec_hash == hash), reports),
+    };
+    let mut delete: Vec<String> = Vec::new();
+    let mut create: Vec<(Replica<'_>, Option<String>)> = Vec::new();
 
-        for pods in assigned.values_mut() {
-            pods.retain(|p| !(workload_of(p) == key && delete.contains(&p.pod)));
-        }
-        for (replica, pinned) in create {
-            match assignment(resource, &commit.commit.sha, replica, sources) {
-                Ok(pod) => {
-                    let request = request_of(&pod, pinned);
-                    pending.push((request, pod, key.clone()));
+    match &resource.object {
+        Object::DaemonSet(daemon_set) => {
+            let selector = &daemon_set.spec.template.spec.node_selector;
+            let eligible: Vec<&NodeInfo> =
+                nodes.iter().filter(|n| n.ready && selector.iter().all(|(k, v)| n.labels.get(k) == Some(v))).collect();
+            let strategy = daemon_set.spec.update_strategy.as_ref();
+            let on_delete = strategy.and_then(|s| s.strategy_type) == Some(DaemonSetStrategyType::OnDelete);
+            let max_unavailable = strategy
+                .and_then(|s| s.rolling_update.as_ref())
+                .and_then(|r| r.max_unavailable.clone())
+                .unwrap_or(IntOrString::Int(1))
+                .scaled(i32::try_from(eligible.len()).unwrap_or(i32::MAX), false)
+                .unwrap_or(1)
+                .max(1) as usize;
+            let mut replacing = current
+                .iter()
+                .filter(|(_, p)| {
+                    p.spec_hash == hash && !ready_since.contains_key(&format!("{}/{}", p.namespace, p.pod))
+                })
+                .count();
+            for (node, pod) in current {
+                if !eligible.iter().any(|n| &n.name == node) {
+                    delete.push(pod.pod.clone());
                 }
-                Err(reason) => status.unschedulable.push(reason),
             }
+            for node in &eligible {
+                let here: Vec<&PodAssignment> =
+                    current.iter().filter(|(n, _)| *n == node.name).map(|(_, p)| *p).collect();
+                let has_new = here.iter().any(|p| p.spec_hash == hash);
+                let old: Vec<&&PodAssignment> = here.iter().filter(|p| p.spec_hash != hash).collect();
+                if !has_new && old.is_empty() {
+                    create.push((Replica::OnNode(&node.name), Some(node.name.clone())));
+                } else if !has_new && !on_delete && replacing < max_unavailable {
+                    replacing += 1;
+                    delete.extend(old.iter().map(|p| p.pod.clone()));
+                    create.push((Replica::OnNode(&node.name), Some(node.name.clone())));
+                }
+            }
+            status.updated = current.iter().filter(|(_, p)| p.spec_hash == hash).count();
+            status.available =
+                current.iter().filter(|(_, p)| ready_since.contains_key(&format!("{}/{}", p.namespace, p.pod))).count();
+            status.complete = create.is_empty()
+                && delete.is_empty()
+                && status.updated == eligible.len()
+                && status.available == eligible.len();
         }
-        status
+        Object::Pod(_) => {
+            match current.first() {
+                None => create.push((Replica::Ordinal(0), None)),
+                // A changed Pod is replaced on the node it runs on.
+                Some((node, pod)) if pod.spec_hash != hash => {
+                    delete.push(pod.pod.clone());
+                    create.push((Replica::Ordinal(0), Some((*node).to_owned())));
+                }
+                Some(_) => {}
+            }
+            status.updated = current.iter().filter(|(_, p)| p.spec_hash == hash).count();
+            status.available =
+                current.iter().filter(|(_, p)| ready_since.contains_key(&format!("{}/{}", p.namespace, p.pod))).count();
+            status.complete = create.is_empty() && status.available == 1;
+        }
+        object => {
+            let (strategy, min_ready) = match object {
+                Object::Deployment(deployment) => {
+                    let strategy = deployment.spec.strategy.as_ref();
+                    let rolling = strategy.and_then(|s| s.rolling_update.as_ref());
+                    let strategy = if strategy.and_then(|s| s.strategy_type) == Some(DeploymentStrategyType::Recreate) {
+                        Strategy::Recreate
+                    } else {
+                        Strategy::RollingUpdate {
+                            max_surge: rolling
+                                .and_then(|r| r.max_surge.clone())
+                                .unwrap_or(IntOrString::String("25%".into())),
+                            max_unavailable: rolling
+                                .and_then(|r| r.max_unavailable.clone())
+                                .unwrap_or(IntOrString::String("25%".into())),
+                        }
+                    };
+                    (strategy, deployment.spec.min_ready_seconds.unwrap_or(0))
+                }
+                Object::ReplicaSet(rs) => (default_rolling(), rs.spec.min_ready_seconds.unwrap_or(0)),
+                Object::ReplicationController(rc) => (default_rolling(), rc.spec.min_ready_seconds.unwrap_or(0)),
+                _ => (default_rolling(), 0),
+            };
+            let wishes = Wishes {
+                replicas: resource.object.replicas().unwrap_or(1),
+                template_hash: hash.clone(),
+                strategy,
+                min_ready_seconds: i64::from(min_ready),
+            };
+            let views: Vec<PodView> = current.iter().map(|(_, p)| view(p)).collect();
+            let step = rollout::step(&wishes, &views, now);
+            delete = step.delete;
+            create = step.create.into_iter().map(|o| (Replica::Ordinal(o), None)).collect();
+            status.updated = step.updated;
+            status.available = step.available;
+            status.complete = step.complete;
+        }
     }
+
+    for pod in delete {
+        step_in.deletes.insert((key.namespace.clone(), pod));
+    }
+    for (replica, pinned) in create {
+        match assignment(resource, &commit.commit.sha, replica, sources) {
+            Ok(pod) => {
+                let request = request_of(&pod, pinned);
+                pending.push((request, pod, key.clone()));
+            }
+            Err(reason) => status.unschedulable.push(reason),
+        }
+    }
+    status
 }
 
 /// The spec one workload is reconciled to, with the commit it comes from.

@@ -71,6 +71,18 @@ impl AgentApi {
         Ok(generation)
     }
 
+    /// Replaces what several nodes must run in one transaction, then wakes their agents.
+    pub async fn assign_many(
+        &self,
+        changes: Vec<(String, Vec<PodAssignment>)>,
+    ) -> Result<Vec<(String, u64, Vec<PodAssignment>)>, crate::store::StoreError> {
+        let written = self.inner.store.set_assignments(changes).await?;
+        for (node, generation, _) in &written {
+            self.generation_sender(node).send_replace(*generation);
+        }
+        Ok(written)
+    }
+
     /// The node named in the path, when the request carries its credential.
     async fn authorize(&self, headers: &HeaderMap, node: &str) -> Result<(), AppError> {
         let presented = bearer(headers)?;

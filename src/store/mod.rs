@@ -102,9 +102,12 @@ impl Store {
             .create_if_missing(create)
             .journal_mode(SqliteJournalMode::Wal)
             .foreign_keys(true)
-            .busy_timeout(std::time::Duration::from_secs(5));
+            .busy_timeout(std::time::Duration::from_secs(5))
+            // 512 KiB of page cache per connection: the working set is small, and the
+            // control plane's memory budget is tight.
+            .pragma("cache_size", "-512");
         let pool = SqlitePoolOptions::new()
-            .max_connections(4)
+            .max_connections(2)
             .connect_with(options)
             .await
             .map_err(|source| StoreError::Open { path: path.to_owned(), source })?;

@@ -124,6 +124,30 @@ impl Store {
         Ok(u64::try_from(generation).unwrap_or(0))
     }
 
+    /// Replaces the assignments of several nodes in one transaction; returns each node's new
+    /// generation with its pods.
+    pub async fn set_assignments(
+        &self,
+        changes: Vec<(String, Vec<PodAssignment>)>,
+    ) -> Result<Vec<(String, u64, Vec<PodAssignment>)>, StoreError> {
+        let mut transaction = self.pool.begin().await?;
+        let mut written = Vec::with_capacity(changes.len());
+        for (node, pods) in changes {
+            let generation: i64 = sqlx::query_scalar(
+                "INSERT INTO assignments (node, generation, pods) VALUES (?, 1, ?) \
+                 ON CONFLICT (node) DO UPDATE SET generation = assignments.generation + 1, pods = excluded.pods \
+                 RETURNING generation",
+            )
+            .bind(&node)
+            .bind(json(&pods))
+            .fetch_one(&mut *transaction)
+            .await?;
+            written.push((node, u64::try_from(generation).unwrap_or(0), pods));
+        }
+        transaction.commit().await?;
+        Ok(written)
+    }
+
     pub async fn assignment(&self, node: &str) -> Result<(u64, Vec<PodAssignment>), StoreError> {
         let row: Option<(i64, String)> = sqlx::query_as("SELECT generation, pods FROM assignments WHERE node = ?")
             .bind(node)
@@ -136,6 +160,25 @@ impl Store {
                 Ok((u64::try_from(generation).unwrap_or(0), pods))
             }
         }
+    }
+
+    /// The assignment generation of every node, to see which changed since they were read.
+    pub async fn assignment_generations(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT node, generation FROM assignments").fetch_all(&self.pool).await?;
+        Ok(rows.into_iter().map(|(node, generation)| (node, u64::try_from(generation).unwrap_or(0))).collect())
+    }
+
+    /// What every node last reported, in one read.
+    pub async fn all_reports(&self) -> Result<Vec<(String, PodStatus)>, StoreError> {
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT node, status FROM pod_reports").fetch_all(&self.pool).await?;
+        rows.into_iter()
+            .map(|(node, status)| {
+                let status = serde_json::from_str(&status).map_err(|e| corrupt("PodStatus", &node, e))?;
+                Ok((node, status))
+            })
+            .collect()
     }
 
     /// Replaces what a node last reported.

@@ -1,0 +1,445 @@
+//! The control plane, measured as a whole: a real `berth server` process following a real
+//! repository, with nodes speaking the real agent protocol.
+//!
+//! - `scale`: 1,000 hollow nodes (the real agent code over an in-memory container runtime, as
+//!   Kubernetes' kubemark runs the real kubelet over a fake one) and one commit of 1,000
+//!   Deployments of 100 replicas: placements per second from the commit to 100,000 pods
+//!   assigned, and to 100,000 pods started on the hollow nodes.
+//! - `memory`: the server's resident memory following 1,000 workloads (one replica each, on
+//!   20 hollow nodes), and after the scale run.
+//! - `ready`: commit to the first new pod running and ready on the local Docker engine (image
+//!   present), median of 11 commits, with a real `berth agent` process.
+//!
+//! `cargo bench --bench control [scale|memory|ready]` (all three by default). The hollow runtime
+//! is a measuring instrument; no functional test uses it.
+
+#[path = "../tests/it/images.rs"]
+#[allow(dead_code)]
+mod images;
+
+use berth::nodes::netns::Check;
+use berth::nodes::runtime::{ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, RuntimeError};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// An in-memory container engine: containers are records that run as soon as they start.
+#[derive(Default)]
+struct Hollow {
+    containers: Mutex<HashMap<String, ContainerInfo>>,
+    next: AtomicUsize,
+    /// Shared by all hollow nodes: app containers started.
+    started: Arc<AtomicUsize>,
+}
+
+impl Hollow {
+    fn new(started: Arc<AtomicUsize>) -> Hollow {
+        Hollow { started, ..Hollow::default() }
+    }
+
+    fn with<T>(&self, id: &str, f: impl FnOnce(&mut ContainerInfo) -> T) -> Result<T, RuntimeError> {
+        let mut containers = self.containers.lock().unwrap();
+        let info = containers.get_mut(id).ok_or_else(|| RuntimeError::NotFound { container: id.to_owned() })?;
+        Ok(f(info))
+    }
+}
+
+impl ContainerRuntime for Hollow {
+    async fn ensure_image(&self, _image: &str) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+
+    async fn import_image(&self, _image: &str, _rootfs: Vec<u8>, _command: &[&str]) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+
+    async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError> {
+        let id = format!("{:064x}", self.next.fetch_add(1, Ordering::Relaxed) + 1);
+        let info = ContainerInfo {
+            id: id.clone(),
+            name: spec.name.clone(),
+            labels: spec.labels.clone(),
+            state: ContainerState::Created,
+            exit_code: None,
+            started_at: None,
+            finished_at: None,
+            error: None,
+            oom_killed: false,
+            published: Vec::new(),
+            pid: None,
+        };
+        self.containers.lock().unwrap().insert(id.clone(), info);
+        Ok(id)
+    }
+
+    async fn start(&self, id: &str) -> Result<(), RuntimeError> {
+        let app = self.with(id, |info| {
+            info.state = ContainerState::Running;
+            info.started_at = Some("2026-11-22T00:00:00.000000000Z".to_owned());
+            info.pid = Some(1);
+            info.labels.get(berth::nodes::pods::labels::ROLE).is_some_and(|r| r == "container")
+        })?;
+        if app {
+            self.started.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    async fn stop(&self, id: &str, _grace: Duration) -> Result<(), RuntimeError> {
+        self.with(id, |info| {
+            info.state = ContainerState::Exited;
+            info.exit_code = Some(0);
+        })
+    }
+
+    async fn remove(&self, id: &str) -> Result<(), RuntimeError> {
+        self.containers.lock().unwrap().remove(id);
+        Ok(())
+    }
+
+    async fn inspect(&self, id: &str) -> Result<ContainerInfo, RuntimeError> {
+        self.with(id, |info| info.clone())
+    }
+
+    async fn list(&self, labels: &[(&str, &str)]) -> Result<Vec<ContainerInfo>, RuntimeError> {
+        let containers = self.containers.lock().unwrap();
+        Ok(containers
+            .values()
+            .filter(|c| labels.iter().all(|(k, v)| c.labels.get(*k).is_some_and(|x| x == v)))
+            .cloned()
+            .collect())
+    }
+
+    async fn create_volume(&self, _name: &str, _labels: &BTreeMap<String, String>) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+
+    async fn remove_volume(&self, _name: &str) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+
+    fn events(&self, _node: &str) -> impl futures_util::Stream<Item = ()> + Send + 'static {
+        futures_util::stream::pending()
+    }
+
+    async fn check_in_pod(&self, _sandbox: &str, _check: &Check, _timeout: Duration) -> Result<(), String> {
+        Ok(())
+    }
+
+    async fn exec(&self, _id: &str, _command: &[String], _timeout: Duration) -> Result<i64, RuntimeError> {
+        Ok(0)
+    }
+}
+
+/// A server process, killed when dropped.
+struct Server {
+    child: Child,
+    listen: String,
+    db: std::path::PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn start_server(repo: &Path, state: &Path) -> Server {
+    let listen = format!("127.0.0.1:{}", free_port());
+    let db = state.join("berth.db");
+    let child = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["server", "--join-token", "bench", "--listen", &listen, "--node-grace-seconds", "60"])
+        .arg("--repo")
+        .arg(repo)
+        .arg("--db")
+        .arg(&db)
+        .env("RUST_LOG", "error")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    Server { child, listen, db }
+}
+
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let kib: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    kib / 1024.0
+}
+
+fn git(repo: &Path, args: &[&str]) {
+    let status = Command::new("git")
+        .args(args)
+        .current_dir(repo)
+        .env("GIT_AUTHOR_NAME", "bench")
+        .env("GIT_AUTHOR_EMAIL", "bench@example.test")
+        .env("GIT_COMMITTER_NAME", "bench")
+        .env("GIT_COMMITTER_EMAIL", "bench@example.test")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "git {args:?}");
+}
+
+fn commit_all(repo: &Path, message: &str) {
+    git(repo, &["add", "-A"]);
+    git(repo, &["commit", "-qm", message]);
+}
+
+fn new_repo() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    git(dir.path(), &["init", "-q", "-b", "main"]);
+    std::fs::create_dir_all(dir.path().join("apps")).unwrap();
+    std::fs::write(dir.path().join("apps/README.md"), "manifests\n").unwrap();
+    commit_all(dir.path(), "empty");
+    dir
+}
+
+/// `count` Deployments of `replicas` tiny pods each, 100 to a file.
+fn write_workloads(repo: &Path, count: usize, replicas: usize) {
+    for file in 0..count.div_ceil(100) {
+        let mut text = String::new();
+        for i in file * 100..((file + 1) * 100).min(count) {
+            text.push_str(&format!(
+                "---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: w{i}}}\nspec:\n  replicas: {replicas}\n  \
+                 selector: {{matchLabels: {{app: w{i}}}}}\n  template:\n    metadata: {{labels: {{app: w{i}}}}}\n    spec:\n      \
+                 containers:\n        - name: app\n          image: example.test/app:1.0\n          \
+                 resources: {{requests: {{cpu: 5m, memory: 8Mi}}}}\n"
+            ));
+        }
+        std::fs::write(repo.join(format!("apps/w{file:03}.yaml")), text).unwrap();
+    }
+}
+
+async fn count(db: &Path, sql: &str) -> i64 {
+    let Ok(store) = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=ro", db.display())).await else { return 0 };
+    let value: i64 = sqlx::query_scalar(sql).fetch_one(&store).await.unwrap_or(0);
+    store.close().await;
+    value
+}
+
+/// Starts `nodes` hollow agents against `server`; returns when all have joined.
+async fn hollow_nodes(
+    server: &Server,
+    nodes: usize,
+    state: &Path,
+    started: &Arc<AtomicUsize>,
+    shutdown: &tokio_util::sync::CancellationToken,
+) {
+    for i in 0..nodes {
+        let mut config = berth::nodes::agent::AgentConfig::new(
+            &format!("http://{}", server.listen),
+            &format!("hollow-{i:04}"),
+            "127.0.0.1",
+            &state.join(format!("n{i}")),
+        );
+        config.join_token = Some("bench".into());
+        config.heartbeat_interval = Duration::from_secs(10);
+        config.resync_interval = Duration::from_secs(60);
+        let runtime = Arc::new(Hollow::new(started.clone()));
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(error) = berth::nodes::agent::run(config, runtime, stop).await {
+                eprintln!("hollow node {i}: {error}");
+            }
+        });
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while count(&server.db, "SELECT COUNT(*) FROM nodes").await < nodes as i64 {
+        assert!(Instant::now() < deadline, "hollow nodes did not join");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// A server following a new repository, `nodes` hollow nodes joined to it, and a commit of
+/// `workloads` Deployments of `replicas` each; time starts at the commit.
+struct HollowCluster {
+    _repo: tempfile::TempDir,
+    _state: tempfile::TempDir,
+    server: Server,
+    started: Arc<AtomicUsize>,
+    shutdown: tokio_util::sync::CancellationToken,
+    committed: Instant,
+}
+
+async fn hollow_cluster(nodes: usize, workloads: usize, replicas: usize) -> HollowCluster {
+    let repo = new_repo();
+    let state = tempfile::tempdir_in("/dev/shm").or_else(|_| tempfile::tempdir()).unwrap();
+    let server = start_server(repo.path(), state.path());
+    let started = Arc::new(AtomicUsize::new(0));
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    hollow_nodes(&server, nodes, state.path(), &started, &shutdown).await;
+    write_workloads(repo.path(), workloads, replicas);
+    commit_all(repo.path(), &format!("{workloads} deployments of {replicas}"));
+    HollowCluster { _repo: repo, _state: state, server, started, shutdown, committed: Instant::now() }
+}
+
+const ASSIGNED: &str = "SELECT COALESCE(SUM(json_array_length(pods)), 0) FROM assignments";
+
+async fn scale() {
+    let (nodes, workloads, replicas) = (1000, 1000, 100);
+    let pods = workloads * replicas;
+    let cluster = hollow_cluster(nodes, workloads, replicas).await;
+    let (server, started, shutdown, start) = (&cluster.server, &cluster.started, &cluster.shutdown, cluster.committed);
+    let mut assigned_at = None;
+    let deadline = start + Duration::from_secs(600);
+    loop {
+        if assigned_at.is_none() && count(&server.db, ASSIGNED).await >= pods as i64 {
+            assigned_at = Some(start.elapsed());
+        }
+        if assigned_at.is_some() && started.load(Ordering::Relaxed) >= pods {
+            break;
+        }
+        assert!(Instant::now() < deadline, "scale run incomplete: {} started", started.load(Ordering::Relaxed));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let running_at = start.elapsed();
+    let assigned_at = assigned_at.unwrap();
+    println!("scale: {pods} pods of {workloads} Deployments over {nodes} hollow nodes");
+    println!(
+        "  commit -> all assigned: {:.2} s = {:.0} placements/s (goal >= 10,000)",
+        assigned_at.as_secs_f64(),
+        pods as f64 / assigned_at.as_secs_f64()
+    );
+    println!(
+        "  commit -> all started on the nodes: {:.2} s = {:.0} pods/s",
+        running_at.as_secs_f64(),
+        pods as f64 / running_at.as_secs_f64()
+    );
+    println!("  server resident memory with {pods} pods: {:.1} MiB", rss_mib(server.child.id()));
+    shutdown.cancel();
+}
+
+async fn memory() {
+    let (nodes, workloads) = (20, 1000);
+    let cluster = hollow_cluster(nodes, workloads, 1).await;
+    let (server, started, shutdown) = (&cluster.server, &cluster.started, &cluster.shutdown);
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while started.load(Ordering::Relaxed) < workloads {
+        assert!(Instant::now() < deadline, "memory run incomplete");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Settle a few passes, then sample.
+    let mut samples = Vec::new();
+    for _ in 0..10 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        samples.push(rss_mib(server.child.id()));
+    }
+    samples.sort_by(f64::total_cmp);
+    if let Some(seconds) = std::env::var("BENCH_HOLD").ok().and_then(|s| s.parse().ok()) {
+        println!("memory: server pid {} held for {seconds} s", server.child.id());
+        tokio::time::sleep(Duration::from_secs(seconds)).await;
+    }
+    println!(
+        "memory: server with {workloads} workloads on {nodes} nodes: RSS median {:.1} MiB, max {:.1} MiB (goal <= 50 MiB)",
+        samples[samples.len() / 2],
+        samples[samples.len() - 1]
+    );
+    shutdown.cancel();
+}
+
+async fn ready() {
+    let docker = berth::nodes::docker::Docker::connect().await.expect("the Docker engine");
+    images::import_busybox(&docker).await;
+    let repo = new_repo();
+    let state = tempfile::tempdir().unwrap();
+    let server = start_server(repo.path(), state.path());
+    let node = format!("bench-ready-{}", std::process::id());
+    let agent_state = tempfile::tempdir().unwrap();
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["agent", "--server", &format!("http://{}", server.listen), "--join-token", "bench", "--name", &node])
+        .args(["--heartbeat-seconds", "1"])
+        .arg("--state-dir")
+        .arg(agent_state.path())
+        .env("RUST_LOG", "error")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let client = berth::client::Client::new(&format!("http://{}", server.listen), None);
+    let manifest = |version: usize| {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: ready}}\nspec:\n  replicas: 1\n  \
+             strategy: {{rollingUpdate: {{maxSurge: 1, maxUnavailable: 0}}}}\n  selector: {{matchLabels: {{app: ready}}}}\n  \
+             template:\n    metadata: {{labels: {{app: ready}}}}\n    spec:\n      terminationGracePeriodSeconds: 0\n      \
+             containers:\n        - name: app\n          image: {}\n          command: [sleep, \"3600\"]\n          \
+             env: [{{name: VERSION, value: \"{version}\"}}]\n",
+            images::busybox()
+        )
+    };
+    let mut times = Vec::new();
+    for version in 0..12 {
+        std::fs::write(repo.path().join("apps/ready.yaml"), manifest(version)).unwrap();
+        commit_all(repo.path(), &format!("version {version}"));
+        let sha = String::from_utf8(
+            Command::new("git").args(["rev-parse", "HEAD"]).current_dir(repo.path()).output().unwrap().stdout,
+        )
+        .unwrap()
+        .trim()
+        .to_owned();
+        let start = Instant::now();
+        let deadline = start + Duration::from_secs(120);
+        loop {
+            let pods = client.get("/api/v1/pods").await.unwrap_or_default();
+            let ready = pods.as_array().into_iter().flatten().any(|p| p["revision"] == sha && p["ready"] == true);
+            if ready {
+                break;
+            }
+            assert!(Instant::now() < deadline, "version {version} never became ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // The first commit also starts the agent's first pod from nothing; leave it out.
+        if version > 0 {
+            times.push(start.elapsed());
+        }
+        // Let the rollout finish before the next commit.
+        let done = Instant::now() + Duration::from_secs(60);
+        while client.get("/api/v1/status").await.map(|s| s["health"] != "Synced").unwrap_or(true) {
+            assert!(Instant::now() < done, "rollout {version} did not finish");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    times.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "ready: commit -> first new pod running and ready, {} commits: p50 {:.0} ms, min {:.0} ms, max {:.0} ms (goal p50 <= 2000 ms)",
+        times.len(),
+        ms(times[times.len() / 2]),
+        ms(times[0]),
+        ms(times[times.len() - 1])
+    );
+    let _ = agent.kill();
+    let _ = agent.wait();
+    let _ = Command::new("sh")
+        .args(["-c", &format!("docker ps -aq --filter label=berth.dev/node={node} | xargs -r docker rm -f")])
+        .output();
+}
+
+fn main() {
+    let which: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let wants = |name: &str| which.is_empty() || which.iter().any(|w| w == name);
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async {
+        if wants("memory") {
+            memory().await;
+        }
+        if wants("ready") {
+            ready().await;
+        }
+        if wants("scale") {
+            scale().await;
+        }
+    });
+}
