@@ -258,7 +258,19 @@ fn main() -> ExitCode {
     }
 }
 
+/// Keeps glibc to one malloc arena. A long-running process with a few busy threads
+/// otherwise keeps a 64 MiB arena per thread, mostly free but resident.
+fn cap_malloc_arenas() {
+    // SAFETY: mallopt only sets an allocator parameter; called before other threads exist.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
 fn run(cli: Cli) -> Result<ExitCode> {
+    if matches!(cli.command, Command::Server { .. } | Command::Up { .. } | Command::Agent { .. }) {
+        cap_malloc_arenas();
+    }
     match cli.command {
         Command::Validate { source, rev, worktree, format } => validate(&source, &rev, worktree, format),
         Command::Plan { source, from, to, state, worktree, server: Some(server), format } => {
@@ -460,7 +472,10 @@ async fn serve_control_plane(
     let loopback = listener.local_addr().map(|a| a.ip().is_loopback()).unwrap_or(false);
     let plane = berth::server::control::ControlPlane::new(store, loader, agents.clone(), config);
     let access = berth::server::api::Access::new(&api_token, !loopback, webhook_secret);
-    let router = agents.router().merge(berth::server::api::router(plane.clone(), access));
+    let router = agents
+        .router()
+        .merge(berth::server::api::router(plane.clone(), access.clone()))
+        .merge(berth::server::ui::router(plane.clone(), access));
     let mut tasks = tokio::task::JoinSet::new();
     let stop = shutdown.clone();
     tasks.spawn(async move {
@@ -514,12 +529,14 @@ fn up(path: &Path, listen: &str, name: Option<String>) -> Result<ExitCode> {
                 eprintln!("berth up: the local agent stopped: {error}");
             }
         });
-        println!("berth is up: control plane on http://{listen}, node {name}, state in {}", state.display());
+        println!("berth is up: web UI and API on http://{listen}/, node {name}, state in {}", state.display());
         println!(
             "following the checked-out branch of {}; commit to deploy, Ctrl-C to stop (pods keep running)",
             top.display()
         );
+        let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
         let mut last_line = String::new();
+        let mut bar_shown = false;
         loop {
             tokio::select! {
                 _ = wait_for_signal() => break,
@@ -529,11 +546,27 @@ fn up(path: &Path, listen: &str, name: Option<String>) -> Result<ExitCode> {
                     }
                 }
             }
-            let line = progress_line(&updates.borrow_and_update());
-            if !line.is_empty() && line != last_line {
-                println!("{line}");
-                last_line = line;
+            let status = updates.borrow_and_update().clone();
+            let line = progress_line(&status);
+            if line.is_empty() || line == last_line {
+                continue;
             }
+            if terminal && !status.synced && status.failed.is_none() && status.last_pass.is_some() {
+                // One line redrawn in place while the commit rolls out.
+                print!("\r\x1b[2K{}", progress_bar(&status));
+                let _ = std::io::stdout().flush();
+                bar_shown = true;
+            } else {
+                if bar_shown {
+                    print!("\r\x1b[2K");
+                    bar_shown = false;
+                }
+                println!("{line}");
+            }
+            last_line = line;
+        }
+        if bar_shown {
+            println!();
         }
         shutdown.cancel();
         while tasks.join_next().await.is_some() {}
@@ -543,12 +576,34 @@ fn up(path: &Path, listen: &str, name: Option<String>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `[#######-------] 7/12 ready  abc1234 "message"`: the rollout on a terminal.
+fn progress_bar(status: &berth::server::control::SyncStatus) -> String {
+    let wanted: usize = status.workloads.iter().map(|w| w.replicas.map_or(w.total.max(1), |r| r.max(0) as usize)).sum();
+    let ready: usize = status.workloads.iter().map(|w| w.ready).sum::<usize>().min(wanted);
+    const WIDTH: usize = 24;
+    let filled = (ready * WIDTH).checked_div(wanted).unwrap_or(0);
+    let sha = status.applied.as_deref().unwrap_or_default();
+    format!(
+        "[{}{}] {ready}/{wanted} ready  {} \"{}\"",
+        "#".repeat(filled),
+        "-".repeat(WIDTH - filled),
+        &sha[..sha.len().min(7)],
+        status.applied_message
+    )
+}
+
 /// One line of `berth up`'s progress: the commit, and each workload's ready replicas.
 fn progress_line(status: &berth::server::control::SyncStatus) -> String {
     if let Some(failed) = &status.failed {
         return format!("not applied: {failed}");
     }
+    if let Some(waiting) = &status.waiting {
+        return format!("waiting: {waiting}");
+    }
     let (Some(sha), Some(pass)) = (&status.applied, &status.last_pass) else { return String::new() };
+    if status.health == berth::server::control::Health::Degraded {
+        return format!("degraded: {}", status.reason);
+    }
     let state = if status.synced { "synced" } else { "progressing" };
     let workloads: Vec<String> = pass
         .workloads

@@ -52,8 +52,7 @@ impl Access {
                 "this needs the API token: set BERTH_TOKEN, or pass --token-file (the server wrote it to api-token in its state folder)",
             )
         })?;
-        let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
-        if bool::from(digest.ct_eq(&self.token_digest)) {
+        if self.accepts(presented) {
             Ok(())
         } else {
             Err(AppError::new(
@@ -61,6 +60,17 @@ impl Access {
                 "the API token is wrong; use the one in the server's api-token file",
             ))
         }
+    }
+
+    /// Whether reads need the token (a listener that is not loopback).
+    pub fn reads_need_token(&self) -> bool {
+        self.reads_need_token
+    }
+
+    /// Whether `token` is the API token; constant-time.
+    pub fn accepts(&self, token: &str) -> bool {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        bool::from(digest.ct_eq(&self.token_digest))
     }
 
     fn read(&self, headers: &HeaderMap) -> Result<(), AppError> {
@@ -421,7 +431,7 @@ pub fn service_views(plane: &ControlPlane, pods: &[PodView]) -> Vec<ServiceView>
                         port: p.port,
                         target_port: p.target_port.as_ref().map_or_else(|| p.port.to_string(), ToString::to_string),
                         node_port: p.node_port,
-                        protocol: p.protocol.map_or_else(|| "TCP".to_owned(), |p| format!("{p:?}")),
+                        protocol: p.protocol.map_or_else(|| "TCP".to_owned(), |p| format!("{p:?}").to_uppercase()),
                     })
                     .collect(),
                 selector: spec.selector.clone(),

@@ -7,6 +7,7 @@
 pub mod agent_api;
 pub mod api;
 pub mod control;
+pub mod ui;
 
 use crate::nodes::protocol::ErrorBody;
 use axum::Json;

@@ -268,6 +268,21 @@ async fn rollback_pins_a_workload_until_the_branch_moves() {
     let v2 = repo.commit("v2");
     cluster.wait_status("v2", |s| s["health"] == "Synced" && s["applied"] == v2).await;
 
+    // The read-only views, as tables.
+    let here = repo.path();
+    let (code, status, _) = cluster.cli(here, &["status"], false);
+    assert_eq!(code, 0);
+    assert!(status.contains("Status:     Synced") && status.contains("Pods:       1/1 ready"), "{status}");
+    let (_, nodes, _) = cluster.cli(here, &["get", "nodes"], false);
+    assert!(nodes.starts_with("NAME") && nodes.contains(&cluster.nodes[0].name) && nodes.contains("Ready"), "{nodes}");
+    let (_, pods, _) = cluster.cli(here, &["get", "pods", "-n", "default"], false);
+    assert!(pods.lines().nth(1).is_some_and(|l| l.contains("1/1") && l.contains("Running")), "{pods}");
+    let (_, syncs, _) = cluster.cli(here, &["get", "syncs"], false);
+    assert!(syncs.lines().nth(1).is_some_and(|l| l.starts_with(&v2[..7]) && l.contains("synced")), "{syncs}");
+    let (code, _, stderr) = cluster.cli(here, &["get", "secrets"], false);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("choose workloads, pods, nodes, services or syncs"), "{stderr}");
+
     // Without the token a rollback is refused and changes nothing.
     let elsewhere = tempfile::tempdir().unwrap();
     let (code, _, stderr) = cluster.cli(elsewhere.path(), &["rollback", "deployment/app"], false);

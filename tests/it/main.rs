@@ -14,3 +14,4 @@ mod manifests;
 mod plan;
 mod server;
 mod store;
+mod ui;

@@ -93,8 +93,16 @@ async fn a_server_follows_commits_and_a_broken_commit_changes_nothing() {
 
     // A commit with an error: nothing of it is applied, nothing running is touched.
     repo.write("app.yaml", &manifest("v2", 3).replace("replicas: 3", "replicaz: 3"));
-    repo.commit("broken");
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    let broken = repo.commit("broken");
+    let client = berth::client::Client::new(&format!("http://{listen}"), None);
+    wait_for("the broken commit to be refused", Duration::from_secs(60), || async {
+        let status = client.get("/api/v1/status").await.unwrap_or_default();
+        status["health"] == "Failed" && status["head"]["sha"] == broken.as_str()
+    })
+    .await;
+    let status = client.get("/api/v1/status").await.unwrap();
+    let reason = status["reason"].as_str().unwrap();
+    assert!(reason.contains("app.yaml:") && reason.contains("replicaz"), "{reason}");
     assert_eq!(running(&node.name).await, before, "a broken commit changed what runs");
 
     // The fix is seen and applied.
@@ -156,7 +164,7 @@ async fn berth_up_runs_a_repository_on_this_machine() {
     let mut stdout = String::new();
     std::io::Read::read_to_string(up.0.stdout.as_mut().unwrap(), &mut stdout).unwrap();
     assert!(up.0.wait().unwrap().success());
-    assert!(stdout.contains("berth is up: control plane on http://"), "{stdout}");
+    assert!(stdout.contains("berth is up: web UI and API on http://"), "{stdout}");
     assert!(stdout.contains("synced ") && stdout.contains("default/app 1/1"), "{stdout}");
     assert!(stdout.contains("berth stopped; the pods keep running"), "{stdout}");
     assert_eq!(running(&node.name).await.len(), 1, "stopping berth up stops no pod");

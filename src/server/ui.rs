@@ -1,0 +1,819 @@
+//! The web UI: server-rendered pages (askama) on the API's port, kept live by server-sent
+//! events.
+//!
+//! Every page is complete HTML that reads well without JavaScript. With it, `live.js` listens
+//! on `/ui/events`, which speaks only when what a page shows changed (not at every pass), and
+//! then fetches the same page with `X-Berth-Fragment: 1` to swap in the new `<main>`. The pages
+//! read the same views as the JSON API, so no page can show what the API does not: no secret
+//! value reaches either.
+
+use super::AppError;
+use super::api::{self, Access};
+use super::control::{ControlPlane, Health, SyncStatus};
+use crate::manifest::ObjectKey;
+use crate::store::SyncRecord;
+use askama::Template;
+use axum::Router;
+use axum::extract::{Form, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+#[derive(Clone)]
+struct Ui {
+    plane: Arc<ControlPlane>,
+    access: Access,
+}
+
+pub fn router(plane: Arc<ControlPlane>, access: Access) -> Router {
+    Router::new()
+        .route("/", get(overview))
+        .route("/workloads", get(workloads))
+        .route("/workloads/{kind}/{namespace}/{name}", get(workload))
+        .route("/plan", get(plan))
+        .route("/syncs", get(syncs))
+        .route("/syncs/{sha}", get(sync))
+        .route("/nodes", get(nodes))
+        .route("/services", get(services))
+        .route("/ui/syncs/{sha}/approve", post(approve))
+        .route("/ui/login", get(login_form).post(login))
+        .route("/ui/events", get(events))
+        .route("/ui/style.css", get(|| async { ([(header::CONTENT_TYPE, "text/css")], STYLE) }))
+        .route("/ui/live.js", get(|| async { ([(header::CONTENT_TYPE, "text/javascript")], LIVE) }))
+        .with_state(Ui { plane, access })
+}
+
+const STYLE: &str = include_str!("../../templates/style.css");
+const LIVE: &str = include_str!("../../templates/live.js");
+const TOKEN_COOKIE: &str = "berth_token";
+
+const NAV: [(&str, &str); 6] = [
+    ("/", "Overview"),
+    ("/workloads", "Workloads"),
+    ("/plan", "Plan"),
+    ("/nodes", "Nodes"),
+    ("/services", "Services"),
+    ("/syncs", "Syncs"),
+];
+
+#[derive(Template)]
+#[template(path = "base.html")]
+struct Page<'a> {
+    title: &'a str,
+    active: &'a str,
+    nav: &'a [(&'a str, &'a str)],
+    live: bool,
+    body: String,
+}
+
+/// A page's answer: the whole document, or only its `<main>` for `live.js`.
+fn page(headers: &HeaderMap, title: &str, active: &str, body: impl Template) -> Result<Response, AppError> {
+    let body = body.render().map_err(render_error)?;
+    if headers.get("x-berth-fragment").is_some() {
+        return Ok(Html(body).into_response());
+    }
+    let html = Page { title, active, nav: &NAV, live: true, body }.render().map_err(render_error)?;
+    let mut response = Html(html).into_response();
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+fn render_error(error: askama::Error) -> AppError {
+    tracing::error!(%error, "Rendering a page failed.");
+    AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "rendering the page failed; see the server's log")
+}
+
+impl Ui {
+    /// Reads need the token on a listener that is not loopback: as a header or the cookie the
+    /// login form sets. The error is the handler's whole answer (a redirect to the form).
+    #[allow(clippy::result_large_err)]
+    fn read(&self, headers: &HeaderMap) -> Result<(), Response> {
+        if !self.access.reads_need_token() {
+            return Ok(());
+        }
+        let cookie = headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .find_map(|c| c.trim().strip_prefix(TOKEN_COOKIE).and_then(|v| v.strip_prefix('=')).map(str::to_owned));
+        let bearer = super::agent_api::bearer(headers).ok().map(str::to_owned);
+        match cookie.or(bearer) {
+            Some(token) if self.access.accepts(&token) => Ok(()),
+            _ => Err(Redirect::to("/ui/login").into_response()),
+        }
+    }
+}
+
+// ---- formatting helpers: everything that becomes HTML outside askama is escaped here ----
+
+pub fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Days since 1970-01-01 to a civil date (proleptic Gregorian).
+fn civil(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// `2026-11-22 03:14:05 UTC`.
+pub fn exact(seconds: i64) -> String {
+    let (year, month, day) = civil(seconds.div_euclid(86_400));
+    let rest = seconds.rem_euclid(86_400);
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC", rest / 3600, rest % 3600 / 60, rest % 60)
+}
+
+/// `3 min ago`, `2 h ago`, `5 days ago`.
+pub fn ago(seconds: i64, now: i64) -> String {
+    let delta = (now - seconds).max(0);
+    match delta {
+        d if d < 60 => format!("{d} s ago"),
+        d if d < 3600 => format!("{} min ago", d / 60),
+        d if d < 2 * 86_400 => format!("{} h ago", d / 3600),
+        d => format!("{} days ago", d / 86_400),
+    }
+}
+
+/// A `<time>` that reads "3 min ago" and shows the exact time on hover.
+fn time(seconds: i64, now: i64) -> String {
+    let exact = exact(seconds);
+    let iso = exact.replace(" UTC", "Z").replacen(' ', "T", 1);
+    format!("<time datetime=\"{iso}\" title=\"{exact}\">{}</time>", ago(seconds, now))
+}
+
+/// The web page of a commit, for repositories on hosts whose URL scheme is known.
+pub fn commit_url(repository: &str, sha: &str) -> Option<String> {
+    let rest = repository
+        .strip_prefix("https://")
+        .or_else(|| repository.strip_prefix("http://"))
+        .or_else(|| repository.strip_prefix("ssh://git@"))
+        .map(str::to_owned)
+        .or_else(|| repository.strip_prefix("git@").map(|r| r.replacen(':', "/", 1)))?;
+    let rest = rest.trim_end_matches('/').trim_end_matches(".git");
+    let (host, path) = rest.split_once('/')?;
+    let host = host.rsplit('@').next()?;
+    let kind = match host {
+        "github.com" | "codeberg.org" | "gitea.com" => "commit",
+        "gitlab.com" => "-/commit",
+        "bitbucket.org" => "commits",
+        _ => return None,
+    };
+    if path.split('/').count() < 2 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    Some(format!("https://{host}/{path}/{kind}/{sha}"))
+}
+
+/// A commit as a short sha (linked when the host is known), its message, author and age.
+fn commit(repository: &str, sha: &str, message: &str, author: &str, time_of: Option<i64>, now: i64) -> String {
+    let short = escape(&sha[..sha.len().min(7)]);
+    let mut html = match commit_url(repository, sha) {
+        Some(url) => format!("<a href=\"{}\"><code>{short}</code></a>", escape(&url)),
+        None => format!("<code title=\"{}\">{short}</code>", escape(sha)),
+    };
+    if !message.is_empty() {
+        let _ = write!(html, " {}", escape(message));
+    }
+    if !author.is_empty() {
+        let _ = write!(html, " <span class=\"muted\">by {}", escape(author));
+        if let Some(at) = time_of {
+            let _ = write!(html, ", {}", time(at, now));
+        }
+        html.push_str("</span>");
+    }
+    html
+}
+
+fn health_class(health: &str) -> String {
+    health.to_ascii_lowercase()
+}
+
+/// A plan or diff as HTML: escaped, additions and removals marked.
+fn diff_html(text: &str) -> String {
+    let mut html = String::with_capacity(text.len() + text.len() / 4);
+    for line in text.lines() {
+        let trimmed = line.trim_start();
+        let class = match trimmed.as_bytes().first() {
+            Some(b'+') if !trimmed.starts_with("+ create") => Some("add"),
+            Some(b'-') if !trimmed.starts_with("- delete") => Some("del"),
+            Some(b'@') => Some("hunk"),
+            _ => None,
+        };
+        match class {
+            Some(class) => {
+                let _ = writeln!(html, "<span class=\"{class}\">{}</span>", escape(line));
+            }
+            None => {
+                let _ = writeln!(html, "{}", escape(line));
+            }
+        }
+    }
+    html
+}
+
+// ---- pages ----
+
+#[derive(Template)]
+#[template(path = "overview.html")]
+struct Overview {
+    status: HealthView,
+    repository: String,
+    branch: String,
+    head: Option<String>,
+    applied: Option<String>,
+    last_sync: Option<String>,
+    workloads_total: usize,
+    workloads_by_health: Vec<(String, usize)>,
+    pods: usize,
+    pods_ready: usize,
+    nodes: usize,
+    nodes_ready: usize,
+    services: usize,
+    plan_summary: Option<String>,
+}
+
+struct HealthView {
+    health: String,
+    health_class: String,
+    reason: String,
+}
+
+async fn overview(State(ui): State<Ui>, headers: HeaderMap) -> Result<Response, Response> {
+    ui.read(&headers)?;
+    let body = overview_body(&ui.plane).await.map_err(IntoResponse::into_response)?;
+    page(&headers, "Overview", "Overview", body).map_err(IntoResponse::into_response)
+}
+
+async fn overview_body(plane: &ControlPlane) -> Result<Overview, AppError> {
+    let now = super::now();
+    let view = api::status_view(plane).await?;
+    let status = &view.status;
+    let repository = status.repository.clone();
+    let applied_commit = match &status.applied {
+        Some(sha) => {
+            let record = plane.store.sync(sha).await?;
+            let (author, at) =
+                record.as_ref().map_or((String::new(), None), |r| (r.commit.author.clone(), Some(r.commit.time)));
+            Some(commit(&repository, sha, &status.applied_message, &author, at, now))
+        }
+        None => None,
+    };
+    let last_sync = view.last_sync.as_ref().map(|s| {
+        format!(
+            "{} <span class=\"badge {}\">{}</span> {}{}",
+            commit(&repository, &s.commit.sha, &s.commit.message, "", None, now),
+            escape(&s.outcome),
+            escape(&s.outcome),
+            time(s.finished_at.unwrap_or(s.seen_at), now),
+            if s.reason.is_empty() { String::new() } else { format!(": {}", escape(&s.reason)) }
+        )
+    });
+    let plan_summary =
+        view.last_sync.as_ref().and_then(|s| s.plan_text.lines().find(|l| l.starts_with("Plan:")).map(str::to_owned));
+    let mut by_health: Vec<(String, usize)> = view.counts.workloads.iter().map(|(k, v)| (k.clone(), *v)).collect();
+    by_health.sort();
+    Ok(Overview {
+        status: HealthView {
+            health: status.health.as_str().to_owned(),
+            health_class: health_class(status.health.as_str()),
+            reason: status.reason.clone(),
+        },
+        branch: status.branch.clone(),
+        head: status.head.as_ref().map(|h| commit(&repository, &h.sha, &h.message, &h.author, Some(h.time), now)),
+        applied: applied_commit,
+        repository,
+        last_sync,
+        workloads_total: status.workloads.len(),
+        workloads_by_health: by_health,
+        pods: view.counts.pods,
+        pods_ready: view.counts.pods_ready,
+        nodes: view.counts.nodes,
+        nodes_ready: view.counts.nodes_ready,
+        services: view.counts.services,
+        plan_summary,
+    })
+}
+
+#[derive(Template)]
+#[template(path = "workloads.html")]
+struct Workloads {
+    namespaces: Vec<String>,
+    namespace: String,
+    healths: Vec<String>,
+    health: String,
+    rows: Vec<WorkloadRow>,
+}
+
+struct WorkloadRow {
+    kind: String,
+    namespace: String,
+    name: String,
+    href: String,
+    ready: String,
+    revision: String,
+    health: String,
+    health_class: String,
+    reason: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct WorkloadFilter {
+    #[serde(default)]
+    namespace: String,
+    #[serde(default)]
+    status: String,
+}
+
+async fn workloads(
+    State(ui): State<Ui>,
+    headers: HeaderMap,
+    Query(filter): Query<WorkloadFilter>,
+) -> Result<Response, Response> {
+    ui.read(&headers)?;
+    page(&headers, "Workloads", "Workloads", workloads_body(&ui.plane.status.borrow(), &filter))
+        .map_err(IntoResponse::into_response)
+}
+
+fn workloads_body(status: &SyncStatus, filter: &WorkloadFilter) -> Workloads {
+    let now = super::now();
+    let mut namespaces: Vec<String> = status.workloads.iter().map(|w| w.namespace.clone()).collect();
+    namespaces.sort();
+    namespaces.dedup();
+    let rows = status
+        .workloads
+        .iter()
+        .filter(|w| filter.namespace.is_empty() || w.namespace == filter.namespace)
+        .filter(|w| filter.status.is_empty() || w.health.as_str() == filter.status)
+        .map(|w| WorkloadRow {
+            kind: w.kind.clone(),
+            namespace: w.namespace.clone(),
+            name: w.name.clone(),
+            href: format!("/workloads/{}/{}/{}", w.kind.to_ascii_lowercase(), w.namespace, w.name),
+            ready: format!("{}/{}", w.ready, w.replicas.map_or(w.total, |r| r.max(0) as usize)),
+            revision: commit(&status.repository, &w.revision, &w.revision_message, "", None, now),
+            health: w.health.as_str().to_owned(),
+            health_class: health_class(w.health.as_str()),
+            reason: w.reason.clone(),
+        })
+        .collect();
+    Workloads {
+        namespaces,
+        namespace: filter.namespace.clone(),
+        healths: [
+            Health::Synced,
+            Health::OutOfSync,
+            Health::Progressing,
+            Health::Degraded,
+            Health::Failed,
+            Health::Unknown,
+        ]
+        .iter()
+        .map(|h| h.as_str().to_owned())
+        .collect(),
+        health: filter.status.clone(),
+        rows,
+    }
+}
+
+#[derive(Template)]
+#[template(path = "workload.html")]
+struct WorkloadPage {
+    kind: String,
+    namespace: String,
+    name: String,
+    health: String,
+    health_class: String,
+    reason: String,
+    pinned: Option<String>,
+    ready: usize,
+    wanted: String,
+    updated: usize,
+    total: usize,
+    revision: String,
+    rollout: String,
+    pods: Vec<PodRow>,
+    history: Vec<HistoryRow>,
+    diff: Option<String>,
+    events: Vec<String>,
+}
+
+struct PodRow {
+    node: String,
+    name: String,
+    phase: String,
+    ready: bool,
+    restarts: u32,
+    last_error: String,
+}
+
+struct HistoryRow {
+    commit: String,
+    author: String,
+    started: String,
+    outcome: String,
+    reason: String,
+}
+
+async fn workload(
+    State(ui): State<Ui>,
+    headers: HeaderMap,
+    Path((kind, namespace, name)): Path<(String, String, String)>,
+) -> Result<Response, Response> {
+    ui.read(&headers)?;
+    let kind = crate::manifest::Kind::from_cli(&kind).filter(|k| k.is_workload()).ok_or_else(|| {
+        AppError::new(StatusCode::NOT_FOUND, format!("`{kind}` is not a workload kind")).into_response()
+    })?;
+    let key = ObjectKey { kind, namespace, name };
+    let body = workload_body(&ui.plane, &key).await.map_err(IntoResponse::into_response)?;
+    page(&headers, &format!("{} {}", key.kind, key.qualified_name()), "Workloads", body)
+        .map_err(IntoResponse::into_response)
+}
+
+async fn workload_body(plane: &ControlPlane, key: &ObjectKey) -> Result<WorkloadPage, AppError> {
+    let now = super::now();
+    let view = api::workload_view(plane, key).await?;
+    let repository = plane.status.borrow().repository.clone();
+    let w = &view.workload;
+    let syncs = plane.store.syncs(20).await?;
+    // The plan that concerns this workload now: a waiting commit's, else the applied one's.
+    let current = syncs
+        .iter()
+        .find(|s| s.outcome == "waiting")
+        .or_else(|| syncs.iter().find(|s| s.commit.sha == w.revision || s.outcome == "progressing"));
+    let change = current.and_then(|s| {
+        let plan: serde_json::Value = serde_json::from_str(&s.plan_json).ok()?;
+        plan["changes"]
+            .as_array()?
+            .iter()
+            .find(|c| {
+                c["kind"] == key.kind.name()
+                    && c["namespace"] == key.namespace.as_str()
+                    && c["name"] == key.name.as_str()
+            })
+            .cloned()
+    });
+    let batches: Vec<usize> = change
+        .as_ref()
+        .and_then(|c| {
+            c["rollout"]["batches"]
+                .as_array()
+                .map(|b| b.iter().filter_map(|n| n.as_u64()).map(|n| n as usize).collect())
+        })
+        .unwrap_or_default();
+    let rollout = if w.health == Health::Progressing && !batches.is_empty() {
+        let mut done = 0;
+        let batch = batches.iter().take_while(|b| {
+            done += **b;
+            done <= w.updated
+        });
+        let current_batch = (batch.count() + 1).min(batches.len());
+        format!(
+            "batch {current_batch} of {}: {} of {} replicas updated",
+            batches.len(),
+            w.updated,
+            batches.iter().sum::<usize>()
+        )
+    } else if w.health == Health::Progressing {
+        format!("rolling out: {} updated, {} ready", w.updated, w.ready)
+    } else {
+        "no rollout in progress".to_owned()
+    };
+    let mut events = Vec::new();
+    for revision in &view.history {
+        let what = commit(&repository, &revision.commit.sha, &revision.commit.message, "", None, now);
+        if let Some(finished) = revision.finished_at {
+            let outcome = match revision.outcome {
+                crate::store::Outcome::Healthy => "became healthy".to_owned(),
+                crate::store::Outcome::Failed => format!("failed: {}", escape(&revision.reason)),
+                crate::store::Outcome::Progressing => "progressing".to_owned(),
+            };
+            events.push(format!("{} {what} {outcome}", time(finished, now)));
+        }
+        events.push(format!("{} {what} started rolling out", time(revision.started_at, now)));
+    }
+    if let Some(pin) = &view.pin {
+        events.insert(
+            0,
+            format!(
+                "{} pinned to <code>{}</code> by a rollback",
+                time(pin.pinned_at, now),
+                escape(&pin.commit[..pin.commit.len().min(7)])
+            ),
+        );
+    }
+    Ok(WorkloadPage {
+        kind: w.kind.clone(),
+        namespace: w.namespace.clone(),
+        name: w.name.clone(),
+        health: w.health.as_str().to_owned(),
+        health_class: health_class(w.health.as_str()),
+        reason: w.reason.clone(),
+        pinned: view.pin.as_ref().map(|p| commit(&repository, &p.commit, "", "", None, now)),
+        ready: w.ready,
+        wanted: w.replicas.map_or_else(|| "one per node".to_owned(), |r| r.to_string()),
+        updated: w.updated,
+        total: w.total,
+        revision: commit(&repository, &w.revision, &w.revision_message, "", None, now),
+        rollout,
+        pods: view
+            .pods
+            .iter()
+            .map(|p| PodRow {
+                node: p.node.clone(),
+                name: p.name.clone(),
+                phase: p.phase.clone(),
+                ready: p.ready,
+                restarts: p.restarts,
+                last_error: p.last_error.clone().unwrap_or_default(),
+            })
+            .collect(),
+        history: view
+            .history
+            .iter()
+            .map(|r| HistoryRow {
+                commit: commit(&repository, &r.commit.sha, &r.commit.message, "", None, now),
+                author: r.commit.author.clone(),
+                started: time(r.started_at, now),
+                outcome: r.outcome.as_str().to_owned(),
+                reason: r.reason.clone(),
+            })
+            .collect(),
+        diff: change.filter(|c| c["action"] != "unchanged").and_then(|c| c["diff"].as_str().map(diff_html)),
+        events,
+    })
+}
+
+#[derive(Template)]
+#[template(path = "plan.html")]
+struct PlanPage {
+    record: Option<PlanRecord>,
+}
+
+struct PlanRecord {
+    sha: String,
+    commit: String,
+    outcome: String,
+    outcome_class: String,
+    reason: String,
+    state_index: i64,
+    waiting: bool,
+    plan: String,
+}
+
+fn plan_record(repository: &str, record: &SyncRecord) -> PlanRecord {
+    let now = super::now();
+    PlanRecord {
+        sha: record.commit.sha.clone(),
+        commit: commit(
+            repository,
+            &record.commit.sha,
+            &record.commit.message,
+            &record.commit.author,
+            Some(record.commit.time),
+            now,
+        ),
+        outcome: record.outcome.clone(),
+        outcome_class: health_class(&record.outcome),
+        reason: record.reason.clone(),
+        state_index: record.state_index,
+        waiting: record.outcome == "waiting",
+        plan: diff_html(&record.plan_text),
+    }
+}
+
+async fn plan(State(ui): State<Ui>, headers: HeaderMap) -> Result<Response, Response> {
+    ui.read(&headers)?;
+    let syncs = ui.plane.store.syncs(50).await.map_err(|e| AppError::from(e).into_response())?;
+    // The pending plan first: a commit waiting for approval; else the newest that loaded.
+    let record = syncs.iter().find(|s| s.outcome == "waiting").or_else(|| syncs.iter().find(|s| s.outcome != "failed"));
+    let repository = ui.plane.status.borrow().repository.clone();
+    let body = PlanPage { record: record.map(|r| plan_record(&repository, r)) };
+    page(&headers, "Plan", "Plan", body).map_err(IntoResponse::into_response)
+}
+
+async fn sync(State(ui): State<Ui>, headers: HeaderMap, Path(sha): Path<String>) -> Result<Response, Response> {
+    ui.read(&headers)?;
+    let record = ui.plane.store.sync(&sha).await.map_err(|e| AppError::from(e).into_response())?;
+    let Some(record) = record else {
+        return Err(AppError::new(StatusCode::NOT_FOUND, format!("no commit `{sha}` was seen")).into_response());
+    };
+    let repository = ui.plane.status.borrow().repository.clone();
+    let body = PlanPage { record: Some(plan_record(&repository, &record)) };
+    page(&headers, "Plan", "Syncs", body).map_err(IntoResponse::into_response)
+}
+
+#[derive(Template)]
+#[template(path = "syncs.html")]
+struct Syncs {
+    rows: Vec<SyncRow>,
+}
+
+struct SyncRow {
+    sha: String,
+    commit: String,
+    author: String,
+    seen: String,
+    outcome: String,
+    outcome_class: String,
+    reason: String,
+}
+
+async fn syncs(State(ui): State<Ui>, headers: HeaderMap) -> Result<Response, Response> {
+    ui.read(&headers)?;
+    let now = super::now();
+    let repository = ui.plane.status.borrow().repository.clone();
+    let records = ui.plane.store.syncs(200).await.map_err(|e| AppError::from(e).into_response())?;
+    let rows = records
+        .iter()
+        .map(|s| SyncRow {
+            sha: s.commit.sha.clone(),
+            commit: commit(&repository, &s.commit.sha, &s.commit.message, "", None, now),
+            author: s.commit.author.clone(),
+            seen: time(s.seen_at, now),
+            outcome: s.outcome.clone(),
+            outcome_class: health_class(&s.outcome),
+            reason: s.reason.clone(),
+        })
+        .collect();
+    page(&headers, "Syncs", "Syncs", Syncs { rows }).map_err(IntoResponse::into_response)
+}
+
+#[derive(Template)]
+#[template(path = "nodes.html")]
+struct Nodes {
+    rows: Vec<NodeRow>,
+}
+
+struct NodeRow {
+    name: String,
+    status: String,
+    status_class: String,
+    address: String,
+    labels: String,
+    cpu: String,
+    memory: String,
+    heartbeat: String,
+    pods: usize,
+}
+
+async fn nodes(State(ui): State<Ui>, headers: HeaderMap) -> Result<Response, Response> {
+    ui.read(&headers)?;
+    let now = super::now();
+    let views = api::node_views(&ui.plane).await.map_err(IntoResponse::into_response)?;
+    let mib = |bytes: u64| bytes / (1024 * 1024);
+    let rows = views
+        .into_iter()
+        .map(|n| NodeRow {
+            status_class: if n.status == "Ready" { "synced".into() } else { "degraded".into() },
+            labels: n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", "),
+            cpu: format!("{}m of {}m", n.allocated.cpu_millis, n.allocatable.cpu_millis),
+            memory: format!("{} MiB of {} MiB", mib(n.allocated.memory_bytes), mib(n.allocatable.memory_bytes)),
+            heartbeat: time(n.last_heartbeat, now),
+            name: n.name,
+            status: n.status,
+            address: n.address,
+            pods: n.pods,
+        })
+        .collect();
+    page(&headers, "Nodes", "Nodes", Nodes { rows }).map_err(IntoResponse::into_response)
+}
+
+#[derive(Template)]
+#[template(path = "services.html")]
+struct Services {
+    rows: Vec<ServiceRow>,
+}
+
+struct ServiceRow {
+    namespace: String,
+    name: String,
+    kind: String,
+    ports: String,
+    endpoints: String,
+}
+
+async fn services(State(ui): State<Ui>, headers: HeaderMap) -> Result<Response, Response> {
+    ui.read(&headers)?;
+    let pods = api::pod_views(&ui.plane).await.map_err(IntoResponse::into_response)?;
+    let rows = api::service_views(&ui.plane, &pods)
+        .into_iter()
+        .map(|s| ServiceRow {
+            kind: if s.headless { "ClusterIP (headless)".into() } else { s.service_type.clone() },
+            ports: s
+                .ports
+                .iter()
+                .map(|p| match p.node_port {
+                    Some(node_port) => format!("{} → {} (node port {node_port})/{}", p.port, p.target_port, p.protocol),
+                    None => format!("{} → {}/{}", p.port, p.target_port, p.protocol),
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+            endpoints: format!("{}/{}", s.endpoints_ready, s.endpoints_total),
+            namespace: s.namespace,
+            name: s.name,
+        })
+        .collect();
+    page(&headers, "Services", "Services", Services { rows }).map_err(IntoResponse::into_response)
+}
+
+#[derive(Debug, Deserialize)]
+struct ApproveForm {
+    token: String,
+    state_index: i64,
+}
+
+/// The Approve button: the API token from the form, and the state index the plan was shown at.
+async fn approve(State(ui): State<Ui>, Path(sha): Path<String>, Form(form): Form<ApproveForm>) -> Response {
+    if !ui.access.accepts(form.token.trim()) {
+        return AppError::new(
+            StatusCode::UNAUTHORIZED,
+            "the API token is wrong; use the one in the server's api-token file",
+        )
+        .into_response();
+    }
+    match super::control::approve(&ui.plane, &sha, Some(form.state_index)).await {
+        Ok(_) => Redirect::to("/plan").into_response(),
+        Err(super::control::ApproveError::Store(error)) => AppError::from(error).into_response(),
+        Err(error) => AppError::new(StatusCode::CONFLICT, error.to_string()).into_response(),
+    }
+}
+
+async fn login_form() -> Html<&'static str> {
+    Html(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>Sign in · berth</title><link rel=\"stylesheet\" href=\"/ui/style.css\"></head><body><main>\
+         <h1>berth</h1><p>This server is not on loopback: enter its API token (the api-token file in its state folder).</p>\
+         <form method=\"post\" action=\"/ui/login\"><label>API token <input type=\"password\" name=\"token\" required></label>\
+         <button type=\"submit\">Sign in</button></form></main></body></html>",
+    )
+}
+
+#[derive(Debug, Deserialize)]
+struct LoginForm {
+    token: String,
+}
+
+async fn login(State(ui): State<Ui>, Form(form): Form<LoginForm>) -> Response {
+    let token = form.token.trim();
+    if !ui.access.accepts(token) {
+        return AppError::new(StatusCode::UNAUTHORIZED, "the API token is wrong").into_response();
+    }
+    let mut response = Redirect::to("/").into_response();
+    if let Ok(cookie) = HeaderValue::from_str(&format!("{TOKEN_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict")) {
+        response.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    response
+}
+
+/// What a page shows of the status, without the time of the pass: an event is sent only when
+/// this changes.
+fn visible(status: &SyncStatus) -> String {
+    let mut shown = status.clone();
+    shown.updated_at = 0;
+    shown.last_pass = None;
+    serde_json::to_string(&shown).unwrap_or_default()
+}
+
+async fn events(
+    State(ui): State<Ui>,
+    headers: HeaderMap,
+) -> Result<Sse<impl futures_util::Stream<Item = Result<Event, std::convert::Infallible>>>, Response> {
+    ui.read(&headers)?;
+    let receiver = ui.plane.status.subscribe();
+    let stream = futures_util::stream::unfold((receiver, String::new()), |(mut receiver, mut last)| async move {
+        loop {
+            let now = visible(&receiver.borrow_and_update());
+            if now != last {
+                last = now;
+                let event = Event::default().event("status").data(super::now().to_string());
+                return Some((Ok(event), (receiver, last)));
+            }
+            receiver.changed().await.ok()?;
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
+}

@@ -1,0 +1,242 @@
+//! The web UI and the JSON API through the router itself, without a socket: a real repository,
+//! a real SQLite file and the real control loop, requests handed to the router as a service.
+
+use crate::support::TestRepo;
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use berth::server::agent_api::AgentApi;
+use berth::server::api::Access;
+use berth::server::control::{self, ControlConfig, ControlPlane};
+use berth::store::Store;
+use berth::sync::Loader;
+use std::sync::Arc;
+use std::time::Duration;
+use tower::ServiceExt;
+
+const TOKEN: &str = "ui-test-token";
+const SECRET_VALUE: &str = "hunter2-never-shown";
+
+struct Served {
+    router: Router,
+    plane: Arc<ControlPlane>,
+    shutdown: tokio_util::sync::CancellationToken,
+    _db: tempfile::TempDir,
+    sha: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+fn manifests(repo: &TestRepo) {
+    let app = crate::images::deployment("web", Some("shop"), 2, "v1", None).replace(
+        "          readinessProbe:",
+        "          env: [{name: PASSWORD, valueFrom: {secretKeyRef: {name: creds, key: password}}}]\n          readinessProbe:",
+    );
+    repo.write("ns.yaml", "apiVersion: v1\nkind: Namespace\nmetadata: {name: shop}\n");
+    repo.write("web.yaml", &app);
+    repo.write(
+        "secret.yaml",
+        &format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: creds, namespace: shop}}\nstringData: {{password: {SECRET_VALUE}}}\n"),
+    );
+    repo.write(
+        "svc.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\nspec:\n  type: NodePort\n  selector: {app: web}\n  ports: [{port: 80, targetPort: 8080, nodePort: 30080}]\n",
+    );
+}
+
+async fn serve(reads_need_token: bool) -> (Served, TestRepo) {
+    let mut repo = TestRepo::new();
+    manifests(&repo);
+    let sha = repo.commit("shop v1 <script>alert(1)</script>");
+    let db = tempfile::tempdir().unwrap();
+    let store = Arc::new(Store::open(&db.path().join("berth.db")).await.unwrap());
+    let agents = AgentApi::new(store.clone(), "join");
+    let plane = ControlPlane::new(store, Loader::open(repo.path()).unwrap(), agents.clone(), ControlConfig::default());
+    let access = Access::new(TOKEN, reads_need_token, Some("hook-secret"));
+    let router = agents
+        .router()
+        .merge(berth::server::api::router(plane.clone(), access.clone()))
+        .merge(berth::server::ui::router(plane.clone(), access));
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    tokio::spawn(control::run(plane.clone(), shutdown.clone()));
+    let mut updates = plane.status.subscribe();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while updates.borrow_and_update().workloads.is_empty() {
+            updates.changed().await.unwrap();
+        }
+    })
+    .await
+    .expect("the control loop to take the commit");
+    (Served { router, plane, shutdown, _db: db, sha }, repo)
+}
+
+async fn call(router: &Router, request: Request<Body>) -> (StatusCode, String, axum::http::HeaderMap) {
+    let response = router.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = axum::body::to_bytes(response.into_body(), 16 << 20).await.unwrap();
+    (status, String::from_utf8_lossy(&body).into_owned(), headers)
+}
+
+async fn get(router: &Router, path: &str) -> (StatusCode, String) {
+    let (status, body, _) = call(router, Request::get(path).body(Body::empty()).unwrap()).await;
+    (status, body)
+}
+
+fn post(path: &str, body: &str, token: Option<&str>, form: bool) -> Request<Body> {
+    let mut request = Request::post(path)
+        .header("content-type", if form { "application/x-www-form-urlencoded" } else { "application/json" });
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    request.body(Body::from(body.to_owned())).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_page_and_api_route_answers_without_a_secret() {
+    let (served, _repo) = serve(false).await;
+    let short = &served.sha[..7];
+    let pages = [
+        ("/", vec!["<h1>Overview</h1>", "Unknown", "no node is Ready", short, "Plan: 4 to create"]),
+        ("/workloads", vec!["<table>", "web", "Deployment", "shop"]),
+        ("/workloads?namespace=shop&status=Unknown", vec!["<a href=\"/workloads/deployment/shop/web\">web</a>"]),
+        ("/workloads?namespace=nowhere", vec!["No workload matches."]),
+        (
+            "/workloads/deployment/shop/web",
+            vec!["Deployment shop/web", "History", "started rolling out", "Pending change"],
+        ),
+        ("/plan", vec!["Plan: 4 to create", "+ create Deployment shop/web", "password: (sensitive)"]),
+        ("/syncs", vec![short, "progressing", "/syncs/"]),
+        (&format!("/syncs/{}", served.sha), vec!["Plan: 4 to create"]),
+        ("/nodes", vec!["No node has joined"]),
+        ("/services", vec!["NodePort", "80 → 8080 (node port 30080)/TCP", "0/0"]),
+    ];
+    for (path, expected) in &pages {
+        let (status, body) = get(&served.router, path).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        assert!(body.starts_with("<!doctype html>") && body.contains("<main id=\"main\""), "{path} is not a full page");
+        assert!(body.contains("aria-current=\"page\""), "{path} marks no section as current");
+        for text in expected {
+            assert!(body.contains(text), "{path} lacks {text:?}:\n{body}");
+        }
+        assert!(!body.contains(SECRET_VALUE), "{path} shows the secret value");
+        assert!(!body.contains("<script>alert(1)</script>"), "{path} does not escape a commit message");
+        // The fragment live.js asks for is the page's <main> alone.
+        let request = Request::get(*path).header("x-berth-fragment", "1").body(Body::empty()).unwrap();
+        let (status, fragment, _) = call(&served.router, request).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(fragment.trim_start().starts_with("<h1>") && !fragment.contains("<html"), "{path} fragment");
+    }
+    let (status, css) = get(&served.router, "/ui/style.css").await;
+    assert!(status == StatusCode::OK && css.contains(".badge"));
+    let (status, js) = get(&served.router, "/ui/live.js").await;
+    assert!(status == StatusCode::OK && js.contains("EventSource"));
+
+    let api = [
+        "/api/v1/status",
+        "/api/v1/workloads",
+        "/api/v1/workloads/deployment/shop/web",
+        "/api/v1/workloads/deploy/shop/web/history",
+        "/api/v1/pods",
+        "/api/v1/nodes",
+        "/api/v1/services",
+        "/api/v1/syncs",
+        &format!("/api/v1/syncs/{short}"),
+        "/api/v1/plan",
+        &format!("/api/v1/plan?rev={short}"),
+    ];
+    for path in api {
+        let (status, body) = get(&served.router, path).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+        let json: serde_json::Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert!(!json.is_null());
+        assert!(!body.contains(SECRET_VALUE), "{path} answers the secret value");
+    }
+    let (status, body) = get(&served.router, "/api/v1/workloads/secret/shop/creds").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(body.contains("is not a workload kind"), "{body}");
+    let (status, _) = get(&served.router, "/api/v1/syncs/0000000").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // Changes need the token; a wrong one is refused the same way.
+    let approve = format!("/api/v1/syncs/{}/approve", served.sha);
+    for token in [None, Some("wrong")] {
+        let (status, body, _) = call(&served.router, post(&approve, "{}", token, false)).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+        let rollback = post("/api/v1/workloads/deployment/shop/web/rollback", "{}", token, false);
+        assert_eq!(call(&served.router, rollback).await.0, StatusCode::UNAUTHORIZED);
+        let form = post(&format!("/ui/syncs/{}/approve", served.sha), "token=wrong&state_index=0", None, true);
+        assert_eq!(call(&served.router, form).await.0, StatusCode::UNAUTHORIZED);
+    }
+    // With the token: this commit is not waiting, and there is no earlier revision.
+    let (status, body, _) = call(&served.router, post(&approve, "{}", Some(TOKEN), false)).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(body.contains("is not waiting for approval"), "{body}");
+    let rollback = post("/api/v1/workloads/deployment/shop/web/rollback", "{}", Some(TOKEN), false);
+    let (status, body, _) = call(&served.router, rollback).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(body.contains("no earlier healthy revision"), "{body}");
+    // A webhook without a signature fetches nothing.
+    let (status, _, _) = call(&served.router, post("/api/v1/webhooks/git", "{}", None, false)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // The agent API takes no user token.
+    let heartbeat = r#"{"address": "127.0.0.1", "labels": {}, "capacity": {"cpuMillis": 1, "memoryBytes": 1}, "allocatable": {"cpuMillis": 1, "memoryBytes": 1}}"#;
+    let (status, _, _) =
+        call(&served.router, post("/api/v1/agent/nodes/x/heartbeat", heartbeat, Some(TOKEN), false)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    drop(served.plane.status.subscribe());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn off_loopback_every_read_needs_the_token() {
+    let (served, _repo) = serve(true).await;
+    let (status, _, headers) = call(&served.router, Request::get("/").body(Body::empty()).unwrap()).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(headers["location"], "/ui/login");
+    let (status, _) = get(&served.router, "/api/v1/status").await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, form) = get(&served.router, "/ui/login").await;
+    assert!(status == StatusCode::OK && form.contains("type=\"password\""));
+
+    let (status, _, headers) = call(&served.router, post("/ui/login", "token=wrong", None, true)).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(!headers.contains_key("set-cookie"));
+    let (status, _, headers) = call(&served.router, post("/ui/login", &format!("token={TOKEN}"), None, true)).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let cookie = headers["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    assert!(headers["set-cookie"].to_str().unwrap().contains("HttpOnly"));
+    let request = Request::get("/workloads").header("cookie", &cookie).body(Body::empty()).unwrap();
+    let (status, body, _) = call(&served.router, request).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let request =
+        Request::get("/api/v1/status").header("authorization", format!("Bearer {TOKEN}")).body(Body::empty()).unwrap();
+    assert_eq!(call(&served.router, request).await.0, StatusCode::OK);
+}
+
+#[test]
+fn times_and_commit_links_read_well() {
+    use berth::server::ui::{ago, commit_url, escape, exact};
+    assert_eq!(exact(0), "1970-01-01 00:00:00 UTC");
+    assert_eq!(exact(1_795_316_045), "2026-11-22 02:54:05 UTC");
+    assert_eq!(exact(951_782_400), "2000-02-29 00:00:00 UTC");
+    assert_eq!(ago(100, 130), "30 s ago");
+    assert_eq!(ago(0, 180), "3 min ago");
+    assert_eq!(ago(0, 3 * 3600), "3 h ago");
+    assert_eq!(ago(0, 5 * 86_400), "5 days ago");
+    let sha = "0123456789abcdef0123456789abcdef01234567";
+    assert_eq!(
+        commit_url("https://github.com/acme/shop.git", sha).as_deref(),
+        Some("https://github.com/acme/shop/commit/0123456789abcdef0123456789abcdef01234567")
+    );
+    assert_eq!(
+        commit_url("git@gitlab.com:acme/shop.git", sha).as_deref(),
+        Some("https://gitlab.com/acme/shop/-/commit/0123456789abcdef0123456789abcdef01234567")
+    );
+    assert_eq!(commit_url("/srv/git/shop", sha), None);
+    assert_eq!(commit_url("https://git.internal.example/acme/shop", sha), None);
+    assert_eq!(escape("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+}
