@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")"
 
 missing=()
-for package in pkg-config libssl-dev git busybox-static; do
+for package in pkg-config libssl-dev git busybox-static chromium chromium-driver; do
     dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package")
 done
 if [ ${#missing[@]} -gt 0 ]; then

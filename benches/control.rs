@@ -10,7 +10,9 @@
 //! - `ready`: commit to the first new pod running and ready on the local Docker engine (image
 //!   present), median of 11 commits, with a real `berth agent` process.
 //!
-//! `cargo bench --bench control [scale|memory|ready]` (all three by default). The hollow runtime
+//! - `ui`: the time to answer each web page and the status API with 1,000 workloads.
+//!
+//! `cargo bench --bench control [scale|memory|ready|ui]` (all by default). The hollow runtime
 //! is a measuring instrument; no functional test uses it.
 
 #[path = "../tests/it/images.rs"]
@@ -351,6 +353,46 @@ async fn memory() {
     shutdown.cancel();
 }
 
+/// Time to answer each page with 1,000 workloads, over loopback, median of 21.
+async fn ui() {
+    let cluster = hollow_cluster(20, 1000, 1).await;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while cluster.started.load(Ordering::Relaxed) < 1000 {
+        assert!(Instant::now() < deadline, "ui run incomplete");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let http = reqwest::Client::new();
+    let base = format!("http://{}", cluster.server.listen);
+    let pages = [
+        "/",
+        "/workloads",
+        "/workloads/deployment/default/w500",
+        "/plan",
+        "/syncs",
+        "/nodes",
+        "/services",
+        "/api/v1/status",
+    ];
+    for page in pages {
+        let mut times = Vec::new();
+        for _ in 0..21 {
+            let start = Instant::now();
+            let response = http.get(format!("{base}{page}")).send().await.unwrap();
+            assert!(response.status().is_success(), "{page}: {}", response.status());
+            let body = response.bytes().await.unwrap();
+            times.push((start.elapsed(), body.len()));
+        }
+        times.sort();
+        let (median, bytes) = times[times.len() / 2];
+        println!(
+            "ui: {page} with 1,000 workloads: median {:.1} ms, {} KiB (goal < 50 ms)",
+            median.as_secs_f64() * 1000.0,
+            bytes / 1024
+        );
+    }
+    cluster.shutdown.cancel();
+}
+
 async fn ready() {
     let docker = berth::nodes::docker::Docker::connect().await.expect("the Docker engine");
     images::import_busybox(&docker).await;
@@ -437,6 +479,9 @@ fn main() {
         }
         if wants("ready") {
             ready().await;
+        }
+        if wants("ui") {
+            ui().await;
         }
         if wants("scale") {
             scale().await;

@@ -212,14 +212,15 @@ fn health_class(health: &str) -> String {
     health.to_ascii_lowercase()
 }
 
-/// A plan or diff as HTML: escaped, additions and removals marked.
-fn diff_html(text: &str) -> String {
+/// A plan or diff as HTML: escaped, additions and removals marked. Diff lines carry their
+/// marker (`+`, `-`, `@`, space) after `indent` spaces: 0 in a raw diff, 4 in a plan's text.
+fn diff_html(text: &str, indent: usize) -> String {
     let mut html = String::with_capacity(text.len() + text.len() / 4);
     for line in text.lines() {
-        let trimmed = line.trim_start();
-        let class = match trimmed.as_bytes().first() {
-            Some(b'+') if !trimmed.starts_with("+ create") => Some("add"),
-            Some(b'-') if !trimmed.starts_with("- delete") => Some("del"),
+        let marker = line.as_bytes().get(indent).filter(|_| line.as_bytes()[..indent].iter().all(|b| *b == b' '));
+        let class = match marker {
+            Some(b'+') => Some("add"),
+            Some(b'-') => Some("del"),
             Some(b'@') => Some("hunk"),
             _ => None,
         };
@@ -253,6 +254,7 @@ struct Overview {
     nodes: usize,
     nodes_ready: usize,
     services: usize,
+    services_without_endpoints: usize,
     plan_summary: Option<String>,
 }
 
@@ -271,6 +273,8 @@ async fn overview(State(ui): State<Ui>, headers: HeaderMap) -> Result<Response, 
 async fn overview_body(plane: &ControlPlane) -> Result<Overview, AppError> {
     let now = super::now();
     let view = api::status_view(plane).await?;
+    let pods = api::pod_views(plane).await?;
+    let services_without_endpoints = api::service_views(plane, &pods).iter().filter(|s| s.endpoints_ready == 0).count();
     let status = &view.status;
     let repository = status.repository.clone();
     let applied_commit = match &status.applied {
@@ -314,6 +318,7 @@ async fn overview_body(plane: &ControlPlane) -> Result<Overview, AppError> {
         nodes: view.counts.nodes,
         nodes_ready: view.counts.nodes_ready,
         services: view.counts.services,
+        services_without_endpoints,
         plan_summary,
     })
 }
@@ -418,6 +423,7 @@ struct WorkloadPage {
     pods: Vec<PodRow>,
     history: Vec<HistoryRow>,
     diff: Option<String>,
+    diff_title: String,
     events: Vec<String>,
 }
 
@@ -562,7 +568,9 @@ async fn workload_body(plane: &ControlPlane, key: &ObjectKey) -> Result<Workload
                 reason: r.reason.clone(),
             })
             .collect(),
-        diff: change.filter(|c| c["action"] != "unchanged").and_then(|c| c["diff"].as_str().map(diff_html)),
+        diff: change.filter(|c| c["action"] != "unchanged").and_then(|c| c["diff"].as_str().map(|d| diff_html(d, 0))),
+        diff_title: if current.is_some_and(|s| s.outcome == "waiting") { "Pending change" } else { "Last change" }
+            .to_owned(),
         events,
     })
 }
@@ -601,7 +609,7 @@ fn plan_record(repository: &str, record: &SyncRecord) -> PlanRecord {
         reason: record.reason.clone(),
         state_index: record.state_index,
         waiting: record.outcome == "waiting",
-        plan: diff_html(&record.plan_text),
+        plan: diff_html(&record.plan_text, 4),
     }
 }
 
@@ -690,8 +698,16 @@ async fn nodes(State(ui): State<Ui>, headers: HeaderMap) -> Result<Response, Res
         .map(|n| NodeRow {
             status_class: if n.status == "Ready" { "synced".into() } else { "degraded".into() },
             labels: n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", "),
-            cpu: format!("{}m of {}m", n.allocated.cpu_millis, n.allocatable.cpu_millis),
-            memory: format!("{} MiB of {} MiB", mib(n.allocated.memory_bytes), mib(n.allocatable.memory_bytes)),
+            cpu: format!(
+                "{}m of {}m allocatable ({}m capacity)",
+                n.allocated.cpu_millis, n.allocatable.cpu_millis, n.capacity.cpu_millis
+            ),
+            memory: format!(
+                "{} MiB of {} MiB allocatable ({} MiB capacity)",
+                mib(n.allocated.memory_bytes),
+                mib(n.allocatable.memory_bytes),
+                mib(n.capacity.memory_bytes)
+            ),
             heartbeat: time(n.last_heartbeat, now),
             name: n.name,
             status: n.status,
@@ -709,6 +725,7 @@ struct Services {
 }
 
 struct ServiceRow {
+    addresses: String,
     namespace: String,
     name: String,
     kind: String,
@@ -719,9 +736,21 @@ struct ServiceRow {
 async fn services(State(ui): State<Ui>, headers: HeaderMap) -> Result<Response, Response> {
     ui.read(&headers)?;
     let pods = api::pod_views(&ui.plane).await.map_err(IntoResponse::into_response)?;
+    let nodes = api::node_views(&ui.plane).await.map_err(IntoResponse::into_response)?;
+    let ready_nodes: Vec<String> = nodes.iter().filter(|n| n.status == "Ready").map(|n| n.address.clone()).collect();
     let rows = api::service_views(&ui.plane, &pods)
         .into_iter()
         .map(|s| ServiceRow {
+            addresses: {
+                let mut addresses = vec![
+                    format!("{}.{}", s.name, s.namespace),
+                    format!("{}.{}.svc.cluster.local", s.name, s.namespace),
+                ];
+                for port in s.ports.iter().filter_map(|p| p.node_port) {
+                    addresses.extend(ready_nodes.iter().map(|a| format!("{a}:{port}")));
+                }
+                addresses.join(", ")
+            },
             kind: if s.headless { "ClusterIP (headless)".into() } else { s.service_type.clone() },
             ports: s
                 .ports

@@ -6,6 +6,7 @@ mod support;
 
 mod agent;
 mod agent_process;
+mod browser;
 mod control;
 mod controller;
 mod docs;
