@@ -311,6 +311,15 @@ async fn rollback_pins_a_workload_until_the_branch_moves() {
     cluster.wait_status("v3", |s| s["health"] == "Synced" && s["applied"] == v3).await;
     assert_eq!(ready_revisions(&cluster).await, vec![v3.clone()]);
 
+    // `berth plan --server`: a commit against what the server has applied.
+    let (code, same, stderr) = cluster.cli(repo.path(), &["plan"], false);
+    assert_eq!(code, 0, "{same}{stderr}");
+    assert!(same.contains("Plan: 0 to create, 0 to update, 0 to delete, 1 unchanged."), "{same}");
+    assert!(same.contains("against the server's applied state at index"), "{same}");
+    let (code, back, _) = cluster.cli(repo.path(), &["plan", "--to", &v1], false);
+    assert_eq!(code, 2, "{back}");
+    assert!(back.contains("~ update Deployment default/app"), "{back}");
+
     // Rolling back with `git revert`: the plan names the commit whose spec comes back.
     git(repo.path(), &["revert", "--no-edit", &v3]);
     let revert = head(&repo);
