@@ -159,13 +159,6 @@ impl Controller {
             };
             stored.insert(node.name.clone(), pods);
         }
-        let mut assigned: BTreeMap<String, Vec<PodAssignment>> = BTreeMap::new();
-        for node in &nodes {
-            // A NotReady node's pods count as lost: they are placed elsewhere, and the node's
-            // agent removes them if it comes back.
-            let pods = if ready.contains(node.name.as_str()) { stored[&node.name].to_vec() } else { Vec::new() };
-            assigned.insert(node.name.clone(), pods);
-        }
         let mut reports: HashMap<String, PodStatus> = HashMap::new();
         for (node, status) in self.store.all_reports().await? {
             if ready.contains(node.as_str()) {
@@ -199,10 +192,6 @@ impl Controller {
             .map(|r| r.key.clone())
             .chain(targets.retained.iter().cloned())
             .collect();
-        // Pods of workloads the commit no longer declares go.
-        for pods in assigned.values_mut() {
-            pods.retain(|p| declared.contains(&workload_of(p)));
-        }
 
         let sources = Sources::new(&desired.resources, &desired.secrets);
         // Each workload's pods, with their nodes: gathered once, not once per workload.
@@ -238,23 +227,28 @@ impl Controller {
             };
             statuses.push(status);
         }
-        if !deletes.is_empty() {
-            for pods in assigned.values_mut() {
-                pods.retain(|p| !deletes.contains(&(p.namespace.clone(), p.pod.clone())));
-            }
-        }
+        // What stays of each node's assignment: not on a NotReady node (its pods count as lost
+        // and are placed elsewhere), of a declared workload, and not deleted by a step.
+        let keeps = |node: &str, pod: &PodAssignment| {
+            ready.contains(node)
+                && declared.contains(&workload_of(pod))
+                && !deletes.contains(&(pod.namespace.clone(), pod.pod.clone()))
+        };
 
         // Place what is new, with what stays counted as running.
-        let placed: Vec<(PodRequest, String)> = assigned
+        let placed: Vec<(PodRequest, String)> = stored
             .iter()
-            .flat_map(|(node, pods)| pods.iter().map(move |p| (request_of(p, None), node.clone())))
+            .flat_map(|(node, pods)| {
+                pods.iter().filter(|p| keeps(node, p)).map(move |p| (request_of(p, None), node.clone()))
+            })
             .collect();
         let requests: Vec<PodRequest> = pending.iter().map(|(request, _, _)| request.clone()).collect();
+        let mut additions: BTreeMap<String, Vec<PodAssignment>> = BTreeMap::new();
         for ((_, pod, workload), (_, placement)) in
             pending.into_iter().zip(schedule::schedule(&node_infos, &placed, &requests))
         {
             match placement {
-                Placement::Node(node) => assigned.entry(node).or_default().push(pod),
+                Placement::Node(node) => additions.entry(node).or_default().push(pod),
                 Placement::Unschedulable(reason) => {
                     if let Some(status) = statuses.iter_mut().find(|s| s.key == workload) {
                         status.complete = false;
@@ -264,18 +258,26 @@ impl Controller {
             }
         }
 
+        // Only the nodes whose assignment changes are copied and written.
         let mut changes: Vec<(String, Vec<PodAssignment>)> = Vec::new();
-        for (node, mut pods) in assigned {
-            pods.sort_by(|a, b| (&a.namespace, &a.pod).cmp(&(&b.namespace, &b.pod)));
-            let before = stored.get(&node).map_or(&[][..], |p| p.as_slice());
-            if pods.as_slice() != before && ready.contains(node.as_str()) {
-                changes.push((node, pods));
+        for node in &nodes {
+            let before = &stored[&node.name];
+            let added = additions.remove(&node.name).unwrap_or_default();
+            if !ready.contains(node.name.as_str()) {
+                // A NotReady node is told to run nothing, so its stale pods go when it returns.
+                if !before.is_empty() {
+                    changes.push((node.name.clone(), Vec::new()));
+                }
+                continue;
             }
-        }
-        // A NotReady node is told to run nothing, so its stale pods go when it returns.
-        for node in nodes.iter().filter(|n| !ready.contains(n.name.as_str())) {
-            if !stored[&node.name].is_empty() {
-                changes.push((node.name.clone(), Vec::new()));
+            if added.is_empty() && before.iter().all(|p| keeps(&node.name, p)) {
+                continue;
+            }
+            let mut pods: Vec<PodAssignment> =
+                before.iter().filter(|p| keeps(&node.name, p)).cloned().chain(added).collect();
+            pods.sort_by(|a, b| (&a.namespace, &a.pod).cmp(&(&b.namespace, &b.pod)));
+            if pods.as_slice() != before.as_slice() {
+                changes.push((node.name.clone(), pods));
             }
         }
         let nodes_changed = changes.len();
