@@ -121,6 +121,7 @@ pub struct Counts {
     pub nodes: usize,
     pub nodes_ready: usize,
     pub services: usize,
+    pub services_without_endpoints: usize,
 }
 
 async fn status(State(api): State<Api>, headers: HeaderMap) -> Result<Json<StatusView>, AppError> {
@@ -140,7 +141,9 @@ pub async fn status_view(plane: &ControlPlane) -> Result<StatusView, AppError> {
     let nodes = node_views(plane).await?;
     counts.nodes = nodes.len();
     counts.nodes_ready = nodes.iter().filter(|n| n.status == "Ready").count();
-    counts.services = service_views(plane, &pods).len();
+    let services = service_views(plane, &pods);
+    counts.services = services.len();
+    counts.services_without_endpoints = services.iter().filter(|s| s.endpoints_ready == 0).count();
     let last_sync = plane.store.syncs(1).await?.into_iter().next();
     Ok(StatusView { status, counts, last_sync })
 }
@@ -296,7 +299,7 @@ fn pod_view(
 ) -> PodView {
     let key = ObjectKey { kind: pod.workload_kind, namespace: pod.namespace.clone(), name: pod.workload_name.clone() };
     let labels = desired
-        .and_then(|d| d.resources.iter().find(|r| r.key == key))
+        .and_then(|d| d.resources.binary_search_by(|r| r.key.cmp(&key)).ok().map(|i| &d.resources[i]))
         .and_then(|r| r.object.pod_labels().cloned())
         .unwrap_or_default();
     let requests = crate::apply::controller::requests(&pod.spec);

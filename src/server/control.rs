@@ -401,7 +401,7 @@ async fn follow_head(plane: &ControlPlane, state: &mut LoopState, now: i64) -> R
         }
     }
     let (plan, index) = plane.plan_against_applied(&commit).await?;
-    let wait = wait_reason(&commit, &plan, plane.store.applied().await?.resources.len());
+    let wait = wait_reason(&commit, &plan);
     let outcome = if wait.is_some() { "waiting" } else { "progressing" };
     let record = record_of(
         &commit.commit,
@@ -446,8 +446,11 @@ fn record_of(
 }
 
 /// Why a valid commit may not be applied without an approval, if it may not.
-fn wait_reason(commit: &Loaded, plan: &plan::Plan, applied: usize) -> Option<String> {
+fn wait_reason(commit: &Loaded, plan: &plan::Plan) -> Option<String> {
     let short = commit.commit.short();
+    // Every applied object is on the plan's observed side: updated, deleted (kept ones count
+    // as unchanged) or unchanged.
+    let applied = plan.summary.update + plan.summary.delete + plan.summary.unchanged;
     if commit.config.sync.policy == crate::sync::config::SyncPolicy::Manual {
         return Some(format!(
             "the sync policy is manual: review the plan (`berth plan --server`) and approve it with `berth sync --approve {short}`"
@@ -764,12 +767,7 @@ fn publish(plane: &ControlPlane, state: &LoopState, summary: Option<&ReconcileSu
         let (health, reason) = if let Some(failed) = &status.failed {
             (Health::Failed, failed.clone())
         } else if worst == Some(Health::Degraded) {
-            let names: Vec<String> = workloads
-                .iter()
-                .filter(|w| w.health == Health::Degraded)
-                .map(|w| format!("{} {}/{}: {}", w.kind, w.namespace, w.name, w.reason))
-                .collect();
-            (Health::Degraded, names.join("; "))
+            (Health::Degraded, reasons_of(&workloads, Health::Degraded))
         } else if let Some(waiting) = &status.waiting {
             (Health::OutOfSync, waiting.clone())
         } else if state.desired.is_none() {
@@ -783,12 +781,7 @@ fn publish(plane: &ControlPlane, state: &LoopState, summary: Option<&ReconcileSu
             let rolling = workloads.iter().filter(|w| w.health == Health::Progressing).count();
             (Health::Progressing, format!("{rolling} of {} workloads are rolling out", workloads.len()))
         } else if worst == Some(Health::OutOfSync) {
-            let pinned: Vec<String> = workloads
-                .iter()
-                .filter(|w| w.health == Health::OutOfSync)
-                .map(|w| format!("{} {}/{}: {}", w.kind, w.namespace, w.name, w.reason))
-                .collect();
-            (Health::OutOfSync, pinned.join("; "))
+            (Health::OutOfSync, reasons_of(&workloads, Health::OutOfSync))
         } else {
             (Health::Synced, "every workload runs the applied commit".to_owned())
         };
@@ -797,6 +790,16 @@ fn publish(plane: &ControlPlane, state: &LoopState, summary: Option<&ReconcileSu
         status.workloads = workloads;
         status.last_pass = summary.cloned();
     });
+}
+
+/// `Kind ns/name: reason; ...` of the workloads in `health`.
+fn reasons_of(workloads: &[WorkloadHealth], health: Health) -> String {
+    let reasons: Vec<String> = workloads
+        .iter()
+        .filter(|w| w.health == health)
+        .map(|w| format!("{} {}/{}: {}", w.kind, w.namespace, w.name, w.reason))
+        .collect();
+    reasons.join("; ")
 }
 
 fn workload_health(state: &LoopState, w: &WorkloadStatus, ready_nodes: usize) -> WorkloadHealth {

@@ -273,8 +273,6 @@ async fn overview(State(ui): State<Ui>, headers: HeaderMap) -> Result<Response, 
 async fn overview_body(plane: &ControlPlane) -> Result<Overview, AppError> {
     let now = super::now();
     let view = api::status_view(plane).await?;
-    let pods = api::pod_views(plane).await?;
-    let services_without_endpoints = api::service_views(plane, &pods).iter().filter(|s| s.endpoints_ready == 0).count();
     let status = &view.status;
     let repository = status.repository.clone();
     let applied_commit = match &status.applied {
@@ -318,7 +316,7 @@ async fn overview_body(plane: &ControlPlane) -> Result<Overview, AppError> {
         nodes: view.counts.nodes,
         nodes_ready: view.counts.nodes_ready,
         services: view.counts.services,
-        services_without_endpoints,
+        services_without_endpoints: view.counts.services_without_endpoints,
         plan_summary,
     })
 }
