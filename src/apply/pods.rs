@@ -53,11 +53,7 @@ impl<'a> Sources<'a> {
 /// A short, stable hash of what a pod runs: the pod spec with the template's labels and
 /// annotations. A change to it means new pods.
 pub fn template_hash(resource: &Resource) -> String {
-    let template = match resource.key.kind {
-        Kind::Pod => resource.canonical.get("spec").cloned(),
-        _ => resource.canonical.pointer("/spec/template").cloned(),
-    };
-    crate::manifest::hex_digest(template.unwrap_or_default().to_string().as_bytes())[..10].to_owned()
+    resource.template_hash.to_string()
 }
 
 /// The name of replica `ordinal` of a workload's template revision; always a DNS label.

@@ -243,7 +243,7 @@ fn change(action: Action, resource: &Resource) -> Change {
 
 fn created(new: &Resource) -> Change {
     let mut created = change(Action::Create, new);
-    created.diff = render::whole('+', &render::to_yaml(&new.canonical));
+    created.diff = render::whole('+', &render::to_yaml(&new.canonical_value()));
     if let Some(replicas) = new.object.replicas() {
         created.rollout = Some(Rollout {
             strategy: "Create".into(),
@@ -267,7 +267,7 @@ fn created(new: &Resource) -> Change {
 
 fn deleted(old: &Resource) -> Change {
     let mut deleted = change(Action::Delete, old);
-    deleted.diff = render::whole('-', &render::to_yaml(&old.canonical));
+    deleted.diff = render::whole('-', &render::to_yaml(&old.canonical_value()));
     if old.is_kept() {
         deleted.kept = true;
         deleted.risks.push(Risk {
@@ -322,8 +322,8 @@ fn deleted(old: &Resource) -> Change {
 
 fn updated(old: &Resource, new: &Resource) -> Change {
     let mut updated = change(Action::Update, new);
-    let old_canonical = &old.canonical;
-    let mut new_canonical = new.canonical.clone();
+    let old_canonical = &old.canonical_value();
+    let mut new_canonical = new.canonical_value();
     if new.key.kind == Kind::Secret {
         mark_changed_secrets(old, new, &mut new_canonical);
     }
@@ -382,8 +382,9 @@ fn rollout(old: &Resource, new: &Resource) -> Option<Rollout> {
     if !kind.is_workload() {
         return None;
     }
-    let template_changed = old.canonical.pointer("/spec/template") != new.canonical.pointer("/spec/template");
-    let selector_changed = old.canonical.pointer("/spec/selector") != new.canonical.pointer("/spec/selector");
+    let template_changed = kind != Kind::Pod && old.template_hash != new.template_hash;
+    let (old_value, new_value) = (old.canonical_value(), new.canonical_value());
+    let selector_changed = old_value.pointer("/spec/selector") != new_value.pointer("/spec/selector");
     let old_replicas = old.object.replicas();
     let replicas = new.object.replicas();
 

@@ -158,7 +158,7 @@ impl Store {
             .bind(&resource.file)
             .bind(i64::from(resource.pos.line))
             .bind(&resource.hash)
-            .bind(resource.canonical.to_string())
+            .bind(&*resource.canonical)
             .bind(digests)
             .bind(now)
             .execute(&mut *transaction)

@@ -465,8 +465,8 @@ async fn readiness_follows_the_probe_and_startup_gates_it() {
         host_port: None,
         protocol: None,
     });
-    server.startup_probe = Some(Probe { failure_threshold: Some(30), ..probe("tcp", "") });
-    server.readiness_probe = Some(probe("http", "/ready.html"));
+    server.startup_probe = Some(Box::new(Probe { failure_threshold: Some(30), ..probe("tcp", "") }));
+    server.readiness_probe = Some(Box::new(probe("http", "/ready.html")));
     let desired = vec![pod("ready", vec![server])];
     manager.converge(&desired).await.unwrap();
     let id = status(&manager, &desired).await.containers[0].container_id.clone().unwrap();
@@ -506,7 +506,8 @@ async fn a_failing_liveness_probe_restarts_the_container() {
     let manager = manager(&node, &docker).await;
     let mut main = container("main", "touch /tmp/alive; exec sleep 3600");
     // An initial delay, as a real manifest would have: the probe must not race the touch.
-    main.liveness_probe = Some(Probe { initial_delay_seconds: Some(1), ..probe("exec", "test -f /tmp/alive") });
+    main.liveness_probe =
+        Some(Box::new(Probe { initial_delay_seconds: Some(1), ..probe("exec", "test -f /tmp/alive") }));
     let desired = vec![pod("alive", vec![main])];
     manager.converge(&desired).await.unwrap();
     let first = status(&manager, &desired).await.containers[0].container_id.clone().unwrap();
