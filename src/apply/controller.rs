@@ -159,9 +159,18 @@ impl Controller {
             };
             stored.insert(node.name.clone(), pods);
         }
+        // A report stands for a pod only when it is of the pod assigned there now: not of an
+        // earlier pod of the same name on its way out.
+        let uids: HashMap<(&str, &str, &str), &str> = stored
+            .iter()
+            .flat_map(|(node, pods)| {
+                pods.iter().map(move |p| ((node.as_str(), p.namespace.as_str(), p.pod.as_str()), p.uid.as_str()))
+            })
+            .collect();
         let mut reports: HashMap<String, PodStatus> = HashMap::new();
         for (node, status) in self.store.all_reports().await? {
-            if ready.contains(node.as_str()) {
+            let current = uids.get(&(node.as_str(), status.namespace.as_str(), status.pod.as_str()));
+            if ready.contains(node.as_str()) && current == Some(&status.uid.as_str()) {
                 reports.insert(format!("{}/{}", status.namespace, status.pod), status);
             }
         }

@@ -185,6 +185,11 @@ pub fn assignment(
         workload_name: resource.key.name.clone(),
         revision: revision.to_owned(),
         spec_hash: hash,
+        uid: {
+            let mut bytes = [0u8; 8];
+            rand::fill(&mut bytes);
+            bytes.iter().map(|b| format!("{b:02x}")).collect()
+        },
         spec: spec.clone(),
         env,
         files,

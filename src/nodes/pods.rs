@@ -31,6 +31,7 @@ pub mod labels {
     pub const WORKLOAD_NAME: &str = "berth.dev/workload-name";
     pub const REVISION: &str = "berth.dev/revision";
     pub const SPEC_HASH: &str = "berth.dev/spec-hash";
+    pub const POD_UID: &str = "berth.dev/pod-uid";
     /// `sandbox` or `container`.
     pub const ROLE: &str = "berth.dev/role";
     pub const CONTAINER: &str = "berth.dev/container";
@@ -167,8 +168,16 @@ struct ObservedPod {
     /// Per container name, every attempt, latest last.
     containers: BTreeMap<String, Vec<ContainerInfo>>,
     spec_hash: String,
+    uid: String,
     namespace: String,
     pod: String,
+}
+
+impl ObservedPod {
+    /// Whether these containers are the assigned pod, not an earlier one of the same name.
+    fn is(&self, assignment: &PodAssignment) -> bool {
+        self.spec_hash == assignment.spec_hash && self.uid == assignment.uid
+    }
 }
 
 fn pod_key(namespace: &str, pod: &str) -> String {
@@ -273,6 +282,7 @@ impl<R: ContainerRuntime> PodManager<R> {
             entry.namespace.clone_from(namespace);
             entry.pod.clone_from(pod);
             entry.spec_hash = info.labels.get(labels::SPEC_HASH).cloned().unwrap_or_default();
+            entry.uid = info.labels.get(labels::POD_UID).cloned().unwrap_or_default();
             if info.labels.get(labels::ROLE).map(String::as_str) == Some("sandbox") {
                 entry.sandbox = Some(info);
             } else if let Some(name) = info.labels.get(labels::CONTAINER).cloned() {
@@ -298,7 +308,7 @@ impl<R: ContainerRuntime> PodManager<R> {
         // own grace period, and none waits for another's.
         let mut leaving = Vec::new();
         for (key, pod) in &observed {
-            let keep = desired_by_key.get(key).is_some_and(|d| d.spec_hash == pod.spec_hash);
+            let keep = desired_by_key.get(key).is_some_and(|d| pod.is(d));
             let sandbox_lost = pod.sandbox.as_ref().is_none_or(|s| s.state != ContainerState::Running);
             if !keep || sandbox_lost {
                 leaving.push(key.clone());
@@ -428,6 +438,7 @@ impl<R: ContainerRuntime> PodManager<R> {
             (labels::WORKLOAD_NAME.to_owned(), assignment.workload_name.clone()),
             (labels::REVISION.to_owned(), assignment.revision.clone()),
             (labels::SPEC_HASH.to_owned(), assignment.spec_hash.clone()),
+            (labels::POD_UID.to_owned(), assignment.uid.clone()),
             (labels::ROLE.to_owned(), role.to_owned()),
             (
                 labels::GRACE_SECONDS.to_owned(),
@@ -727,7 +738,7 @@ impl<R: ContainerRuntime> PodManager<R> {
         let mut due = Vec::new();
         for assignment in desired {
             let key = pod_key(&assignment.namespace, &assignment.pod);
-            let Some(pod) = observed.get(&key).filter(|p| p.spec_hash == assignment.spec_hash) else { continue };
+            let Some(pod) = observed.get(&key).filter(|p| p.is(assignment)) else { continue };
             let Some(sandbox) = &pod.sandbox else { continue };
             for container in &assignment.spec.containers {
                 let Some(latest) = pod.containers.get(&container.name).and_then(|a| a.last()) else { continue };
@@ -880,7 +891,7 @@ impl<R: ContainerRuntime> PodManager<R> {
         let mut statuses = Vec::new();
         for assignment in desired {
             let key = pod_key(&assignment.namespace, &assignment.pod);
-            let pod = observed.get(&key).filter(|p| p.spec_hash == assignment.spec_hash);
+            let pod = observed.get(&key).filter(|p| p.is(assignment));
             let mut containers = Vec::new();
             for container in &assignment.spec.containers {
                 let latest = pod.and_then(|p| p.containers.get(&container.name)).and_then(|a| a.last());
@@ -951,6 +962,7 @@ impl<R: ContainerRuntime> PodManager<R> {
                 pod: assignment.pod.clone(),
                 namespace: assignment.namespace.clone(),
                 spec_hash: assignment.spec_hash.clone(),
+                uid: assignment.uid.clone(),
                 phase,
                 ready: all_running && containers.iter().all(|c| c.ready),
                 containers,

@@ -21,6 +21,11 @@ pub struct PodAssignment {
     pub revision: String,
     /// A hash of everything that, when changed, replaces the pod.
     pub spec_hash: String,
+    /// Unique to this pod: a pod made again under the same name (a rollback to a template
+    /// whose pods just stopped) is another pod, and a report of the earlier one never stands
+    /// for it.
+    #[serde(default)]
+    pub uid: String,
     pub spec: PodSpec,
     /// Each container's complete environment, in order: `envFrom` first, then `env`, literal
     /// values and resolved `valueFrom` references alike, so a later name overrides an earlier
@@ -83,6 +88,9 @@ pub struct PodStatus {
     pub pod: String,
     pub namespace: String,
     pub spec_hash: String,
+    /// The `uid` of the assignment this status is of.
+    #[serde(default)]
+    pub uid: String,
     pub phase: PodPhase,
     pub ready: bool,
     pub containers: Vec<ContainerStatus>,

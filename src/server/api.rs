@@ -283,7 +283,7 @@ pub async fn pod_views(plane: &ControlPlane) -> Result<Vec<PodView>, AppError> {
             .map(|r| (format!("{}/{}", r.namespace, r.pod), r))
             .collect();
         for pod in assigned {
-            let report = reports.get(&format!("{}/{}", pod.namespace, pod.pod));
+            let report = reports.get(&format!("{}/{}", pod.namespace, pod.pod)).filter(|r| r.uid == pod.uid);
             views.push(pod_view(&node.name, &pod, report, desired.as_deref()));
         }
     }
