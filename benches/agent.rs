@@ -95,7 +95,7 @@ async fn raw_pod_start(docker: &Docker, node: &str, run: usize) -> Duration {
             env: Vec::new(),
             working_dir: None,
             labels: labels.clone(),
-            network: Network::Own { hostname: "raw".into(), ports: Vec::new() },
+            network: Network::Own { hostname: "raw".into(), ports: Vec::new(), dns: None },
             mounts: Vec::new(),
             memory_limit_bytes: None,
             cpu_limit_nanos: None,

@@ -251,6 +251,8 @@ async fn hollow_nodes(
         config.join_token = Some("bench".into());
         config.heartbeat_interval = Duration::from_secs(10);
         config.resync_interval = Duration::from_secs(60);
+        // Hollow pods have no network namespace to route in.
+        config.routing = false;
         let runtime = Arc::new(Hollow::new(started.clone()));
         let stop = shutdown.clone();
         tokio::spawn(async move {
@@ -393,23 +395,55 @@ async fn ui() {
     cluster.shutdown.cancel();
 }
 
-async fn ready() {
+/// A server following a new repository, with the test image on the engine.
+async fn engine_server() -> (tempfile::TempDir, tempfile::TempDir, Server) {
     let docker = berth::nodes::docker::Docker::connect().await.expect("the Docker engine");
     images::import_busybox(&docker).await;
     let repo = new_repo();
     let state = tempfile::tempdir().unwrap();
     let server = start_server(repo.path(), state.path());
-    let node = format!("bench-ready-{}", std::process::id());
-    let agent_state = tempfile::tempdir().unwrap();
-    let mut agent = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(["agent", "--server", &format!("http://{}", server.listen), "--join-token", "bench", "--name", &node])
-        .args(["--heartbeat-seconds", "1"])
-        .arg("--state-dir")
-        .arg(agent_state.path())
-        .env("RUST_LOG", "error")
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    (repo, state, server)
+}
+
+/// A `berth agent` process on the engine, on 127.0.0.1; stopped, and its pods removed, when
+/// dropped.
+struct RealAgent {
+    child: std::process::Child,
+    node: String,
+    _state: tempfile::TempDir,
+}
+
+impl RealAgent {
+    fn start(server: &Server, name: &str) -> RealAgent {
+        let node = format!("bench-{name}-{}", std::process::id());
+        let state = tempfile::tempdir().unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["agent", "--server", &format!("http://{}", server.listen), "--join-token", "bench", "--name", &node])
+            .args(["--heartbeat-seconds", "1", "--address", "127.0.0.1"])
+            .arg("--state-dir")
+            .arg(state.path())
+            .env("RUST_LOG", "error")
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        RealAgent { child, node, _state: state }
+    }
+}
+
+impl Drop for RealAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let filter = format!("label=berth.dev/node={}", self.node);
+        let _ = Command::new("sh")
+            .args(["-c", &format!("docker ps -aq --filter {filter} | xargs -r docker rm -f")])
+            .output();
+    }
+}
+
+async fn ready() {
+    let (repo, _state, server) = engine_server().await;
+    let agent = RealAgent::start(&server, "ready");
     let client = berth::client::Client::new(&format!("http://{}", server.listen), None);
     let manifest = |version: usize| {
         format!(
@@ -462,11 +496,102 @@ async fn ready() {
         ms(times[0]),
         ms(times[times.len() - 1])
     );
-    let _ = agent.kill();
-    let _ = agent.wait();
-    let _ = Command::new("sh")
-        .args(["-c", &format!("docker ps -aq --filter label=berth.dev/node={node} | xargs -r docker rm -f")])
-        .output();
+    drop(agent);
+}
+
+/// Time from a pod turning unready to no new connection reaching it: two pods behind a
+/// NodePort on a real agent; one loses its readiness file while a client opens a connection
+/// every 5 ms. Measured from the moment the API first shows the pod unready (the agent probed
+/// and reported), and from the file's removal (adds up to one probe period, 1 s).
+async fn unready() {
+    let (repo, _state, server) = engine_server().await;
+    let agent = RealAgent::start(&server, "unready");
+    let node = agent.node.clone();
+    let client = berth::client::Client::new(&format!("http://{}", server.listen), None);
+    let manifest = format!(
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: edge}}\nspec:\n  replicas: 2\n  \
+         selector: {{matchLabels: {{app: edge}}}}\n  template:\n    metadata: {{labels: {{app: edge}}}}\n    spec:\n      \
+         terminationGracePeriodSeconds: 0\n      containers:\n        - name: app\n          image: {}\n          \
+         command: [sh, -c, \"mkdir -p /www && cat /etc/hostname > /www/index.html && touch /www/ready && exec httpd -f -p 8080 -h /www\"]\n          \
+         ports: [{{containerPort: 8080}}]\n          \
+         readinessProbe: {{exec: {{command: [test, -f, /www/ready]}}, periodSeconds: 1, failureThreshold: 1}}\n\
+         ---\napiVersion: v1\nkind: Service\nmetadata: {{name: edge}}\nspec:\n  type: NodePort\n  selector: {{app: edge}}\n  \
+         ports: [{{port: 80, targetPort: 8080}}]\n",
+        images::busybox()
+    );
+    std::fs::write(repo.path().join("apps/edge.yaml"), manifest).unwrap();
+    commit_all(repo.path(), "edge");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let (node_port, pod) = loop {
+        let services = client.get("/api/v1/services").await.unwrap_or_default();
+        let edge = services.as_array().into_iter().flatten().find(|s| s["name"] == "edge").cloned();
+        if let Some(edge) = edge.filter(|e| e["endpointsReady"] == 2) {
+            let pods = client.get("/api/v1/pods").await.unwrap();
+            let pod = pods.as_array().unwrap().iter().find(|p| p["workload"] == "edge").unwrap()["name"].clone();
+            break (edge["ports"][0]["nodePort"].as_u64().unwrap() as u16, pod.as_str().unwrap().to_owned());
+        }
+        assert!(Instant::now() < deadline, "edge never became ready");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let container = format!("berth-{node}-default-{pod}-app-0");
+    let http = reqwest::Client::builder().pool_max_idle_per_host(0).timeout(Duration::from_secs(2)).build().unwrap();
+    let url = format!("http://127.0.0.1:{node_port}/");
+    let mut from_api = Vec::new();
+    let mut from_removal = Vec::new();
+    for _ in 0..7 {
+        let removed = Instant::now();
+        let status = Command::new("docker").args(["exec", &container, "rm", "/www/ready"]).status().unwrap();
+        assert!(status.success());
+        let mut seen_unready = None;
+        let mut last_answer = removed;
+        let mut quiet_since = Instant::now();
+        // Until the pod has answered nothing for 2 s after the API showed it unready.
+        while seen_unready.is_none() || quiet_since.elapsed() < Duration::from_secs(2) {
+            if seen_unready.is_none() {
+                let pods = client.get("/api/v1/pods").await.unwrap();
+                if pods.as_array().unwrap().iter().any(|p| p["name"] == pod.as_str() && p["ready"] == false) {
+                    seen_unready = Some(Instant::now());
+                }
+            }
+            let sent = Instant::now();
+            if let Ok(response) = http.get(&url).send().await
+                && response.text().await.unwrap_or_default().trim() == pod
+            {
+                last_answer = sent;
+                quiet_since = Instant::now();
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let seen_unready = seen_unready.unwrap();
+        from_api.push(last_answer.saturating_duration_since(seen_unready));
+        from_removal.push(last_answer.saturating_duration_since(removed));
+        // Ready again, and answering, before the next round.
+        let status = Command::new("docker").args(["exec", &container, "touch", "/www/ready"]).status().unwrap();
+        assert!(status.success());
+        let back = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(response) = http.get(&url).send().await
+                && response.text().await.unwrap_or_default().trim() == pod
+            {
+                break;
+            }
+            assert!(Instant::now() < back, "the pod never came back");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    from_api.sort();
+    from_removal.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+    println!(
+        "unready: last new connection reaching the pod, after the API showed it unready: median {:.0} ms, max {:.0} ms; \
+         after its readiness file went (includes the 1 s probe period): median {:.0} ms, max {:.0} ms; {} rounds (goal <= 1000 ms)",
+        ms(from_api[from_api.len() / 2]),
+        ms(from_api[from_api.len() - 1]),
+        ms(from_removal[from_removal.len() / 2]),
+        ms(from_removal[from_removal.len() - 1]),
+        from_api.len()
+    );
+    drop(agent);
 }
 
 fn main() {
@@ -482,6 +607,9 @@ fn main() {
         }
         if wants("ui") {
             ui().await;
+        }
+        if wants("unready") {
+            unready().await;
         }
         if wants("scale") {
             scale().await;

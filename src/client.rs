@@ -249,12 +249,13 @@ pub fn services_table(list: &Value, namespace: Option<&str>) -> String {
                 text(&s["namespace"]),
                 text(&s["name"]),
                 if s["headless"].as_bool() == Some(true) { "ClusterIP (headless)".into() } else { text(&s["type"]) },
+                if s["clusterIP"].is_string() { text(&s["clusterIP"]) } else { "None".into() },
                 ports.join(","),
                 format!("{}/{}", text(&s["endpointsReady"]), text(&s["endpointsTotal"])),
             ]
         })
         .collect();
-    table(&["NAMESPACE", "NAME", "TYPE", "PORTS", "ENDPOINTS"], &rows)
+    table(&["NAMESPACE", "NAME", "TYPE", "CLUSTER-IP", "PORTS", "ENDPOINTS"], &rows)
 }
 
 pub fn syncs_table(list: &Value, now: i64) -> String {

@@ -15,7 +15,7 @@ use crate::manifest::{Object, ObjectKey, Resource};
 use crate::nodes::protocol::{PodAssignment, PodStatus, Resources};
 use crate::plan::schedule::{self, NodeInfo, Placement, PodRequest};
 use crate::server::agent_api::AgentApi;
-use crate::store::{Store, StoreError};
+use crate::store::{Allocations, ServiceWants, Store, StoreError};
 use crate::sync::Loaded;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -88,7 +88,23 @@ pub struct Controller {
     /// Each node's assignment as last read or written, by generation: re-read only when the
     /// generation in the store differs.
     assignments: Mutex<HashMap<String, Generation>>,
+    /// Pods on their way out that were routed to: kept running until every Ready node routes
+    /// by a table without them, by `(namespace, pod)`.
+    leaving: Mutex<HashMap<(String, String), Leaving>>,
+    /// The services' addresses, for the services they were allocated for.
+    allocations: Mutex<Option<(Vec<ServiceWants>, Allocations)>>,
 }
+
+/// A pod taken out of the routes before it stops.
+#[derive(Debug, Clone, Copy)]
+struct Leaving {
+    since: i64,
+    /// The first route table version without it.
+    version: Option<u64>,
+}
+
+/// The longest a leaving pod waits for a node that does not confirm the routes without it.
+pub const DRAIN_LIMIT_SECONDS: i64 = 5;
 
 /// Requests of a pod: the sum of its containers'.
 pub fn requests(spec: &PodSpec) -> Resources {
@@ -125,6 +141,8 @@ impl Controller {
             config,
             ready_since: Mutex::new(HashMap::new()),
             assignments: Mutex::new(HashMap::new()),
+            leaving: Mutex::new(HashMap::new()),
+            allocations: Mutex::new(None),
         }
     }
 
@@ -203,12 +221,14 @@ impl Controller {
             .collect();
 
         let sources = Sources::new(&desired.resources, &desired.secrets);
-        // Each workload's pods, with their nodes: gathered once, not once per workload.
+        // Each workload's pods, with their nodes: gathered once, not once per workload. Pods on
+        // their way out count as gone, as terminating pods do in Kubernetes.
+        let leaving = lock(&self.leaving).clone();
         let mut by_workload: HashMap<ObjectKey, Vec<(&str, &PodAssignment)>> = HashMap::new();
         for (node, pods) in stored.iter().filter(|(node, _)| ready.contains(node.as_str())) {
             for pod in pods.iter() {
                 let workload = workload_of(pod);
-                if declared.contains(&workload) {
+                if declared.contains(&workload) && !leaving.contains_key(&(pod.namespace.clone(), pod.pod.clone())) {
                     by_workload.entry(workload).or_default().push((node.as_str(), pod));
                 }
             }
@@ -237,11 +257,42 @@ impl Controller {
             statuses.push(status);
         }
         // What stays of each node's assignment: not on a NotReady node (its pods count as lost
-        // and are placed elsewhere), of a declared workload, and not deleted by a step.
+        // and are placed elsewhere), and not on its way out: of a declared workload, not
+        // deleted by a step, or still draining from the routes.
+        let table = self.api.routes();
+        let routed: HashSet<(&str, &str)> = table
+            .services
+            .iter()
+            .flat_map(|s| s.endpoints.iter().map(move |e| (s.namespace.as_str(), e.pod.as_str())))
+            .collect();
+        let min_acked = ready.iter().map(|node| self.api.routes_acked(node)).min().unwrap_or(u64::MAX);
+        let mut draining: HashMap<(String, String), Leaving> = HashMap::new();
+        let mut gone: HashSet<(String, String)> = HashSet::new();
+        for pods in stored.iter().filter(|(node, _)| ready.contains(node.as_str())).map(|(_, pods)| pods) {
+            for pod in pods.iter() {
+                let key = (pod.namespace.clone(), pod.pod.clone());
+                let leaves =
+                    leaving.contains_key(&key) || !declared.contains(&workload_of(pod)) || deletes.contains(&key);
+                if !leaves {
+                    continue;
+                }
+                let drained = match leaving.get(&key) {
+                    Some(l) => l.version.is_some_and(|v| min_acked >= v) || now - l.since >= DRAIN_LIMIT_SECONDS,
+                    None => !routed.contains(&(pod.namespace.as_str(), pod.pod.as_str())),
+                };
+                if drained {
+                    if let Some(l) = leaving.get(&key) {
+                        tracing::debug!(pod = %key.1, version = ?l.version, min_acked, "Drained from the routes; stopping.");
+                    }
+                    gone.insert(key);
+                } else {
+                    let entry = leaving.get(&key).copied().unwrap_or(Leaving { since: now, version: None });
+                    draining.insert(key, entry);
+                }
+            }
+        }
         let keeps = |node: &str, pod: &PodAssignment| {
-            ready.contains(node)
-                && declared.contains(&workload_of(pod))
-                && !deletes.contains(&(pod.namespace.clone(), pod.pod.clone()))
+            ready.contains(node) && !gone.contains(&(pod.namespace.clone(), pod.pod.clone()))
         };
 
         // Place what is new, with what stays counted as running.
@@ -289,6 +340,18 @@ impl Controller {
                 changes.push((node.name.clone(), pods));
             }
         }
+        // Routes first: a pod leaves every node's routing before its node is told to stop it.
+        // Pods that stop in this pass stay out too: their nodes are told next.
+        let unrouted: HashSet<(String, String)> = draining.keys().chain(gone.iter()).cloned().collect();
+        let version = self.publish_routes(desired, targets, &nodes, &ready, &stored, &reports, &unrouted).await?;
+        if !draining.is_empty() {
+            tracing::debug!(version, leaving = ?draining.keys().map(|k| &k.1).collect::<Vec<_>>(), "Draining.");
+        }
+        *lock(&self.leaving) = draining
+            .into_iter()
+            .map(|(key, leaving)| (key, Leaving { version: leaving.version.or(Some(version)), ..leaving }))
+            .collect();
+
         let nodes_changed = changes.len();
         if !changes.is_empty() {
             let written = self.api.assign_many(changes).await?;
@@ -299,6 +362,65 @@ impl Controller {
         }
         Ok(ReconcileSummary { workloads: statuses, nodes_changed, ready_nodes: ready.len() })
     }
+}
+
+impl Controller {
+    /// Builds the route table from the services of `desired` and the ready pods on Ready nodes,
+    /// without the pods that are leaving, and publishes it. Returns its version.
+    #[allow(clippy::too_many_arguments)]
+    async fn publish_routes(
+        &self,
+        desired: &Loaded,
+        targets: &Targets,
+        nodes: &[crate::store::NodeRecord],
+        ready: &BTreeSet<&str>,
+        stored: &BTreeMap<String, Arc<Vec<PodAssignment>>>,
+        reports: &HashMap<String, PodStatus>,
+        leaving: &HashSet<(String, String)>,
+    ) -> Result<u64, StoreError> {
+        let wants = super::routes::wants(&desired.resources);
+        let cached = lock(&self.allocations).as_ref().filter(|(w, _)| *w == wants).map(|(_, a)| a.clone());
+        let allocations = match cached {
+            Some(allocations) => allocations,
+            None => {
+                let allocations = self.store.allocate_services(&wants).await?;
+                *lock(&self.allocations) = Some((wants.clone(), allocations.clone()));
+                allocations
+            }
+        };
+        if wants.is_empty() {
+            return Ok(self.api.publish_routes(Vec::new()));
+        }
+        let labels_of = |pod: &PodAssignment| {
+            let key = workload_of(pod);
+            targets
+                .overrides
+                .get(&key)
+                .and_then(|commit| find(&commit.resources, &key))
+                .or_else(|| find(&desired.resources, &key))
+                .and_then(|r| r.object.pod_labels())
+        };
+        let empty = crate::manifest::types::Labels::new();
+        let mut pods = Vec::new();
+        for node in nodes.iter().filter(|n| ready.contains(n.name.as_str())) {
+            for pod in stored[&node.name].iter() {
+                let Some(status) = reports.get(&format!("{}/{}", pod.namespace, pod.pod)) else { continue };
+                pods.push(super::routes::RoutedPod {
+                    node: &node.name,
+                    host_ip: &node.address,
+                    pod,
+                    labels: labels_of(pod).unwrap_or(&empty),
+                    status,
+                });
+            }
+        }
+        let services = super::routes::build(&desired.resources, &allocations, &pods, leaving);
+        Ok(self.api.publish_routes(services))
+    }
+}
+
+fn find<'r>(resources: &'r [Arc<Resource>], key: &ObjectKey) -> Option<&'r Resource> {
+    resources.binary_search_by(|r| r.key.cmp(key)).ok().map(|i| &*resources[i])
 }
 
 /// One workload's share of a pass: its pods, what the nodes report, and where its deletes go.

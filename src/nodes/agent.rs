@@ -6,7 +6,10 @@
 //! agent stops no workload: containers run on without it, and the next agent adopts them.
 
 use super::pods::{PodError, PodManager, PodManagerConfig};
-use super::protocol::{Assignment, ErrorBody, Heartbeat, JoinRequest, JoinResponse, PodStatus, Report, Resources};
+use super::protocol::{
+    Assignment, ErrorBody, Heartbeat, JoinRequest, JoinResponse, PodStatus, Report, Resources, RouteTable,
+};
+use super::proxy::{Mesh, host_resolvers};
 use super::runtime::ContainerRuntime;
 use futures_util::StreamExt;
 use std::collections::BTreeMap;
@@ -32,6 +35,8 @@ pub struct AgentConfig {
     /// How often probes are looked at; a probe's own period decides when it runs.
     pub probe_interval: Duration,
     pub backoff_base: Duration,
+    /// Whether the node runs the service proxy and DNS for its pods.
+    pub routing: bool,
 }
 
 impl AgentConfig {
@@ -47,6 +52,7 @@ impl AgentConfig {
             resync_interval: Duration::from_secs(10),
             probe_interval: Duration::from_millis(500),
             backoff_base: Duration::from_secs(10),
+            routing: true,
         }
     }
 }
@@ -80,6 +86,10 @@ pub enum AgentError {
     },
     #[error(transparent)]
     Pods(#[from] PodError),
+    #[error(
+        "the node address `{address}` is not an IP address; pass --address with the address this node's ports listen on"
+    )]
+    Address { address: String },
 }
 
 /// What the agent keeps in its state folder to prove who it is.
@@ -120,10 +130,11 @@ impl ApiClient {
         self.post("heartbeat", beat).await
     }
 
-    async fn assignment(&self, after: u64, wait: Duration) -> Result<Assignment, String> {
+    /// Long-polls `what` (the assignment or the route table) for a version other than `after`.
+    async fn poll<T: serde::de::DeserializeOwned>(&self, what: &str, after: u64, wait: Duration) -> Result<T, String> {
         let response = self
             .http
-            .get(self.url("assignment"))
+            .get(self.url(what))
             .query(&[("after", after), ("waitSeconds", wait.as_secs())])
             .timeout(wait + Duration::from_secs(10))
             .bearer_auth(&self.credential)
@@ -246,6 +257,13 @@ pub async fn run<R: ContainerRuntime>(
 
     let mut manager_config = PodManagerConfig::new(&saved.node, &config.address, &config.state_dir);
     manager_config.backoff_base = config.backoff_base;
+    let mesh = if config.routing {
+        let address = config.address.parse().map_err(|_| AgentError::Address { address: config.address.clone() })?;
+        Some(Mesh::new(&saved.node, address, host_resolvers()))
+    } else {
+        None
+    };
+    manager_config.mesh = mesh.clone();
     let manager = PodManager::new(runtime.clone(), manager_config).await?;
 
     let (assignments, mut assignment) = watch::channel::<Option<Assignment>>(None);
@@ -253,6 +271,9 @@ pub async fn run<R: ContainerRuntime>(
     let mut tasks = JoinSet::new();
     tasks.spawn(heartbeats(client.clone(), config.clone(), shutdown.clone()));
     tasks.spawn(follow_assignment(client.clone(), assignments, shutdown.clone()));
+    if let Some(mesh) = mesh {
+        tasks.spawn(follow_routes(client.clone(), mesh, shutdown.clone()));
+    }
     {
         let events = runtime.events(&saved.node);
         let wake = wake.clone();
@@ -344,6 +365,35 @@ async fn heartbeats(client: ApiClient, config: AgentConfig, shutdown: Cancellati
     }
 }
 
+/// Long-polls the route table and programs the node's proxy with every new version.
+async fn follow_routes(client: ApiClient, mesh: Arc<Mesh>, shutdown: CancellationToken) {
+    let mut failures = 0u32;
+    loop {
+        let after = mesh.version();
+        let answer = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            answer = client.poll::<RouteTable>("routes", after, Duration::from_secs(30)) => answer,
+        };
+        match answer {
+            Ok(table) => {
+                failures = 0;
+                if table.version != 0 && table.version != after {
+                    mesh.update(&table).await;
+                }
+            }
+            Err(error) => {
+                failures += 1;
+                tracing::warn!(%error, "Fetching the routes failed.");
+                let pause = Duration::from_millis(500 * u64::from(failures.min(20)));
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(pause) => {}
+                }
+            }
+        }
+    }
+}
+
 /// Long-polls the assignment and publishes every new generation.
 async fn follow_assignment(
     client: ApiClient,
@@ -356,7 +406,7 @@ async fn follow_assignment(
         let wait = if after == 0 && assignments.borrow().is_none() { Duration::ZERO } else { Duration::from_secs(30) };
         let answer = tokio::select! {
             _ = shutdown.cancelled() => return,
-            answer = client.assignment(after, wait) => answer,
+            answer = client.poll::<Assignment>("assignment", after, wait) => answer,
         };
         match answer {
             Ok(assignment) => {

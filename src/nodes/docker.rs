@@ -110,8 +110,13 @@ impl ContainerRuntime for Docker {
         let mut hostname = None;
         let mut exposed = Vec::new();
         match &spec.network {
-            Network::Own { hostname: name, ports } => {
+            Network::Own { hostname: name, ports, dns } => {
                 hostname = Some(name.clone());
+                if let Some(dns) = dns {
+                    host_config.dns = Some(dns.nameservers.clone());
+                    host_config.dns_search = Some(dns.search.clone());
+                    host_config.dns_options = Some(dns.options.clone());
+                }
                 let mut bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
                 for port in ports {
                     let key = format!("{}/{}", port.container_port, protocol_suffix(port.protocol));

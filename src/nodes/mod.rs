@@ -10,6 +10,7 @@ pub mod docker;
 pub mod netns;
 pub mod pods;
 pub mod protocol;
+pub mod proxy;
 pub mod runtime;
 pub mod sandbox;
 pub mod tar;

@@ -57,6 +57,8 @@ pub enum PodError {
         #[source]
         source: serde_json::Error,
     },
+    #[error("pod {pod}: {reason}")]
+    Routing { pod: String, reason: String },
 }
 
 #[derive(Debug, Clone)]
@@ -68,6 +70,9 @@ pub struct PodManagerConfig {
     /// The first restart delay of a crashing container; it doubles with every restart.
     pub backoff_base: Duration,
     pub backoff_max: Duration,
+    /// The node's service proxy: pods get its resolver, their namespace's redirect rules and
+    /// the service variables. Without it pods get the engine's resolver and no services.
+    pub mesh: Option<Arc<super::proxy::Mesh>>,
 }
 
 impl PodManagerConfig {
@@ -78,6 +83,7 @@ impl PodManagerConfig {
             state_dir: state_dir.to_owned(),
             backoff_base: Duration::from_secs(10),
             backoff_max: Duration::from_secs(300),
+            mesh: None,
         }
     }
 }
@@ -486,17 +492,43 @@ impl<R: ContainerRuntime> PodManager<R> {
             env: Vec::new(),
             working_dir: None,
             labels: self.base_labels(assignment, "sandbox"),
-            network: Network::Own { hostname: assignment.pod.clone(), ports },
+            network: Network::Own {
+                hostname: assignment.pod.clone(),
+                ports,
+                dns: self.config.mesh.as_ref().map(|_| super::proxy::dns_config(&assignment.namespace)),
+            },
             mounts: Vec::new(),
             memory_limit_bytes: None,
             cpu_limit_nanos: None,
         };
         let sandbox_id = self.create_owned(&sandbox_spec).await?;
         self.runtime.start(&sandbox_id).await?;
+        // Services are reachable before the first container starts.
+        self.attach(assignment, &sandbox_id).await?;
         for container in &spec.containers {
             self.start_container(assignment, container, &sandbox_id, 0).await?;
         }
         Ok(true)
+    }
+
+    /// Sets up service routing in the pod's network namespace, when this node routes.
+    async fn attach(&self, assignment: &PodAssignment, sandbox_id: &str) -> Result<(), PodError> {
+        let Some(mesh) = &self.config.mesh else { return Ok(()) };
+        if mesh.is_attached(&assignment.namespace, &assignment.pod) {
+            return Ok(());
+        }
+        let Some(pid) = self.runtime.inspect(sandbox_id).await?.pid else { return Ok(()) };
+        mesh.attach(&assignment.namespace, &assignment.pod, pid)
+            .await
+            .map_err(|reason| PodError::Routing { pod: assignment.pod.clone(), reason })
+    }
+
+    /// A container's environment: the variables of the services that exist now, then what the
+    /// assignment gives, which wins for the same name.
+    fn environment(&self, assignment: &PodAssignment, container: &Container) -> Vec<(String, String)> {
+        let mut env = self.config.mesh.as_ref().map(|m| m.environment(&assignment.namespace)).unwrap_or_default();
+        env.extend(assignment.env.get(&container.name).cloned().unwrap_or_default());
+        env
     }
 
     /// Creates a container and records it in the inventory before anything can start it.
@@ -536,7 +568,7 @@ impl<R: ContainerRuntime> PodManager<R> {
             image: container.image.clone(),
             entrypoint: (!container.command.is_empty()).then(|| container.command.clone()),
             args: (!container.args.is_empty()).then(|| container.args.clone()),
-            env: assignment.env.get(&container.name).cloned().unwrap_or_default(),
+            env: self.environment(assignment, container),
             working_dir: container.working_dir.clone(),
             labels,
             network: Network::JoinContainer(sandbox_id.to_owned()),
@@ -622,6 +654,8 @@ impl<R: ContainerRuntime> PodManager<R> {
     /// containers that were removed. Returns how many containers it started.
     async fn repair_pod(&self, assignment: &PodAssignment, pod: &ObservedPod) -> Result<usize, PodError> {
         let Some(sandbox) = &pod.sandbox else { return Ok(0) };
+        // After an agent restart, the proxy serves the pod again.
+        self.attach(assignment, &sandbox.id).await?;
         let policy = assignment.spec.restart_policy.unwrap_or(RestartPolicy::Always);
         let mut started = 0;
         for container in &assignment.spec.containers {
@@ -693,6 +727,9 @@ impl<R: ContainerRuntime> PodManager<R> {
     /// Stops a pod's containers with its grace period (SIGTERM, wait, SIGKILL), then removes
     /// them, its sandbox, its emptyDir volumes and its files.
     async fn remove_pod(&self, pod: &ObservedPod) -> Result<(), PodError> {
+        if let Some(mesh) = &self.config.mesh {
+            mesh.detach(&pod.namespace, &pod.pod);
+        }
         let all: Vec<&ContainerInfo> = pod.containers.values().flatten().collect();
         let grace = all
             .iter()

@@ -168,3 +168,57 @@ pub struct Report {
 pub struct ErrorBody {
     pub error: String,
 }
+
+/// `GET /api/v1/agent/nodes/{node}/routes?after=V&waitSeconds=S`: every service of the cluster
+/// with the ready pods behind it. Long-polled like the assignment; asking for versions after `V`
+/// tells the server that the node routes by version `V`, so it knows when a pod that is about
+/// to stop has left every node's routing.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteTable {
+    pub version: u64,
+    pub services: Vec<ServiceRoute>,
+}
+
+/// One service: its addresses and its ready endpoints on every node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceRoute {
+    pub namespace: String,
+    pub name: String,
+    /// The service's virtual address, which pods reach through the node's proxy; `None` for a
+    /// headless service, whose name resolves to one address per ready pod instead.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster_ip: Option<String>,
+    pub ports: Vec<RoutePort>,
+    /// Ready pods, in a stable order.
+    pub endpoints: Vec<Endpoint>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoutePort {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub port: u16,
+    /// Every node answers on it, for NodePort and LoadBalancer services.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_port: Option<u16>,
+}
+
+/// A ready pod behind a service, as reachable from any node: the node's address and the host
+/// ports the pod's ports are published on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Endpoint {
+    pub pod: String,
+    pub node: String,
+    pub host_ip: String,
+    /// Service port to host port, for the ports whose target the pod publishes.
+    pub ports: Vec<(u16, u16)>,
+    /// A headless service's address for this pod, and its container ports to host ports.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod_ip: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pod_ports: Vec<(u16, u16)>,
+}

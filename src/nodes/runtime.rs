@@ -46,8 +46,9 @@ pub struct Mount {
 /// Whose network namespace a container uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Network {
-    /// Its own, publishing these ports: a pod sandbox.
-    Own { hostname: String, ports: Vec<PublishedPort> },
+    /// Its own, publishing these ports, with these resolver settings (the engine's when
+    /// `None`): a pod sandbox.
+    Own { hostname: String, ports: Vec<PublishedPort>, dns: Option<super::proxy::DnsConfig> },
     /// The namespace of another container (a pod's sandbox).
     JoinContainer(String),
 }

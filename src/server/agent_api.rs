@@ -7,7 +7,7 @@
 
 use super::{AppError, now};
 use crate::nodes::protocol::{
-    Assignment, AssignmentQuery, Heartbeat, JoinRequest, JoinResponse, PodAssignment, Report,
+    Assignment, AssignmentQuery, Heartbeat, JoinRequest, JoinResponse, PodAssignment, Report, RouteTable, ServiceRoute,
 };
 use crate::store::Store;
 use axum::extract::{Path, Query, State};
@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use subtle::ConstantTimeEq;
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 /// The longest an assignment request waits for a change.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
@@ -33,6 +33,12 @@ struct Inner {
     join_token: String,
     /// Per node, the latest assignment generation, to wake long polls.
     generations: Mutex<HashMap<String, watch::Sender<u64>>>,
+    /// The route table every node follows, versioned.
+    routes: watch::Sender<Arc<RouteTable>>,
+    /// Per node, the route table version it routes by (what it asked for newer than).
+    routes_acked: Mutex<HashMap<String, u64>>,
+    /// Woken by every report, so that a pod turning unready leaves the routes at once.
+    reported: Notify,
 }
 
 impl AgentApi {
@@ -42,6 +48,9 @@ impl AgentApi {
                 store,
                 join_token: join_token.to_owned(),
                 generations: Mutex::new(HashMap::new()),
+                routes: watch::channel(Arc::new(RouteTable::default())).0,
+                routes_acked: Mutex::new(HashMap::new()),
+                reported: Notify::new(),
             }),
         }
     }
@@ -52,6 +61,7 @@ impl AgentApi {
             .route("/api/v1/agent/nodes/{node}/heartbeat", post(heartbeat))
             .route("/api/v1/agent/nodes/{node}/assignment", get(assignment))
             .route("/api/v1/agent/nodes/{node}/report", post(report))
+            .route("/api/v1/agent/nodes/{node}/routes", get(routes))
             .with_state(self.clone())
     }
 
@@ -60,7 +70,7 @@ impl AgentApi {
     }
 
     fn generation_sender(&self, node: &str) -> watch::Sender<u64> {
-        let mut generations = self.inner.generations.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut generations = lock(&self.inner.generations);
         generations.entry(node.to_owned()).or_insert_with(|| watch::channel(0).0).clone()
     }
 
@@ -81,6 +91,39 @@ impl AgentApi {
             self.generation_sender(node).send_replace(*generation);
         }
         Ok(written)
+    }
+
+    /// Publishes the route table when it changed, and returns its version.
+    pub fn publish_routes(&self, services: Vec<ServiceRoute>) -> u64 {
+        let mut version = 0;
+        self.inner.routes.send_if_modified(|table| {
+            version = table.version;
+            if version != 0 && table.services == services {
+                return false;
+            }
+            // Versions start from the clock, so an agent that followed an earlier server sees a
+            // new table at once; they only grow while this server runs.
+            let millis = u64::try_from(now()).unwrap_or(0) * 1000;
+            version = if version == 0 { millis.max(1) } else { version + 1 };
+            *table = Arc::new(RouteTable { version, services });
+            true
+        });
+        version
+    }
+
+    /// The route table as last published.
+    pub fn routes(&self) -> Arc<RouteTable> {
+        self.inner.routes.borrow().clone()
+    }
+
+    /// The version of the route table `node` routes by, as far as the server knows.
+    pub fn routes_acked(&self, node: &str) -> u64 {
+        lock(&self.inner.routes_acked).get(node).copied().unwrap_or(0)
+    }
+
+    /// Resolves when an agent has reported.
+    pub async fn reported(&self) {
+        self.inner.reported.notified().await;
     }
 
     /// The node named in the path, when the request carries its credential.
@@ -180,5 +223,28 @@ async fn report(
 ) -> Result<StatusCode, AppError> {
     api.authorize(&headers, &node).await?;
     api.inner.store.record_report(&node, report.generation, &report.pods, now()).await?;
+    api.inner.reported.notify_one();
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The route table, long-polled: answers once a table other than version `after` is published.
+async fn routes(
+    State(api): State<AgentApi>,
+    Path(node): Path<String>,
+    headers: HeaderMap,
+    Query(query): Query<AssignmentQuery>,
+) -> Result<Json<RouteTable>, AppError> {
+    api.authorize(&headers, &node).await?;
+    lock(&api.inner.routes_acked).insert(node, query.after);
+    let mut receiver = api.inner.routes.subscribe();
+    if query.wait_seconds > 0 {
+        let wait = Duration::from_secs(query.wait_seconds).min(MAX_WAIT);
+        let _ = tokio::time::timeout(wait, receiver.wait_for(|t| t.version != 0 && t.version != query.after)).await;
+    }
+    let table = receiver.borrow().clone();
+    Ok(Json((*table).clone()))
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -379,10 +379,17 @@ pub struct ServiceView {
     #[serde(rename = "type")]
     pub service_type: String,
     pub headless: bool,
+    /// The virtual address pods reach it on (127.77.0.0/16); none for a headless service.
+    #[serde(rename = "clusterIP")]
+    pub cluster_ip: Option<String>,
     pub ports: Vec<PortView>,
     pub selector: BTreeMap<String, String>,
+    /// Pods in the routes now: ready, on a Ready node, publishing the target port.
     pub endpoints_ready: usize,
+    /// Pods the selector matches.
     pub endpoints_total: usize,
+    /// The ready endpoints, as `pod@node-address:host-port` of the first port.
+    pub endpoints: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -404,6 +411,7 @@ async fn services(State(api): State<Api>, headers: HeaderMap) -> Result<Json<Vec
 pub fn service_views(plane: &ControlPlane, pods: &[PodView]) -> Vec<ServiceView> {
     let desired = plane.desired.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
     let Some(desired) = desired else { return Vec::new() };
+    let routes = plane.api.routes();
     desired
         .resources
         .iter()
@@ -413,6 +421,8 @@ pub fn service_views(plane: &ControlPlane, pods: &[PodView]) -> Vec<ServiceView>
         })
         .map(|(resource, service)| {
             let spec = &service.spec;
+            let route =
+                routes.services.iter().find(|s| s.namespace == resource.key.namespace && s.name == resource.key.name);
             let selected: Vec<&PodView> = pods
                 .iter()
                 .filter(|p| {
@@ -426,6 +436,7 @@ pub fn service_views(plane: &ControlPlane, pods: &[PodView]) -> Vec<ServiceView>
                 name: resource.key.name.clone(),
                 service_type: spec.service_type.map_or_else(|| "ClusterIP".to_owned(), |t| format!("{t:?}")),
                 headless: spec.cluster_ip.as_deref() == Some("None"),
+                cluster_ip: route.and_then(|r| r.cluster_ip.clone()),
                 ports: spec
                     .ports
                     .iter()
@@ -433,13 +444,28 @@ pub fn service_views(plane: &ControlPlane, pods: &[PodView]) -> Vec<ServiceView>
                         name: p.name.clone(),
                         port: p.port,
                         target_port: p.target_port.as_ref().map_or_else(|| p.port.to_string(), ToString::to_string),
-                        node_port: p.node_port,
+                        node_port: route
+                            .and_then(|r| r.ports.iter().find(|rp| i32::from(rp.port) == p.port))
+                            .and_then(|rp| rp.node_port)
+                            .map(i32::from)
+                            .or(p.node_port),
                         protocol: p.protocol.map_or_else(|| "TCP".to_owned(), |p| format!("{p:?}").to_uppercase()),
                     })
                     .collect(),
                 selector: spec.selector.clone(),
-                endpoints_ready: selected.iter().filter(|p| p.ready).count(),
+                endpoints_ready: route.map_or(0, |r| r.endpoints.len()),
                 endpoints_total: selected.len(),
+                endpoints: route
+                    .map(|r| {
+                        r.endpoints
+                            .iter()
+                            .map(|e| match e.ports.first() {
+                                Some((_, host_port)) => format!("{}@{}:{host_port}", e.pod, e.host_ip),
+                                None => format!("{}@{}", e.pod, e.host_ip),
+                            })
+                            .collect()
+                    })
+                    .unwrap_or_default(),
             }
         })
         .collect()

@@ -121,6 +121,9 @@ impl Default for ControlConfig {
 }
 
 /// What the loop and the user API share.
+/// The shortest time between two passes that reports asked for.
+const REPORT_PASS_GAP: std::time::Duration = std::time::Duration::from_millis(100);
+
 pub struct ControlPlane {
     pub store: Arc<Store>,
     pub loader: Arc<Mutex<Loader>>,
@@ -247,12 +250,17 @@ pub async fn run(plane: Arc<ControlPlane>, shutdown: CancellationToken) {
     let mut interval = tokio::time::interval(plane.config.poll_interval.min(plane.config.reconcile_interval));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut passes: u64 = 0;
+    let mut last_pass = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = interval.tick() => {}
             _ = plane.wake.notified() => {}
+            // A report can take a pod out of the routes: look at once, but not more often than
+            // every REPORT_PASS_GAP however many nodes report.
+            _ = plane.api.reported() => tokio::time::sleep_until(last_pass + REPORT_PASS_GAP).await,
         }
+        last_pass = tokio::time::Instant::now();
         let head = state.head.clone();
         if let Err(error) = pass(&plane, &controller, &mut state).await {
             tracing::warn!(%error, "A control pass failed; trying again.");

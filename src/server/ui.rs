@@ -744,6 +744,7 @@ async fn services(State(ui): State<Ui>, headers: HeaderMap) -> Result<Response, 
                     format!("{}.{}", s.name, s.namespace),
                     format!("{}.{}.svc.cluster.local", s.name, s.namespace),
                 ];
+                addresses.extend(s.cluster_ip.iter().cloned());
                 for port in s.ports.iter().filter_map(|p| p.node_port) {
                     addresses.extend(ready_nodes.iter().map(|a| format!("{a}:{port}")));
                 }

@@ -7,9 +7,11 @@
 
 mod history;
 mod nodes;
+mod services;
 
 pub use history::{Outcome, Pin, Revision, SyncRecord};
 pub use nodes::NodeRecord;
+pub use services::{Allocations, DNS_ADDRESS, NODE_PORTS, ServiceWants, allocate};
 
 use crate::diag::Pos;
 use crate::manifest::{Kind, Object, Resource};

@@ -379,7 +379,7 @@ async fn containers_berth_did_not_create_are_never_touched() {
         env: Vec::new(),
         working_dir: None,
         labels: copied,
-        network: berth::nodes::runtime::Network::Own { hostname: "intruder".into(), ports: Vec::new() },
+        network: berth::nodes::runtime::Network::Own { hostname: "intruder".into(), ports: Vec::new(), dns: None },
         mounts: Vec::new(),
         memory_limit_bytes: None,
         cpu_limit_nanos: None,

@@ -16,19 +16,25 @@ const JOIN_TOKEN: &str = "control-test";
 const LIMIT: Duration = Duration::from_secs(90);
 
 /// A server and its agents, stopped (and their containers removed) when dropped.
-struct Cluster {
-    listen: String,
+pub(crate) struct Cluster {
+    pub(crate) listen: String,
     db: tempfile::TempDir,
     repo_arg: String,
     server_args: Vec<String>,
     server: Option<Process>,
     agents: Vec<Process>,
-    nodes: Vec<TestNode>,
-    client: Client,
+    pub(crate) nodes: Vec<TestNode>,
+    pub(crate) client: Client,
 }
 
 impl Cluster {
-    async fn start(test: &str, repo: &str, nodes: usize, server_args: &[&str]) -> Cluster {
+    pub(crate) async fn start(test: &str, repo: &str, nodes: usize, server_args: &[&str]) -> Cluster {
+        Self::start_on(test, repo, nodes, server_args, 0).await
+    }
+
+    /// Node `i` listens on 127.0.`subnet`.`i + 2`: tests that run at the same time and listen
+    /// on node ports use subnets of their own.
+    pub(crate) async fn start_on(test: &str, repo: &str, nodes: usize, server_args: &[&str], subnet: u8) -> Cluster {
         docker().await;
         let listen = format!("127.0.0.1:{}", free_port());
         let mut cluster = Cluster {
@@ -45,12 +51,12 @@ impl Cluster {
         for (i, node) in cluster.nodes.iter().enumerate() {
             let agent = Command::new(env!("CARGO_BIN_EXE_berth"))
                 .args(["agent", "--server", &format!("http://{}", cluster.listen), "--join-token", JOIN_TOKEN])
-                .args(["--name", &node.name, "--address", &format!("127.0.0.{}", i + 2)])
+                .args(["--name", &node.name, "--address", &format!("127.0.{subnet}.{}", i + 2)])
                 .args(["--heartbeat-seconds", "1", "--restart-backoff-ms", "300"])
                 .arg("--state-dir")
                 .arg(node.state.path())
-                .env("RUST_LOG", "warn")
-                .stderr(Stdio::null())
+                .env("RUST_LOG", log_level())
+                .stderr(log_to(&node.name))
                 .spawn()
                 .unwrap();
             cluster.agents.push(Process(agent));
@@ -61,42 +67,49 @@ impl Cluster {
         cluster
     }
 
-    fn start_server(&mut self) {
+    pub(crate) fn start_server(&mut self) {
         let server = Command::new(env!("CARGO_BIN_EXE_berth"))
             .args(["server", "--join-token", JOIN_TOKEN, "--listen", &self.listen, "--node-grace-seconds", "5"])
             .args(["--repo", &self.repo_arg])
             .arg("--db")
             .arg(self.db.path().join("berth.db"))
             .args(&self.server_args)
-            .env("RUST_LOG", "warn")
-            .stderr(Stdio::null())
+            .env("RUST_LOG", log_level())
+            .stderr(log_to("server"))
             .spawn()
             .unwrap();
         self.server = Some(Process(server));
     }
 
     /// `kill -9`: no chance to finish anything.
-    fn kill_server(&mut self) {
+    pub(crate) fn kill_server(&mut self) {
         if let Some(mut server) = self.server.take() {
             server.0.kill().unwrap();
             server.0.wait().unwrap();
         }
     }
 
-    fn token(&self) -> String {
+    /// Stops node `i`'s agent for good (its pods keep running): the node goes NotReady.
+    pub(crate) fn kill_agent(&mut self, i: usize) {
+        let agent = &mut self.agents[i].0;
+        agent.kill().unwrap();
+        agent.wait().unwrap();
+    }
+
+    pub(crate) fn token(&self) -> String {
         std::fs::read_to_string(self.db.path().join("api-token")).unwrap().trim().to_owned()
     }
 
-    fn token_file(&self) -> PathBuf {
+    pub(crate) fn token_file(&self) -> PathBuf {
         self.db.path().join("api-token")
     }
 
-    async fn get(&self, path: &str) -> Value {
+    pub(crate) async fn get(&self, path: &str) -> Value {
         self.client.get(path).await.unwrap_or_else(|e| panic!("GET {path}: {e}"))
     }
 
     /// Waits until the status answers and `condition` holds of it; returns that status.
-    async fn wait_status(&self, what: &str, condition: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) async fn wait_status(&self, what: &str, condition: impl Fn(&Value) -> bool) -> Value {
         let mut last = Value::Null;
         let deadline = std::time::Instant::now() + LIMIT;
         loop {
@@ -112,7 +125,7 @@ impl Cluster {
     }
 
     /// Runs the CLI against this server from `dir`, with no token unless `token` is set.
-    fn cli(&self, dir: &Path, args: &[&str], token: bool) -> (i32, String, String) {
+    pub(crate) fn cli(&self, dir: &Path, args: &[&str], token: bool) -> (i32, String, String) {
         let mut command = Command::new(env!("CARGO_BIN_EXE_berth"));
         command.args(args).args(["--server", &format!("http://{}", self.listen)]).current_dir(dir);
         command.env_remove("BERTH_TOKEN").env("NO_COLOR", "1");
@@ -126,6 +139,22 @@ impl Cluster {
             String::from_utf8_lossy(&output.stderr).into_owned(),
         )
     }
+}
+
+/// With `BERTH_TEST_LOGS=DIR`, the processes' logs go to files there, at `RUST_LOG` level.
+fn log_to(name: &str) -> Stdio {
+    match std::env::var_os("BERTH_TEST_LOGS") {
+        Some(dir) => {
+            std::fs::create_dir_all(&dir).unwrap();
+            let path = Path::new(&dir).join(format!("{name}-{}.log", std::process::id()));
+            Stdio::from(std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap())
+        }
+        None => Stdio::null(),
+    }
+}
+
+fn log_level() -> String {
+    std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into())
 }
 
 impl Drop for Cluster {
@@ -170,7 +199,7 @@ async fn ready_revisions(cluster: &Cluster) -> Vec<String> {
     revisions
 }
 
-fn git(repo: &Path, args: &[&str]) {
+pub(crate) fn git(repo: &Path, args: &[&str]) {
     let status = Command::new("git")
         .args(args)
         .current_dir(repo)
@@ -184,7 +213,7 @@ fn git(repo: &Path, args: &[&str]) {
     assert!(status.success(), "git {args:?} failed");
 }
 
-fn head(repo: &TestRepo) -> String {
+pub(crate) fn head(repo: &TestRepo) -> String {
     repo.repo.head().unwrap().peel_to_commit().unwrap().id().to_string()
 }
 

@@ -13,6 +13,7 @@ mod docs;
 mod git;
 mod manifests;
 mod plan;
+mod routing;
 mod server;
 mod store;
 mod ui;
