@@ -210,8 +210,10 @@ fn new_repo() -> tempfile::TempDir {
     dir
 }
 
-/// `count` Deployments of `replicas` tiny pods each, 100 to a file.
+/// `count` Deployments of `replicas` tiny pods each, 100 to a file; with `BENCH_SERVICES=1`
+/// each has a Service too.
 fn write_workloads(repo: &Path, count: usize, replicas: usize) {
+    let with_services = std::env::var("BENCH_SERVICES").is_ok_and(|v| v == "1");
     for file in 0..count.div_ceil(100) {
         let mut text = String::new();
         for i in file * 100..((file + 1) * 100).min(count) {
@@ -221,6 +223,12 @@ fn write_workloads(repo: &Path, count: usize, replicas: usize) {
                  containers:\n        - name: app\n          image: example.test/app:1.0\n          \
                  resources: {{requests: {{cpu: 5m, memory: 8Mi}}}}\n"
             ));
+            if with_services {
+                text.push_str(&format!(
+                    "---\napiVersion: v1\nkind: Service\nmetadata: {{name: w{i}}}\nspec:\n  selector: {{app: w{i}}}\n  \
+                     ports: [{{port: 80, targetPort: 8080}}]\n"
+                ));
+            }
         }
         std::fs::write(repo.join(format!("apps/w{file:03}.yaml")), text).unwrap();
     }
