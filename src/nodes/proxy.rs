@@ -36,6 +36,7 @@ pub const DNS_ADDRESS: Ipv4Addr = crate::store::DNS_ADDRESS;
 pub const CLUSTER_DOMAIN: &str = "cluster.local";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const DNS_TTL: u32 = 5;
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 
 /// The route table in the shape the data path asks it.
 #[derive(Debug, Default)]
@@ -292,7 +293,11 @@ impl Mesh {
 
     async fn serve_node_port(self: Arc<Self>, listener: TcpListener, port: u16) {
         loop {
-            let Ok((inbound, _)) = listener.accept().await else { continue };
+            let Ok((inbound, _)) = listener.accept().await else {
+                // Out of descriptors, most likely: let connections finish before accepting more.
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            };
             let targets = self.routes().node_ports.get(&port).cloned().unwrap_or_default();
             let mesh = self.clone();
             tokio::spawn(async move { mesh.forward(inbound, &targets).await });
@@ -301,7 +306,11 @@ impl Mesh {
 
     async fn serve_pod(self: Arc<Self>, listener: TcpListener) {
         loop {
-            let Ok((inbound, _)) = listener.accept().await else { continue };
+            let Ok((inbound, _)) = listener.accept().await else {
+                // Out of descriptors, most likely: let connections finish before accepting more.
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            };
             let mesh = self.clone();
             tokio::spawn(async move {
                 let Some(original) = original_destination(&inbound) else { return };
@@ -342,7 +351,10 @@ impl Mesh {
     async fn serve_dns(self: Arc<Self>, socket: Arc<UdpSocket>) {
         let mut buffer = vec![0u8; 4096];
         loop {
-            let Ok((length, peer)) = socket.recv_from(&mut buffer).await else { continue };
+            let Ok((length, peer)) = socket.recv_from(&mut buffer).await else {
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            };
             let query = buffer[..length].to_vec();
             let (mesh, socket) = (self.clone(), socket.clone());
             tokio::spawn(async move {
