@@ -22,6 +22,8 @@ pub(crate) struct Cluster {
     repo_arg: String,
     server_args: Vec<String>,
     server: Option<Process>,
+    /// Node `i` listens on 127.0.`subnet`.`i + 2`.
+    subnet: u8,
     agents: Vec<Process>,
     pub(crate) nodes: Vec<TestNode>,
     pub(crate) client: Client,
@@ -44,22 +46,14 @@ impl Cluster {
             repo_arg: repo.to_owned(),
             server_args: server_args.iter().map(|s| (*s).to_owned()).collect(),
             server: None,
+            subnet,
             agents: Vec::new(),
             nodes: (0..nodes).map(|i| TestNode::new(&format!("{test}{i}"))).collect(),
         };
         cluster.start_server();
-        for (i, node) in cluster.nodes.iter().enumerate() {
-            let agent = Command::new(env!("CARGO_BIN_EXE_berth"))
-                .args(["agent", "--server", &format!("http://{}", cluster.listen), "--join-token", JOIN_TOKEN])
-                .args(["--name", &node.name, "--address", &format!("127.0.{subnet}.{}", i + 2)])
-                .args(["--heartbeat-seconds", "1", "--restart-backoff-ms", "300"])
-                .arg("--state-dir")
-                .arg(node.state.path())
-                .env("RUST_LOG", log_level())
-                .stderr(log_to(&node.name))
-                .spawn()
-                .unwrap();
-            cluster.agents.push(Process(agent));
+        for i in 0..nodes {
+            let agent = cluster.agent(i);
+            cluster.agents.push(agent);
         }
         let token_file = cluster.db.path().join("api-token");
         wait_for("the server to write its API token", LIMIT, || async { token_file.exists() }).await;
@@ -87,6 +81,28 @@ impl Cluster {
             server.0.kill().unwrap();
             server.0.wait().unwrap();
         }
+    }
+
+    /// Starts node `i`'s agent: it joins, or comes back with its saved credential.
+    fn agent(&self, i: usize) -> Process {
+        let node = &self.nodes[i];
+        let agent = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["agent", "--server", &format!("http://{}", self.listen), "--join-token", JOIN_TOKEN])
+            .args(["--name", &node.name, "--address", &format!("127.0.{}.{}", self.subnet, i + 2)])
+            .args(["--heartbeat-seconds", "1", "--restart-backoff-ms", "300"])
+            .arg("--state-dir")
+            .arg(node.state.path())
+            .env("RUST_LOG", log_level())
+            .stderr(log_to(&node.name))
+            .spawn()
+            .unwrap();
+        Process(agent)
+    }
+
+    /// `kill -9` node `i`'s agent and start it again; its pods run on meanwhile.
+    pub(crate) fn restart_agent(&mut self, i: usize) {
+        self.kill_agent(i);
+        self.agents[i] = self.agent(i);
     }
 
     /// Stops node `i`'s agent for good (its pods keep running): the node goes NotReady.

@@ -259,6 +259,15 @@ async fn services_resolve_balance_across_nodes_and_free_their_port_when_gone() {
     })
     .await;
 
+    // A killed agent leaves its pods running; the new one serves their service connections
+    // and DNS again.
+    let client_node_index = cluster.nodes.iter().position(|n| n.name == client_node).unwrap();
+    cluster.restart_agent(client_node_index);
+    wait_for("the restarted agent to route the client's connections", LIMIT, || async {
+        get_from(&client, "web", 80).is_ok()
+    })
+    .await;
+
     // Removed from Git: the port closes on every node and the name stops resolving; another
     // service can take the port.
     repo.write("services.yaml", WEB_PODS_SERVICE);
