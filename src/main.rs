@@ -537,6 +537,7 @@ fn up(path: &Path, listen: &str, name: Option<String>) -> Result<ExitCode> {
         let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
         let mut last_line = String::new();
         let mut bar_shown = false;
+        let mut announced = std::collections::BTreeSet::new();
         loop {
             tokio::select! {
                 _ = wait_for_signal() => break,
@@ -564,6 +565,18 @@ fn up(path: &Path, listen: &str, name: Option<String>) -> Result<ExitCode> {
                 println!("{line}");
             }
             last_line = line;
+            if status.synced {
+                // Where the services with node ports answer, once each.
+                for service in &served.plane.api.routes().services {
+                    for port in service.ports.iter().filter_map(|p| p.node_port) {
+                        let address =
+                            format!("service {}/{}: http://127.0.0.1:{port}/", service.namespace, service.name);
+                        if announced.insert(address.clone()) {
+                            println!("{address}");
+                        }
+                    }
+                }
+            }
         }
         if bar_shown {
             println!();

@@ -124,7 +124,9 @@ async fn a_server_follows_commits_and_a_broken_commit_changes_nothing() {
 async fn berth_up_runs_a_repository_on_this_machine() {
     docker().await;
     let mut repo = TestRepo::new();
-    repo.write("deploy/app.yaml", &manifest("v1", 1));
+    let service = "---\napiVersion: v1\nkind: Service\nmetadata: {name: app}\nspec:\n  type: NodePort\n  \
+                   selector: {app: app}\n  ports: [{port: 80}]\n";
+    repo.write("deploy/app.yaml", &format!("{}{service}", manifest("v1", 1)));
     repo.commit("one replica");
     let node = TestNode::new("up");
     let listen = format!("127.0.0.1:{}", free_port());
@@ -166,6 +168,7 @@ async fn berth_up_runs_a_repository_on_this_machine() {
     assert!(up.0.wait().unwrap().success());
     assert!(stdout.contains("berth is up: web UI and API on http://"), "{stdout}");
     assert!(stdout.contains("synced ") && stdout.contains("default/app 1/1"), "{stdout}");
+    assert!(stdout.contains("service default/app: http://127.0.0.1:3"), "the node port is announced: {stdout}");
     assert!(stdout.contains("berth stopped; the pods keep running"), "{stdout}");
     assert_eq!(running(&node.name).await.len(), 1, "stopping berth up stops no pod");
 }
