@@ -873,10 +873,10 @@ pub fn across(resources: &[Arc<Resource>]) -> Vec<Diagnostic> {
     // matters more than the hashing.
     let mut by_key: HashMap<(Kind, &str, &str), &Resource, Seeded> =
         HashMap::with_capacity_and_hasher(resources.len(), Seeded::default());
-    // Every label pair of every pod template, by namespace, so that a selector that matches
-    // nothing is found without comparing it with every template.
-    let mut label_pairs: HashMap<(&str, &str, &str), usize, Seeded> = HashMap::default();
-    let mut templates_by_namespace: HashMap<&str, Vec<&Labels>, Seeded> = HashMap::default();
+    // The pod templates, and for every label pair the templates that carry it, so that what a
+    // selector matches is found without comparing it with every template.
+    let mut templates: Vec<(&Labels, &PodSpec)> = Vec::new();
+    let mut label_pairs: HashMap<(&str, &str, &str), Vec<usize>, Seeded> = HashMap::default();
     let mut referrers = Vec::new();
     let mut services = Vec::new();
     for resource in resources {
@@ -898,11 +898,11 @@ pub fn across(resources: &[Arc<Resource>]) -> Vec<Diagnostic> {
         match &resource.object {
             Object::Service(service) => services.push((resource, service)),
             object => {
-                if let Some(labels) = object.pod_labels() {
+                if let (Some(labels), Some(spec)) = (object.pod_labels(), object.pod_spec()) {
                     for (key, value) in labels {
-                        *label_pairs.entry((&resource.key.namespace, key, value)).or_default() += 1;
+                        label_pairs.entry((&resource.key.namespace, key, value)).or_default().push(templates.len());
                     }
-                    templates_by_namespace.entry(&resource.key.namespace).or_default().push(labels);
+                    templates.push((labels, spec));
                 }
             }
         }
@@ -944,14 +944,19 @@ pub fn across(resources: &[Arc<Resource>]) -> Vec<Diagnostic> {
     for (resource, service) in services {
         let selector = &service.spec.selector;
         let namespace = resource.key.namespace.as_str();
-        let every_pair_exists =
-            selector.iter().all(|(k, v)| label_pairs.contains_key(&(namespace, k.as_str(), v.as_str())));
-        let selects_something = !selector.is_empty()
-            && every_pair_exists
-            && (selector.len() == 1
-                || templates_by_namespace
-                    .get(namespace)
-                    .is_some_and(|all| all.iter().any(|labels| matches_labels(selector, labels))));
+        // The templates with the rarest of the selector's pairs, then those with all of them.
+        let candidates = selector
+            .iter()
+            .map(|(k, v)| label_pairs.get(&(namespace, k.as_str(), v.as_str())).map_or(&[][..], Vec::as_slice))
+            .min_by_key(|c| c.len())
+            .unwrap_or_default();
+        let selected: Vec<&PodSpec> = candidates
+            .iter()
+            .map(|&i| templates[i])
+            .filter(|(labels, _)| matches_labels(selector, labels))
+            .map(|(_, spec)| spec)
+            .collect();
+        let selects_something = !selector.is_empty() && !selected.is_empty();
         if selector.is_empty() {
             findings.push(
                 Diagnostic::warning(&resource.file, resource.pos, "service has no selector, so it routes to nothing")
@@ -970,6 +975,39 @@ pub fn across(resources: &[Arc<Resource>]) -> Vec<Diagnostic> {
                 .field("spec.selector")
                 .help("check the labels of the workload it should route to"),
             );
+        }
+        // berth reaches a pod on the host ports its declared container ports are published on.
+        for (index, port) in service.spec.ports.iter().enumerate() {
+            let target = port.target_port.clone().unwrap_or(IntOrString::Int(port.port));
+            let declares = |spec: &&PodSpec| {
+                spec.containers.iter().flat_map(|c| &c.ports).any(|p| match &target {
+                    IntOrString::Int(n) => p.container_port == *n,
+                    IntOrString::String(name) => p.name.as_deref() == Some(name.as_str()),
+                })
+            };
+            if selects_something && !selected.iter().any(declares) {
+                let help = match &target {
+                    IntOrString::Int(n) => {
+                        format!("add `- containerPort: {n}` under the ports of the container that serves it")
+                    }
+                    IntOrString::String(name) => {
+                        format!("name a container port `{name}`, or give targetPort as a number the container declares")
+                    }
+                };
+                findings.push(
+                    Diagnostic::warning(
+                        &resource.file,
+                        resource.pos,
+                        format!(
+                            "port {} targets container port {target}, which no pod this service selects declares, so it reaches no pod",
+                            port.port
+                        ),
+                    )
+                    .object(resource.key.to_string())
+                    .field(format!("spec.ports[{index}].targetPort"))
+                    .help(help),
+                );
+            }
         }
         for port in &service.spec.ports {
             let Some(node_port) = port.node_port else { continue };
