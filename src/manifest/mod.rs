@@ -353,7 +353,9 @@ impl Resource {
 
     /// The canonical JSON as a value, for diffs.
     pub fn canonical_value(&self) -> serde_json::Value {
-        serde_json::from_str(&self.canonical).unwrap_or(serde_json::Value::Null)
+        // The canonical text is this serialization of `object`; building the value from the
+        // typed object is faster than parsing the text again.
+        serde_json::to_value(&self.object).unwrap_or(serde_json::Value::Null)
     }
 
     /// Builds the comparable form of a defaulted object; secret values are digested and dropped.
