@@ -365,6 +365,15 @@ async fn heartbeats(client: ApiClient, config: AgentConfig, shutdown: Cancellati
     }
 }
 
+/// Waits longer after each failure in a row, up to 10 s; false when the agent is stopping.
+async fn pause_after_failure(failures: u32, shutdown: &CancellationToken) -> bool {
+    let pause = Duration::from_millis(500 * u64::from(failures.min(20)));
+    tokio::select! {
+        _ = shutdown.cancelled() => false,
+        _ = tokio::time::sleep(pause) => true,
+    }
+}
+
 /// Long-polls the route table and programs the node's proxy with every new version.
 async fn follow_routes(client: ApiClient, mesh: Arc<Mesh>, shutdown: CancellationToken) {
     let mut failures = 0u32;
@@ -384,10 +393,8 @@ async fn follow_routes(client: ApiClient, mesh: Arc<Mesh>, shutdown: Cancellatio
             Err(error) => {
                 failures += 1;
                 tracing::warn!(%error, "Fetching the routes failed.");
-                let pause = Duration::from_millis(500 * u64::from(failures.min(20)));
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(pause) => {}
+                if !pause_after_failure(failures, &shutdown).await {
+                    return;
                 }
             }
         }
@@ -420,10 +427,8 @@ async fn follow_assignment(
             Err(error) => {
                 failures += 1;
                 tracing::warn!(%error, "Fetching the assignment failed.");
-                let pause = Duration::from_millis(500 * u64::from(failures.min(20)));
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(pause) => {}
+                if !pause_after_failure(failures, &shutdown).await {
+                    return;
                 }
             }
         }

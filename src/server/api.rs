@@ -412,6 +412,8 @@ pub fn service_views(plane: &ControlPlane, pods: &[PodView]) -> Vec<ServiceView>
     let desired = plane.desired.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
     let Some(desired) = desired else { return Vec::new() };
     let routes = plane.api.routes();
+    let by_name: std::collections::HashMap<(&str, &str), &crate::nodes::protocol::ServiceRoute> =
+        routes.services.iter().map(|s| ((s.namespace.as_str(), s.name.as_str()), s)).collect();
     desired
         .resources
         .iter()
@@ -421,8 +423,7 @@ pub fn service_views(plane: &ControlPlane, pods: &[PodView]) -> Vec<ServiceView>
         })
         .map(|(resource, service)| {
             let spec = &service.spec;
-            let route =
-                routes.services.iter().find(|s| s.namespace == resource.key.namespace && s.name == resource.key.name);
+            let route = by_name.get(&(resource.key.namespace.as_str(), resource.key.name.as_str())).copied();
             let selected: Vec<&PodView> = pods
                 .iter()
                 .filter(|p| {
