@@ -12,3 +12,9 @@ pub mod plan;
 pub mod server;
 pub mod store;
 pub mod sync;
+
+/// Locks a mutex and goes on after a panic in another holder: what berth guards with mutexes
+/// (caches, the latest value of something) stays usable, and a pass rebuilds it anyway.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -10,6 +10,7 @@
 
 use super::pods::{Replica, Sources, assignment, template_hash};
 use super::rollout::{self, PodView, Strategy, Wishes};
+use crate::lock;
 use crate::manifest::types::{DaemonSetStrategyType, DeploymentStrategyType, IntOrString, PodSpec};
 use crate::manifest::{Object, ObjectKey, Resource};
 use crate::nodes::protocol::{PodAssignment, PodStatus, Resources};
@@ -119,10 +120,6 @@ pub fn requests(spec: &PodSpec) -> Resources {
         }
     }
     total
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn workload_of(pod: &PodAssignment) -> ObjectKey {

@@ -6,6 +6,7 @@
 //! nothing here. Tokens are compared in constant time.
 
 use super::{AppError, now};
+use crate::lock;
 use crate::nodes::protocol::{
     Assignment, AssignmentQuery, Heartbeat, JoinRequest, JoinResponse, PodAssignment, Report, RouteTable, ServiceRoute,
 };
@@ -243,8 +244,4 @@ async fn routes(
     }
     let table = receiver.borrow().clone();
     Ok(Json((*table).clone()))
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

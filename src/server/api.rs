@@ -271,7 +271,7 @@ async fn pods(State(api): State<Api>, headers: HeaderMap) -> Result<Json<Vec<Pod
 }
 
 pub async fn pod_views(plane: &ControlPlane) -> Result<Vec<PodView>, AppError> {
-    let desired = plane.desired.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    let desired = crate::lock(&plane.desired).clone();
     let mut views = Vec::new();
     for node in plane.store.nodes().await? {
         let (_, assigned) = plane.store.assignment(&node.name).await?;
@@ -409,7 +409,7 @@ async fn services(State(api): State<Api>, headers: HeaderMap) -> Result<Json<Vec
 }
 
 pub fn service_views(plane: &ControlPlane, pods: &[PodView]) -> Vec<ServiceView> {
-    let desired = plane.desired.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    let desired = crate::lock(&plane.desired).clone();
     let Some(desired) = desired else { return Vec::new() };
     let routes = plane.api.routes();
     let by_name: std::collections::HashMap<(&str, &str), &crate::nodes::protocol::ServiceRoute> =

@@ -167,7 +167,7 @@ impl ControlPlane {
         let loader = self.loader.clone();
         let rev = rev.to_owned();
         tokio::task::spawn_blocking(move || {
-            let mut loader = loader.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut loader = crate::lock(&loader);
             loader.load(&rev)
         })
         .await
@@ -179,7 +179,7 @@ impl ControlPlane {
         let loader = self.loader.clone();
         let rev = rev.to_owned();
         tokio::task::spawn_blocking(move || {
-            let loader = loader.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let loader = crate::lock(&loader);
             loader.resolve(&rev)
         })
         .await
@@ -299,7 +299,7 @@ async fn restore(plane: &ControlPlane, state: &mut LoopState) -> Result<(), Box<
             s.applied = Some(commit.commit.sha.clone());
             s.applied_message = commit.commit.message.clone();
         });
-        *plane.desired.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(commit.clone());
+        *crate::lock(&plane.desired) = Some(commit.clone());
         state.desired = Some(commit);
     }
     Ok(())
@@ -341,9 +341,7 @@ async fn fetch_if_due(plane: &ControlPlane, state: &mut LoopState) {
     }
     state.last_fetch = Some(Instant::now());
     let loader = plane.loader.clone();
-    let fetched =
-        tokio::task::spawn_blocking(move || loader.lock().unwrap_or_else(std::sync::PoisonError::into_inner).fetch())
-            .await;
+    let fetched = tokio::task::spawn_blocking(move || crate::lock(&loader).fetch()).await;
     match fetched {
         Ok(Ok(())) => {}
         Ok(Err(error)) => {
@@ -584,7 +582,7 @@ async fn adopt(plane: &ControlPlane, state: &mut LoopState, commit: Arc<Loaded>,
         s.applied_message = commit.commit.message.clone();
         s.synced = false;
     });
-    *plane.desired.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(commit.clone());
+    *crate::lock(&plane.desired) = Some(commit.clone());
     state.desired = Some(commit);
     Ok(())
 }
