@@ -538,9 +538,13 @@ fn up(path: &Path, listen: &str, name: Option<String>) -> Result<ExitCode> {
         let mut last_line = String::new();
         let mut bar_shown = false;
         let mut announced = std::collections::BTreeSet::new();
+        // One listener for the whole run: a signal that arrives while a status line is being
+        // printed is kept for the next wait, not lost with a listener made anew each time.
+        let signal = wait_for_signal();
+        tokio::pin!(signal);
         loop {
             tokio::select! {
-                _ = wait_for_signal() => break,
+                _ = &mut signal => break,
                 changed = updates.changed() => {
                     if changed.is_err() {
                         break;
