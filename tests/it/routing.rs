@@ -177,6 +177,16 @@ async fn responders(http: &reqwest::Client, url: &str, count: usize) -> BTreeSet
     seen
 }
 
+/// A cluster of two nodes on 127.0.`subnet`.x following `repo`, both Ready before anything is
+/// deployed, so that replicas spread over both.
+async fn two_nodes(repo: &mut TestRepo, test: &str, subnet: u8) -> Cluster {
+    repo.write("README.md", "manifests\n");
+    repo.commit("nothing yet");
+    let cluster = Cluster::start_on(test, repo.path().to_str().unwrap(), 2, &[], subnet).await;
+    cluster.wait_status("both nodes", |s| s["readyNodes"] == 2).await;
+    cluster
+}
+
 fn ready_web(status: &Value) -> bool {
     status["health"] == "Synced"
 }
@@ -184,12 +194,12 @@ fn ready_web(status: &Value) -> bool {
 #[tokio::test(flavor = "multi_thread")]
 async fn services_resolve_balance_across_nodes_and_free_their_port_when_gone() {
     let mut repo = TestRepo::new();
+    let mut cluster = two_nodes(&mut repo, "route", 10).await;
     repo.write("web.yaml", &web("v1", 0));
     repo.write("services.yaml", &format!("{WEB_SERVICE}---\n{WEB_PODS_SERVICE}"));
     repo.write("client.yaml", &client_app(1));
-    repo.commit("web, its services and a client");
-    let mut cluster = Cluster::start_on("route", repo.path().to_str().unwrap(), 2, &[], 10).await;
-    cluster.wait_status("the first sync", ready_web).await;
+    let first = repo.commit("web, its services and a client");
+    cluster.wait_status("the first sync", |s| ready_web(s) && s["applied"] == first).await;
 
     let services = cluster.get("/api/v1/services").await;
     let web_service = service(&services, "web");
@@ -421,11 +431,11 @@ async fn under_load(cluster: &Cluster, node_port: u16, change: impl FnOnce() -> 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_rollout_and_a_rollback_drop_no_request() {
     let mut repo = TestRepo::new();
+    let cluster = two_nodes(&mut repo, "zero", 11).await;
     repo.write("web.yaml", &web("v1", 2));
     repo.write("services.yaml", WEB_SERVICE);
-    repo.commit("web v1");
-    let cluster = Cluster::start_on("zero", repo.path().to_str().unwrap(), 2, &[], 11).await;
-    cluster.wait_status("v1", ready_web).await;
+    let v1 = repo.commit("web v1");
+    cluster.wait_status("v1", |s| ready_web(s) && s["applied"] == v1).await;
     let services = cluster.get("/api/v1/services").await;
     let node_port = service(&services, "web")["ports"][0]["nodePort"].as_u64().unwrap() as u16;
     routed(&cluster, "web", 3, "the routes to hold all three web pods").await;
