@@ -123,6 +123,10 @@ impl ContainerRuntime for Hollow {
         Ok(())
     }
 
+    async fn list_volumes(&self, _labels: &[(&str, &str)]) -> Result<Vec<String>, RuntimeError> {
+        Ok(Vec::new())
+    }
+
     fn events(&self, _node: &str) -> impl futures_util::Stream<Item = ()> + Send + 'static {
         futures_util::stream::pending()
     }
@@ -541,7 +545,7 @@ async fn unready() {
         assert!(Instant::now() < deadline, "edge never became ready");
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    let container = format!("berth-{node}-default-{pod}-app-0");
+    let container = berth::nodes::pods::engine_name(&[&node, "default", &pod, "app", "0"]);
     let http = reqwest::Client::builder().pool_max_idle_per_host(0).timeout(Duration::from_secs(2)).build().unwrap();
     let url = format!("http://127.0.0.1:{node_port}/");
     let mut from_api = Vec::new();

@@ -449,6 +449,9 @@ impl<'a> Checker<'a> {
                     optional,
                     &[K("volumes"), I(index), K("configMap"), K("name")],
                 );
+                self.enter(&[K("volumes"), I(index), K("configMap")]);
+                self.volume_files(config_map.default_mode, &config_map.items);
+                self.leave(3);
                 for (item_index, item) in config_map.items.iter().enumerate() {
                     self.reference(
                         Kind::ConfigMap,
@@ -470,6 +473,9 @@ impl<'a> Checker<'a> {
                     optional,
                     &[K("volumes"), I(index), K("secret"), K("secretName")],
                 );
+                self.enter(&[K("volumes"), I(index), K("secret")]);
+                self.volume_files(secret.default_mode, &secret.items);
+                self.leave(3);
                 for (item_index, item) in secret.items.iter().enumerate() {
                     self.reference(
                         Kind::Secret,
@@ -496,6 +502,38 @@ impl<'a> Checker<'a> {
             self.enter(&[K("containers"), I(index)]);
             self.container(container, namespace, &volume_names, &mut port_names);
             self.leave(2);
+        }
+    }
+
+    /// The file paths and modes of a configMap or secret volume, as Kubernetes checks them:
+    /// paths relative and inside the volume, modes within 0-0777.
+    fn volume_files(&mut self, default_mode: Option<i32>, items: &[KeyToPath]) {
+        if let Some(mode) = default_mode.filter(|m| !(0..=0o777).contains(m)) {
+            self.error(&[K("defaultMode")], format!("mode {} is out of range", octal(mode)), Some(MODE_HELP.into()));
+        }
+        let mut paths: HashMap<&str, usize> = HashMap::new();
+        for (index, item) in items.iter().enumerate() {
+            if relative_path_parts(&item.path).is_none() {
+                self.error(
+                    &[K("items"), I(index), K("path")],
+                    format!("`{}` is not a relative path inside the volume", item.path),
+                    Some("write a path such as `conf/app.conf`: not absolute, no `..`, `.` or empty parts".into()),
+                );
+            }
+            if let Some(first) = paths.insert(&item.path, index) {
+                self.error(
+                    &[K("items"), I(index), K("path")],
+                    format!("path `{}` is used twice", item.path),
+                    Some(format!("the first is items[{first}]")),
+                );
+            }
+            if let Some(mode) = item.mode.filter(|m| !(0..=0o777).contains(m)) {
+                self.error(
+                    &[K("items"), I(index), K("mode")],
+                    format!("mode {} is out of range", octal(mode)),
+                    Some(MODE_HELP.into()),
+                );
+            }
         }
     }
 
@@ -526,6 +564,15 @@ impl<'a> Checker<'a> {
                     &[K("ports"), I(index), K("containerPort")],
                     format!("port {} is out of range", port.container_port),
                     Some("use 1-65535".into()),
+                );
+            } else if RESERVED_POD_PORTS.iter().any(|reserved| i64::from(*reserved) == i64::from(port.container_port)) {
+                self.error(
+                    &[K("ports"), I(index), K("containerPort")],
+                    format!("port {} is kept by berth inside every pod", port.container_port),
+                    Some(format!(
+                        "berth's service proxy listens on {} in each pod; let the application listen on another port",
+                        RESERVED_POD_PORTS.map(|p| p.to_string()).join(" and ")
+                    )),
                 );
             }
             if let Some(host_port) = port.host_port {
@@ -673,7 +720,7 @@ impl<'a> Checker<'a> {
                     None,
                 );
             }
-            if mount.sub_path.as_deref().is_some_and(|p| p.starts_with('/') || p.split('/').any(|s| s == "..")) {
+            if mount.sub_path.as_deref().is_some_and(|p| !p.is_empty() && relative_path_parts(p).is_none()) {
                 self.error(
                     &[K("volumeMounts"), I(index), K("subPath")],
                     "subPath must be a relative path inside the volume",
@@ -1070,6 +1117,31 @@ const DNS_LABEL_HELP: &str =
     "use at most 63 lowercase letters, digits and `-`, starting and ending with a letter or digit";
 const DNS_SUBDOMAIN_HELP: &str =
     "use at most 253 lowercase letters, digits, `-` and `.`, starting and ending with a letter or digit";
+/// A file mode as people write it: `0440`.
+fn octal(mode: i32) -> String {
+    if mode < 0 { mode.to_string() } else { format!("0{mode:o}") }
+}
+
+const MODE_HELP: &str = "write a file mode from 0 to 0777, such as 0440 (octal) or 288 (decimal)";
+
+/// Ports berth keeps on the loopback of every pod: its service proxy and its DNS answer there,
+/// so an application cannot listen on them.
+pub const RESERVED_POD_PORTS: [u16; 2] = [15001, 15053];
+
+/// The folders and file name of a relative `/`-separated path that stays inside the folder it
+/// is relative to; `None` for a path that is empty, absolute, or has an empty, `.` or `..` part.
+pub fn relative_path_parts(path: &str) -> Option<(Vec<&str>, &str)> {
+    if path.is_empty() || path.starts_with('/') || path.contains('\0') {
+        return None;
+    }
+    let mut parts: Vec<&str> = path.split('/').collect();
+    if parts.iter().any(|p| p.is_empty() || *p == "." || *p == "..") {
+        return None;
+    }
+    let file = parts.pop()?;
+    Some((parts, file))
+}
+
 const PORT_NAME_HELP: &str = "use at most 15 lowercase letters, digits and `-`, with at least one letter";
 
 pub fn is_dns_label(name: &str) -> bool {
@@ -1132,36 +1204,11 @@ fn check_label_value(value: &str) -> Result<(), String> {
 
 /// Decodes standard base64 (with padding, ignoring line breaks), or `None` when it is invalid.
 pub fn decode_base64(text: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    // The API server reads `data` as standard base64 with padding; line breaks inside a long
+    // value (what `base64` prints at 76 columns) are allowed.
     let clean: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-    if clean.len() % 4 != 0 {
-        return None;
-    }
-    let value = |b: u8| -> Option<u32> {
-        Some(match b {
-            b'A'..=b'Z' => b - b'A',
-            b'a'..=b'z' => b - b'a' + 26,
-            b'0'..=b'9' => b - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        } as u32)
-    };
-    let mut out = Vec::with_capacity(clean.len() / 4 * 3);
-    for (index, chunk) in clean.chunks(4).enumerate() {
-        let last = index + 1 == clean.len() / 4;
-        let padding = chunk.iter().rev().take_while(|b| **b == b'=').count();
-        if padding > 2 || (padding > 0 && !last) {
-            return None;
-        }
-        let mut bits = 0u32;
-        for &b in &chunk[..4 - padding] {
-            bits = (bits << 6) | value(b)?;
-        }
-        bits <<= 6 * padding as u32;
-        let bytes = bits.to_be_bytes();
-        out.extend_from_slice(&bytes[1..4 - padding]);
-    }
-    Some(out)
+    base64::engine::general_purpose::STANDARD.decode(clean).ok()
 }
 
 #[cfg(test)]

@@ -308,6 +308,14 @@ impl ContainerRuntime for Docker {
         }
     }
 
+    async fn list_volumes(&self, labels: &[(&str, &str)]) -> Result<Vec<String>, RuntimeError> {
+        let filters: HashMap<String, Vec<String>> =
+            HashMap::from([("label".to_owned(), labels.iter().map(|(k, v)| format!("{k}={v}")).collect())]);
+        let options = bollard::query_parameters::ListVolumesOptions { filters: Some(filters) };
+        let listed = self.client.list_volumes(Some(options)).await.map_err(|e| engine("listing volumes", e))?;
+        Ok(listed.volumes.unwrap_or_default().into_iter().map(|v| v.name).collect())
+    }
+
     fn events(&self, node: &str) -> impl futures_util::Stream<Item = ()> + Send + 'static {
         let filters: HashMap<String, Vec<String>> = HashMap::from([
             ("type".to_owned(), vec!["container".to_owned()]),

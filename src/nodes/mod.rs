@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod docker;
+pub mod files;
 pub mod netns;
 pub mod pods;
 pub mod protocol;

@@ -59,6 +59,8 @@ pub enum PodError {
     },
     #[error("pod {pod}: {reason}")]
     Routing { pod: String, reason: String },
+    #[error(transparent)]
+    Files(#[from] super::files::FilesError),
 }
 
 #[derive(Debug, Clone)]
@@ -184,6 +186,18 @@ impl ObservedPod {
     fn is(&self, assignment: &PodAssignment) -> bool {
         self.spec_hash == assignment.spec_hash && self.uid == assignment.uid
     }
+}
+
+/// A name on the engine for the parts of a pod's identity (node, namespace, pod, then a
+/// container and attempt or a volume). Injective: every part is a DNS name, which never holds
+/// `_`, so `_` between them cannot be read two ways (`team/x-app` and `team-x/app` differ).
+pub fn engine_name(parts: &[&str]) -> String {
+    let mut name = String::from("berth");
+    for part in parts {
+        name.push('_');
+        name.push_str(part);
+    }
+    name
 }
 
 fn pod_key(namespace: &str, pod: &str) -> String {
@@ -453,8 +467,19 @@ impl<R: ContainerRuntime> PodManager<R> {
         ])
     }
 
+    /// The engine's name for the emptyDir volume of a pod that exists. A pod created before
+    /// names were made injective keeps the volume it has, under the name it was created with
+    /// (a new pod always gets the injective name, so the fallback never picks another pod's).
     fn volume_name(&self, assignment: &PodAssignment, volume: &str) -> String {
-        format!("berth-{}-{}-{}-{volume}", self.config.node, assignment.namespace, assignment.pod)
+        let name = engine_name(&[&self.config.node, &assignment.namespace, &assignment.pod, volume]);
+        let inventory = self.lock_inventory();
+        if !inventory.volumes.contains(&name) {
+            let legacy = format!("berth-{}-{}-{}-{volume}", self.config.node, assignment.namespace, assignment.pod);
+            if inventory.volumes.contains(&legacy) {
+                return legacy;
+            }
+        }
+        name
     }
 
     /// Creates and starts a pod: volumes, files, sandbox, containers. Returns false when it has
@@ -465,7 +490,7 @@ impl<R: ContainerRuntime> PodManager<R> {
         }
         let spec = &assignment.spec;
         for volume in spec.volumes.iter().filter(|v| v.empty_dir.is_some()) {
-            let name = self.volume_name(assignment, &volume.name);
+            let name = engine_name(&[&self.config.node, &assignment.namespace, &assignment.pod, &volume.name]);
             self.record(|inventory| {
                 inventory.volumes.insert(name.clone());
             })?;
@@ -485,7 +510,7 @@ impl<R: ContainerRuntime> PodManager<R> {
             }
         }
         let sandbox_spec = ContainerSpec {
-            name: format!("berth-{}-{}-{}", self.config.node, assignment.namespace, assignment.pod),
+            name: engine_name(&[&self.config.node, &assignment.namespace, &assignment.pod]),
             image: sandbox::image_name(),
             entrypoint: None,
             args: None,
@@ -561,10 +586,13 @@ impl<R: ContainerRuntime> PodManager<R> {
         labels.insert(labels::RESTART_POLICY.to_owned(), format!("{policy:?}"));
         let limits = container.resources.as_ref().map(|r| &r.limits);
         let spec = ContainerSpec {
-            name: format!(
-                "berth-{}-{}-{}-{}-{attempt}",
-                self.config.node, assignment.namespace, assignment.pod, container.name
-            ),
+            name: engine_name(&[
+                &self.config.node,
+                &assignment.namespace,
+                &assignment.pod,
+                &container.name,
+                &attempt.to_string(),
+            ]),
             image: container.image.clone(),
             entrypoint: (!container.command.is_empty()).then(|| container.command.clone()),
             args: (!container.args.is_empty()).then(|| container.args.clone()),
@@ -572,7 +600,7 @@ impl<R: ContainerRuntime> PodManager<R> {
             working_dir: container.working_dir.clone(),
             labels,
             network: Network::JoinContainer(sandbox_id.to_owned()),
-            mounts: self.mounts(assignment, container),
+            mounts: self.mounts(assignment, container)?,
             memory_limit_bytes: limits
                 .and_then(|l| l.get("memory"))
                 .map(|q| i64::try_from(q.millis() / 1000).unwrap_or(i64::MAX)),
@@ -585,11 +613,15 @@ impl<R: ContainerRuntime> PodManager<R> {
         Ok(id)
     }
 
-    fn mounts(&self, assignment: &PodAssignment, container: &Container) -> Vec<Mount> {
+    fn mounts(&self, assignment: &PodAssignment, container: &Container) -> Result<Vec<Mount>, PodError> {
         let mut mounts = Vec::new();
         for mount in &container.volume_mounts {
             let Some(volume) = assignment.spec.volumes.iter().find(|v| v.name == mount.name) else { continue };
             let sub_path = mount.sub_path.as_deref().filter(|p| !p.is_empty());
+            // The path must stay a plain relative one: no `..`, not absolute.
+            if let Some(sub) = sub_path.filter(|sub| super::files::split_relative(sub).is_none()) {
+                return Err(super::files::FilesError::OutsideVolume { path: sub.to_owned() }.into());
+            }
             let (source, forced_read_only) = if volume.empty_dir.is_some() {
                 (MountSource::Volume(self.volume_name(assignment, &volume.name)), false)
             } else if let Some(host_path) = &volume.host_path {
@@ -599,7 +631,7 @@ impl<R: ContainerRuntime> PodManager<R> {
                 };
                 (MountSource::Bind(path), false)
             } else {
-                let mut dir = self.pod_dir(&assignment.namespace, &assignment.pod).join("volumes").join(&volume.name);
+                let mut dir = self.volume_dir(assignment, &volume.name)?;
                 if let Some(sub) = sub_path {
                     dir = dir.join(sub);
                 }
@@ -611,15 +643,16 @@ impl<R: ContainerRuntime> PodManager<R> {
                 read_only: forced_read_only || mount.read_only.unwrap_or(false),
             });
         }
-        mounts
+        Ok(mounts)
     }
 
-    /// Writes the files of the pod's configMap and secret volumes under the state folder.
+    /// Writes the files of the pod's configMap and secret volumes under the state folder. Every
+    /// file is opened beneath its volume's folder ([`super::files`]), whatever its path says.
     fn write_files(&self, assignment: &PodAssignment) -> Result<(), PodError> {
         for volume in &assignment.spec.volumes {
-            let mode = match (&volume.config_map, &volume.secret) {
-                (Some(c), _) => c.default_mode,
-                (_, Some(s)) => s.default_mode,
+            let (default_mode, items) = match (&volume.config_map, &volume.secret) {
+                (Some(c), _) => (c.default_mode, &c.items),
+                (_, Some(s)) => (s.default_mode, &s.items),
                 _ => continue,
             };
             // Secret files are readable inside the pod as the manifest says, but the folder
@@ -631,23 +664,28 @@ impl<R: ContainerRuntime> PodManager<R> {
                 std::fs::set_permissions(&pods_root, std::fs::Permissions::from_mode(0o700))
                     .map_err(|source| PodError::Io { path: pods_root.clone(), source })?;
             }
-            let dir = self.pod_dir(&assignment.namespace, &assignment.pod).join("volumes").join(&volume.name);
+            let dir = self.volume_dir(assignment, &volume.name)?;
             std::fs::create_dir_all(&dir).map_err(|source| PodError::Io { path: dir.clone(), source })?;
+            let folder = super::files::open_folder(&dir)?;
             for (relative, contents) in assignment.files.get(&volume.name).into_iter().flatten() {
-                // Paths come from the manifest's `items`; validation keeps them relative.
-                let path = dir.join(relative.trim_start_matches('/'));
-                if let Some(parent) = path.parent() {
-                    std::fs::create_dir_all(parent)
-                        .map_err(|source| PodError::Io { path: parent.to_owned(), source })?;
-                }
-                std::fs::write(&path, contents).map_err(|source| PodError::Io { path: path.clone(), source })?;
-                use std::os::unix::fs::PermissionsExt;
-                let mode = u32::try_from(mode.unwrap_or(0o644)).unwrap_or(0o644);
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
-                    .map_err(|source| PodError::Io { path, source })?;
+                let mode = items.iter().find(|item| item.path == *relative).and_then(|item| item.mode).or(default_mode);
+                let mode = mode.and_then(|m| u32::try_from(m).ok()).filter(|m| *m <= 0o777).unwrap_or(0o644);
+                super::files::write_beneath(&folder, relative, contents, mode)?;
             }
         }
         Ok(())
+    }
+
+    /// The folder of one configMap or secret volume of a pod. The names come from the control
+    /// plane, which validated them; the agent checks again that none can name another folder.
+    fn volume_dir(&self, assignment: &PodAssignment, volume: &str) -> Result<PathBuf, PodError> {
+        use crate::manifest::validate::{is_dns_label, is_dns_subdomain};
+        if !is_dns_label(&assignment.namespace) || !is_dns_subdomain(&assignment.pod) || !is_dns_label(volume) {
+            return Err(PodError::Files(super::files::FilesError::OutsideVolume {
+                path: format!("{}/{}/{volume}", assignment.namespace, assignment.pod),
+            }));
+        }
+        Ok(self.pod_dir(&assignment.namespace, &assignment.pod).join("volumes").join(volume))
     }
 
     /// Restarts exited containers under the restart policy and backoff, and brings back
@@ -724,6 +762,33 @@ impl<R: ContainerRuntime> PodManager<R> {
         Ok(started)
     }
 
+    /// The volumes of the inventory that belong to `pod`. Names made before they were injective
+    /// (`berth-<node>-<ns>-<pod>-<volume>`) can be read two ways; those count only when the
+    /// engine's labels say they are this pod's.
+    async fn volumes_of(&self, pod: &ObservedPod) -> Result<Vec<String>, PodError> {
+        let prefix = format!("{}_", engine_name(&[&self.config.node, &pod.namespace, &pod.pod]));
+        let legacy_prefix = format!("berth-{}-{}-{}-", self.config.node, pod.namespace, pod.pod);
+        let (mut volumes, legacy): (Vec<String>, Vec<String>) = self
+            .lock_inventory()
+            .volumes
+            .iter()
+            .filter(|v| v.starts_with(&prefix) || v.starts_with(&legacy_prefix))
+            .cloned()
+            .partition(|v| v.starts_with(&prefix));
+        if !legacy.is_empty() {
+            let labelled = self
+                .runtime
+                .list_volumes(&[
+                    (labels::NODE, &self.config.node),
+                    (labels::NAMESPACE, &pod.namespace),
+                    (labels::POD, &pod.pod),
+                ])
+                .await?;
+            volumes.extend(legacy.into_iter().filter(|v| labelled.contains(v)));
+        }
+        Ok(volumes)
+    }
+
     /// Stops a pod's containers with its grace period (SIGTERM, wait, SIGKILL), then removes
     /// them, its sandbox, its emptyDir volumes and its files.
     async fn remove_pod(&self, pod: &ObservedPod) -> Result<(), PodError> {
@@ -748,9 +813,7 @@ impl<R: ContainerRuntime> PodManager<R> {
                 inventory.containers.remove(&container.id);
             })?;
         }
-        let prefix = format!("berth-{}-{}-{}-", self.config.node, pod.namespace, pod.pod);
-        let volumes: Vec<String> =
-            self.lock_inventory().volumes.iter().filter(|v| v.starts_with(&prefix)).cloned().collect();
+        let volumes = self.volumes_of(pod).await?;
         for volume in volumes {
             self.runtime.remove_volume(&volume).await?;
             self.record(|inventory| {

@@ -105,6 +105,16 @@ pub struct Resources {
     pub memory_bytes: u64,
 }
 
+impl Resources {
+    /// The sum, saturating: requests no node can hold stay larger than every node, never wrap.
+    pub fn plus(self, other: Resources) -> Resources {
+        Resources {
+            cpu_millis: self.cpu_millis.saturating_add(other.cpu_millis),
+            memory_bytes: self.memory_bytes.saturating_add(other.memory_bytes),
+        }
+    }
+}
+
 /// `POST /api/v1/agent/join`, authorized by the cluster's join token: an agent trades the token
 /// for a credential of its own node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

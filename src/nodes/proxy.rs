@@ -29,9 +29,9 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::task::AbortHandle;
 
 /// Where redirected service connections arrive inside a pod.
-pub const PROXY_PORT: u16 = 15001;
+pub const PROXY_PORT: u16 = crate::manifest::validate::RESERVED_POD_PORTS[0];
 /// Where redirected DNS queries arrive inside a pod.
-pub const DNS_PORT: u16 = 15053;
+pub const DNS_PORT: u16 = crate::manifest::validate::RESERVED_POD_PORTS[1];
 /// The resolver address every pod is given.
 pub const DNS_ADDRESS: Ipv4Addr = crate::store::DNS_ADDRESS;
 pub const CLUSTER_DOMAIN: &str = "cluster.local";

@@ -123,6 +123,8 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         labels: &BTreeMap<String, String>,
     ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     fn remove_volume(&self, name: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// The names of every volume that carries all of `labels`.
+    fn list_volumes(&self, labels: &[(&str, &str)]) -> impl Future<Output = Result<Vec<String>, RuntimeError>> + Send;
     /// A stream that yields whenever a container labelled for `node` starts, dies or goes away;
     /// the agent converges at once instead of at its next resync.
     fn events(&self, node: &str) -> impl futures_util::Stream<Item = ()> + Send + 'static;

@@ -149,7 +149,7 @@ async fn pods_are_created_replaced_and_removed() {
         assert_eq!(info.labels.get(key).map(String::as_str), Some(value), "label {key}");
     }
     assert_eq!(info.labels[labels::REVISION], desired[0].revision);
-    let volume = format!("berth-{}-shop-web-1-scratch", node.name);
+    let volume = berth::nodes::pods::engine_name(&[&node.name, "shop", "web-1", "scratch"]);
     assert!(docker.client().inspect_volume(&volume).await.is_ok(), "the emptyDir volume exists");
 
     // Converging again changes nothing.
@@ -372,7 +372,7 @@ async fn containers_berth_did_not_create_are_never_touched() {
         copied.insert(key.to_owned(), value.to_owned());
     }
     let spec = berth::nodes::runtime::ContainerSpec {
-        name: format!("berth-{}-shop-intruder-main-0", node.name),
+        name: berth::nodes::pods::engine_name(&[&node.name, "shop", "intruder", "main", "0"]),
         image: crate::images::busybox().into(),
         entrypoint: Some(vec!["sleep".into(), "3600".into()]),
         args: None,
@@ -399,7 +399,7 @@ async fn containers_berth_did_not_create_are_never_touched() {
     manager.converge(&desired).await.unwrap();
     let statuses = manager.observe(&desired).await.unwrap();
     let error = statuses[0].containers[0].last_error.clone().unwrap_or_default();
-    assert!(error.contains("creating berth-"), "{error}");
+    assert!(error.contains("creating berth_"), "{error}");
     assert_eq!(statuses[1].phase, PodPhase::Running, "the other pod runs");
     manager.converge(&[]).await.unwrap();
     let info = docker.inspect(&foreign).await.unwrap();

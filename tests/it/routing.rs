@@ -118,7 +118,7 @@ async fn pods(cluster: &Cluster, workload: &str) -> BTreeMap<String, (String, bo
 
 /// The engine's name of a pod's container.
 fn container_name(node: &str, pod: &str, container: &str) -> String {
-    format!("berth-{node}-shop-{pod}-{container}-0")
+    berth::nodes::pods::engine_name(&[node, "shop", pod, container, "0"])
 }
 
 /// `GET /` from inside a pod: busybox's `nc` resolves the name with the pod's resolver. The
