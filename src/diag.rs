@@ -115,33 +115,19 @@ pub fn sort(diagnostics: &mut [Diagnostic]) {
     diagnostics.sort_by(|a, b| (&a.file, a.line, a.column, &a.message).cmp(&(&b.file, b.line, b.column, &b.message)));
 }
 
-/// The closest candidate to `word` by edit distance, when it is close enough to be a likely typo.
+/// The closest candidate to `word` by edit distance (a swap of two neighbouring letters counts
+/// as one edit, so `imgae` finds `image`), when it is close enough to be a likely typo.
 pub fn suggest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     let word_lower = word.to_ascii_lowercase();
     let mut best: Option<(usize, &str)> = None;
     for candidate in candidates {
-        let distance = edit_distance(&word_lower, &candidate.to_ascii_lowercase());
+        let distance = strsim::damerau_levenshtein(&word_lower, &candidate.to_ascii_lowercase());
         let limit = (candidate.len().max(word.len()) / 3).clamp(1, 3);
         if distance <= limit && best.is_none_or(|(d, _)| distance < d) {
             best = Some((distance, candidate));
         }
     }
     best.map(|(_, candidate)| candidate)
-}
-
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut previous: Vec<usize> = (0..=b.len()).collect();
-    let mut current = vec![0; b.len() + 1];
-    for (i, ca) in a.chars().enumerate() {
-        current[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let substitution = previous[j] + usize::from(ca != *cb);
-            current[j + 1] = substitution.min(previous[j + 1] + 1).min(current[j] + 1);
-        }
-        std::mem::swap(&mut previous, &mut current);
-    }
-    previous[b.len()]
 }
 
 #[cfg(test)]
@@ -154,5 +140,7 @@ mod tests {
         assert_eq!(suggest("replicaz", fields), Some("replicas"));
         assert_eq!(suggest("Replicas", fields), Some("replicas"));
         assert_eq!(suggest("colour", fields), None);
+        // Issue 13: a transposition is one edit.
+        assert_eq!(suggest("imgae", ["image", "name", "ports"]), Some("image"));
     }
 }

@@ -107,17 +107,17 @@ struct Leaving {
 /// The longest a leaving pod waits for a node that does not confirm the routes without it.
 pub const DRAIN_LIMIT_SECONDS: i64 = 5;
 
-/// Requests of a pod: the sum of its containers'.
+/// Requests of a pod: the sum of its containers', saturating (three containers asking for
+/// `9E` each is more than any node, not a small number after a wrap).
 pub fn requests(spec: &PodSpec) -> Resources {
+    // Validation refuses negative quantities; a value past u64 is more than any node has.
+    let clamp = |value: i128| u64::try_from(value.max(0)).unwrap_or(u64::MAX);
     let mut total = Resources::default();
     for container in &spec.containers {
         let Some(resources) = &container.resources else { continue };
-        if let Some(cpu) = resources.requests.get("cpu") {
-            total.cpu_millis += u64::try_from(cpu.millis()).unwrap_or(0);
-        }
-        if let Some(memory) = resources.requests.get("memory") {
-            total.memory_bytes += u64::try_from(memory.millis() / 1000).unwrap_or(0);
-        }
+        let cpu = resources.requests.get("cpu").map_or(0, |q| clamp(q.millis()));
+        let memory = resources.requests.get("memory").map_or(0, |q| clamp(q.millis() / 1000));
+        total = total.plus(Resources { cpu_millis: cpu, memory_bytes: memory });
     }
     total
 }

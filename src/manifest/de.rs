@@ -18,7 +18,19 @@ pub struct Context<'a> {
     pub file: &'a str,
     pub object: &'a str,
     pub findings: RefCell<Vec<Diagnostic>>,
+    /// The top-level fields whose values no finding may quote (a Secret's `data` and
+    /// `stringData`): a type error there says `(value hidden)` instead.
+    pub hidden: &'static [&'static str],
 }
+
+impl<'a> Context<'a> {
+    pub fn new(file: &'a str, object: &'a str) -> Self {
+        Context { file, object, findings: RefCell::new(Vec::new()), hidden: &[] }
+    }
+}
+
+/// What findings say instead of a value they must not quote.
+pub const HIDDEN: &str = "(value hidden)";
 
 /// A field path as a chain of borrowed segments, rendered only when a finding needs it.
 #[derive(Clone, Copy)]
@@ -39,6 +51,21 @@ impl Path<'static> {
 }
 
 impl<'a> Path<'a> {
+    /// The first key of the path: the top-level field it is under.
+    fn top(&self) -> Option<&'a str> {
+        let mut cursor = self;
+        let mut top = None;
+        loop {
+            if let Segment::Key(key) = cursor.segment {
+                top = Some(key);
+            }
+            match cursor.parent {
+                Some(parent) => cursor = parent,
+                None => return top,
+            }
+        }
+    }
+
     fn key(&'a self, key: &'a str) -> Path<'a> {
         Path { parent: Some(self), segment: Segment::Key(key) }
     }
@@ -139,7 +166,15 @@ struct NodeDeserializer<'a> {
 }
 
 impl NodeDeserializer<'_> {
+    /// Whether this node's value must not appear in a finding.
+    fn hidden(&self) -> bool {
+        !self.context.hidden.is_empty() && self.path.top().is_some_and(|top| self.context.hidden.contains(&top))
+    }
+
     fn scalar_text(&self) -> Option<String> {
+        if self.hidden() {
+            return Some(HIDDEN.to_owned());
+        }
         match &self.node.value {
             Value::Int(i) => Some(i.to_string()),
             Value::Float(f) => Some(f.to_string()),
@@ -173,6 +208,10 @@ impl NodeDeserializer<'_> {
     fn integer<'de, V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
         match &self.node.value {
             Value::Int(i) => visitor.visit_i64(*i),
+            Value::Str(s) if s.trim().parse::<i64>().is_ok() && self.hidden() => Err(DeError::with_help(
+                format!("expected an integer, found a string {HIDDEN}"),
+                "write it without quotes",
+            )),
             Value::Str(s) if s.trim().parse::<i64>().is_ok() => Err(DeError::with_help(
                 format!("expected an integer, found the string \"{s}\""),
                 format!("write {} without quotes", s.trim()),
@@ -224,7 +263,7 @@ impl<'de> de::Deserializer<'de> for NodeDeserializer<'_> {
     fn deserialize_bool<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
         match &self.node.value {
             Value::Bool(b) => visitor.visit_bool(*b),
-            Value::Str(s) if matches!(s.as_str(), "true" | "false") => {
+            Value::Str(s) if matches!(s.as_str(), "true" | "false") && !self.hidden() => {
                 Err(DeError::with_help("expected a boolean, found a string", format!("write {s} without quotes")))
             }
             _ => Err(self.wrong_type("a boolean (true or false)")),
@@ -240,6 +279,10 @@ impl<'de> de::Deserializer<'de> for NodeDeserializer<'_> {
         match &self.node.value {
             Value::Str(s) => visitor.visit_str(s),
             _ => match self.scalar_text() {
+                Some(text) if text == HIDDEN => Err(DeError::with_help(
+                    format!("expected a string, found {} {HIDDEN}", self.node.value.describe()),
+                    "quote the value",
+                )),
                 Some(text) => Err(DeError::with_help(
                     format!("expected a string, found {} `{text}`", self.node.value.describe()),
                     format!("quote the value: \"{text}\""),
@@ -327,6 +370,7 @@ impl<'de> de::Deserializer<'de> for NodeDeserializer<'_> {
         visitor: V,
     ) -> Result<V::Value, DeError> {
         match &self.node.value {
+            Value::Str(_) if self.hidden() => Err(DeError::custom(format!("expected one of {}", variants.join(", ")))),
             Value::Str(s) => visitor.visit_enum(s.as_str().into_deserializer()).map_err(|mut e: DeError| {
                 if let Some(close) = diag::suggest(s, variants.iter().copied()) {
                     e.help = Some(format!("did you mean `{close}`?"));

@@ -18,7 +18,6 @@ pub mod yaml;
 use crate::diag::{Diagnostic, Pos};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
@@ -526,7 +525,10 @@ fn parse_document(file: &str, root: &yaml::Node, parsed: &mut ParsedFile) {
         Some(_) => {}
     }
 
-    let context = de::Context { file, object: &label, findings: RefCell::new(Vec::new()) };
+    let mut context = de::Context::new(file, &label);
+    if kind == Kind::Secret {
+        context.hidden = &["data", "stringData"];
+    }
     let object = match kind {
         Kind::Namespace => de::from_node(root, &context).map(Object::Namespace),
         Kind::ConfigMap => de::from_node(root, &context).map(Object::ConfigMap),

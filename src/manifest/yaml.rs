@@ -315,7 +315,7 @@ fn count_nodes(node: &Node) -> usize {
     }
 }
 
-/// The YAML 1.2 core schema for plain (unquoted) scalars.
+/// The YAML 1.2 core schema for plain (unquoted) scalars, with YAML 1.1's octal integers.
 fn resolve_plain(text: &str) -> Value {
     match text {
         "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
@@ -329,6 +329,14 @@ fn resolve_plain(text: &str) -> Value {
     let bytes = text.as_bytes();
     let digits_start = usize::from(matches!(bytes[0], b'-' | b'+'));
     if bytes.len() > digits_start && bytes[digits_start..].iter().all(u8::is_ascii_digit) {
+        // Kubernetes reads manifests as YAML 1.1, where a leading zero means octal: a file
+        // mode written `0440` is 288, as kubectl reads it, not four hundred and forty.
+        let digits = &text[digits_start..];
+        if digits.len() > 1 && digits.starts_with('0') && digits.bytes().all(|b| (b'0'..=b'7').contains(&b)) {
+            if let Ok(i) = i64::from_str_radix(digits, 8) {
+                return Value::Int(if bytes[0] == b'-' { -i } else { i });
+            }
+        }
         if let Ok(i) = text.parse::<i64>() {
             return Value::Int(i);
         }
@@ -363,6 +371,26 @@ mod tests {
         let root = docs[0].root.as_ref().unwrap();
         assert_eq!(root.get("b").unwrap().get("c").unwrap().pos, Pos { line: 3, column: 6 });
         assert_eq!(root.locate_key(&["b", "c"]), Pos { line: 3, column: 3 });
+    }
+
+    /// Issue 13: `0440` is a file mode in octal, as Kubernetes' YAML 1.1 reads it.
+    #[test]
+    fn leading_zero_integers_are_octal() {
+        let docs = parse("[0440, 0o440, 288, 0, -010, 08, 0x1F]").unwrap();
+        let Value::Seq(items) = &docs[0].root.as_ref().unwrap().value else { panic!("not a list") };
+        let values: Vec<&Value> = items.iter().map(|n| &n.value).collect();
+        assert_eq!(
+            values,
+            [
+                &Value::Int(0o440),
+                &Value::Int(0o440),
+                &Value::Int(288),
+                &Value::Int(0),
+                &Value::Int(-8),
+                &Value::Int(8),
+                &Value::Int(31)
+            ]
+        );
     }
 
     #[test]

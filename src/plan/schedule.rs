@@ -49,8 +49,7 @@ pub fn schedule(
     let mut per_workload: HashMap<&str, Vec<u32>> = HashMap::new();
     for (pod, node) in placed {
         if let Some(&i) = index.get(node.as_str()) {
-            used[i].cpu_millis += pod.requests.cpu_millis;
-            used[i].memory_bytes += pod.requests.memory_bytes;
+            used[i] = used[i].plus(pod.requests);
             per_workload.entry(pod.workload.as_str()).or_insert_with(|| vec![0; nodes.len()])[i] += 1;
         }
     }
@@ -84,8 +83,10 @@ pub fn schedule(
             }
             let replicas = replicas_on[i];
             // Free share of the node after this pod, in parts per million of the scarcer resource.
-            let share =
-                |free: u64, request: u64, total: u64| ((free - request) * 1_000_000).checked_div(total).unwrap_or(0);
+            let share = |free: u64, request: u64, total: u64| {
+                let parts = u128::from(free - request) * 1_000_000;
+                u64::try_from(parts.checked_div(u128::from(total)).unwrap_or(0)).unwrap_or(u64::MAX)
+            };
             let free = share(free_cpu, pod.requests.cpu_millis, node.allocatable.cpu_millis).min(share(
                 free_memory,
                 pod.requests.memory_bytes,
@@ -104,15 +105,28 @@ pub fn schedule(
         }
         match best {
             Some((_, _, name, i)) => {
-                used[i].cpu_millis += pod.requests.cpu_millis;
-                used[i].memory_bytes += pod.requests.memory_bytes;
+                used[i] = used[i].plus(pod.requests);
                 replicas_on[i] += 1;
                 placements.push((pod.pod.clone(), Placement::Node(name.to_owned())));
             }
             None => {
                 let considered = if pod.pinned.is_some() { 1 } else { nodes.len() };
+                let largest = nodes.iter().fold(Resources::default(), |most, node| Resources {
+                    cpu_millis: most.cpu_millis.max(node.allocatable.cpu_millis),
+                    memory_bytes: most.memory_bytes.max(node.allocatable.memory_bytes),
+                });
                 let reason = match &pod.pinned {
                     Some(node) if !index.contains_key(node.as_str()) => format!("node {node} is gone"),
+                    _ if !nodes.is_empty() && pod.requests.cpu_millis > largest.cpu_millis => format!(
+                        "{}; it requests more cpu than any node has ({}m at most)",
+                        reasons.describe(considered),
+                        largest.cpu_millis
+                    ),
+                    _ if !nodes.is_empty() && pod.requests.memory_bytes > largest.memory_bytes => format!(
+                        "{}; it requests more memory than any node has ({} MiB at most)",
+                        reasons.describe(considered),
+                        largest.memory_bytes >> 20
+                    ),
                     _ => reasons.describe(considered),
                 };
                 placements.push((pod.pod.clone(), Placement::Unschedulable(reason)));

@@ -351,8 +351,7 @@ pub async fn node_views(plane: &ControlPlane) -> Result<Vec<NodeView>, AppError>
         let mut allocated = Resources::default();
         for pod in &assigned {
             let view = pod_view(&node.name, pod, None, None);
-            allocated.cpu_millis += view.requests.cpu_millis;
-            allocated.memory_bytes += view.requests.memory_bytes;
+            allocated = allocated.plus(view.requests);
         }
         views.push(NodeView {
             status: if now - node.last_heartbeat <= grace { "Ready" } else { "NotReady" }.to_owned(),

@@ -6,7 +6,6 @@
 use crate::diag::{Diagnostic, Pos};
 use crate::manifest::{de, yaml};
 use serde::Deserialize;
-use std::cell::RefCell;
 
 pub const CONFIG_FILE: &str = "berth.yaml";
 
@@ -83,7 +82,7 @@ impl Config {
         if let Some(extra) = roots.next() {
             findings.push(Diagnostic::error(CONFIG_FILE, extra.pos, "berth.yaml must hold one document"));
         }
-        let context = de::Context { file: CONFIG_FILE, object: "berth.yaml", findings: RefCell::new(Vec::new()) };
+        let context = de::Context::new(CONFIG_FILE, "berth.yaml");
         let config = match de::from_node::<Config>(&root, &context) {
             Ok(config) => config,
             Err(error) => {
@@ -96,9 +95,20 @@ impl Config {
             d
         }));
         for (index, pattern) in config.include.iter().chain(&config.exclude).enumerate() {
+            let field = if index < config.include.len() { "include" } else { "exclude" };
+            let pos = root.get(field).map_or(Pos::default(), |n| n.pos);
+            if let Err(error) = compile(pattern) {
+                findings.push(
+                    Diagnostic::error(
+                        CONFIG_FILE,
+                        pos,
+                        format!("pattern `{pattern}` is not a valid glob: {}", error.kind()),
+                    )
+                    .field(field)
+                    .help("use `*`, `?`, `**`, `[abc]` and `{a,b}`; escape a literal one with `\\`"),
+                );
+            }
             if pattern.starts_with('/') || pattern.split('/').any(|s| s == "..") {
-                let field = if index < config.include.len() { "include" } else { "exclude" };
-                let pos = root.get(field).map_or(Pos::default(), |n| n.pos);
                 findings.push(
                     Diagnostic::error(CONFIG_FILE, pos, format!("pattern `{pattern}` leaves the manifest root"))
                         .field(field)
@@ -119,48 +129,70 @@ impl Config {
 
     /// Whether berth reads the file at `path` (relative to the manifest root, `/`-separated).
     pub fn selects(&self, path: &str) -> bool {
+        self.selector().selects(path)
+    }
+
+    /// The patterns compiled once, for a walk over many paths. A pattern that does not compile
+    /// was reported by [`Config::parse`] and matches nothing.
+    pub fn selector(&self) -> Selector {
+        let build = |patterns: &[String]| {
+            let mut set = globset::GlobSetBuilder::new();
+            for pattern in patterns {
+                if let Ok(glob) = compile(pattern) {
+                    set.add(glob);
+                }
+            }
+            set.build().unwrap_or_else(|_| globset::GlobSet::empty())
+        };
+        let names_hidden =
+            self.include.iter().any(|p| p.split('/').any(|s| s.starts_with('.') && s != "." && s != ".."));
+        Selector { include: build(&self.include), exclude: build(&self.exclude), names_hidden }
+    }
+}
+
+/// `berth.yaml`'s include and exclude patterns, compiled.
+pub struct Selector {
+    include: globset::GlobSet,
+    exclude: globset::GlobSet,
+    /// Some include pattern names a hidden file or folder.
+    names_hidden: bool,
+}
+
+impl Selector {
+    /// Whether berth reads the file at `path` (relative to the manifest root, `/`-separated).
+    pub fn selects(&self, path: &str) -> bool {
         if path == CONFIG_FILE {
             return false;
         }
         // Hidden folders and files (.github, .gitlab-ci.yml) hold other tools' YAML; they are read
         // only when a pattern names them.
-        let hidden = path.split('/').any(|s| s.starts_with('.'));
-        if hidden && !self.include.iter().any(|p| p.split('/').any(|s| s.starts_with('.') && s != "." && s != "..")) {
+        if !self.names_hidden && path.split('/').any(|s| s.starts_with('.')) {
             return false;
         }
-        self.include.iter().any(|p| glob_matches(p, path)) && !self.exclude.iter().any(|p| glob_matches(p, path))
+        self.include.is_match(path) && !self.exclude.is_match(path)
+    }
+
+    /// Whether `path`, read as a folder, could hold files berth reads: it is not hidden and no
+    /// exclude pattern names it or what is below it.
+    pub fn may_hold_manifests(&self, path: &str) -> bool {
+        let hidden = !self.names_hidden && path.split('/').any(|s| s.starts_with('.'));
+        !hidden && !self.exclude.is_match(path) && !self.exclude.is_match(format!("{path}/x"))
     }
 }
 
-/// Matches a `/`-separated path against a glob: `*` and `?` within a segment, `**` across
-/// segments; a pattern ending in `/` matches everything below that folder.
-pub fn glob_matches(pattern: &str, path: &str) -> bool {
+/// One pattern as a linear-time matcher: `*` and `?` within a segment, `**` across segments; a
+/// pattern ending in `/` matches everything below that folder.
+fn compile(pattern: &str) -> Result<globset::Glob, globset::Error> {
     let pattern = match pattern.strip_suffix('/') {
         Some(folder) => format!("{folder}/**"),
         None => pattern.to_owned(),
     };
-    let pattern_segments: Vec<&str> = pattern.split('/').collect();
-    let path_segments: Vec<&str> = path.split('/').collect();
-    match_segments(&pattern_segments, &path_segments)
+    globset::GlobBuilder::new(&pattern).literal_separator(true).backslash_escape(true).build()
 }
 
-fn match_segments(pattern: &[&str], path: &[&str]) -> bool {
-    match pattern.split_first() {
-        None => path.is_empty(),
-        Some((&"**", rest)) => (0..=path.len()).any(|skip| match_segments(rest, &path[skip..])),
-        Some((first, rest)) => path.split_first().is_some_and(|(segment, path_rest)| {
-            match_segment(first.as_bytes(), segment.as_bytes()) && match_segments(rest, path_rest)
-        }),
-    }
-}
-
-fn match_segment(pattern: &[u8], text: &[u8]) -> bool {
-    match pattern.split_first() {
-        None => text.is_empty(),
-        Some((b'*', rest)) => (0..=text.len()).any(|skip| match_segment(rest, &text[skip..])),
-        Some((b'?', rest)) => !text.is_empty() && match_segment(rest, &text[1..]),
-        Some((c, rest)) => text.first() == Some(c) && match_segment(rest, &text[1..]),
-    }
+/// Matches a `/`-separated path against one pattern.
+pub fn glob_matches(pattern: &str, path: &str) -> bool {
+    compile(pattern).is_ok_and(|glob| glob.compile_matcher().is_match(path))
 }
 
 #[cfg(test)]
@@ -177,5 +209,23 @@ mod tests {
         assert!(!glob_matches("apps/**", "other/a.yaml"));
         assert!(!Config::default().selects(".github/workflows/ci.yml"));
         assert!(!Config::default().selects("berth.yaml"));
+    }
+
+    /// Issue 13: a pattern that made a backtracking matcher take exponential time answers at once.
+    #[test]
+    fn patterns_match_in_linear_time() {
+        let path = format!("{}.yaml", "a".repeat(60));
+        let started = std::time::Instant::now();
+        assert!(!glob_matches("*a*a*a*a*a*a*a*a*a*a*a*a*b", &path));
+        assert!(!glob_matches("**/**/**/**/**/**/**/**/**/**/x", &"a/".repeat(40)));
+        assert!(started.elapsed() < std::time::Duration::from_secs(1), "took {:?}", started.elapsed());
+    }
+
+    #[test]
+    fn a_pattern_that_does_not_compile_is_located() {
+        let (_, findings) = Config::parse("include: ['apps/[x']\n");
+        assert_eq!(findings.len(), 1, "{findings:?}");
+        assert!(findings[0].message.contains("not a valid glob"), "{}", findings[0].message);
+        assert_eq!((findings[0].line, findings[0].column), (1, 10));
     }
 }

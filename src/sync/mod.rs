@@ -291,12 +291,17 @@ impl Loader {
             }
             TreeWalkResult::Ok
         })?;
+        let selector = config.selector();
         let mut entries = Vec::new();
         for (path, blob, mode) in candidates {
-            if !config.selects(&path) {
+            let link = mode == i32::from(git2::FileMode::Link);
+            if !selector.selects(&path) {
+                if link && selector.may_hold_manifests(&path) {
+                    diagnostics.extend(self.unread_symlink(&tree, &path, blob));
+                }
                 continue;
             }
-            if mode == i32::from(git2::FileMode::Link) {
+            if link {
                 match self.follow_symlink(&tree, &path, blob) {
                     Ok(target) => entries.push(FileEntry { path, blob: target }),
                     Err(message) => diagnostics.push(
@@ -332,6 +337,7 @@ impl Loader {
             }
             Err(_) => Config::default(),
         };
+        let selector = config.selector();
         let mut entries = Vec::new();
         let mut stack = vec![root_dir.clone()];
         while let Some(dir) = stack.pop() {
@@ -350,7 +356,29 @@ impl Loader {
                     stack.push(path);
                     continue;
                 }
-                if !config.selects(&relative) {
+                if !selector.selects(&relative) {
+                    if file_type.is_symlink() && selector.may_hold_manifests(&relative) {
+                        let at = Pos { line: 1, column: 1 };
+                        match std::fs::canonicalize(&path) {
+                            Ok(real) if real.starts_with(&top) => {
+                                if real.is_dir() {
+                                    diagnostics.push(
+                                        Diagnostic::warning(&relative, at, "symlinked folder is not followed").help(
+                                            "berth reads the folder it points to under its own name when the patterns select it",
+                                        ),
+                                    );
+                                }
+                            }
+                            _ => diagnostics.push(
+                                Diagnostic::error(
+                                    &relative,
+                                    at,
+                                    "symlink points outside the repository or to nothing; it is not followed",
+                                )
+                                .help(format!("remove it, or skip it in berth.yaml with `exclude: [\"{relative}\"]`")),
+                            ),
+                        }
+                    }
                     continue;
                 }
                 let real = match std::fs::canonicalize(&path) {
@@ -385,6 +413,40 @@ impl Loader {
             }
         }
         self.parse_entries(info, config, entries, diagnostics)
+    }
+
+    /// What to say of a symlink the patterns do not select as a file: one that leaves the
+    /// repository is an error (it may be a folder of manifests berth would not read), one to a
+    /// folder inside it is not followed, and says so.
+    fn unread_symlink(&self, tree: &git2::Tree<'_>, path: &str, link_blob: Oid) -> Option<Diagnostic> {
+        let link_path = if self.root.is_empty() { path.to_owned() } else { format!("{}/{path}", self.root) };
+        let target = self.repo.find_blob(link_blob).ok()?;
+        let target = String::from_utf8_lossy(target.content()).into_owned();
+        let parent = link_path.rsplit_once('/').map_or("", |(parent, _)| parent);
+        let joined =
+            if target.starts_with('/') || parent.is_empty() { target.clone() } else { format!("{parent}/{target}") };
+        let exclude_help = format!("remove it, or skip it in berth.yaml with `exclude: [\"{path}\"]`");
+        match normalize_relative(&joined) {
+            None => Some(
+                Diagnostic::error(
+                    path,
+                    Pos { line: 1, column: 1 },
+                    format!("symlink points outside the repository (to `{target}`); it is not followed"),
+                )
+                .help(exclude_help),
+            ),
+            Some(resolved) => match tree.get_path(Path::new(&resolved)).ok()?.kind() {
+                Some(ObjectType::Tree) => Some(
+                    Diagnostic::warning(
+                        path,
+                        Pos { line: 1, column: 1 },
+                        format!("symlinked folder (to `{target}`) is not followed"),
+                    )
+                    .help("berth reads the folder it points to under its own name when the patterns select it"),
+                ),
+                _ => None,
+            },
+        }
     }
 
     /// Resolves a symlink stored in the commit to the blob it names, if it stays inside the

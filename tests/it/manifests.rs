@@ -51,7 +51,7 @@ fn warnings_alone_pass_validation() {
     assert!(stdout.contains("1 objects in 1 files, 0 errors, 1 warnings"), "{stdout}");
 }
 
-fn single_file_diagnostics(name: &str, text: &str) -> Vec<String> {
+pub fn single_file_diagnostics(name: &str, text: &str) -> Vec<String> {
     let mut repo = TestRepo::new();
     repo.write(name, text);
     repo.commit("one file");
