@@ -203,11 +203,7 @@ impl ControlPlane {
         let mut plan = plan::plan(&desired, &observed);
         let revisions = self.store.all_revisions().await?;
         plan::note_restores(&mut plan, &commit.resources, |key, hash| {
-            revisions
-                .iter()
-                .rev()
-                .find(|r| &r.key == key && r.spec_hash == hash && r.commit.sha != commit.commit.sha)
-                .map(|r| r.commit.clone())
+            revisions.iter().rev().find(|r| &r.key == key && r.spec_hash == hash).map(|r| r.commit.clone())
         });
         Ok((plan, index))
     }
@@ -318,9 +314,11 @@ async fn pass(plane: &ControlPlane, controller: &Controller, state: &mut LoopSta
     fetch_if_due(plane, state).await;
     follow_head(plane, state, now).await?;
     take_approval(plane, state, now).await?;
-    // `berth rollback` writes pins from the API; they hold only while the head stays.
+    // `berth rollback` writes pins from the API; they hold while the commit they were made
+    // at is the one applied. Only a commit that is applied lifts them, never one that waits.
     state.pins = plane.store.pins().await?;
-    state.pins.retain(|p| state.head.as_deref() == Some(p.head.as_str()));
+    let applying = state.desired.as_ref().map(|d| d.commit.sha.clone());
+    state.pins.retain(|p| applying.as_deref() == Some(p.head.as_str()));
     let Some(desired) = state.desired.clone() else {
         publish(plane, state, None, now);
         return Ok(());
@@ -360,13 +358,17 @@ async fn follow_head(plane: &ControlPlane, state: &mut LoopState, now: i64) -> R
         return Ok(());
     }
     let commit = plane.load(&head.sha).await?;
-    state.head = Some(head.sha.clone());
+    let previous_head = state.head.replace(head.sha.clone());
     plane.store.record_commit(&commit.commit, now).await?;
-    let dropped = plane.store.drop_pins_not_at(&head.sha).await?;
-    if dropped > 0 {
-        tracing::info!(dropped, "The branch moved: rollback pins are lifted.");
+    // A commit that waited for an approval and is no longer the head can never be applied: its
+    // approval would take the branch back behind the head.
+    if let Some(previous) = previous_head
+        && let Some(record) = plane.store.sync(&previous).await?
+        && record.outcome == "waiting"
+    {
+        let reason = format!("the branch moved to {} before it was approved", commit.commit.short());
+        plane.store.set_sync_outcome(&previous, "superseded", &reason, Some(now)).await?;
     }
-    state.pins.retain(|p| p.head == head.sha);
     plane.status.send_modify(|s| {
         s.head = Some(head.clone());
         s.failed = None;
@@ -390,20 +392,21 @@ async fn follow_head(plane: &ControlPlane, state: &mut LoopState, now: i64) -> R
         return Ok(());
     }
     if let Some(record) = &existing {
-        // Seen before this server started: keep what was decided.
+        let applying = state.desired.as_ref().is_some_and(|d| d.commit.sha == head.sha);
         match record.outcome.as_str() {
+            // Seen before this server started, or the branch came back to it: it still waits.
             "waiting" => {
                 let reason = record.reason.clone();
                 plane.status.send_modify(|s| s.waiting = Some(reason));
                 return Ok(());
             }
-            "failed" | "superseded" => return Ok(()),
-            _ => {
-                if state.desired.as_ref().is_none_or(|d| d.commit.sha != head.sha) {
-                    adopt(plane, state, commit, now).await?;
-                }
-                return Ok(());
-            }
+            "failed" => return Ok(()),
+            // Being applied already (a restart): keep going.
+            _ if applying => return Ok(()),
+            // The branch came back to a commit seen before (a reset, a force-push): the head is
+            // the desired state whatever its history, so it is decided again below, against
+            // what is applied now.
+            _ => {}
         }
     }
     let (plan, index) = plane.plan_against_applied(&commit).await?;
@@ -418,7 +421,13 @@ async fn follow_head(plane: &ControlPlane, state: &mut LoopState, now: i64) -> R
         render::text(&plan, false),
         render::json(&plan),
     );
-    plane.store.add_sync(&record).await?;
+    if existing.is_some() {
+        plane.store.replan_sync(&record.commit.sha, index, &record.plan_text, &record.plan_json).await?;
+        let reason = if wait.is_some() { record.reason.as_str() } else { "the branch came back to this commit" };
+        plane.store.set_sync_outcome(&record.commit.sha, outcome, reason, None).await?;
+    } else {
+        plane.store.add_sync(&record).await?;
+    }
     match wait {
         Some(reason) => {
             tracing::info!(commit = %commit.commit.short(), %reason, "A commit waits for approval.");
@@ -474,18 +483,24 @@ fn wait_reason(commit: &Loaded, plan: &plan::Plan) -> Option<String> {
 }
 
 /// Applies an approved commit, after checking the plan is still the one that was shown.
+/// An approval is taken once: it makes its commit the one being applied, and is gone. An
+/// approval of a commit that is no longer the head is dropped, so it can never take the branch
+/// back behind a newer commit (issue 11: a kept approval re-adopted its commit on every pass
+/// and froze every later one).
 async fn take_approval(plane: &ControlPlane, state: &mut LoopState, now: i64) -> Result<(), PassError> {
     let Some(sha) = plane.store.control_value("approved_commit").await? else { return Ok(()) };
-    if state.desired.as_ref().is_some_and(|d| d.commit.sha == sha) {
-        return Ok(());
-    }
-    let commit = plane.load(&sha).await?;
-    if commit.is_valid() {
-        adopt(plane, state, commit, now).await?;
-        if state.head.as_deref() == Some(sha.as_str()) {
+    let is_head = state.head.as_deref() == Some(sha.as_str());
+    if is_head && state.desired.as_ref().is_none_or(|d| d.commit.sha != sha) {
+        let commit = plane.load(&sha).await?;
+        if commit.is_valid() {
+            adopt(plane, state, commit, now).await?;
             plane.status.send_modify(|s| s.waiting = None);
         }
+    } else if !is_head {
+        let reason = "the branch moved on before the approval was carried out";
+        plane.store.set_sync_outcome(&sha, "superseded", reason, Some(now)).await?;
     }
+    plane.store.clear_control_value("approved_commit").await?;
     Ok(())
 }
 
@@ -574,6 +589,11 @@ async fn adopt(plane: &ControlPlane, state: &mut LoopState, commit: Arc<Loaded>,
         history.push(revision);
     }
     state.retained = retained(&plane.store, &commit).await?;
+    let lifted = plane.store.drop_pins_not_at(&commit.commit.sha).await?;
+    if lifted > 0 {
+        tracing::info!(lifted, commit = %commit.commit.short(), "A new commit is applied: rollback pins are lifted.");
+    }
+    state.pins.retain(|p| p.head == commit.commit.sha);
     plane.store.set_control_value("desired_commit", &commit.commit.sha).await?;
     state.sync_outcome = "progressing".into();
     state.applied_recorded = false;
@@ -872,7 +892,8 @@ fn workload_health(state: &LoopState, w: &WorkloadStatus, ready_nodes: usize) ->
 /// healthy revision before the one that runs.
 pub async fn rollback(plane: &ControlPlane, key: &ObjectKey, to: Option<&str>) -> Result<Pin, RollbackError> {
     let status = plane.status.borrow().clone();
-    let head = status.head.as_ref().map(|h| h.sha.clone()).ok_or(RollbackError::NoHead)?;
+    // A pin holds while the commit applied now stays applied.
+    let head = status.applied.clone().ok_or(RollbackError::NoHead)?;
     let history = plane.store.revisions(key).await?;
     if history.is_empty() {
         return Err(RollbackError::NoHistory(key.to_string()));
@@ -915,7 +936,7 @@ pub async fn rollback(plane: &ControlPlane, key: &ObjectKey, to: Option<&str>) -
 
 #[derive(Debug, thiserror::Error)]
 pub enum RollbackError {
-    #[error("the server has not read the branch yet; try again in a moment")]
+    #[error("no commit is applied yet, so there is nothing to hold a workload against; try again once one is")]
     NoHead,
     #[error("{0} has no revisions: it was never rolled out by this server")]
     NoHistory(String),

@@ -378,6 +378,11 @@ impl Store {
         Ok(sqlx::query_scalar("SELECT value FROM control WHERE key = ?").bind(key).fetch_optional(&self.pool).await?)
     }
 
+    pub async fn clear_control_value(&self, key: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM control WHERE key = ?").bind(key).execute(&self.pool).await?;
+        Ok(())
+    }
+
     pub async fn set_control_value(&self, key: &str, value: &str) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO control (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",

@@ -520,3 +520,74 @@ async fn a_server_killed_mid_rollout_resumes_with_no_duplicate_or_missing_pods()
     })
     .await;
 }
+
+/// Issue 11, defect 1: an approval is taken once. Commits after it (back under the auto policy)
+/// are applied, also after a restart; none is recorded as superseded by the approved one.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_approval_does_not_freeze_later_commits() {
+    let mut repo = TestRepo::new();
+    let settings = |greeting: &str| {
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: settings}}\ndata: {{GREETING: {greeting}}}\n")
+    };
+    repo.write("berth.yaml", "sync:\n  policy: manual\n");
+    repo.write("app.yaml", &app(1, "v1")).write("settings.yaml", &settings("hello"));
+    let approved = repo.commit("manual");
+    let mut cluster = Cluster::start("approve", repo.path().to_str().unwrap(), 1, &[]).await;
+    cluster.wait_status("the commit to wait", |s| s["health"] == "OutOfSync" && s["head"]["sha"] == approved).await;
+    let sync = cluster.get(&format!("/api/v1/syncs/{approved}")).await;
+    cluster
+        .client
+        .post(&format!("/api/v1/syncs/{approved}/approve"), &json!({"stateIndex": sync["stateIndex"]}))
+        .await
+        .unwrap();
+    cluster.wait_status("the approved commit", |s| s["health"] == "Synced" && s["applied"] == approved).await;
+
+    repo.write("berth.yaml", "sync:\n  policy: auto\n").write("settings.yaml", &settings("hi"));
+    let auto = repo.commit("back to auto");
+    cluster.wait_status("the auto commit", |s| s["health"] == "Synced" && s["applied"] == auto).await;
+    repo.write("settings.yaml", &settings("hey"));
+    let later = repo.commit("another config change");
+    cluster.wait_status("the later commit", |s| s["health"] == "Synced" && s["applied"] == later).await;
+    for sha in [&auto, &later] {
+        let record = cluster.get(&format!("/api/v1/syncs/{sha}")).await;
+        assert_eq!(record["outcome"], "synced", "{record:#}");
+    }
+    let plan = cluster.get("/api/v1/plan?rev=HEAD").await;
+    assert_eq!(plan["hasChanges"], false, "{plan:#}");
+
+    cluster.kill_server();
+    cluster.start_server();
+    repo.write("settings.yaml", &settings("howdy"));
+    let after_restart = repo.commit("after a restart");
+    cluster
+        .wait_status("the commit after a restart", |s| s["health"] == "Synced" && s["applied"] == after_restart)
+        .await;
+    let status = cluster.get("/api/v1/status").await;
+    assert_eq!(status["applied"], after_restart.as_str(), "{status:#}");
+}
+
+/// Issue 11, defect 2: moving the branch back to an earlier commit applies that commit, and its
+/// plan says whose spec it restores.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rewound_branch_is_applied() {
+    let mut repo = TestRepo::new();
+    repo.write("app.yaml", &app(1, "v1"));
+    let v1 = repo.commit("v1");
+    let cluster = Cluster::start("rewind", repo.path().to_str().unwrap(), 1, &[]).await;
+    cluster.wait_status("v1", |s| s["health"] == "Synced" && s["applied"] == v1).await;
+    repo.write("app.yaml", &app(1, "v2"));
+    let v2 = repo.commit("v2");
+    cluster.wait_status("v2", |s| s["health"] == "Synced" && s["applied"] == v2).await;
+    wait_for("v2 to run", LIMIT, || async { ready_revisions(&cluster).await == vec![v2.clone()] }).await;
+
+    git(repo.path(), &["reset", "--hard", &v1]);
+    cluster
+        .wait_status("the rewind", |s| s["head"]["sha"] == v1 && s["applied"] == v1 && s["health"] == "Synced")
+        .await;
+    wait_for("v1 to run again", LIMIT, || async { ready_revisions(&cluster).await == vec![v1.clone()] }).await;
+    let sync = cluster.get(&format!("/api/v1/syncs/{v1}")).await;
+    let text = sync["planText"].as_str().unwrap();
+    assert!(text.contains(&format!("restores the spec of commit {} \"v1\"", &v1[..7])), "{text}");
+    let plan = cluster.get("/api/v1/plan?rev=HEAD").await;
+    assert_eq!(plan["hasChanges"], false, "{plan:#}");
+}
