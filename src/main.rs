@@ -447,9 +447,39 @@ async fn wait_for_signal() {
     }
 }
 
+/// How long open requests may run on after a SIGTERM.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
 struct Served {
     tasks: tokio::task::JoinSet<()>,
     plane: Arc<berth::server::control::ControlPlane>,
+    /// Held while this server runs: a second server on the same database refuses to start.
+    _lock: std::fs::File,
+}
+
+/// Takes the lock beside the database (`<db>.lock`, mode 0600), or says who holds it. Two
+/// servers writing one database would each act on the other's decisions.
+fn lock_database(db: &Path) -> Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut name = db.file_name().map(std::ffi::OsString::from).unwrap_or_else(|| "berth.db".into());
+    name.push(".lock");
+    let path = db.with_file_name(name);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("opening the lock {}", path.display()))?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(file),
+        Err(rustix::io::Errno::WOULDBLOCK) => anyhow::bail!(
+            "another berth server uses {} (it holds {}); stop it first, or give this server its own --db",
+            db.display(),
+            path.display()
+        ),
+        Err(error) => Err(std::io::Error::from(error)).with_context(|| format!("locking {}", path.display())),
+    }
 }
 
 /// Starts the HTTP side (agent API and user API) and the control loop; they stop when
@@ -465,6 +495,7 @@ async fn serve_control_plane(
 ) -> Result<Served> {
     let state_dir =
         db.parent().map(Path::to_path_buf).filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(|| ".".into());
+    let lock = lock_database(db)?;
     let api_token = secret_in(&state_dir, "api-token")?;
     let store = Arc::new(Store::open(db).await.with_context(|| format!("opening {}", db.display()))?);
     let agents = berth::server::agent_api::AgentApi::new(store.clone(), join_token);
@@ -479,12 +510,23 @@ async fn serve_control_plane(
     let mut tasks = tokio::task::JoinSet::new();
     let stop = shutdown.clone();
     tasks.spawn(async move {
-        if let Err(error) = axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned()).await {
-            tracing::error!(%error, "The HTTP server stopped.");
+        use std::future::IntoFuture;
+        let serve = axum::serve(listener, router).with_graceful_shutdown(stop.clone().cancelled_owned());
+        // Long polls and event streams would hold a graceful stop for up to a minute: answered
+        // requests get a moment to finish, then the rest are cut (agents and browsers retry).
+        let cut = async {
+            stop.cancelled().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        };
+        tokio::select! {
+            served = serve.into_future() => if let Err(error) = served {
+                tracing::error!(%error, "The HTTP server stopped.");
+            },
+            () = cut => tracing::info!("Open long polls and event streams were cut at shutdown."),
         }
     });
     tasks.spawn(berth::server::control::run(plane.clone(), shutdown));
-    Ok(Served { tasks, plane })
+    Ok(Served { tasks, plane, _lock: lock })
 }
 
 /// `berth up`: the control plane and one local agent in this process.

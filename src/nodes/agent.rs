@@ -11,6 +11,7 @@ use super::protocol::{
 };
 use super::proxy::{Mesh, host_resolvers};
 use super::runtime::ContainerRuntime;
+use crate::retry::Retry;
 use futures_util::StreamExt;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -235,15 +236,11 @@ pub async fn run<R: ContainerRuntime>(
         .map_err(|source| AgentError::Unreachable { server: config.server.clone(), source })?;
     // An unreachable server is normal at boot or while it restarts: keep trying. A refusal is
     // final, and so is a missing credential.
-    let mut attempts = 0u32;
+    let mut joining = Retry::new("reaching the server to join", Duration::from_millis(250), Duration::from_secs(10));
     let saved = loop {
         match credentials(&config, &http).await {
             Err(AgentError::Unreachable { server, source }) => {
-                attempts += 1;
-                if attempts == 1 || attempts % 10 == 0 {
-                    tracing::warn!(%server, error = %source, "The server does not answer yet; trying again.");
-                }
-                let pause = Duration::from_millis(250 * u64::from(attempts.min(20)));
+                let pause = joining.failed(&format!("{server}: {source}"));
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(()),
                     _ = tokio::time::sleep(pause) => {}
@@ -294,6 +291,14 @@ pub async fn run<R: ContainerRuntime>(
 
     let mut last_report: Option<(u64, Vec<PodStatus>)> = None;
     let mut last_report_at = Instant::now();
+    // Engine failures are retried at the loop's own pace; these only keep the log to one line
+    // per change of state.
+    let engine_pace = (config.probe_interval, config.probe_interval);
+    let mut converging = Retry::new("converging pods on the engine", engine_pace.0, engine_pace.1);
+    let mut probing = Retry::new("probing pods", engine_pace.0, engine_pace.1);
+    let mut observing = Retry::new("observing pods on the engine", engine_pace.0, engine_pace.1);
+    let mut reporting = Retry::new("reporting to the server", Duration::from_millis(500), Duration::from_secs(10));
+    let mut report_not_before = Instant::now();
     let mut last_converge = Instant::now() - config.resync_interval;
     let mut converge_now = true;
     while !shutdown.is_cancelled() {
@@ -302,29 +307,42 @@ pub async fn run<R: ContainerRuntime>(
         if let Some(current) = &current {
             if converge_now || last_converge.elapsed() >= config.resync_interval {
                 match manager.converge(&current.pods).await {
-                    Ok(summary) => next_due = summary.next_due,
-                    Err(error) => tracing::warn!(%error, "Converging failed; trying again."),
+                    Ok(summary) => {
+                        converging.succeeded();
+                        next_due = summary.next_due;
+                    }
+                    Err(error) => {
+                        converging.failed(&error);
+                    }
                 }
                 last_converge = Instant::now();
             }
-            if let Err(error) = manager.probe(&current.pods).await {
-                tracing::warn!(%error, "Probing failed; trying again.");
+            match manager.probe(&current.pods).await {
+                Ok(_) => probing.succeeded(),
+                Err(error) => {
+                    probing.failed(&error);
+                }
             }
             match manager.observe(&current.pods).await {
                 Ok(statuses) => {
+                    observing.succeeded();
                     let changed = last_report.as_ref().is_none_or(|(g, s)| *g != current.generation || *s != statuses);
-                    if changed || last_report_at.elapsed() >= config.resync_interval {
+                    let due = changed || last_report_at.elapsed() >= config.resync_interval;
+                    if due && Instant::now() >= report_not_before {
                         let report = Report { generation: current.generation, pods: statuses.clone() };
                         match client.report(&report).await {
                             Ok(()) => {
+                                reporting.succeeded();
                                 last_report = Some((current.generation, statuses));
                                 last_report_at = Instant::now();
                             }
-                            Err(error) => tracing::warn!(%error, "Reporting failed; trying again."),
+                            Err(error) => report_not_before = Instant::now() + reporting.failed(&error),
                         }
                     }
                 }
-                Err(error) => tracing::warn!(%error, "Observing pods failed; trying again."),
+                Err(error) => {
+                    observing.failed(&error);
+                }
             }
         }
         let mut deadline = tokio::time::Instant::now() + config.probe_interval;
@@ -347,6 +365,8 @@ pub async fn run<R: ContainerRuntime>(
 async fn heartbeats(client: ApiClient, config: AgentConfig, shutdown: CancellationToken) {
     let mut interval = tokio::time::interval(config.heartbeat_interval);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Heartbeats keep their own pace; only the log follows the state.
+    let mut beating = Retry::new("sending a heartbeat", config.heartbeat_interval, config.heartbeat_interval);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -359,15 +379,17 @@ async fn heartbeats(client: ApiClient, config: AgentConfig, shutdown: Cancellati
             capacity,
             allocatable: capacity,
         };
-        if let Err(error) = client.heartbeat(&beat).await {
-            tracing::warn!(%error, "Heartbeat failed.");
+        match client.heartbeat(&beat).await {
+            Ok(()) => beating.succeeded(),
+            Err(error) => {
+                beating.failed(&error);
+            }
         }
     }
 }
 
-/// Waits longer after each failure in a row, up to 10 s; false when the agent is stopping.
-async fn pause_after_failure(failures: u32, shutdown: &CancellationToken) -> bool {
-    let pause = Duration::from_millis(500 * u64::from(failures.min(20)));
+/// Waits out the pause a failure earned; false when the agent is stopping.
+async fn pause_after_failure(pause: Duration, shutdown: &CancellationToken) -> bool {
     tokio::select! {
         _ = shutdown.cancelled() => false,
         _ = tokio::time::sleep(pause) => true,
@@ -376,7 +398,7 @@ async fn pause_after_failure(failures: u32, shutdown: &CancellationToken) -> boo
 
 /// Long-polls the route table and programs the node's proxy with every new version.
 async fn follow_routes(client: ApiClient, mesh: Arc<Mesh>, shutdown: CancellationToken) {
-    let mut failures = 0u32;
+    let mut retry = Retry::new("fetching the routes", Duration::from_millis(500), Duration::from_secs(10));
     loop {
         let after = mesh.version();
         let answer = tokio::select! {
@@ -385,15 +407,13 @@ async fn follow_routes(client: ApiClient, mesh: Arc<Mesh>, shutdown: Cancellatio
         };
         match answer {
             Ok(table) => {
-                failures = 0;
+                retry.succeeded();
                 if table.version != 0 && table.version != after {
                     mesh.update(&table).await;
                 }
             }
             Err(error) => {
-                failures += 1;
-                tracing::warn!(%error, "Fetching the routes failed.");
-                if !pause_after_failure(failures, &shutdown).await {
+                if !pause_after_failure(retry.failed(&error), &shutdown).await {
                     return;
                 }
             }
@@ -408,7 +428,7 @@ async fn follow_assignment(
     shutdown: CancellationToken,
 ) {
     let mut after = 0;
-    let mut failures = 0u32;
+    let mut retry = Retry::new("fetching the assignment", Duration::from_millis(500), Duration::from_secs(10));
     loop {
         let wait = if after == 0 && assignments.borrow().is_none() { Duration::ZERO } else { Duration::from_secs(30) };
         let answer = tokio::select! {
@@ -417,7 +437,7 @@ async fn follow_assignment(
         };
         match answer {
             Ok(assignment) => {
-                failures = 0;
+                retry.succeeded();
                 let first = assignments.borrow().is_none();
                 if first || assignment.generation != after {
                     after = assignment.generation;
@@ -425,9 +445,7 @@ async fn follow_assignment(
                 }
             }
             Err(error) => {
-                failures += 1;
-                tracing::warn!(%error, "Fetching the assignment failed.");
-                if !pause_after_failure(failures, &shutdown).await {
+                if !pause_after_failure(retry.failed(&error), &shutdown).await {
                     return;
                 }
             }

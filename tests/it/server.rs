@@ -172,3 +172,90 @@ async fn berth_up_runs_a_repository_on_this_machine() {
     assert!(stdout.contains("berth stopped; the pods keep running"), "{stdout}");
     assert_eq!(running(&node.name).await.len(), 1, "stopping berth up stops no pod");
 }
+
+/// Waits for a child to exit within `limit`; the deadline is a failure.
+fn exit_within(child: &mut Child, limit: Duration, what: &str) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what} did not exit within {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Issue 11, defects 8 and 9: a second server on the same database refuses at once; SIGTERM
+/// ends a server with open long polls within 2 s, pods untouched; an agent whose server is
+/// away logs one warning per thing that fails, not one per attempt.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_server_holds_its_database_stops_at_once_and_agents_stay_quiet() {
+    docker().await;
+    let mut repo = TestRepo::new();
+    repo.write("app.yaml", &manifest("v1", 1));
+    repo.commit("one replica");
+    let node = TestNode::new("quiet");
+    let db_dir = tempfile::tempdir().unwrap();
+    let db = db_dir.path().join("berth.db");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let server_command = |listen: &str| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_berth"));
+        command
+            .args(["server", "--join-token", "quiet-test", "--listen", listen])
+            .arg("--repo")
+            .arg(repo.path())
+            .arg("--db")
+            .arg(&db)
+            .env("RUST_LOG", "warn");
+        command
+    };
+    let mut server = Process(server_command(&listen).stderr(Stdio::null()).spawn().unwrap());
+    let agent_log = db_dir.path().join("agent.log");
+    let _agent = Process(
+        Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["agent", "--server", &format!("http://{listen}"), "--join-token", "quiet-test"])
+            .args(["--name", &node.name, "--heartbeat-seconds", "1"])
+            .arg("--state-dir")
+            .arg(node.state.path())
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stderr(std::fs::File::create(&agent_log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for("the replica to run", Duration::from_secs(60), || async { running(&node.name).await.len() == 1 }).await;
+    let pods = running(&node.name).await;
+
+    let second_listen = format!("127.0.0.1:{}", free_port());
+    let mut second = Process(server_command(&second_listen).stderr(Stdio::piped()).spawn().unwrap());
+    let status = exit_within(&mut second.0, Duration::from_secs(10), "the second server");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(second.0.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("another berth server uses") && stderr.contains("berth.db.lock"), "{stderr}");
+
+    // The agent holds a long poll open on the server now.
+    let started = std::time::Instant::now();
+    terminate(&server.0);
+    assert!(exit_within(&mut server.0, Duration::from_secs(2), "the server after SIGTERM").success());
+    let took = started.elapsed();
+    assert_eq!(running(&node.name).await, pods, "stopping the server touches no pod");
+
+    // The server stays away for a while of the agent's retries, then comes back.
+    let log = || std::fs::read_to_string(&agent_log).unwrap_or_default();
+    wait_for("the agent to notice", Duration::from_secs(30), || async { log().contains("WARN") }).await;
+    let away = std::time::Instant::now();
+    wait_for("five seconds of retries", Duration::from_secs(10), || async { away.elapsed() >= Duration::from_secs(5) })
+        .await;
+    let mut server = Process(server_command(&listen).stderr(Stdio::null()).spawn().unwrap());
+    wait_for("the agent to report again", Duration::from_secs(60), || async { log().contains("Works again") }).await;
+    let warnings: Vec<String> = log().lines().filter(|l| l.contains("WARN")).map(str::to_owned).collect();
+    assert!(
+        warnings.len() <= 5,
+        "{} warnings while the server was away {took:?}:\n{}",
+        warnings.len(),
+        warnings.join("\n")
+    );
+    terminate(&server.0);
+    assert!(exit_within(&mut server.0, Duration::from_secs(2), "the restarted server").success());
+}
