@@ -356,7 +356,7 @@ pub fn describe_text(view: &Value, now: i64) -> String {
     if let Some(pin) = view["pin"].as_object() {
         let _ = writeln!(
             out,
-            "Pinned:     to commit {} by `berth rollback`, until the branch moves past {}",
+            "Pinned:     to commit {} by `berth rollback`, until a commit other than {} is applied",
             short(&text(&pin["commit"])),
             short(&text(&pin["head"]))
         );

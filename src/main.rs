@@ -212,15 +212,19 @@ enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
-    /// Hold a workload at an earlier commit's spec until the branch moves (needs the API token).
+    /// Hold a workload at an earlier commit's pod template until a new commit is applied (needs the API token).
     Rollback {
         /// KIND/NAME, such as deployment/web.
         target: String,
         #[arg(short, long, default_value = "default")]
         namespace: String,
-        /// The commit to go back to [default: the last healthy revision before the running one].
+        /// The commit whose pod template comes back [default: the newest healthy revision with
+        /// another template than the running one]. Replicas stay as Git has them.
         #[arg(long)]
         to: Option<String>,
+        /// Do not ask on a terminal before rolling back.
+        #[arg(long, short = 'y')]
+        yes: bool,
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -288,8 +292,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::History { target, namespace, server } => {
             client_command(&server, ClientCall::History { target, namespace })
         }
-        Command::Rollback { target, namespace, to, server } => {
-            client_command(&server, ClientCall::Rollback { target, namespace, to })
+        Command::Rollback { target, namespace, to, yes, server } => {
+            client_command(&server, ClientCall::Rollback { target, namespace, to, yes })
         }
         Command::Sync { commit, approve, server } => client_command(&server, ClientCall::Sync { commit, approve }),
         Command::Agent {
@@ -932,7 +936,7 @@ enum ClientCall {
     Get { what: String, namespace: Option<String> },
     Describe { target: String, namespace: String },
     History { target: String, namespace: String },
-    Rollback { target: String, namespace: String, to: Option<String> },
+    Rollback { target: String, namespace: String, to: Option<String>, yes: bool },
     Sync { commit: Option<String>, approve: bool },
 }
 
@@ -1009,13 +1013,28 @@ fn client_command(args: &ServerArgs, call: ClientCall) -> Result<ExitCode> {
                 print_value(&value, args.output, |v| c::history_table(v, now))?;
                 Ok(ExitCode::SUCCESS)
             }
-            ClientCall::Rollback { target, namespace, to } => {
+            ClientCall::Rollback { target, namespace, to, yes } => {
                 let path = format!("{}/rollback", workload_path(&target, &namespace)?);
-                let pin = client.post(&path, &serde_json::json!({ "to": to })).await?;
-                print_value(&pin, args.output, |p| {
+                // Say what it will do before doing it, and ask on a terminal.
+                let preview = client.post(&path, &serde_json::json!({ "to": to, "dryRun": true })).await?;
+                let summary = preview["summary"].as_str().unwrap_or_default().to_owned();
+                if args.output == Output::Table {
+                    println!("{summary}");
+                }
+                if !yes && std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+                    eprint!("Roll back? [y/N] ");
+                    let mut answer = String::new();
+                    std::io::stdin().read_line(&mut answer)?;
+                    if !matches!(answer.trim(), "y" | "Y" | "yes") {
+                        eprintln!("Nothing changed.");
+                        return Ok(ExitCode::from(1));
+                    }
+                }
+                let done = client.post(&path, &serde_json::json!({ "to": to })).await?;
+                print_value(&done, args.output, |p| {
                     format!(
-                        "{target} is held at commit {} until the branch moves; `berth describe {target} -n {namespace}` shows the rollback\n",
-                        p["commit"].as_str().map(|s| &s[..s.len().min(7)]).unwrap_or_default()
+                        "{target} is held at commit {} until a new commit is applied; `berth describe {target} -n {namespace}` shows the rollback\n",
+                        p["pin"]["commit"].as_str().map(|s| &s[..s.len().min(7)]).unwrap_or_default()
                     )
                 })?;
                 Ok(ExitCode::SUCCESS)

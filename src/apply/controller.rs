@@ -241,13 +241,17 @@ impl Controller {
                 .get(&resource.key)
                 .and_then(|commit| commit.resources.iter().find(|r| r.key == resource.key).map(|r| (commit, r)))
             {
-                Some((commit, resource)) => {
+                // A held workload runs its earlier pod template, at the replicas Git has now:
+                // a rollback restores the template, as `kubectl rollout undo` does.
+                Some((commit, held)) => {
                     let sources = Sources::new(&commit.resources, &commit.secrets);
-                    let target = Target { resource, commit, sources: &sources };
+                    let replicas = resource.object.replicas();
+                    let target = Target { resource: held, commit, sources: &sources, replicas };
                     plan_workload(&target, &node_infos, &mut step, &mut pending, now)
                 }
                 None => {
-                    let target = Target { resource, commit: desired, sources: &sources };
+                    let replicas = resource.object.replicas();
+                    let target = Target { resource, commit: desired, sources: &sources, replicas };
                     plan_workload(&target, &node_infos, &mut step, &mut pending, now)
                 }
             };
@@ -437,7 +441,7 @@ fn plan_workload(
     pending: &mut Vec<(PodRequest, PodAssignment, ObjectKey)>,
     now: i64,
 ) -> WorkloadStatus {
-    let Target { resource, commit, sources } = *target;
+    let Target { resource, commit, sources, replicas } = *target;
     let key = resource.key.clone();
     let hash = template_hash(resource);
     let ready_since = step_in.ready_since;
@@ -451,7 +455,7 @@ fn plan_workload(
     };
     let mut status = WorkloadStatus {
         key: key.clone(),
-        replicas: resource.object.replicas(),
+        replicas,
         updated: 0,
         available: 0,
         total: current.len(),
@@ -548,7 +552,7 @@ fn plan_workload(
                 _ => (default_rolling(), 0),
             };
             let wishes = Wishes {
-                replicas: resource.object.replicas().unwrap_or(1),
+                replicas: replicas.unwrap_or(1),
                 template_hash: hash.clone(),
                 strategy,
                 min_ready_seconds: i64::from(min_ready),
@@ -584,6 +588,9 @@ struct Target<'a> {
     resource: &'a Resource,
     commit: &'a Loaded,
     sources: &'a Sources<'a>,
+    /// Wished replicas: always the branch head's, also for a workload held at an earlier
+    /// commit's template.
+    replicas: Option<i32>,
 }
 
 /// Names the first of `pods` with a container that keeps restarting without becoming ready.

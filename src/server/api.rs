@@ -226,6 +226,9 @@ pub struct RollbackRequest {
     /// A commit (sha, prefix, tag or branch); default: the last healthy revision before this one.
     #[serde(default)]
     pub to: Option<String>,
+    /// Only say what the rollback would do.
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
 async fn rollback(
@@ -233,13 +236,15 @@ async fn rollback(
     headers: HeaderMap,
     Path((kind, namespace, name)): Path<(String, String, String)>,
     Json(request): Json<RollbackRequest>,
-) -> Result<Json<Pin>, AppError> {
+) -> Result<Json<control::RollbackPlan>, AppError> {
     api.access.check(&headers)?;
     let key = key_from(&kind, &namespace, &name)?;
-    control::rollback(&api.plane, &key, request.to.as_deref()).await.map(Json).map_err(|error| match error {
-        control::RollbackError::Store(error) => error.into(),
-        control::RollbackError::NoHead => AppError::new(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
-        other => AppError::new(StatusCode::CONFLICT, other.to_string()),
+    control::rollback(&api.plane, &key, request.to.as_deref(), request.dry_run).await.map(Json).map_err(|error| {
+        match error {
+            control::RollbackError::Store(error) => error.into(),
+            control::RollbackError::NoHead => AppError::new(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
+            other => AppError::new(StatusCode::CONFLICT, other.to_string()),
+        }
     })
 }
 

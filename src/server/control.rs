@@ -846,7 +846,7 @@ fn workload_health(state: &LoopState, w: &WorkloadStatus, ready_nodes: usize) ->
         let verb = if w.complete { "held" } else { "rolling back" };
         (
             if w.complete { Health::OutOfSync } else { Health::Progressing },
-            format!("{verb} at commit {} by `berth rollback` until the branch moves", short(&pin.commit)),
+            format!("{verb} at commit {} by `berth rollback` until a new commit is applied", short(&pin.commit)),
         )
     } else if let Some(latest) = latest.filter(|r| r.outcome == Outcome::Failed) {
         let back = match rollback_target(history) {
@@ -888,9 +888,27 @@ fn workload_health(state: &LoopState, w: &WorkloadStatus, ready_nodes: usize) ->
     }
 }
 
-/// Pins a workload to an earlier commit's spec until the branch moves. Without `to`, the newest
-/// healthy revision before the one that runs.
-pub async fn rollback(plane: &ControlPlane, key: &ObjectKey, to: Option<&str>) -> Result<Pin, RollbackError> {
+/// What `berth rollback` does, said before it is done.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RollbackPlan {
+    pub pin: Pin,
+    /// One sentence: whose pod template comes back, what stays as Git has it, and until when.
+    pub summary: String,
+    /// False for a preview (`dryRun`): nothing was written.
+    pub applied: bool,
+}
+
+/// Holds a workload at an earlier commit's pod template until a new commit is applied, like
+/// `kubectl rollout undo`: the template comes back, the replicas stay as Git has them. Without
+/// `to`, the newest healthy revision whose template differs from the one running. With
+/// `dry_run`, only says what it would do.
+pub async fn rollback(
+    plane: &ControlPlane,
+    key: &ObjectKey,
+    to: Option<&str>,
+    dry_run: bool,
+) -> Result<RollbackPlan, RollbackError> {
     let status = plane.status.borrow().clone();
     // A pin holds while the commit applied now stays applied.
     let head = status.applied.clone().ok_or(RollbackError::NoHead)?;
@@ -898,21 +916,28 @@ pub async fn rollback(plane: &ControlPlane, key: &ObjectKey, to: Option<&str>) -
     if history.is_empty() {
         return Err(RollbackError::NoHistory(key.to_string()));
     }
+    let template_at =
+        |commit: &Loaded| commit.resources.iter().find(|r| &r.key == key).map(|r| (r.template_hash.clone(), r.clone()));
+    let running_sha = status
+        .workloads
+        .iter()
+        .find(|w| w.kind == key.kind.name() && w.namespace == key.namespace && w.name == key.name)
+        .map(|w| w.revision.clone())
+        .unwrap_or_else(|| head.clone());
+    let running = plane.load(&running_sha).await.ok().and_then(|c| template_at(&c));
     let sha = match to {
         Some(rev) => plane.resolve(rev).await.map_err(|e| RollbackError::Target(e.to_string()))?.sha,
         None => {
-            let running = status
-                .workloads
-                .iter()
-                .find(|w| w.kind == key.kind.name() && w.namespace == key.namespace && w.name == key.name)
-                .map(|w| w.revision.clone())
-                .unwrap_or_default();
-            let running_hash = history.iter().find(|r| r.commit.sha == running).map(|r| r.spec_hash.clone());
-            history
-                .iter()
-                .find(|r| r.outcome == Outcome::Healthy && Some(&r.spec_hash) != running_hash.as_ref())
-                .map(|r| r.commit.sha.clone())
-                .ok_or_else(|| RollbackError::NoHealthy(key.to_string()))?
+            let mut found = None;
+            for revision in history.iter().filter(|r| r.outcome == Outcome::Healthy) {
+                let Ok(commit) = plane.load(&revision.commit.sha).await else { continue };
+                let template = template_at(&commit).map(|(hash, _)| hash);
+                if template.is_some() && template != running.as_ref().map(|(hash, _)| hash.clone()) {
+                    found = Some(revision.commit.sha.clone());
+                    break;
+                }
+            }
+            found.ok_or_else(|| RollbackError::NoHealthy(key.to_string()))?
         }
     };
     let commit = plane.load(&sha).await.map_err(|e| RollbackError::Target(e.to_string()))?;
@@ -924,14 +949,37 @@ pub async fn rollback(plane: &ControlPlane, key: &ObjectKey, to: Option<&str>) -
             key.name
         )));
     }
-    if !commit.resources.iter().any(|r| &r.key == key) {
+    let Some((_, target)) = template_at(&commit) else {
         return Err(RollbackError::Target(format!("commit {} does not declare {key}", commit.commit.short())));
-    }
-    plane.store.record_commit(&commit.commit, crate::server::now()).await?;
+    };
+    let replicas = status
+        .workloads
+        .iter()
+        .find(|w| w.kind == key.kind.name() && w.namespace == key.namespace && w.name == key.name)
+        .and_then(|w| w.replicas);
+    let images = |resource: &Resource| {
+        resource.object.pod_spec().map(|spec| spec.containers.iter().map(|c| c.image.clone()).collect::<Vec<_>>())
+    };
+    let image_change = match (running.as_ref().and_then(|(_, r)| images(r)), images(&target)) {
+        (Some(now), Some(then)) if now != then => format!(" (images {} -> {})", now.join(", "), then.join(", ")),
+        _ => String::new(),
+    };
+    let summary = format!(
+        "{key}: the pod template of commit {} \"{}\" comes back{image_change}; {}; held until a new commit is applied",
+        commit.commit.short(),
+        commit.commit.message.lines().next().unwrap_or_default(),
+        match replicas {
+            Some(replicas) => format!("replicas stay {replicas} as Git has them"),
+            None => "which nodes run it stays as Git has it".to_owned(),
+        },
+    );
     let pin = Pin { key: key.clone(), commit: commit.commit.sha.clone(), head, pinned_at: crate::server::now() };
-    plane.store.set_pin(&pin).await?;
-    plane.wake.notify_one();
-    Ok(pin)
+    if !dry_run {
+        plane.store.record_commit(&commit.commit, crate::server::now()).await?;
+        plane.store.set_pin(&pin).await?;
+        plane.wake.notify_one();
+    }
+    Ok(RollbackPlan { pin, summary, applied: !dry_run })
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -340,7 +340,7 @@ async fn rollback_pins_a_workload_until_the_branch_moves() {
     let status = cluster
         .wait_status("the pinned rollback", |s| health_is(s, "app", "OutOfSync") && s["health"] == "OutOfSync")
         .await;
-    assert!(workload(&status, "app").unwrap()["reason"].as_str().unwrap().contains("until the branch moves"));
+    assert!(workload(&status, "app").unwrap()["reason"].as_str().unwrap().contains("until a new commit is applied"));
     assert_eq!(ready_revisions(&cluster).await, vec![v1.clone()]);
     let (_, describe, _) = cluster.cli(elsewhere.path(), &["describe", "deployment/app"], false);
     assert!(describe.contains(&format!("Pinned:     to commit {}", &v1[..7])), "{describe}");
@@ -590,4 +590,41 @@ async fn a_rewound_branch_is_applied() {
     assert!(text.contains(&format!("restores the spec of commit {} \"v1\"", &v1[..7])), "{text}");
     let plan = cluster.get("/api/v1/plan?rev=HEAD").await;
     assert_eq!(plan["hasChanges"], false, "{plan:#}");
+}
+
+/// Issue 11, defect 5: a rollback restores the pod template, not a commit that only changed
+/// replicas, and leaves replicas as Git has them; it says what it does before doing it; a
+/// commit that waits for approval does not lift it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rollback_restores_the_template_and_keeps_the_replicas() {
+    let mut repo = TestRepo::new();
+    repo.write("app.yaml", &app(1, "v1"));
+    let v1 = repo.commit("v1");
+    let cluster = Cluster::start("undo", repo.path().to_str().unwrap(), 1, &[]).await;
+    cluster.wait_status("v1", |s| s["health"] == "Synced" && s["applied"] == v1).await;
+    repo.write("app.yaml", &app(1, "v2"));
+    let v2 = repo.commit("v2");
+    cluster.wait_status("v2", |s| s["health"] == "Synced" && s["applied"] == v2).await;
+    repo.write("app.yaml", &app(3, "v2"));
+    let scaled = repo.commit("three replicas");
+    cluster.wait_status("the scale-up", |s| s["health"] == "Synced" && s["applied"] == scaled).await;
+
+    let here = repo.path();
+    let (code, stdout, stderr) = cluster.cli(here, &["rollback", "deployment/app"], true);
+    assert_eq!(code, 0, "{stderr}");
+    let said = format!("the pod template of commit {} \"v1\" comes back", &v1[..7]);
+    assert!(stdout.contains(&said) && stdout.contains("replicas stay 3 as Git has them"), "{stdout}");
+    assert!(stdout.contains(&format!("held at commit {}", &v1[..7])), "{stdout}");
+    wait_for("three pods of v1's template", LIMIT, || async {
+        ready_revisions(&cluster).await == vec![v1.clone(), v1.clone(), v1.clone()]
+    })
+    .await;
+
+    // A commit that waits for approval leaves the pin in place.
+    repo.write("berth.yaml", "sync:\n  policy: manual\n");
+    let waiting = repo.commit("manual from now on");
+    cluster.wait_status("the commit to wait", |s| s["head"]["sha"] == waiting && s["waiting"].is_string()).await;
+    let status = cluster.get("/api/v1/status").await;
+    assert_eq!(workload(&status, "app").unwrap()["pinned"], v1.as_str(), "{status:#}");
+    assert_eq!(ready_revisions(&cluster).await, vec![v1.clone(), v1.clone(), v1]);
 }
