@@ -799,6 +799,15 @@ fn plan_command(
         title: desired_commit.commit.message.clone(),
         resources: desired_commit.resources.clone(),
     };
+    let server_hint = "`berth plan --server URL` compares with what a server runs";
+    let compared_with_commit = |from: &str, parent: bool| {
+        let what = if parent { "its parent" } else { "--from" };
+        format!(
+            "Compared with commit {} ({what}): what Git changes, not what runs; {server_hint}.",
+            &from[..from.len().min(7)]
+        )
+    };
+    let explicit_from = from.is_some();
     let observed = match (state, from) {
         (Some(state), _) => {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -830,7 +839,8 @@ fn plan_command(
                             &desired,
                             &State { revision: "empty".into(), title: String::new(), resources: Vec::new() },
                         );
-                        return print_plan(&plan, format);
+                        let compared = format!("Compared with nothing (the first commit): {server_hint}.");
+                        return print_plan(&plan, format, &compared);
                     }
                     base
                 }
@@ -845,23 +855,30 @@ fn plan_command(
                     };
                     let mut plan = plan::plan(&desired, &observed);
                     note_restores_from_git(&mut loader, &mut plan, &desired.resources, &observed_commit.commit.sha);
-                    return print_plan(&plan, format);
+                    let compared = compared_with_commit(&observed_commit.commit.sha, !explicit_from);
+                    return print_plan(&plan, format, &compared);
                 }
                 // An older commit from before the manifest folder existed declares nothing there.
                 // Only the older side may be absent: a missing root on the desired side is an error.
                 Err(SyncError::MissingRoot { .. }) => {
                     let info = loader.resolve(&from)?;
-                    State {
+                    let compared = compared_with_commit(&info.sha, !explicit_from);
+                    let observed = State {
                         revision: info.sha,
                         title: format!("{}; no manifests yet", info.message),
                         resources: Vec::new(),
-                    }
+                    };
+                    return print_plan(&plan::plan(&desired, &observed), format, &compared);
                 }
                 Err(error) => return Err(error.into()),
             }
         }
     };
-    print_plan(&plan::plan(&desired, &observed), format)
+    let compared = format!(
+        "Compared with the objects recorded in {} (what a server applied when it wrote them).",
+        state.map(|s| s.display().to_string()).unwrap_or_default()
+    );
+    print_plan(&plan::plan(&desired, &observed), format, &compared)
 }
 
 /// How far back `berth plan` looks for the commit whose spec an update brings back.
@@ -920,11 +937,13 @@ fn note_restores_from_git(
     });
 }
 
-fn print_plan(plan: &plan::Plan, format: PlanFormat) -> Result<ExitCode> {
+/// Prints a plan, headed by what it compares with (text and markdown); JSON carries both sides
+/// in `from` and `to`.
+fn print_plan(plan: &plan::Plan, format: PlanFormat, compared: &str) -> Result<ExitCode> {
     let mut out = anstream::stdout();
     match format {
-        PlanFormat::Text => write!(out, "{}", render::text(plan, true))?,
-        PlanFormat::Markdown => write!(out, "{}", render::markdown(plan))?,
+        PlanFormat::Text => write!(out, "{compared}\n{}", render::text(plan, true))?,
+        PlanFormat::Markdown => write!(out, "> {compared}\n\n{}", render::markdown(plan))?,
         PlanFormat::Json => write!(out, "{}", render::json(plan))?,
     }
     Ok(if plan.summary.has_changes() { ExitCode::from(2) } else { ExitCode::SUCCESS })

@@ -114,3 +114,23 @@ fn plan_refuses_a_broken_commit() {
     );
     assert!(stderr.contains("nothing is planned"), "{stderr}");
 }
+
+/// Issue 11, defect 6: the offline plan says what it compares with, and where to look for
+/// what runs.
+#[test]
+fn the_offline_plan_says_what_it_compares() {
+    let (before, after) = fixture_pair("image-change");
+    let (_, repo, from, _) = plan_between(&before, &after);
+    let (code, stdout, _) = berth(repo.path(), &["plan"]);
+    assert_eq!(code, 2);
+    let first = stdout.lines().next().unwrap();
+    assert_eq!(
+        first,
+        format!(
+            "Compared with commit {} (its parent): what Git changes, not what runs; `berth plan --server URL` compares with what a server runs.",
+            &from[..7]
+        )
+    );
+    let (_, markdown, _) = berth(repo.path(), &["plan", "--format", "markdown", "--from", &from]);
+    assert!(markdown.starts_with(&format!("> Compared with commit {} (--from)", &from[..7])), "{markdown}");
+}
