@@ -326,7 +326,7 @@ pub fn status_text(status: &Value, now: i64) -> String {
             "Last sync:  {} {} {} ago{}",
             short(&text(&sync["commit"]["sha"])),
             text(&sync["outcome"]),
-            age(sync["seenAt"].as_i64().unwrap_or(0), now),
+            age(sync["finishedAt"].as_i64().or(sync["seenAt"].as_i64()).unwrap_or(0), now),
             sync["reason"].as_str().filter(|r| !r.is_empty()).map(|r| format!(": {r}")).unwrap_or_default()
         );
     }

@@ -294,8 +294,18 @@ async fn overview_body(plane: &ControlPlane) -> Result<Overview, AppError> {
             if s.reason.is_empty() { String::new() } else { format!(": {}", escape(&s.reason)) }
         )
     });
-    let plan_summary =
-        view.last_sync.as_ref().and_then(|s| s.plan_text.lines().find(|l| l.starts_with("Plan:")).map(str::to_owned));
+    // The newest sync record's plan, said as what it is: pending only while it waits or is
+    // being carried out; a finished one is history.
+    let plan_summary = view.last_sync.as_ref().and_then(|s| {
+        let line = s.plan_text.lines().find(|l| l.starts_with("Plan:"))?;
+        let short = &s.commit.sha[..s.commit.sha.len().min(7)];
+        Some(match s.outcome.as_str() {
+            "waiting" => format!("Commit {short} waits for approval. {line}"),
+            "progressing" => format!("Commit {short} is being applied. {line}"),
+            "synced" => format!("Nothing pending: commit {short} is applied. Its plan was: {line}"),
+            outcome => format!("Nothing pending. The plan of commit {short} ({outcome}) was: {line}"),
+        })
+    });
     let mut by_health: Vec<(String, usize)> = view.counts.workloads.iter().map(|(k, v)| (k.clone(), *v)).collect();
     by_health.sort();
     Ok(Overview {

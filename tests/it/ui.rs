@@ -101,7 +101,7 @@ async fn every_page_and_api_route_answers_without_a_secret() {
     let (served, _repo) = serve(false).await;
     let short = &served.sha[..7];
     let pages = [
-        ("/", vec!["<h1>Overview</h1>", "Unknown", "no node is Ready", short, "Plan: 4 to create"]),
+        ("/", vec!["<h1>Overview</h1>", "Unknown", "no node is Ready", short, "is being applied. Plan: 4 to create"]),
         ("/workloads", vec!["<table>", "web", "Deployment", "shop"]),
         ("/workloads?namespace=shop&status=Unknown", vec!["<a href=\"/workloads/deployment/shop/web\">web</a>"]),
         ("/workloads?namespace=nowhere", vec!["No workload matches."]),
