@@ -40,6 +40,7 @@ fn pod(name: &str) -> PodAssignment {
         workload_name: "bench".into(),
         revision: "0".repeat(40),
         spec_hash: "h".into(),
+        config_hash: String::new(),
         uid: format!("uid-{name}"),
         spec: PodSpec {
             containers: vec![images::container("main", "exec sleep 3600")],

@@ -8,7 +8,7 @@
 //! of its own but when pods turned ready (for minReadySeconds), so a restarted control plane
 //! resumes from the store. It is only ever given a commit that loaded without errors.
 
-use super::pods::{Replica, Sources, assignment, template_hash};
+use super::pods::{Replica, Sources, assignment, rollout_hash};
 use super::rollout::{self, PodView, Strategy, Wishes};
 use crate::lock;
 use crate::manifest::types::{DaemonSetStrategyType, DeploymentStrategyType, IntOrString, PodSpec};
@@ -49,6 +49,9 @@ pub struct WorkloadStatus {
     pub revision: String,
     /// Why the new pods are failing (a container restarting over and over), when they are.
     pub failure: Option<String>,
+    /// Pods that run older ConfigMap or Secret values because the workload keeps its pods on a
+    /// config change (`berth.dev/restart-on-config-change: "false"`).
+    pub stale_config: Vec<String>,
 }
 
 /// A container that restarted this often without becoming ready is crash-looping.
@@ -443,7 +446,7 @@ fn plan_workload(
 ) -> WorkloadStatus {
     let Target { resource, commit, sources, replicas } = *target;
     let key = resource.key.clone();
-    let hash = template_hash(resource);
+    let hash = rollout_hash(resource, sources);
     let ready_since = step_in.ready_since;
     let reports = step_in.reports;
     let current = &step_in.current;
@@ -463,7 +466,16 @@ fn plan_workload(
         unschedulable: Vec::new(),
         revision: commit.commit.sha.clone(),
         failure: crash_loop(current.iter().map(|(_, p)| *p).filter(|p| p.spec_hash == hash), reports),
+        stale_config: Vec::new(),
     };
+    if !resource.restarts_on_config_change() {
+        let config = super::pods::config_hash(resource, sources).unwrap_or_default();
+        status.stale_config = current
+            .iter()
+            .filter(|(_, p)| !p.config_hash.is_empty() && p.config_hash != config)
+            .map(|(_, p)| p.pod.clone())
+            .collect();
+    }
     let mut delete: Vec<String> = Vec::new();
     let mut create: Vec<(Replica<'_>, Option<String>)> = Vec::new();
 

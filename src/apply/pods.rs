@@ -16,11 +16,13 @@ use std::sync::Arc;
 pub struct Sources<'a> {
     config_maps: BTreeMap<(&'a str, &'a str), &'a ConfigMap>,
     secrets: BTreeMap<(&'a str, &'a str), &'a SecretData>,
+    /// The commit's objects, for the digests of the values a pod reads.
+    resources: &'a [Arc<Resource>],
 }
 
 impl<'a> Sources<'a> {
     pub fn new(resources: &'a [Arc<Resource>], secrets: &'a BTreeMap<ObjectKey, Arc<SecretData>>) -> Sources<'a> {
-        let mut sources = Sources::default();
+        let mut sources = Sources { resources, ..Sources::default() };
         for resource in resources {
             if let Object::ConfigMap(config_map) = &resource.object {
                 sources.config_maps.insert((&resource.key.namespace, &resource.key.name), config_map);
@@ -54,6 +56,38 @@ impl<'a> Sources<'a> {
 /// annotations. A change to it means new pods.
 pub fn template_hash(resource: &Resource) -> String {
     resource.template_hash.to_string()
+}
+
+/// What the replicas of a workload are named and rolled by: its pod template and, unless it
+/// opts out (`berth.dev/restart-on-config-change: "false"`), the ConfigMap and Secret values its
+/// pods read, so a changed value rolls the workload out like a changed template.
+pub fn rollout_hash(resource: &Resource, sources: &Sources<'_>) -> String {
+    if !resource.restarts_on_config_change() {
+        return template_hash(resource);
+    }
+    match config_hash(resource, sources) {
+        None => template_hash(resource),
+        Some(config) => {
+            crate::manifest::hex_digest(format!("{}/{config}", resource.template_hash).as_bytes())[..10].to_owned()
+        }
+    }
+}
+
+/// What tells a workload's revisions apart: the object's hash and, unless it opts out, the
+/// values its pods read. A commit that changes only a ConfigMap value a workload reads makes a
+/// revision of that workload, judged and rolled back like any other.
+pub fn revision_hash(resource: &Resource, sources: &Sources<'_>) -> String {
+    match config_hash(resource, sources).filter(|_| resource.restarts_on_config_change()) {
+        None => resource.hash.clone(),
+        Some(config) => crate::manifest::hex_digest(format!("{}/{config}", resource.hash).as_bytes()),
+    }
+}
+
+/// A digest of the ConfigMap and Secret values the pods of `resource` read; `None` when they
+/// read none.
+pub fn config_hash(resource: &Resource, sources: &Sources<'_>) -> Option<String> {
+    let inputs = resource.config_inputs(crate::manifest::digests_in(sources.resources, &resource.key.namespace));
+    (!inputs.is_empty()).then(|| crate::manifest::inputs_digest(&inputs)[..16].to_owned())
 }
 
 /// The name of replica `ordinal` of a workload's template revision; always a DNS label.
@@ -91,7 +125,7 @@ pub fn assignment(
 ) -> Result<PodAssignment, String> {
     let spec: &PodSpec = resource.object.pod_spec().ok_or_else(|| format!("{} runs no pods", resource.key))?;
     let namespace = resource.key.namespace.as_str();
-    let hash = template_hash(resource);
+    let hash = rollout_hash(resource, sources);
     let pod = match (resource.key.kind, replica) {
         (Kind::Pod, _) => resource.key.name.clone(),
         (_, Replica::OnNode(node)) => daemon_pod_name(&resource.key.name, &hash, node),
@@ -185,6 +219,7 @@ pub fn assignment(
         workload_name: resource.key.name.clone(),
         revision: revision.to_owned(),
         spec_hash: hash,
+        config_hash: config_hash(resource, sources).unwrap_or_default(),
         uid: {
             let mut bytes = [0u8; 8];
             rand::fill(&mut bytes);

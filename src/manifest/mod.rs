@@ -567,3 +567,128 @@ fn parse_document(file: &str, root: &yaml::Node, parsed: &mut ParsedFile) {
     }
     parsed.diagnostics.extend(findings);
 }
+
+/// The annotation that, set to `"false"` on a workload, keeps its pods running when a value
+/// they read from a ConfigMap or Secret changes; the workload is then out of sync until its
+/// pods are replaced for another reason.
+pub const RESTART_ON_CONFIG_CHANGE: &str = "berth.dev/restart-on-config-change";
+
+/// One value a pod reads from a ConfigMap or Secret: which object, which key.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ConfigInput {
+    pub kind: Kind,
+    pub name: String,
+    pub key: String,
+}
+
+impl fmt::Display for ConfigInput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} key {}", self.kind, self.name, self.key)
+    }
+}
+
+impl Resource {
+    /// A digest of each value of a ConfigMap or Secret, by key (a Secret's values stay digests).
+    pub fn value_digests(&self) -> BTreeMap<String, String> {
+        match &self.object {
+            Object::ConfigMap(config_map) => config_map
+                .data
+                .iter()
+                .chain(&config_map.binary_data)
+                .map(|(key, value)| (key.clone(), hex_digest(value.as_bytes())))
+                .collect(),
+            Object::Secret(_) => self.sensitive_digests.clone(),
+            _ => BTreeMap::new(),
+        }
+    }
+
+    /// Whether a change of the values its pods read rolls this workload (the default).
+    pub fn restarts_on_config_change(&self) -> bool {
+        self.object.metadata().annotations.get(RESTART_ON_CONFIG_CHANGE).is_none_or(|v| v != "false")
+    }
+
+    /// Every ConfigMap and Secret value the pods of this workload read, with a digest of it
+    /// (`None` for a key or object that is absent, as an optional reference may be).
+    /// `digests(kind, name)` gives the digests of an object in the workload's namespace.
+    /// What a pod reads is exactly what the agent resolves: a `valueFrom` key, every key of an
+    /// `envFrom` source or of a volume without `items`, a volume's `items` keys.
+    pub fn config_inputs(
+        &self,
+        digests: impl Fn(Kind, &str) -> Option<BTreeMap<String, String>>,
+    ) -> BTreeMap<ConfigInput, Option<String>> {
+        let mut inputs = BTreeMap::new();
+        let Some(spec) = self.object.pod_spec() else { return inputs };
+        let mut read = |kind: Kind, name: &str, key: Option<&str>| {
+            let values = digests(kind, name);
+            match key {
+                Some(key) => {
+                    let digest = values.as_ref().and_then(|v| v.get(key).cloned());
+                    inputs.insert(ConfigInput { kind, name: name.to_owned(), key: key.to_owned() }, digest);
+                }
+                None => {
+                    for (key, digest) in values.into_iter().flatten() {
+                        inputs.insert(ConfigInput { kind, name: name.to_owned(), key }, Some(digest));
+                    }
+                }
+            }
+        };
+        for container in &spec.containers {
+            for source in &container.env_from {
+                if let Some(r) = &source.config_map_ref {
+                    read(Kind::ConfigMap, &r.name, None);
+                }
+                if let Some(r) = &source.secret_ref {
+                    read(Kind::Secret, &r.name, None);
+                }
+            }
+            for variable in container.env.iter().filter_map(|v| v.value_from.as_ref()) {
+                if let Some(r) = &variable.config_map_key_ref {
+                    read(Kind::ConfigMap, &r.name, Some(&r.key));
+                }
+                if let Some(r) = &variable.secret_key_ref {
+                    read(Kind::Secret, &r.name, Some(&r.key));
+                }
+            }
+        }
+        for volume in &spec.volumes {
+            let (kind, name, items) = match (&volume.config_map, &volume.secret) {
+                (Some(c), _) => (Kind::ConfigMap, &c.name, &c.items),
+                (_, Some(s)) => (Kind::Secret, &s.secret_name, &s.items),
+                _ => continue,
+            };
+            if items.is_empty() {
+                read(kind, name, None);
+            }
+            for item in items {
+                read(kind, name, Some(&item.key));
+            }
+        }
+        inputs
+    }
+}
+
+/// Looks up the value digests of the ConfigMaps and Secrets of one namespace in `resources`
+/// (sorted by key, as a commit's are), for [`Resource::config_inputs`].
+pub fn digests_in<'a>(
+    resources: &'a [Arc<Resource>],
+    namespace: &'a str,
+) -> impl Fn(Kind, &str) -> Option<BTreeMap<String, String>> + 'a {
+    move |kind, name| {
+        let key = ObjectKey { kind, namespace: namespace.to_owned(), name: name.to_owned() };
+        let found = match resources.binary_search_by(|r| r.key.cmp(&key)) {
+            Ok(index) => Some(&resources[index]),
+            // Not sorted: look the slow way.
+            Err(_) => resources.iter().find(|r| r.key == key),
+        };
+        found.map(|r| r.value_digests())
+    }
+}
+
+/// One digest of a set of config inputs, for hashes that must change when they do.
+pub fn inputs_digest(inputs: &BTreeMap<ConfigInput, Option<String>>) -> String {
+    let mut hasher = Sha256::new();
+    for (input, digest) in inputs {
+        hasher.update(format!("{}\0{}\0{}\0{}\n", input.kind, input.name, input.key, digest.as_deref().unwrap_or("-")));
+    }
+    hex(&hasher.finalize())
+}

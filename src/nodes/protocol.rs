@@ -21,6 +21,10 @@ pub struct PodAssignment {
     pub revision: String,
     /// A hash of everything that, when changed, replaces the pod.
     pub spec_hash: String,
+    /// A digest of the ConfigMap and Secret values the pod was given; empty when it reads none
+    /// (or was assigned by an earlier berth). Tells which pods run older configuration.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub config_hash: String,
     /// Unique to this pod: a pod made again under the same name (a rollback to a template
     /// whose pods just stopped) is another pod, and a report of the earlier one never stands
     /// for it.

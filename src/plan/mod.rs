@@ -85,6 +85,14 @@ pub struct Change {
     /// The earlier commit whose spec an update brings back, as after a `git revert`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub restores: Option<Restored>,
+    /// ConfigMap and Secret values the workload's pods read that change, such as
+    /// `ConfigMap shop/settings key GREETING changed`: they roll the workload, unless it carries
+    /// `berth.dev/restart-on-config-change: "false"`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub config_changes: Vec<String>,
+    /// The workload opted out of rolling on config changes: its pods keep the old values.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub config_held: bool,
 }
 
 /// An earlier commit whose version of an object a change brings back.
@@ -165,11 +173,18 @@ pub fn plan(desired: &State, observed: &State) -> Plan {
             (Some(new), Some(old)) if new.key == old.key => {
                 d += 1;
                 o += 1;
-                if old.hash == new.hash {
+                // Only workloads that read a ConfigMap or Secret can roll for one.
+                let reads_config = !new.references.is_empty() || !old.references.is_empty();
+                let config_changes = if new.key.kind.is_workload() && reads_config {
+                    config_changes(old, &observed_sorted, new, &desired_sorted)
+                } else {
+                    Vec::new()
+                };
+                if old.hash == new.hash && config_changes.is_empty() {
                     summary.unchanged += 1;
                     continue;
                 }
-                updated(old, new)
+                updated(old, new, config_changes)
             }
             (Some(new), None) => {
                 d += 1;
@@ -238,6 +253,8 @@ fn change(action: Action, resource: &Resource) -> Change {
         diff: String::new(),
         kept: false,
         restores: None,
+        config_changes: Vec::new(),
+        config_held: false,
     }
 }
 
@@ -320,8 +337,38 @@ fn deleted(old: &Resource) -> Change {
     deleted
 }
 
-fn updated(old: &Resource, new: &Resource) -> Change {
+/// The values a workload's pods read that differ between the two sides, said per key.
+fn config_changes(
+    old: &Resource,
+    observed: &[Arc<Resource>],
+    new: &Resource,
+    desired: &[Arc<Resource>],
+) -> Vec<String> {
+    let namespace = &new.key.namespace;
+    let before = old.config_inputs(crate::manifest::digests_in(observed, namespace));
+    let after = new.config_inputs(crate::manifest::digests_in(desired, namespace));
+    let mut inputs: Vec<&crate::manifest::ConfigInput> = before.keys().chain(after.keys()).collect();
+    inputs.sort();
+    inputs.dedup();
+    inputs
+        .into_iter()
+        .filter_map(|input| {
+            let what = match (before.get(input).cloned().flatten(), after.get(input).cloned().flatten()) {
+                (a, b) if a == b => return None,
+                (None, Some(_)) => "is new",
+                (Some(_), None) => "is gone",
+                _ => "changed",
+            };
+            Some(format!("{} {namespace}/{} key {} {what}", input.kind, input.name, input.key))
+        })
+        .collect()
+}
+
+fn updated(old: &Resource, new: &Resource, config_changes: Vec<String>) -> Change {
     let mut updated = change(Action::Update, new);
+    let rolls_for_config = !config_changes.is_empty() && new.restarts_on_config_change();
+    updated.config_held = !config_changes.is_empty() && !rolls_for_config;
+    updated.config_changes = config_changes;
     let old_canonical = &old.canonical_value();
     let mut new_canonical = new.canonical_value();
     if new.key.kind == Kind::Secret {
@@ -331,7 +378,9 @@ fn updated(old: &Resource, new: &Resource) -> Change {
     changed_fields(old_canonical, &new_canonical, &mut String::new(), &mut fields);
     updated.fields = fields;
     updated.diff = render::diff(&render::to_yaml(old_canonical), &render::to_yaml(&new_canonical));
-    updated.rollout = rollout(old, new);
+    // Only the values changed, and the workload keeps its pods when they do: nothing rolls.
+    updated.rollout =
+        if old.hash == new.hash && !rolls_for_config { None } else { rollout(old, new, rolls_for_config) };
     updated.risks = update_risks(old, new, updated.rollout.as_ref());
     updated
 }
@@ -377,12 +426,12 @@ fn changed_fields(old: &Value, new: &Value, path: &mut String, out: &mut Vec<Str
     }
 }
 
-fn rollout(old: &Resource, new: &Resource) -> Option<Rollout> {
+fn rollout(old: &Resource, new: &Resource, config_changed: bool) -> Option<Rollout> {
     let kind = new.key.kind;
     if !kind.is_workload() {
         return None;
     }
-    let template_changed = kind != Kind::Pod && old.template_hash != new.template_hash;
+    let template_changed = kind != Kind::Pod && (old.template_hash != new.template_hash || config_changed);
     let (old_value, new_value) = (old.canonical_value(), new.canonical_value());
     let selector_changed = old_value.pointer("/spec/selector") != new_value.pointer("/spec/selector");
     let old_replicas = old.object.replicas();

@@ -84,6 +84,14 @@ pub fn text(plan: &Plan, color: bool) -> String {
         if let Some(rollout) = &change.rollout {
             let _ = writeln!(out, "    rollout: {}", rollout.description);
         }
+        if !change.config_changes.is_empty() {
+            let verb = if change.config_held {
+                "keeps its pods (berth.dev/restart-on-config-change: \"false\") although"
+            } else {
+                "rolls because"
+            };
+            let _ = writeln!(out, "    {verb} {}", change.config_changes.join(", "));
+        }
         if let Some(restored) = &change.restores {
             let _ =
                 writeln!(out, "    restores the spec of commit {} \"{}\"", short(&restored.commit), restored.message);
@@ -128,6 +136,10 @@ pub fn markdown(plan: &Plan) -> String {
         let mut summary = format!("<code>{}</code> {}", word.trim(), change.key());
         if let Some(rollout) = &change.rollout {
             let _ = write!(summary, ": {}", rollout.description);
+        }
+        if !change.config_changes.is_empty() {
+            let verb = if change.config_held { "; keeps its pods although" } else { "; rolls because" };
+            let _ = write!(summary, "{verb} {}", change.config_changes.join(", "));
         }
         if let Some(restored) = &change.restores {
             let _ =

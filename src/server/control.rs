@@ -12,6 +12,7 @@
 //! resumes where it stopped.
 
 use crate::apply::controller::{Controller, ControllerConfig, ReconcileSummary, Targets, WorkloadStatus};
+use crate::apply::pods::{Sources, revision_hash};
 use crate::manifest::{ObjectKey, Resource};
 use crate::plan::{self, State, render};
 use crate::server::agent_api::AgentApi;
@@ -202,7 +203,10 @@ impl ControlPlane {
         };
         let mut plan = plan::plan(&desired, &observed);
         let revisions = self.store.all_revisions().await?;
-        plan::note_restores(&mut plan, &commit.resources, |key, hash| {
+        let sources = Sources::new(&commit.resources, &commit.secrets);
+        plan::note_restores(&mut plan, &commit.resources, |key, _| {
+            let resource = commit.resources.iter().find(|r| &r.key == key)?;
+            let hash = revision_hash(resource, &sources);
             revisions.iter().rev().find(|r| &r.key == key && r.spec_hash == hash).map(|r| r.commit.clone())
         });
         Ok((plan, index))
@@ -555,18 +559,19 @@ async fn adopt(plane: &ControlPlane, state: &mut LoopState, commit: Arc<Loaded>,
         let reason = format!("commit {} came before this one finished", commit.commit.short());
         plane.store.set_sync_outcome(&previous.commit.sha, "superseded", &reason, Some(now)).await?;
     }
+    let sources = Sources::new(&commit.resources, &commit.secrets);
     for resource in commit.resources.iter().filter(|r| r.key.kind.is_workload()) {
+        let hash = revision_hash(resource, &sources);
         let history = state.revisions.entry(resource.key.clone()).or_default();
-        if history.last().is_some_and(|r| r.spec_hash == resource.hash) {
+        if history.last().is_some_and(|r| r.spec_hash == hash) {
             continue;
         }
-        let failed_before =
-            history.iter().rev().find(|r| r.spec_hash == resource.hash).filter(|r| r.outcome == Outcome::Failed);
+        let failed_before = history.iter().rev().find(|r| r.spec_hash == hash).filter(|r| r.outcome == Outcome::Failed);
         let revision = match failed_before {
             Some(failed) => Revision {
                 key: resource.key.clone(),
                 commit: commit.commit.clone(),
-                spec_hash: resource.hash.clone(),
+                spec_hash: hash.clone(),
                 started_at: now,
                 finished_at: Some(now),
                 outcome: Outcome::Failed,
@@ -578,7 +583,7 @@ async fn adopt(plane: &ControlPlane, state: &mut LoopState, commit: Arc<Loaded>,
             None => Revision {
                 key: resource.key.clone(),
                 commit: commit.commit.clone(),
-                spec_hash: resource.hash.clone(),
+                spec_hash: hash.clone(),
                 started_at: now,
                 finished_at: None,
                 outcome: Outcome::Progressing,
@@ -865,6 +870,14 @@ fn workload_health(state: &LoopState, w: &WorkloadStatus, ready_nodes: usize) ->
         (Health::Unknown, "no node is Ready".to_owned())
     } else if let Some(failure) = &w.failure {
         (Health::Degraded, failure.clone())
+    } else if w.complete && !w.stale_config.is_empty() {
+        (
+            Health::OutOfSync,
+            format!(
+                "pods {} run older ConfigMap or Secret values: the workload carries berth.dev/restart-on-config-change: \"false\"; they take the new values when they are replaced",
+                w.stale_config.join(", ")
+            ),
+        )
     } else if w.complete {
         (Health::Synced, String::new())
     } else if let Some(unschedulable) = w.unschedulable.first() {

@@ -89,6 +89,7 @@ pub fn pod(name: &str, containers: Vec<Container>) -> PodAssignment {
         workload_name: "web".to_owned(),
         revision: "0123456789abcdef0123456789abcdef01234567".to_owned(),
         spec_hash: "hash-1".to_owned(),
+        config_hash: String::new(),
         uid: format!("uid-{name}"),
         spec: PodSpec {
             containers,

@@ -628,3 +628,77 @@ async fn a_rollback_restores_the_template_and_keeps_the_replicas() {
     assert_eq!(workload(&status, "app").unwrap()["pinned"], v1.as_str(), "{status:#}");
     assert_eq!(ready_revisions(&cluster).await, vec![v1.clone(), v1.clone(), v1]);
 }
+
+/// Issue 11, defect 3: a changed ConfigMap value rolls the workloads that read it, health-gated,
+/// and the plan says why; a workload that opts out is out of sync and names its stale pods.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_config_change_rolls_the_workloads_that_read_it() {
+    let mut repo = TestRepo::new();
+    let settings = |greeting: &str| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: settings}}\ndata: {{GREETING: {greeting}, OTHER: x}}\n"
+        )
+    };
+    let reading = |name: &str, opt_out: bool| {
+        let annotation = if opt_out { "\n  annotations: {berth.dev/restart-on-config-change: \"false\"}" } else { "" };
+        crate::images::deployment(name, None, 2, "v1", Some((1, 0)))
+            .replacen(&format!("  name: {name}\n"), &format!("  name: {name}{annotation}\n"), 1)
+            .replace(
+                "          readinessProbe:",
+                "          env: [{name: GREETING, valueFrom: {configMapKeyRef: {name: settings, key: GREETING}}}]\n          readinessProbe:",
+            )
+    };
+    repo.write("settings.yaml", &settings("hello"));
+    repo.write("app.yaml", &reading("app", false)).write("held.yaml", &reading("held", true));
+    let first = repo.commit("settings and two readers");
+    let cluster = Cluster::start("config", repo.path().to_str().unwrap(), 1, &[]).await;
+    cluster.wait_status("the first commit", |s| s["health"] == "Synced" && s["applied"] == first).await;
+    let app_before = pod_names(&cluster, "app").await;
+    let held_before = pod_names(&cluster, "held").await;
+
+    // A key no pod reads changes nothing.
+    repo.write("settings.yaml", &settings("hello").replace("OTHER: x", "OTHER: y"));
+    let other = repo.commit("a key nobody reads");
+    cluster.wait_status("the unread change", |s| s["health"] == "Synced" && s["applied"] == other).await;
+    assert_eq!(pod_names(&cluster, "app").await, app_before);
+
+    repo.write("settings.yaml", &settings("bonjour").replace("OTHER: x", "OTHER: y"));
+    let change = repo.commit("new greeting");
+    cluster.wait_status("the new greeting to be seen", |s| s["head"]["sha"] == change).await;
+    let sync = cluster.get(&format!("/api/v1/syncs/{change}")).await;
+    let text = sync["planText"].as_str().unwrap();
+    assert!(text.contains("~ update Deployment default/app"), "{text}");
+    assert!(text.contains("rolls because ConfigMap default/settings key GREETING changed"), "{text}");
+    assert!(text.contains("keeps its pods (berth.dev/restart-on-config-change: \"false\") although ConfigMap default/settings key GREETING changed"), "{text}");
+    let status = cluster
+        .wait_status("the roll and the held workload", |s| {
+            s["applied"] == change && health_is(s, "app", "Synced") && health_is(s, "held", "OutOfSync")
+        })
+        .await;
+    assert_eq!(status["health"], "OutOfSync", "{status:#}");
+    let reason = workload(&status, "held").unwrap()["reason"].as_str().unwrap().to_owned();
+    assert!(held_before.iter().all(|pod| reason.contains(pod.as_str())), "{reason}");
+    let app_after = pod_names(&cluster, "app").await;
+    assert_eq!(app_after.len(), 2);
+    assert!(app_after.iter().all(|p| !app_before.contains(p)), "new pods: {app_before:?} -> {app_after:?}");
+    assert_eq!(pod_names(&cluster, "held").await, held_before, "the held workload keeps its pods");
+    // The new pods read the new value.
+    let node = &cluster.nodes[0].name;
+    let container = berth::nodes::pods::engine_name(&[node, "default", &app_after[0], "app", "0"]);
+    let output = Command::new("docker").args(["exec", &container, "sh", "-c", "echo $GREETING"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "bonjour");
+}
+
+/// The names of a workload's pods, sorted.
+async fn pod_names(cluster: &Cluster, workload: &str) -> Vec<String> {
+    let pods = cluster.get("/api/v1/pods").await;
+    let mut names: Vec<String> = pods
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["workload"] == workload)
+        .map(|p| p["name"].as_str().unwrap().to_owned())
+        .collect();
+    names.sort();
+    names
+}
