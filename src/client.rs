@@ -191,7 +191,7 @@ pub fn pods_table(list: &Value, namespace: Option<&str>) -> String {
                 text(&p["namespace"]),
                 text(&p["name"]),
                 if p["ready"].as_bool() == Some(true) { "1/1".into() } else { "0/1".into() },
-                text(&p["phase"]),
+                p["status"].as_str().map_or_else(|| text(&p["phase"]), str::to_owned),
                 text(&p["restarts"]),
                 text(&p["node"]),
                 short(&text(&p["revision"])).to_owned(),

@@ -614,15 +614,16 @@ fn crash_loop<'a>(
         let Some(report) = reports.get(&format!("{}/{}", pod.namespace, pod.pod)) else { continue };
         for container in &report.containers {
             if container.restart_count >= CRASH_LOOP_RESTARTS && !container.ready {
-                let mut reason =
-                    format!("pod {} container {} restarted {} times", pod.pod, container.name, container.restart_count);
-                if let Some(code) = container.exit_code {
-                    reason.push_str(&format!(", last exit code {code}"));
-                }
-                if let Some(error) = &container.last_error {
-                    reason.push_str(&format!(", last error: {error}"));
-                }
-                return Some(reason);
+                // Name the crash itself; a readiness probe that failed before it is a symptom.
+                let ended = match (container.exit_code, &container.last_termination) {
+                    (Some(code), _) => format!("exited with code {code}"),
+                    (None, Some(previous)) => previous.strip_prefix("container ").unwrap_or(previous).to_owned(),
+                    (None, None) => "keeps stopping".to_owned(),
+                };
+                return Some(format!(
+                    "container {} of pod {} {ended} ({} restarts)",
+                    container.name, pod.pod, container.restart_count
+                ));
             }
         }
     }

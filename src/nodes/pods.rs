@@ -533,6 +533,10 @@ impl<R: ContainerRuntime> PodManager<R> {
         for container in &spec.containers {
             self.start_container(assignment, container, &sandbox_id, 0).await?;
         }
+        // An earlier failure to create this pod (a name in use, an engine error) was that
+        // attempt's; it is not shown on the pod that now runs.
+        let prefix = format!("{}/", pod_key(&assignment.namespace, &assignment.pod));
+        self.lock_waiting().retain(|key, _| !key.starts_with(&prefix));
         Ok(true)
     }
 
@@ -745,7 +749,7 @@ impl<R: ContainerRuntime> PodManager<R> {
                 match stopped.get_mut(&key) {
                     Some((_, by_probe @ true)) => *by_probe = false,
                     _ => {
-                        stopped.insert(key.clone(), (format!("previous attempt: {}", waited.reason), false));
+                        stopped.insert(key.clone(), (waited.reason.clone(), false));
                     }
                 }
             }
@@ -1019,18 +1023,52 @@ impl<R: ContainerRuntime> PodManager<R> {
                 drop(probes);
                 let stopped =
                     self.lock_stopped().get(&format!("{key}/{}", container.name)).map(|(reason, _)| reason.clone());
+                let restart_count = latest.map_or(0, attempt_of);
+                let exit_code = latest
+                    .and_then(|c| c.exit_code)
+                    .filter(|_| latest.is_some_and(|c| c.state == ContainerState::Exited));
+                let now = Instant::now();
+                // A wait whose time has come still says why, until the next attempt is made.
+                // Kubernetes' words for a container that is not simply running, and what the
+                // current attempt says about it; an older attempt's error is not this one's.
+                let (reason, error) = match (latest.map(|c| c.state), wait) {
+                    (Some(ContainerState::Exited), Some(w)) => (
+                        Some("CrashLoopBackOff"),
+                        Some(format!(
+                            "container {} exited with code {} ({restart_count} restarts); {}",
+                            container.name,
+                            exit_code.map_or_else(|| "?".to_owned(), |c| c.to_string()),
+                            match w.until.saturating_duration_since(now).as_secs() {
+                                0 => "restarting now".to_owned(),
+                                left => format!("restarting in {left} s"),
+                            }
+                        )),
+                    ),
+                    (None, Some(w)) if w.reason.contains("pulling") => {
+                        (Some("ImagePullBackOff"), Some(w.reason.clone()))
+                    }
+                    (None, Some(w)) => (Some("CreateContainerError"), Some(w.reason.clone())),
+                    (None, None) => (Some("ContainerCreating"), None),
+                    (Some(ContainerState::Exited), None) if exit_code == Some(0) => (Some("Completed"), None),
+                    (Some(ContainerState::Exited), None) => (
+                        Some("Error"),
+                        Some(format!(
+                            "container {} exited with code {}",
+                            container.name,
+                            exit_code.map_or_else(|| "?".to_owned(), |c| c.to_string())
+                        )),
+                    ),
+                    _ => (None, None),
+                };
                 containers.push(ContainerStatus {
                     name: container.name.clone(),
                     state,
                     ready,
-                    restart_count: latest.map_or(0, attempt_of),
-                    exit_code: latest
-                        .and_then(|c| c.exit_code)
-                        .filter(|_| latest.is_some_and(|c| c.state == ContainerState::Exited)),
-                    last_error: probe_error
-                        .or(stopped)
-                        .or_else(|| wait.map(|w| w.reason.clone()))
-                        .or_else(|| latest.and_then(|c| c.error.clone())),
+                    restart_count,
+                    exit_code,
+                    last_error: error.or(probe_error).or_else(|| latest.and_then(|c| c.error.clone())),
+                    reason: reason.map(str::to_owned),
+                    last_termination: stopped,
                     container_id: latest.map(|c| c.id.clone()),
                 });
             }

@@ -68,9 +68,17 @@ pub struct ContainerStatus {
     pub restart_count: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i64>,
-    /// Why the container is not running as it should: a pull failure, a crash, a failed probe.
+    /// Why the container is not running as it should now: a pull failure, a crash it waits to
+    /// restart from, a failed probe. It belongs to the current attempt and goes with it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
+    /// Kubernetes' word for a container that is not simply running: `ContainerCreating`,
+    /// `CrashLoopBackOff`, `ImagePullBackOff`, `CreateContainerError`, `Completed`, `Error`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// How the previous attempt ended, when the container was restarted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_termination: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub container_id: Option<String>,
 }

@@ -259,6 +259,9 @@ pub struct PodView {
     pub workload: String,
     pub revision: String,
     pub phase: String,
+    /// What kubectl's STATUS column says: a container's reason (`CrashLoopBackOff`,
+    /// `ContainerCreating`, ...) when it has one, else the phase.
+    pub status: String,
     pub ready: bool,
     pub restarts: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -316,9 +319,16 @@ fn pod_view(
         workload: pod.workload_name.clone(),
         revision: pod.revision.clone(),
         phase: report.map_or_else(|| "Pending".to_owned(), |r| format!("{:?}", r.phase)),
+        status: match report {
+            None => "Pending".to_owned(),
+            Some(r) => r.containers.iter().find_map(|c| c.reason.clone()).unwrap_or_else(|| format!("{:?}", r.phase)),
+        },
         ready: report.is_some_and(|r| r.ready),
         restarts: report.map_or(0, |r| r.containers.iter().map(|c| c.restart_count).sum()),
-        last_error: report.and_then(|r| r.containers.iter().find_map(|c| c.last_error.clone())),
+        last_error: match report {
+            None => Some(format!("node {node} has not reported this pod yet")),
+            Some(r) => r.containers.iter().find_map(|c| c.last_error.clone()),
+        },
         labels,
         requests,
     }

@@ -559,7 +559,7 @@ async fn workload_body(plane: &ControlPlane, key: &ObjectKey) -> Result<Workload
             .map(|p| PodRow {
                 node: p.node.clone(),
                 name: p.name.clone(),
-                phase: p.phase.clone(),
+                phase: p.status.clone(),
                 ready: p.ready,
                 restarts: p.restarts,
                 last_error: p.last_error.clone().unwrap_or_default(),

@@ -298,8 +298,20 @@ async fn a_crashing_container_restarts_with_growing_backoff() {
     }
     assert!(gaps[2] > gaps[0], "the backoff grows: {gaps:?}");
     let last = status(&manager, &desired).await;
-    let error = last.containers[0].last_error.clone().unwrap_or_default();
-    assert!(error.contains("exited with code 3"), "the reason of the last crash stays visible: {last:?}");
+    let shown = format!("{:?} {:?}", last.containers[0].last_error, last.containers[0].last_termination);
+    assert!(shown.contains("exited with code 3"), "the reason of the last crash stays visible: {last:?}");
+    // Issue 11, defect 4: between attempts it is CrashLoopBackOff with the exit code and the
+    // time left, never a flip between Failed and Running.
+    wait_for("the container to back off", Duration::from_secs(20), || async {
+        manager.converge(&desired).await.unwrap();
+        let now = status(&manager, &desired).await;
+        let container = &now.containers[0];
+        container.reason.as_deref() == Some("CrashLoopBackOff")
+            && container.last_error.as_deref().is_some_and(|e| {
+                e.starts_with("container main exited with code 3 (") && e.contains("restarts); restarting ")
+            })
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -400,11 +412,22 @@ async fn containers_berth_did_not_create_are_never_touched() {
     manager.converge(&desired).await.unwrap();
     let statuses = manager.observe(&desired).await.unwrap();
     let error = statuses[0].containers[0].last_error.clone().unwrap_or_default();
-    assert!(error.contains("creating berth_"), "{error}");
+    assert!(error.contains("creating berth_"), "{error} {statuses:?}");
     assert_eq!(statuses[1].phase, PodPhase::Running, "the other pod runs");
     manager.converge(&[]).await.unwrap();
     let info = docker.inspect(&foreign).await.unwrap();
     assert_eq!(info.state, ContainerState::Running, "the foreign container still runs");
+
+    // Issue 11, defect 4: once the name is free the pod runs, and the 409 of the earlier
+    // attempt is not shown on it.
+    docker.remove(&foreign).await.unwrap();
+    wait_for("the intruder pod to run", Duration::from_secs(20), || async {
+        manager.converge(&desired).await.unwrap();
+        manager.observe(&desired).await.unwrap()[0].phase == PodPhase::Running
+    })
+    .await;
+    let statuses = manager.observe(&desired).await.unwrap();
+    assert_eq!(statuses[0].containers[0].last_error, None, "{statuses:?}");
 }
 
 #[tokio::test]
@@ -535,8 +558,9 @@ async fn a_failing_liveness_probe_restarts_the_container() {
     })
     .await;
     let now = status(&manager, &desired).await;
-    let error = now.containers[0].last_error.clone().unwrap_or_default();
-    assert!(error.contains("liveness probe failed 1 times: command exited with code 1"), "{error}");
+    // The restarted container runs; how the previous attempt ended is its last termination.
+    let ended = now.containers[0].last_termination.clone().unwrap_or_default();
+    assert!(ended.contains("liveness probe failed 1 times: command exited with code 1"), "{now:?}");
     assert_ne!(now.containers[0].container_id.as_deref(), Some(first.as_str()));
 }
 

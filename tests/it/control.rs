@@ -248,7 +248,9 @@ async fn a_crashing_rollout_rolls_back_by_itself_and_git_revert_restores() {
         .await;
     let reason = workload(&status, "app").unwrap()["reason"].as_str().unwrap().to_owned();
     assert!(reason.contains(&format!("rollout of {} failed", &bad[..7])), "{reason}");
-    assert!(reason.contains("crash-loop") && reason.contains("exit code 3"), "{reason}");
+    // Issue 11, defect 4: the crash is named, not the readiness probe that failed before it.
+    assert!(reason.contains("crash-loop") && reason.contains("exited with code 3 ("), "{reason}");
+    assert!(!reason.contains("probe"), "{reason}");
     assert!(reason.contains(&format!("rolled back to {} \"v1\"", &v1[..7])), "{reason}");
     // Back on v1: both replicas ready, the crashing surge pod gone.
     wait_for("v1 pods only", LIMIT, || async {
