@@ -317,6 +317,10 @@ impl<'de> de::Deserializer<'de> for NodeDeserializer<'_> {
             Value::Seq(items) => {
                 visitor.visit_seq(SeqAccess { items: items.iter().enumerate(), path: self.path, context: self.context })
             }
+            // `env:` with nothing after it is an empty list, as kubectl reads it.
+            Value::Null => {
+                visitor.visit_seq(SeqAccess { items: [].iter().enumerate(), path: self.path, context: self.context })
+            }
             _ => Err(self.wrong_type("a list")),
         }
         .map_err(|e| e.locate(self.node.pos, self.path))

@@ -89,6 +89,14 @@ fn pod_spec(spec: &mut PodSpec) {
         }
     }
     for volume in &mut spec.volumes {
+        // A volume with only a name is an emptyDir, as in Kubernetes.
+        if volume.empty_dir.is_none()
+            && volume.host_path.is_none()
+            && volume.config_map.is_none()
+            && volume.secret.is_none()
+        {
+            volume.empty_dir = Some(EmptyDirVolumeSource {});
+        }
         if let Some(config_map) = &mut volume.config_map {
             config_map.default_mode.get_or_insert(0o644);
         }

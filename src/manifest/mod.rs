@@ -472,6 +472,38 @@ pub fn parse_file(file: &str, text: &str) -> ParsedFile {
     parsed
 }
 
+/// A `kind: List` (`apiVersion: v1`): each of its `items` is read as a document of its own.
+fn parse_list(file: &str, root: &yaml::Node, parsed: &mut ParsedFile) {
+    if let Some(version) = root.get("apiVersion").filter(|v| v.as_str() != Some("v1")) {
+        parsed.diagnostics.push(
+            Diagnostic::error(
+                file,
+                version.pos,
+                format!("List is not served as `{}`", version.as_str().unwrap_or("?")),
+            )
+            .field("apiVersion")
+            .help("write `apiVersion: v1`"),
+        );
+        return;
+    }
+    match root.get("items").map(|items| &items.value) {
+        Some(yaml::Value::Seq(items)) => {
+            for item in items {
+                parse_document(file, item, parsed);
+            }
+        }
+        None | Some(yaml::Value::Null) => {}
+        Some(other) => parsed.diagnostics.push(
+            Diagnostic::error(
+                file,
+                root.get("items").map_or(root.pos, |n| n.pos),
+                format!("items must be a list, found {}", other.describe()),
+            )
+            .field("items"),
+        ),
+    }
+}
+
 fn parse_document(file: &str, root: &yaml::Node, parsed: &mut ParsedFile) {
     if !matches!(root.value, yaml::Value::Map(_)) {
         parsed.diagnostics.push(
@@ -488,6 +520,10 @@ fn parse_document(file: &str, root: &yaml::Node, parsed: &mut ParsedFile) {
         return;
     };
     let kind_text = kind_node.as_str().unwrap_or_default();
+    if kind_text == "List" {
+        // What `kubectl get -o yaml` prints: the objects are its items.
+        return parse_list(file, root, parsed);
+    }
     let Some(kind) = Kind::from_name(kind_text) else {
         let supported: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
         let diagnostic = if NOT_YET.contains(&kind_text) {

@@ -20,6 +20,22 @@ pub const ACCEPTED: &[(&str, &str, &str)] = &[
     ("ObjectMeta", "finalizers", ""),
     ("ObjectMeta", "ownerReferences", ""),
     ("ObjectMeta", "generateName", "berth needs a fixed name"),
+    // A pod template's metadata is a whole ObjectMeta in Kubernetes; only labels and
+    // annotations mean anything there (`kubectl create --dry-run -o yaml` prints
+    // `creationTimestamp: null`).
+    ("TemplateMeta", "name", "pods are named after their workload"),
+    ("TemplateMeta", "namespace", "pods run in their workload's namespace"),
+    ("TemplateMeta", "generateName", "pods are named after their workload"),
+    ("TemplateMeta", "creationTimestamp", "written by the cluster"),
+    ("TemplateMeta", "uid", "written by the cluster"),
+    ("TemplateMeta", "resourceVersion", "written by the cluster"),
+    ("TemplateMeta", "generation", "written by the cluster"),
+    ("TemplateMeta", "deletionTimestamp", "written by the cluster"),
+    ("TemplateMeta", "deletionGracePeriodSeconds", "written by the cluster"),
+    ("TemplateMeta", "selfLink", "written by the cluster"),
+    ("TemplateMeta", "managedFields", "written by the cluster"),
+    ("TemplateMeta", "finalizers", ""),
+    ("TemplateMeta", "ownerReferences", ""),
     ("Namespace", "spec", ""),
     ("Namespace", "status", "status is observed, never declared"),
     ("Pod", "status", "status is observed, never declared"),

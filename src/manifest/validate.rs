@@ -749,10 +749,11 @@ impl<'a> Checker<'a> {
                     format!("port {n} is out of range"),
                     Some("use 1-65535".into()),
                 ),
+                // The API server accepts this; the probe then fails at run time.
                 IntOrString::String(name) if !container.ports.iter().any(|p| p.name.as_deref() == Some(name)) => self
-                    .error(
+                    .warn(
                         &[K(handler), K("port")],
-                        format!("no port named `{name}` in this container"),
+                        format!("no port named `{name}` in this container: the probe will fail"),
                         Some("name the port under ports, or give its number".into()),
                     ),
                 _ => {}

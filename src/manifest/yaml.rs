@@ -158,6 +158,8 @@ pub fn parse(text: &str) -> Result<Vec<Document>, YamlError> {
         )
         .help("split it into several files"));
     }
+    // A UTF-8 byte-order mark, as some Windows editors write, is not content.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut documents = Vec::new();
     let mut stack: Vec<Frame> = Vec::new();
     let mut anchors: HashMap<usize, (Node, usize)> = HashMap::new();
@@ -234,7 +236,7 @@ pub fn parse(text: &str) -> Result<Vec<Document>, YamlError> {
             },
             Event::MappingEnd => match stack.pop() {
                 Some(Frame::Map { pos, anchor, entries, .. }) => {
-                    Some((Node { pos, value: Value::Map(entries) }, anchor))
+                    Some((Node { pos, value: Value::Map(merge_keys(entries)?) }, anchor))
                 }
                 _ => return Err(YamlError::new(pos, "invalid YAML: unbalanced mapping")),
             },
@@ -294,6 +296,37 @@ pub fn parse(text: &str) -> Result<Vec<Document>, YamlError> {
         documents.push(done);
     }
     Ok(documents)
+}
+
+/// Applies YAML merge keys (`<<: *base`, or `<<: [*a, *b]`), as kubectl reads them: the
+/// entries of the merged mappings that the mapping does not set itself, earlier ones first.
+fn merge_keys(entries: Vec<(Node, Node)>) -> Result<Vec<(Node, Node)>, YamlError> {
+    if !entries.iter().any(|(k, _)| k.as_str() == Some("<<")) {
+        return Ok(entries);
+    }
+    let (merges, mut own): (Vec<(Node, Node)>, Vec<(Node, Node)>) =
+        entries.into_iter().partition(|(k, _)| k.as_str() == Some("<<"));
+    for (key, value) in merges {
+        let sources: Vec<Node> = match value.value {
+            Value::Map(_) => vec![value],
+            Value::Seq(items) => items,
+            _ => {
+                return Err(YamlError::new(key.pos, "a merge key (`<<`) takes a mapping or a list of mappings")
+                    .help("write `<<: *anchor` with an anchor on a mapping"));
+            }
+        };
+        for source in sources {
+            let Value::Map(merged) = source.value else {
+                return Err(YamlError::new(source.pos, "a merge key (`<<`) takes a mapping or a list of mappings"));
+            };
+            for (merged_key, merged_value) in merged {
+                if !own.iter().any(|(k, _)| k.as_str().is_some() && k.as_str() == merged_key.as_str()) {
+                    own.push((merged_key, merged_value));
+                }
+            }
+        }
+    }
+    Ok(own)
 }
 
 /// Plain scalars used as keys (`80:` or `true:`) are compared as the text they were written as.
@@ -371,6 +404,23 @@ mod tests {
         let root = docs[0].root.as_ref().unwrap();
         assert_eq!(root.get("b").unwrap().get("c").unwrap().pos, Pos { line: 3, column: 6 });
         assert_eq!(root.locate_key(&["b", "c"]), Pos { line: 3, column: 3 });
+    }
+
+    /// Issue 15: merge keys and a byte-order mark, as kubectl reads them.
+    #[test]
+    fn merge_keys_and_a_byte_order_mark() {
+        let text = "\u{feff}base: &base {a: 1, b: 2}\nx:\n  <<: *base\n  b: 3\ny:\n  <<: [{c: 4}, {c: 5, d: 6}]\n";
+        let docs = parse(text).unwrap();
+        let root = docs[0].root.as_ref().unwrap();
+        let x = root.get("x").unwrap();
+        assert_eq!(x.get("a").unwrap().value, Value::Int(1));
+        assert_eq!(x.get("b").unwrap().value, Value::Int(3), "the mapping's own key wins");
+        let y = root.get("y").unwrap();
+        assert_eq!(y.get("c").unwrap().value, Value::Int(4), "earlier merged mappings win");
+        assert_eq!(y.get("d").unwrap().value, Value::Int(6));
+        assert!(x.get("<<").is_none());
+        assert_eq!(root.pos, Pos { line: 1, column: 1 });
+        assert!(parse("a:\n  <<: 3\n").unwrap_err().message.contains("merge key"));
     }
 
     /// Issue 13: `0440` is a file mode in octal, as Kubernetes' YAML 1.1 reads it.

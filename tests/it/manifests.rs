@@ -143,3 +143,77 @@ fn symlinks_that_leave_the_repository_are_not_followed() {
     );
     assert!(worktree.resources.iter().all(|r| r.key.name != "stolen"));
 }
+
+/// Issue 15: valid Kubernetes YAML that berth used to reject loads, with warnings at most.
+#[test]
+fn kubernetes_yaml_that_berth_used_to_reject_loads() {
+    let kubectl_style = "\u{feff}apiVersion: apps/v1
+kind: Deployment
+metadata:
+  creationTimestamp: null
+  labels: {app: web}
+  name: web
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {app: web}
+  strategy: {}
+  template:
+    metadata:
+      creationTimestamp: null
+      name: ignored
+      labels: {app: web}
+    spec:
+      volumes:
+        - name: scratch
+      containers:
+        - name: web
+          image: registry.example/web:1
+          command:
+          args:
+          env:
+          envFrom:
+          ports:
+          volumeMounts:
+            - {name: scratch, mountPath: /scratch}
+          readinessProbe:
+            httpGet: {path: /, port: http}
+      initContainers:
+status: {}
+";
+    let mut repo = TestRepo::new();
+    repo.write("web.yaml", &kubectl_style.replace("      initContainers:\n", ""));
+    repo.write(
+        "merge.yaml",
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: merged}\nspec:\n  containers:\n    - &base\n      name: app\n      image: registry.example/app:1\n    - <<: *base\n      name: sidecar\n",
+    );
+    repo.write(
+        "list.yaml",
+        "apiVersion: v1\nkind: List\nitems:\n  - apiVersion: v1\n    kind: ConfigMap\n    metadata: {name: a}\n  - apiVersion: v1\n    kind: ConfigMap\n    metadata: {name: b}\n",
+    );
+    repo.commit("real-world yaml");
+    let mut loader = Loader::open(repo.path()).unwrap();
+    let loaded = loader.load("HEAD").unwrap();
+    let errors: Vec<String> = loaded.diagnostics.iter().filter(|d| d.is_error()).map(ToString::to_string).collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    let names: Vec<&str> = loaded.resources.iter().map(|r| r.key.name.as_str()).collect();
+    for name in ["web", "merged", "a", "b"] {
+        assert!(names.contains(&name), "{name} is not loaded: {names:?}");
+    }
+    let warnings: Vec<String> = loaded.diagnostics.iter().map(ToString::to_string).collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w
+                .contains("readinessProbe.httpGet.port: no port named `http` in this container: the probe will fail")),
+        "{warnings:#?}"
+    );
+    assert!(warnings.iter().any(|w| w.contains("spec.template.metadata.name: field is accepted")), "{warnings:#?}");
+    let web = loaded.resources.iter().find(|r| r.key.name == "web").unwrap();
+    let volume = &web.canonical_value()["spec"]["template"]["spec"]["volumes"][0];
+    assert_eq!(volume["emptyDir"], serde_json::json!({}), "a volume with only a name is an emptyDir");
+    let merged = loaded.resources.iter().find(|r| r.key.name == "merged").unwrap();
+    let containers = &merged.canonical_value()["spec"]["containers"];
+    assert_eq!(containers[1]["name"], "sidecar");
+    assert_eq!(containers[1]["image"], "registry.example/app:1", "merged from the first container");
+}
