@@ -304,8 +304,8 @@ fn merge_keys(entries: Vec<(Node, Node)>) -> Result<Vec<(Node, Node)>, YamlError
     if !entries.iter().any(|(k, _)| k.as_str() == Some("<<")) {
         return Ok(entries);
     }
-    let (merges, mut own): (Vec<(Node, Node)>, Vec<(Node, Node)>) =
-        entries.into_iter().partition(|(k, _)| k.as_str() == Some("<<"));
+    type Entries = Vec<(Node, Node)>;
+    let (merges, mut own): (Entries, Entries) = entries.into_iter().partition(|(k, _)| k.as_str() == Some("<<"));
     for (key, value) in merges {
         let sources: Vec<Node> = match value.value {
             Value::Map(_) => vec![value],
