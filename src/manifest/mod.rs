@@ -8,6 +8,7 @@
 
 pub mod de;
 pub mod defaults;
+pub mod kinds;
 pub mod quantity;
 pub mod schema;
 pub mod tiers;
@@ -113,36 +114,8 @@ impl fmt::Display for Kind {
     }
 }
 
-/// Kubernetes kinds that berth knows of but does not run yet: an error naming the kind.
-const NOT_YET: &[&str] = &[
-    "StatefulSet",
-    "Job",
-    "CronJob",
-    "HorizontalPodAutoscaler",
-    "Ingress",
-    "IngressClass",
-    "PersistentVolume",
-    "PersistentVolumeClaim",
-    "StorageClass",
-    "ServiceAccount",
-    "Role",
-    "RoleBinding",
-    "ClusterRole",
-    "ClusterRoleBinding",
-    "NetworkPolicy",
-    "PodDisruptionBudget",
-    "LimitRange",
-    "ResourceQuota",
-    "Endpoints",
-    "EndpointSlice",
-    "CustomResourceDefinition",
-    "PodTemplate",
-    "List",
-    "PriorityClass",
-    "Node",
-    "Event",
-    "Lease",
-];
+/// What a file that holds no Kubernetes object is told.
+const NOT_A_MANIFEST: &str = "not a Kubernetes manifest (no kind)";
 
 /// Identity of an object: kind, namespace (empty for cluster-scoped kinds) and name.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -459,7 +432,7 @@ pub fn parse_file(file: &str, text: &str) -> ParsedFile {
                 diagnostic = diagnostic.help(help);
             }
             parsed.diagnostics.push(diagnostic);
-            return parsed;
+            return helm_template(file, text, parsed);
         }
     };
     for document in documents {
@@ -469,7 +442,24 @@ pub fn parse_file(file: &str, text: &str) -> ParsedFile {
         }
         parse_document(file, &root, &mut parsed);
     }
-    parsed
+    helm_template(file, text, parsed)
+}
+
+/// A Helm template reads as broken YAML or as no manifest; say what it is, once.
+fn helm_template(file: &str, text: &str, parsed: ParsedFile) -> ParsedFile {
+    // Errors of the YAML layer and of a document's shape name no object.
+    let unreadable = parsed.diagnostics.iter().any(|d| d.is_error() && d.object.is_none());
+    if !(unreadable && text.contains("{{") && text.contains("}}")) {
+        return parsed;
+    }
+    let at = Pos { line: 1, column: 1 };
+    ParsedFile {
+        diagnostics: vec![
+            Diagnostic::error(file, at, "Helm templates are not rendered by berth")
+                .help("render them in CI into the watched path (`helm template RELEASE CHART --output-dir DIR`), or exclude this file in berth.yaml"),
+        ],
+        ..ParsedFile::default()
+    }
 }
 
 /// A `kind: List` (`apiVersion: v1`): each of its `items` is read as a document of its own.
@@ -513,10 +503,15 @@ fn parse_document(file: &str, root: &yaml::Node, parsed: &mut ParsedFile) {
         return;
     }
     let Some(kind_node) = root.get("kind") else {
-        parsed.diagnostics.push(
+        let diagnostic = if root.get("apiVersion").is_none() {
+            // A Helm Chart.yaml or values.yaml, an application's own configuration.
+            Diagnostic::error(file, root.pos, NOT_A_MANIFEST)
+                .help(format!("exclude it in berth.yaml: `exclude: [\"{file}\"]`"))
+        } else {
             Diagnostic::error(file, root.pos, "missing field `kind`")
-                .help("say which kind of object this is, such as `kind: Deployment`"),
-        );
+                .help("say which kind of object this is, such as `kind: Deployment`")
+        };
+        parsed.diagnostics.push(diagnostic);
         return;
     };
     let kind_text = kind_node.as_str().unwrap_or_default();
@@ -524,17 +519,47 @@ fn parse_document(file: &str, root: &yaml::Node, parsed: &mut ParsedFile) {
         // What `kubectl get -o yaml` prints: the objects are its items.
         return parse_list(file, root, parsed);
     }
+    let api_version = root.get("apiVersion").and_then(yaml::Node::as_str).unwrap_or_default();
+    if let Some(instead) = kinds::removed(api_version, kind_text) {
+        let at = root.get("apiVersion").map_or(root.pos, |n| n.pos);
+        parsed.diagnostics.push(
+            Diagnostic::error(file, at, format!("{kind_text} is no longer served as `{api_version}`"))
+                .field("apiVersion")
+                .help(format!("write {instead}")),
+        );
+        return;
+    }
     let Some(kind) = Kind::from_name(kind_text) else {
         let supported: Vec<&str> = Kind::ALL.iter().map(|k| k.name()).collect();
-        let diagnostic = if NOT_YET.contains(&kind_text) {
-            Diagnostic::error(file, kind_node.pos, format!("kind `{kind_text}` is not supported by berth yet"))
-                .field("kind")
-                .help(format!("berth runs {}", supported.join(", ")))
-        } else {
-            let error = Diagnostic::error(file, kind_node.pos, format!("unknown kind `{kind_text}`")).field("kind");
-            match crate::diag::suggest(kind_text, supported.iter().copied()) {
-                Some(close) => error.help(format!("did you mean `{close}`?")),
-                None => error.help(format!("berth runs {}", supported.join(", "))),
+        let diagnostic = match kinds::tier(kind_text) {
+            _ if !api_version.is_empty() && kinds::is_custom(api_version) => Diagnostic::warning(
+                file,
+                kind_node.pos,
+                format!(
+                    "{}{kind_text} ({api_version}) is skipped: berth has no controller for it",
+                    kinds::CUSTOM_PREFIX
+                ),
+            )
+            .field("kind")
+            .help("set `customResources: error` in berth.yaml to refuse custom resources"),
+            Some(kinds::Tier::Accepted(instead)) => Diagnostic::warning(
+                file,
+                kind_node.pos,
+                format!("{}{kind_text}{}", kinds::ACCEPTED_PREFIX, kinds::ACCEPTED_SUFFIX),
+            )
+            .field("kind")
+            .help(instead),
+            Some(kinds::Tier::NotYet) => {
+                Diagnostic::error(file, kind_node.pos, format!("kind `{kind_text}` is not supported by berth yet"))
+                    .field("kind")
+                    .help(format!("berth runs {}", supported.join(", ")))
+            }
+            None => {
+                let error = Diagnostic::error(file, kind_node.pos, format!("unknown kind `{kind_text}`")).field("kind");
+                match crate::diag::suggest(kind_text, kinds::all_names()) {
+                    Some(close) => error.help(format!("did you mean `{close}`?")),
+                    None => error.help(format!("berth runs {}", supported.join(", "))),
+                }
             }
         };
         parsed.diagnostics.push(diagnostic);

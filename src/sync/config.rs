@@ -22,6 +22,18 @@ pub struct Config {
     /// How the server applies new commits.
     #[serde(default)]
     pub sync: SyncSettings,
+    /// What an object of a kind from an API group Kubernetes does not serve is: `skip` (a
+    /// warning; the default) or `error`.
+    #[serde(default)]
+    pub custom_resources: CustomResources,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CustomResources {
+    #[default]
+    Skip,
+    Error,
 }
 
 /// How the server applies new commits of the branch it follows.
@@ -62,7 +74,12 @@ fn default_include() -> Vec<String> {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { include: default_include(), exclude: Vec::new(), sync: SyncSettings::default() }
+        Config {
+            include: default_include(),
+            exclude: Vec::new(),
+            sync: SyncSettings::default(),
+            custom_resources: CustomResources::Skip,
+        }
     }
 }
 

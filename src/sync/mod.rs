@@ -531,7 +531,38 @@ impl Loader {
         diagnostics.extend(validate::across(&resources));
         resources.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         diag::sort(&mut diagnostics);
+        settle_kind_notices(&mut diagnostics, &config);
         Ok(Loaded { commit, config, resources, diagnostics, files, secrets })
+    }
+}
+
+/// One warning per accepted kind (the first place it appears, with a count of the others), and
+/// custom resources as errors when `berth.yaml` says `customResources: error`.
+fn settle_kind_notices(diagnostics: &mut Vec<Diagnostic>, config: &Config) {
+    use crate::manifest::kinds::{ACCEPTED_PREFIX, ACCEPTED_SUFFIX, CUSTOM_PREFIX};
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    diagnostics.retain(|d| {
+        let notice = d.severity == diag::Severity::Warning
+            && d.message.starts_with(ACCEPTED_PREFIX)
+            && d.message.ends_with(ACCEPTED_SUFFIX);
+        if !notice {
+            return true;
+        }
+        let count = counts.entry(d.message.clone()).or_default();
+        *count += 1;
+        *count == 1
+    });
+    for diagnostic in diagnostics.iter_mut() {
+        if let Some(&count) = counts.get(&diagnostic.message).filter(|c| **c > 1) {
+            let help = diagnostic.help.take().unwrap_or_default();
+            diagnostic.help = Some(format!("{help}; {} more objects of this kind are not acted on either", count - 1));
+        }
+        if config.custom_resources == crate::sync::config::CustomResources::Error
+            && diagnostic.message.starts_with(CUSTOM_PREFIX)
+        {
+            diagnostic.severity = diag::Severity::Error;
+            diagnostic.help = Some("berth.yaml says `customResources: error`; remove the object or set `skip`".into());
+        }
     }
 }
 

@@ -217,3 +217,65 @@ status: {}
     assert_eq!(containers[1]["name"], "sidecar");
     assert_eq!(containers[1]["image"], "registry.example/app:1", "merged from the first container");
 }
+
+/// Issue 15: real names are not typos. Kinds with no meaning on berth's nodes load with one
+/// warning per kind; custom resources are skipped (or refused when berth.yaml says so); removed
+/// API versions say what replaces them; files that are not manifests say how to exclude them.
+#[test]
+fn every_kind_a_real_repository_holds_is_known() {
+    let mut repo = TestRepo::new();
+    let account = |name: &str| format!("apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: {name}}}\n");
+    repo.write("accounts.yaml", &format!("{}---\n{}", account("a"), account("b")));
+    repo.write("more.yaml", &account("c"));
+    repo.write("rbac.yaml", "apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {name: r}\nrules: []\n");
+    repo.write("api.yaml", "apiVersion: apiregistration.k8s.io/v1\nkind: APIService\nmetadata: {name: v1.metrics}\n");
+    repo.write(
+        "monitor.yaml",
+        "apiVersion: monitoring.coreos.com/v1\nkind: ServiceMonitor\nmetadata: {name: web}\nspec: {}\n",
+    );
+    repo.write("old.yaml", "apiVersion: extensions/v1beta1\nkind: Deployment\nmetadata: {name: old}\nspec: {}\n");
+    repo.write("chart/Chart.yaml", "name: shop\nversion: 1.0.0\n");
+    repo.write(
+        "chart/templates/web.yaml",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {{ .Release.Name }}\n{{- if .Values.x }}\n  labels: {}\n{{- end }}\n",
+    );
+    repo.write("stateful.yaml", "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: db}\nspec: {}\n");
+    repo.commit("a real repository");
+    let mut loader = Loader::open(repo.path()).unwrap();
+    let found: Vec<String> = loader.load("HEAD").unwrap().diagnostics.iter().map(ToString::to_string).collect();
+    let has = |needle: &str| found.iter().filter(|d| d.contains(needle)).count();
+    assert_eq!(has("kind `ServiceAccount` is accepted but not acted on by berth"), 1, "{found:#?}");
+    assert_eq!(has("2 more objects of this kind are not acted on either"), 1, "{found:#?}");
+    assert_eq!(has("warning: kind: kind `Role` is accepted"), 1, "{found:#?}");
+    assert_eq!(has("warning: kind: kind `APIService` is accepted"), 1, "{found:#?}");
+    assert_eq!(has("did you mean"), 0, "{found:#?}");
+    assert_eq!(
+        has("monitor.yaml:2:7: warning: kind: custom resource ServiceMonitor (monitoring.coreos.com/v1) is skipped"),
+        1,
+        "{found:#?}"
+    );
+    assert_eq!(
+        has(
+            "old.yaml:1:13: error: apiVersion: Deployment is no longer served as `extensions/v1beta1` (write apps/v1 (removed in Kubernetes 1.16))"
+        ),
+        1,
+        "{found:#?}"
+    );
+    assert_eq!(
+        has(
+            "chart/Chart.yaml:1:1: error: not a Kubernetes manifest (no kind) (exclude it in berth.yaml: `exclude: [\"chart/Chart.yaml\"]`)"
+        ),
+        1,
+        "{found:#?}"
+    );
+    assert_eq!(has("chart/templates/web.yaml:1:1: error: Helm templates are not rendered by berth"), 1, "{found:#?}");
+    assert_eq!(found.iter().filter(|d| d.starts_with("chart/templates/web.yaml")).count(), 1, "{found:#?}");
+    assert_eq!(has("kind `StatefulSet` is not supported by berth yet"), 1, "{found:#?}");
+
+    repo.write("berth.yaml", "customResources: error\nexclude: [chart/, old.yaml, stateful.yaml]\n");
+    repo.commit("refuse custom resources");
+    let loaded = loader.load("HEAD").unwrap();
+    let errors: Vec<String> = loaded.diagnostics.iter().filter(|d| d.is_error()).map(ToString::to_string).collect();
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(errors[0].contains("custom resource ServiceMonitor"), "{errors:#?}");
+}
