@@ -280,6 +280,8 @@ pub struct Resource {
     /// A Secret's keys with a digest of each value, so that a plan can say which values changed
     /// without holding them. Never shown.
     pub sensitive_digests: BTreeMap<String, String>,
+    /// A ConfigMap's keys with a digest of each value; empty for other kinds.
+    pub config_digests: BTreeMap<String, String>,
     /// ConfigMaps and Secrets this object refers to, for the checks across objects.
     pub references: Vec<validate::Reference>,
     /// The object with Kubernetes defaults applied. A Secret's values are redacted here.
@@ -390,6 +392,17 @@ impl Resource {
             hasher.update(digest.as_bytes());
         }
         let hash = hex(&hasher.finalize());
+        // A ConfigMap's values by digest, computed once: every controller pass compares what
+        // each workload reads.
+        let config_digests = match &object {
+            Object::ConfigMap(config_map) => config_map
+                .data
+                .iter()
+                .chain(&config_map.binary_data)
+                .map(|(key, value)| (key.clone(), hex_digest(value.as_bytes())))
+                .collect(),
+            _ => BTreeMap::new(),
+        };
         Resource {
             key: object.key(),
             file: file.to_owned(),
@@ -399,6 +412,7 @@ impl Resource {
             template_hash,
             hash,
             sensitive_digests,
+            config_digests,
             references,
         }
     }
@@ -650,16 +664,10 @@ impl fmt::Display for ConfigInput {
 
 impl Resource {
     /// A digest of each value of a ConfigMap or Secret, by key (a Secret's values stay digests).
-    pub fn value_digests(&self) -> BTreeMap<String, String> {
+    pub fn value_digests(&self) -> &BTreeMap<String, String> {
         match &self.object {
-            Object::ConfigMap(config_map) => config_map
-                .data
-                .iter()
-                .chain(&config_map.binary_data)
-                .map(|(key, value)| (key.clone(), hex_digest(value.as_bytes())))
-                .collect(),
-            Object::Secret(_) => self.sensitive_digests.clone(),
-            _ => BTreeMap::new(),
+            Object::Secret(_) => &self.sensitive_digests,
+            _ => &self.config_digests,
         }
     }
 
@@ -673,9 +681,9 @@ impl Resource {
     /// `digests(kind, name)` gives the digests of an object in the workload's namespace.
     /// What a pod reads is exactly what the agent resolves: a `valueFrom` key, every key of an
     /// `envFrom` source or of a volume without `items`, a volume's `items` keys.
-    pub fn config_inputs(
+    pub fn config_inputs<'d>(
         &self,
-        digests: impl Fn(Kind, &str) -> Option<BTreeMap<String, String>>,
+        digests: impl Fn(Kind, &str) -> Option<&'d BTreeMap<String, String>>,
     ) -> BTreeMap<ConfigInput, Option<String>> {
         let mut inputs = BTreeMap::new();
         let Some(spec) = self.object.pod_spec() else { return inputs };
@@ -683,12 +691,15 @@ impl Resource {
             let values = digests(kind, name);
             match key {
                 Some(key) => {
-                    let digest = values.as_ref().and_then(|v| v.get(key).cloned());
+                    let digest = values.and_then(|v| v.get(key).cloned());
                     inputs.insert(ConfigInput { kind, name: name.to_owned(), key: key.to_owned() }, digest);
                 }
                 None => {
                     for (key, digest) in values.into_iter().flatten() {
-                        inputs.insert(ConfigInput { kind, name: name.to_owned(), key }, Some(digest));
+                        inputs.insert(
+                            ConfigInput { kind, name: name.to_owned(), key: key.clone() },
+                            Some(digest.clone()),
+                        );
                     }
                 }
             }
@@ -728,21 +739,26 @@ impl Resource {
     }
 }
 
+/// An object of `resources`, which must be sorted by key (as a commit's and a plan's are).
+pub fn find_sorted<'a>(
+    resources: &'a [Arc<Resource>],
+    kind: Kind,
+    namespace: &str,
+    name: &str,
+) -> Option<&'a Resource> {
+    resources
+        .binary_search_by(|r| (r.key.kind, r.key.namespace.as_str(), r.key.name.as_str()).cmp(&(kind, namespace, name)))
+        .ok()
+        .map(|index| resources[index].as_ref())
+}
+
 /// Looks up the value digests of the ConfigMaps and Secrets of one namespace in `resources`
 /// (sorted by key, as a commit's are), for [`Resource::config_inputs`].
 pub fn digests_in<'a>(
     resources: &'a [Arc<Resource>],
     namespace: &'a str,
-) -> impl Fn(Kind, &str) -> Option<BTreeMap<String, String>> + 'a {
-    move |kind, name| {
-        let key = ObjectKey { kind, namespace: namespace.to_owned(), name: name.to_owned() };
-        let found = match resources.binary_search_by(|r| r.key.cmp(&key)) {
-            Ok(index) => Some(&resources[index]),
-            // Not sorted: look the slow way.
-            Err(_) => resources.iter().find(|r| r.key == key),
-        };
-        found.map(|r| r.value_digests())
-    }
+) -> impl Fn(Kind, &str) -> Option<&'a BTreeMap<String, String>> + 'a {
+    move |kind, name| find_sorted(resources, kind, namespace, name).map(|r| r.value_digests())
 }
 
 /// One digest of a set of config inputs, for hashes that must change when they do.

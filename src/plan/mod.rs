@@ -345,6 +345,13 @@ fn config_changes(
     desired: &[Arc<Resource>],
 ) -> Vec<String> {
     let namespace = &new.key.namespace;
+    // Most workloads read objects that did not change at all: compare their hashes first.
+    fn hash<'a>(side: &'a [Arc<Resource>], r: &crate::manifest::validate::Reference) -> Option<&'a str> {
+        crate::manifest::find_sorted(side, r.kind, &r.namespace, &r.name).map(|o| o.hash.as_str())
+    }
+    if old.references.iter().chain(&new.references).all(|r| hash(observed, r) == hash(desired, r)) {
+        return Vec::new();
+    }
     let before = old.config_inputs(crate::manifest::digests_in(observed, namespace));
     let after = new.config_inputs(crate::manifest::digests_in(desired, namespace));
     let mut inputs: Vec<&crate::manifest::ConfigInput> = before.keys().chain(after.keys()).collect();
