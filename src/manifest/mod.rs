@@ -280,8 +280,6 @@ pub struct Resource {
     /// A Secret's keys with a digest of each value, so that a plan can say which values changed
     /// without holding them. Never shown.
     pub sensitive_digests: BTreeMap<String, String>,
-    /// A ConfigMap's keys with a digest of each value; empty for other kinds.
-    pub config_digests: BTreeMap<String, String>,
     /// ConfigMaps and Secrets this object refers to, for the checks across objects.
     pub references: Vec<validate::Reference>,
     /// The object with Kubernetes defaults applied. A Secret's values are redacted here.
@@ -292,6 +290,9 @@ pub struct Resource {
     /// A short, stable hash of what a pod of this object runs: a Pod's spec, or a workload's
     /// pod template with its labels and annotations. A change to it means new pods.
     pub template_hash: Box<str>,
+    /// A ConfigMap's keys with a digest of each value; empty for other kinds. Last: only the
+    /// controller and the planner's config comparison read it.
+    pub config_digests: Option<Box<BTreeMap<String, String>>>,
 }
 
 /// The decoded values of one Secret. It is deliberately hard to leak: `Debug` shows only the
@@ -395,13 +396,15 @@ impl Resource {
         // A ConfigMap's values by digest, computed once: every controller pass compares what
         // each workload reads.
         let config_digests = match &object {
-            Object::ConfigMap(config_map) => config_map
-                .data
-                .iter()
-                .chain(&config_map.binary_data)
-                .map(|(key, value)| (key.clone(), hex_digest(value.as_bytes())))
-                .collect(),
-            _ => BTreeMap::new(),
+            Object::ConfigMap(config_map) => Some(Box::new(
+                config_map
+                    .data
+                    .iter()
+                    .chain(&config_map.binary_data)
+                    .map(|(key, value)| (key.clone(), hex_digest(value.as_bytes())))
+                    .collect(),
+            )),
+            _ => None,
         };
         Resource {
             key: object.key(),
@@ -665,9 +668,10 @@ impl fmt::Display for ConfigInput {
 impl Resource {
     /// A digest of each value of a ConfigMap or Secret, by key (a Secret's values stay digests).
     pub fn value_digests(&self) -> &BTreeMap<String, String> {
+        static NONE: BTreeMap<String, String> = BTreeMap::new();
         match &self.object {
             Object::Secret(_) => &self.sensitive_digests,
-            _ => &self.config_digests,
+            _ => self.config_digests.as_deref().unwrap_or(&NONE),
         }
     }
 
