@@ -244,6 +244,14 @@ impl<'a> Checker<'a> {
         let as_label = matches!(kind, Kind::Namespace | Kind::Service);
         if name.is_empty() {
             self.error(&[K("metadata"), K("name")], "name must not be empty", None);
+        } else if kind == Kind::Service && !is_dns_1035_label(name) {
+            // A Service's name becomes a DNS name and environment variables: Kubernetes asks
+            // for a DNS-1035 label, which starts with a letter.
+            self.error(
+                &[K("metadata"), K("name")],
+                format!("`{name}` is not a valid Service name"),
+                Some(DNS_1035_HELP.into()),
+            );
         } else if as_label && !is_dns_label(name) {
             self.error(
                 &[K("metadata"), K("name")],
@@ -1123,6 +1131,9 @@ fn octal(mode: i32) -> String {
     if mode < 0 { mode.to_string() } else { format!("0{mode:o}") }
 }
 
+const DNS_1035_HELP: &str =
+    "use at most 63 lowercase letters, digits and `-`, starting with a letter and ending with a letter or digit";
+
 const MODE_HELP: &str = "write a file mode from 0 to 0777, such as 0440 (octal) or 288 (decimal)";
 
 /// Ports berth keeps on the loopback of every pod: its service proxy and its DNS answer there,
@@ -1152,6 +1163,11 @@ pub fn is_dns_label(name: &str) -> bool {
         && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
         && bytes[0] != b'-'
         && bytes[bytes.len() - 1] != b'-'
+}
+
+/// A DNS-1035 label: a DNS label that starts with a letter (Kubernetes' rule for Service names).
+pub fn is_dns_1035_label(name: &str) -> bool {
+    is_dns_label(name) && name.starts_with(|c: char| c.is_ascii_lowercase())
 }
 
 pub fn is_dns_subdomain(name: &str) -> bool {

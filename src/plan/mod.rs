@@ -307,7 +307,8 @@ fn deleted(old: &Resource) -> Change {
         (Kind::Namespace, _) => format!("deletes namespace {}", old.key.name),
         (Kind::DaemonSet, _) => format!("deletes {}: its replica on every node stops", old.key),
         (_, Some(replicas)) if old.key.kind != Kind::Pod => {
-            format!("deletes {}: its {} stop", old.key, count(replicas, "replica"))
+            let verb = if replicas == 1 { "stops" } else { "stop" };
+            format!("deletes {}: its {} {verb}", old.key, count(replicas, "replica"))
         }
         _ => format!("deletes {}", old.key),
     };

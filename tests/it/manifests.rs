@@ -279,3 +279,14 @@ fn every_kind_a_real_repository_holds_is_known() {
     assert_eq!(errors.len(), 1, "{errors:#?}");
     assert!(errors[0].contains("custom resource ServiceMonitor"), "{errors:#?}");
 }
+
+/// Issue 15: a Service name is a DNS-1035 label, as Kubernetes asks; other kinds keep theirs.
+#[test]
+fn service_names_follow_kubernetes_rules() {
+    let found = single_file_diagnostics(
+        "svc.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: 1web}\nspec:\n  ports: [{port: 80}]\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: 1web}\n",
+    );
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].starts_with("svc.yaml:3:18: error: Service default/1web: metadata.name: `1web` is not a valid Service name (use at most 63 lowercase letters, digits and `-`, starting with a letter"), "{found:?}");
+}
