@@ -472,22 +472,26 @@ fn rollout(old: &Resource, new: &Resource, config_changed: bool) -> Option<Rollo
             Object::Deployment(deployment) => {
                 let strategy = deployment.spec.strategy.as_ref();
                 let replicas = replicas.unwrap_or(1);
+                let existing = old_replicas.unwrap_or(1);
                 if strategy.and_then(|s| s.strategy_type) == Some(DeploymentStrategyType::Recreate) {
+                    let restarts = existing.min(replicas);
                     Rollout {
                         strategy: "Recreate".into(),
                         replicas: Some(replicas),
-                        restarts: Some(replicas),
-                        batches: if replicas > 0 { vec![replicas] } else { Vec::new() },
+                        restarts: Some(restarts),
+                        batches: if restarts > 0 { vec![restarts] } else { Vec::new() },
                         description: format!(
                             "Recreate: all {} stop before the new ones start",
-                            count(replicas, "replica")
+                            count(existing, "replica")
                         ),
                     }
                 } else {
-                    rolling(replicas, strategy.and_then(|s| s.rolling_update.as_ref()))
+                    rolling(replicas, existing, strategy.and_then(|s| s.rolling_update.as_ref()))
                 }
             }
-            Object::ReplicaSet(_) | Object::ReplicationController(_) => rolling(replicas.unwrap_or(1), None),
+            Object::ReplicaSet(_) | Object::ReplicationController(_) => {
+                rolling(replicas.unwrap_or(1), old_replicas.unwrap_or(1), None)
+            }
             Object::DaemonSet(daemon_set) => {
                 let strategy = daemon_set.spec.update_strategy.as_ref();
                 if strategy.and_then(|s| s.strategy_type) == Some(DaemonSetStrategyType::OnDelete) {
@@ -535,7 +539,9 @@ fn rollout(old: &Resource, new: &Resource, config_changed: bool) -> Option<Rollo
 
 /// A rolling update of `replicas` under maxSurge and maxUnavailable (Kubernetes' defaults of
 /// 25% each when absent): each batch replaces up to surge + unavailable replicas.
-fn rolling(replicas: i32, rolling_update: Option<&RollingUpdate>) -> Rollout {
+/// A rolling update to `replicas` of the new template from `existing` replicas of the old one:
+/// the replicas that exist restart (at most `replicas` of them), the rest start new.
+fn rolling(replicas: i32, existing: i32, rolling_update: Option<&RollingUpdate>) -> Rollout {
     let default_surge = IntOrString::String(crate::manifest::defaults::DEFAULT_SURGE.into());
     let default_unavailable = IntOrString::String(crate::manifest::defaults::DEFAULT_UNAVAILABLE.into());
     let surge_value = rolling_update.and_then(|r| r.max_surge.as_ref()).unwrap_or(&default_surge);
@@ -547,14 +553,18 @@ fn rolling(replicas: i32, rolling_update: Option<&RollingUpdate>) -> Rollout {
         unavailable = 1;
     }
     let step = (surge + unavailable).max(1);
+    let restarts = existing.clamp(0, replicas.max(0));
+    let added = (replicas - existing).max(0);
     let mut batches = Vec::new();
-    let mut left = replicas;
+    let mut left = restarts;
     while left > 0 {
         let batch = left.min(step);
         batches.push(batch);
         left -= batch;
     }
-    let shape = if batches.len() == 1 {
+    let shape = if batches.is_empty() {
+        String::new()
+    } else if batches.len() == 1 {
         "in one batch".to_owned()
     } else {
         format!(
@@ -563,14 +573,25 @@ fn rolling(replicas: i32, rolling_update: Option<&RollingUpdate>) -> Rollout {
             batches.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
         )
     };
+    let mut phrase = match restarts {
+        0 => "none restart".to_owned(),
+        1 => "1 replica restarts".to_owned(),
+        n => format!("{n} replicas restart"),
+    };
+    if !shape.is_empty() {
+        phrase = format!("{phrase} {shape}");
+    }
+    if added > 0 {
+        let verb = if added == 1 { "starts" } else { "start" };
+        phrase = format!("{phrase} and {} {verb}", count(added, "new replica"));
+    }
     Rollout {
         strategy: "RollingUpdate".into(),
         replicas: Some(replicas),
-        restarts: Some(replicas),
+        restarts: Some(restarts),
         batches,
         description: format!(
-            "rolling update: {} restart {shape}; at most {} running (maxSurge {surge_value}), at least {} available (maxUnavailable {unavailable_value})",
-            count(replicas, "replica"),
+            "rolling update: {phrase}; at most {} running (maxSurge {surge_value}), at least {} available (maxUnavailable {unavailable_value})",
             replicas + surge,
             (replicas - unavailable).max(0),
         ),

@@ -134,3 +134,30 @@ fn the_offline_plan_says_what_it_compares() {
     let (_, markdown, _) = berth(repo.path(), &["plan", "--format", "markdown", "--from", &from]);
     assert!(markdown.starts_with(&format!("> Compared with commit {} (--from)", &from[..7])), "{markdown}");
 }
+
+/// Issue 15: scaling 3 -> 4 with a new image restarts the 3 that exist and starts 1, and a
+/// deleted single replica "stops".
+#[test]
+fn a_rollout_that_also_scales_counts_what_restarts() {
+    let deployment = |replicas: u32, image: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: web}}\nspec:\n  replicas: {replicas}\n  selector: {{matchLabels: {{app: web}}}}\n  template:\n    metadata: {{labels: {{app: web}}}}\n    spec:\n      containers: [{{name: web, image: \"{image}\"}}]\n"
+        )
+    };
+    let (plan, ..) = plan_between(&deployment(3, "registry.example/web:1"), &deployment(4, "registry.example/web:2"));
+    let rollout = plan.changes[0].rollout.as_ref().unwrap();
+    assert_eq!(rollout.restarts, Some(3));
+    assert!(
+        rollout
+            .description
+            .starts_with("rolling update: 3 replicas restart in 2 batches (2, 1) and 1 new replica starts;"),
+        "{}",
+        rollout.description
+    );
+    let (plan, ..) = plan_between(&deployment(1, "registry.example/web:1"), "");
+    assert!(
+        plan.risks.iter().any(|r| r.message == "deletes Deployment default/web: its 1 replica stops"),
+        "{:?}",
+        plan.risks
+    );
+}
