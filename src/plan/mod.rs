@@ -685,7 +685,22 @@ fn update_risks(old: &Resource, new: &Resource, rollout: Option<&Rollout>) -> Ve
                     message: format!("port {} is removed: its clients lose access", port.port),
                 }),
                 Some(now) => {
+                    let before_type = before.spec.service_type.unwrap_or(ServiceType::ClusterIP);
                     let after_type = after.spec.service_type.unwrap_or(ServiceType::ClusterIP);
+                    if port.node_port.is_none()
+                        && before_type != ServiceType::ClusterIP
+                        && after_type == ServiceType::ClusterIP
+                    {
+                        // berth allocated the node port; turning the Service into ClusterIP
+                        // releases it just the same.
+                        risks.push(Risk {
+                            level: RiskLevel::Medium,
+                            message: format!(
+                                "the node port allocated for port {} is released: clients outside lose access",
+                                port.port
+                            ),
+                        });
+                    }
                     if let Some(node_port) = port.node_port {
                         if after_type == ServiceType::ClusterIP {
                             risks.push(Risk {

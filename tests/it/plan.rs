@@ -161,3 +161,21 @@ fn a_rollout_that_also_scales_counts_what_restarts() {
         plan.risks
     );
 }
+
+/// Issue 15: turning a NodePort Service into ClusterIP releases its node port, allocated or given.
+#[test]
+fn releasing_an_allocated_node_port_is_a_risk() {
+    let service = |kind: &str| {
+        format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: web}}\nspec:\n  type: {kind}\n  selector: {{app: web}}\n  ports: [{{port: 80}}]\n"
+        )
+    };
+    let (plan, ..) = plan_between(&service("NodePort"), &service("ClusterIP"));
+    assert!(
+        plan.risks
+            .iter()
+            .any(|r| r.message == "the node port allocated for port 80 is released: clients outside lose access"),
+        "{:?}",
+        plan.risks
+    );
+}
