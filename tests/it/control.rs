@@ -666,8 +666,10 @@ async fn a_config_change_rolls_the_workloads_that_read_it() {
 
     repo.write("settings.yaml", &settings("bonjour").replace("OTHER: x", "OTHER: y"));
     let change = repo.commit("new greeting");
-    cluster.wait_status("the new greeting to be seen", |s| s["head"]["sha"] == change).await;
-    let sync = cluster.get(&format!("/api/v1/syncs/{change}")).await;
+    // The status names a new head a moment before its sync record is written.
+    let record = format!("/api/v1/syncs/{change}");
+    wait_for("the new greeting's sync record", LIMIT, || async { cluster.client.get(&record).await.is_ok() }).await;
+    let sync = cluster.get(&record).await;
     let text = sync["planText"].as_str().unwrap();
     assert!(text.contains("~ update Deployment default/app"), "{text}");
     assert!(text.contains("rolls because ConfigMap default/settings key GREETING changed"), "{text}");
