@@ -65,7 +65,12 @@ pub fn rollout_hash(resource: &Resource, sources: &Sources<'_>) -> String {
     if !resource.restarts_on_config_change() {
         return template_hash(resource);
     }
-    match config_hash(resource, sources) {
+    rollout_hash_of(resource, config_hash(resource, sources).as_deref())
+}
+
+/// [`rollout_hash`] from a config hash already computed.
+fn rollout_hash_of(resource: &Resource, config: Option<&str>) -> String {
+    match config.filter(|_| resource.restarts_on_config_change()) {
         None => template_hash(resource),
         Some(config) => {
             crate::manifest::hex_digest(format!("{}/{config}", resource.template_hash).as_bytes())[..10].to_owned()
@@ -125,7 +130,8 @@ pub fn assignment(
 ) -> Result<PodAssignment, String> {
     let spec: &PodSpec = resource.object.pod_spec().ok_or_else(|| format!("{} runs no pods", resource.key))?;
     let namespace = resource.key.namespace.as_str();
-    let hash = rollout_hash(resource, sources);
+    let config = config_hash(resource, sources);
+    let hash = rollout_hash_of(resource, config.as_deref());
     let pod = match (resource.key.kind, replica) {
         (Kind::Pod, _) => resource.key.name.clone(),
         (_, Replica::OnNode(node)) => daemon_pod_name(&resource.key.name, &hash, node),
@@ -219,7 +225,7 @@ pub fn assignment(
         workload_name: resource.key.name.clone(),
         revision: revision.to_owned(),
         spec_hash: hash,
-        config_hash: config_hash(resource, sources).unwrap_or_default(),
+        config_hash: config.unwrap_or_default(),
         uid: {
             let mut bytes = [0u8; 8];
             rand::fill(&mut bytes);

@@ -293,10 +293,10 @@ pub async fn run<R: ContainerRuntime>(
     let mut last_report_at = Instant::now();
     // Engine failures are retried at the loop's own pace; these only keep the log to one line
     // per change of state.
-    let engine_pace = (config.probe_interval, config.probe_interval);
-    let mut converging = Retry::new("converging pods on the engine", engine_pace.0, engine_pace.1);
-    let mut probing = Retry::new("probing pods", engine_pace.0, engine_pace.1);
-    let mut observing = Retry::new("observing pods on the engine", engine_pace.0, engine_pace.1);
+    let pace = config.probe_interval;
+    let mut converging = Retry::new("converging pods on the engine", pace, pace);
+    let mut probing = Retry::new("probing pods", pace, pace);
+    let mut observing = Retry::new("observing pods on the engine", pace, pace);
     let mut reporting = Retry::new("reporting to the server", Duration::from_millis(500), Duration::from_secs(10));
     let mut report_not_before = Instant::now();
     let mut last_converge = Instant::now() - config.resync_interval;

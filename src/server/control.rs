@@ -929,23 +929,21 @@ pub async fn rollback(
     if history.is_empty() {
         return Err(RollbackError::NoHistory(key.to_string()));
     }
-    let template_at =
-        |commit: &Loaded| commit.resources.iter().find(|r| &r.key == key).map(|r| (r.template_hash.clone(), r.clone()));
-    let running_sha = status
+    let declared = |commit: &Loaded| commit.resources.iter().find(|r| &r.key == key).cloned();
+    let shown = status
         .workloads
         .iter()
-        .find(|w| w.kind == key.kind.name() && w.namespace == key.namespace && w.name == key.name)
-        .map(|w| w.revision.clone())
-        .unwrap_or_else(|| head.clone());
-    let running = plane.load(&running_sha).await.ok().and_then(|c| template_at(&c));
+        .find(|w| w.kind == key.kind.name() && w.namespace == key.namespace && w.name == key.name);
+    let running_sha = shown.map_or_else(|| head.clone(), |w| w.revision.clone());
+    let running = plane.load(&running_sha).await.ok().and_then(|c| declared(&c));
+    let running_template = running.as_ref().map(|r| r.template_hash.clone());
     let sha = match to {
         Some(rev) => plane.resolve(rev).await.map_err(|e| RollbackError::Target(e.to_string()))?.sha,
         None => {
             let mut found = None;
             for revision in history.iter().filter(|r| r.outcome == Outcome::Healthy) {
                 let Ok(commit) = plane.load(&revision.commit.sha).await else { continue };
-                let template = template_at(&commit).map(|(hash, _)| hash);
-                if template.is_some() && template != running.as_ref().map(|(hash, _)| hash.clone()) {
+                if declared(&commit).is_some_and(|r| Some(&r.template_hash) != running_template.as_ref()) {
                     found = Some(revision.commit.sha.clone());
                     break;
                 }
@@ -962,18 +960,14 @@ pub async fn rollback(
             key.name
         )));
     }
-    let Some((_, target)) = template_at(&commit) else {
+    let Some(target) = declared(&commit) else {
         return Err(RollbackError::Target(format!("commit {} does not declare {key}", commit.commit.short())));
     };
-    let replicas = status
-        .workloads
-        .iter()
-        .find(|w| w.kind == key.kind.name() && w.namespace == key.namespace && w.name == key.name)
-        .and_then(|w| w.replicas);
+    let replicas = shown.and_then(|w| w.replicas);
     let images = |resource: &Resource| {
         resource.object.pod_spec().map(|spec| spec.containers.iter().map(|c| c.image.clone()).collect::<Vec<_>>())
     };
-    let image_change = match (running.as_ref().and_then(|(_, r)| images(r)), images(&target)) {
+    let image_change = match (running.as_deref().and_then(images), images(&target)) {
         (Some(now), Some(then)) if now != then => format!(" (images {} -> {})", now.join(", "), then.join(", ")),
         _ => String::new(),
     };
