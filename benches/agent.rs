@@ -154,7 +154,11 @@ async fn main() {
                 let summary = manager.converge(&desired).await.unwrap();
                 agent.push(start.elapsed());
                 assert_eq!(summary.pods_created, 1);
-                manager.converge(&[]).await.unwrap();
+                // The pod stops in the background; the next start is measured once it is gone.
+                while !manager.observe(&[]).await.unwrap().is_empty() {
+                    manager.converge(&[]).await.unwrap();
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
             }
         }
     }

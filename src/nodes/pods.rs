@@ -118,6 +118,11 @@ pub struct PodManager<R: ContainerRuntime> {
     /// Per `namespace/pod/container`: why its previous attempt ended, and whether a probe ended
     /// it; shown until the next attempt ends.
     stopped_because: Mutex<HashMap<String, (String, bool)>>,
+    /// Pods no longer assigned whose containers were asked to stop, by `namespace/pod`: when.
+    /// They stop in the background, each within its grace period, and are removed by the first
+    /// pass that finds none of their containers running; meanwhile they are reported
+    /// `terminating`.
+    stopping: Mutex<HashMap<String, Instant>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -204,6 +209,20 @@ fn pod_key(namespace: &str, pod: &str) -> String {
     format!("{namespace}/{pod}")
 }
 
+/// How often a stopping pod is looked at, besides the engine's events.
+const STOPPING_CHECK: Duration = Duration::from_millis(500);
+
+/// The pod's termination grace period, from the labels of its containers.
+fn grace_of(pod: &ObservedPod) -> Duration {
+    pod.containers
+        .values()
+        .flatten()
+        .chain(pod.sandbox.iter())
+        .find_map(|c| c.labels.get(labels::GRACE_SECONDS))
+        .and_then(|g| g.parse().ok())
+        .map_or(Duration::from_secs(30), Duration::from_secs)
+}
+
 fn attempt_of(info: &ContainerInfo) -> u32 {
     info.labels.get(labels::ATTEMPT).and_then(|a| a.parse().ok()).unwrap_or(0)
 }
@@ -230,6 +249,7 @@ impl<R: ContainerRuntime> PodManager<R> {
             present_images: Mutex::new(BTreeSet::new()),
             probes: Mutex::new(HashMap::new()),
             stopped_because: Mutex::new(HashMap::new()),
+            stopping: Mutex::new(HashMap::new()),
         })
     }
 
@@ -249,6 +269,10 @@ impl<R: ContainerRuntime> PodManager<R> {
 
     fn lock_probes(&self) -> std::sync::MutexGuard<'_, HashMap<(String, ProbeKind), ProbeState>> {
         self.probes.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn lock_stopping(&self) -> std::sync::MutexGuard<'_, HashMap<String, Instant>> {
+        crate::lock(&self.stopping)
     }
 
     fn lock_stopped(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, bool)>> {
@@ -339,8 +363,11 @@ impl<R: ContainerRuntime> PodManager<R> {
         let (replaced, gone): (Vec<String>, Vec<String>) =
             leaving.into_iter().partition(|key| desired_by_key.contains_key(key));
         self.lock_waiting().retain(|key, _| desired_by_key.keys().any(|pod| key.starts_with(&format!("{pod}/"))));
+        self.lock_stopping().retain(|key, _| gone.contains(key));
         let removing_gone = futures_util::future::join_all(
-            gone.iter().filter_map(|key| observed.get(key)).map(|pod| self.remove_pod(pod)),
+            gone.iter()
+                .filter_map(|key| observed.get(key).map(|pod| (key, pod)))
+                .map(|(key, pod)| self.retire(key, pod)),
         );
         let setting_up = async {
             let mut created = 0;
@@ -373,11 +400,17 @@ impl<R: ContainerRuntime> PodManager<R> {
         summary.pods_removed = replaced_removed;
         for result in gone_results {
             match result {
-                Ok(()) => summary.pods_removed += 1,
+                Ok(true) => summary.pods_removed += 1,
+                Ok(false) => {}
                 Err(error) => self.removal_failed(&error),
             }
         }
         summary.next_due = self.lock_waiting().values().map(|w| w.until).min();
+        if !self.lock_stopping().is_empty() {
+            // A stopping pod is looked at again soon, whether or not the engine says it died.
+            let soon = Instant::now() + STOPPING_CHECK;
+            summary.next_due = Some(summary.next_due.map_or(soon, |due| due.min(soon)));
+        }
         if summary.pods_created + summary.pods_removed + summary.containers_restarted > 0 {
             self.sync_inventory()?;
         }
@@ -793,6 +826,38 @@ impl<R: ContainerRuntime> PodManager<R> {
         Ok(volumes)
     }
 
+    /// A pod that is no longer assigned: asks its running containers to stop, each within the
+    /// pod's grace period, in the background, and removes the pod once none of them runs.
+    /// True when it was removed in this call.
+    async fn retire(&self, key: &str, pod: &ObservedPod) -> Result<bool, PodError> {
+        let running: Vec<&ContainerInfo> =
+            pod.containers.values().flatten().filter(|c| c.state == ContainerState::Running).collect();
+        if running.is_empty() {
+            self.remove_pod(pod).await?;
+            self.lock_stopping().remove(key);
+            return Ok(true);
+        }
+        let grace = grace_of(pod);
+        let asked = self.lock_stopping().get(key).copied();
+        // Asked again only when a stop did not take (an engine error): after its grace and a margin.
+        if asked.is_none_or(|at| at.elapsed() > grace + STOPPING_CHECK * 10) {
+            if let Some(mesh) = &self.config.mesh {
+                mesh.detach(&pod.namespace, &pod.pod);
+            }
+            for container in running {
+                let runtime = self.runtime.clone();
+                let id = container.id.clone();
+                tokio::spawn(async move {
+                    if let Err(error) = runtime.stop(&id, grace).await {
+                        tracing::warn!(container = %id, %error, "Stopping a container failed; it is asked again.");
+                    }
+                });
+            }
+            self.lock_stopping().insert(key.to_owned(), Instant::now());
+        }
+        Ok(false)
+    }
+
     /// Stops a pod's containers with its grace period (SIGTERM, wait, SIGKILL), then removes
     /// them, its sandbox, its emptyDir volumes and its files.
     async fn remove_pod(&self, pod: &ObservedPod) -> Result<(), PodError> {
@@ -800,13 +865,7 @@ impl<R: ContainerRuntime> PodManager<R> {
             mesh.detach(&pod.namespace, &pod.pod);
         }
         let all: Vec<&ContainerInfo> = pod.containers.values().flatten().collect();
-        let grace = all
-            .iter()
-            .copied()
-            .chain(pod.sandbox.iter())
-            .find_map(|c| c.labels.get(labels::GRACE_SECONDS))
-            .and_then(|g| g.parse().ok())
-            .map_or(Duration::from_secs(30), Duration::from_secs);
+        let grace = grace_of(pod);
         let stops = all.iter().filter(|c| c.state == ContainerState::Running).map(|c| self.runtime.stop(&c.id, grace));
         for result in futures_util::future::join_all(stops).await {
             result?;
@@ -1105,6 +1164,52 @@ impl<R: ContainerRuntime> PodManager<R> {
                 ready: all_running && containers.iter().all(|c| c.ready),
                 containers,
                 host_ports,
+                workload_kind: Some(assignment.workload_kind),
+                workload_name: assignment.workload_name.clone(),
+                terminating: false,
+            });
+        }
+        // Pods that run but are no longer assigned are stopping: reported so until they are
+        // gone (one replaced under the same name is gone before its successor starts).
+        for (key, pod) in &observed {
+            if desired.iter().any(|d| pod_key(&d.namespace, &d.pod) == *key) {
+                continue;
+            }
+            let label = |name: &str| {
+                pod.containers.values().flatten().chain(pod.sandbox.iter()).find_map(|c| c.labels.get(name).cloned())
+            };
+            let containers: Vec<ContainerStatus> = pod
+                .containers
+                .iter()
+                .filter_map(|(name, attempts)| attempts.last().map(|latest| (name, latest)))
+                .map(|(name, latest)| ContainerStatus {
+                    name: name.clone(),
+                    state: if latest.state == ContainerState::Running {
+                        ContainerStateName::Running
+                    } else {
+                        ContainerStateName::Terminated
+                    },
+                    ready: false,
+                    restart_count: attempt_of(latest),
+                    exit_code: latest.exit_code,
+                    last_error: None,
+                    reason: None,
+                    last_termination: None,
+                    container_id: Some(latest.id.clone()),
+                })
+                .collect();
+            statuses.push(PodStatus {
+                pod: pod.pod.clone(),
+                namespace: pod.namespace.clone(),
+                spec_hash: pod.spec_hash.clone(),
+                uid: pod.uid.clone(),
+                phase: PodPhase::Running,
+                ready: false,
+                containers,
+                host_ports: Vec::new(),
+                workload_kind: label(labels::WORKLOAD_KIND).and_then(|k| crate::manifest::Kind::from_name(&k)),
+                workload_name: label(labels::WORKLOAD_NAME).unwrap_or_default(),
+                terminating: true,
             });
         }
         Ok(statuses)

@@ -107,6 +107,14 @@ pub struct PodStatus {
     pub ready: bool,
     pub containers: Vec<ContainerStatus>,
     pub host_ports: Vec<HostPort>,
+    /// The workload the pod belongs to, so a pod that is no longer assigned still counts for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workload_kind: Option<Kind>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub workload_name: String,
+    /// Its node stops it: it is no longer assigned and its containers have not all gone yet.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub terminating: bool,
 }
 
 /// CPU and memory of a node, in the units the scheduler adds up.

@@ -107,6 +107,22 @@ async fn manager(node: &TestNode, docker: &Docker) -> PodManager<Docker> {
     PodManager::new(Arc::new(docker.clone()), node.config()).await.unwrap()
 }
 
+/// Converges towards `desired` until no other pod is left on the node (pods that are no longer
+/// assigned stop in the background, within their grace); the pods removed on the way.
+pub(crate) async fn converge_until_gone(manager: &PodManager<Docker>, desired: &[PodAssignment]) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut removed = 0;
+    loop {
+        removed += manager.converge(desired).await.unwrap().pods_removed;
+        let statuses = manager.observe(desired).await.unwrap();
+        if statuses.iter().all(|s| !s.terminating) {
+            return removed;
+        }
+        assert!(Instant::now() < deadline, "pods still stop after a minute: {statuses:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn status(manager: &PodManager<Docker>, desired: &[PodAssignment]) -> PodStatus {
     manager.observe(desired).await.unwrap().remove(0)
 }
@@ -167,8 +183,12 @@ async fn pods_are_created_replaced_and_removed() {
     assert!(matches!(docker.inspect(&first_id).await, Err(berth::nodes::runtime::RuntimeError::NotFound { .. })));
 
     // No longer assigned: stopped, removed, with its emptyDir volume.
-    let removed = manager.converge(&[]).await.unwrap();
-    assert_eq!(removed.pods_removed, 1);
+    let first = manager.converge(&[]).await.unwrap();
+    assert_eq!(first.pods_removed, 0, "a pod that is no longer assigned stops in the background");
+    let stopping = manager.observe(&[]).await.unwrap();
+    assert!(stopping.iter().all(|s| s.terminating && !s.ready), "it is reported stopping: {stopping:?}");
+    assert_eq!(converge_until_gone(&manager, &[]).await, 1);
+    assert!(manager.observe(&[]).await.unwrap().is_empty(), "nothing is reported once it is gone");
     assert!(docker.list(&[(labels::NODE, &node.name)]).await.unwrap().is_empty());
     assert!(docker.client().inspect_volume(&volume).await.is_err(), "the emptyDir volume is removed with its pod");
 }
@@ -603,8 +623,7 @@ async fn removal_is_graceful_and_limits_and_host_paths_apply() {
     assert_eq!(host_config.nano_cpus, Some(500_000_000), "the CPU limit is applied");
 
     let start = Instant::now();
-    let removed = manager.converge(&[]).await.unwrap();
-    assert_eq!(removed.pods_removed, 1);
+    assert_eq!(converge_until_gone(&manager, &[]).await, 1);
     assert_eq!(std::fs::read_to_string(host_dir.path().join("marker")).unwrap(), "got-sigterm\n");
     assert!(
         start.elapsed() < Duration::from_secs(10),
@@ -623,11 +642,8 @@ async fn a_leaving_pod_in_its_grace_period_does_not_hold_up_a_new_one() {
     let old_id = status(&manager, &[old]).await.containers[0].container_id.clone().unwrap();
 
     let new = vec![pod("new", vec![container("main", "sleep 3600")])];
-    let pass = {
-        let manager = manager.clone();
-        let new = new.clone();
-        tokio::spawn(async move { manager.converge(&new).await.unwrap() })
-    };
+    let summary = manager.converge(&new).await.unwrap();
+    assert_eq!((summary.pods_created, summary.pods_removed), (1, 0), "the old pod stops in the background");
     wait_for("the new pod to run", Duration::from_secs(20), || async {
         status(&manager, &new).await.phase == PodPhase::Running
     })
@@ -637,7 +653,11 @@ async fn a_leaving_pod_in_its_grace_period_does_not_hold_up_a_new_one() {
         ContainerState::Running,
         "the old pod is still in its grace period"
     );
-    let summary = pass.await.unwrap();
-    assert_eq!((summary.pods_created, summary.pods_removed), (1, 1));
+    // Meanwhile the node reports it as stopping, after the assigned pods.
+    let statuses = manager.observe(&new).await.unwrap();
+    let old_status = statuses.iter().find(|s| s.pod == "old").expect("the stopping pod is reported");
+    assert!(old_status.terminating && !old_status.ready, "{old_status:?}");
+    assert!(!statuses[0].terminating);
+    assert_eq!(converge_until_gone(&manager, &new).await, 1);
     assert!(matches!(docker.inspect(&old_id).await, Err(berth::nodes::runtime::RuntimeError::NotFound { .. })));
 }

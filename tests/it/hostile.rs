@@ -3,7 +3,7 @@
 //! stay under the pod's folder, names on the engine never collide, secret values never appear
 //! in a finding.
 
-use crate::agent::{TestNode, docker, pod, wait_for};
+use crate::agent::{TestNode, converge_until_gone, docker, pod, wait_for};
 use crate::images::container;
 use crate::manifests::single_file_diagnostics;
 use crate::support::{TestRepo, berth};
@@ -276,7 +276,7 @@ async fn volume_files_never_leave_the_pod_folder() {
         manager.observe(&desired).await.unwrap().iter().any(|s| s.pod == "good" && s.phase == PodPhase::Running)
     })
     .await;
-    manager.converge(&[]).await.unwrap();
+    converge_until_gone(&manager, &[]).await;
     assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
 }
 
@@ -359,7 +359,7 @@ async fn pods_named_the_old_way_are_adopted() {
     assert_eq!(ids(&before), ids(&after), "the same containers run");
     assert!(after.iter().all(|c| c.state == ContainerState::Running));
 
-    second.converge(&[]).await.unwrap();
+    converge_until_gone(&second, &[]).await;
     assert!(docker.list(&[(labels::NODE, &node.name)]).await.unwrap().is_empty());
     assert!(docker.client().inspect_volume(&ours).await.is_err(), "the pod's old-style volume went with it");
     assert!(docker.client().inspect_volume(&theirs).await.is_ok(), "another pod's volume stays");
