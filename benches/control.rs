@@ -494,7 +494,12 @@ async fn ready() {
         }
         // Let the rollout finish before the next commit.
         let done = Instant::now() + Duration::from_secs(60);
-        while client.get("/api/v1/status").await.map(|s| s["health"] != "Synced").unwrap_or(true) {
+        while client
+            .get("/api/v1/status")
+            .await
+            .map(|s| s["sync"] != "Synced" || s["health"] != "Healthy")
+            .unwrap_or(true)
+        {
             assert!(Instant::now() < done, "rollout {version} did not finish");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

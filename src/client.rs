@@ -174,12 +174,13 @@ pub fn workloads_table(list: &Value, namespace: Option<&str>) -> String {
                 format!("{}/{wanted}", text(&w["ready"])),
                 text(&w["updated"]),
                 short(&text(&w["revision"])).to_owned(),
+                text(&w["sync"]),
                 text(&w["health"]),
                 w["reason"].as_str().unwrap_or_default().to_owned(),
             ]
         })
         .collect();
-    table(&["NAMESPACE", "NAME", "READY", "UP-TO-DATE", "REVISION", "HEALTH", "REASON"], &rows)
+    table(&["NAMESPACE", "NAME", "READY", "UP-TO-DATE", "REVISION", "SYNC", "HEALTH", "REASON"], &rows)
 }
 
 pub fn pods_table(list: &Value, namespace: Option<&str>) -> String {
@@ -309,7 +310,14 @@ pub fn status_text(status: &Value, now: i64) -> String {
     if let Some(applied) = status["applied"].as_str() {
         let _ = writeln!(out, "Applied:    {} \"{}\"", short(applied), text(&status["appliedMessage"]));
     }
-    let _ = writeln!(out, "Status:     {}: {}", text(&status["health"]), status["reason"].as_str().unwrap_or_default());
+    let _ =
+        writeln!(out, "Sync:       {}: {}", text(&status["sync"]), status["syncReason"].as_str().unwrap_or_default());
+    let _ = writeln!(
+        out,
+        "Health:     {}: {}",
+        text(&status["health"]),
+        status["healthReason"].as_str().unwrap_or_default()
+    );
     let counts = &status["counts"];
     let by_health: Vec<String> = counts["workloads"]
         .as_object()
@@ -349,6 +357,7 @@ pub fn describe_text(view: &Value, now: i64) -> String {
         text(&w["ready"])
     );
     let _ = writeln!(out, "Revision:   {} \"{}\"", short(&text(&w["revision"])), text(&w["revisionMessage"]));
+    let _ = writeln!(out, "Sync:       {}", text(&w["sync"]));
     let _ = writeln!(out, "Health:     {}", text(&w["health"]));
     if let Some(reason) = w["reason"].as_str().filter(|r| !r.is_empty()) {
         let _ = writeln!(out, "Reason:     {reason}");

@@ -1000,8 +1000,10 @@ fn client_command(args: &ServerArgs, call: ClientCall) -> Result<ExitCode> {
             ClientCall::Status => {
                 let status = client.get("/api/v1/status").await?;
                 print_value(&status, args.output, |s| c::status_text(s, now))?;
-                let health = status["health"].as_str().unwrap_or_default();
-                Ok(if matches!(health, "Degraded" | "Failed") { ExitCode::from(1) } else { ExitCode::SUCCESS })
+                // Something is wrong that needs a person: a rollout failed, or the head commit
+                // does not load.
+                let degraded = matches!(status["health"].as_str(), Some("Degraded" | "Missing"));
+                Ok(if degraded || !status["failed"].is_null() { ExitCode::from(1) } else { ExitCode::SUCCESS })
             }
             ClientCall::Get { what, namespace } => {
                 let ns = namespace.as_deref();

@@ -52,6 +52,10 @@ pub struct WorkloadStatus {
     /// Pods that run older ConfigMap or Secret values because the workload keeps its pods on a
     /// config change (`berth.dev/restart-on-config-change: "false"`).
     pub stale_config: Vec<String>,
+    /// Its pods that still run on a Ready node but are on their way out: draining from the
+    /// routes, or no longer assigned and not yet reported gone. A workload is complete only
+    /// when none are left.
+    pub terminating: usize,
 }
 
 /// A container that restarted this often without becoming ready is crash-looping.
@@ -72,11 +76,13 @@ pub struct ReconcileSummary {
     /// Nodes whose assignment this pass changed.
     pub nodes_changed: usize,
     pub ready_nodes: usize,
+    /// Pods of workloads the commit no longer declares that still run or stop on Ready nodes.
+    pub pruning: usize,
 }
 
 impl ReconcileSummary {
     pub fn complete(&self) -> bool {
-        self.workloads.iter().all(|w| w.complete)
+        self.pruning == 0 && self.workloads.iter().all(|w| w.complete)
     }
 }
 
@@ -186,10 +192,17 @@ impl Controller {
             })
             .collect();
         let mut reports: HashMap<String, PodStatus> = HashMap::new();
+        // Pods a Ready node reports that it is not assigned (any more): they are stopping.
+        let mut unassigned: Vec<PodStatus> = Vec::new();
         for (node, status) in self.store.all_reports().await? {
+            if !ready.contains(node.as_str()) {
+                continue;
+            }
             let current = uids.get(&(node.as_str(), status.namespace.as_str(), status.pod.as_str()));
-            if ready.contains(node.as_str()) && current == Some(&status.uid.as_str()) {
+            if current == Some(&status.uid.as_str()) {
                 reports.insert(format!("{}/{}", status.namespace, status.pod), status);
+            } else {
+                unassigned.push(status);
             }
         }
         let ready_since = {
@@ -351,6 +364,7 @@ impl Controller {
         if !draining.is_empty() {
             tracing::debug!(version, leaving = ?draining.keys().map(|k| &k.1).collect::<Vec<_>>(), "Draining.");
         }
+        let draining_now: HashSet<(String, String)> = draining.keys().cloned().collect();
         *lock(&self.leaving) = draining
             .into_iter()
             .map(|(key, leaving)| (key, Leaving { version: leaving.version.or(Some(version)), ..leaving }))
@@ -364,7 +378,29 @@ impl Controller {
                 cache.insert(node, (generation, Arc::new(pods)));
             }
         }
-        Ok(ReconcileSummary { workloads: statuses, nodes_changed, ready_nodes: ready.len() })
+        // After this pass, what is on its way out: pods draining from the routes, and pods a
+        // Ready node reports that it is no longer told to run. They count until they are gone.
+        let mut stopping: HashMap<ObjectKey, usize> = HashMap::new();
+        for pods in stored.iter().filter(|(node, _)| ready.contains(node.as_str())).map(|(_, pods)| pods) {
+            for pod in pods.iter().filter(|p| draining_now.contains(&(p.namespace.clone(), p.pod.clone()))) {
+                *stopping.entry(workload_of(pod)).or_default() += 1;
+            }
+        }
+        let reported_gone = reports.values().filter(|r| gone.contains(&(r.namespace.clone(), r.pod.clone())));
+        for status in unassigned.iter().chain(reported_gone) {
+            if let Some(kind) = status.workload_kind {
+                let key = ObjectKey { kind, namespace: status.namespace.clone(), name: status.workload_name.clone() };
+                *stopping.entry(key).or_default() += 1;
+            }
+        }
+        for status in &mut statuses {
+            status.terminating = stopping.get(&status.key).copied().unwrap_or(0);
+            if status.terminating > 0 {
+                status.complete = false;
+            }
+        }
+        let pruning = stopping.iter().filter(|(key, _)| !declared.contains(*key)).map(|(_, n)| n).sum();
+        Ok(ReconcileSummary { workloads: statuses, nodes_changed, ready_nodes: ready.len(), pruning })
     }
 }
 
@@ -467,6 +503,7 @@ fn plan_workload(
         revision: commit.commit.sha.clone(),
         failure: crash_loop(current.iter().map(|(_, p)| *p).filter(|p| p.spec_hash == hash), reports),
         stale_config: Vec::new(),
+        terminating: 0,
     };
     if !resource.restarts_on_config_change() {
         let config = super::pods::config_hash(resource, sources).unwrap_or_default();
@@ -478,6 +515,8 @@ fn plan_workload(
     }
     let mut delete: Vec<String> = Vec::new();
     let mut create: Vec<(Replica<'_>, Option<String>)> = Vec::new();
+    // How many pods the workload runs when it is complete.
+    let mut wanted = usize::try_from(replicas.unwrap_or(1)).unwrap_or(0);
 
     match &resource.object {
         Object::DaemonSet(daemon_set) => {
@@ -520,6 +559,7 @@ fn plan_workload(
             status.updated = current.iter().filter(|(_, p)| p.spec_hash == hash).count();
             status.available =
                 current.iter().filter(|(_, p)| ready_since.contains_key(&format!("{}/{}", p.namespace, p.pod))).count();
+            wanted = eligible.len();
             status.complete = create.is_empty()
                 && delete.is_empty()
                 && status.updated == eligible.len()
@@ -538,6 +578,7 @@ fn plan_workload(
             status.updated = current.iter().filter(|(_, p)| p.spec_hash == hash).count();
             status.available =
                 current.iter().filter(|(_, p)| ready_since.contains_key(&format!("{}/{}", p.namespace, p.pod))).count();
+            wanted = 1;
             status.complete = create.is_empty() && status.available == 1;
         }
         object => {
@@ -579,6 +620,22 @@ fn plan_workload(
         }
     }
 
+    // The counts say what runs after this step: a pod it deletes is on its way out, not
+    // available (what still stops is counted as terminating at the end of the pass).
+    let deleted = current.iter().filter(|(_, p)| delete.contains(&p.pod)).count();
+    for (_, pod) in current.iter().filter(|(_, p)| delete.contains(&p.pod)) {
+        status.total -= 1;
+        if pod.spec_hash == hash {
+            status.updated = status.updated.saturating_sub(1);
+        }
+        if ready_since.contains_key(&format!("{}/{}", pod.namespace, pod.pod)) {
+            status.available = status.available.saturating_sub(1);
+        }
+    }
+    if deleted > 0 {
+        status.complete =
+            create.is_empty() && status.total == wanted && status.updated == wanted && status.available == wanted;
+    }
     for pod in delete {
         step_in.deletes.insert((key.namespace.clone(), pod));
     }

@@ -78,14 +78,13 @@ fn rollout_hash_of(resource: &Resource, config: Option<&str>) -> String {
     }
 }
 
-/// What tells a workload's revisions apart: the object's hash and, unless it opts out, the
-/// values its pods read. A commit that changes only a ConfigMap value a workload reads makes a
-/// revision of that workload, judged and rolled back like any other.
+/// What tells a workload's revisions apart: what its pods run, its [`rollout_hash`] (the pod
+/// template and, unless it opts out, the values its pods read), as Kubernetes keys ReplicaSets
+/// by pod-template-hash. A change of replicas or of the rollout strategy is no revision: a
+/// failed template is not tried again because it is scaled, and a rollback never lands on a
+/// commit that differs only in replicas.
 pub fn revision_hash(resource: &Resource, sources: &Sources<'_>) -> String {
-    match config_hash(resource, sources).filter(|_| resource.restarts_on_config_change()) {
-        None => resource.hash.clone(),
-        Some(config) => crate::manifest::hex_digest(format!("{}/{config}", resource.hash).as_bytes()),
-    }
+    rollout_hash(resource, sources)
 }
 
 /// A digest of the ConfigMap and Secret values the pods of `resource` read; `None` when they

@@ -122,6 +122,11 @@ impl AgentApi {
         lock(&self.inner.routes_acked).get(node).copied().unwrap_or(0)
     }
 
+    /// Records that `node` routes by the table of `version` (it asked for tables after it).
+    pub fn ack_routes(&self, node: &str, version: u64) {
+        lock(&self.inner.routes_acked).insert(node.to_owned(), version);
+    }
+
     /// Resolves when an agent has reported.
     pub async fn reported(&self) {
         self.inner.reported.notified().await;
@@ -236,7 +241,7 @@ async fn routes(
     Query(query): Query<AssignmentQuery>,
 ) -> Result<Json<RouteTable>, AppError> {
     api.authorize(&headers, &node).await?;
-    lock(&api.inner.routes_acked).insert(node, query.after);
+    api.ack_routes(&node, query.after);
     let mut receiver = api.inner.routes.subscribe();
     if query.wait_seconds > 0 {
         let wait = Duration::from_secs(query.wait_seconds).min(MAX_WAIT);

@@ -280,8 +280,11 @@ async fn pods(State(api): State<Api>, headers: HeaderMap) -> Result<Json<Vec<Pod
 
 pub async fn pod_views(plane: &ControlPlane) -> Result<Vec<PodView>, AppError> {
     let desired = crate::lock(&plane.desired).clone();
+    let grace = plane.config.controller.node_grace_seconds;
+    let now = now();
     let mut views = Vec::new();
     for node in plane.store.nodes().await? {
+        let node_ready = now - node.last_heartbeat <= grace;
         let (_, assigned) = plane.store.assignment(&node.name).await?;
         let reports: BTreeMap<String, PodStatus> = plane
             .store
@@ -290,9 +293,15 @@ pub async fn pod_views(plane: &ControlPlane) -> Result<Vec<PodView>, AppError> {
             .into_iter()
             .map(|r| (format!("{}/{}", r.namespace, r.pod), r))
             .collect();
-        for pod in assigned {
+        for pod in &assigned {
             let report = reports.get(&format!("{}/{}", pod.namespace, pod.pod)).filter(|r| r.uid == pod.uid);
-            views.push(pod_view(&node.name, &pod, report, desired.as_deref()));
+            views.push(pod_view(&node.name, pod, report, desired.as_deref()));
+        }
+        // What the node still reports but no longer runs by assignment: it is stopping.
+        for report in reports.values() {
+            if !assigned.iter().any(|p| p.namespace == report.namespace && p.pod == report.pod && p.uid == report.uid) {
+                views.push(terminating_view(&node.name, report, node_ready));
+            }
         }
     }
     views.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
@@ -331,6 +340,28 @@ fn pod_view(
         },
         labels,
         requests,
+    }
+}
+
+/// A pod its node stops: shown as `Terminating` until the node reports it gone, as kubectl does;
+/// `Unknown` while the node is NotReady (its pods are placed elsewhere, and it may still run
+/// this one).
+fn terminating_view(node: &str, report: &PodStatus, node_ready: bool) -> PodView {
+    PodView {
+        namespace: report.namespace.clone(),
+        name: report.pod.clone(),
+        node: node.to_owned(),
+        kind: report.workload_kind.map_or_else(String::new, |k| k.name().to_owned()),
+        workload: report.workload_name.clone(),
+        revision: String::new(),
+        phase: format!("{:?}", report.phase),
+        status: if node_ready { "Terminating" } else { "Unknown" }.to_owned(),
+        ready: false,
+        restarts: report.containers.iter().map(|c| c.restart_count).sum(),
+        last_error: (!node_ready)
+            .then(|| format!("node {node} is NotReady: the pod was placed elsewhere; it goes once the node is back")),
+        labels: BTreeMap::new(),
+        requests: Resources::default(),
     }
 }
 

@@ -25,26 +25,50 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
-/// How something stands, in the words of Argo CD.
+/// Whether what runs is what the branch head says, in the words of Argo CD.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-pub enum Health {
+pub enum Sync {
+    /// The live plan of the head against what runs is empty.
     Synced,
     OutOfSync,
-    Progressing,
-    Degraded,
-    Failed,
+    /// Not known: the head commit failed to load, or no node is Ready to tell.
     #[default]
     Unknown,
+}
+
+impl Sync {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Sync::Synced => "Synced",
+            Sync::OutOfSync => "OutOfSync",
+            Sync::Unknown => "Unknown",
+        }
+    }
+}
+
+/// How what runs is doing, in the words of Argo CD. Ordered from best to worst: the whole is
+/// as healthy as its least healthy workload.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub enum Health {
+    Healthy,
+    /// Rolling out or rolling back, within its progress deadline.
+    Progressing,
+    /// No node is Ready to say, or no commit is applied yet.
+    #[default]
+    Unknown,
+    /// Wants pods and has none: none could be placed.
+    Missing,
+    /// A rollout failed or its pods crash-loop.
+    Degraded,
 }
 
 impl Health {
     pub fn as_str(self) -> &'static str {
         match self {
-            Health::Synced => "Synced",
-            Health::OutOfSync => "OutOfSync",
+            Health::Healthy => "Healthy",
             Health::Progressing => "Progressing",
             Health::Degraded => "Degraded",
-            Health::Failed => "Failed",
+            Health::Missing => "Missing",
             Health::Unknown => "Unknown",
         }
     }
@@ -57,13 +81,17 @@ pub struct WorkloadHealth {
     pub kind: String,
     pub namespace: String,
     pub name: String,
+    pub sync: Sync,
     pub health: Health,
+    /// Why it is not Synced and Healthy; empty when it is.
     pub reason: String,
     /// Wished replicas; `None` for a DaemonSet.
     pub replicas: Option<i32>,
     pub ready: usize,
     pub updated: usize,
     pub total: usize,
+    /// Pods of it that are stopping (out of every count above).
+    pub terminating: usize,
     /// The commit whose spec runs (or rolls out).
     pub revision: String,
     pub revision_message: String,
@@ -87,12 +115,16 @@ pub struct SyncStatus {
     pub failed: Option<String>,
     /// Why the head commit waits for an approval, when it does.
     pub waiting: Option<String>,
+    pub sync: Sync,
+    pub sync_reason: String,
     pub health: Health,
+    pub health_reason: String,
+    /// The one sentence that matters most: why it is not Synced and Healthy, or that it is.
     pub reason: String,
     pub workloads: Vec<WorkloadHealth>,
     #[serde(skip)]
     pub last_pass: Option<ReconcileSummary>,
-    /// True once every workload of the applied commit is complete.
+    /// Synced and Healthy.
     pub synced: bool,
     pub ready_nodes: usize,
     /// Seconds since the epoch of the last pass.
@@ -230,23 +262,49 @@ struct LoopState {
     last_fetch: Option<Instant>,
 }
 
+/// The loop, one pass at a time: `run` drives it on the wall clock; a test or a simulation
+/// drives it with a clock of its own.
+pub struct ControlLoop {
+    plane: Arc<ControlPlane>,
+    controller: Controller,
+    state: LoopState,
+}
+
+impl ControlLoop {
+    /// Picks up where a previous server on the same store stopped.
+    pub async fn new(plane: Arc<ControlPlane>) -> ControlLoop {
+        let controller = Controller::new(plane.store.clone(), plane.api.clone(), plane.config.controller.clone());
+        let mut state = LoopState {
+            head: None,
+            desired: None,
+            revisions: HashMap::new(),
+            pins: Vec::new(),
+            retained: BTreeSet::new(),
+            commits: HashMap::new(),
+            sync_outcome: String::new(),
+            applied_recorded: false,
+            last_fetch: None,
+        };
+        if let Err(error) = restore(&plane, &mut state).await {
+            tracing::error!(%error, "Reading the control plane's state failed; starting from the branch head.");
+        }
+        ControlLoop { plane, controller, state }
+    }
+
+    /// One pass at `now` (seconds since the Unix epoch): follow the head, take an approval,
+    /// reconcile the nodes, judge rollouts, publish the status.
+    pub async fn step(&mut self, now: i64) -> Result<(), PassError> {
+        pass(&self.plane, &self.controller, &mut self.state, now).await
+    }
+
+    pub fn plane(&self) -> &Arc<ControlPlane> {
+        &self.plane
+    }
+}
+
 /// Runs the loop until `shutdown` is cancelled; publishes its status on `plane.status`.
 pub async fn run(plane: Arc<ControlPlane>, shutdown: CancellationToken) {
-    let controller = Controller::new(plane.store.clone(), plane.api.clone(), plane.config.controller.clone());
-    let mut state = LoopState {
-        head: None,
-        desired: None,
-        revisions: HashMap::new(),
-        pins: Vec::new(),
-        retained: BTreeSet::new(),
-        commits: HashMap::new(),
-        sync_outcome: String::new(),
-        applied_recorded: false,
-        last_fetch: None,
-    };
-    if let Err(error) = restore(&plane, &mut state).await {
-        tracing::error!(%error, "Reading the control plane's state failed; starting from the branch head.");
-    }
+    let mut control = ControlLoop::new(plane.clone()).await;
     let mut interval = tokio::time::interval(plane.config.poll_interval.min(plane.config.reconcile_interval));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut passes: u64 = 0;
@@ -261,12 +319,12 @@ pub async fn run(plane: Arc<ControlPlane>, shutdown: CancellationToken) {
             _ = plane.api.reported() => tokio::time::sleep_until(last_pass + REPORT_PASS_GAP).await,
         }
         last_pass = tokio::time::Instant::now();
-        let head = state.head.clone();
-        if let Err(error) = pass(&plane, &controller, &mut state).await {
+        let head = control.state.head.clone();
+        if let Err(error) = control.step(crate::server::now()).await {
             tracing::warn!(%error, "A control pass failed; trying again.");
         }
         passes += 1;
-        if state.head != head || passes % 20 == 0 {
+        if control.state.head != head || passes % 20 == 0 {
             release_free_memory();
         }
     }
@@ -306,15 +364,14 @@ async fn restore(plane: &ControlPlane, state: &mut LoopState) -> Result<(), Box<
 }
 
 #[derive(Debug, thiserror::Error)]
-enum PassError {
+pub enum PassError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Sync(#[from] SyncError),
 }
 
-async fn pass(plane: &ControlPlane, controller: &Controller, state: &mut LoopState) -> Result<(), PassError> {
-    let now = crate::server::now();
+async fn pass(plane: &ControlPlane, controller: &Controller, state: &mut LoopState, now: i64) -> Result<(), PassError> {
     fetch_if_due(plane, state).await;
     follow_head(plane, state, now).await?;
     take_approval(plane, state, now).await?;
@@ -517,8 +574,9 @@ pub async fn approve(plane: &ControlPlane, sha: &str, state_index: Option<i64>) 
     }
     let current = plane.store.state_index().await?;
     let shown = state_index.unwrap_or(record.state_index);
-    if shown != current || record.state_index != current {
-        // Make the plan again against what is applied now, so the next look shows the truth.
+    if record.state_index != current {
+        // The recorded plan is older than what is applied now: make it again, so the record
+        // and the next look show the truth.
         if let Ok(commit) = plane.load(&record.commit.sha).await {
             let (plan, index) = plane.plan_against_applied(&commit).await?;
             plane
@@ -526,6 +584,10 @@ pub async fn approve(plane: &ControlPlane, sha: &str, state_index: Option<i64>) 
                 .replan_sync(&record.commit.sha, index, &render::text(&plan, false), &render::json(&plan))
                 .await?;
         }
+    }
+    // A plan made against the state applied now (the record's, made again, or a live one the
+    // caller was shown) is the plan that will be carried out; any other is not.
+    if shown != current {
         return Err(ApproveError::Stale { shown, current });
     }
     plane.store.approve_sync(&record.commit.sha, crate::server::now()).await?;
@@ -741,7 +803,8 @@ async fn finish_sync(
             (latest.outcome == Outcome::Failed).then(|| format!("{}: {}", w.key, latest.reason))
         })
         .collect();
-    let complete = summary.complete() && summary.ready_nodes > 0;
+    // Workloads need a Ready node to say they run; objects alone (ConfigMaps, Services) do not.
+    let complete = summary.complete() && (summary.ready_nodes > 0 || summary.workloads.is_empty());
     let (outcome, reason) = if !degraded.is_empty() {
         ("degraded", degraded.join("; "))
     } else if complete {
@@ -785,51 +848,77 @@ async fn applied_resources(
     Ok(resources)
 }
 
-/// Publishes the status of the pass: each workload's health and the whole's.
+/// Publishes the status of the pass: each workload's sync and health, and the whole's.
+///
+/// Synced means exactly: the head commit loaded without errors and is the one applied, nothing
+/// waits for an approval, no workload is held at another commit (a pin or a rollback after a
+/// failed rollout), and every workload's pods all run its revision with its current
+/// configuration, none of them stopping, as reported by Ready nodes.
 fn publish(plane: &ControlPlane, state: &LoopState, summary: Option<&ReconcileSummary>, now: i64) {
     let workloads: Vec<WorkloadHealth> = summary
         .map(|s| s.workloads.iter().map(|w| workload_health(state, w, s.ready_nodes)).collect())
         .unwrap_or_default();
     plane.status.send_modify(|status| {
-        status.synced = summary.is_some_and(|s| s.complete() && s.ready_nodes > 0);
         status.ready_nodes = summary.map_or(0, |s| s.ready_nodes);
         status.updated_at = now;
-        let worst = workloads.iter().map(|w| w.health).filter(|h| *h != Health::Unknown).max();
-        let (health, reason) = if let Some(failed) = &status.failed {
-            (Health::Failed, failed.clone())
-        } else if worst == Some(Health::Degraded) {
-            (Health::Degraded, reasons_of(&workloads, Health::Degraded))
+        let applied = state.desired.as_ref().map(|d| d.commit.short().to_owned());
+        let no_node = !workloads.is_empty() && status.ready_nodes == 0;
+        let no_node_reason =
+            "no node is Ready: start `berth agent` on a machine, or check that agents reach this server";
+        let (sync, sync_reason) = if let Some(failed) = &status.failed {
+            let keeps = applied.as_ref().map(|a| format!("; commit {a} keeps running")).unwrap_or_default();
+            (Sync::Unknown, format!("{failed}{keeps}"))
         } else if let Some(waiting) = &status.waiting {
-            (Health::OutOfSync, waiting.clone())
-        } else if state.desired.is_none() {
-            (Health::Unknown, "no commit without errors has been seen yet".to_owned())
-        } else if !workloads.is_empty() && status.ready_nodes == 0 {
-            (
-                Health::Unknown,
-                "no node is Ready: start `berth agent` on a machine, or check that agents reach this server".to_owned(),
-            )
-        } else if worst == Some(Health::Progressing) {
+            (Sync::OutOfSync, waiting.clone())
+        } else if applied.is_none() {
+            (Sync::Unknown, "no commit without errors has been seen yet".to_owned())
+        } else if state.head.is_some() && state.head != state.desired.as_ref().map(|d| d.commit.sha.clone()) {
+            (Sync::OutOfSync, "the head commit is not applied yet".to_owned())
+        } else if no_node {
+            (Sync::Unknown, no_node_reason.to_owned())
+        } else if let Some(pruning) = summary.map(|s| s.pruning).filter(|n| *n > 0) {
+            (Sync::OutOfSync, format!("{pruning} pods of workloads the commit no longer declares are stopping"))
+        } else if workloads.iter().any(|w| w.sync != Sync::Synced) {
+            (Sync::OutOfSync, reasons_of(workloads.iter().filter(|w| w.sync != Sync::Synced)))
+        } else if !state.applied_recorded {
+            (Sync::OutOfSync, "the applied objects are being recorded".to_owned())
+        } else {
+            (Sync::Synced, format!("the nodes run commit {}", applied.unwrap_or_default()))
+        };
+        let worst = workloads.iter().map(|w| w.health).max().unwrap_or(Health::Healthy);
+        let (health, health_reason) = if state.desired.is_none() {
+            (Health::Unknown, "no commit is applied yet".to_owned())
+        } else if no_node {
+            (Health::Unknown, no_node_reason.to_owned())
+        } else if worst == Health::Healthy {
+            (Health::Healthy, "every workload is available".to_owned())
+        } else if worst == Health::Progressing {
             let rolling = workloads.iter().filter(|w| w.health == Health::Progressing).count();
             (Health::Progressing, format!("{rolling} of {} workloads are rolling out", workloads.len()))
-        } else if worst == Some(Health::OutOfSync) {
-            (Health::OutOfSync, reasons_of(&workloads, Health::OutOfSync))
         } else {
-            (Health::Synced, "every workload runs the applied commit".to_owned())
+            (worst, reasons_of(workloads.iter().filter(|w| w.health == worst)))
         };
+        status.reason = if status.failed.is_some() || health == Health::Degraded {
+            if status.failed.is_some() { sync_reason.clone() } else { health_reason.clone() }
+        } else if sync != Sync::Synced {
+            sync_reason.clone()
+        } else {
+            health_reason.clone()
+        };
+        status.synced = sync == Sync::Synced && health == Health::Healthy;
+        status.sync = sync;
+        status.sync_reason = sync_reason;
         status.health = health;
-        status.reason = reason;
+        status.health_reason = health_reason;
         status.workloads = workloads;
         status.last_pass = summary.cloned();
     });
 }
 
-/// `Kind ns/name: reason; ...` of the workloads in `health`.
-fn reasons_of(workloads: &[WorkloadHealth], health: Health) -> String {
-    let reasons: Vec<String> = workloads
-        .iter()
-        .filter(|w| w.health == health)
-        .map(|w| format!("{} {}/{}: {}", w.kind, w.namespace, w.name, w.reason))
-        .collect();
+/// `Kind ns/name: reason; ...` of some workloads.
+fn reasons_of<'w>(workloads: impl Iterator<Item = &'w WorkloadHealth>) -> String {
+    let reasons: Vec<String> =
+        workloads.map(|w| format!("{} {}/{}: {}", w.kind, w.namespace, w.name, w.reason)).collect();
     reasons.join("; ")
 }
 
@@ -847,10 +936,23 @@ fn workload_health(state: &LoopState, w: &WorkloadStatus, ready_nodes: usize) ->
     };
     let short = |sha: &str| sha[..sha.len().min(7)].to_owned();
     let wanted = w.replicas.map_or_else(|| "all".to_owned(), |r| r.to_string());
-    let (health, reason) = if let Some(pin) = pinned {
+    let stopping = if w.terminating > 0 { format!("; {} pods are stopping", w.terminating) } else { String::new() };
+    let rolling = || {
+        if let Some(unschedulable) = w.unschedulable.first() {
+            let health = if w.total == 0 { Health::Missing } else { Health::Progressing };
+            (health, format!("pods wait to be placed: {unschedulable}"))
+        } else {
+            (Health::Progressing, format!("{}/{wanted} available, {} updated{stopping}", w.available, w.updated))
+        }
+    };
+    let (sync, health, reason) = if ready_nodes == 0 {
+        (Sync::Unknown, Health::Unknown, "no node is Ready".to_owned())
+    } else if let Some(pin) = pinned {
         let verb = if w.complete { "held" } else { "rolling back" };
+        let (health, _) = if w.complete { (Health::Healthy, String::new()) } else { rolling() };
         (
-            if w.complete { Health::OutOfSync } else { Health::Progressing },
+            Sync::OutOfSync,
+            health,
             format!("{verb} at commit {} by `berth rollback` until a new commit is applied", short(&pin.commit)),
         )
     } else if let Some(latest) = latest.filter(|r| r.outcome == Outcome::Failed) {
@@ -859,6 +961,7 @@ fn workload_health(state: &LoopState, w: &WorkloadStatus, ready_nodes: usize) ->
             None => "no earlier healthy revision to roll back to".to_owned(),
         };
         (
+            Sync::OutOfSync,
             Health::Degraded,
             format!(
                 "rollout of {} failed: {}; {back}; fix the spec in Git to retry",
@@ -866,35 +969,35 @@ fn workload_health(state: &LoopState, w: &WorkloadStatus, ready_nodes: usize) ->
                 latest.reason
             ),
         )
-    } else if ready_nodes == 0 {
-        (Health::Unknown, "no node is Ready".to_owned())
     } else if let Some(failure) = &w.failure {
-        (Health::Degraded, failure.clone())
+        (Sync::OutOfSync, Health::Degraded, failure.clone())
     } else if w.complete && !w.stale_config.is_empty() {
         (
-            Health::OutOfSync,
+            Sync::OutOfSync,
+            Health::Healthy,
             format!(
                 "pods {} run older ConfigMap or Secret values: the workload carries berth.dev/restart-on-config-change: \"false\"; they take the new values when they are replaced",
                 w.stale_config.join(", ")
             ),
         )
     } else if w.complete {
-        (Health::Synced, String::new())
-    } else if let Some(unschedulable) = w.unschedulable.first() {
-        (Health::Progressing, format!("pods wait to be placed: {unschedulable}"))
+        (Sync::Synced, Health::Healthy, String::new())
     } else {
-        (Health::Progressing, format!("{}/{wanted} available, {} updated", w.available, w.updated))
+        let (health, reason) = rolling();
+        (Sync::OutOfSync, health, reason)
     };
     WorkloadHealth {
         kind: w.key.kind.name().to_owned(),
         namespace: w.key.namespace.clone(),
         name: w.key.name.clone(),
+        sync,
         health,
         reason,
         replicas: w.replicas,
         ready: w.available,
         updated: w.updated,
         total: w.total,
+        terminating: w.terminating,
         revision_message: message(&w.revision),
         revision: w.revision.clone(),
         pinned: pinned.map(|p| p.commit.clone()),
@@ -930,6 +1033,10 @@ pub async fn rollback(
         return Err(RollbackError::NoHistory(key.to_string()));
     }
     let declared = |commit: &Loaded| commit.resources.iter().find(|r| &r.key == key).cloned();
+    let applied = plane.load(&head).await.map_err(|e| RollbackError::Target(e.to_string()))?;
+    if declared(&applied).is_none() {
+        return Err(RollbackError::NotDeclared { key: key.to_string(), commit: applied.commit.short().to_owned() });
+    }
     let shown = status
         .workloads
         .iter()
@@ -993,6 +1100,8 @@ pub async fn rollback(
 pub enum RollbackError {
     #[error("no commit is applied yet, so there is nothing to hold a workload against; try again once one is")]
     NoHead,
+    #[error("{key} is not declared by the applied commit {commit}: there is nothing of it to hold")]
+    NotDeclared { key: String, commit: String },
     #[error("{0} has no revisions: it was never rolled out by this server")]
     NoHistory(String),
     #[error("{0} has no earlier healthy revision; name one with --to SHA (see `berth history`)")]

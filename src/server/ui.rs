@@ -9,7 +9,7 @@
 
 use super::AppError;
 use super::api::{self, Access};
-use super::control::{ControlPlane, Health, SyncStatus};
+use super::control::{ControlPlane, Health, Sync, SyncStatus};
 use crate::manifest::ObjectKey;
 use crate::store::SyncRecord;
 use askama::Template;
@@ -259,6 +259,8 @@ struct Overview {
 }
 
 struct HealthView {
+    sync: String,
+    sync_class: String,
     health: String,
     health_class: String,
     reason: String,
@@ -310,6 +312,8 @@ async fn overview_body(plane: &ControlPlane) -> Result<Overview, AppError> {
     by_health.sort();
     Ok(Overview {
         status: HealthView {
+            sync: status.sync.as_str().to_owned(),
+            sync_class: health_class(status.sync.as_str()),
             health: status.health.as_str().to_owned(),
             health_class: health_class(status.health.as_str()),
             reason: status.reason.clone(),
@@ -348,6 +352,8 @@ struct WorkloadRow {
     href: String,
     ready: String,
     revision: String,
+    sync: String,
+    sync_class: String,
     health: String,
     health_class: String,
     reason: String,
@@ -380,7 +386,7 @@ fn workloads_body(status: &SyncStatus, filter: &WorkloadFilter) -> Workloads {
         .workloads
         .iter()
         .filter(|w| filter.namespace.is_empty() || w.namespace == filter.namespace)
-        .filter(|w| filter.status.is_empty() || w.health.as_str() == filter.status)
+        .filter(|w| filter.status.is_empty() || [w.sync.as_str(), w.health.as_str()].contains(&filter.status.as_str()))
         .map(|w| WorkloadRow {
             kind: w.kind.clone(),
             namespace: w.namespace.clone(),
@@ -388,6 +394,8 @@ fn workloads_body(status: &SyncStatus, filter: &WorkloadFilter) -> Workloads {
             href: format!("/workloads/{}/{}/{}", w.kind.to_ascii_lowercase(), w.namespace, w.name),
             ready: format!("{}/{}", w.ready, w.replicas.map_or(w.total, |r| r.max(0) as usize)),
             revision: commit(&status.repository, &w.revision, &w.revision_message, "", None, now),
+            sync: w.sync.as_str().to_owned(),
+            sync_class: health_class(w.sync.as_str()),
             health: w.health.as_str().to_owned(),
             health_class: health_class(w.health.as_str()),
             reason: w.reason.clone(),
@@ -396,17 +404,16 @@ fn workloads_body(status: &SyncStatus, filter: &WorkloadFilter) -> Workloads {
     Workloads {
         namespaces,
         namespace: filter.namespace.clone(),
-        healths: [
-            Health::Synced,
-            Health::OutOfSync,
-            Health::Progressing,
-            Health::Degraded,
-            Health::Failed,
-            Health::Unknown,
-        ]
-        .iter()
-        .map(|h| h.as_str().to_owned())
-        .collect(),
+        healths: [Sync::Synced, Sync::OutOfSync]
+            .iter()
+            .map(|s| s.as_str())
+            .chain(
+                [Health::Healthy, Health::Progressing, Health::Degraded, Health::Missing, Health::Unknown]
+                    .iter()
+                    .map(|h| h.as_str()),
+            )
+            .map(str::to_owned)
+            .collect(),
         health: filter.status.clone(),
         rows,
     }
@@ -418,6 +425,8 @@ struct WorkloadPage {
     kind: String,
     namespace: String,
     name: String,
+    sync: String,
+    sync_class: String,
     health: String,
     health_class: String,
     reason: String,
@@ -543,6 +552,8 @@ async fn workload_body(plane: &ControlPlane, key: &ObjectKey) -> Result<Workload
         kind: w.kind.clone(),
         namespace: w.namespace.clone(),
         name: w.name.clone(),
+        sync: w.sync.as_str().to_owned(),
+        sync_class: health_class(w.sync.as_str()),
         health: w.health.as_str().to_owned(),
         health_class: health_class(w.health.as_str()),
         reason: w.reason.clone(),

@@ -103,6 +103,10 @@ impl Store {
             .filename(path)
             .create_if_missing(create)
             .journal_mode(SqliteJournalMode::Wal)
+            // With a write-ahead log, NORMAL keeps the database consistent through a crash and
+            // saves an fsync per transaction; a power cut may lose the last few, which the
+            // loop and the agents simply do again.
+            .synchronous(sqlx::sqlite::SqliteSynchronous::Normal)
             .foreign_keys(true)
             .busy_timeout(std::time::Duration::from_secs(5))
             // 512 KiB of page cache per connection: the working set is small, and the

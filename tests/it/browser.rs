@@ -158,7 +158,11 @@ async fn the_ui_follows_a_commit_live_in_a_real_browser() {
     let root = format!("http://{listen}");
     wait_for("berth up to answer", LIMIT, || async { reqwest::get(format!("{root}/")).await.is_ok() }).await;
     browser.open(&format!("{root}/")).await;
-    wait_for("the overview to say Synced", LIMIT, || async { browser.text(".summary .badge").await == "Synced" }).await;
+    wait_for("the overview to say Synced and Healthy", LIMIT, || async {
+        browser.text(".summary .badge[title=sync]").await == "Synced"
+            && browser.text(".summary .badge[title=health]").await == "Healthy"
+    })
+    .await;
     assert!(browser.text("main").await.contains("shop v1"), "the overview names the applied commit");
     // A mark in the page: it survives only if the page is never reloaded.
     browser.run("window.berthMark = 'still here'; return true;").await;
@@ -167,11 +171,13 @@ async fn the_ui_follows_a_commit_live_in_a_real_browser() {
     repo.write("web.yaml", &app("v2", 3));
     repo.commit("shop v2");
     wait_for("the overview to say Progressing", LIMIT, || async {
-        browser.text(".summary .badge").await == "Progressing"
+        browser.text(".summary .badge[title=health]").await == "Progressing"
     })
     .await;
     wait_for("the overview to say Synced again", LIMIT, || async {
-        browser.text(".summary .badge").await == "Synced" && browser.text("main").await.contains("shop v2")
+        browser.text(".summary .badge[title=sync]").await == "Synced"
+            && browser.text(".summary .badge[title=health]").await == "Healthy"
+            && browser.text("main").await.contains("shop v2")
     })
     .await;
     assert_eq!(browser.run("return window.berthMark;").await, "still here", "the page was reloaded");

@@ -197,8 +197,18 @@ fn workload<'a>(status: &'a Value, name: &str) -> Option<&'a Value> {
     status["workloads"].as_array()?.iter().find(|w| w["name"] == name)
 }
 
-fn health_is(status: &Value, name: &str, health: &str) -> bool {
-    workload(status, name).is_some_and(|w| w["health"] == health)
+/// Whether a workload is `state`: "Synced" means Synced and Healthy; any other word is either
+/// axis's.
+fn health_is(status: &Value, name: &str, state: &str) -> bool {
+    workload(status, name).is_some_and(|w| match state {
+        "Synced" => w["sync"] == "Synced" && w["health"] == "Healthy",
+        _ => w["sync"] == state || w["health"] == state,
+    })
+}
+
+/// Synced and Healthy: the nodes run the applied commit and it is available.
+fn synced(status: &Value) -> bool {
+    status["sync"] == "Synced" && status["health"] == "Healthy"
 }
 
 /// The revisions (commit shas) of the ready pods of `app`.
@@ -239,7 +249,7 @@ async fn a_crashing_rollout_rolls_back_by_itself_and_git_revert_restores() {
     repo.write("app.yaml", &app(2, "v1"));
     let v1 = repo.commit("v1");
     let cluster = Cluster::start("crash", repo.path().to_str().unwrap(), 2, &[]).await;
-    cluster.wait_status("v1 to be synced", |s| s["health"] == "Synced" && s["applied"] == v1).await;
+    cluster.wait_status("v1 to be synced", |s| synced(s) && s["applied"] == v1).await;
 
     repo.write("app.yaml", &crashing_app(2));
     let bad = repo.commit("v2 that crashes");
@@ -293,7 +303,7 @@ async fn a_crashing_rollout_rolls_back_by_itself_and_git_revert_restores() {
     assert!(plan.contains(&format!("restores the spec of commit {} \"v1\"", &v1[..7])), "{plan}");
     cluster
         .wait_status("the revert to be synced", |s| {
-            s["health"] == "Synced" && s["applied"] == revert && health_is(s, "app", "Synced")
+            synced(s) && s["applied"] == revert && health_is(s, "app", "Synced")
         })
         .await;
     // Against what runs (v1 since the rollback) the revert changes nothing.
@@ -311,15 +321,20 @@ async fn rollback_pins_a_workload_until_the_branch_moves() {
     let v1 = repo.commit("v1");
     repo.write("app.yaml", &app(1, "v2"));
     let cluster = Cluster::start("pin", repo.path().to_str().unwrap(), 1, &[]).await;
-    cluster.wait_status("v1", |s| s["health"] == "Synced" && s["applied"] == v1).await;
+    cluster.wait_status("v1", |s| synced(s) && s["applied"] == v1).await;
     let v2 = repo.commit("v2");
-    cluster.wait_status("v2", |s| s["health"] == "Synced" && s["applied"] == v2).await;
+    cluster.wait_status("v2", |s| synced(s) && s["applied"] == v2).await;
 
     // The read-only views, as tables.
     let here = repo.path();
     let (code, status, _) = cluster.cli(here, &["status"], false);
     assert_eq!(code, 0);
-    assert!(status.contains("Status:     Synced") && status.contains("Pods:       1/1 ready"), "{status}");
+    assert!(
+        status.contains("Sync:       Synced")
+            && status.contains("Health:     Healthy")
+            && status.contains("Pods:       1/1 ready"),
+        "{status}"
+    );
     let (_, nodes, _) = cluster.cli(here, &["get", "nodes"], false);
     assert!(nodes.starts_with("NAME") && nodes.contains(&cluster.nodes[0].name) && nodes.contains("Ready"), "{nodes}");
     let (_, pods, _) = cluster.cli(here, &["get", "pods", "-n", "default"], false);
@@ -340,7 +355,9 @@ async fn rollback_pins_a_workload_until_the_branch_moves() {
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains(&format!("held at commit {}", &v1[..7])), "{stdout}");
     let status = cluster
-        .wait_status("the pinned rollback", |s| health_is(s, "app", "OutOfSync") && s["health"] == "OutOfSync")
+        .wait_status("the pinned rollback", |s| {
+            health_is(s, "app", "OutOfSync") && health_is(s, "app", "Healthy") && s["sync"] == "OutOfSync"
+        })
         .await;
     assert!(workload(&status, "app").unwrap()["reason"].as_str().unwrap().contains("until a new commit is applied"));
     assert_eq!(ready_revisions(&cluster).await, vec![v1.clone()]);
@@ -350,12 +367,12 @@ async fn rollback_pins_a_workload_until_the_branch_moves() {
     let workloads: Value = serde_json::from_str(&json_out).unwrap();
     assert_eq!(workloads[0]["pinned"], v1.as_str());
     let (_, yaml_out, _) = cluster.cli(elsewhere.path(), &["get", "workloads", "-o", "yaml"], false);
-    assert!(yaml_out.contains("health: OutOfSync"), "{yaml_out}");
+    assert!(yaml_out.contains("sync: OutOfSync"), "{yaml_out}");
 
     // A new commit lifts the pin.
     repo.write("app.yaml", &app(1, "v3"));
     let v3 = repo.commit("v3");
-    cluster.wait_status("v3", |s| s["health"] == "Synced" && s["applied"] == v3).await;
+    cluster.wait_status("v3", |s| synced(s) && s["applied"] == v3).await;
     assert_eq!(ready_revisions(&cluster).await, vec![v3.clone()]);
 
     // `berth plan --server`: a commit against what the server has applied.
@@ -370,7 +387,7 @@ async fn rollback_pins_a_workload_until_the_branch_moves() {
     // Rolling back with `git revert`: the plan names the commit whose spec comes back.
     git(repo.path(), &["revert", "--no-edit", &v3]);
     let revert = head(&repo);
-    cluster.wait_status("the revert", |s| s["health"] == "Synced" && s["applied"] == revert).await;
+    cluster.wait_status("the revert", |s| synced(s) && s["applied"] == revert).await;
     let sync = cluster.get(&format!("/api/v1/syncs/{revert}")).await;
     let text = sync["planText"].as_str().unwrap();
     assert!(text.contains(&format!("restores the spec of commit {} \"v2\"", &v2[..7])), "{text}");
@@ -388,7 +405,7 @@ async fn manual_sync_and_mass_deletes_wait_for_an_approval_of_the_plan_shown() {
     repo.write("app.yaml", &kept).write("a.yaml", &config_map("a")).write("b.yaml", &config_map("b"));
     let first = repo.commit("first");
     let cluster = Cluster::start("manual", repo.path().to_str().unwrap(), 1, &[]).await;
-    let status = cluster.wait_status("the commit to wait", |s| s["health"] == "OutOfSync").await;
+    let status = cluster.wait_status("the commit to wait", |s| s["sync"] == "OutOfSync").await;
     assert!(
         status["reason"].as_str().unwrap().contains(&format!("berth sync --approve {}", &first[..7])),
         "{status:#}"
@@ -411,7 +428,7 @@ async fn manual_sync_and_mass_deletes_wait_for_an_approval_of_the_plan_shown() {
     let (code, _, stderr) =
         cluster.cli(elsewhere.path(), &["sync", "--approve", "--token-file", token_file.to_str().unwrap()], false);
     assert_eq!(code, 0, "{stderr}");
-    cluster.wait_status("the approved commit", |s| s["health"] == "Synced" && s["applied"] == first).await;
+    cluster.wait_status("the approved commit", |s| synced(s) && s["applied"] == first).await;
 
     // Auto policy, but removing the three objects (two deleted, one kept) is over the threshold.
     std::fs::remove_file(repo.path().join("app.yaml")).unwrap();
@@ -420,9 +437,8 @@ async fn manual_sync_and_mass_deletes_wait_for_an_approval_of_the_plan_shown() {
     repo.write("berth.yaml", "sync:\n  policy: auto\n");
     repo.write("c.yaml", &config_map("c"));
     let mass = repo.commit("remove almost everything");
-    let status = cluster
-        .wait_status("the mass delete to wait", |s| s["head"]["sha"] == mass && s["health"] == "OutOfSync")
-        .await;
+    let status =
+        cluster.wait_status("the mass delete to wait", |s| s["head"]["sha"] == mass && s["sync"] == "OutOfSync").await;
     assert!(status["reason"].as_str().unwrap().contains("would delete 2 of the 3 applied objects"), "{status:#}");
     let plan = cluster.get(&format!("/api/v1/syncs/{mass}")).await;
     let text = plan["planText"].as_str().unwrap();
@@ -432,7 +448,7 @@ async fn manual_sync_and_mass_deletes_wait_for_an_approval_of_the_plan_shown() {
         .post(&format!("/api/v1/syncs/{mass}/approve"), &json!({"stateIndex": plan["stateIndex"]}))
         .await
         .unwrap();
-    cluster.wait_status("the mass delete", |s| s["health"] == "Synced" && s["applied"] == mass).await;
+    cluster.wait_status("the mass delete", |s| synced(s) && s["applied"] == mass).await;
     // The kept Deployment's pod runs on, no longer managed.
     assert_eq!(crate::server::running(&cluster.nodes[0].name).await.len(), 1);
 }
@@ -447,7 +463,7 @@ async fn a_signed_webhook_fetches_a_remote_at_once() {
     let cluster =
         Cluster::start("hook", &url, 1, &["--branch", "main", "--fetch-interval", "3600", "--webhook-secret", secret])
             .await;
-    cluster.wait_status("v1", |s| s["health"] == "Synced" && s["applied"] == v1).await;
+    cluster.wait_status("v1", |s| synced(s) && s["applied"] == v1).await;
     repo.write("app.yaml", &app(1, "v2"));
     let v2 = repo.commit("v2");
 
@@ -476,7 +492,7 @@ async fn a_signed_webhook_fetches_a_remote_at_once() {
         http.post(&hook).header("X-Hub-Signature-256", format!("sha256={signature}")).body(body).send().await.unwrap();
     assert_eq!(signed.status(), 202);
     // The fetch interval is an hour: only the webhook explains seeing v2.
-    cluster.wait_status("v2 after the webhook", |s| s["health"] == "Synced" && s["applied"] == v2).await;
+    cluster.wait_status("v2 after the webhook", |s| synced(s) && s["applied"] == v2).await;
 
     // Gitea signs the same way under its own header; GitLab sends the secret itself.
     let gitea = http.post(&hook).header("X-Gitea-Signature", "11".repeat(32)).body("{}").send().await.unwrap();
@@ -492,7 +508,7 @@ async fn a_server_killed_mid_rollout_resumes_with_no_duplicate_or_missing_pods()
     repo.write("app.yaml", &slow("v1"));
     let v1 = repo.commit("v1");
     let mut cluster = Cluster::start("kill", repo.path().to_str().unwrap(), 2, &[]).await;
-    cluster.wait_status("v1", |s| s["health"] == "Synced" && s["applied"] == v1).await;
+    cluster.wait_status("v1", |s| synced(s) && s["applied"] == v1).await;
 
     repo.write("app.yaml", &slow("v2"));
     let v2 = repo.commit("v2");
@@ -503,7 +519,7 @@ async fn a_server_killed_mid_rollout_resumes_with_no_duplicate_or_missing_pods()
     .await;
     cluster.kill_server();
     cluster.start_server();
-    cluster.wait_status("v2 after the restart", |s| s["health"] == "Synced" && s["applied"] == v2).await;
+    cluster.wait_status("v2 after the restart", |s| synced(s) && s["applied"] == v2).await;
 
     // Exactly four pods, all v2, each once, running on the nodes' engine.
     let pods = cluster.get("/api/v1/pods").await;
@@ -535,21 +551,21 @@ async fn an_approval_does_not_freeze_later_commits() {
     repo.write("app.yaml", &app(1, "v1")).write("settings.yaml", &settings("hello"));
     let approved = repo.commit("manual");
     let mut cluster = Cluster::start("approve", repo.path().to_str().unwrap(), 1, &[]).await;
-    cluster.wait_status("the commit to wait", |s| s["health"] == "OutOfSync" && s["head"]["sha"] == approved).await;
+    cluster.wait_status("the commit to wait", |s| s["sync"] == "OutOfSync" && s["head"]["sha"] == approved).await;
     let sync = cluster.get(&format!("/api/v1/syncs/{approved}")).await;
     cluster
         .client
         .post(&format!("/api/v1/syncs/{approved}/approve"), &json!({"stateIndex": sync["stateIndex"]}))
         .await
         .unwrap();
-    cluster.wait_status("the approved commit", |s| s["health"] == "Synced" && s["applied"] == approved).await;
+    cluster.wait_status("the approved commit", |s| synced(s) && s["applied"] == approved).await;
 
     repo.write("berth.yaml", "sync:\n  policy: auto\n").write("settings.yaml", &settings("hi"));
     let auto = repo.commit("back to auto");
-    cluster.wait_status("the auto commit", |s| s["health"] == "Synced" && s["applied"] == auto).await;
+    cluster.wait_status("the auto commit", |s| synced(s) && s["applied"] == auto).await;
     repo.write("settings.yaml", &settings("hey"));
     let later = repo.commit("another config change");
-    cluster.wait_status("the later commit", |s| s["health"] == "Synced" && s["applied"] == later).await;
+    cluster.wait_status("the later commit", |s| synced(s) && s["applied"] == later).await;
     for sha in [&auto, &later] {
         let record = cluster.get(&format!("/api/v1/syncs/{sha}")).await;
         assert_eq!(record["outcome"], "synced", "{record:#}");
@@ -561,9 +577,7 @@ async fn an_approval_does_not_freeze_later_commits() {
     cluster.start_server();
     repo.write("settings.yaml", &settings("howdy"));
     let after_restart = repo.commit("after a restart");
-    cluster
-        .wait_status("the commit after a restart", |s| s["health"] == "Synced" && s["applied"] == after_restart)
-        .await;
+    cluster.wait_status("the commit after a restart", |s| synced(s) && s["applied"] == after_restart).await;
     let status = cluster.get("/api/v1/status").await;
     assert_eq!(status["applied"], after_restart.as_str(), "{status:#}");
 }
@@ -576,16 +590,14 @@ async fn a_rewound_branch_is_applied() {
     repo.write("app.yaml", &app(1, "v1"));
     let v1 = repo.commit("v1");
     let cluster = Cluster::start("rewind", repo.path().to_str().unwrap(), 1, &[]).await;
-    cluster.wait_status("v1", |s| s["health"] == "Synced" && s["applied"] == v1).await;
+    cluster.wait_status("v1", |s| synced(s) && s["applied"] == v1).await;
     repo.write("app.yaml", &app(1, "v2"));
     let v2 = repo.commit("v2");
-    cluster.wait_status("v2", |s| s["health"] == "Synced" && s["applied"] == v2).await;
+    cluster.wait_status("v2", |s| synced(s) && s["applied"] == v2).await;
     wait_for("v2 to run", LIMIT, || async { ready_revisions(&cluster).await == vec![v2.clone()] }).await;
 
     git(repo.path(), &["reset", "--hard", &v1]);
-    cluster
-        .wait_status("the rewind", |s| s["head"]["sha"] == v1 && s["applied"] == v1 && s["health"] == "Synced")
-        .await;
+    cluster.wait_status("the rewind", |s| s["head"]["sha"] == v1 && s["applied"] == v1 && synced(s)).await;
     wait_for("v1 to run again", LIMIT, || async { ready_revisions(&cluster).await == vec![v1.clone()] }).await;
     let sync = cluster.get(&format!("/api/v1/syncs/{v1}")).await;
     let text = sync["planText"].as_str().unwrap();
@@ -603,13 +615,13 @@ async fn a_rollback_restores_the_template_and_keeps_the_replicas() {
     repo.write("app.yaml", &app(1, "v1"));
     let v1 = repo.commit("v1");
     let cluster = Cluster::start("undo", repo.path().to_str().unwrap(), 1, &[]).await;
-    cluster.wait_status("v1", |s| s["health"] == "Synced" && s["applied"] == v1).await;
+    cluster.wait_status("v1", |s| synced(s) && s["applied"] == v1).await;
     repo.write("app.yaml", &app(1, "v2"));
     let v2 = repo.commit("v2");
-    cluster.wait_status("v2", |s| s["health"] == "Synced" && s["applied"] == v2).await;
+    cluster.wait_status("v2", |s| synced(s) && s["applied"] == v2).await;
     repo.write("app.yaml", &app(3, "v2"));
     let scaled = repo.commit("three replicas");
-    cluster.wait_status("the scale-up", |s| s["health"] == "Synced" && s["applied"] == scaled).await;
+    cluster.wait_status("the scale-up", |s| synced(s) && s["applied"] == scaled).await;
 
     let here = repo.path();
     let (code, stdout, stderr) = cluster.cli(here, &["rollback", "deployment/app"], true);
@@ -654,14 +666,14 @@ async fn a_config_change_rolls_the_workloads_that_read_it() {
     repo.write("app.yaml", &reading("app", false)).write("held.yaml", &reading("held", true));
     let first = repo.commit("settings and two readers");
     let cluster = Cluster::start("config", repo.path().to_str().unwrap(), 1, &[]).await;
-    cluster.wait_status("the first commit", |s| s["health"] == "Synced" && s["applied"] == first).await;
+    cluster.wait_status("the first commit", |s| synced(s) && s["applied"] == first).await;
     let app_before = pod_names(&cluster, "app").await;
     let held_before = pod_names(&cluster, "held").await;
 
     // A key no pod reads changes nothing.
     repo.write("settings.yaml", &settings("hello").replace("OTHER: x", "OTHER: y"));
     let other = repo.commit("a key nobody reads");
-    cluster.wait_status("the unread change", |s| s["health"] == "Synced" && s["applied"] == other).await;
+    cluster.wait_status("the unread change", |s| synced(s) && s["applied"] == other).await;
     assert_eq!(pod_names(&cluster, "app").await, app_before);
 
     repo.write("settings.yaml", &settings("bonjour").replace("OTHER: x", "OTHER: y"));
@@ -679,7 +691,7 @@ async fn a_config_change_rolls_the_workloads_that_read_it() {
             s["applied"] == change && health_is(s, "app", "Synced") && health_is(s, "held", "OutOfSync")
         })
         .await;
-    assert_eq!(status["health"], "OutOfSync", "{status:#}");
+    assert_eq!(status["sync"], "OutOfSync", "{status:#}");
     let reason = workload(&status, "held").unwrap()["reason"].as_str().unwrap().to_owned();
     assert!(held_before.iter().all(|pod| reason.contains(pod.as_str())), "{reason}");
     let app_after = pod_names(&cluster, "app").await;
@@ -705,4 +717,44 @@ async fn pod_names(cluster: &Cluster, workload: &str) -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+/// Issue 11, defect 4: a scale-down is not Synced while the pods it stops run out their grace
+/// period; they show as Terminating until their containers are gone.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_scale_down_is_synced_only_once_its_pods_are_gone() {
+    let mut repo = TestRepo::new();
+    // `sleep` as a container's first process ignores SIGTERM: each stop takes the grace period.
+    let slow =
+        |replicas| app(replicas, "v1").replace("terminationGracePeriodSeconds: 0", "terminationGracePeriodSeconds: 4");
+    repo.write("app.yaml", &slow(3));
+    let three = repo.commit("three");
+    let cluster = Cluster::start("scaledown", repo.path().to_str().unwrap(), 1, &[]).await;
+    cluster.wait_status("three replicas", |s| synced(s) && s["applied"] == three).await;
+
+    repo.write("app.yaml", &slow(1));
+    let one = repo.commit("one");
+    let terminating =
+        |pods: &Value| pods.as_array().into_iter().flatten().filter(|p| p["status"] == "Terminating").count();
+    // The status, then the pods, while the pods stop (each takes 4 s): a pod still stopping
+    // after the status was read was on its way out when it was.
+    let deadline = std::time::Instant::now() + LIMIT;
+    let seen = loop {
+        let status = cluster.get("/api/v1/status").await;
+        let pods = cluster.get("/api/v1/pods").await;
+        if terminating(&pods) > 0 && status["applied"] == one.as_str() {
+            break Some((pods, status));
+        }
+        assert!(std::time::Instant::now() < deadline, "no pod ever showed as Terminating: {pods:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let (pods, status) = seen.unwrap();
+    assert_ne!(status["sync"], "Synced", "pods still stop: {pods:#} {status:#}");
+    assert!(workload(&status, "app").unwrap()["terminating"].as_u64().unwrap() >= 1, "{status:#}");
+
+    let status = cluster.wait_status("one replica, the others gone", |s| synced(s) && s["applied"] == one).await;
+    let pods = cluster.get("/api/v1/pods").await;
+    assert_eq!(terminating(&pods), 0, "{pods:#}");
+    assert_eq!(pods.as_array().unwrap().len(), 1, "{pods:#}");
+    assert_eq!(workload(&status, "app").unwrap()["terminating"], 0);
 }

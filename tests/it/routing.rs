@@ -111,7 +111,8 @@ async fn pods(cluster: &Cluster, workload: &str) -> BTreeMap<String, (String, bo
     pods.as_array()
         .unwrap()
         .iter()
-        .filter(|p| p["workload"] == workload)
+        // What is assigned: not what a node stops, or a lost node last said it ran.
+        .filter(|p| p["workload"] == workload && p["status"] != "Terminating" && p["status"] != "Unknown")
         .map(|p| (p["name"].as_str().unwrap().to_owned(), (p["node"].as_str().unwrap().to_owned(), p["ready"] == true)))
         .collect()
 }
@@ -188,7 +189,7 @@ async fn two_nodes(repo: &mut TestRepo, test: &str, subnet: u8) -> Cluster {
 }
 
 fn ready_web(status: &Value) -> bool {
-    status["health"] == "Synced"
+    status["sync"] == "Synced" && status["health"] == "Healthy"
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -381,7 +382,7 @@ async fn under_load(cluster: &Cluster, node_port: u16, change: impl FnOnce() -> 
     let started = Instant::now();
     let started_wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
     let head = change();
-    cluster.wait_status("the rollout to finish", |s| s["health"] == "Synced" && s["applied"] == head).await;
+    cluster.wait_status("the rollout to finish", |s| ready_web(s) && s["applied"] == head).await;
     // And a little longer, so the last old pods have stopped under load.
     wait_for("the old pods to be gone", LIMIT, || async { pods(cluster, "web").await.len() == 3 }).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
