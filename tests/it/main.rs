@@ -16,6 +16,7 @@ mod hostile;
 mod manifests;
 mod plan;
 mod routing;
+mod scenarios;
 mod server;
 mod store;
 mod ui;
