@@ -14,6 +14,13 @@ pub mod server;
 pub mod store;
 pub mod sync;
 
+/// Every JSON Schema berth publishes, `(file name, schema)`: one per kind, and `berth.yaml`'s.
+pub fn schemas() -> Vec<(String, serde_json::Value)> {
+    let mut out = manifest::schema::schemas();
+    out.push(("berth-config.json".into(), manifest::schema::schema_of::<sync::config::Config>()));
+    out
+}
+
 /// Locks a mutex and goes on after a panic in another holder: what berth guards with mutexes
 /// (caches, the latest value of something) stays usable, and a pass rebuilds it anyway.
 pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -404,7 +404,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Up { path, listen, name } => up(&path, &listen, name),
         Command::Schemas { out } => {
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
-            for (name, schema) in berth::manifest::schema::schemas() {
+            for (name, schema) in berth::schemas() {
                 let path = out.join(name);
                 std::fs::write(&path, serde_json::to_string_pretty(&schema)? + "\n")
                     .with_context(|| format!("writing {}", path.display()))?;

@@ -13,9 +13,8 @@ use super::rollout::{self, PodView, Strategy, Wishes};
 use crate::lock;
 use crate::manifest::types::{DaemonSetStrategyType, DeploymentStrategyType, IntOrString, PodSpec};
 use crate::manifest::{Object, ObjectKey, Resource};
-use crate::nodes::protocol::{PodAssignment, PodStatus, Resources};
+use crate::nodes::protocol::{PodAssignment, PodStatus, Resources, RouteTable, ServiceRoute};
 use crate::plan::schedule::{self, NodeInfo, Placement, PodRequest};
-use crate::server::agent_api::AgentApi;
 use crate::store::{Allocations, ServiceWants, Store, StoreError};
 use crate::sync::Loaded;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -86,12 +85,29 @@ impl ReconcileSummary {
     }
 }
 
+/// How the controller reaches the nodes: it hands them their pods and the route table, and
+/// learns which table each routes by. The server's agent API is one.
+pub trait Nodes: Send + Sync + 'static {
+    /// Replaces what several nodes must run, in one transaction, and wakes their agents; the
+    /// assignments written, with their generations.
+    fn assign_many(
+        &self,
+        changes: Vec<(String, Vec<PodAssignment>)>,
+    ) -> impl std::future::Future<Output = Result<Vec<(String, u64, Vec<PodAssignment>)>, StoreError>> + Send;
+    /// Publishes the route table when it changed; its version.
+    fn publish_routes(&self, services: Vec<ServiceRoute>) -> u64;
+    /// The route table as last published.
+    fn routes(&self) -> Arc<RouteTable>;
+    /// The version of the route table `node` routes by, as far as is known.
+    fn routes_acked(&self, node: &str) -> u64;
+}
+
 /// A node's assignment at a generation.
 type Generation = (u64, Arc<Vec<PodAssignment>>);
 
-pub struct Controller {
+pub struct Controller<N: Nodes> {
     store: Arc<Store>,
-    api: AgentApi,
+    api: N,
     config: ControllerConfig,
     /// When the controller first saw each pod ready, by `namespace/pod`.
     ready_since: Mutex<HashMap<String, i64>>,
@@ -139,8 +155,8 @@ fn ordinal_of(pod: &str) -> usize {
     pod.rsplit('-').next().and_then(|o| o.parse().ok()).unwrap_or(usize::MAX)
 }
 
-impl Controller {
-    pub fn new(store: Arc<Store>, api: AgentApi, config: ControllerConfig) -> Controller {
+impl<N: Nodes> Controller<N> {
+    pub fn new(store: Arc<Store>, api: N, config: ControllerConfig) -> Controller<N> {
         Controller {
             store,
             api,
@@ -404,7 +420,7 @@ impl Controller {
     }
 }
 
-impl Controller {
+impl<N: Nodes> Controller<N> {
     /// Builds the route table from the services of `desired` and the ready pods on Ready nodes,
     /// without the pods that are leaving, and publishes it. Returns its version.
     #[allow(clippy::too_many_arguments)]

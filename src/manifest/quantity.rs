@@ -214,6 +214,25 @@ impl JsonSchema for IntOrString {
     }
 }
 
+/// CPU and memory of a node or a pod, in the units the scheduler adds up: the manifest
+/// vocabulary of `resources`, which the planner, the controller and the agent protocol share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Resources {
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
+}
+
+impl Resources {
+    /// The sum, saturating: requests no node can hold stay larger than every node, never wrap.
+    pub fn plus(self, other: Resources) -> Resources {
+        Resources {
+            cpu_millis: self.cpu_millis.saturating_add(other.cpu_millis),
+            memory_bytes: self.memory_bytes.saturating_add(other.memory_bytes),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,14 +5,14 @@
 use super::Kind;
 use super::tiers;
 use super::types::*;
-use crate::sync::config::Config;
 use schemars::JsonSchema;
 use schemars::generate::SchemaSettings;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
-fn schema_of<T: JsonSchema>() -> Value {
+/// The draft-07 schema of a type.
+pub fn schema_of<T: JsonSchema>() -> Value {
     let generator = SchemaSettings::draft07().into_generator();
     generator.into_root_schema_for::<T>().to_value()
 }
@@ -26,9 +26,9 @@ fn kind_schema<T: JsonSchema>(kind: Kind) -> Value {
     schema
 }
 
-/// Every schema berth publishes: `(file name, schema)`.
+/// The schema of every kind: `(file name, schema)`.
 pub fn schemas() -> Vec<(String, Value)> {
-    let mut out: Vec<(String, Value)> = Kind::ALL
+    Kind::ALL
         .iter()
         .map(|&kind| {
             let schema = match kind {
@@ -44,9 +44,7 @@ pub fn schemas() -> Vec<(String, Value)> {
             };
             (format!("{}.json", kind.name().to_ascii_lowercase()), schema)
         })
-        .collect();
-    out.push(("berth-config.json".into(), schema_of::<Config>()));
-    out
+        .collect()
 }
 
 /// The manifest reference as a markdown table: per type, its honored, accepted and refused fields.

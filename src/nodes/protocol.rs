@@ -5,9 +5,14 @@
 //! agent never reads the store and a pod starts with exactly the values its assignment carries.
 
 use crate::manifest::Kind;
+pub use crate::manifest::quantity::Resources;
 use crate::manifest::types::PodSpec;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+
+/// The address every pod's resolver is given: the node's proxy answers it, and the control
+/// plane keeps it out of the service addresses it hands out.
+pub const DNS_ADDRESS: std::net::Ipv4Addr = std::net::Ipv4Addr::new(127, 77, 0, 10);
 
 /// One pod the control plane assigns to a node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -115,24 +120,6 @@ pub struct PodStatus {
     /// Its node stops it: it is no longer assigned and its containers have not all gone yet.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub terminating: bool,
-}
-
-/// CPU and memory of a node, in the units the scheduler adds up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Resources {
-    pub cpu_millis: u64,
-    pub memory_bytes: u64,
-}
-
-impl Resources {
-    /// The sum, saturating: requests no node can hold stay larger than every node, never wrap.
-    pub fn plus(self, other: Resources) -> Resources {
-        Resources {
-            cpu_millis: self.cpu_millis.saturating_add(other.cpu_millis),
-            memory_bytes: self.memory_bytes.saturating_add(other.memory_bytes),
-        }
-    }
 }
 
 /// `POST /api/v1/agent/join`, authorized by the cluster's join token: an agent trades the token

@@ -33,7 +33,7 @@ pub const PROXY_PORT: u16 = crate::manifest::validate::RESERVED_POD_PORTS[0];
 /// Where redirected DNS queries arrive inside a pod.
 pub const DNS_PORT: u16 = crate::manifest::validate::RESERVED_POD_PORTS[1];
 /// The resolver address every pod is given.
-pub const DNS_ADDRESS: Ipv4Addr = crate::store::DNS_ADDRESS;
+pub use super::protocol::DNS_ADDRESS;
 pub const CLUSTER_DOMAIN: &str = "cluster.local";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const DNS_TTL: u32 = 5;

@@ -7,8 +7,8 @@
 //! same placements. A pod no node fits stays pending with the reason, counted per cause as
 //! Kubernetes says it: `0/3 nodes fit: 2 insufficient memory, 1 node selector mismatch`.
 
+use crate::manifest::quantity::Resources;
 use crate::manifest::types::Labels;
-use crate::nodes::protocol::Resources;
 use std::collections::HashMap;
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -250,3 +250,24 @@ async fn routes(
     let table = receiver.borrow().clone();
     Ok(Json((*table).clone()))
 }
+
+impl crate::apply::controller::Nodes for AgentApi {
+    async fn assign_many(
+        &self,
+        changes: Vec<(String, Vec<PodAssignment>)>,
+    ) -> Result<Vec<(String, u64, Vec<PodAssignment>)>, crate::store::StoreError> {
+        AgentApi::assign_many(self, changes).await
+    }
+
+    fn publish_routes(&self, services: Vec<ServiceRoute>) -> u64 {
+        AgentApi::publish_routes(self, services)
+    }
+
+    fn routes(&self) -> Arc<RouteTable> {
+        AgentApi::routes(self)
+    }
+
+    fn routes_acked(&self, node: &str) -> u64 {
+        AgentApi::routes_acked(self, node)
+    }
+}

@@ -266,7 +266,7 @@ struct LoopState {
 /// drives it with a clock of its own.
 pub struct ControlLoop {
     plane: Arc<ControlPlane>,
-    controller: Controller,
+    controller: Controller<AgentApi>,
     state: LoopState,
 }
 
@@ -371,7 +371,12 @@ pub enum PassError {
     Sync(#[from] SyncError),
 }
 
-async fn pass(plane: &ControlPlane, controller: &Controller, state: &mut LoopState, now: i64) -> Result<(), PassError> {
+async fn pass(
+    plane: &ControlPlane,
+    controller: &Controller<AgentApi>,
+    state: &mut LoopState,
+    now: i64,
+) -> Result<(), PassError> {
     fetch_if_due(plane, state).await;
     follow_head(plane, state, now).await?;
     take_approval(plane, state, now).await?;

@@ -28,8 +28,7 @@ pub struct Allocations {
     pub node_ports: BTreeMap<(String, String, u16), u16>,
 }
 
-/// The address every pod's resolver is given; the node's proxy answers it.
-pub const DNS_ADDRESS: Ipv4Addr = Ipv4Addr::new(127, 77, 0, 10);
+pub use crate::nodes::protocol::DNS_ADDRESS;
 
 /// Keeps what is still wanted, frees the rest, and chooses what is missing. A node port a
 /// manifest names is honored; a service that held it by allocation gets another. New choices

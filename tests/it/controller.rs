@@ -22,7 +22,7 @@ fn deployment(replicas: u32, version: &str, surge: u32, unavailable: u32) -> Str
 
 struct Cluster {
     api: AgentApi,
-    controller: Controller,
+    controller: Controller<AgentApi>,
     agents: Vec<(TestNode, Child)>,
     shutdown: CancellationToken,
     _db: tempfile::TempDir,

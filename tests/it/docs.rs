@@ -11,7 +11,7 @@ fn project() -> &'static Path {
 
 #[test]
 fn schemas_are_current() {
-    let schemas = berth::manifest::schema::schemas();
+    let schemas = berth::schemas();
     assert_eq!(schemas.len(), 10);
     for (name, schema) in schemas {
         assert_eq!(schema["$schema"], "http://json-schema.org/draft-07/schema#", "{name}");
