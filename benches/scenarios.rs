@@ -3,6 +3,7 @@
 //! prints how many ran, how long they took and what they found.
 
 #[path = "../tests/it/scenario_cases.rs"]
+#[allow(dead_code)]
 mod scenario_cases;
 
 use std::sync::Mutex;

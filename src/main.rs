@@ -1097,9 +1097,15 @@ fn client_command(args: &ServerArgs, call: ClientCall) -> Result<ExitCode> {
                 if approve {
                     let full = record["commit"]["sha"].as_str().unwrap_or(&sha).to_owned();
                     client
-                        .post(&format!("/api/v1/syncs/{full}/approve"), &serde_json::json!({ "stateIndex": index }))
+                        .post(
+                            &format!("/api/v1/syncs/{full}/approve"),
+                            &serde_json::json!({ "stateIndex": index, "planDigest": record["plan"]["planDigest"] }),
+                        )
                         .await?;
-                    eprintln!("approved: the server applies exactly the plan above");
+                    eprintln!(
+                        "approved: the server applies exactly the plan above (digest {}), or refuses it if what runs changes first",
+                        record["plan"]["planDigest"].as_str().unwrap_or("none recorded")
+                    );
                 }
                 Ok(ExitCode::SUCCESS)
             }

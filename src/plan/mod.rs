@@ -156,6 +156,23 @@ pub struct Plan {
     /// One entry per object that is created, updated or deleted, in apply order; unchanged
     /// objects are only counted.
     pub changes: Vec<Change>,
+    /// Workloads that stay at another commit's pod template whatever this plan says, and why:
+    /// a `berth rollback` pin, or a rollout that failed. Only a plan made against what runs has
+    /// them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub held: Vec<Held>,
+}
+
+/// A workload held at an earlier commit's pod template.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Held {
+    pub kind: Kind,
+    pub namespace: String,
+    pub name: String,
+    /// The commit whose pod template it runs.
+    pub commit: String,
+    pub reason: String,
 }
 
 /// Compares the desired objects with the observed ones.
@@ -225,6 +242,7 @@ pub fn plan(desired: &State, observed: &State) -> Plan {
         summary,
         risks,
         changes,
+        held: Vec::new(),
     }
 }
 

@@ -107,6 +107,18 @@ pub fn text(plan: &Plan, color: bool) -> String {
             let _ = writeln!(out, "    {line}");
         }
     }
+    for held in &plan.held {
+        let _ = writeln!(
+            out,
+            "\n{} {} {}/{} at commit {}: {}",
+            paint("= held", CYAN, color),
+            held.kind.name(),
+            held.namespace,
+            held.name,
+            short(&held.commit),
+            held.reason
+        );
+    }
     out
 }
 
@@ -163,7 +175,17 @@ pub fn markdown(plan: &Plan) -> String {
 
 pub fn json(plan: &Plan) -> String {
     // A plan is plain data with string keys; serializing it cannot fail.
-    serde_json::to_string_pretty(plan).unwrap_or_default() + "\n"
+    let mut value = serde_json::to_value(plan).unwrap_or_default();
+    if let Some(object) = value.as_object_mut() {
+        object.insert("planDigest".into(), digest(plan).into());
+    }
+    serde_json::to_string_pretty(&value).unwrap_or_default() + "\n"
+}
+
+/// The name of a plan: the SHA-256 of its compact JSON. Approving a digest approves exactly
+/// that plan; a plan made again differs in its digest as soon as it differs at all.
+pub fn digest(plan: &Plan) -> String {
+    crate::manifest::hex_digest(&serde_json::to_vec(plan).unwrap_or_default())
 }
 
 fn escape_html(text: &str) -> String {

@@ -14,6 +14,7 @@ use crate::store::{Pin, Revision, SyncRecord};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use hmac::{Hmac, Mac};
@@ -570,6 +571,9 @@ pub struct ApproveRequest {
     /// The state index the approved plan was shown with; the approval is refused when it moved.
     #[serde(default)]
     pub state_index: Option<i64>,
+    /// The `planDigest` of the plan approved: it is taken only if it is the plan recorded now.
+    #[serde(default)]
+    pub plan_digest: Option<String>,
 }
 
 async fn approve(
@@ -577,13 +581,29 @@ async fn approve(
     headers: HeaderMap,
     Path(sha): Path<String>,
     Json(request): Json<ApproveRequest>,
-) -> Result<Json<SyncRecord>, AppError> {
+) -> Result<axum::response::Response, AppError> {
     api.access.check(&headers)?;
-    control::approve(&api.plane, &sha, request.state_index).await.map(Json).map_err(|error| match error {
-        control::ApproveError::Store(error) => error.into(),
-        control::ApproveError::Unknown(_) => AppError::new(StatusCode::NOT_FOUND, error.to_string()),
-        other => AppError::new(StatusCode::CONFLICT, other.to_string()),
-    })
+    let approved = control::approve(&api.plane, &sha, request.state_index, request.plan_digest.as_deref()).await;
+    match approved {
+        Ok(record) => Ok(Json(record).into_response()),
+        Err(control::ApproveError::Store(error)) => Err(error.into()),
+        Err(error @ control::ApproveError::Unknown(_)) => Err(AppError::new(StatusCode::NOT_FOUND, error.to_string())),
+        // Refused with the plan as it is now, to review and approve by its digest.
+        Err(control::ApproveError::PlanChanged { shown, current, plan_text, plan_json }) => {
+            let plan: serde_json::Value = serde_json::from_str(&plan_json).unwrap_or_default();
+            let message = control::ApproveError::PlanChanged {
+                shown,
+                current: current.clone(),
+                plan_text: String::new(),
+                plan_json: String::new(),
+            }
+            .to_string();
+            let body =
+                serde_json::json!({ "error": message, "planDigest": current, "planText": plan_text, "plan": plan });
+            Ok((StatusCode::CONFLICT, Json(body)).into_response())
+        }
+        Err(other) => Err(AppError::new(StatusCode::CONFLICT, other.to_string())),
+    }
 }
 
 #[derive(Debug, Deserialize)]

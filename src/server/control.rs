@@ -241,6 +241,44 @@ impl ControlPlane {
             let hash = revision_hash(resource, &sources);
             revisions.iter().rev().find(|r| &r.key == key && r.spec_hash == hash).map(|r| r.commit.clone())
         });
+        // What stays held whatever the plan says: a pin holds while its commit stays applied,
+        // a failed spec until Git changes it.
+        let applying = crate::lock(&self.desired).as_ref().is_some_and(|d| d.commit.sha == commit.commit.sha);
+        let pins = if applying { self.store.pins().await? } else { Vec::new() };
+        for resource in commit.resources.iter().filter(|r| r.key.kind.is_workload()) {
+            let key = &resource.key;
+            let held = |commit: &str, reason: String| plan::Held {
+                kind: key.kind,
+                namespace: key.namespace.clone(),
+                name: key.name.clone(),
+                commit: commit.to_owned(),
+                reason,
+            };
+            if let Some(pin) = pins.iter().find(|p| &p.key == key && p.head == commit.commit.sha) {
+                plan.held.push(held(&pin.commit, "pinned by `berth rollback` until a new commit is applied".into()));
+                continue;
+            }
+            let hash = revision_hash(resource, &sources);
+            let history: Vec<Revision> = revisions.iter().filter(|r| &r.key == key).cloned().collect();
+            let failed = history.iter().rev().find(|r| r.spec_hash == hash).filter(|r| r.outcome == Outcome::Failed);
+            if let Some(failed) = failed {
+                let back = history.iter().rev().find(|r| r.outcome == Outcome::Healthy && r.spec_hash != hash);
+                let (at, back_to) = match back {
+                    Some(healthy) => {
+                        (healthy.commit.sha.as_str(), format!("it runs commit {}'s", healthy.commit.short()))
+                    }
+                    None => (failed.commit.sha.as_str(), "there is no earlier healthy revision".to_owned()),
+                };
+                plan.held.push(held(
+                    at,
+                    format!(
+                        "the rollout of this pod template failed at commit {} ({}); {back_to}, until a commit changes the template",
+                        failed.commit.short(),
+                        failed.reason
+                    ),
+                ));
+            }
+        }
         Ok((plan, index))
     }
 }
@@ -548,6 +586,12 @@ fn wait_reason(commit: &Loaded, plan: &plan::Plan) -> Option<String> {
     None
 }
 
+/// The `planDigest` of a recorded plan JSON.
+pub fn plan_digest_of(plan_json: &str) -> Option<String> {
+    let plan: serde_json::Value = serde_json::from_str(plan_json).ok()?;
+    plan["planDigest"].as_str().map(str::to_owned)
+}
+
 /// Applies an approved commit, after checking the plan is still the one that was shown.
 /// An approval is taken once: it makes its commit the one being applied, and is gone. An
 /// approval of a commit that is no longer the head is dropped, so it can never take the branch
@@ -555,6 +599,19 @@ fn wait_reason(commit: &Loaded, plan: &plan::Plan) -> Option<String> {
 /// and froze every later one).
 async fn take_approval(plane: &ControlPlane, state: &mut LoopState, now: i64) -> Result<(), PassError> {
     let Some(sha) = plane.store.control_value("approved_commit").await? else { return Ok(()) };
+    let approved_at = plane.store.control_value("approved_index").await?.and_then(|i| i.parse::<i64>().ok());
+    let index_now = plane.store.state_index().await?;
+    if approved_at.is_some_and(|at| at != index_now) {
+        // What runs changed between the approval and now: the plan approved is not the plan
+        // that would run. The approval is dropped; the commit waits with its plan made again.
+        if let Ok(commit) = plane.load(&sha).await {
+            let (plan, index) = plane.plan_against_applied(&commit).await?;
+            plane.store.replan_sync(&sha, index, &render::text(&plan, false), &render::json(&plan)).await?;
+        }
+        tracing::warn!(commit = %sha, "The applied state moved after the approval; approve the plan again.");
+        plane.store.clear_control_value("approved_commit").await?;
+        return Ok(());
+    }
     let is_head = state.head.as_deref() == Some(sha.as_str());
     if is_head && state.desired.as_ref().is_none_or(|d| d.commit.sha != sha) {
         let commit = plane.load(&sha).await?;
@@ -572,8 +629,17 @@ async fn take_approval(plane: &ControlPlane, state: &mut LoopState, now: i64) ->
 
 /// Approves the plan shown for `sha` at `state_index`. Refuses a commit that is not waiting and
 /// a plan made against a state that has moved since.
-pub async fn approve(plane: &ControlPlane, sha: &str, state_index: Option<i64>) -> Result<SyncRecord, ApproveError> {
-    let record = plane.store.sync(sha).await?.ok_or_else(|| ApproveError::Unknown(sha.to_owned()))?;
+///
+/// With `plan_digest`, the approval names the plan itself (its `planDigest`): it is taken only
+/// when the plan recorded for the commit, made again first if the applied state moved, is
+/// that very plan; otherwise it is refused with the plan as it is now.
+pub async fn approve(
+    plane: &ControlPlane,
+    sha: &str,
+    state_index: Option<i64>,
+    plan_digest: Option<&str>,
+) -> Result<SyncRecord, ApproveError> {
+    let mut record = plane.store.sync(sha).await?.ok_or_else(|| ApproveError::Unknown(sha.to_owned()))?;
     if record.outcome != "waiting" {
         return Err(ApproveError::NotWaiting { sha: record.commit.sha.clone(), outcome: record.outcome.clone() });
     }
@@ -584,18 +650,32 @@ pub async fn approve(plane: &ControlPlane, sha: &str, state_index: Option<i64>) 
         // and the next look show the truth.
         if let Ok(commit) = plane.load(&record.commit.sha).await {
             let (plan, index) = plane.plan_against_applied(&commit).await?;
-            plane
-                .store
-                .replan_sync(&record.commit.sha, index, &render::text(&plan, false), &render::json(&plan))
-                .await?;
+            record.state_index = index;
+            record.plan_text = render::text(&plan, false);
+            record.plan_json = render::json(&plan);
+            plane.store.replan_sync(&record.commit.sha, index, &record.plan_text, &record.plan_json).await?;
         }
     }
-    // A plan made against the state applied now (the record's, made again, or a live one the
-    // caller was shown) is the plan that will be carried out; any other is not.
-    if shown != current {
-        return Err(ApproveError::Stale { shown, current });
+    match plan_digest {
+        // The plan itself is named: it is taken if it is the plan recorded now.
+        Some(digest) => {
+            let recorded = plan_digest_of(&record.plan_json);
+            if recorded.as_deref() != Some(digest) {
+                return Err(ApproveError::PlanChanged {
+                    shown: digest.to_owned(),
+                    current: recorded.unwrap_or_default(),
+                    plan_text: record.plan_text,
+                    plan_json: record.plan_json,
+                });
+            }
+        }
+        // A plan made against the state applied now (the record's, made again, or a live one
+        // the caller was shown) is the plan that will be carried out; any other is not.
+        None if shown != current => return Err(ApproveError::Stale { shown, current }),
+        None => {}
     }
     plane.store.approve_sync(&record.commit.sha, crate::server::now()).await?;
+    plane.store.set_control_value("approved_index", &current.to_string()).await?;
     plane.store.set_control_value("approved_commit", &record.commit.sha).await?;
     plane.wake.notify_one();
     Ok(record)
@@ -611,6 +691,10 @@ pub enum ApproveError {
         "the applied state moved since the plan was made (state index {shown}, now {current}); the plan was made again: review it and approve again"
     )]
     Stale { shown: i64, current: i64 },
+    #[error(
+        "the plan approved (digest {shown}) is not the plan recorded now (digest {current}): the applied state moved since it was made; review the plan as it is now and approve it"
+    )]
+    PlanChanged { shown: String, current: String, plan_text: String, plan_json: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }

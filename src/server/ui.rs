@@ -607,6 +607,7 @@ struct PlanRecord {
     outcome_class: String,
     reason: String,
     state_index: i64,
+    plan_digest: String,
     waiting: bool,
     plan: String,
 }
@@ -627,6 +628,7 @@ fn plan_record(repository: &str, record: &SyncRecord) -> PlanRecord {
         outcome_class: health_class(&record.outcome),
         reason: record.reason.clone(),
         state_index: record.state_index,
+        plan_digest: super::control::plan_digest_of(&record.plan_json).unwrap_or_default(),
         waiting: record.outcome == "waiting",
         plan: diff_html(&record.plan_text, 4),
     }
@@ -793,9 +795,12 @@ async fn services(State(ui): State<Ui>, headers: HeaderMap) -> Result<Response, 
 struct ApproveForm {
     token: String,
     state_index: i64,
+    #[serde(default)]
+    plan_digest: String,
 }
 
-/// The Approve button: the API token from the form, and the state index the plan was shown at.
+/// The Approve button: the API token from the form, and the plan shown (its digest and the
+/// state index it was made at).
 async fn approve(State(ui): State<Ui>, Path(sha): Path<String>, Form(form): Form<ApproveForm>) -> Response {
     if !ui.access.accepts(form.token.trim()) {
         return AppError::new(
@@ -804,7 +809,8 @@ async fn approve(State(ui): State<Ui>, Path(sha): Path<String>, Form(form): Form
         )
         .into_response();
     }
-    match super::control::approve(&ui.plane, &sha, Some(form.state_index)).await {
+    let digest = Some(form.plan_digest.as_str()).filter(|d| !d.is_empty());
+    match super::control::approve(&ui.plane, &sha, Some(form.state_index), digest).await {
         Ok(_) => Redirect::to("/plan").into_response(),
         Err(super::control::ApproveError::Store(error)) => AppError::from(error).into_response(),
         Err(error) => AppError::new(StatusCode::CONFLICT, error.to_string()).into_response(),

@@ -262,6 +262,13 @@ async fn a_crashing_rollout_rolls_back_by_itself_and_git_revert_restores() {
     assert!(reason.contains("crash-loop") && reason.contains("exited with code 3 ("), "{reason}");
     assert!(!reason.contains("probe"), "{reason}");
     assert!(reason.contains(&format!("rolled back to {} \"v1\"", &v1[..7])), "{reason}");
+    // Issue 12: the plan of the head against what runs says the workload is held, and why.
+    let live = cluster.get("/api/v1/plan?rev=HEAD").await;
+    let held = &live["plan"]["held"][0];
+    assert_eq!((&held["name"], &held["commit"]), (&json!("app"), &json!(v1)), "{live:#}");
+    assert!(held["reason"].as_str().unwrap().contains(&format!("failed at commit {}", &bad[..7])), "{live:#}");
+    assert!(live["planText"].as_str().unwrap().contains("= held Deployment default/app"), "{live:#}");
+    assert!(live["plan"]["planDigest"].as_str().is_some_and(|d| d.len() == 64), "{live:#}");
     // Back on v1: both replicas ready, the crashing surge pod gone.
     wait_for("v1 pods only", LIMIT, || async {
         let pods = cluster.get("/api/v1/pods").await;

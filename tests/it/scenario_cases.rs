@@ -612,8 +612,16 @@ impl World {
     async fn approve(&mut self) -> Result<(), String> {
         self.stats.approvals += 1;
         let head = self.repo.head().sha.clone();
-        let index = self.store.state_index().await.map_err(|e| e.to_string())?;
-        let result = control::approve(self.plane(), &head, Some(index)).await;
+        // As `berth sync --approve` does: the plan recorded for the head, named by its digest.
+        // When the applied state moved since it was made, the approval is refused with the plan
+        // made again, which is then approved.
+        let recorded = self.store.sync(&head).await.map_err(|e| e.to_string())?;
+        let digest = recorded.as_ref().and_then(|r| control::plan_digest_of(&r.plan_json));
+        let mut result = control::approve(self.plane(), &head, None, digest.as_deref()).await;
+        if let Err(control::ApproveError::PlanChanged { current, .. }) = &result {
+            let current = current.clone();
+            result = control::approve(self.plane(), &head, None, Some(&current)).await;
+        }
         match (self.waiting, result) {
             (true, Ok(record)) => {
                 if record.commit.sha != head {
@@ -632,12 +640,15 @@ impl World {
     async fn approve_stale(&mut self) -> Result<(), String> {
         let head = self.repo.head().sha.clone();
         let index = self.store.state_index().await.map_err(|e| e.to_string())?;
-        if let Ok(record) = control::approve(self.plane(), &head, Some(index - 1)).await {
+        if let Ok(record) = control::approve(self.plane(), &head, Some(index - 1), None).await {
             return Err(format!("an approval with an old state index was taken for {}", record.commit.sha));
+        }
+        if let Ok(record) = control::approve(self.plane(), &head, Some(index), Some("0000")).await {
+            return Err(format!("an approval of a plan that was never made was taken for {}", record.commit.sha));
         }
         let older: Vec<String> = self.repo.chain.iter().rev().skip(1).map(|c| c.sha.clone()).collect();
         for sha in older {
-            if let Ok(record) = control::approve(self.plane(), &sha, None).await {
+            if let Ok(record) = control::approve(self.plane(), &sha, None, None).await {
                 return Err(format!("an approval of {} was taken while the head is {head}", record.commit.sha));
             }
         }
@@ -872,6 +883,58 @@ pub fn play(events: &[Event]) -> Result<Stats, String> {
             world.tick().await.map_err(|e| format!("step {step} ({event:?}): {e}"))?;
         }
         Ok(world.stats)
+    })
+}
+
+/// Issue 12: a plan approved by its digest after the applied state moved is refused, with the
+/// plan as it is now, and that plan is then taken. Returns the refusal.
+pub fn an_outdated_plan_is_refused() -> Result<String, String> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let mut world = World::new().await;
+        for _ in 0..4 {
+            world.tick().await?;
+        }
+        let index_before = world.store.state_index().await.map_err(|e| e.to_string())?;
+        // A rollout in flight, then a commit that waits: its plan is made against the state
+        // applied before the rollout finishes.
+        world.apply(&Event::Image(0, 2)).await?;
+        world.tick().await?;
+        world.apply(&Event::Policy(true)).await?;
+        world.tick().await?;
+        let head = world.repo.head().sha.clone();
+        let record = world.store.sync(&head).await.map_err(|e| e.to_string())?.ok_or("no record")?;
+        let shown = control::plan_digest_of(&record.plan_json).ok_or("the plan has no digest")?;
+        for _ in 0..20 {
+            world.tick().await?;
+        }
+        let index_now = world.store.state_index().await.map_err(|e| e.to_string())?;
+        if index_now == index_before {
+            return Err("the applied state did not move".into());
+        }
+        let refusal = match control::approve(world.plane(), &head, None, Some(&shown)).await {
+            Ok(_) => return Err("the outdated plan was approved".into()),
+            Err(control::ApproveError::PlanChanged { current, plan_json, .. }) => {
+                if current == shown || control::plan_digest_of(&plan_json).as_deref() != Some(current.as_str()) {
+                    return Err("the refusal does not carry the plan as it is now".into());
+                }
+                control::approve(world.plane(), &head, None, Some(&current))
+                    .await
+                    .map_err(|e| format!("the plan as it is now was refused: {e}"))?;
+                control::ApproveError::PlanChanged {
+                    shown: shown.clone(),
+                    current,
+                    plan_text: String::new(),
+                    plan_json,
+                }
+                .to_string()
+            }
+            Err(other) => return Err(format!("refused for another reason: {other}")),
+        };
+        world.waiting = false;
+        world.expected = Some(head.clone());
+        world.tick().await?;
+        Ok(refusal)
     })
 }
 

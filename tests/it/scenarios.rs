@@ -60,3 +60,11 @@ fn generated_scenarios_keep_every_invariant() {
     assert_eq!(stats.steps as u64, seeds * 203, "every step ran");
     assert!(stats.synced_steps > 0, "some steps reached Synced: {stats:?}");
 }
+
+/// Issue 12: approval names the plan; a digest made before the applied state moved is refused
+/// with the plan as it is now, which is then taken and applied.
+#[test]
+fn an_approval_of_an_outdated_plan_is_refused() {
+    let refusal = scenario_cases::an_outdated_plan_is_refused().unwrap_or_else(|e| panic!("{e}"));
+    assert!(refusal.contains("is not the plan recorded now"), "{refusal}");
+}
