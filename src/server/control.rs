@@ -742,6 +742,8 @@ async fn adopt(plane: &ControlPlane, state: &mut LoopState, commit: Arc<Loaded>,
             },
         };
         plane.store.add_revision(&revision).await?;
+        // The store keeps one revision per commit: one made again (a rewind) replaces it.
+        history.retain(|r| r.commit.sha != revision.commit.sha);
         history.push(revision);
     }
     state.retained = retained(&plane.store, &commit).await?;

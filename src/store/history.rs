@@ -198,10 +198,21 @@ impl Store {
         rows.into_iter().map(RevisionRow::into_revision).collect()
     }
 
+    /// Records a revision; one at a commit that had one before (the branch came back to it)
+    /// starts again, as the newest: the old row goes and a new one (a newer rowid, which breaks
+    /// ties of `started_at`) takes its place.
     pub async fn add_revision(&self, revision: &Revision) -> Result<(), StoreError> {
+        let mut transaction = self.pool.begin().await?;
+        sqlx::query("DELETE FROM revisions WHERE kind = ? AND namespace = ? AND name = ? AND commit_sha = ?")
+            .bind(revision.key.kind.name())
+            .bind(&revision.key.namespace)
+            .bind(&revision.key.name)
+            .bind(&revision.commit.sha)
+            .execute(&mut *transaction)
+            .await?;
         sqlx::query(
             "INSERT INTO revisions (kind, namespace, name, commit_sha, spec_hash, started_at, finished_at, outcome, reason) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (kind, namespace, name, commit_sha) DO NOTHING",
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(revision.key.kind.name())
         .bind(&revision.key.namespace)
@@ -212,8 +223,9 @@ impl Store {
         .bind(revision.finished_at)
         .bind(revision.outcome.as_str())
         .bind(&revision.reason)
-        .execute(&self.pool)
+        .execute(&mut *transaction)
         .await?;
+        transaction.commit().await?;
         Ok(())
     }
 

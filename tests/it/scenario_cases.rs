@@ -692,8 +692,13 @@ impl World {
             return Err(format!("a broken head is {:?}, not Unknown", status.sync));
         }
 
-        // 5. Only the head can wait.
-        for record in self.store.syncs(1000).await.map_err(|e| e.to_string())? {
+        // 5. Only the head can wait (every tenth step: it reads every record).
+        let records = if self.stats.steps % 10 == 0 {
+            self.store.syncs(1000).await.map_err(|e| e.to_string())?
+        } else {
+            Vec::new()
+        };
+        for record in records {
             if record.outcome == "waiting" && record.commit.sha != head.sha {
                 return Err(format!("commit {} waits for approval though the head is {}", record.commit.sha, head.sha));
             }
