@@ -16,6 +16,8 @@ use crate::apply::pods::{Sources, revision_hash};
 use crate::manifest::{ObjectKey, Resource};
 use crate::plan::{self, State, render};
 use crate::server::agent_api::AgentApi;
+use crate::server::status;
+use crate::server::verdicts::{rollback_target, verdict, wait_reason};
 use crate::store::{Outcome, Pin, Revision, Store, StoreError, SyncRecord};
 use crate::sync::{CommitInfo, Loaded, Loader, SyncError};
 use serde::Serialize;
@@ -25,80 +27,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
-/// Whether what runs is what the branch head says, in the words of Argo CD.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-pub enum Sync {
-    /// The live plan of the head against what runs is empty.
-    Synced,
-    OutOfSync,
-    /// Not known: the head commit failed to load, or no node is Ready to tell.
-    #[default]
-    Unknown,
-}
-
-impl Sync {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Sync::Synced => "Synced",
-            Sync::OutOfSync => "OutOfSync",
-            Sync::Unknown => "Unknown",
-        }
-    }
-}
-
-/// How what runs is doing, in the words of Argo CD. Ordered from best to worst: the whole is
-/// as healthy as its least healthy workload.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-pub enum Health {
-    Healthy,
-    /// Rolling out or rolling back, within its progress deadline.
-    Progressing,
-    /// No node is Ready to say, or no commit is applied yet.
-    #[default]
-    Unknown,
-    /// Wants pods and has none: none could be placed.
-    Missing,
-    /// A rollout failed or its pods crash-loop.
-    Degraded,
-}
-
-impl Health {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Health::Healthy => "Healthy",
-            Health::Progressing => "Progressing",
-            Health::Degraded => "Degraded",
-            Health::Missing => "Missing",
-            Health::Unknown => "Unknown",
-        }
-    }
-}
-
-/// One workload as the status shows it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct WorkloadHealth {
-    pub kind: String,
-    pub namespace: String,
-    pub name: String,
-    pub sync: Sync,
-    pub health: Health,
-    /// Why it is not Synced and Healthy; empty when it is.
-    pub reason: String,
-    /// Wished replicas; `None` for a DaemonSet.
-    pub replicas: Option<i32>,
-    pub ready: usize,
-    pub updated: usize,
-    pub total: usize,
-    /// Pods of it that are stopping (out of every count above).
-    pub terminating: usize,
-    /// The commit whose spec runs (or rolls out).
-    pub revision: String,
-    pub revision_message: String,
-    /// Set when `berth rollback` holds the workload at an earlier commit.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub pinned: Option<String>,
-}
+pub use super::status::{Health, Sync, WorkloadHealth};
 
 /// What the loop last did: for `berth up`'s progress, the status API and the web UI.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
@@ -564,28 +493,6 @@ fn record_of(
     }
 }
 
-/// Why a valid commit may not be applied without an approval, if it may not.
-fn wait_reason(commit: &Loaded, plan: &plan::Plan) -> Option<String> {
-    let short = commit.commit.short();
-    // Every applied object is on the plan's observed side: updated, deleted (kept ones count
-    // as unchanged) or unchanged.
-    let applied = plan.summary.update + plan.summary.delete + plan.summary.unchanged;
-    if commit.config.sync.policy == crate::sync::config::SyncPolicy::Manual {
-        return Some(format!(
-            "the sync policy is manual: review the plan (`berth plan --server`) and approve it with `berth sync --approve {short}`"
-        ));
-    }
-    let deletes = plan.changes.iter().filter(|c| c.action == plan::Action::Delete && !c.kept).count();
-    let threshold = usize::from(commit.config.sync.prune_threshold);
-    if applied > 0 && deletes * 100 > threshold * applied {
-        return Some(format!(
-            "commit {short} would delete {deletes} of the {applied} applied objects, more than the prune threshold of {threshold}%: \
-             review the plan and approve it with `berth sync --approve {short}`, or raise sync.pruneThreshold in berth.yaml"
-        ));
-    }
-    None
-}
-
 /// The `planDigest` of a recorded plan JSON.
 pub fn plan_digest_of(plan_json: &str) -> Option<String> {
     let plan: serde_json::Value = serde_json::from_str(plan_json).ok()?;
@@ -783,7 +690,7 @@ async fn targets(plane: &ControlPlane, state: &mut LoopState, desired: &Loaded) 
     for resource in desired.resources.iter().filter(|r| r.key.kind.is_workload()) {
         if let Some(pin) = state.pins.iter().find(|p| p.key == resource.key) {
             wanted.push((resource.key.clone(), pin.commit.clone()));
-        } else if let Some(healthy) = rollback_target(state.revisions.get(&resource.key)) {
+        } else if let Some(healthy) = state.revisions.get(&resource.key).and_then(|h| rollback_target(h)) {
             wanted.push((resource.key.clone(), healthy.commit.sha.clone()));
         }
     }
@@ -808,16 +715,6 @@ async fn targets(plane: &ControlPlane, state: &mut LoopState, desired: &Loaded) 
     let used: BTreeSet<&str> = targets.overrides.values().map(|c| c.commit.sha.as_str()).collect();
     state.commits.retain(|sha, _| used.contains(sha.as_str()));
     targets
-}
-
-/// After the latest revision failed: the newest healthy revision with another spec.
-fn rollback_target(history: Option<&Vec<Revision>>) -> Option<&Revision> {
-    let history = history?;
-    let latest = history.last()?;
-    if latest.outcome != Outcome::Failed {
-        return None;
-    }
-    history.iter().rev().find(|r| r.outcome == Outcome::Healthy && r.spec_hash != latest.spec_hash)
 }
 
 /// Marks the rolling revisions healthy when complete, failed when their pods crash-loop or the
@@ -847,24 +744,7 @@ async fn judge_revisions(
                 _ => None,
             })
             .unwrap_or(600);
-        let verdict = if workload.complete {
-            Some((Outcome::Healthy, String::new()))
-        } else if let Some(failure) = &workload.failure {
-            Some((Outcome::Failed, format!("its pods crash-loop: {failure}")))
-        } else if now - latest.started_at > i64::from(deadline) {
-            Some((
-                Outcome::Failed,
-                format!(
-                    "no complete rollout within progressDeadlineSeconds ({deadline} s): {}/{} available, {} updated{}",
-                    workload.available,
-                    workload.replicas.map_or_else(|| "all".to_owned(), |r| r.to_string()),
-                    workload.updated,
-                    workload.unschedulable.first().map(|u| format!("; {u}")).unwrap_or_default()
-                ),
-            ))
-        } else {
-            None
-        };
+        let verdict = verdict(workload, now - latest.started_at, deadline);
         let Some((outcome, reason)) = verdict else { continue };
         if outcome == Outcome::Failed {
             tracing::warn!(workload = %workload.key, commit = %latest.commit.short(), %reason, "A rollout failed; rolling back.");
@@ -939,12 +819,8 @@ async fn applied_resources(
     Ok(resources)
 }
 
-/// Publishes the status of the pass: each workload's sync and health, and the whole's.
-///
-/// Synced means exactly: the head commit loaded without errors and is the one applied, nothing
-/// waits for an approval, no workload is held at another commit (a pin or a rollback after a
-/// failed rollout), and every workload's pods all run its revision with its current
-/// configuration, none of them stopping, as reported by Ready nodes.
+/// Publishes the status of the pass: each workload's sync and health, and the whole's
+/// (`status::overall`, where Synced is defined).
 fn publish(plane: &ControlPlane, state: &LoopState, summary: Option<&ReconcileSummary>, now: i64) {
     let workloads: Vec<WorkloadHealth> = summary
         .map(|s| s.workloads.iter().map(|w| workload_health(state, w, s.ready_nodes)).collect())
@@ -952,147 +828,45 @@ fn publish(plane: &ControlPlane, state: &LoopState, summary: Option<&ReconcileSu
     plane.status.send_modify(|status| {
         status.ready_nodes = summary.map_or(0, |s| s.ready_nodes);
         status.updated_at = now;
-        let applied = state.desired.as_ref().map(|d| d.commit.short().to_owned());
-        let no_node = !workloads.is_empty() && status.ready_nodes == 0;
-        let no_node_reason =
-            "no node is Ready: start `berth agent` on a machine, or check that agents reach this server";
-        let (sync, sync_reason) = if let Some(failed) = &status.failed {
-            let keeps = applied.as_ref().map(|a| format!("; commit {a} keeps running")).unwrap_or_default();
-            (Sync::Unknown, format!("{failed}{keeps}"))
-        } else if let Some(waiting) = &status.waiting {
-            (Sync::OutOfSync, waiting.clone())
-        } else if applied.is_none() {
-            (Sync::Unknown, "no commit without errors has been seen yet".to_owned())
-        } else if state.head.is_some() && state.head != state.desired.as_ref().map(|d| d.commit.sha.clone()) {
-            (Sync::OutOfSync, "the head commit is not applied yet".to_owned())
-        } else if no_node {
-            (Sync::Unknown, no_node_reason.to_owned())
-        } else if let Some(pruning) = summary.map(|s| s.pruning).filter(|n| *n > 0) {
-            (Sync::OutOfSync, format!("{pruning} pods of workloads the commit no longer declares are stopping"))
-        } else if workloads.iter().any(|w| w.sync != Sync::Synced) {
-            (Sync::OutOfSync, reasons_of(workloads.iter().filter(|w| w.sync != Sync::Synced)))
-        } else if !state.applied_recorded {
-            (Sync::OutOfSync, "the applied objects are being recorded".to_owned())
-        } else {
-            (Sync::Synced, format!("the nodes run commit {}", applied.unwrap_or_default()))
+        let desired = state.desired.as_ref().map(|d| d.commit.sha.clone());
+        let facts = status::Facts {
+            failed: status.failed.as_deref(),
+            waiting: status.waiting.as_deref(),
+            applied: state.desired.as_ref().map(|d| d.commit.short()),
+            head_applied: state.head.is_none() || state.head == desired,
+            ready_nodes: status.ready_nodes,
+            pruning: summary.map_or(0, |s| s.pruning),
+            applied_recorded: state.applied_recorded,
+            workloads: &workloads,
         };
-        let worst = workloads.iter().map(|w| w.health).max().unwrap_or(Health::Healthy);
-        let (health, health_reason) = if state.desired.is_none() {
-            (Health::Unknown, "no commit is applied yet".to_owned())
-        } else if no_node {
-            (Health::Unknown, no_node_reason.to_owned())
-        } else if worst == Health::Healthy {
-            (Health::Healthy, "every workload is available".to_owned())
-        } else if worst == Health::Progressing {
-            let rolling = workloads.iter().filter(|w| w.health == Health::Progressing).count();
-            (Health::Progressing, format!("{rolling} of {} workloads are rolling out", workloads.len()))
-        } else {
-            (worst, reasons_of(workloads.iter().filter(|w| w.health == worst)))
-        };
-        status.reason = if status.failed.is_some() || health == Health::Degraded {
-            if status.failed.is_some() { sync_reason.clone() } else { health_reason.clone() }
-        } else if sync != Sync::Synced {
-            sync_reason.clone()
-        } else {
-            health_reason.clone()
-        };
-        status.synced = sync == Sync::Synced && health == Health::Healthy;
-        status.sync = sync;
-        status.sync_reason = sync_reason;
-        status.health = health;
-        status.health_reason = health_reason;
+        let axes = status::overall(&facts);
+        status.synced = axes.sync == Sync::Synced && axes.health == Health::Healthy;
+        status.sync = axes.sync;
+        status.sync_reason = axes.sync_reason;
+        status.health = axes.health;
+        status.health_reason = axes.health_reason;
+        status.reason = axes.reason;
         status.workloads = workloads;
         status.last_pass = summary.cloned();
     });
 }
 
-/// `Kind ns/name: reason; ...` of some workloads.
-fn reasons_of<'w>(workloads: impl Iterator<Item = &'w WorkloadHealth>) -> String {
-    let reasons: Vec<String> =
-        workloads.map(|w| format!("{} {}/{}: {}", w.kind, w.namespace, w.name, w.reason)).collect();
-    reasons.join("; ")
-}
-
+/// One workload's status, from what the loop remembers of it.
 fn workload_health(state: &LoopState, w: &WorkloadStatus, ready_nodes: usize) -> WorkloadHealth {
-    let history = state.revisions.get(&w.key);
-    let latest = history.and_then(|h| h.last());
-    let pinned = state.pins.iter().find(|p| p.key == w.key);
-    let message = |sha: &str| {
-        history
-            .and_then(|h| h.iter().rev().find(|r| r.commit.sha == sha))
-            .map(|r| r.commit.message.clone())
-            .or_else(|| state.commits.get(sha).map(|c| c.commit.message.clone()))
-            .or_else(|| state.desired.as_ref().filter(|d| d.commit.sha == sha).map(|d| d.commit.message.clone()))
-            .unwrap_or_default()
+    let history = state.revisions.get(&w.key).map(Vec::as_slice);
+    let message = history
+        .and_then(|h| h.iter().rev().find(|r| r.commit.sha == w.revision))
+        .map(|r| r.commit.message.clone())
+        .or_else(|| state.commits.get(&w.revision).map(|c| c.commit.message.clone()))
+        .or_else(|| state.desired.as_ref().filter(|d| d.commit.sha == w.revision).map(|d| d.commit.message.clone()))
+        .unwrap_or_default();
+    let facts = status::WorkloadFacts {
+        history,
+        pin: state.pins.iter().find(|p| p.key == w.key),
+        ready_nodes,
+        revision_message: message,
     };
-    let short = |sha: &str| sha[..sha.len().min(7)].to_owned();
-    let wanted = w.replicas.map_or_else(|| "all".to_owned(), |r| r.to_string());
-    let stopping = if w.terminating > 0 { format!("; {} pods are stopping", w.terminating) } else { String::new() };
-    let rolling = || {
-        if let Some(unschedulable) = w.unschedulable.first() {
-            let health = if w.total == 0 { Health::Missing } else { Health::Progressing };
-            (health, format!("pods wait to be placed: {unschedulable}"))
-        } else {
-            (Health::Progressing, format!("{}/{wanted} available, {} updated{stopping}", w.available, w.updated))
-        }
-    };
-    let (sync, health, reason) = if ready_nodes == 0 {
-        (Sync::Unknown, Health::Unknown, "no node is Ready".to_owned())
-    } else if let Some(pin) = pinned {
-        let verb = if w.complete { "held" } else { "rolling back" };
-        let (health, _) = if w.complete { (Health::Healthy, String::new()) } else { rolling() };
-        (
-            Sync::OutOfSync,
-            health,
-            format!("{verb} at commit {} by `berth rollback` until a new commit is applied", short(&pin.commit)),
-        )
-    } else if let Some(latest) = latest.filter(|r| r.outcome == Outcome::Failed) {
-        let back = match rollback_target(history) {
-            Some(healthy) => format!("rolled back to {} \"{}\"", healthy.commit.short(), healthy.commit.message),
-            None => "no earlier healthy revision to roll back to".to_owned(),
-        };
-        (
-            Sync::OutOfSync,
-            Health::Degraded,
-            format!(
-                "rollout of {} failed: {}; {back}; fix the spec in Git to retry",
-                latest.commit.short(),
-                latest.reason
-            ),
-        )
-    } else if let Some(failure) = &w.failure {
-        (Sync::OutOfSync, Health::Degraded, failure.clone())
-    } else if w.complete && !w.stale_config.is_empty() {
-        (
-            Sync::OutOfSync,
-            Health::Healthy,
-            format!(
-                "pods {} run older ConfigMap or Secret values: the workload carries berth.dev/restart-on-config-change: \"false\"; they take the new values when they are replaced",
-                w.stale_config.join(", ")
-            ),
-        )
-    } else if w.complete {
-        (Sync::Synced, Health::Healthy, String::new())
-    } else {
-        let (health, reason) = rolling();
-        (Sync::OutOfSync, health, reason)
-    };
-    WorkloadHealth {
-        kind: w.key.kind.name().to_owned(),
-        namespace: w.key.namespace.clone(),
-        name: w.key.name.clone(),
-        sync,
-        health,
-        reason,
-        replicas: w.replicas,
-        ready: w.available,
-        updated: w.updated,
-        total: w.total,
-        terminating: w.terminating,
-        revision_message: message(&w.revision),
-        revision: w.revision.clone(),
-        pinned: pinned.map(|p| p.commit.clone()),
-    }
+    status::workload_health(w, &facts)
 }
 
 /// What `berth rollback` does, said before it is done.

@@ -7,7 +7,9 @@
 pub mod agent_api;
 pub mod api;
 pub mod control;
+pub mod status;
 pub mod ui;
+pub mod verdicts;
 
 use crate::nodes::protocol::ErrorBody;
 use axum::Json;

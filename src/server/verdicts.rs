@@ -1,0 +1,150 @@
+//! The loop's verdicts, pure: whether a commit must wait for an approval, whether a rolling
+//! revision is healthy or failed, and where a failed one goes back to. `control` acts on them.
+
+use crate::apply::controller::WorkloadStatus;
+use crate::plan;
+use crate::store::{Outcome, Revision};
+use crate::sync::Loaded;
+
+/// Why a valid commit may not be applied without an approval, if it may not.
+pub fn wait_reason(commit: &Loaded, plan: &plan::Plan) -> Option<String> {
+    let short = commit.commit.short();
+    // Every applied object is on the plan's observed side: updated, deleted (kept ones count
+    // as unchanged) or unchanged.
+    let applied = plan.summary.update + plan.summary.delete + plan.summary.unchanged;
+    if commit.config.sync.policy == crate::sync::config::SyncPolicy::Manual {
+        return Some(format!(
+            "the sync policy is manual: review the plan (`berth plan --server`) and approve it with `berth sync --approve {short}`"
+        ));
+    }
+    let deletes = plan.changes.iter().filter(|c| c.action == plan::Action::Delete && !c.kept).count();
+    let threshold = usize::from(commit.config.sync.prune_threshold);
+    if applied > 0 && deletes * 100 > threshold * applied {
+        return Some(format!(
+            "commit {short} would delete {deletes} of the {applied} applied objects, more than the prune threshold of {threshold}%: \
+             review the plan and approve it with `berth sync --approve {short}`, or raise sync.pruneThreshold in berth.yaml"
+        ));
+    }
+    None
+}
+
+/// After the latest revision failed: the newest healthy revision with another spec.
+pub fn rollback_target(history: &[Revision]) -> Option<&Revision> {
+    let latest = history.last()?;
+    if latest.outcome != Outcome::Failed {
+        return None;
+    }
+    history.iter().rev().find(|r| r.outcome == Outcome::Healthy && r.spec_hash != latest.spec_hash)
+}
+
+/// The verdict on a rolling revision `elapsed` seconds after it started, under a progress
+/// deadline of `deadline` seconds: healthy once complete, failed when its new pods crash-loop
+/// or the deadline passed, none yet otherwise.
+pub fn verdict(workload: &WorkloadStatus, elapsed: i64, deadline: i32) -> Option<(Outcome, String)> {
+    if workload.complete {
+        Some((Outcome::Healthy, String::new()))
+    } else if let Some(failure) = &workload.failure {
+        Some((Outcome::Failed, format!("its pods crash-loop: {failure}")))
+    } else if elapsed > i64::from(deadline) {
+        Some((
+            Outcome::Failed,
+            format!(
+                "no complete rollout within progressDeadlineSeconds ({deadline} s): {}/{} available, {} updated{}",
+                workload.available,
+                workload.replicas.map_or_else(|| "all".to_owned(), |r| r.to_string()),
+                workload.updated,
+                workload.unschedulable.first().map(|u| format!("; {u}")).unwrap_or_default()
+            ),
+        ))
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{Kind, ObjectKey};
+    use crate::sync::CommitInfo;
+
+    fn status() -> WorkloadStatus {
+        WorkloadStatus {
+            key: ObjectKey { kind: Kind::Deployment, namespace: "shop".into(), name: "web".into() },
+            replicas: Some(3),
+            updated: 1,
+            available: 2,
+            total: 3,
+            complete: false,
+            unschedulable: Vec::new(),
+            revision: "abc".into(),
+            failure: None,
+            stale_config: Vec::new(),
+            terminating: 0,
+        }
+    }
+
+    #[test]
+    fn a_rolling_revision_is_judged_by_completion_crashes_and_its_deadline() {
+        let crashing =
+            WorkloadStatus { failure: Some("container web exited with code 1 (3 restarts)".into()), ..status() };
+        let complete = WorkloadStatus { complete: true, ..status() };
+        let unplaced = WorkloadStatus { unschedulable: vec!["0/2 nodes fit".into()], ..status() };
+        type Case<'a> = (&'a str, WorkloadStatus, i64, Option<(Outcome, &'a str)>);
+        let cases: Vec<Case<'_>> = vec![
+            ("complete", complete.clone(), 0, Some((Outcome::Healthy, ""))),
+            ("complete past the deadline", complete, 900, Some((Outcome::Healthy, ""))),
+            ("crashing", crashing, 5, Some((Outcome::Failed, "its pods crash-loop: container web exited with code 1"))),
+            ("within the deadline", status(), 600, None),
+            ("past the deadline", status(), 601, Some((Outcome::Failed, "(600 s): 2/3 available, 1 updated"))),
+            ("past it, unplaced", unplaced, 601, Some((Outcome::Failed, "1 updated; 0/2 nodes fit"))),
+        ];
+        for (name, workload, elapsed, expected) in cases {
+            let got = verdict(&workload, elapsed, 600);
+            match (got, expected) {
+                (None, None) => {}
+                (Some((outcome, reason)), Some((want, part))) => {
+                    assert_eq!(outcome, want, "{name}");
+                    assert!(reason.contains(part), "{name}: {reason:?} lacks {part:?}");
+                }
+                (got, want) => panic!("{name}: {got:?}, expected {want:?}"),
+            }
+        }
+    }
+
+    fn revision(sha: &str, hash: &str, outcome: Outcome) -> Revision {
+        Revision {
+            key: status().key,
+            commit: CommitInfo { sha: sha.into(), author: "a".into(), message: String::new(), time: 0 },
+            spec_hash: hash.into(),
+            started_at: 0,
+            finished_at: None,
+            outcome,
+            reason: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_failed_revision_goes_back_to_the_newest_healthy_other_template() {
+        use Outcome::*;
+        let cases: Vec<(&str, Vec<Revision>, Option<&str>)> = vec![
+            ("nothing", vec![], None),
+            ("healthy latest", vec![revision("a", "h1", Healthy)], None),
+            ("progressing latest", vec![revision("a", "h1", Healthy), revision("b", "h2", Progressing)], None),
+            ("failed, one before", vec![revision("a", "h1", Healthy), revision("b", "h2", Failed)], Some("a")),
+            (
+                "the newest healthy",
+                vec![revision("a", "h1", Healthy), revision("c", "h3", Healthy), revision("b", "h2", Failed)],
+                Some("c"),
+            ),
+            (
+                "never the failed template itself",
+                vec![revision("a", "h1", Healthy), revision("c", "h2", Healthy), revision("b", "h2", Failed)],
+                Some("a"),
+            ),
+            ("no healthy one", vec![revision("b", "h2", Failed)], None),
+        ];
+        for (name, history, expected) in cases {
+            assert_eq!(rollback_target(&history).map(|r| r.commit.sha.as_str()), expected, "{name}");
+        }
+    }
+}
