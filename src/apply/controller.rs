@@ -2,18 +2,18 @@
 //! assignment of every node.
 //!
 //! Level-triggered. Each pass reads the nodes, their assignments and their reports from the
-//! store, asks [`super::rollout::step`] what each workload needs next, schedules new pods with
+//! store, asks [`crate::plan::rollout::step`] what each workload needs next, schedules new pods with
 //! [`crate::plan::schedule`], drops the pods of workloads the commit no longer declares and of
 //! nodes that stopped heartbeating, and writes the assignments that changed. It keeps no state
 //! of its own but when pods turned ready (for minReadySeconds), so a restarted control plane
 //! resumes from the store. It is only ever given a commit that loaded without errors.
 
 use super::pods::{Replica, Sources, assignment, rollout_hash};
-use super::rollout::{self, PodView, Strategy, Wishes};
 use crate::lock;
-use crate::manifest::types::{DaemonSetStrategyType, DeploymentStrategyType, IntOrString, PodSpec};
+use crate::manifest::types::{DaemonSetStrategyType, IntOrString, PodSpec};
 use crate::manifest::{Object, ObjectKey, Resource};
 use crate::nodes::protocol::{PodAssignment, PodStatus, Resources, RouteTable, ServiceRoute};
+use crate::plan::rollout::{self, PodView, Strategy, Wishes};
 use crate::plan::schedule::{self, NodeInfo, Placement, PodRequest};
 use crate::store::{Allocations, ServiceWants, Store, StoreError};
 use crate::sync::Loaded;
@@ -597,29 +597,8 @@ fn plan_workload(
             wanted = 1;
             status.complete = create.is_empty() && status.available == 1;
         }
-        object => {
-            let (strategy, min_ready) = match object {
-                Object::Deployment(deployment) => {
-                    let strategy = deployment.spec.strategy.as_ref();
-                    let rolling = strategy.and_then(|s| s.rolling_update.as_ref());
-                    let strategy = if strategy.and_then(|s| s.strategy_type) == Some(DeploymentStrategyType::Recreate) {
-                        Strategy::Recreate
-                    } else {
-                        Strategy::RollingUpdate {
-                            max_surge: rolling
-                                .and_then(|r| r.max_surge.clone())
-                                .unwrap_or(IntOrString::String("25%".into())),
-                            max_unavailable: rolling
-                                .and_then(|r| r.max_unavailable.clone())
-                                .unwrap_or(IntOrString::String("25%".into())),
-                        }
-                    };
-                    (strategy, deployment.spec.min_ready_seconds.unwrap_or(0))
-                }
-                Object::ReplicaSet(rs) => (default_rolling(), rs.spec.min_ready_seconds.unwrap_or(0)),
-                Object::ReplicationController(rc) => (default_rolling(), rc.spec.min_ready_seconds.unwrap_or(0)),
-                _ => (default_rolling(), 0),
-            };
+        _ => {
+            let (strategy, min_ready) = Strategy::of(resource).unwrap_or((Strategy::rolling(None), 0));
             let wishes = Wishes {
                 replicas: replicas.unwrap_or(1),
                 template_hash: hash.clone(),
@@ -701,13 +680,6 @@ fn crash_loop<'a>(
         }
     }
     None
-}
-
-fn default_rolling() -> Strategy {
-    Strategy::RollingUpdate {
-        max_surge: IntOrString::String("25%".into()),
-        max_unavailable: IntOrString::String("25%".into()),
-    }
 }
 
 /// What a pod asks of the scheduler.

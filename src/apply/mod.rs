@@ -7,5 +7,4 @@
 
 pub mod controller;
 pub mod pods;
-pub mod rollout;
 pub mod routes;

@@ -7,6 +7,7 @@
 //! Secret values never reach a plan: objects arrive redacted, with digests to compare.
 
 pub mod render;
+pub mod rollout;
 pub mod schedule;
 
 use crate::manifest::types::*;
@@ -560,17 +561,16 @@ fn rollout(old: &Resource, new: &Resource, config_changed: bool) -> Option<Rollo
 /// A rolling update to `replicas` of the new template from `existing` replicas of the old one:
 /// the replicas that exist restart (at most `replicas` of them), the rest start new.
 fn rolling(replicas: i32, existing: i32, rolling_update: Option<&RollingUpdate>) -> Rollout {
-    let default_surge = IntOrString::String(crate::manifest::defaults::DEFAULT_SURGE.into());
-    let default_unavailable = IntOrString::String(crate::manifest::defaults::DEFAULT_UNAVAILABLE.into());
-    let surge_value = rolling_update.and_then(|r| r.max_surge.as_ref()).unwrap_or(&default_surge);
-    let unavailable_value = rolling_update.and_then(|r| r.max_unavailable.as_ref()).unwrap_or(&default_unavailable);
-    let surge = surge_value.scaled(replicas, true).unwrap_or(1).max(0);
-    let mut unavailable = unavailable_value.scaled(replicas, false).unwrap_or(0).max(0);
-    // Kubernetes lets one replica be unavailable when both round down to zero, or nothing moves.
-    if surge == 0 && unavailable == 0 {
-        unavailable = 1;
-    }
-    let step = (surge + unavailable).max(1);
+    // The same limits the controller rolls by (`rollout::limits`): one model, one set of defaults.
+    let strategy = rollout::Strategy::rolling(rolling_update);
+    let (surge, unavailable) = rollout::limits(&strategy, replicas);
+    let (surge, unavailable) =
+        (i32::try_from(surge).unwrap_or(i32::MAX), i32::try_from(unavailable).unwrap_or(i32::MAX));
+    let (surge_value, unavailable_value) = match &strategy {
+        rollout::Strategy::RollingUpdate { max_surge, max_unavailable } => (max_surge.clone(), max_unavailable.clone()),
+        rollout::Strategy::Recreate => (IntOrString::Int(0), IntOrString::Int(0)),
+    };
+    let step = surge.saturating_add(unavailable).max(1);
     let restarts = existing.clamp(0, replicas.max(0));
     let added = (replicas - existing).max(0);
     let mut batches = Vec::new();
@@ -610,8 +610,8 @@ fn rolling(replicas: i32, existing: i32, rolling_update: Option<&RollingUpdate>)
         batches,
         description: format!(
             "rolling update: {phrase}; at most {} running (maxSurge {surge_value}), at least {} available (maxUnavailable {unavailable_value})",
-            replicas + surge,
-            (replicas - unavailable).max(0),
+            replicas.saturating_add(surge),
+            replicas.saturating_sub(unavailable).max(0),
         ),
     }
 }

@@ -7,7 +7,9 @@
 //! has been ready for `minReadySeconds`. Recreate deletes every old pod before it creates a new
 //! one. Pods of the current template are "updated"; all others are old.
 
-use crate::manifest::types::IntOrString;
+use crate::manifest::defaults::{DEFAULT_SURGE, DEFAULT_UNAVAILABLE};
+use crate::manifest::types::{DeploymentStrategyType, IntOrString, RollingUpdate};
+use crate::manifest::{Object, Resource};
 
 /// A pod of the workload as the control plane sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +25,41 @@ pub struct PodView {
 pub enum Strategy {
     RollingUpdate { max_surge: IntOrString, max_unavailable: IntOrString },
     Recreate,
+}
+
+impl Strategy {
+    /// A rolling update with Kubernetes' defaults (25% each) for what `rolling` leaves out.
+    pub fn rolling(rolling: Option<&RollingUpdate>) -> Strategy {
+        let or = |value: Option<&IntOrString>, default: &str| {
+            value.cloned().unwrap_or_else(|| IntOrString::String(default.to_owned()))
+        };
+        Strategy::RollingUpdate {
+            max_surge: or(rolling.and_then(|r| r.max_surge.as_ref()), DEFAULT_SURGE),
+            max_unavailable: or(rolling.and_then(|r| r.max_unavailable.as_ref()), DEFAULT_UNAVAILABLE),
+        }
+    }
+
+    /// How a replicated workload replaces its pods, and its minReadySeconds: the one reading
+    /// of a manifest's strategy that the planner and the controller share. `None` for kinds
+    /// that are not replicated (Pods, DaemonSets).
+    pub fn of(resource: &Resource) -> Option<(Strategy, i32)> {
+        match &resource.object {
+            Object::Deployment(deployment) => {
+                let strategy = deployment.spec.strategy.as_ref();
+                let strategy = if strategy.and_then(|s| s.strategy_type) == Some(DeploymentStrategyType::Recreate) {
+                    Strategy::Recreate
+                } else {
+                    Strategy::rolling(strategy.and_then(|s| s.rolling_update.as_ref()))
+                };
+                Some((strategy, deployment.spec.min_ready_seconds.unwrap_or(0)))
+            }
+            Object::ReplicaSet(rs) => Some((Strategy::rolling(None), rs.spec.min_ready_seconds.unwrap_or(0))),
+            Object::ReplicationController(rc) => {
+                Some((Strategy::rolling(None), rc.spec.min_ready_seconds.unwrap_or(0)))
+            }
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
