@@ -237,6 +237,8 @@ impl Store {
         reason: &str,
         now: i64,
     ) -> Result<(), StoreError> {
+        // A verdict changes what a plan says (a held template, where a rollout goes back to).
+        let mut transaction = self.pool.begin().await?;
         sqlx::query(
             "UPDATE revisions SET outcome = ?, reason = ?, finished_at = ? \
              WHERE kind = ? AND namespace = ? AND name = ? AND commit_sha = ?",
@@ -248,8 +250,10 @@ impl Store {
         .bind(&key.namespace)
         .bind(&key.name)
         .bind(commit)
-        .execute(&self.pool)
+        .execute(&mut *transaction)
         .await?;
+        sqlx::query(super::BUMP_STATE_INDEX).execute(&mut *transaction).await?;
+        transaction.commit().await?;
         Ok(())
     }
 
@@ -272,6 +276,7 @@ impl Store {
     }
 
     pub async fn set_pin(&self, pin: &Pin) -> Result<(), StoreError> {
+        let mut transaction = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO pins (kind, namespace, name, commit_sha, head_sha, pinned_at) VALUES (?, ?, ?, ?, ?, ?) \
              ON CONFLICT (kind, namespace, name) DO UPDATE SET commit_sha = excluded.commit_sha, \
@@ -283,8 +288,10 @@ impl Store {
         .bind(&pin.commit)
         .bind(&pin.head)
         .bind(pin.pinned_at)
-        .execute(&self.pool)
+        .execute(&mut *transaction)
         .await?;
+        sqlx::query(super::BUMP_STATE_INDEX).execute(&mut *transaction).await?;
+        transaction.commit().await?;
         Ok(())
     }
 

@@ -53,6 +53,11 @@ pub enum StoreError {
     },
 }
 
+/// Counts one more change to what plans are made from (the applied objects, the verdicts on
+/// revisions, the pins): a plan recorded before it is stale.
+const BUMP_STATE_INDEX: &str = "INSERT INTO control (key, value) VALUES ('state_index', '1') \
+     ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(control.value AS INTEGER) + 1 AS TEXT)";
+
 pub struct Store {
     pool: SqlitePool,
 }
@@ -175,9 +180,7 @@ impl Store {
             .execute(&mut *transaction)
             .await?;
         // The applied state moved: plans made before are stale.
-        sqlx::query("INSERT INTO control (key, value) VALUES ('state_index', '1') ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(control.value AS INTEGER) + 1 AS TEXT)")
-            .execute(&mut *transaction)
-            .await?;
+        sqlx::query(BUMP_STATE_INDEX).execute(&mut *transaction).await?;
         transaction.commit().await?;
         Ok(())
     }
