@@ -1103,7 +1103,7 @@ fn client_command(args: &ServerArgs, call: ClientCall) -> Result<ExitCode> {
                         )
                         .await?;
                     eprintln!(
-                        "approved: the server applies exactly the plan above (digest {}), or refuses it if what runs changes first",
+                        "approved plan {}: the server carries out its steps, each workload to the pod template its step names (and back where it says so if a rollout fails); if what runs changes before the approval is taken, it is dropped and the commit waits with the new plan",
                         record["plan"]["planDigest"].as_str().unwrap_or("none recorded")
                     );
                 }

@@ -67,6 +67,9 @@ pub struct Targets {
     pub overrides: HashMap<ObjectKey, Arc<Loaded>>,
     /// Workloads gone from the commit whose pods stay (annotation `berth.dev/prune: "false"`).
     pub retained: BTreeSet<ObjectKey>,
+    /// Workloads left as they run, with the reason: what their commit gives is not what the
+    /// plan being carried out names.
+    pub frozen: HashMap<ObjectKey, String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -267,6 +270,10 @@ impl<N: Nodes> Controller<N> {
         let mut statuses = Vec::new();
         for resource in desired.resources.iter().filter(|r| r.key.kind.is_workload()) {
             let current = by_workload.remove(&resource.key).unwrap_or_default();
+            if let Some(reason) = targets.frozen.get(&resource.key) {
+                statuses.push(frozen(resource, &current, &reports, &desired.commit.sha, reason));
+                continue;
+            }
             let mut step = Step { current, ready_since: &ready_since, reports: &reports, deletes: &mut deletes };
             let status = match targets
                 .overrides
@@ -477,6 +484,31 @@ impl<N: Nodes> Controller<N> {
 
 fn find<'r>(resources: &'r [Arc<Resource>], key: &ObjectKey) -> Option<&'r Resource> {
     resources.binary_search_by(|r| r.key.cmp(key)).ok().map(|i| &*resources[i])
+}
+
+/// The status of a workload left as it runs: nothing is created or deleted for it.
+fn frozen(
+    resource: &Resource,
+    current: &[(&str, &PodAssignment)],
+    reports: &HashMap<String, PodStatus>,
+    revision: &str,
+    reason: &str,
+) -> WorkloadStatus {
+    let ready =
+        current.iter().filter(|(_, p)| reports.get(&format!("{}/{}", p.namespace, p.pod)).is_some_and(|r| r.ready));
+    WorkloadStatus {
+        key: resource.key.clone(),
+        replicas: resource.object.replicas(),
+        updated: 0,
+        available: ready.count(),
+        total: current.len(),
+        complete: false,
+        unschedulable: Vec::new(),
+        revision: revision.to_owned(),
+        failure: Some(reason.to_owned()),
+        stale_config: Vec::new(),
+        terminating: 0,
+    }
 }
 
 /// One workload's share of a pass: its pods, what the nodes report, and where its deletes go.

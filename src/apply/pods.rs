@@ -52,46 +52,24 @@ impl<'a> Sources<'a> {
     }
 }
 
-/// A short, stable hash of what a pod runs: the pod spec with the template's labels and
-/// annotations. A change to it means new pods.
-pub fn template_hash(resource: &Resource) -> String {
-    resource.template_hash.to_string()
-}
+pub use crate::plan::rollout::template_hash;
 
-/// What the replicas of a workload are named and rolled by: its pod template and, unless it
-/// opts out (`berth.dev/restart-on-config-change: "false"`), the ConfigMap and Secret values its
-/// pods read, so a changed value rolls the workload out like a changed template.
+/// [`crate::plan::rollout::rollout_hash`] over the commit `sources` come from.
 pub fn rollout_hash(resource: &Resource, sources: &Sources<'_>) -> String {
-    if !resource.restarts_on_config_change() {
-        return template_hash(resource);
-    }
-    rollout_hash_of(resource, config_hash(resource, sources).as_deref())
+    crate::plan::rollout::rollout_hash(resource, sources.resources)
 }
 
-/// [`rollout_hash`] from a config hash already computed.
-fn rollout_hash_of(resource: &Resource, config: Option<&str>) -> String {
-    match config.filter(|_| resource.restarts_on_config_change()) {
-        None => template_hash(resource),
-        Some(config) => {
-            crate::manifest::hex_digest(format!("{}/{config}", resource.template_hash).as_bytes())[..10].to_owned()
-        }
-    }
-}
-
-/// What tells a workload's revisions apart: what its pods run, its [`rollout_hash`] (the pod
-/// template and, unless it opts out, the values its pods read), as Kubernetes keys ReplicaSets
-/// by pod-template-hash. A change of replicas or of the rollout strategy is no revision: a
-/// failed template is not tried again because it is scaled, and a rollback never lands on a
-/// commit that differs only in replicas.
+/// What tells a workload's revisions apart: its [`rollout_hash`], as Kubernetes keys
+/// ReplicaSets by pod-template-hash. A change of replicas or of the rollout strategy is no
+/// revision: a failed template is not tried again because it is scaled, and a rollback never
+/// lands on a commit that differs only in replicas.
 pub fn revision_hash(resource: &Resource, sources: &Sources<'_>) -> String {
     rollout_hash(resource, sources)
 }
 
-/// A digest of the ConfigMap and Secret values the pods of `resource` read; `None` when they
-/// read none.
+/// [`crate::plan::rollout::config_hash`] over the commit `sources` come from.
 pub fn config_hash(resource: &Resource, sources: &Sources<'_>) -> Option<String> {
-    let inputs = resource.config_inputs(crate::manifest::digests_in(sources.resources, &resource.key.namespace));
-    (!inputs.is_empty()).then(|| crate::manifest::inputs_digest(&inputs)[..16].to_owned())
+    crate::plan::rollout::config_hash(resource, sources.resources)
 }
 
 /// The name of replica `ordinal` of a workload's template revision; always a DNS label.
@@ -130,7 +108,7 @@ pub fn assignment(
     let spec: &PodSpec = resource.object.pod_spec().ok_or_else(|| format!("{} runs no pods", resource.key))?;
     let namespace = resource.key.namespace.as_str();
     let config = config_hash(resource, sources);
-    let hash = rollout_hash_of(resource, config.as_deref());
+    let hash = crate::plan::rollout::rollout_hash_of(resource, config.as_deref());
     let pod = match (resource.key.kind, replica) {
         (Kind::Pod, _) => resource.key.name.clone(),
         (_, Replica::OnNode(node)) => daemon_pod_name(&resource.key.name, &hash, node),

@@ -12,7 +12,7 @@ pub mod schedule;
 
 use crate::manifest::types::*;
 use crate::manifest::{Kind, Object, ObjectKey, Resource, SENSITIVE};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -162,6 +162,63 @@ pub struct Plan {
     /// them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub held: Vec<Held>,
+    /// The program: what happens to every workload's pods, in key order. The control loop
+    /// carries out exactly these steps for the commit the plan is applied for.
+    pub steps: Vec<WorkloadStep>,
+}
+
+/// What happens to one workload's pods when a plan is carried out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepAction {
+    /// A new workload: its pods start.
+    Create,
+    /// A new pod template: new pods replace the old ones, under the workload's strategy.
+    Roll,
+    /// The same pod template at another number of replicas.
+    Scale,
+    /// The pods stay as they are.
+    Keep,
+    /// Held at another commit's pod template (see `held`).
+    Held,
+    /// Gone from Git: its pods stop.
+    Delete,
+    /// Gone from Git but annotated `berth.dev/prune: "false"`: its pods stay.
+    Orphan,
+}
+
+/// One workload's step: the commit whose pod template its pods run and that template's hash
+/// (the middle of the pods' names), at how many replicas.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkloadStep {
+    pub kind: Kind,
+    pub namespace: String,
+    pub name: String,
+    pub action: StepAction,
+    pub commit: String,
+    pub template: String,
+    /// `None` for a DaemonSet (one per matching node) and a Pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+    /// Where the workload goes back to when the rollout of this template fails: its newest
+    /// healthy revision with another template. Only a plan made against what runs has it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_failure: Option<Fallback>,
+}
+
+impl WorkloadStep {
+    pub fn key(&self) -> ObjectKey {
+        ObjectKey { kind: self.kind, namespace: self.namespace.clone(), name: self.name.clone() }
+    }
+}
+
+/// A commit's pod template a workload falls back to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Fallback {
+    pub commit: String,
+    pub template: String,
 }
 
 /// A workload held at an earlier commit's pod template.
@@ -244,7 +301,49 @@ pub fn plan(desired: &State, observed: &State) -> Plan {
         risks,
         changes,
         held: Vec::new(),
+        steps: steps(desired, &desired_sorted, observed, &observed_sorted),
     }
+}
+
+/// Every workload's step, desired ones and those Git no longer declares, in key order.
+fn steps(
+    desired: &State,
+    desired_sorted: &[Arc<Resource>],
+    observed: &State,
+    observed_sorted: &[Arc<Resource>],
+) -> Vec<WorkloadStep> {
+    let find = |resources: &[Arc<Resource>], key: &ObjectKey| {
+        resources.binary_search_by(|r| r.key.cmp(key)).ok().map(|i| resources[i].clone())
+    };
+    let step = |resource: &Resource, action: StepAction, commit: &str, template: String| WorkloadStep {
+        kind: resource.key.kind,
+        namespace: resource.key.namespace.clone(),
+        name: resource.key.name.clone(),
+        action,
+        commit: commit.to_owned(),
+        template,
+        replicas: resource.object.replicas(),
+        on_failure: None,
+    };
+    let mut steps = Vec::new();
+    for new in desired_sorted.iter().filter(|r| r.key.kind.is_workload()) {
+        let template = rollout::rollout_hash(new, desired_sorted);
+        let action = match find(observed_sorted, &new.key) {
+            None => StepAction::Create,
+            Some(old) if rollout::rollout_hash(&old, observed_sorted) != template => StepAction::Roll,
+            Some(old) if old.object.replicas() != new.object.replicas() => StepAction::Scale,
+            Some(_) => StepAction::Keep,
+        };
+        steps.push(step(new, action, &desired.revision, template));
+    }
+    for old in observed_sorted.iter().filter(|r| r.key.kind.is_workload()) {
+        if find(desired_sorted, &old.key).is_none() {
+            let action = if old.is_kept() { StepAction::Orphan } else { StepAction::Delete };
+            steps.push(step(old, action, &observed.revision, rollout::rollout_hash(old, observed_sorted)));
+        }
+    }
+    steps.sort_by(|a, b| (a.kind, &a.namespace, &a.name).cmp(&(b.kind, &b.namespace, &b.name)));
+    steps
 }
 
 /// The resources in key order; borrowed as they are when already sorted, as loaders give them.

@@ -84,6 +84,10 @@ pub fn text(plan: &Plan, color: bool) -> String {
         if let Some(rollout) = &change.rollout {
             let _ = writeln!(out, "    rollout: {}", rollout.description);
         }
+        if let Some(back) = fallback(plan, change) {
+            let _ =
+                writeln!(out, "    if the rollout fails: back to the pod template of commit {}", short(&back.commit));
+        }
         if !change.config_changes.is_empty() {
             let verb = if change.config_held {
                 "keeps its pods (berth.dev/restart-on-config-change: \"false\") although"
@@ -122,6 +126,15 @@ pub fn text(plan: &Plan, color: bool) -> String {
     out
 }
 
+/// Where a changed workload goes back to if its rollout fails, as its step says.
+fn fallback<'p>(plan: &'p Plan, change: &super::Change) -> Option<&'p super::Fallback> {
+    let step = plan
+        .steps
+        .iter()
+        .find(|s| s.kind == change.kind && s.namespace == change.namespace && s.name == change.name)?;
+    step.on_failure.as_ref().filter(|_| step.action == super::StepAction::Roll)
+}
+
 pub fn markdown(plan: &Plan) -> String {
     let mut out = String::new();
     let s = plan.summary;
@@ -148,6 +161,9 @@ pub fn markdown(plan: &Plan) -> String {
         let mut summary = format!("<code>{}</code> {}", word.trim(), change.key());
         if let Some(rollout) = &change.rollout {
             let _ = write!(summary, ": {}", rollout.description);
+        }
+        if let Some(back) = fallback(plan, change) {
+            let _ = write!(summary, "; if it fails, back to commit {}", short(&back.commit));
         }
         if !change.config_changes.is_empty() {
             let verb = if change.config_held { "; keeps its pods although" } else { "; rolls because" };

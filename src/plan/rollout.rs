@@ -10,6 +10,41 @@
 use crate::manifest::defaults::{DEFAULT_SURGE, DEFAULT_UNAVAILABLE};
 use crate::manifest::types::{DeploymentStrategyType, IntOrString, RollingUpdate};
 use crate::manifest::{Object, Resource};
+use std::sync::Arc;
+
+/// A short, stable hash of what a pod runs: the pod spec with the template's labels and
+/// annotations. A change to it means new pods.
+pub fn template_hash(resource: &Resource) -> String {
+    resource.template_hash.to_string()
+}
+
+/// What the replicas of a workload are named and rolled by: its pod template and, unless it
+/// opts out (`berth.dev/restart-on-config-change: "false"`), the ConfigMap and Secret values its
+/// pods read (their digests, from `resources`, the objects of the same commit), so a changed
+/// value rolls the workload out like a changed template. The middle of its pods' names.
+pub fn rollout_hash(resource: &Resource, resources: &[Arc<Resource>]) -> String {
+    if !resource.restarts_on_config_change() {
+        return template_hash(resource);
+    }
+    rollout_hash_of(resource, config_hash(resource, resources).as_deref())
+}
+
+/// [`rollout_hash`] from a config hash already computed.
+pub fn rollout_hash_of(resource: &Resource, config: Option<&str>) -> String {
+    match config.filter(|_| resource.restarts_on_config_change()) {
+        None => template_hash(resource),
+        Some(config) => {
+            crate::manifest::hex_digest(format!("{}/{config}", resource.template_hash).as_bytes())[..10].to_owned()
+        }
+    }
+}
+
+/// A digest of the ConfigMap and Secret values the pods of `resource` read (their digests, from
+/// the commit's `resources`); `None` when they read none.
+pub fn config_hash(resource: &Resource, resources: &[Arc<Resource>]) -> Option<String> {
+    let inputs = resource.config_inputs(crate::manifest::digests_in(resources, &resource.key.namespace));
+    (!inputs.is_empty()).then(|| crate::manifest::inputs_digest(&inputs)[..16].to_owned())
+}
 
 /// A pod of the workload as the control plane sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -17,7 +17,7 @@ use crate::manifest::{ObjectKey, Resource};
 use crate::plan::{self, State, render};
 use crate::server::agent_api::AgentApi;
 use crate::server::status;
-use crate::server::verdicts::{rollback_target, verdict, wait_reason};
+use crate::server::verdicts::{judge_step, verdict, wait_reason};
 use crate::store::{Outcome, Pin, Revision, Store, StoreError, SyncRecord};
 use crate::sync::{CommitInfo, Loaded, Loader, SyncError};
 use serde::Serialize;
@@ -174,42 +174,43 @@ impl ControlPlane {
         // a failed spec until Git changes it.
         let applying = crate::lock(&self.desired).as_ref().is_some_and(|d| d.commit.sha == commit.commit.sha);
         let pins = if applying { self.store.pins().await? } else { Vec::new() };
-        for resource in commit.resources.iter().filter(|r| r.key.kind.is_workload()) {
-            let key = &resource.key;
-            let held = |commit: &str, reason: String| plan::Held {
-                kind: key.kind,
-                namespace: key.namespace.clone(),
-                name: key.name.clone(),
-                commit: commit.to_owned(),
-                reason,
-            };
-            if let Some(pin) = pins.iter().find(|p| &p.key == key && p.head == commit.commit.sha) {
-                plan.held.push(held(&pin.commit, "pinned by `berth rollback` until a new commit is applied".into()));
-                continue;
-            }
-            let hash = revision_hash(resource, &sources);
-            let history: Vec<Revision> = revisions.iter().filter(|r| &r.key == key).cloned().collect();
-            let failed = history.iter().rev().find(|r| r.spec_hash == hash).filter(|r| r.outcome == Outcome::Failed);
-            if let Some(failed) = failed {
-                let back = history.iter().rev().find(|r| r.outcome == Outcome::Healthy && r.spec_hash != hash);
-                let (at, back_to) = match back {
-                    Some(healthy) => {
-                        (healthy.commit.sha.as_str(), format!("it runs commit {}'s", healthy.commit.short()))
+        // What stays held whatever the commit says: a pin holds while its commit stays
+        // applied, a failed spec until Git changes it; a template not yet proved healthy says
+        // where it goes back to should it fail.
+        let mut held = Vec::new();
+        for step in &mut plan.steps {
+            let key = step.key();
+            let hold = match pins.iter().find(|p| p.key == key && p.head == commit.commit.sha) {
+                Some(pin) => match self.load(&pin.commit).await.ok().and_then(|c| template_at(&c, &key)) {
+                    Some(template) => {
+                        step.action = plan::StepAction::Held;
+                        step.commit = pin.commit.clone();
+                        step.template = template;
+                        Some((
+                            pin.commit.clone(),
+                            "pinned by `berth rollback` until a new commit is applied".to_owned(),
+                        ))
                     }
-                    None => (failed.commit.sha.as_str(), "there is no earlier healthy revision".to_owned()),
-                };
-                plan.held.push(held(
-                    at,
-                    format!(
-                        "the rollout of this pod template failed at commit {} ({}); {back_to}, until a commit changes the template",
-                        failed.commit.short(),
-                        failed.reason
-                    ),
-                ));
+                    None => None,
+                },
+                None => {
+                    let history: Vec<Revision> = revisions.iter().filter(|r| r.key == key).cloned().collect();
+                    judge_step(step, &history)
+                }
+            };
+            if let Some((commit, reason)) = hold {
+                held.push(plan::Held { kind: key.kind, namespace: key.namespace, name: key.name, commit, reason });
             }
         }
+        plan.held = held;
         Ok((plan, index))
     }
+}
+
+/// The pod template hash of workload `key` at `commit`, when it declares it.
+fn template_at(commit: &Loaded, key: &ObjectKey) -> Option<String> {
+    let index = commit.resources.binary_search_by(|r| r.key.cmp(key)).ok()?;
+    Some(plan::rollout::rollout_hash(&commit.resources[index], &commit.resources))
 }
 
 /// The loop's memory; everything in it is also in the store.
@@ -221,6 +222,12 @@ struct LoopState {
     revisions: HashMap<ObjectKey, Vec<Revision>>,
     pins: Vec<Pin>,
     retained: BTreeSet<ObjectKey>,
+    /// The steps of the plan being carried out for `desired`, in key order: what each
+    /// workload runs. Only a failed rollout (to the step's `on_failure`) and a `berth rollback`
+    /// pin depart from them.
+    program: Vec<plan::WorkloadStep>,
+    /// The workloads left as they run last pass, with the reason (logged when it is new).
+    frozen: HashMap<ObjectKey, String>,
     /// Earlier commits that workloads are held at, by sha.
     commits: HashMap<String, Arc<Loaded>>,
     /// The outcome last written to the desired commit's sync record.
@@ -247,6 +254,8 @@ impl ControlLoop {
             revisions: HashMap::new(),
             pins: Vec::new(),
             retained: BTreeSet::new(),
+            program: Vec::new(),
+            frozen: HashMap::new(),
             commits: HashMap::new(),
             sync_outcome: String::new(),
             applied_recorded: false,
@@ -319,7 +328,19 @@ async fn restore(plane: &ControlPlane, state: &mut LoopState) -> Result<(), Box<
         state.retained = retained(&plane.store, &commit).await?;
         let applied = plane.store.control_value("applied_commit").await?;
         state.applied_recorded = applied.as_deref() == Some(sha.as_str());
-        state.sync_outcome = plane.store.sync(&sha).await?.map(|r| r.outcome).unwrap_or_default();
+        let record = plane.store.sync(&sha).await?;
+        state.sync_outcome = record.as_ref().map(|r| r.outcome.clone()).unwrap_or_default();
+        *crate::lock(&plane.desired) = Some(commit.clone());
+        // The plan being carried out goes on; one made by a berth that wrote no steps, or
+        // whose templates this berth computes otherwise, is made again.
+        let steps = record.as_ref().and_then(|r| steps_of(&r.plan_json));
+        state.program = match steps.filter(|steps| program_fits(steps, &commit)) {
+            Some(steps) => steps,
+            None => {
+                tracing::info!(commit = %commit.commit.short(), "The plan being carried out was made again.");
+                plane.plan_against_applied(&commit).await?.0.steps
+            }
+        };
         plane.status.send_modify(|s| {
             s.applied = Some(commit.commit.sha.clone());
             s.applied_message = commit.commit.message.clone();
@@ -466,7 +487,7 @@ async fn follow_head(plane: &ControlPlane, state: &mut LoopState, now: i64) -> R
             tracing::info!(commit = %commit.commit.short(), %reason, "A commit waits for approval.");
             plane.status.send_modify(|s| s.waiting = Some(reason));
         }
-        None => adopt(plane, state, commit, now).await?,
+        None => adopt(plane, state, commit, plan.steps, now).await?,
     }
     Ok(())
 }
@@ -493,6 +514,22 @@ fn record_of(
     }
 }
 
+/// The steps of a recorded plan JSON: the program its commit is carried out with.
+pub fn steps_of(plan_json: &str) -> Option<Vec<plan::WorkloadStep>> {
+    let mut plan: serde_json::Value = serde_json::from_str(plan_json).ok()?;
+    serde_json::from_value(plan.get_mut("steps")?.take()).ok()
+}
+
+/// Whether stored steps are of `commit` as this berth reads it: a step for every workload, and
+/// the commit's own templates where they run it.
+fn program_fits(steps: &[plan::WorkloadStep], commit: &Loaded) -> bool {
+    commit.resources.iter().filter(|r| r.key.kind.is_workload()).all(|resource| {
+        steps.iter().find(|s| s.key() == resource.key).is_some_and(|step| {
+            step.commit != commit.commit.sha || Some(&step.template) == template_at(commit, &resource.key).as_ref()
+        })
+    })
+}
+
 /// The `planDigest` of a recorded plan JSON.
 pub fn plan_digest_of(plan_json: &str) -> Option<String> {
     let plan: serde_json::Value = serde_json::from_str(plan_json).ok()?;
@@ -506,24 +543,22 @@ pub fn plan_digest_of(plan_json: &str) -> Option<String> {
 /// and froze every later one).
 async fn take_approval(plane: &ControlPlane, state: &mut LoopState, now: i64) -> Result<(), PassError> {
     let Some(sha) = plane.store.control_value("approved_commit").await? else { return Ok(()) };
-    let approved_at = plane.store.control_value("approved_index").await?.and_then(|i| i.parse::<i64>().ok());
-    let index_now = plane.store.state_index().await?;
-    if approved_at.is_some_and(|at| at != index_now) {
-        // What runs changed between the approval and now: the plan approved is not the plan
-        // that would run. The approval is dropped; the commit waits with its plan made again.
-        if let Ok(commit) = plane.load(&sha).await {
-            let (plan, index) = plane.plan_against_applied(&commit).await?;
-            plane.store.replan_sync(&sha, index, &render::text(&plan, false), &render::json(&plan)).await?;
-        }
-        tracing::warn!(commit = %sha, "The applied state moved after the approval; approve the plan again.");
-        plane.store.clear_control_value("approved_commit").await?;
-        return Ok(());
-    }
+    let approved = plane.store.control_value("approved_digest").await?;
     let is_head = state.head.as_deref() == Some(sha.as_str());
     if is_head && state.desired.as_ref().is_none_or(|d| d.commit.sha != sha) {
         let commit = plane.load(&sha).await?;
         if commit.is_valid() {
-            adopt(plane, state, commit, now).await?;
+            // The plan is made again against what runs now: it is carried out only if it is
+            // the very plan approved. Otherwise the approval is dropped and the commit waits
+            // with the new plan.
+            let (plan, index) = plane.plan_against_applied(&commit).await?;
+            if approved.as_deref() != Some(render::digest(&plan).as_str()) {
+                plane.store.replan_sync(&sha, index, &render::text(&plan, false), &render::json(&plan)).await?;
+                tracing::warn!(commit = %sha, "What runs changed after the approval; review the plan again and approve it.");
+                plane.store.clear_control_value("approved_commit").await?;
+                return Ok(());
+            }
+            adopt(plane, state, commit, plan.steps, now).await?;
             plane.status.send_modify(|s| s.waiting = None);
         }
     } else if !is_head {
@@ -582,7 +617,8 @@ pub async fn approve(
         None => {}
     }
     plane.store.approve_sync(&record.commit.sha, crate::server::now()).await?;
-    plane.store.set_control_value("approved_index", &current.to_string()).await?;
+    let digest = plan_digest_of(&record.plan_json).unwrap_or_default();
+    plane.store.set_control_value("approved_digest", &digest).await?;
     plane.store.set_control_value("approved_commit", &record.commit.sha).await?;
     plane.wake.notify_one();
     Ok(record)
@@ -608,7 +644,13 @@ pub enum ApproveError {
 
 /// Makes `commit` the one being applied: records new revisions of its workloads and what it
 /// keeps from pruning, and marks any earlier unfinished sync superseded.
-async fn adopt(plane: &ControlPlane, state: &mut LoopState, commit: Arc<Loaded>, now: i64) -> Result<(), PassError> {
+async fn adopt(
+    plane: &ControlPlane,
+    state: &mut LoopState,
+    commit: Arc<Loaded>,
+    program: Vec<plan::WorkloadStep>,
+    now: i64,
+) -> Result<(), PassError> {
     tracing::info!(commit = %commit.commit.short(), message = %commit.commit.message, "Syncing a commit.");
     if let Some(previous) = &state.desired
         && previous.commit.sha != commit.commit.sha
@@ -662,6 +704,7 @@ async fn adopt(plane: &ControlPlane, state: &mut LoopState, commit: Arc<Loaded>,
     plane.store.set_control_value("desired_commit", &commit.commit.sha).await?;
     state.sync_outcome = "progressing".into();
     state.applied_recorded = false;
+    state.program = program;
     plane.status.send_modify(|s| {
         s.applied = Some(commit.commit.sha.clone());
         s.applied_message = commit.commit.message.clone();
@@ -683,37 +726,80 @@ async fn retained(store: &Store, commit: &Loaded) -> Result<BTreeSet<ObjectKey>,
         .collect())
 }
 
-/// The earlier commit each workload is held at: a pin, or its last healthy revision after a
-/// failed rollout.
+/// What each workload runs this pass: its step in the plan being carried out, or where the
+/// plan says it goes when its rollout failed (`on_failure`), or a `berth rollback` pin made
+/// since. The template each commit gives must be the one the plan names; a workload whose
+/// commit gives another is not touched (`Targets::frozen`).
 async fn targets(plane: &ControlPlane, state: &mut LoopState, desired: &Loaded) -> Targets {
-    let mut wanted: Vec<(ObjectKey, String)> = Vec::new();
+    let mut wanted: Vec<(ObjectKey, String, Option<String>)> = Vec::new();
     for resource in desired.resources.iter().filter(|r| r.key.kind.is_workload()) {
-        if let Some(pin) = state.pins.iter().find(|p| p.key == resource.key) {
-            wanted.push((resource.key.clone(), pin.commit.clone()));
-        } else if let Some(healthy) = state.revisions.get(&resource.key).and_then(|h| rollback_target(h)) {
-            wanted.push((resource.key.clone(), healthy.commit.sha.clone()));
-        }
-    }
-    let mut targets = Targets { overrides: HashMap::new(), retained: state.retained.clone() };
-    for (key, sha) in wanted {
-        if sha == desired.commit.sha {
+        let key = &resource.key;
+        if let Some(pin) = state.pins.iter().find(|p| &p.key == key) {
+            wanted.push((key.clone(), pin.commit.clone(), None));
             continue;
         }
-        if !state.commits.contains_key(&sha) {
-            match plane.load(&sha).await {
-                Ok(commit) if commit.is_valid() => {
-                    state.commits.insert(sha.clone(), commit);
-                }
-                Ok(_) => tracing::warn!(commit = %sha, "A rollback target has errors now; it is not used."),
-                Err(error) => tracing::warn!(%error, commit = %sha, "Loading a rollback target failed."),
-            }
+        let Ok(index) = state
+            .program
+            .binary_search_by(|s| (s.kind, &s.namespace, &s.name).cmp(&(key.kind, &key.namespace, &key.name)))
+        else {
+            wanted.push((key.clone(), desired.commit.sha.clone(), Some(String::new())));
+            continue;
+        };
+        let step = &state.program[index];
+        let failed = state
+            .revisions
+            .get(key)
+            .and_then(|h| h.iter().rev().find(|r| r.spec_hash == step.template))
+            .is_some_and(|r| r.outcome == Outcome::Failed);
+        match (&step.on_failure, failed && step.action != plan::StepAction::Held) {
+            (Some(back), true) => wanted.push((key.clone(), back.commit.clone(), Some(back.template.clone()))),
+            _ => wanted.push((key.clone(), step.commit.clone(), Some(step.template.clone()))),
         }
-        if let Some(commit) = state.commits.get(&sha) {
-            targets.overrides.insert(key, commit.clone());
+    }
+    let mut targets = Targets { overrides: HashMap::new(), retained: state.retained.clone(), frozen: HashMap::new() };
+    for (key, sha, template) in wanted {
+        let commit = if sha == desired.commit.sha {
+            None
+        } else {
+            if !state.commits.contains_key(&sha) {
+                match plane.load(&sha).await {
+                    Ok(commit) if commit.is_valid() => {
+                        state.commits.insert(sha.clone(), commit);
+                    }
+                    Ok(_) => tracing::warn!(commit = %sha, "A rollback target has errors now; it is not used."),
+                    Err(error) => tracing::warn!(%error, commit = %sha, "Loading a rollback target failed."),
+                }
+            }
+            state.commits.get(&sha).cloned()
+        };
+        let given = template_at(commit.as_deref().unwrap_or(desired), &key);
+        match template {
+            Some(template) if given.as_deref() != Some(template.as_str()) => {
+                let reason = if template.is_empty() {
+                    "the plan being carried out has no step for it; it is left as it runs until a new plan is made"
+                        .to_owned()
+                } else {
+                    format!(
+                        "the plan being carried out runs its pod template {template} of commit {}, but that commit now gives {}; it is left as it runs",
+                        &sha[..sha.len().min(7)],
+                        given.as_deref().unwrap_or("nothing")
+                    )
+                };
+                if state.frozen.get(&key) != Some(&reason) {
+                    tracing::error!(workload = %key, %reason, "A workload departs from the plan; not touched.");
+                }
+                targets.frozen.insert(key, reason);
+            }
+            _ => {
+                if let Some(commit) = commit {
+                    targets.overrides.insert(key, commit);
+                }
+            }
         }
     }
     let used: BTreeSet<&str> = targets.overrides.values().map(|c| c.commit.sha.as_str()).collect();
     state.commits.retain(|sha, _| used.contains(sha.as_str()));
+    state.frozen.clone_from(&targets.frozen);
     targets
 }
 
@@ -728,7 +814,7 @@ async fn judge_revisions(
     now: i64,
 ) -> Result<(), PassError> {
     for workload in &summary.workloads {
-        if targets.overrides.contains_key(&workload.key) {
+        if targets.overrides.contains_key(&workload.key) || targets.frozen.contains_key(&workload.key) {
             continue;
         }
         let Some(latest) = state.revisions.get_mut(&workload.key).and_then(|h| h.last_mut()) else { continue };

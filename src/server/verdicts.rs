@@ -28,6 +28,46 @@ pub fn wait_reason(commit: &Loaded, plan: &plan::Plan) -> Option<String> {
     None
 }
 
+/// What a plan made against what runs says of one workload, given its revisions (oldest
+/// first): held at its newest healthy template when this template failed before (a failed
+/// spec is not tried again until Git changes it), or, when this template has not yet proved
+/// healthy, where it goes back to should its rollout fail. Returns the reason of a hold.
+pub fn judge_step(step: &mut plan::WorkloadStep, history: &[Revision]) -> Option<(String, String)> {
+    if matches!(step.action, plan::StepAction::Delete | plan::StepAction::Orphan) {
+        return None;
+    }
+    let newest_healthy_other =
+        || history.iter().rev().find(|r| r.outcome == Outcome::Healthy && r.spec_hash != step.template).cloned();
+    let this = history.iter().rev().find(|r| r.spec_hash == step.template);
+    match this {
+        Some(failed) if failed.outcome == Outcome::Failed => {
+            let reason = |back_to: String| {
+                format!(
+                    "the rollout of this pod template failed at commit {} ({}); {back_to}, until a commit changes the template",
+                    failed.commit.short(),
+                    failed.reason
+                )
+            };
+            match newest_healthy_other() {
+                Some(healthy) => {
+                    let why = reason(format!("it runs commit {}'s", healthy.commit.short()));
+                    step.action = plan::StepAction::Held;
+                    step.commit = healthy.commit.sha.clone();
+                    step.template = healthy.spec_hash.clone();
+                    Some((healthy.commit.sha, why))
+                }
+                None => Some((failed.commit.sha.clone(), reason("there is no earlier healthy revision".into()))),
+            }
+        }
+        Some(healthy) if healthy.outcome == Outcome::Healthy => None,
+        _ => {
+            step.on_failure = newest_healthy_other()
+                .map(|r| plan::Fallback { commit: r.commit.sha.clone(), template: r.spec_hash.clone() });
+            None
+        }
+    }
+}
+
 /// After the latest revision failed: the newest healthy revision with another spec.
 pub fn rollback_target(history: &[Revision]) -> Option<&Revision> {
     let latest = history.last()?;
@@ -145,6 +185,63 @@ mod tests {
         ];
         for (name, history, expected) in cases {
             assert_eq!(rollback_target(&history).map(|r| r.commit.sha.as_str()), expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_step_is_held_after_its_template_failed_and_names_its_fallback_until_proved() {
+        use Outcome::*;
+        use plan::StepAction::{Delete, Held, Roll};
+        let step = |action| plan::WorkloadStep {
+            kind: crate::manifest::Kind::Deployment,
+            namespace: "default".into(),
+            name: "web".into(),
+            action,
+            commit: "head".into(),
+            template: "h2".into(),
+            replicas: Some(2),
+            on_failure: None,
+        };
+        // (name, history, action, runs (commit, template), on_failure commit, held)
+        type Case =
+            (&'static str, Vec<Revision>, plan::StepAction, (&'static str, &'static str), Option<&'static str>, bool);
+        let cases: Vec<Case> = vec![
+            ("new workload", vec![], Roll, ("head", "h2"), None, false),
+            ("a new template", vec![revision("a", "h1", Healthy)], Roll, ("head", "h2"), Some("a"), false),
+            (
+                "still rolling",
+                vec![revision("a", "h1", Healthy), revision("b", "h2", Progressing)],
+                Roll,
+                ("head", "h2"),
+                Some("a"),
+                false,
+            ),
+            (
+                "proved healthy",
+                vec![revision("a", "h1", Healthy), revision("b", "h2", Healthy)],
+                Roll,
+                ("head", "h2"),
+                None,
+                false,
+            ),
+            (
+                "failed before",
+                vec![revision("a", "h1", Healthy), revision("b", "h2", Failed)],
+                Held,
+                ("a", "h1"),
+                None,
+                true,
+            ),
+            ("failed, nothing healthy", vec![revision("b", "h2", Failed)], Roll, ("head", "h2"), None, true),
+            ("deleted", vec![revision("b", "h2", Failed)], Delete, ("head", "h2"), None, false),
+        ];
+        for (name, history, action, (commit, template), on_failure, held) in cases {
+            let mut step = step(if action == Held { Roll } else { action });
+            let hold = judge_step(&mut step, &history);
+            assert_eq!(step.action, action, "{name}");
+            assert_eq!((step.commit.as_str(), step.template.as_str()), (commit, template), "{name}");
+            assert_eq!(step.on_failure.as_ref().map(|f| f.commit.as_str()), on_failure, "{name}");
+            assert_eq!(hold.is_some(), held, "{name}: {hold:?}");
         }
     }
 }
