@@ -421,6 +421,10 @@ struct World {
     stats: Stats,
     /// Per workload: (replicas, available) after the last step.
     before: HashMap<String, (usize, usize, usize)>,
+    /// The uids of the pods assigned so far: a pod not among them was made in this step.
+    seen: BTreeSet<String>,
+    /// The last approval taken: the commit and the digest of the plan approved.
+    approved: Option<(String, String)>,
 }
 
 fn config() -> ControlConfig {
@@ -471,6 +475,8 @@ impl World {
             waiting: false,
             stats: Stats::default(),
             before: HashMap::new(),
+            seen: BTreeSet::new(),
+            approved: None,
         }
     }
 
@@ -627,6 +633,8 @@ impl World {
                 if record.commit.sha != head {
                     return Err(format!("approved {} instead of the head {head}", record.commit.sha));
                 }
+                let digest = control::plan_digest_of(&record.plan_json).unwrap_or_default();
+                self.approved = Some((head.clone(), digest));
                 self.waiting = false;
                 self.expected = Some(head);
                 Ok(())
@@ -824,6 +832,9 @@ impl World {
             self.stats.synced_steps += 1;
         }
 
+        // 6. The plan is the program.
+        self.check_program(&status, &assigned).await?;
+
         // 4. Rollout bounds, per workload whose replicas did not change in this step, at the
         // replicas of the commit being applied.
         let Some(applied_sha) = status.applied.clone() else { return Ok(()) };
@@ -866,6 +877,60 @@ impl World {
             }
         }
         self.before = now_counts;
+        Ok(())
+    }
+}
+
+impl World {
+    /// What runs is what the plan of the applied commit says: an approved commit is carried
+    /// out with the very plan approved, and every pod made after it was adopted runs the pod
+    /// template of its workload's step, the step's fallback once that template failed, or the
+    /// template a `berth rollback` pinned.
+    async fn check_program(
+        &mut self,
+        status: &control::SyncStatus,
+        assigned: &[(String, PodAssignment)],
+    ) -> Result<(), String> {
+        let new: Vec<&PodAssignment> =
+            assigned.iter().map(|(_, p)| p).filter(|p| !self.seen.contains(&p.uid)).collect();
+        self.seen.extend(assigned.iter().map(|(_, p)| p.uid.clone()));
+        let Some(applied) = status.applied.clone() else { return Ok(()) };
+        // An approval holds for its adoption; the branch coming back to its commit later is
+        // decided again.
+        if self.approved.as_ref().is_some_and(|(sha, _)| *sha != applied) {
+            self.approved = None;
+        }
+        let record = self.store.sync(&applied).await.map_err(|e| e.to_string())?;
+        let Some(record) = record else { return Err(format!("the applied commit {applied} has no sync record")) };
+        if let Some((sha, digest)) = &self.approved
+            && *sha == applied
+            && control::plan_digest_of(&record.plan_json).as_deref() != Some(digest.as_str())
+        {
+            return Err(format!("{applied} runs a plan other than the one approved ({digest})"));
+        }
+        let steps = control::steps_of(&record.plan_json)
+            .ok_or_else(|| format!("the plan recorded for the applied commit {applied} has no steps"))?;
+        let pins = self.store.pins().await.map_err(|e| e.to_string())?;
+        for pod in new {
+            let Some(step) = steps.iter().find(|s| s.kind == Kind::Deployment && s.name == pod.workload_name) else {
+                return Err(format!("pod {} was made, but the plan of {applied} has no step for it", pod.pod));
+            };
+            let mut allowed = vec![step.template.clone()];
+            allowed.extend(step.on_failure.iter().map(|f| f.template.clone()));
+            for pin in pins.iter().filter(|p| p.key == step.key() && p.head == applied) {
+                let loaded = self.plane().load(&pin.commit).await.map_err(|e| e.to_string())?;
+                let sources = Sources::new(&loaded.resources, &loaded.secrets);
+                if let Some(resource) = loaded.resources.iter().find(|r| r.key == pin.key) {
+                    allowed.push(rollout_hash(resource, &sources));
+                }
+            }
+            if !allowed.contains(&pod.spec_hash) {
+                return Err(format!(
+                    "pod {} runs template {}, but the plan of {applied} says {:?} ({:?})",
+                    pod.pod, pod.spec_hash, step.action, allowed
+                ));
+            }
+        }
         Ok(())
     }
 }

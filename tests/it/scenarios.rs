@@ -48,6 +48,9 @@ fn scenarios_that_once_failed_pass() {
         // A rewind back to a commit with a revision of its own: the store kept the old row, so
         // after a restart the failed revision looked newest (found by seed 421 of the bench).
         vec![Crashing(1), Wait(2), ServerRestart, Wait(4), Add(2), Rewind(2), Wait(5), Wait(12)],
+        // A verdict on a revision (its fallback gone) changed the plan while the state index
+        // stayed: the approval of the plan shown was then dropped.
+        vec![Config(2), AgentRestart(2), DeleteAll, Add(1), Wait(7), Approve],
     ];
     for events in cases {
         if let Err(error) = scenario_cases::play(&events) {
