@@ -18,7 +18,7 @@ use crate::plan::{self, State, render};
 use crate::server::agent_api::AgentApi;
 use crate::server::status;
 use crate::server::verdicts::{judge_step, verdict, wait_reason};
-use crate::store::{Outcome, Pin, Revision, Store, StoreError, SyncRecord};
+use crate::store::{Outcome, Pin, Revision, Store, StoreError, SyncOutcome, SyncRecord};
 use crate::sync::{CommitInfo, Loaded, Loader, SyncError};
 use serde::Serialize;
 use std::collections::{BTreeSet, HashMap};
@@ -231,7 +231,7 @@ struct LoopState {
     /// Earlier commits that workloads are held at, by sha.
     commits: HashMap<String, Arc<Loaded>>,
     /// The outcome last written to the desired commit's sync record.
-    sync_outcome: String,
+    sync_outcome: Option<SyncOutcome>,
     applied_recorded: bool,
     last_fetch: Option<Instant>,
 }
@@ -257,7 +257,7 @@ impl ControlLoop {
             program: Vec::new(),
             frozen: HashMap::new(),
             commits: HashMap::new(),
-            sync_outcome: String::new(),
+            sync_outcome: None,
             applied_recorded: false,
             last_fetch: None,
         };
@@ -329,7 +329,7 @@ async fn restore(plane: &ControlPlane, state: &mut LoopState) -> Result<(), Box<
         let applied = plane.store.control_value("applied_commit").await?;
         state.applied_recorded = applied.as_deref() == Some(sha.as_str());
         let record = plane.store.sync(&sha).await?;
-        state.sync_outcome = record.as_ref().map(|r| r.outcome.clone()).unwrap_or_default();
+        state.sync_outcome = record.as_ref().map(|r| r.outcome);
         *crate::lock(&plane.desired) = Some(commit.clone());
         // The plan being carried out goes on; one made by a berth that wrote no steps, or
         // whose templates this berth computes otherwise, is made again.
@@ -418,10 +418,10 @@ async fn follow_head(plane: &ControlPlane, state: &mut LoopState, now: i64) -> R
     // approval would take the branch back behind the head.
     if let Some(previous) = previous_head
         && let Some(record) = plane.store.sync(&previous).await?
-        && record.outcome == "waiting"
+        && record.outcome == SyncOutcome::Waiting
     {
         let reason = format!("the branch moved to {} before it was approved", commit.commit.short());
-        plane.store.set_sync_outcome(&previous, "superseded", &reason, Some(now)).await?;
+        plane.store.set_sync_outcome(&previous, SyncOutcome::Superseded, &reason, Some(now)).await?;
     }
     plane.status.send_modify(|s| {
         s.head = Some(head.clone());
@@ -439,7 +439,7 @@ async fn follow_head(plane: &ControlPlane, state: &mut LoopState, now: i64) -> R
         );
         tracing::warn!(%reason, "A commit failed to load.");
         if existing.is_none() {
-            let record = record_of(&commit.commit, now, "failed", &reason, 0, String::new(), "{}".into());
+            let record = record_of(&commit.commit, now, SyncOutcome::Failed, &reason, 0, String::new(), "{}".into());
             plane.store.add_sync(&record).await?;
         }
         plane.status.send_modify(|s| s.failed = Some(reason));
@@ -447,14 +447,14 @@ async fn follow_head(plane: &ControlPlane, state: &mut LoopState, now: i64) -> R
     }
     if let Some(record) = &existing {
         let applying = state.desired.as_ref().is_some_and(|d| d.commit.sha == head.sha);
-        match record.outcome.as_str() {
+        match record.outcome {
             // Seen before this server started, or the branch came back to it: it still waits.
-            "waiting" => {
+            SyncOutcome::Waiting => {
                 let reason = record.reason.clone();
                 plane.status.send_modify(|s| s.waiting = Some(reason));
                 return Ok(());
             }
-            "failed" => return Ok(()),
+            SyncOutcome::Failed => return Ok(()),
             // Being applied already (a restart): keep going.
             _ if applying => return Ok(()),
             // The branch came back to a commit seen before (a reset, a force-push): the head is
@@ -465,7 +465,7 @@ async fn follow_head(plane: &ControlPlane, state: &mut LoopState, now: i64) -> R
     }
     let (plan, index) = plane.plan_against_applied(&commit).await?;
     let wait = wait_reason(&commit, &plan);
-    let outcome = if wait.is_some() { "waiting" } else { "progressing" };
+    let outcome = if wait.is_some() { SyncOutcome::Waiting } else { SyncOutcome::Progressing };
     let record = record_of(
         &commit.commit,
         now,
@@ -495,7 +495,7 @@ async fn follow_head(plane: &ControlPlane, state: &mut LoopState, now: i64) -> R
 fn record_of(
     commit: &CommitInfo,
     now: i64,
-    outcome: &str,
+    outcome: SyncOutcome,
     reason: &str,
     state_index: i64,
     plan_text: String,
@@ -504,7 +504,7 @@ fn record_of(
     SyncRecord {
         commit: commit.clone(),
         seen_at: now,
-        outcome: outcome.to_owned(),
+        outcome,
         reason: reason.to_owned(),
         state_index,
         approved_at: None,
@@ -563,7 +563,7 @@ async fn take_approval(plane: &ControlPlane, state: &mut LoopState, now: i64) ->
         }
     } else if !is_head {
         let reason = "the branch moved on before the approval was carried out";
-        plane.store.set_sync_outcome(&sha, "superseded", reason, Some(now)).await?;
+        plane.store.set_sync_outcome(&sha, SyncOutcome::Superseded, reason, Some(now)).await?;
     }
     plane.store.clear_control_value("approved_commit").await?;
     Ok(())
@@ -582,8 +582,8 @@ pub async fn approve(
     plan_digest: Option<&str>,
 ) -> Result<SyncRecord, ApproveError> {
     let mut record = plane.store.sync(sha).await?.ok_or_else(|| ApproveError::Unknown(sha.to_owned()))?;
-    if record.outcome != "waiting" {
-        return Err(ApproveError::NotWaiting { sha: record.commit.sha.clone(), outcome: record.outcome.clone() });
+    if record.outcome != SyncOutcome::Waiting {
+        return Err(ApproveError::NotWaiting { sha: record.commit.sha.clone(), outcome: record.outcome });
     }
     let current = plane.store.state_index().await?;
     let shown = state_index.unwrap_or(record.state_index);
@@ -629,7 +629,7 @@ pub enum ApproveError {
     #[error("no commit {0} waits for approval; see `berth get syncs`")]
     Unknown(String),
     #[error("commit {sha} is not waiting for approval (it is {outcome})")]
-    NotWaiting { sha: String, outcome: String },
+    NotWaiting { sha: String, outcome: SyncOutcome },
     #[error(
         "the applied state moved since the plan was made (state index {shown}, now {current}); the plan was made again: review it and approve again"
     )]
@@ -654,10 +654,10 @@ async fn adopt(
     tracing::info!(commit = %commit.commit.short(), message = %commit.commit.message, "Syncing a commit.");
     if let Some(previous) = &state.desired
         && previous.commit.sha != commit.commit.sha
-        && state.sync_outcome == "progressing"
+        && state.sync_outcome == Some(SyncOutcome::Progressing)
     {
         let reason = format!("commit {} came before this one finished", commit.commit.short());
-        plane.store.set_sync_outcome(&previous.commit.sha, "superseded", &reason, Some(now)).await?;
+        plane.store.set_sync_outcome(&previous.commit.sha, SyncOutcome::Superseded, &reason, Some(now)).await?;
     }
     let sources = Sources::new(&commit.resources, &commit.secrets);
     for resource in commit.resources.iter().filter(|r| r.key.kind.is_workload()) {
@@ -702,7 +702,7 @@ async fn adopt(
     }
     state.pins.retain(|p| p.head == commit.commit.sha);
     plane.store.set_control_value("desired_commit", &commit.commit.sha).await?;
-    state.sync_outcome = "progressing".into();
+    state.sync_outcome = Some(SyncOutcome::Progressing);
     state.applied_recorded = false;
     state.program = program;
     plane.status.send_modify(|s| {
@@ -863,16 +863,16 @@ async fn finish_sync(
     // Workloads need a Ready node to say they run; objects alone (ConfigMaps, Services) do not.
     let complete = summary.complete() && (summary.ready_nodes > 0 || summary.workloads.is_empty());
     let (outcome, reason) = if !degraded.is_empty() {
-        ("degraded", degraded.join("; "))
+        (SyncOutcome::Degraded, degraded.join("; "))
     } else if complete {
-        ("synced", String::new())
+        (SyncOutcome::Synced, String::new())
     } else {
-        ("progressing", String::new())
+        (SyncOutcome::Progressing, String::new())
     };
-    if outcome != state.sync_outcome {
-        let finished = (outcome != "progressing").then_some(now);
+    if state.sync_outcome != Some(outcome) {
+        let finished = outcome.is_final().then_some(now);
         plane.store.set_sync_outcome(&desired.commit.sha, outcome, &reason, finished).await?;
-        state.sync_outcome = outcome.to_owned();
+        state.sync_outcome = Some(outcome);
     }
     if complete && !state.applied_recorded {
         let applied = applied_resources(plane, desired, targets).await?;

@@ -11,7 +11,7 @@ use super::AppError;
 use super::api::{self, Access};
 use super::control::{ControlPlane, Health, Sync, SyncStatus};
 use crate::manifest::ObjectKey;
-use crate::store::SyncRecord;
+use crate::store::{SyncOutcome, SyncRecord};
 use askama::Template;
 use axum::Router;
 use axum::extract::{Form, Path, Query, State};
@@ -290,8 +290,8 @@ async fn overview_body(plane: &ControlPlane) -> Result<Overview, AppError> {
         format!(
             "{} <span class=\"badge {}\">{}</span> {}{}",
             commit(&repository, &s.commit.sha, &s.commit.message, "", None, now),
-            escape(&s.outcome),
-            escape(&s.outcome),
+            s.outcome,
+            s.outcome,
             time(s.finished_at.unwrap_or(s.seen_at), now),
             if s.reason.is_empty() { String::new() } else { format!(": {}", escape(&s.reason)) }
         )
@@ -301,10 +301,10 @@ async fn overview_body(plane: &ControlPlane) -> Result<Overview, AppError> {
     let plan_summary = view.last_sync.as_ref().and_then(|s| {
         let line = s.plan_text.lines().find(|l| l.starts_with("Plan:"))?;
         let short = &s.commit.sha[..s.commit.sha.len().min(7)];
-        Some(match s.outcome.as_str() {
-            "waiting" => format!("Commit {short} waits for approval. {line}"),
-            "progressing" => format!("Commit {short} is being applied. {line}"),
-            "synced" => format!("Nothing pending: commit {short} is applied. Its plan was: {line}"),
+        Some(match s.outcome {
+            SyncOutcome::Waiting => format!("Commit {short} waits for approval. {line}"),
+            SyncOutcome::Progressing => format!("Commit {short} is being applied. {line}"),
+            SyncOutcome::Synced => format!("Nothing pending: commit {short} is applied. Its plan was: {line}"),
             outcome => format!("Nothing pending. The plan of commit {short} ({outcome}) was: {line}"),
         })
     });
@@ -485,8 +485,8 @@ async fn workload_body(plane: &ControlPlane, key: &ObjectKey) -> Result<Workload
     // The plan that concerns this workload now: a waiting commit's, else the applied one's.
     let current = syncs
         .iter()
-        .find(|s| s.outcome == "waiting")
-        .or_else(|| syncs.iter().find(|s| s.commit.sha == w.revision || s.outcome == "progressing"));
+        .find(|s| s.outcome == SyncOutcome::Waiting)
+        .or_else(|| syncs.iter().find(|s| s.commit.sha == w.revision || s.outcome == SyncOutcome::Progressing));
     let change = current.and_then(|s| {
         let plan: serde_json::Value = serde_json::from_str(&s.plan_json).ok()?;
         plan["changes"]
@@ -588,8 +588,12 @@ async fn workload_body(plane: &ControlPlane, key: &ObjectKey) -> Result<Workload
             })
             .collect(),
         diff: change.filter(|c| c["action"] != "unchanged").and_then(|c| c["diff"].as_str().map(|d| diff_html(d, 0))),
-        diff_title: if current.is_some_and(|s| s.outcome == "waiting") { "Pending change" } else { "Last change" }
-            .to_owned(),
+        diff_title: if current.is_some_and(|s| s.outcome == SyncOutcome::Waiting) {
+            "Pending change"
+        } else {
+            "Last change"
+        }
+        .to_owned(),
         events,
     })
 }
@@ -624,12 +628,12 @@ fn plan_record(repository: &str, record: &SyncRecord) -> PlanRecord {
             Some(record.commit.time),
             now,
         ),
-        outcome: record.outcome.clone(),
-        outcome_class: health_class(&record.outcome),
+        outcome: record.outcome.to_string(),
+        outcome_class: health_class(record.outcome.as_str()),
         reason: record.reason.clone(),
         state_index: record.state_index,
         plan_digest: super::control::plan_digest_of(&record.plan_json).unwrap_or_default(),
-        waiting: record.outcome == "waiting",
+        waiting: record.outcome == SyncOutcome::Waiting,
         plan: diff_html(&record.plan_text, 4),
     }
 }
@@ -638,7 +642,10 @@ async fn plan(State(ui): State<Ui>, headers: HeaderMap) -> Result<Response, Resp
     ui.read(&headers)?;
     let syncs = ui.plane.store.syncs(50).await.map_err(|e| AppError::from(e).into_response())?;
     // The pending plan first: a commit waiting for approval; else the newest that loaded.
-    let record = syncs.iter().find(|s| s.outcome == "waiting").or_else(|| syncs.iter().find(|s| s.outcome != "failed"));
+    let record = syncs
+        .iter()
+        .find(|s| s.outcome == SyncOutcome::Waiting)
+        .or_else(|| syncs.iter().find(|s| s.outcome != SyncOutcome::Failed));
     let repository = ui.plane.status.borrow().repository.clone();
     let body = PlanPage { record: record.map(|r| plan_record(&repository, r)) };
     page(&headers, "Plan", "Plan", body).map_err(IntoResponse::into_response)
@@ -683,8 +690,8 @@ async fn syncs(State(ui): State<Ui>, headers: HeaderMap) -> Result<Response, Res
             commit: commit(&repository, &s.commit.sha, &s.commit.message, "", None, now),
             author: s.commit.author.clone(),
             seen: time(s.seen_at, now),
-            outcome: s.outcome.clone(),
-            outcome_class: health_class(&s.outcome),
+            outcome: s.outcome.to_string(),
+            outcome_class: health_class(s.outcome.as_str()),
             reason: s.reason.clone(),
         })
         .collect();

@@ -32,6 +32,61 @@ impl Outcome {
     }
 }
 
+/// What became of a commit the server saw: the sync record's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncOutcome {
+    /// Waits for `berth sync --approve` (manual policy, or over the prune threshold).
+    Waiting,
+    /// Being applied.
+    Progressing,
+    /// Applied, and every workload is healthy.
+    Synced,
+    /// Applied, and a workload is not healthy.
+    Degraded,
+    /// Did not load: nothing of it is applied.
+    Failed,
+    /// The branch moved on before it was applied or finished.
+    Superseded,
+}
+
+impl SyncOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncOutcome::Waiting => "waiting",
+            SyncOutcome::Progressing => "progressing",
+            SyncOutcome::Synced => "synced",
+            SyncOutcome::Degraded => "degraded",
+            SyncOutcome::Failed => "failed",
+            SyncOutcome::Superseded => "superseded",
+        }
+    }
+
+    fn parse(text: &str) -> Option<SyncOutcome> {
+        [
+            SyncOutcome::Waiting,
+            SyncOutcome::Progressing,
+            SyncOutcome::Synced,
+            SyncOutcome::Degraded,
+            SyncOutcome::Failed,
+            SyncOutcome::Superseded,
+        ]
+        .into_iter()
+        .find(|o| o.as_str() == text)
+    }
+
+    /// Whether the sync is over: nothing more will be done for its commit.
+    pub fn is_final(self) -> bool {
+        !matches!(self, SyncOutcome::Waiting | SyncOutcome::Progressing)
+    }
+}
+
+impl std::fmt::Display for SyncOutcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One spec of a workload, as a commit introduced it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -63,7 +118,7 @@ pub struct Pin {
 pub struct SyncRecord {
     pub commit: CommitInfo,
     pub seen_at: i64,
-    pub outcome: String,
+    pub outcome: SyncOutcome,
     pub reason: String,
     pub state_index: i64,
     pub approved_at: Option<i64>,
@@ -146,8 +201,12 @@ impl RevisionRow {
 }
 
 impl SyncRow {
-    fn into_record(self) -> SyncRecord {
-        SyncRecord {
+    fn into_record(self) -> Result<SyncRecord, StoreError> {
+        let outcome = SyncOutcome::parse(&self.outcome).ok_or_else(|| StoreError::UnknownOutcome {
+            commit: self.commit_sha.clone(),
+            outcome: self.outcome.clone(),
+        })?;
+        Ok(SyncRecord {
             commit: CommitInfo {
                 sha: self.commit_sha,
                 author: self.author,
@@ -155,14 +214,14 @@ impl SyncRow {
                 time: self.committed_at,
             },
             seen_at: self.seen_at,
-            outcome: self.outcome,
+            outcome,
             reason: self.reason,
             state_index: self.state_index,
             approved_at: self.approved_at,
             finished_at: self.finished_at,
             plan_text: self.plan_text,
             plan_json: self.plan_json,
-        }
+        })
     }
 }
 
@@ -309,7 +368,7 @@ impl Store {
         )
         .bind(&record.commit.sha)
         .bind(record.seen_at)
-        .bind(&record.outcome)
+        .bind(record.outcome.as_str())
         .bind(&record.reason)
         .bind(record.state_index)
         .bind(&record.plan_text)
@@ -325,14 +384,14 @@ impl Store {
     pub async fn set_sync_outcome(
         &self,
         commit: &str,
-        outcome: &str,
+        outcome: SyncOutcome,
         reason: &str,
         finished: Option<i64>,
     ) -> Result<(), StoreError> {
         sqlx::query(
             "UPDATE syncs SET outcome = ?, reason = ?, finished_at = COALESCE(?, finished_at) WHERE commit_sha = ?",
         )
-        .bind(outcome)
+        .bind(outcome.as_str())
         .bind(reason)
         .bind(finished)
         .bind(commit)
@@ -372,7 +431,7 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.into_iter().map(SyncRow::into_record).collect())
+        rows.into_iter().map(SyncRow::into_record).collect()
     }
 
     /// The sync record of a commit, by full sha or a unique prefix of at least 4 characters.
@@ -384,7 +443,7 @@ impl Store {
             .bind(format!("{}%", sha.to_ascii_lowercase()))
             .fetch_all(&self.pool)
             .await?;
-        Ok(if rows.len() == 1 { rows.into_iter().next().map(SyncRow::into_record) } else { None })
+        if rows.len() == 1 { rows.into_iter().next().map(SyncRow::into_record).transpose() } else { Ok(None) }
     }
 
     /// A number that grows whenever the applied state changes: a plan made at one index is

@@ -9,7 +9,7 @@ mod history;
 mod nodes;
 mod services;
 
-pub use history::{Outcome, Pin, Revision, SyncRecord};
+pub use history::{Outcome, Pin, Revision, SyncOutcome, SyncRecord};
 pub use nodes::NodeRecord;
 pub use services::{Allocations, DNS_ADDRESS, NODE_PORTS, ServiceWants, allocate};
 
@@ -51,6 +51,10 @@ pub enum StoreError {
         #[source]
         source: serde_json::Error,
     },
+    #[error(
+        "the sync record of commit {commit} has the unknown outcome {outcome:?}; the database was written by another version of berth or edited by hand"
+    )]
+    UnknownOutcome { commit: String, outcome: String },
 }
 
 /// Counts one more change to what plans are made from (the applied objects, the verdicts on

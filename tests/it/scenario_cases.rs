@@ -25,7 +25,7 @@ use berth::nodes::protocol::{
 };
 use berth::server::agent_api::AgentApi;
 use berth::server::control::{self, ControlConfig, ControlLoop, ControlPlane, Sync};
-use berth::store::Store;
+use berth::store::{Store, SyncOutcome};
 use berth::sync::Loader;
 use proptest::prelude::*;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -707,7 +707,7 @@ impl World {
             Vec::new()
         };
         for record in records {
-            if record.outcome == "waiting" && record.commit.sha != head.sha {
+            if record.outcome == SyncOutcome::Waiting && record.commit.sha != head.sha {
                 return Err(format!("commit {} waits for approval though the head is {}", record.commit.sha, head.sha));
             }
         }
@@ -762,7 +762,13 @@ impl World {
         if status.applied.as_deref() != Some(head.sha.as_str()) {
             unmet.push("the head is not applied".into());
         }
-        if self.store.sync(&head.sha).await.map_err(|e| e.to_string())?.is_some_and(|r| r.outcome == "waiting") {
+        if self
+            .store
+            .sync(&head.sha)
+            .await
+            .map_err(|e| e.to_string())?
+            .is_some_and(|r| r.outcome == SyncOutcome::Waiting)
+        {
             unmet.push("the head waits".into());
         }
         if !self.store.pins().await.map_err(|e| e.to_string())?.is_empty() {
