@@ -152,6 +152,28 @@ impl de::Error for DeError {
     fn custom<T: fmt::Display>(msg: T) -> Self {
         DeError { message: msg.to_string(), help: None, pos: None, field: None }
     }
+
+    /// A value Kubernetes has that berth refuses says why; any other names what is allowed.
+    fn unknown_variant(variant: &str, expected: &'static [&'static str]) -> Self {
+        let allowed = || expected.iter().map(|e| format!("`{e}`")).collect::<Vec<_>>().join(", ");
+        match tiers::refused_value(variant, expected) {
+            Some(reason) => DeError {
+                message: format!("`{variant}` is not supported by berth"),
+                help: Some(format!("{reason}; berth takes {}", allowed())),
+                pos: None,
+                field: None,
+            },
+            None => DeError {
+                message: format!("unknown value `{variant}`"),
+                help: Some(match diag::suggest(variant, expected.iter().copied()) {
+                    Some(close) => format!("did you mean `{close}`? expected one of {}", allowed()),
+                    None => format!("expected one of {}", allowed()),
+                }),
+                pos: None,
+                field: None,
+            },
+        }
+    }
 }
 
 /// Deserializes `T` from `node`; unknown and accepted fields land in `context.findings`.
@@ -440,7 +462,8 @@ impl<'a> MapAccess<'a> {
                     .field(field);
             if note.is_empty() { warning } else { warning.help(note) }
         } else if let Some(reason) = tiers::refused(struct_name, name) {
-            Diagnostic::error(self.context.file, key.pos, format!("field `{name}` is not supported by berth"))
+            let what = if struct_name == "Volume" { "volume source" } else { "field" };
+            Diagnostic::error(self.context.file, key.pos, format!("{what} `{name}` is not supported by berth"))
                 .object(self.context.object)
                 .field(field)
                 .help(reason)

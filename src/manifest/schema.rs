@@ -75,8 +75,17 @@ pub fn reference_markdown() -> String {
         let fields = &honored[name];
         let accepted: Vec<String> =
             tiers::ACCEPTED.iter().filter(|(s, _, _)| s == name).map(|(_, f, _)| format!("`{f}`")).collect();
-        let refused: Vec<String> =
+        let mut refused: Vec<String> =
             tiers::REFUSED.iter().filter(|(s, _, _)| s == name).map(|(_, f, _)| format!("`{f}`")).collect();
+        // Kubernetes' other fields of the type, refused as fields berth does not run.
+        let unrun: Vec<String> = tiers::kubernetes_fields(name)
+            .filter(|f| !fields.iter().any(|h| h == f) && tiers::accepted(name, f).is_none())
+            .filter(|f| !tiers::REFUSED.iter().any(|(s, r, _)| s == name && r == f))
+            .map(|f| format!("`{f}`"))
+            .collect();
+        if !unrun.is_empty() {
+            refused.push(format!("not run: {}", unrun.join(", ")));
+        }
         let mut honored_list: Vec<String> = fields.iter().map(|f| format!("`{f}`")).collect();
         if honored_list.is_empty() {
             honored_list.push("(no fields)".to_owned());

@@ -123,7 +123,7 @@ pub const REFUSED: &[(&str, &str, &str)] = &[
     ("Volume", "persistentVolumeClaim", "berth has no persistent volume claims; use hostPath"),
     ("Volume", "projected", "not supported; use configMap or secret volumes"),
     ("Volume", "downwardAPI", "not supported"),
-    ("Volume", "nfs", "not supported; mount it on the node and use hostPath"),
+    ("Volume", "nfs", "mount the NFS share on the node and use hostPath"),
     ("Volume", "csi", "not supported"),
     ("Volume", "ephemeral", "not supported; use emptyDir"),
     ("Probe", "grpc", "grpc probes are not supported; use httpGet, tcpSocket or exec"),
@@ -134,22 +134,57 @@ pub const REFUSED: &[(&str, &str, &str)] = &[
     ("ServiceSpec", "healthCheckNodePort", "not supported"),
 ];
 
+/// `(value, one value berth takes in its place, reason)`: values of Kubernetes' enumerations
+/// that berth refuses, told apart by a value berth takes for the same field.
+pub const REFUSED_VALUES: &[(&str, &str, &str)] = &[
+    ("SCTP", "TCP", "berth's nodes route TCP and UDP only"),
+    (
+        "ExternalName",
+        "ClusterIP",
+        "ExternalName services are not supported: give the pods the external name in their configuration",
+    ),
+];
+
+/// The reason a value of a Kubernetes enumeration is refused, where berth takes `expected`.
+pub fn refused_value(value: &str, expected: &[&str]) -> Option<&'static str> {
+    REFUSED_VALUES
+        .iter()
+        .find(|(v, sibling, _)| *v == value && expected.contains(sibling))
+        .map(|(_, _, reason)| *reason)
+}
+
 /// The note for an accepted field, or `None` when the field is not in the accepted tier.
 pub fn accepted(struct_name: &str, field: &str) -> Option<&'static str> {
     ACCEPTED.iter().find(|(s, f, _)| *s == struct_name && *f == field).map(|(_, _, note)| *note)
 }
 
-/// The reason a real Kubernetes field is refused, or `None`.
+/// Why a Kubernetes volume source without a reason of its own in [`REFUSED`] is refused.
+pub const VOLUME_SOURCE_REASON: &str = "berth's nodes mount emptyDir, hostPath, configMap and secret volumes; mount the storage on the node and use hostPath";
+
+/// Why any other Kubernetes field without a tier of its own is refused.
+pub const UNRUN_REASON: &str = "berth does not run this Kubernetes field; remove it to load the object";
+
+/// The reason a real Kubernetes field is refused, or `None`. A field of Kubernetes' type
+/// ([`super::kubernetes::FIELDS`]) that berth neither honors nor accepts is refused: with the
+/// reason [`REFUSED`] gives it, else the one for its kind of field. `honored` are the fields of
+/// berth's own type.
 pub fn refused(struct_name: &str, field: &str) -> Option<&'static str> {
-    REFUSED.iter().find(|(s, f, _)| *s == struct_name && *f == field).map(|(_, _, reason)| *reason)
+    if let Some((_, _, reason)) = REFUSED.iter().find(|(s, f, _)| *s == struct_name && *f == field) {
+        return Some(reason);
+    }
+    if accepted(struct_name, field).is_some() || !kubernetes_fields(struct_name).any(|f| f == field) {
+        return None;
+    }
+    Some(if struct_name == "Volume" { VOLUME_SOURCE_REASON } else { UNRUN_REASON })
 }
 
-/// Accepted and refused field names of a struct, as candidates for typo suggestions.
+/// The fields Kubernetes gives the type berth calls `struct_name`.
+pub fn kubernetes_fields(struct_name: &str) -> impl Iterator<Item = &'static str> {
+    let fields = super::kubernetes::FIELDS.binary_search_by(|(s, _)| (*s).cmp(struct_name)).ok();
+    fields.map_or(&[][..], |i| super::kubernetes::FIELDS[i].1).iter().copied()
+}
+
+/// Kubernetes' field names of a struct, as candidates for typo suggestions.
 pub fn known_fields(struct_name: &str) -> impl Iterator<Item = &'static str> + '_ {
-    ACCEPTED
-        .iter()
-        .map(|(s, f, _)| (s, f))
-        .chain(REFUSED.iter().map(|(s, f, _)| (s, f)))
-        .filter(move |(s, _)| **s == struct_name)
-        .map(|(_, f)| *f)
+    kubernetes_fields(struct_name)
 }

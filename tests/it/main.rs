@@ -13,6 +13,7 @@ mod docs;
 mod fuzz;
 mod git;
 mod hostile;
+mod kubernetes;
 mod layers;
 mod manifests;
 mod plan;
