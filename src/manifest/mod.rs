@@ -9,6 +9,7 @@
 pub mod de;
 pub mod defaults;
 pub mod kinds;
+pub mod kubernetes;
 pub mod quantity;
 pub mod schema;
 pub mod tiers;
@@ -293,6 +294,9 @@ pub struct Resource {
     /// A ConfigMap's keys with a digest of each value; empty for other kinds. Last: only the
     /// controller and the planner's config comparison read it.
     pub config_digests: Option<Box<BTreeMap<String, String>>>,
+    /// Where fields the checks across objects point at are written (a Service's
+    /// `spec.selector`, its ports' `targetPort`); empty for a resource read from the store.
+    pub anchors: Box<[(Box<str>, Pos)]>,
 }
 
 /// The decoded values of one Secret. It is deliberately hard to leak: `Debug` shows only the
@@ -321,6 +325,11 @@ impl fmt::Debug for SecretData {
 pub const PRUNE_ANNOTATION: &str = "berth.dev/prune";
 
 impl Resource {
+    /// Where `field` is written, for a finding about it: its anchor, else the object.
+    pub fn pos_of(&self, field: &str) -> Pos {
+        self.anchors.iter().find(|(f, _)| &**f == field).map_or(self.pos, |(_, pos)| *pos)
+    }
+
     /// Whether the object stays when a commit no longer declares it.
     pub fn is_kept(&self) -> bool {
         self.object.metadata().annotations.get(PRUNE_ANNOTATION).is_some_and(|v| v == "false")
@@ -417,6 +426,7 @@ impl Resource {
             sensitive_digests,
             config_digests,
             references,
+            anchors: Box::default(),
         }
     }
 }
@@ -436,6 +446,8 @@ pub struct ParsedFile {
     pub diagnostics: Vec<Diagnostic>,
     /// The values of the file's Secrets, by object.
     pub secrets: Vec<(ObjectKey, Arc<SecretData>)>,
+    /// The pod template labels of the workloads that did not load, by namespace.
+    pub unloaded_templates: Vec<(String, types::Labels)>,
 }
 
 /// Parses, defaults and validates every document of one file.
@@ -633,14 +645,31 @@ fn parse_document(file: &str, root: &yaml::Node, parsed: &mut ParsedFile) {
         defaults::apply(&mut object);
         let mut checker = validate::Checker::new(file, &label, root);
         checker.object(&object);
-        let (checks, references) = checker.finish();
-        findings.extend(checks);
+        let checked = checker.finish();
+        findings.extend(checked.findings);
         if !findings.iter().any(Diagnostic::is_error) {
-            let (resource, secret) = Resource::split_secret(file, root.pos, object, references);
+            let (mut resource, secret) = Resource::split_secret(file, root.pos, object, checked.references);
+            resource.anchors = checked.anchors.into_boxed_slice();
             if let Some(secret) = secret {
                 parsed.secrets.push((resource.key.clone(), Arc::new(secret)));
             }
             parsed.resources.push(Arc::new(resource));
+            parsed.diagnostics.extend(findings);
+            return;
+        }
+    }
+    // A workload that did not load still says which pods it means, so a Service selecting them
+    // is not also told that it matches nothing: the workload's own errors are the cause.
+    if kind.is_workload() {
+        let template = match kind {
+            Kind::Pod => Some(root),
+            _ => root.get("spec").and_then(|s| s.get("template")),
+        };
+        let labels = template.and_then(|t| t.get("metadata")).and_then(|m| m.get("labels"));
+        if let Some(yaml::Value::Map(entries)) = labels.map(|l| &l.value) {
+            let labels: types::Labels =
+                entries.iter().filter_map(|(k, v)| Some((k.as_str()?.to_owned(), v.as_str()?.to_owned()))).collect();
+            parsed.unloaded_templates.push((namespace.to_owned(), labels));
         }
     }
     parsed.diagnostics.extend(findings);

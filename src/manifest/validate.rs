@@ -39,15 +39,32 @@ pub struct Checker<'a> {
     prefix: Vec<Seg<'static>>,
     findings: Vec<Diagnostic>,
     references: Vec<Reference>,
+    anchors: Vec<(Box<str>, Pos)>,
+}
+
+/// What checking one object found: its findings, the objects it refers to, and where the fields
+/// the checks across objects point at are written.
+pub struct Checked {
+    pub findings: Vec<Diagnostic>,
+    pub references: Vec<Reference>,
+    pub anchors: Vec<(Box<str>, Pos)>,
 }
 
 impl<'a> Checker<'a> {
     pub fn new(file: &'a str, object: &'a str, root: &'a Node) -> Self {
-        Checker { file, object, root, prefix: Vec::new(), findings: Vec::new(), references: Vec::new() }
+        Checker {
+            file,
+            object,
+            root,
+            prefix: Vec::new(),
+            findings: Vec::new(),
+            references: Vec::new(),
+            anchors: Vec::new(),
+        }
     }
 
-    pub fn finish(self) -> (Vec<Diagnostic>, Vec<Reference>) {
-        (self.findings, self.references)
+    pub fn finish(self) -> Checked {
+        Checked { findings: self.findings, references: self.references, anchors: self.anchors }
     }
 
     fn field(&self, last: &[Seg<'_>]) -> String {
@@ -61,9 +78,9 @@ impl<'a> Checker<'a> {
         out
     }
 
-    /// The position of the value at the prefix plus `last`, or of its key when `key` is set;
-    /// a missing node resolves to its deepest existing parent.
-    fn locate(&self, last: &[Seg<'_>], key: bool) -> Pos {
+    /// The node at the prefix plus `last`, or of its key when `key` is set: `Ok`, or `Err` with
+    /// the deepest existing parent when it is missing.
+    fn node_at(&self, last: &[Seg<'_>], key: bool) -> Result<&'a Node, &'a Node> {
         let segments: Vec<Seg<'_>> = self.prefix.iter().copied().chain(last.iter().copied()).collect();
         let mut node = self.root;
         for (index, segment) in segments.iter().enumerate() {
@@ -78,10 +95,33 @@ impl<'a> Checker<'a> {
             };
             match next {
                 Some(next) => node = next,
-                None => break,
+                None => return Err(node),
             }
         }
-        node.pos
+        Ok(node)
+    }
+
+    /// The position of the value at the prefix plus `last`, or of its key when `key` is set;
+    /// a missing node resolves to its deepest existing parent.
+    fn locate(&self, last: &[Seg<'_>], key: bool) -> Pos {
+        self.node_at(last, key).unwrap_or_else(|parent| parent).pos
+    }
+
+    /// Whether the mapping at the prefix plus `last` has a key other than `read`: a refused or
+    /// unknown field, already reported where it is, so a missing choice there is the same
+    /// mistake and is not said twice.
+    fn has_other_keys(&self, last: &[Seg<'_>], read: &[&str]) -> bool {
+        match self.node_at(last, false).map(|node| &node.value) {
+            Ok(Value::Map(entries)) => entries.iter().any(|(k, _)| k.as_str().is_some_and(|k| !read.contains(&k))),
+            _ => false,
+        }
+    }
+
+    /// Keeps where `last` is written, for the checks across objects to point at.
+    fn anchor(&mut self, last: &[Seg<'_>]) {
+        let field = self.field(last);
+        let pos = self.locate(last, true);
+        self.anchors.push((field.into_boxed_str(), pos));
     }
 
     fn report(&mut self, severity: Severity, last: &[Seg<'_>], key: bool, message: String, help: Option<String>) {
@@ -636,6 +676,7 @@ impl<'a> Checker<'a> {
                         r.optional.unwrap_or(false),
                         &[K("env"), I(index), K("valueFrom"), K("secretKeyRef"), K("name")],
                     ),
+                    (None, None) if self.has_other_keys(&[K("env"), I(index), K("valueFrom")], &[]) => {}
                     _ => self.error(
                         &[K("env"), I(index), K("valueFrom")],
                         "set exactly one of configMapKeyRef and secretKeyRef",
@@ -663,6 +704,7 @@ impl<'a> Checker<'a> {
                     r.optional.unwrap_or(false),
                     &[K("envFrom"), I(index), K("secretRef"), K("name")],
                 ),
+                (None, None) if self.has_other_keys(&[K("envFrom"), I(index)], &["prefix"]) => {}
                 _ => self.error(&[K("envFrom"), I(index)], "set exactly one of configMapRef and secretRef", None),
             }
         }
@@ -676,10 +718,21 @@ impl<'a> Checker<'a> {
                             format!("resource `{name}` is accepted but not acted on by berth"),
                             None,
                         ),
+                        // Extended resources (a device plugin's `nvidia.com/gpu`) are named
+                        // with a domain.
+                        _ if name.contains('/') => self.error(
+                            &[K("resources"), K(section), K(name)],
+                            format!("extended resource `{name}` is not supported by berth"),
+                            Some("berth schedules cpu and memory only and passes no devices to containers; remove it, or run this workload on Kubernetes".into()),
+                        ),
                         _ => self.error(
                             &[K("resources"), K(section), K(name)],
                             format!("unknown resource `{name}`"),
-                            Some("berth schedules cpu and memory".into()),
+                            // `gpu` is not a typo of `cpu`: only longer names are.
+                            Some(match crate::diag::suggest(name, ["cpu", "memory", "ephemeral-storage"]).filter(|_| name.len() > 3) {
+                                Some(close) => format!("did you mean `{close}`? berth schedules cpu and memory"),
+                                None => "berth schedules cpu and memory".into(),
+                            }),
                         ),
                     }
                     if quantity.millis() < 0 {
@@ -741,6 +794,8 @@ impl<'a> Checker<'a> {
     fn probe(&mut self, probe: &Probe, success_must_be_one: bool, container: &Container) {
         let handlers = [probe.http_get.is_some(), probe.tcp_socket.is_some(), probe.exec.is_some()];
         match handlers.iter().filter(|h| **h).count() {
+            // A grpc probe is refused where it is written.
+            0 if self.has_other_keys(&[], PROBE_FIELDS) => {}
             0 => self.error(&[], "a probe needs one of httpGet, tcpSocket or exec", None),
             1 => {}
             _ => self.error(&[], "a probe may have only one of httpGet, tcpSocket and exec", None),
@@ -798,6 +853,10 @@ impl<'a> Checker<'a> {
     }
 
     fn service(&mut self, spec: &ServiceSpec) {
+        self.anchor(&[K("spec"), K("selector")]);
+        for index in 0..spec.ports.len() {
+            self.anchor(&[K("spec"), K("ports"), I(index), K("targetPort")]);
+        }
         let headless = spec.cluster_ip.as_deref() == Some("None");
         if let Some(ip) = spec.cluster_ip.as_deref() {
             if !headless && !ip.is_empty() {
@@ -921,7 +980,10 @@ impl<'a> Checker<'a> {
 type Seeded = foldhash::fast::RandomState;
 
 /// Checks that need every object of a commit.
-pub fn across(resources: &[Arc<Resource>]) -> Vec<Diagnostic> {
+///
+/// `unloaded` are the pod template labels of workloads that did not load (by namespace): a
+/// Service that selects only those is not warned, their errors are the cause.
+pub fn across(resources: &[Arc<Resource>], unloaded: &[(String, Labels)]) -> Vec<Diagnostic> {
     let mut findings = Vec::new();
     // One index by identity serves the duplicate check and every reference lookup.
     // One pass over every object builds the indexes; the later passes visit only the objects
@@ -1015,16 +1077,22 @@ pub fn across(resources: &[Arc<Resource>]) -> Vec<Diagnostic> {
         let selects_something = !selector.is_empty() && !selected.is_empty();
         if selector.is_empty() {
             findings.push(
-                Diagnostic::warning(&resource.file, resource.pos, "service has no selector, so it routes to nothing")
-                    .object(resource.key.to_string())
-                    .field("spec.selector"),
+                Diagnostic::warning(
+                    &resource.file,
+                    resource.pos_of("spec.selector"),
+                    "service has no selector, so it routes to nothing",
+                )
+                .object(resource.key.to_string())
+                .field("spec.selector"),
             );
-        } else if !selects_something {
+        } else if !selects_something
+            && !unloaded.iter().any(|(ns, labels)| ns == namespace && matches_labels(selector, labels))
+        {
             let wanted: Vec<String> = selector.iter().map(|(k, v)| format!("{k}={v}")).collect();
             findings.push(
                 Diagnostic::warning(
                     &resource.file,
-                    resource.pos,
+                    resource.pos_of("spec.selector"),
                     format!("selector {} matches no pod template in namespace {namespace}", wanted.join(",")),
                 )
                 .object(resource.key.to_string())
@@ -1050,17 +1118,18 @@ pub fn across(resources: &[Arc<Resource>]) -> Vec<Diagnostic> {
                         format!("name a container port `{name}`, or give targetPort as a number the container declares")
                     }
                 };
+                let field = format!("spec.ports[{index}].targetPort");
                 findings.push(
                     Diagnostic::warning(
                         &resource.file,
-                        resource.pos,
+                        resource.pos_of(&field),
                         format!(
                             "port {} targets container port {target}, which no pod this service selects declares, so it reaches no pod",
                             port.port
                         ),
                     )
                     .object(resource.key.to_string())
-                    .field(format!("spec.ports[{index}].targetPort"))
+                    .field(field)
                     .help(help),
                 );
             }
@@ -1133,6 +1202,17 @@ fn octal(mode: i32) -> String {
 
 const DNS_1035_HELP: &str =
     "use at most 63 lowercase letters, digits and `-`, starting with a letter and ending with a letter or digit";
+
+/// The keys of a probe that are not its handler: with only these, a missing handler is the
+/// mistake; with another (`grpc`, refused where it is), that one is.
+const PROBE_FIELDS: &[&str] = &[
+    "initialDelaySeconds",
+    "periodSeconds",
+    "timeoutSeconds",
+    "successThreshold",
+    "failureThreshold",
+    "terminationGracePeriodSeconds",
+];
 
 const MODE_HELP: &str = "write a file mode from 0 to 0777, such as 0440 (octal) or 288 (decimal)";
 

@@ -522,13 +522,15 @@ impl Loader {
 
         let mut resources = Vec::new();
         let mut secrets = std::collections::BTreeMap::new();
+        let mut unloaded = Vec::new();
         for entry in entries {
             let Some(parsed) = self.files.get(&(entry.blob, entry.path)) else { continue };
             resources.extend(parsed.resources.iter().cloned());
             diagnostics.extend(parsed.diagnostics.iter().cloned());
             secrets.extend(parsed.secrets.iter().cloned());
+            unloaded.extend(parsed.unloaded_templates.iter().cloned());
         }
-        diagnostics.extend(validate::across(&resources));
+        diagnostics.extend(validate::across(&resources, &unloaded));
         resources.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         diag::sort(&mut diagnostics);
         settle_kind_notices(&mut diagnostics, &config);
@@ -571,7 +573,7 @@ fn parse_in_parallel(files: Vec<(Oid, String, Result<String, Diagnostic>)>) -> V
     let parse = |(blob, path, text): (Oid, String, Result<String, Diagnostic>)| {
         let parsed = match text {
             Ok(text) => manifest::parse_file(&path, &text),
-            Err(diagnostic) => ParsedFile { resources: Vec::new(), diagnostics: vec![diagnostic], secrets: Vec::new() },
+            Err(diagnostic) => ParsedFile { diagnostics: vec![diagnostic], ..ParsedFile::default() },
         };
         (blob, path, parsed)
     };

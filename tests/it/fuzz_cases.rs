@@ -260,7 +260,7 @@ fn check(text: &str, canary: &Canary, report: &std::cell::Cell<Report>) -> Resul
     let started = Instant::now();
     let loaded = std::panic::catch_unwind(|| {
         let parsed = berth::manifest::parse_file("fuzz.yaml", text);
-        let across = berth::manifest::validate::across(&parsed.resources);
+        let across = berth::manifest::validate::across(&parsed.resources, &parsed.unloaded_templates);
         (parsed.diagnostics, across)
     });
     let elapsed = started.elapsed();

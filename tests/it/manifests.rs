@@ -290,3 +290,110 @@ fn service_names_follow_kubernetes_rules() {
     assert_eq!(found.len(), 1, "{found:?}");
     assert!(found[0].starts_with("svc.yaml:3:18: error: Service default/1web: metadata.name: `1web` is not a valid Service name (use at most 63 lowercase letters, digits and `-`, starting with a letter"), "{found:?}");
 }
+
+/// Issue 15: real Kubernetes fields and values berth cannot run are refused with a reason, one
+/// error per cause; and the warnings across objects point at the field they are about.
+#[test]
+fn kubernetes_fields_berth_cannot_run_are_refused_with_one_reason_each() {
+    let mut repo = TestRepo::new();
+    repo.write(
+        "storage.yaml",
+        "apiVersion: v1
+kind: Pod
+metadata: {name: storage}
+spec:
+  containers:
+    - name: app
+      image: registry.example/app:1
+      env:
+        - name: POD
+          valueFrom:
+            fieldRef: {fieldPath: metadata.name}
+      readinessProbe:
+        grpc: {port: 9000}
+        periodSeconds: 5
+  volumes:
+    - name: a
+      nfs: {server: nfs.example, path: /x}
+    - name: b
+      iscsi: {targetPortal: 10.0.0.1, iqn: x, lun: 0}
+    - name: c
+      glusterfs: {endpoints: e, path: p}
+    - name: d
+      azureDisk: {diskName: d, diskURI: u}
+",
+    );
+    repo.write(
+        "gpu.yaml",
+        "apiVersion: v1
+kind: Pod
+metadata: {name: gpu}
+spec:
+  containers:
+    - name: app
+      image: registry.example/app:1
+      resources:
+        limits: {nvidia.com/gpu: 1}
+",
+    );
+    repo.write(
+        "sctp.yaml",
+        "apiVersion: v1
+kind: Pod
+metadata: {name: sctp, labels: {app: sctp}}
+spec:
+  containers:
+    - name: app
+      image: registry.example/app:1
+      ports: [{containerPort: 9000, protocol: SCTP}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: sctp}
+spec:
+  selector: {app: sctp}
+  ports: [{port: 9000}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: external}
+spec:
+  type: ExternalName
+  externalName: db.example.com
+---
+apiVersion: v1
+kind: Service
+metadata: {name: nobody}
+spec:
+  ports: [{port: 80}]
+  selector:
+    app: nobody
+",
+    );
+    repo.commit("fields berth cannot run");
+    let mut loader = Loader::open(repo.path()).unwrap();
+    let loaded = loader.load("HEAD").unwrap();
+    let found: Vec<String> = loaded.diagnostics.iter().map(ToString::to_string).collect();
+    let has = |needle: &str| found.iter().filter(|f| f.contains(needle)).count();
+    for (needle, count) in [
+        ("volumes[0].nfs: volume source `nfs` is not supported by berth", 1),
+        ("volumes[1].iscsi: volume source `iscsi` is not supported by berth (berth's nodes mount emptyDir", 1),
+        ("volumes[2].glusterfs: volume source `glusterfs` is not supported", 1),
+        ("volumes[3].azureDisk: volume source `azureDisk` is not supported", 1),
+        ("valueFrom.fieldRef: field `fieldRef` is not supported by berth", 1),
+        ("set exactly one of", 0),
+        ("readinessProbe.grpc: field `grpc` is not supported by berth", 1),
+        ("a probe needs one of", 0),
+        ("unknown field", 0),
+        ("limits[\"nvidia.com/gpu\"]: extended resource `nvidia.com/gpu` is not supported by berth", 1),
+        ("ports[0].protocol: `SCTP` is not supported by berth (berth's nodes route TCP and UDP only", 1),
+        ("spec.type: `ExternalName` is not supported by berth (ExternalName services are not supported", 1),
+        // The Service of the Pod that did not load is not also told that it matches nothing.
+        ("Service default/sctp", 0),
+        // A warning across objects points at the selector, not at the object's first line.
+        ("sctp.yaml:29:3: warning: Service default/nobody: spec.selector: selector app=nobody matches no pod", 1),
+    ] {
+        assert_eq!(has(needle), count, "{needle:?} in {found:#?}");
+    }
+    assert_eq!(found.iter().filter(|f| f.contains(": error: ")).count(), 9, "{found:#?}");
+}
