@@ -424,7 +424,7 @@ fn secret_in(state_dir: &Path, name: &str) -> Result<String> {
     std::fs::create_dir_all(state_dir).with_context(|| format!("creating {}", state_dir.display()))?;
     let mut bytes = [0u8; 24];
     rand::fill(&mut bytes);
-    let token: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let token: String = hex::encode(bytes);
     use std::os::unix::fs::OpenOptionsExt;
     let mut file = std::fs::OpenOptions::new()
         .create_new(true)

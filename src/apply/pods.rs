@@ -206,7 +206,7 @@ pub fn assignment(
         uid: {
             let mut bytes = [0u8; 8];
             rand::fill(&mut bytes);
-            bytes.iter().map(|b| format!("{b:02x}")).collect()
+            hex::encode(bytes)
         },
         spec: spec.clone(),
         env,

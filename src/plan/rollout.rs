@@ -42,8 +42,8 @@ pub fn rollout_hash_of(resource: &Resource, config: Option<&str>) -> String {
 /// A digest of the ConfigMap and Secret values the pods of `resource` read (their digests, from
 /// the commit's `resources`); `None` when they read none.
 pub fn config_hash(resource: &Resource, resources: &[Arc<Resource>]) -> Option<String> {
-    let inputs = resource.config_inputs(crate::manifest::digests_in(resources, &resource.key.namespace));
-    (!inputs.is_empty()).then(|| crate::manifest::inputs_digest(&inputs)[..16].to_owned())
+    let digest = resource.config_inputs_digest(crate::manifest::digests_in(resources, &resource.key.namespace))?;
+    Some(digest[..16].to_owned())
 }
 
 /// A pod of the workload as the control plane sees it.

@@ -169,7 +169,7 @@ async fn join(
     }
     let mut bytes = [0u8; 32];
     rand::fill(&mut bytes);
-    let credential: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    let credential: String = hex::encode(bytes);
     let digest = crate::manifest::hex_digest(credential.as_bytes());
     if !api.inner.store.add_node(&request, &digest, now()).await? {
         return Err(AppError::new(

@@ -261,10 +261,20 @@ fn check(text: &str, canary: &Canary, report: &std::cell::Cell<Report>) -> Resul
     let loaded = std::panic::catch_unwind(|| {
         let parsed = berth::manifest::parse_file("fuzz.yaml", text);
         let across = berth::manifest::validate::across(&parsed.resources, &parsed.unloaded_templates);
-        (parsed.diagnostics, across)
+        (parsed, across)
     });
     let elapsed = started.elapsed();
-    let (diagnostics, across) = loaded.map_err(|_| TestCaseError::fail("the loader panicked"))?;
+    let (parsed, across) = loaded.map_err(|_| TestCaseError::fail("the loader panicked"))?;
+    // The quick digest of what a workload reads is the digest of the inputs as listed.
+    let mut sorted = parsed.resources.clone();
+    sorted.sort_by(|a, b| a.key.cmp(&b.key));
+    for resource in &sorted {
+        let digests = || berth::manifest::digests_in(&sorted, &resource.key.namespace);
+        let inputs = resource.config_inputs(digests());
+        let listed = (!inputs.is_empty()).then(|| berth::manifest::inputs_digest(&inputs));
+        prop_assert_eq!(resource.config_inputs_digest(digests()), listed, "{}", resource.key);
+    }
+    let diagnostics = parsed.diagnostics;
     let mut current = report.get();
     current.cases += 1;
     current.slowest = current.slowest.max(elapsed);
