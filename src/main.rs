@@ -47,6 +47,9 @@ struct SourceArgs {
     /// Where remote repositories are cached [default: $XDG_CACHE_HOME/berth/repos].
     #[arg(long)]
     cache_dir: Option<PathBuf>,
+    /// The operator's host-access policy (YAML) to check under [default: berth's default policy].
+    #[arg(long)]
+    policy: Option<PathBuf>,
 }
 
 /// How to reach a running server.
@@ -166,6 +169,9 @@ enum Command {
         /// Seconds without a heartbeat before a node is NotReady and its pods move.
         #[arg(long, default_value_t = 30)]
         node_grace_seconds: i64,
+        /// The host-access policy (YAML): what a manifest may ask of a node [default: berth's default policy].
+        #[arg(long)]
+        policy: Option<PathBuf>,
     },
     /// Run berth on this machine: the control plane following PATH's checked-out branch, and one
     /// agent on the local Docker engine, with their state under `.berth/` in the repository.
@@ -178,6 +184,9 @@ enum Command {
         /// The local node's name [default: the host name].
         #[arg(long)]
         name: Option<String>,
+        /// The host-access policy (YAML): what a manifest may ask of a node [default: berth's default policy].
+        #[arg(long)]
+        policy: Option<PathBuf>,
     },
     /// The overall status of a running server: commits, health and counts.
     Status {
@@ -349,6 +358,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             listen,
             join_token,
             node_grace_seconds,
+            policy,
         } => {
             init_logging();
             let state_dir = db
@@ -364,13 +374,15 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 path: repo.clone(),
                 subdir: path.clone(),
                 cache_dir: Some(cache_dir.unwrap_or_else(|| state_dir.join("repos"))),
+                policy: None,
             };
             let remote = is_url(&repo);
-            let loader = if remote || path.is_empty() {
+            let mut loader = if remote || path.is_empty() {
                 open_source(&source)?
             } else {
                 Loader::open(&Path::new(&repo).join(&path))?
             };
+            loader.set_policy(read_policy(policy.as_deref(), &[&state_dir])?);
             let mut config = berth::server::control::ControlConfig { branch: branch.clone(), ..Default::default() };
             config.controller.node_grace_seconds = node_grace_seconds;
             if remote {
@@ -401,7 +413,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Up { path, listen, name } => up(&path, &listen, name),
+        Command::Up { path, listen, name, policy } => up(&path, &listen, name, policy.as_deref()),
         Command::Schemas { out } => {
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
             for (name, schema) in berth::schemas() {
@@ -534,10 +546,11 @@ async fn serve_control_plane(
 }
 
 /// `berth up`: the control plane and one local agent in this process.
-fn up(path: &Path, listen: &str, name: Option<String>) -> Result<ExitCode> {
-    let loader = Loader::open(path)?;
+fn up(path: &Path, listen: &str, name: Option<String>, policy: Option<&Path>) -> Result<ExitCode> {
+    let mut loader = Loader::open(path)?;
     let top = loader.workdir().map(Path::to_path_buf).context("berth up needs a repository with a work tree")?;
     let state = top.join(".berth");
+    loader.set_policy(read_policy(policy, &[&state])?);
     std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
     // The state folder is the machine's, never the repository's.
     std::fs::write(state.join(".gitignore"), "*\n")?;
@@ -694,7 +707,31 @@ fn is_url(path: &str) -> bool {
     path.contains("://") || (path.contains('@') && path.contains(':') && !Path::new(path).exists())
 }
 
+/// The host-access policy from `file`, or the default; `state_folders` (berth's own) are denied
+/// to hostPath either way.
+fn read_policy(file: Option<&Path>, state_folders: &[&Path]) -> Result<berth::manifest::policy::Policy> {
+    let mut policy = match file {
+        Some(file) => {
+            let text =
+                std::fs::read_to_string(file).with_context(|| format!("reading the policy {}", file.display()))?;
+            berth::manifest::policy::Policy::parse(&file.display().to_string(), &text).map_err(anyhow::Error::msg)?
+        }
+        None => berth::manifest::policy::Policy::default(),
+    };
+    for folder in state_folders {
+        let absolute = std::path::absolute(folder).unwrap_or_else(|_| folder.to_path_buf());
+        policy.deny_state_folder(&absolute);
+    }
+    Ok(policy)
+}
+
 fn open_source(source: &SourceArgs) -> Result<Loader> {
+    let mut loader = open_source_unchecked(source)?;
+    loader.set_policy(read_policy(source.policy.as_deref(), &[])?);
+    Ok(loader)
+}
+
+fn open_source_unchecked(source: &SourceArgs) -> Result<Loader> {
     if is_url(&source.path) {
         let cache_dir = match &source.cache_dir {
             Some(dir) => dir.clone(),

@@ -10,6 +10,7 @@ pub mod de;
 pub mod defaults;
 pub mod kinds;
 pub mod kubernetes;
+pub mod policy;
 pub mod quantity;
 pub mod schema;
 pub mod tiers;
@@ -450,8 +451,14 @@ pub struct ParsedFile {
     pub unloaded_templates: Vec<(String, types::Labels)>,
 }
 
-/// Parses, defaults and validates every document of one file.
+/// Parses, defaults and validates every document of one file, under the default host-access
+/// policy.
 pub fn parse_file(file: &str, text: &str) -> ParsedFile {
+    parse_file_with(file, text, &policy::Policy::default())
+}
+
+/// [`parse_file`] under the operator's host-access `policy`.
+pub fn parse_file_with(file: &str, text: &str, policy: &policy::Policy) -> ParsedFile {
     let mut parsed = ParsedFile::default();
     let documents = match yaml::parse(text) {
         Ok(documents) => documents,
@@ -469,7 +476,7 @@ pub fn parse_file(file: &str, text: &str) -> ParsedFile {
         if root.value == yaml::Value::Null {
             continue;
         }
-        parse_document(file, &root, &mut parsed);
+        parse_document(file, &root, policy, &mut parsed);
     }
     helm_template(file, text, parsed)
 }
@@ -492,7 +499,7 @@ fn helm_template(file: &str, text: &str, parsed: ParsedFile) -> ParsedFile {
 }
 
 /// A `kind: List` (`apiVersion: v1`): each of its `items` is read as a document of its own.
-fn parse_list(file: &str, root: &yaml::Node, parsed: &mut ParsedFile) {
+fn parse_list(file: &str, root: &yaml::Node, policy: &policy::Policy, parsed: &mut ParsedFile) {
     if let Some(version) = root.get("apiVersion").filter(|v| v.as_str() != Some("v1")) {
         parsed.diagnostics.push(
             Diagnostic::error(
@@ -508,7 +515,7 @@ fn parse_list(file: &str, root: &yaml::Node, parsed: &mut ParsedFile) {
     match root.get("items").map(|items| &items.value) {
         Some(yaml::Value::Seq(items)) => {
             for item in items {
-                parse_document(file, item, parsed);
+                parse_document(file, item, policy, parsed);
             }
         }
         None | Some(yaml::Value::Null) => {}
@@ -523,7 +530,7 @@ fn parse_list(file: &str, root: &yaml::Node, parsed: &mut ParsedFile) {
     }
 }
 
-fn parse_document(file: &str, root: &yaml::Node, parsed: &mut ParsedFile) {
+fn parse_document(file: &str, root: &yaml::Node, policy: &policy::Policy, parsed: &mut ParsedFile) {
     if !matches!(root.value, yaml::Value::Map(_)) {
         parsed.diagnostics.push(
             Diagnostic::error(file, root.pos, format!("a manifest must be a mapping, found {}", root.value.describe()))
@@ -546,7 +553,7 @@ fn parse_document(file: &str, root: &yaml::Node, parsed: &mut ParsedFile) {
     let kind_text = kind_node.as_str().unwrap_or_default();
     if kind_text == "List" {
         // What `kubectl get -o yaml` prints: the objects are its items.
-        return parse_list(file, root, parsed);
+        return parse_list(file, root, policy, parsed);
     }
     let api_version = root.get("apiVersion").and_then(yaml::Node::as_str).unwrap_or_default();
     if let Some(instead) = kinds::removed(api_version, kind_text) {
@@ -581,7 +588,10 @@ fn parse_document(file: &str, root: &yaml::Node, parsed: &mut ParsedFile) {
             Some(kinds::Tier::NotYet) => {
                 Diagnostic::error(file, kind_node.pos, format!("kind `{kind_text}` is not supported by berth yet"))
                     .field("kind")
-                    .help(format!("berth runs {}", supported.join(", ")))
+                    .help(format!(
+                        "berth runs {}; to deploy the rest of the repository, exclude this object's file in berth.yaml: `exclude: [\"{file}\"]`",
+                        supported.join(", ")
+                    ))
             }
             None => {
                 let error = Diagnostic::error(file, kind_node.pos, format!("unknown kind `{kind_text}`")).field("kind");
@@ -647,6 +657,9 @@ fn parse_document(file: &str, root: &yaml::Node, parsed: &mut ParsedFile) {
         checker.object(&object);
         let checked = checker.finish();
         findings.extend(checked.findings);
+        if kind.is_workload() {
+            findings.extend(policy.check(file, &label, root));
+        }
         if !findings.iter().any(Diagnostic::is_error) {
             let (mut resource, secret) = Resource::split_secret(file, root.pos, object, checked.references);
             resource.anchors = checked.anchors.into_boxed_slice();

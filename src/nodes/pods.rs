@@ -61,6 +61,8 @@ pub enum PodError {
     Routing { pod: String, reason: String },
     #[error(transparent)]
     Files(#[from] super::files::FilesError),
+    #[error("hostPath {path} resolves on this node to {resolved}: {reason}; mount the folder itself")]
+    HostPath { path: String, resolved: String, reason: String },
 }
 
 #[derive(Debug, Clone)]
@@ -650,6 +652,39 @@ impl<R: ContainerRuntime> PodManager<R> {
         Ok(id)
     }
 
+    /// The control plane judged a hostPath by how it is written; a symlink on the node can lead
+    /// it elsewhere. A path that resolves into a folder the default host-access policy denies,
+    /// while it was not written as one, is refused here (a path written as a denied one arrives
+    /// only when the operator's policy allowed it), and so is any that is or holds this agent's
+    /// state folder.
+    fn check_resolved(&self, path: &str) -> Result<(), PodError> {
+        use crate::manifest::policy::{Policy, normalize};
+        let Ok(resolved) = std::fs::canonicalize(path) else { return Ok(()) };
+        let (Some(written), Some(resolved)) = (normalize(path), resolved.to_str().and_then(normalize)) else {
+            return Ok(());
+        };
+        if self.touches_state(&resolved) {
+            let reason = "it is or holds this agent's state folder, which no pod may mount".to_owned();
+            return Err(PodError::HostPath { path: path.to_owned(), resolved, reason });
+        }
+        let policy = Policy::default();
+        if written == resolved || policy.host_path_refusal(&written).is_some() {
+            return Ok(());
+        }
+        match policy.host_path_refusal(&resolved) {
+            Some(reason) => Err(PodError::HostPath { path: path.to_owned(), resolved, reason }),
+            None => Ok(()),
+        }
+    }
+
+    fn touches_state(&self, resolved: &str) -> bool {
+        let Ok(state) = std::fs::canonicalize(&self.config.state_dir) else { return false };
+        let state = state.display().to_string();
+        resolved == state
+            || resolved.strip_prefix(&state).is_some_and(|rest| rest.starts_with('/'))
+            || state.strip_prefix(resolved).is_some_and(|rest| rest.starts_with('/'))
+    }
+
     fn mounts(&self, assignment: &PodAssignment, container: &Container) -> Result<Vec<Mount>, PodError> {
         let mut mounts = Vec::new();
         for mount in &container.volume_mounts {
@@ -666,6 +701,7 @@ impl<R: ContainerRuntime> PodManager<R> {
                     Some(sub) => format!("{}/{sub}", host_path.path.trim_end_matches('/')),
                     None => host_path.path.clone(),
                 };
+                self.check_resolved(&path)?;
                 (MountSource::Bind(path), false)
             } else {
                 let mut dir = self.volume_dir(assignment, &volume.name)?;

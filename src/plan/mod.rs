@@ -397,7 +397,36 @@ fn created(new: &Resource) -> Change {
         });
     }
     created.risks = image_risks(None, &new.object);
+    created.risks.extend(host_risks(None, new));
     created
+}
+
+/// A host folder a workload starts to mount is the node's own data in a container: high risk,
+/// whatever the host-access policy lets through.
+fn host_risks(old: Option<&Resource>, new: &Resource) -> Vec<Risk> {
+    let Some(spec) = new.object.pod_spec() else { return Vec::new() };
+    let before = old.and_then(|o| o.object.pod_spec());
+    spec.volumes
+        .iter()
+        .filter_map(|volume| {
+            let path = &volume.host_path.as_ref()?.path;
+            let mounted_before =
+                before.is_some_and(|b| b.volumes.iter().any(|v| v.host_path.as_ref().is_some_and(|h| &h.path == path)));
+            if mounted_before {
+                return None;
+            }
+            let mounts = spec.containers.iter().flat_map(|c| &c.volume_mounts).filter(|m| m.name == volume.name);
+            let writable = mounts.clone().any(|m| m.read_only != Some(true));
+            Some(Risk {
+                level: RiskLevel::High,
+                message: format!(
+                    "mounts the node's {path} ({}, volume `{}`): what is there on each node is the container's",
+                    if writable { "writable" } else { "read-only" },
+                    volume.name
+                ),
+            })
+        })
+        .collect()
 }
 
 fn deleted(old: &Resource) -> Change {
@@ -508,6 +537,7 @@ fn updated(old: &Resource, new: &Resource, config_changes: Vec<String>) -> Chang
     updated.rollout =
         if old.hash == new.hash && !rolls_for_config { None } else { rollout(old, new, rolls_for_config) };
     updated.risks = update_risks(old, new, updated.rollout.as_ref());
+    updated.risks.extend(host_risks(Some(old), new));
     updated
 }
 

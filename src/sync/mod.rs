@@ -134,6 +134,8 @@ pub struct Loader {
     commits: HashMap<Oid, Arc<Loaded>>,
     files: HashMap<(Oid, String), Arc<ParsedFile>>,
     stats: CacheStats,
+    /// The operator's host-access policy every file is checked under.
+    policy: Arc<manifest::policy::Policy>,
 }
 
 /// Symlinks are followed at most this many hops, inside the repository only.
@@ -176,7 +178,24 @@ impl Loader {
     }
 
     fn new(repo: Repository, root: String, location: String) -> Loader {
-        Loader { repo, root, location, commits: HashMap::new(), files: HashMap::new(), stats: CacheStats::default() }
+        Loader {
+            repo,
+            root,
+            location,
+            commits: HashMap::new(),
+            files: HashMap::new(),
+            stats: CacheStats::default(),
+            policy: Arc::default(),
+        }
+    }
+
+    /// Checks every file under the operator's host-access `policy` from now on.
+    pub fn set_policy(&mut self, policy: manifest::policy::Policy) {
+        if *self.policy != policy {
+            self.policy = Arc::new(policy);
+            self.commits.clear();
+            self.files.clear();
+        }
     }
 
     /// Fetches every branch and tag of a remote repository's `origin` into the clone cache, and
@@ -516,7 +535,7 @@ impl Loader {
         }
         self.stats.file_parses += to_parse.len() as u64;
         self.stats.file_hits += (files - to_parse.len()) as u64;
-        for (blob, path, parsed) in parse_in_parallel(to_parse) {
+        for (blob, path, parsed) in parse_in_parallel(to_parse, &self.policy) {
             self.files.insert((blob, path), Arc::new(parsed));
         }
 
@@ -569,10 +588,13 @@ fn settle_kind_notices(diagnostics: &mut Vec<Diagnostic>, config: &Config) {
 }
 
 /// Parses files on as many threads as there are cores; the results keep the input's order.
-fn parse_in_parallel(files: Vec<(Oid, String, Result<String, Diagnostic>)>) -> Vec<(Oid, String, ParsedFile)> {
+fn parse_in_parallel(
+    files: Vec<(Oid, String, Result<String, Diagnostic>)>,
+    policy: &manifest::policy::Policy,
+) -> Vec<(Oid, String, ParsedFile)> {
     let parse = |(blob, path, text): (Oid, String, Result<String, Diagnostic>)| {
         let parsed = match text {
-            Ok(text) => manifest::parse_file(&path, &text),
+            Ok(text) => manifest::parse_file_with(&path, &text, policy),
             Err(diagnostic) => ParsedFile { diagnostics: vec![diagnostic], ..ParsedFile::default() },
         };
         (blob, path, parsed)

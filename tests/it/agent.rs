@@ -661,3 +661,59 @@ async fn a_leaving_pod_in_its_grace_period_does_not_hold_up_a_new_one() {
     assert_eq!(converge_until_gone(&manager, &new).await, 1);
     assert!(matches!(docker.inspect(&old_id).await, Err(berth::nodes::runtime::RuntimeError::NotFound { .. })));
 }
+
+/// Issue 14: the control plane judges a hostPath as written; on the node a symlink could lead
+/// it into the host's own folders or the agent's state. The agent resolves it first and refuses
+/// such a mount, naming both paths; a plain folder still mounts.
+#[tokio::test]
+async fn a_host_path_that_resolves_into_a_denied_folder_is_not_mounted() {
+    let docker = docker().await;
+    let node = TestNode::new("symlink");
+    let manager = manager(&node, &docker).await;
+    let links = tempfile::tempdir().unwrap();
+    let to_state = links.path().join("state");
+    let to_etc = links.path().join("etc");
+    std::os::unix::fs::symlink(node.state.path(), &to_state).unwrap();
+    std::os::unix::fs::symlink("/etc", &to_etc).unwrap();
+    let plain = links.path().join("plain");
+    std::fs::create_dir(&plain).unwrap();
+    let with_host = |name: &str, path: &std::path::Path| {
+        let mut main = container("main", "sleep 3600");
+        main.volume_mounts.push(VolumeMount {
+            name: "host".into(),
+            mount_path: "/host".into(),
+            read_only: None,
+            sub_path: None,
+        });
+        let mut pod = pod(name, vec![main]);
+        pod.spec.volumes.push(Volume {
+            name: "host".into(),
+            empty_dir: None,
+            host_path: Some(HostPathVolumeSource { path: path.display().to_string() }),
+            config_map: None,
+            secret: None,
+        });
+        pod
+    };
+    let desired = vec![with_host("state", &to_state), with_host("etc", &to_etc), with_host("plain", &plain)];
+    manager.converge(&desired).await.unwrap();
+    let statuses = manager.observe(&desired).await.unwrap();
+    let state_error = statuses[0].containers[0].last_error.clone().unwrap_or_default();
+    assert!(
+        state_error.contains(&format!("hostPath {} resolves on this node to", to_state.display()))
+            && state_error.contains("this agent's state folder"),
+        "{statuses:?}"
+    );
+    let etc_error = statuses[1].containers[0].last_error.clone().unwrap_or_default();
+    assert!(
+        etc_error.contains("resolves on this node to /etc: /etc is denied by the host-access policy"),
+        "{statuses:?}"
+    );
+    assert_eq!(statuses[0].phase, PodPhase::Pending, "{statuses:?}");
+    assert_eq!(statuses[1].phase, PodPhase::Pending, "{statuses:?}");
+    wait_for("the plain hostPath pod to run", Duration::from_secs(20), || async {
+        manager.observe(&desired).await.unwrap()[2].phase == PodPhase::Running
+    })
+    .await;
+    converge_until_gone(&manager, &[]).await;
+}

@@ -397,3 +397,82 @@ spec:
     }
     assert_eq!(found.iter().filter(|f| f.contains(": error: ")).count(), 9, "{found:#?}");
 }
+
+/// Issue 14: what a manifest may ask of a node is the operator's policy, not the committer's.
+/// The default refuses the engine's socket, the host's own folders and privileged containers,
+/// each at its line; what it lets through on the host is a high risk in the plan.
+#[test]
+fn the_host_access_policy_refuses_the_host_and_the_plan_names_what_it_allows() {
+    let pod = |name: &str, path: &str, context: &str| {
+        format!(
+            "apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  containers:
+    - name: app
+      image: registry.example/app:1
+      securityContext: {context}
+      volumeMounts: [{{name: host, mountPath: /host}}]
+  volumes:
+    - name: host
+      hostPath: {{path: {path}}}
+"
+        )
+    };
+    let mut repo = TestRepo::new();
+    repo.write("socket.yaml", &pod("socket", "/var/run/docker.sock", "{}"));
+    repo.write("root.yaml", &pod("root", "/", "{}"));
+    repo.write("var.yaml", &pod("var", "/var/", "{}"));
+    repo.write("climb.yaml", &pod("climb", "/srv/../etc", "{}"));
+    repo.write("privileged.yaml", &pod("privileged", "/srv/data", "{privileged: true}"));
+    repo.write("caps.yaml", &pod("caps", "/srv/data", "{capabilities: {add: [NET_BIND_SERVICE, SYS_ADMIN]}}"));
+    repo.commit("asks for the host");
+    let (code, out, err) = berth(repo.path(), &["validate", "."]);
+    assert_eq!(code, 1, "{out}{err}");
+    for needle in [
+        "socket.yaml:12:24: error: Pod default/socket: spec.volumes[0].hostPath.path: /var/run/docker.sock is denied by the host-access policy: it gives a container the host itself",
+        "root.yaml:12:24: error: Pod default/root: spec.volumes[0].hostPath.path: / is denied by the host-access policy",
+        "var.yaml:12:24: error: Pod default/var: spec.volumes[0].hostPath.path: /var holds /var/run/docker.sock, which the host-access policy denies",
+        "climb.yaml:12:24: error: Pod default/climb: spec.volumes[0].hostPath.path: write an absolute path without `..`",
+        "privileged.yaml:8:37: error: Pod default/privileged: spec.containers[0].securityContext.privileged: privileged containers are refused",
+        "caps.yaml:8:64: error: Pod default/caps: spec.containers[0].securityContext.capabilities.add[1]: capability SYS_ADMIN is beyond Docker's default set",
+    ] {
+        assert!(out.contains(needle), "{needle}\n{out}");
+    }
+    assert!(!out.contains("NET_BIND_SERVICE is beyond"), "{out}");
+
+    // The operator allows the socket for a CI runner; a folder of its own is let through, and
+    // the plan says what the container gets.
+    let mut repo = TestRepo::new();
+    repo.write("socket.yaml", &pod("socket", "/var/run/docker.sock", "{}"));
+    repo.write("data.yaml", &pod("data", "/srv/data", "{}"));
+    repo.commit("a runner and its data");
+    let policy = repo.path().join("../policy.yaml");
+    std::fs::write(&policy, "hostPath:\n  allow: [/var/run/docker.sock]\n").unwrap();
+    let (code, out, err) = berth(repo.path(), &["validate", ".", "--policy", policy.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out, err) = berth(repo.path(), &["plan", ".", "--policy", policy.to_str().unwrap()]);
+    assert_eq!(code, 2, "{out}{err}");
+    assert!(out.contains("high   Pod default/data: mounts the node's /srv/data (writable, volume `host`)"), "{out}");
+    assert!(out.contains("high   Pod default/socket: mounts the node's /var/run/docker.sock (writable"), "{out}");
+    // Without the operator's word, the socket is refused again: the repository cannot relax it.
+    let (code, out, _) = berth(repo.path(), &["validate", "."]);
+    assert_eq!(code, 1, "{out}");
+
+    // A baseline policy allows no host folder at all; a policy file with a typo is refused.
+    std::fs::write(&policy, "level: baseline\n").unwrap();
+    let (code, out, _) = berth(repo.path(), &["validate", ".", "--policy", policy.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(out.contains("data.yaml:12:24: error: Pod default/data: spec.volumes[0].hostPath.path: the policy's level `baseline` allows no hostPath volumes"), "{out}");
+    std::fs::write(&policy, "hostPaths:\n  allow: []\n").unwrap();
+    let (code, out, err) = berth(repo.path(), &["validate", ".", "--policy", policy.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(err.contains("policy.yaml") && err.contains("unknown field `hostPaths`"), "{err}");
+    // The server reads its policy before anything else: a bad one stops it at start.
+    let db = repo.path().join("../server/berth.db");
+    let args = ["server", "--repo", ".", "--db", db.to_str().unwrap(), "--listen", "127.0.0.1:0"];
+    let (code, _, err) = berth(repo.path(), &[&args[..], &["--policy", policy.to_str().unwrap()]].concat());
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("unknown field `hostPaths`"), "{err}");
+}
