@@ -50,6 +50,32 @@ struct SourceArgs {
     /// The operator's host-access policy (YAML) to check under [default: berth's default policy].
     #[arg(long)]
     policy: Option<PathBuf>,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+/// What one commit may declare at most; a commit beyond them is an error.
+#[derive(clap::Args, Clone, Copy)]
+struct LimitArgs {
+    /// Objects in one commit.
+    #[arg(long, default_value_t = berth::sync::Limits::default().max_objects)]
+    max_objects: usize,
+    /// Replicas summed over the workloads of one commit.
+    #[arg(long, default_value_t = berth::sync::Limits::default().max_replicas)]
+    max_replicas: u64,
+    /// Bytes of manifest files in one commit.
+    #[arg(long, default_value_t = berth::sync::Limits::default().max_bytes)]
+    max_bytes: u64,
+}
+
+impl LimitArgs {
+    fn limits(self) -> berth::sync::Limits {
+        berth::sync::Limits {
+            max_objects: self.max_objects,
+            max_replicas: self.max_replicas,
+            max_bytes: self.max_bytes,
+        }
+    }
 }
 
 /// How to reach a running server.
@@ -172,6 +198,8 @@ enum Command {
         /// The host-access policy (YAML): what a manifest may ask of a node [default: berth's default policy].
         #[arg(long)]
         policy: Option<PathBuf>,
+        #[command(flatten)]
+        limits: LimitArgs,
     },
     /// Run berth on this machine: the control plane following PATH's checked-out branch, and one
     /// agent on the local Docker engine, with their state under `.berth/` in the repository.
@@ -187,6 +215,8 @@ enum Command {
         /// The host-access policy (YAML): what a manifest may ask of a node [default: berth's default policy].
         #[arg(long)]
         policy: Option<PathBuf>,
+        #[command(flatten)]
+        limits: LimitArgs,
     },
     /// The overall status of a running server: commits, health and counts.
     Status {
@@ -359,6 +389,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             join_token,
             node_grace_seconds,
             policy,
+            limits,
         } => {
             init_logging();
             let state_dir = db
@@ -375,6 +406,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 subdir: path.clone(),
                 cache_dir: Some(cache_dir.unwrap_or_else(|| state_dir.join("repos"))),
                 policy: None,
+                limits,
             };
             let remote = is_url(&repo);
             let mut loader = if remote || path.is_empty() {
@@ -383,6 +415,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Loader::open(&Path::new(&repo).join(&path))?
             };
             loader.set_policy(read_policy(policy.as_deref(), &[&state_dir])?);
+            loader.set_limits(limits.limits());
+            // A branch that does not exist would only ever be a warning: refuse it now (for a
+            // remote, the loader has fetched once already).
+            if loader.resolve(&branch).is_err() {
+                let branches = loader.branches();
+                bail!(
+                    "branch `{branch}` does not exist in {repo}; its branches: {}",
+                    if branches.is_empty() { "none".to_owned() } else { branches.join(", ") }
+                );
+            }
             let mut config = berth::server::control::ControlConfig { branch: branch.clone(), ..Default::default() };
             config.controller.node_grace_seconds = node_grace_seconds;
             if remote {
@@ -413,7 +455,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Up { path, listen, name, policy } => up(&path, &listen, name, policy.as_deref()),
+        Command::Up { path, listen, name, policy, limits } => up(&path, &listen, name, policy.as_deref(), limits),
         Command::Schemas { out } => {
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
             for (name, schema) in berth::schemas() {
@@ -546,8 +588,9 @@ async fn serve_control_plane(
 }
 
 /// `berth up`: the control plane and one local agent in this process.
-fn up(path: &Path, listen: &str, name: Option<String>, policy: Option<&Path>) -> Result<ExitCode> {
+fn up(path: &Path, listen: &str, name: Option<String>, policy: Option<&Path>, limits: LimitArgs) -> Result<ExitCode> {
     let mut loader = Loader::open(path)?;
+    loader.set_limits(limits.limits());
     let top = loader.workdir().map(Path::to_path_buf).context("berth up needs a repository with a work tree")?;
     let state = top.join(".berth");
     loader.set_policy(read_policy(policy, &[&state])?);
@@ -728,6 +771,7 @@ fn read_policy(file: Option<&Path>, state_folders: &[&Path]) -> Result<berth::ma
 fn open_source(source: &SourceArgs) -> Result<Loader> {
     let mut loader = open_source_unchecked(source)?;
     loader.set_policy(read_policy(source.policy.as_deref(), &[])?);
+    loader.set_limits(source.limits.limits());
     Ok(loader)
 }
 

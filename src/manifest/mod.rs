@@ -449,6 +449,8 @@ pub struct ParsedFile {
     pub secrets: Vec<(ObjectKey, Arc<SecretData>)>,
     /// The pod template labels of the workloads that did not load, by namespace.
     pub unloaded_templates: Vec<(String, types::Labels)>,
+    /// The size of the file's text.
+    pub bytes: usize,
 }
 
 /// Parses, defaults and validates every document of one file, under the default host-access
@@ -459,7 +461,7 @@ pub fn parse_file(file: &str, text: &str) -> ParsedFile {
 
 /// [`parse_file`] under the operator's host-access `policy`.
 pub fn parse_file_with(file: &str, text: &str, policy: &policy::Policy) -> ParsedFile {
-    let mut parsed = ParsedFile::default();
+    let mut parsed = ParsedFile { bytes: text.len(), ..ParsedFile::default() };
     let documents = match yaml::parse(text) {
         Ok(documents) => documents,
         Err(error) => {
@@ -490,6 +492,7 @@ fn helm_template(file: &str, text: &str, parsed: ParsedFile) -> ParsedFile {
     }
     let at = Pos { line: 1, column: 1 };
     ParsedFile {
+        bytes: parsed.bytes,
         diagnostics: vec![
             Diagnostic::error(file, at, "Helm templates are not rendered by berth")
                 .help("render them in CI into the watched path (`helm template RELEASE CHART --output-dir DIR`), or exclude this file in berth.yaml"),

@@ -157,6 +157,9 @@ impl<'a> Checker<'a> {
     pub fn object(&mut self, object: &Object) {
         let kind = object.kind();
         self.metadata(object.metadata(), kind);
+        if matches!(kind, Kind::Deployment | Kind::ReplicaSet | Kind::ReplicationController) {
+            self.anchor(&[K("spec"), K("replicas")]);
+        }
         let namespace = object.metadata().namespace.clone().unwrap_or_default();
         match object {
             Object::Namespace(_) => {}

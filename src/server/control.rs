@@ -285,6 +285,7 @@ pub async fn run(plane: Arc<ControlPlane>, shutdown: CancellationToken) {
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut passes: u64 = 0;
     let mut last_pass = tokio::time::Instant::now();
+    let mut retry = crate::retry::Retry::new("A control pass", Duration::from_millis(500), Duration::from_secs(30));
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -296,8 +297,17 @@ pub async fn run(plane: Arc<ControlPlane>, shutdown: CancellationToken) {
         }
         last_pass = tokio::time::Instant::now();
         let head = control.state.head.clone();
-        if let Err(error) = control.step(crate::server::now()).await {
-            tracing::warn!(%error, "A control pass failed; trying again.");
+        match control.step(crate::server::now()).await {
+            Ok(()) => retry.succeeded(),
+            // A branch that went away, a store that cannot be written: try again, less often
+            // the longer it lasts, and say so once.
+            Err(error) => {
+                let pause = retry.failed(&error);
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(pause) => {}
+                }
+            }
         }
         passes += 1;
         if control.state.head != head || passes % 20 == 0 {

@@ -136,6 +136,25 @@ pub struct Loader {
     stats: CacheStats,
     /// The operator's host-access policy every file is checked under.
     policy: Arc<manifest::policy::Policy>,
+    limits: Limits,
+}
+
+/// What one commit may declare at most: past these it is an error, not a burden on the server
+/// and its nodes (a typo such as `replicas: 100000` would otherwise make that many pods wait).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_objects: usize,
+    /// Replicas summed over every workload (a Pod is one, a DaemonSet one per node: counted one).
+    pub max_replicas: u64,
+    /// The manifest files' bytes, summed.
+    pub max_bytes: u64,
+}
+
+impl Default for Limits {
+    /// Room for a large single team: 50,000 objects, 10,000 replicas, 128 MiB of manifests.
+    fn default() -> Self {
+        Limits { max_objects: 50_000, max_replicas: 10_000, max_bytes: 128 * 1024 * 1024 }
+    }
 }
 
 /// Symlinks are followed at most this many hops, inside the repository only.
@@ -186,6 +205,15 @@ impl Loader {
             files: HashMap::new(),
             stats: CacheStats::default(),
             policy: Arc::default(),
+            limits: Limits::default(),
+        }
+    }
+
+    /// Refuses commits beyond `limits` from now on.
+    pub fn set_limits(&mut self, limits: Limits) {
+        if self.limits != limits {
+            self.limits = limits;
+            self.commits.clear();
         }
     }
 
@@ -239,6 +267,15 @@ impl Loader {
     }
 
     /// Resolves a branch, tag, short or full sha, or `HEAD` to a commit.
+    /// The repository's branches, by name.
+    pub fn branches(&self) -> Vec<String> {
+        let Ok(branches) = self.repo.branches(Some(git2::BranchType::Local)) else { return Vec::new() };
+        let mut names: Vec<String> =
+            branches.filter_map(|b| b.ok()?.0.name().ok().flatten().map(str::to_owned)).collect();
+        names.sort();
+        names
+    }
+
     pub fn resolve(&self, rev: &str) -> Result<CommitInfo, SyncError> {
         let commit = self.find_commit(rev)?;
         Ok(commit_info(&commit))
@@ -542,18 +579,80 @@ impl Loader {
         let mut resources = Vec::new();
         let mut secrets = std::collections::BTreeMap::new();
         let mut unloaded = Vec::new();
+        let mut bytes = 0u64;
         for entry in entries {
-            let Some(parsed) = self.files.get(&(entry.blob, entry.path)) else { continue };
+            let key = (entry.blob, entry.path);
+            let Some(parsed) = self.files.get(&key) else { continue };
+            bytes += parsed.bytes as u64;
+            if bytes > self.limits.max_bytes && bytes - parsed.bytes as u64 <= self.limits.max_bytes {
+                diagnostics.push(
+                    Diagnostic::error(
+                        &key.1,
+                        Pos { line: 1, column: 1 },
+                        format!("the manifests pass {} bytes here, the limit of one commit", self.limits.max_bytes),
+                    )
+                    .help("point berth at a smaller folder (--subdir), or have the operator raise --max-bytes"),
+                );
+            }
+            if resources.len() <= self.limits.max_objects
+                && resources.len() + parsed.resources.len() > self.limits.max_objects
+            {
+                let over = &parsed.resources[self.limits.max_objects - resources.len()];
+                diagnostics.push(
+                    Diagnostic::error(
+                        &over.file,
+                        over.pos,
+                        format!(
+                            "{} is object {} of this commit, past the limit of {}",
+                            over.key,
+                            self.limits.max_objects + 1,
+                            self.limits.max_objects
+                        ),
+                    )
+                    .help("split the repository, or have the operator raise --max-objects"),
+                );
+            }
             resources.extend(parsed.resources.iter().cloned());
             diagnostics.extend(parsed.diagnostics.iter().cloned());
             secrets.extend(parsed.secrets.iter().cloned());
             unloaded.extend(parsed.unloaded_templates.iter().cloned());
         }
         diagnostics.extend(validate::across(&resources, &unloaded));
+        diagnostics.extend(self.replica_limit(&resources));
         resources.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         diag::sort(&mut diagnostics);
         settle_kind_notices(&mut diagnostics, &config);
         Ok(Loaded { commit, config, resources, diagnostics, files, secrets })
+    }
+}
+
+impl Loader {
+    /// An error at the largest workload when the replicas of all of them pass the limit.
+    fn replica_limit(&self, resources: &[Arc<manifest::Resource>]) -> Option<Diagnostic> {
+        let replicas = |r: &manifest::Resource| match r.key.kind {
+            manifest::Kind::DaemonSet => 1,
+            _ => u64::try_from(r.object.replicas().unwrap_or(0).max(0)).unwrap_or(0),
+        };
+        let total: u64 = resources.iter().map(|r| replicas(r)).sum();
+        if total <= self.limits.max_replicas {
+            return None;
+        }
+        let largest = resources.iter().max_by_key(|r| replicas(r))?;
+        Some(
+            Diagnostic::error(
+                &largest.file,
+                largest.pos_of("spec.replicas"),
+                format!(
+                    "the workloads of this commit ask for {total} replicas, more than the limit of {} ({} asks for {})",
+                    self.limits.max_replicas,
+                    largest.key,
+                    replicas(largest)
+                ),
+            )
+            .object(largest.key.to_string())
+            .field("spec.replicas")
+            .help("lower the replicas, or have the operator raise --max-replicas"),
+        )
     }
 }
 

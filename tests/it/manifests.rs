@@ -476,3 +476,55 @@ spec:
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("unknown field `hostPaths`"), "{err}");
 }
+
+/// Issue 14: a commit beyond the limits is an error at the object that passes them, never a
+/// burden on the server (`replicas: 100000` made that many pods wait in memory).
+#[test]
+fn a_commit_beyond_its_limits_is_refused_where_it_passes_them() {
+    let deployment = |name: &str, replicas: u32| {
+        format!(
+            "apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+      containers: [{{name: app, image: registry.example/app:1}}]
+"
+        )
+    };
+    let mut repo = TestRepo::new();
+    repo.write("a.yaml", &deployment("small", 3));
+    repo.write("b.yaml", &deployment("typo", 100_000));
+    repo.commit("one zero too many");
+    let (code, out, _) = berth(repo.path(), &["validate", "."]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("b.yaml:5:3: error: Deployment default/typo: spec.replicas: the workloads of this commit ask for 100003 replicas, more than the limit of 10000 (Deployment default/typo asks for 100000)"),
+        "{out}"
+    );
+    // The operator's own limits; objects and bytes too.
+    let (code, out, _) = berth(repo.path(), &["validate", ".", "--max-replicas", "200000"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out, _) = berth(repo.path(), &["validate", ".", "--max-replicas", "200000", "--max-objects", "1"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("b.yaml:1:1: error: Deployment default/typo is object 2 of this commit, past the limit of 1"),
+        "{out}"
+    );
+    let (code, out, _) = berth(repo.path(), &["validate", ".", "--max-replicas", "200000", "--max-bytes", "300"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("b.yaml:1:1: error: the manifests pass 300 bytes here, the limit of one commit"), "{out}");
+    // A server told to follow a branch that does not exist refuses at start, with the list.
+    let db = repo.path().join("../server/berth.db");
+    let (code, _, err) = berth(
+        repo.path(),
+        &["server", "--repo", ".", "--branch", "mian", "--db", db.to_str().unwrap(), "--listen", "127.0.0.1:0"],
+    );
+    assert_eq!(code, 1, "{err}");
+    let branch = git2::Repository::open(repo.path()).unwrap().head().unwrap().shorthand().unwrap().to_owned();
+    assert!(err.contains(&format!("branch `mian` does not exist in .; its branches: {branch}")), "{err}");
+}
