@@ -9,6 +9,7 @@ pub mod diag;
 pub mod manifest;
 pub mod nodes;
 pub mod plan;
+pub mod private;
 pub mod retry;
 pub mod server;
 pub mod store;

@@ -473,9 +473,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
 fn secret_in(state_dir: &Path, name: &str) -> Result<String> {
     let path = state_dir.join(name);
     if let Ok(token) = std::fs::read_to_string(&path) {
+        berth::private::private_file(&path).with_context(|| format!("tightening {}", path.display()))?;
         return Ok(token.trim().to_owned());
     }
-    std::fs::create_dir_all(state_dir).with_context(|| format!("creating {}", state_dir.display()))?;
+    berth::private::private_dir(state_dir).with_context(|| format!("creating {}", state_dir.display()))?;
     let mut bytes = [0u8; 24];
     rand::fill(&mut bytes);
     let token: String = hex::encode(bytes);
@@ -529,6 +530,7 @@ fn lock_database(db: &Path) -> Result<std::fs::File> {
         .mode(0o600)
         .open(&path)
         .with_context(|| format!("opening the lock {}", path.display()))?;
+    berth::private::private_file(&path).with_context(|| format!("tightening {}", path.display()))?;
     match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
         Ok(()) => Ok(file),
         Err(rustix::io::Errno::WOULDBLOCK) => anyhow::bail!(
@@ -594,7 +596,7 @@ fn up(path: &Path, listen: &str, name: Option<String>, policy: Option<&Path>, li
     let top = loader.workdir().map(Path::to_path_buf).context("berth up needs a repository with a work tree")?;
     let state = top.join(".berth");
     loader.set_policy(read_policy(policy, &[&state])?);
-    std::fs::create_dir_all(&state).with_context(|| format!("creating {}", state.display()))?;
+    berth::private::private_dir(&state).with_context(|| format!("creating {}", state.display()))?;
     // The state folder is the machine's, never the repository's.
     std::fs::write(state.join(".gitignore"), "*\n")?;
     let token = secret_in(&state, "join-token")?;

@@ -207,7 +207,7 @@ async fn credentials(config: &AgentConfig, http: &reqwest::Client) -> Result<Sav
         }
     };
     let saved = SavedCredential { server: config.server.clone(), node: joined.node, credential: joined.credential };
-    std::fs::create_dir_all(&config.state_dir)
+    crate::private::private_dir(&config.state_dir)
         .map_err(|source| AgentError::Io { path: config.state_dir.clone(), source })?;
     let write = || -> std::io::Result<()> {
         use std::io::Write;
@@ -227,8 +227,13 @@ pub async fn run<R: ContainerRuntime>(
     runtime: Arc<R>,
     shutdown: CancellationToken,
 ) -> Result<(), AgentError> {
-    std::fs::create_dir_all(&config.state_dir)
+    // The agent's folder holds its credential and the files of Secret volumes: its own alone.
+    crate::private::private_dir(&config.state_dir)
         .map_err(|source| AgentError::Io { path: config.state_dir.clone(), source })?;
+    for name in ["credential.json", "inventory.json"] {
+        let path = config.state_dir.join(name);
+        crate::private::private_file(&path).map_err(|source| AgentError::Io { path, source })?;
+    }
     let http = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(30))

@@ -71,6 +71,10 @@ pub struct PodManagerConfig {
     /// The node's address: ports are published on it.
     pub address: String,
     pub state_dir: PathBuf,
+    /// Where the files of Secret volumes live: a tmpfs (`/dev/shm`) when the node has one, as
+    /// the kubelet keeps them, so no secret value reaches the node's disk; outside the state
+    /// folder, removed with the pod.
+    pub secrets_dir: PathBuf,
     /// The first restart delay of a crashing container; it doubles with every restart.
     pub backoff_base: Duration,
     pub backoff_max: Duration,
@@ -85,11 +89,25 @@ impl PodManagerConfig {
             node: node.to_owned(),
             address: address.to_owned(),
             state_dir: state_dir.to_owned(),
+            secrets_dir: secrets_dir_for(state_dir),
             backoff_base: Duration::from_secs(10),
             backoff_max: Duration::from_secs(300),
             mesh: None,
         }
     }
+}
+
+/// The secrets folder of the agent whose state is `state_dir`: on `/dev/shm`, named after the
+/// state folder so that agents on one machine never share one; in the state folder when the
+/// machine has no `/dev/shm`.
+fn secrets_dir_for(state_dir: &Path) -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    if !shm.is_dir() {
+        return state_dir.join("secrets");
+    }
+    let absolute = std::path::absolute(state_dir).unwrap_or_else(|_| state_dir.to_owned());
+    let digest = crate::manifest::hex_digest(absolute.as_os_str().as_encoded_bytes());
+    shm.join(format!("berth-{}", &digest[..16]))
 }
 
 /// The ids of the containers and the names of the volumes this node created.
@@ -232,7 +250,7 @@ fn attempt_of(info: &ContainerInfo) -> u32 {
 impl<R: ContainerRuntime> PodManager<R> {
     /// Loads the node's inventory from its state folder and makes the sandbox image present.
     pub async fn new(runtime: Arc<R>, config: PodManagerConfig) -> Result<Self, PodError> {
-        std::fs::create_dir_all(&config.state_dir)
+        crate::private::private_dir(&config.state_dir)
             .map_err(|source| PodError::Io { path: config.state_dir.clone(), source })?;
         let path = config.state_dir.join("inventory.json");
         let inventory = match std::fs::read(&path) {
@@ -292,7 +310,7 @@ impl<R: ContainerRuntime> PodManager<R> {
         let temporary = self.config.state_dir.join("inventory.json.tmp");
         let bytes = serde_json::to_vec_pretty(&*inventory).unwrap_or_default();
         let write = || -> std::io::Result<()> {
-            std::fs::write(&temporary, &bytes)?;
+            crate::private::write_private(&temporary, &bytes)?;
             std::fs::rename(&temporary, &path)
         };
         write().map_err(|source| PodError::Io { path, source })
@@ -482,6 +500,10 @@ impl<R: ContainerRuntime> PodManager<R> {
 
     fn pod_dir(&self, assignment_namespace: &str, pod: &str) -> PathBuf {
         self.config.state_dir.join("pods").join(format!("{assignment_namespace}_{pod}"))
+    }
+
+    fn secrets_pod_dir(&self, assignment_namespace: &str, pod: &str) -> PathBuf {
+        self.config.secrets_dir.join("pods").join(format!("{assignment_namespace}_{pod}"))
     }
 
     fn base_labels(&self, assignment: &PodAssignment, role: &str) -> BTreeMap<String, String> {
@@ -704,7 +726,7 @@ impl<R: ContainerRuntime> PodManager<R> {
                 self.check_resolved(&path)?;
                 (MountSource::Bind(path), false)
             } else {
-                let mut dir = self.volume_dir(assignment, &volume.name)?;
+                let mut dir = self.volume_dir(assignment, volume)?;
                 if let Some(sub) = sub_path {
                     dir = dir.join(sub);
                 }
@@ -730,14 +752,12 @@ impl<R: ContainerRuntime> PodManager<R> {
             };
             // Secret files are readable inside the pod as the manifest says, but the folder
             // that holds every pod's files on the node is the agent's alone.
-            let pods_root = self.config.state_dir.join("pods");
-            std::fs::create_dir_all(&pods_root).map_err(|source| PodError::Io { path: pods_root.clone(), source })?;
-            {
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&pods_root, std::fs::Permissions::from_mode(0o700))
-                    .map_err(|source| PodError::Io { path: pods_root.clone(), source })?;
-            }
-            let dir = self.volume_dir(assignment, &volume.name)?;
+            let root = if volume.secret.is_some() { &self.config.secrets_dir } else { &self.config.state_dir };
+            let pods_root = root.join("pods");
+            crate::private::private_dir(root).map_err(|source| PodError::Io { path: root.clone(), source })?;
+            crate::private::private_dir(&pods_root)
+                .map_err(|source| PodError::Io { path: pods_root.clone(), source })?;
+            let dir = self.volume_dir(assignment, volume)?;
             std::fs::create_dir_all(&dir).map_err(|source| PodError::Io { path: dir.clone(), source })?;
             let folder = super::files::open_folder(&dir)?;
             for (relative, contents) in assignment.files.get(&volume.name).into_iter().flatten() {
@@ -751,14 +771,24 @@ impl<R: ContainerRuntime> PodManager<R> {
 
     /// The folder of one configMap or secret volume of a pod. The names come from the control
     /// plane, which validated them; the agent checks again that none can name another folder.
-    fn volume_dir(&self, assignment: &PodAssignment, volume: &str) -> Result<PathBuf, PodError> {
+    fn volume_dir(
+        &self,
+        assignment: &PodAssignment,
+        volume: &crate::manifest::types::Volume,
+    ) -> Result<PathBuf, PodError> {
         use crate::manifest::validate::{is_dns_label, is_dns_subdomain};
-        if !is_dns_label(&assignment.namespace) || !is_dns_subdomain(&assignment.pod) || !is_dns_label(volume) {
+        let name = &volume.name;
+        if !is_dns_label(&assignment.namespace) || !is_dns_subdomain(&assignment.pod) || !is_dns_label(name) {
             return Err(PodError::Files(super::files::FilesError::OutsideVolume {
-                path: format!("{}/{}/{volume}", assignment.namespace, assignment.pod),
+                path: format!("{}/{}/{name}", assignment.namespace, assignment.pod),
             }));
         }
-        Ok(self.pod_dir(&assignment.namespace, &assignment.pod).join("volumes").join(volume))
+        let pod_dir = if volume.secret.is_some() {
+            self.secrets_pod_dir(&assignment.namespace, &assignment.pod)
+        } else {
+            self.pod_dir(&assignment.namespace, &assignment.pod)
+        };
+        Ok(pod_dir.join("volumes").join(name))
     }
 
     /// Restarts exited containers under the restart policy and backoff, and brings back
@@ -919,12 +949,14 @@ impl<R: ContainerRuntime> PodManager<R> {
                 inventory.volumes.remove(&volume);
             })?;
         }
-        let dir = self.pod_dir(&pod.namespace, &pod.pod);
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => Ok(()),
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(source) => Err(PodError::Io { path: dir, source }),
+        for dir in [self.pod_dir(&pod.namespace, &pod.pod), self.secrets_pod_dir(&pod.namespace, &pod.pod)] {
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => return Err(PodError::Io { path: dir, source }),
+            }
         }
+        Ok(())
     }
 
     /// Runs every probe that is due, concurrently, and acts on the results: a failed liveness or

@@ -7,6 +7,7 @@
 
 mod history;
 mod nodes;
+pub mod seal;
 mod services;
 
 pub use history::{Outcome, Pin, Revision, SyncOutcome, SyncRecord};
@@ -55,6 +56,10 @@ pub enum StoreError {
         "the sync record of commit {commit} has the unknown outcome {outcome:?}; the database was written by another version of berth or edited by hand"
     )]
     UnknownOutcome { commit: String, outcome: String },
+    #[error(
+        "the store's key {path}: {reason}; the key that seals secret values is kept beside the database or given by BERTH_STORE_KEY"
+    )]
+    Key { path: PathBuf, reason: String },
 }
 
 /// Counts one more change to what plans are made from (the applied objects, the verdicts on
@@ -64,6 +69,7 @@ const BUMP_STATE_INDEX: &str = "INSERT INTO control (key, value) VALUES ('state_
 
 pub struct Store {
     pool: SqlitePool,
+    sealer: seal::Sealer,
 }
 
 /// What berth last applied: the commit and its objects.
@@ -107,6 +113,24 @@ impl Store {
     }
 
     async fn connect(path: &Path, create: bool) -> Result<Store, StoreError> {
+        // The database holds node credential digests and the values pods read: its folder and
+        // its files (with the journals SQLite makes beside it, which take the database's mode)
+        // are the owner's alone. A new database is created 0600 before SQLite opens it.
+        let io = |source| StoreError::Open { path: path.to_owned(), source: sqlx::Error::Io(source) };
+        if create {
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                crate::private::private_dir(parent).map_err(io)?;
+            }
+            if !path.exists() {
+                crate::private::create_private(path).map_err(io)?;
+            }
+        }
+        for suffix in ["", "-wal", "-shm"] {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            crate::private::private_file(Path::new(&name)).map_err(io)?;
+        }
+        let sealer = seal::Sealer::for_database(path, create)?;
         let options = SqliteConnectOptions::from_str("sqlite://")
             .map_err(|source| StoreError::Open { path: path.to_owned(), source })?
             .filename(path)
@@ -130,7 +154,7 @@ impl Store {
             .run(&pool)
             .await
             .map_err(|source| StoreError::Migrate { path: path.to_owned(), source })?;
-        Ok(Store { pool })
+        Ok(Store { pool, sealer })
     }
 
     pub async fn journal_mode(&self) -> Result<String, StoreError> {

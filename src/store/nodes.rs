@@ -118,7 +118,7 @@ impl Store {
              RETURNING generation",
         )
         .bind(node)
-        .bind(json(&pods))
+        .bind(self.sealer.seal(&json(&pods))?)
         .fetch_one(&self.pool)
         .await?;
         Ok(u64::try_from(generation).unwrap_or(0))
@@ -139,7 +139,7 @@ impl Store {
                  RETURNING generation",
             )
             .bind(&node)
-            .bind(json(&pods))
+            .bind(self.sealer.seal(&json(&pods))?)
             .fetch_one(&mut *transaction)
             .await?;
             written.push((node, u64::try_from(generation).unwrap_or(0), pods));
@@ -156,6 +156,7 @@ impl Store {
         match row {
             None => Ok((0, Vec::new())),
             Some((generation, pods)) => {
+                let pods = self.sealer.unseal(&pods)?;
                 let pods = serde_json::from_str(&pods).map_err(|e| corrupt("Assignment", node, e))?;
                 Ok((u64::try_from(generation).unwrap_or(0), pods))
             }

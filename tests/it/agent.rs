@@ -63,6 +63,8 @@ impl Drop for TestNode {
                 let _ = std::process::Command::new("docker").args(["volume", "rm", "-f", volume]).output();
             }
         }
+        // Its Secret volume files live on /dev/shm, outside its state folder: they go with it.
+        let _ = std::fs::remove_dir_all(self.config().secrets_dir);
     }
 }
 

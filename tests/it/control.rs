@@ -765,3 +765,97 @@ async fn a_scale_down_is_synced_only_once_its_pods_are_gone() {
     assert_eq!(pods.as_array().unwrap().len(), 1, "{pods:#}");
     assert_eq!(workload(&status, "app").unwrap()["terminating"], 0);
 }
+
+/// Issue 14: where secret values sit on disk. The server's and the agent's state folders are
+/// their owner's alone (0700, files 0600); the store seals the assignments that carry the
+/// values pods read, so neither the database nor its journals hold a value; and a Secret
+/// volume's files live on a tmpfs outside the agent's folder, gone with the pod. The canary
+/// reaches the container all the same.
+#[tokio::test]
+async fn secret_values_sit_nowhere_on_disk_but_in_the_pod() {
+    use std::os::unix::fs::PermissionsExt;
+    const CANARY: &str = "canary-3f9a1c77e2b04d58";
+    let mut repo = TestRepo::new();
+    repo.write(
+        "secret.yaml",
+        &format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: creds}}\nstringData: {{token: {CANARY}}}\n"),
+    );
+    repo.write(
+        "app.yaml",
+        &format!(
+            "{}      volumes: [{{name: creds, secret: {{secretName: creds}}}}]\n",
+            crate::images::deployment("app", None, 1, "v1", None).replace(
+                "          readinessProbe:",
+                "          env: [{name: TOKEN, valueFrom: {secretKeyRef: {name: creds, key: token}}}]\n          volumeMounts: [{name: creds, mountPath: /creds}]\n          readinessProbe:",
+            )
+        ),
+    );
+    let first = repo.commit("a secret read two ways");
+    let cluster = Cluster::start("canary", repo.path().to_str().unwrap(), 1, &[]).await;
+    cluster.wait_status("the secret's reader", |s| synced(s) && s["applied"] == first).await;
+    let pods = pod_names(&cluster, "app").await;
+    let node = &cluster.nodes[0].name;
+    let container = berth::nodes::pods::engine_name(&[node, "default", &pods[0], "app", "0"]);
+    let read = Command::new("docker")
+        .args(["exec", &container, "sh", "-c", "echo $TOKEN; cat /creds/token"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&read.stdout), format!("{CANARY}\n{CANARY}"), "the pod reads the value");
+
+    let needles = [
+        CANARY.as_bytes().to_vec(),
+        base64::engine::Engine::encode(&base64::engine::general_purpose::STANDARD, CANARY).into_bytes(),
+    ];
+    let mut checked = 0;
+    for folder in [cluster.db.path(), cluster.nodes[0].state.path()] {
+        let mode = std::fs::metadata(folder).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{} is {mode:o}", folder.display());
+        let mut stack = vec![folder.to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                let metadata = std::fs::symlink_metadata(&path).unwrap();
+                if metadata.is_dir() {
+                    stack.push(path);
+                    continue;
+                }
+                // The database, its journals, tokens, the key, the lock, the credential and the
+                // inventory: the owner's alone. (Files of ConfigMap volumes keep their modes.)
+                if !path.starts_with(folder.join("pods")) {
+                    assert_eq!(metadata.permissions().mode() & 0o077, 0, "{} is readable by others", path.display());
+                }
+                let bytes = std::fs::read(&path).unwrap();
+                for needle in &needles {
+                    assert!(
+                        !bytes.windows(needle.len()).any(|w| w == needle.as_slice()),
+                        "{} holds the secret value",
+                        path.display()
+                    );
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 6, "the database, its journal, tokens, key, lock and agent files were read: {checked}");
+    assert!(cluster.db.path().join("berth.db-wal").exists(), "the write-ahead log was among them");
+
+    // The volume's file is on the tmpfs, in a folder of the agent's own; it goes with the pod.
+    let secrets = cluster.nodes[0].config().secrets_dir;
+    assert!(secrets.starts_with("/dev/shm") && !secrets.starts_with(cluster.nodes[0].state.path()), "{secrets:?}");
+    assert_eq!(std::fs::metadata(&secrets).unwrap().permissions().mode() & 0o777, 0o700);
+    let pod_dir = secrets.join("pods").join(format!("default_{}", pods[0]));
+    assert_eq!(std::fs::read_to_string(pod_dir.join("volumes/creds/token")).unwrap(), CANARY);
+    repo.clear().write(
+        "secret.yaml",
+        &format!(
+            "apiVersion: v1
+kind: Secret
+metadata: {{name: creds}}
+stringData: {{token: {CANARY}}}
+"
+        ),
+    );
+    let gone = repo.commit("the reader goes");
+    cluster.wait_status("the reader gone", |s| synced(s) && s["applied"] == gone).await;
+    wait_for("the secret files to go with the pod", LIMIT, || async { !pod_dir.exists() }).await;
+}
