@@ -859,3 +859,33 @@ stringData: {{token: {CANARY}}}
     cluster.wait_status("the reader gone", |s| synced(s) && s["applied"] == gone).await;
     wait_for("the secret files to go with the pod", LIMIT, || async { !pod_dir.exists() }).await;
 }
+
+/// Issue 14: a commit the operator's host-access policy refuses is a failed commit on the
+/// server, with the reason; the last good commit keeps running, its pods untouched.
+#[tokio::test]
+async fn a_commit_the_policy_refuses_fails_and_the_last_good_one_keeps_running() {
+    let mut repo = TestRepo::new();
+    repo.write("app.yaml", &crate::images::deployment("app", None, 1, "v1", None));
+    let good = repo.commit("an app");
+    let cluster = Cluster::start("policy", repo.path().to_str().unwrap(), 1, &[]).await;
+    cluster.wait_status("the good commit", |s| synced(s) && s["applied"] == good).await;
+    let before = pod_names(&cluster, "app").await;
+    repo.write(
+        "app.yaml",
+        &format!(
+            "{}      volumes: [{{name: engine, hostPath: {{path: /var/run/docker.sock}}}}]\n",
+            crate::images::deployment("app", None, 1, "v2", None).replace(
+                "          readinessProbe:",
+                "          volumeMounts: [{name: engine, mountPath: /var/run/docker.sock}]\n          readinessProbe:",
+            )
+        ),
+    );
+    let bad = repo.commit("drive the host's engine");
+    let status = cluster.wait_status("the refused commit", |s| s["head"]["sha"] == bad.as_str()).await;
+    let reason = status["syncReason"].as_str().unwrap();
+    assert_eq!(status["sync"], "Unknown", "{status:#}");
+    assert!(reason.contains("/var/run/docker.sock is denied by the host-access policy"), "{status:#}");
+    assert!(reason.contains(&format!("commit {} keeps running", &good[..7])), "{status:#}");
+    assert_eq!(status["applied"], good, "{status:#}");
+    assert_eq!(pod_names(&cluster, "app").await, before, "the running pods are untouched");
+}
