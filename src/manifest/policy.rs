@@ -279,7 +279,7 @@ pub fn normalize(path: &str) -> Option<String> {
 }
 
 /// Whether `path` is `folder` or lies in it (both normalized).
-fn within(path: &str, folder: &str) -> bool {
+pub fn within(path: &str, folder: &str) -> bool {
     folder == "/" || path == folder || path.strip_prefix(folder).is_some_and(|rest| rest.starts_with('/'))
 }
 

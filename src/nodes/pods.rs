@@ -700,11 +700,10 @@ impl<R: ContainerRuntime> PodManager<R> {
     }
 
     fn touches_state(&self, resolved: &str) -> bool {
+        use crate::manifest::policy::within;
         let Ok(state) = std::fs::canonicalize(&self.config.state_dir) else { return false };
         let state = state.display().to_string();
-        resolved == state
-            || resolved.strip_prefix(&state).is_some_and(|rest| rest.starts_with('/'))
-            || state.strip_prefix(resolved).is_some_and(|rest| rest.starts_with('/'))
+        within(resolved, &state) || within(&state, resolved)
     }
 
     fn mounts(&self, assignment: &PodAssignment, container: &Container) -> Result<Vec<Mount>, PodError> {
