@@ -791,7 +791,7 @@ async fn secret_values_sit_nowhere_on_disk_but_in_the_pod() {
         ),
     );
     let first = repo.commit("a secret read two ways");
-    let cluster = Cluster::start("canary", repo.path().to_str().unwrap(), 1, &[]).await;
+    let cluster = Cluster::start_on("canary", repo.path().to_str().unwrap(), 1, &[], 20).await;
     cluster.wait_status("the secret's reader", |s| synced(s) && s["applied"] == first).await;
     let pods = pod_names(&cluster, "app").await;
     let node = &cluster.nodes[0].name;
@@ -867,7 +867,7 @@ async fn a_commit_the_policy_refuses_fails_and_the_last_good_one_keeps_running()
     let mut repo = TestRepo::new();
     repo.write("app.yaml", &crate::images::deployment("app", None, 1, "v1", None));
     let good = repo.commit("an app");
-    let cluster = Cluster::start("policy", repo.path().to_str().unwrap(), 1, &[]).await;
+    let cluster = Cluster::start_on("policy", repo.path().to_str().unwrap(), 1, &[], 21).await;
     cluster.wait_status("the good commit", |s| synced(s) && s["applied"] == good).await;
     let before = pod_names(&cluster, "app").await;
     repo.write(
