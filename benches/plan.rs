@@ -8,7 +8,8 @@
 //!   against the parent (the file cache by blob id does the rest);
 //! - hostile inputs: an alias bomb, deep nesting and an oversize file, each refused.
 //!
-//! Run with `cargo bench --bench plan`; set BENCH_QUICK=1 for a short run.
+//! Run with `cargo bench --bench plan`; set BENCH_QUICK=1 for a short run, PROFILE_REPLAN=1 to run
+//! only re-plans (800 of them), for a profiler such as `perf record`.
 
 use berth::plan::{self, State};
 use berth::sync::{Loaded, Loader};
@@ -187,6 +188,19 @@ fn main() {
         println!("  first warning: {first}");
     }
 
+    // Only re-plans, for a profiler: no timing, no report.
+    if std::env::var_os("PROFILE_REPLAN").is_some() {
+        let mut loader = Loader::open(&repo.path).unwrap();
+        let old = loader.load(&base).unwrap();
+        let observed = state(&old);
+        let news: Vec<_> = edits.iter().map(|e| loader.load(e).unwrap()).collect();
+        for _ in 0..40 {
+            for new in &news {
+                std::hint::black_box(plan::plan(&state(new), &observed));
+            }
+        }
+        return;
+    }
     let mut cold = Vec::new();
     let mut cold_load = Vec::new();
     for _ in 0..runs {

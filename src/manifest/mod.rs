@@ -298,6 +298,10 @@ pub struct Resource {
     /// Where fields the checks across objects point at are written (a Service's
     /// `spec.selector`, its ports' `targetPort`); empty for a resource read from the store.
     pub anchors: Box<[(Box<str>, Pos)]>,
+    /// What its pods read from ConfigMaps and Secrets; empty for kinds without pods.
+    pub config_reads: Box<[ConfigRead]>,
+    /// Whether a change of those values rolls it ([`RESTART_ON_CONFIG_CHANGE`]).
+    restarts_on_config_change: bool,
 }
 
 /// The decoded values of one Secret. It is deliberately hard to leak: `Debug` shows only the
@@ -420,7 +424,6 @@ impl Resource {
             key: object.key(),
             file: file.to_owned(),
             pos,
-            object,
             canonical,
             template_hash,
             hash,
@@ -428,6 +431,13 @@ impl Resource {
             config_digests,
             references,
             anchors: Box::default(),
+            config_reads: config_reads(&object),
+            restarts_on_config_change: object
+                .metadata()
+                .annotations
+                .get(RESTART_ON_CONFIG_CHANGE)
+                .is_none_or(|v| v != "false"),
+            object,
         }
     }
 }
@@ -722,7 +732,7 @@ impl Resource {
 
     /// Whether a change of the values its pods read rolls this workload (the default).
     pub fn restarts_on_config_change(&self) -> bool {
-        self.object.metadata().annotations.get(RESTART_ON_CONFIG_CHANGE).is_none_or(|v| v != "false")
+        self.restarts_on_config_change
     }
 
     /// Every ConfigMap and Secret value the pods of this workload read, with a digest of it
@@ -747,67 +757,112 @@ impl Resource {
         &'d self,
         digests: impl Fn(Kind, &str) -> Option<&'d BTreeMap<String, String>>,
     ) -> Option<String> {
-        let mut inputs: Vec<(Kind, &str, &str, Option<&str>)> = Vec::new();
-        self.each_config_input(digests, |kind, name, key, digest| inputs.push((kind, name, key, digest)));
-        if inputs.is_empty() {
-            return None;
-        }
-        // A map keeps the last value given for a key; every value given for one key is the same.
-        inputs.sort_by(|a, b| (a.0, a.1, a.2).cmp(&(b.0, b.1, b.2)));
-        inputs.dedup_by(|a, b| (a.0, a.1, a.2) == (b.0, b.1, b.2));
-        Some(digest_inputs(inputs.into_iter()))
+        let mut hasher = InputsHasher::default();
+        // The reads are in (kind, name) order and each read's keys sorted: the inputs come out
+        // in the order of the map, each once, with no sorting here.
+        self.each_config_input(digests, |kind, name, key, digest| hasher.add(kind, name, key, digest));
+        hasher.finish()
     }
 
-    /// Calls `read(kind, name, key, digest)` for every value the pods of this workload read.
+    /// Calls `read(kind, name, key, digest)` for every value the pods of this workload read, in
+    /// (kind, name, key) order, each once.
     fn each_config_input<'d>(
         &'d self,
         digests: impl Fn(Kind, &str) -> Option<&'d BTreeMap<String, String>>,
         mut read_value: impl FnMut(Kind, &'d str, &'d str, Option<&'d str>),
     ) {
-        let Some(spec) = self.object.pod_spec() else { return };
-        let mut read = |kind: Kind, name: &'d str, key: Option<&'d str>| {
-            let values = digests(kind, name);
-            match key {
-                Some(key) => read_value(kind, name, key, values.and_then(|v| v.get(key)).map(String::as_str)),
-                None => {
-                    for (key, digest) in values.into_iter().flatten() {
-                        read_value(kind, name, key, Some(digest));
-                    }
+        for read in &self.config_reads {
+            let values = digests(read.kind, &read.name);
+            let digest = |key: &str| values.and_then(|v| v.get(key)).map(String::as_str);
+            if !read.whole {
+                for key in &read.keys {
+                    read_value(read.kind, &read.name, key, digest(key));
                 }
+                continue;
             }
-        };
-        for container in &spec.containers {
-            for source in &container.env_from {
-                if let Some(r) = &source.config_map_ref {
-                    read(Kind::ConfigMap, &r.name, None);
+            // Every key of the object, and the named keys it lacks (absent values), merged.
+            let mut named = read.keys.iter().map(|k| &**k).peekable();
+            for (key, value) in values.into_iter().flatten() {
+                while let Some(missing) = named.next_if(|n| *n < key.as_str()) {
+                    read_value(read.kind, &read.name, missing, None);
                 }
-                if let Some(r) = &source.secret_ref {
-                    read(Kind::Secret, &r.name, None);
-                }
+                named.next_if(|n| *n == key.as_str());
+                read_value(read.kind, &read.name, key, Some(value));
             }
-            for variable in container.env.iter().filter_map(|v| v.value_from.as_ref()) {
-                if let Some(r) = &variable.config_map_key_ref {
-                    read(Kind::ConfigMap, &r.name, Some(&r.key));
-                }
-                if let Some(r) = &variable.secret_key_ref {
-                    read(Kind::Secret, &r.name, Some(&r.key));
-                }
-            }
-        }
-        for volume in &spec.volumes {
-            let (kind, name, items) = match (&volume.config_map, &volume.secret) {
-                (Some(c), _) => (Kind::ConfigMap, &c.name, &c.items),
-                (_, Some(s)) => (Kind::Secret, &s.secret_name, &s.items),
-                _ => continue,
-            };
-            if items.is_empty() {
-                read(kind, name, None);
-            }
-            for item in items {
-                read(kind, name, Some(&item.key));
+            for missing in named {
+                read_value(read.kind, &read.name, missing, None);
             }
         }
     }
+}
+
+/// What the pods of a workload read from one ConfigMap or Secret of its namespace: every key
+/// (`whole`, from `envFrom` or a volume without `items`) and the keys named one by one, sorted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigRead {
+    pub kind: Kind,
+    pub name: Box<str>,
+    pub whole: bool,
+    pub keys: Box<[Box<str>]>,
+}
+
+/// What the pods of `object` read from ConfigMaps and Secrets, exactly what the agent resolves:
+/// a `valueFrom` key, every key of an `envFrom` source or of a volume without `items`, a
+/// volume's `items` keys. Kept in the resource, so that the many comparisons of a plan touch
+/// this short list and not the whole pod spec.
+fn config_reads(object: &Object) -> Box<[ConfigRead]> {
+    let Some(spec) = object.pod_spec() else { return Box::default() };
+    let mut reads: Vec<(Kind, &str, Option<&str>)> = Vec::new();
+    for container in &spec.containers {
+        for source in &container.env_from {
+            if let Some(r) = &source.config_map_ref {
+                reads.push((Kind::ConfigMap, &r.name, None));
+            }
+            if let Some(r) = &source.secret_ref {
+                reads.push((Kind::Secret, &r.name, None));
+            }
+        }
+        for variable in container.env.iter().filter_map(|v| v.value_from.as_ref()) {
+            if let Some(r) = &variable.config_map_key_ref {
+                reads.push((Kind::ConfigMap, &r.name, Some(&r.key)));
+            }
+            if let Some(r) = &variable.secret_key_ref {
+                reads.push((Kind::Secret, &r.name, Some(&r.key)));
+            }
+        }
+    }
+    for volume in &spec.volumes {
+        let (kind, name, items) = match (&volume.config_map, &volume.secret) {
+            (Some(c), _) => (Kind::ConfigMap, &c.name, &c.items),
+            (_, Some(s)) => (Kind::Secret, &s.secret_name, &s.items),
+            _ => continue,
+        };
+        if items.is_empty() {
+            reads.push((kind, name, None));
+        }
+        for item in items {
+            reads.push((kind, name, Some(&item.key)));
+        }
+    }
+    // In (kind, name) order, a whole read (`None`) before the keys of the same object.
+    reads.sort_unstable();
+    reads.dedup();
+    let mut grouped: Vec<(Kind, &str, bool, Vec<&str>)> = Vec::new();
+    for (kind, name, key) in reads {
+        match grouped.last_mut() {
+            Some(last) if (last.0, last.1) == (kind, name) => last.3.extend(key),
+            _ => grouped.push((kind, name, key.is_none(), key.into_iter().collect())),
+        }
+    }
+    grouped
+        .into_iter()
+        .map(|(kind, name, whole, keys)| ConfigRead {
+            kind,
+            name: name.into(),
+            whole,
+            keys: keys.into_iter().map(Into::into).collect(),
+        })
+        .collect()
 }
 
 /// An object of `resources`, which must be sorted by key (as a commit's and a plan's are).
@@ -840,14 +895,32 @@ pub fn inputs_digest(inputs: &BTreeMap<ConfigInput, Option<String>>) -> String {
 /// The digest of inputs in their order: the bytes of `{kind}\0{name}\0{key}\0{digest or -}\n`
 /// each, without building them.
 fn digest_inputs<'a>(inputs: impl Iterator<Item = (Kind, &'a str, &'a str, Option<&'a str>)>) -> String {
-    let mut hasher = Sha256::new();
+    let mut hasher = InputsHasher::default();
     for (kind, name, key, digest) in inputs {
-        for part in [kind.name(), name, key] {
-            hasher.update(part.as_bytes());
-            hasher.update([0]);
-        }
-        hasher.update(digest.unwrap_or("-").as_bytes());
-        hasher.update(b"\n");
+        hasher.add(kind, name, key, digest);
     }
-    hex(&hasher.finalize())
+    hasher.finish().unwrap_or_else(|| hex(&Sha256::new().finalize()))
+}
+
+/// [`digest_inputs`], one input at a time; `None` when there were none.
+#[derive(Default)]
+struct InputsHasher {
+    hasher: Sha256,
+    any: bool,
+}
+
+impl InputsHasher {
+    fn add(&mut self, kind: Kind, name: &str, key: &str, digest: Option<&str>) {
+        for part in [kind.name(), name, key] {
+            self.hasher.update(part.as_bytes());
+            self.hasher.update([0]);
+        }
+        self.hasher.update(digest.unwrap_or("-").as_bytes());
+        self.hasher.update(b"\n");
+        self.any = true;
+    }
+
+    fn finish(self) -> Option<String> {
+        self.any.then(|| hex(&self.hasher.finalize()))
+    }
 }

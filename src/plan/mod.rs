@@ -242,35 +242,58 @@ pub fn plan(desired: &State, observed: &State) -> Plan {
     // Both sides in key order: one merge pass pairs them up, and the changes come out in
     // apply order.
     let (mut d, mut o) = (0, 0);
+    let mut steps = Steps::default();
+    let (desired_configs, observed_configs) =
+        (rollout::ConfigIndex::new(&desired_sorted), rollout::ConfigIndex::new(&observed_sorted));
+    let changed_configs = desired_configs.changed(&observed_configs);
     loop {
         let change = match (desired_sorted.get(d), observed_sorted.get(o)) {
             (None, None) => break,
             (Some(new), Some(old)) if new.key == old.key => {
                 d += 1;
                 o += 1;
-                // Only workloads that read a ConfigMap or Secret can roll for one.
-                let reads_config = !new.references.is_empty() || !old.references.is_empty();
-                let config_changes = if new.key.kind.is_workload() && reads_config {
-                    config_changes(old, &observed_sorted, new, &desired_sorted)
+                if !new.key.kind.is_workload() {
+                    if old.hash == new.hash {
+                        summary.unchanged += 1;
+                        continue;
+                    }
+                    updated(old, new, Vec::new())
                 } else {
-                    Vec::new()
-                };
-                if old.hash == new.hash && config_changes.is_empty() {
-                    summary.unchanged += 1;
-                    continue;
+                    // What each side's pods read, as one digest: equal digests, equal values.
+                    // The same object reading nothing that changed reads the same values: one
+                    // digest serves both sides.
+                    let after = desired_configs.config_hash(new);
+                    let before = if old.hash == new.hash && !rollout::ConfigIndex::reads_any(new, &changed_configs) {
+                        after.clone()
+                    } else {
+                        observed_configs.config_hash(old)
+                    };
+                    steps.pair(old, before.as_deref(), new, after.as_deref());
+                    let config_changes = if before == after {
+                        Vec::new()
+                    } else {
+                        config_changes(old, &observed_sorted, new, &desired_sorted)
+                    };
+                    if old.hash == new.hash && config_changes.is_empty() {
+                        summary.unchanged += 1;
+                        continue;
+                    }
+                    updated(old, new, config_changes)
                 }
-                updated(old, new, config_changes)
             }
             (Some(new), None) => {
                 d += 1;
+                steps.created(new, &desired_configs);
                 created(new)
             }
             (Some(new), Some(old)) if new.key < old.key => {
                 d += 1;
+                steps.created(new, &desired_configs);
                 created(new)
             }
             (_, Some(old)) => {
                 o += 1;
+                steps.deleted(old, &observed_configs);
                 deleted(old)
             }
         };
@@ -301,49 +324,76 @@ pub fn plan(desired: &State, observed: &State) -> Plan {
         risks,
         changes,
         held: Vec::new(),
-        steps: steps(desired, &desired_sorted, observed, &observed_sorted),
+        steps: steps.finish(&desired.revision, &observed.revision),
     }
 }
 
-/// Every workload's step, desired ones and those Git no longer declares, in key order.
-fn steps(
-    desired: &State,
-    desired_sorted: &[Arc<Resource>],
-    observed: &State,
-    observed_sorted: &[Arc<Resource>],
-) -> Vec<WorkloadStep> {
-    let find = |resources: &[Arc<Resource>], key: &ObjectKey| {
-        resources.binary_search_by(|r| r.key.cmp(key)).ok().map(|i| resources[i].clone())
-    };
-    let step = |resource: &Resource, action: StepAction, commit: &str, template: String| WorkloadStep {
-        kind: resource.key.kind,
-        namespace: resource.key.namespace.clone(),
-        name: resource.key.name.clone(),
-        action,
-        commit: commit.to_owned(),
-        template,
-        replicas: resource.object.replicas(),
-        on_failure: None,
-    };
-    let mut steps = Vec::new();
-    for new in desired_sorted.iter().filter(|r| r.key.kind.is_workload()) {
-        let template = rollout::rollout_hash(new, desired_sorted);
-        let action = match find(observed_sorted, &new.key) {
-            None => StepAction::Create,
-            Some(old) if rollout::rollout_hash(&old, observed_sorted) != template => StepAction::Roll,
-            Some(old) if old.object.replicas() != new.object.replicas() => StepAction::Scale,
-            Some(_) => StepAction::Keep,
-        };
-        steps.push(step(new, action, &desired.revision, template));
-    }
-    for old in observed_sorted.iter().filter(|r| r.key.kind.is_workload()) {
-        if find(desired_sorted, &old.key).is_none() {
-            let action = if old.is_kept() { StepAction::Orphan } else { StepAction::Delete };
-            steps.push(step(old, action, &observed.revision, rollout::rollout_hash(old, observed_sorted)));
+/// Every workload's step, desired ones and those Git no longer declares, gathered while the plan
+/// pairs up both sides, each with its rollout hash computed once.
+#[derive(Default)]
+struct Steps {
+    /// Steps at the desired commit, and those at the observed one (deleted or orphaned).
+    desired: Vec<WorkloadStep>,
+    observed: Vec<WorkloadStep>,
+}
+
+impl Steps {
+    fn step(resource: &Resource, action: StepAction, template: String) -> WorkloadStep {
+        WorkloadStep {
+            kind: resource.key.kind,
+            namespace: resource.key.namespace.clone(),
+            name: resource.key.name.clone(),
+            action,
+            commit: String::new(),
+            template,
+            replicas: resource.object.replicas(),
+            on_failure: None,
         }
     }
-    steps.sort_by(|a, b| (a.kind, &a.namespace, &a.name).cmp(&(b.kind, &b.namespace, &b.name)));
-    steps
+
+    /// A workload on both sides, with the digests of what its pods read on each.
+    fn pair(&mut self, old: &Resource, before: Option<&str>, new: &Resource, after: Option<&str>) {
+        let template = rollout::rollout_hash_of(new, after);
+        let same_inputs = old.template_hash == new.template_hash
+            && old.restarts_on_config_change() == new.restarts_on_config_change()
+            && before == after;
+        let action = if !same_inputs && rollout::rollout_hash_of(old, before) != template {
+            StepAction::Roll
+        } else if old.object.replicas() != new.object.replicas() {
+            StepAction::Scale
+        } else {
+            StepAction::Keep
+        };
+        self.desired.push(Self::step(new, action, template));
+    }
+
+    fn created(&mut self, new: &Resource, desired: &rollout::ConfigIndex<'_>) {
+        if new.key.kind.is_workload() {
+            let template = rollout::rollout_hash_of(new, desired.config_hash(new).as_deref());
+            self.desired.push(Self::step(new, StepAction::Create, template));
+        }
+    }
+
+    fn deleted(&mut self, old: &Resource, observed: &rollout::ConfigIndex<'_>) {
+        if old.key.kind.is_workload() {
+            let action = if old.is_kept() { StepAction::Orphan } else { StepAction::Delete };
+            let template = rollout::rollout_hash_of(old, observed.config_hash(old).as_deref());
+            self.observed.push(Self::step(old, action, template));
+        }
+    }
+
+    /// The steps in key order, each naming the commit it runs at.
+    fn finish(self, desired: &str, observed: &str) -> Vec<WorkloadStep> {
+        let mut steps = Vec::with_capacity(self.desired.len() + self.observed.len());
+        for (mut step, commit) in
+            self.desired.into_iter().map(|s| (s, desired)).chain(self.observed.into_iter().map(|s| (s, observed)))
+        {
+            step.commit = commit.to_owned();
+            steps.push(step);
+        }
+        steps.sort_by(|a, b| (a.kind, &a.namespace, &a.name).cmp(&(b.kind, &b.namespace, &b.name)));
+        steps
+    }
 }
 
 /// The resources in key order; borrowed as they are when already sorted, as loaders give them.
@@ -493,13 +543,6 @@ fn config_changes(
     desired: &[Arc<Resource>],
 ) -> Vec<String> {
     let namespace = &new.key.namespace;
-    // Most workloads read objects that did not change at all: compare their hashes first.
-    fn hash<'a>(side: &'a [Arc<Resource>], r: &crate::manifest::validate::Reference) -> Option<&'a str> {
-        crate::manifest::find_sorted(side, r.kind, &r.namespace, &r.name).map(|o| o.hash.as_str())
-    }
-    if old.references.iter().chain(&new.references).all(|r| hash(observed, r) == hash(desired, r)) {
-        return Vec::new();
-    }
     let before = old.config_inputs(crate::manifest::digests_in(observed, namespace));
     let after = new.config_inputs(crate::manifest::digests_in(desired, namespace));
     let mut inputs: Vec<&crate::manifest::ConfigInput> = before.keys().chain(after.keys()).collect();

@@ -9,7 +9,9 @@
 
 use crate::manifest::defaults::{DEFAULT_SURGE, DEFAULT_UNAVAILABLE};
 use crate::manifest::types::{DeploymentStrategyType, IntOrString, RollingUpdate};
-use crate::manifest::{Object, Resource};
+use crate::manifest::{Kind, Object, Resource};
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// A short, stable hash of what a pod runs: the pod spec with the template's labels and
@@ -44,6 +46,86 @@ pub fn rollout_hash_of(resource: &Resource, config: Option<&str>) -> String {
 pub fn config_hash(resource: &Resource, resources: &[Arc<Resource>]) -> Option<String> {
     let digest = resource.config_inputs_digest(crate::manifest::digests_in(resources, &resource.key.namespace))?;
     Some(digest[..16].to_owned())
+}
+
+/// The ConfigMaps and Secrets of one side of a plan, by kind, namespace and name, in one compact
+/// list: a plan looks up every value every workload reads on both sides, and a search through
+/// this list stays in the cache where one through the resources follows a pointer per step.
+pub struct ConfigIndex<'a> {
+    entries: Vec<ConfigEntry<'a>>,
+}
+
+/// One ConfigMap or Secret: kind, namespace, name, hash, value digests.
+type ConfigEntry<'a> = (Kind, &'a str, &'a str, &'a str, &'a BTreeMap<String, String>);
+
+impl<'a> ConfigIndex<'a> {
+    /// `resources` sorted by key, as a commit's and a plan's are.
+    pub fn new(resources: &'a [Arc<Resource>]) -> ConfigIndex<'a> {
+        let start = resources.partition_point(|r| r.key.kind < Kind::ConfigMap);
+        let entries = resources[start..]
+            .iter()
+            .take_while(|r| matches!(r.key.kind, Kind::ConfigMap | Kind::Secret))
+            .map(|r| (r.key.kind, r.key.namespace.as_str(), r.key.name.as_str(), r.hash.as_str(), r.value_digests()))
+            .collect();
+        ConfigIndex { entries }
+    }
+
+    fn get(&self, kind: Kind, namespace: &str, name: &str) -> Option<&'a BTreeMap<String, String>> {
+        let index = self.entries.binary_search_by(|e| (e.0, e.1, e.2).cmp(&(kind, namespace, name))).ok()?;
+        Some(self.entries[index].4)
+    }
+
+    /// The ConfigMaps and Secrets that differ between two sides (new, gone or changed), in key
+    /// order; usually none or a few.
+    pub fn changed(&self, other: &ConfigIndex<'a>) -> Vec<(Kind, &'a str, &'a str)> {
+        let (mut a, mut b) = (self.entries.iter().peekable(), other.entries.iter().peekable());
+        let mut changed = Vec::new();
+        loop {
+            let (key_a, key_b) = (a.peek().map(|e| (e.0, e.1, e.2)), b.peek().map(|e| (e.0, e.1, e.2)));
+            // A side that has run out sorts after every key of the other.
+            let order = match (key_a, key_b) {
+                (None, None) => return changed,
+                (Some(_), None) => Ordering::Less,
+                (None, Some(_)) => Ordering::Greater,
+                (Some(x), Some(y)) => x.cmp(&y),
+            };
+            match order {
+                Ordering::Equal => {
+                    let (x, y) = (a.next(), b.next());
+                    if x.map(|e| e.3) != y.map(|e| e.3) {
+                        changed.extend(key_a);
+                    }
+                }
+                Ordering::Less => {
+                    a.next();
+                    changed.extend(key_a);
+                }
+                Ordering::Greater => {
+                    b.next();
+                    changed.extend(key_b);
+                }
+            }
+        }
+    }
+
+    /// Whether `resource` reads one of `changed` (from [`ConfigIndex::changed`]).
+    pub fn reads_any(resource: &Resource, changed: &[(Kind, &str, &str)]) -> bool {
+        !changed.is_empty()
+            && resource
+                .config_reads
+                .iter()
+                .any(|read| changed.binary_search(&(read.kind, resource.key.namespace.as_str(), &*read.name)).is_ok())
+    }
+
+    /// [`config_hash`] through the index.
+    pub fn config_hash(&self, resource: &Resource) -> Option<String> {
+        if resource.config_reads.is_empty() {
+            return None;
+        }
+        let namespace = resource.key.namespace.as_str();
+        let digest = resource.config_inputs_digest(|kind, name| self.get(kind, namespace, name))?;
+        Some(digest[..16].to_owned())
+    }
 }
 
 /// A pod of the workload as the control plane sees it.

@@ -528,3 +528,60 @@ spec:
     let branch = git2::Repository::open(repo.path()).unwrap().head().unwrap().shorthand().unwrap().to_owned();
     assert!(err.contains(&format!("branch `mian` does not exist in .; its branches: {branch}")), "{err}");
 }
+
+/// What a workload reads from ConfigMaps and Secrets, each value once: a whole object (a volume
+/// without items, envFrom) with its keys, the keys named one by one (an absent one has no digest),
+/// and nothing from an object that is not there, whatever order the pod spec names them in.
+#[test]
+fn a_workload_reads_each_config_value_once() {
+    let text = r#"
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: app}
+data: {b: "2", a: "1"}
+---
+apiVersion: v1
+kind: Secret
+metadata: {name: creds}
+stringData: {token: t}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: reader}
+spec:
+  containers:
+    - name: main
+      image: app:1
+      env:
+        - {name: Z, valueFrom: {configMapKeyRef: {name: app, key: zz, optional: true}}}
+        - {name: B, valueFrom: {configMapKeyRef: {name: app, key: b}}}
+        - {name: T, valueFrom: {secretKeyRef: {name: creds, key: token}}}
+      envFrom:
+        - configMapRef: {name: absent, optional: true}
+  volumes:
+    - {name: conf, configMap: {name: app}}
+    - {name: again, configMap: {name: app, items: [{key: a, path: a}]}}
+"#;
+    let parsed = berth::manifest::parse_file("app.yaml", text);
+    assert!(parsed.diagnostics.iter().all(|d| !d.is_error()), "{:?}", parsed.diagnostics);
+    let mut resources = parsed.resources.clone();
+    resources.sort_by(|a, b| a.key.cmp(&b.key));
+    let digest = |kind, name: &str, key: &str| {
+        let object = berth::manifest::find_sorted(&resources, kind, "default", name).unwrap();
+        object.value_digests().get(key).cloned()
+    };
+    let pod = resources.iter().find(|r| r.key.name == "reader").unwrap();
+    let inputs = pod.config_inputs(berth::manifest::digests_in(&resources, "default"));
+    let listed: Vec<(String, Option<String>)> = inputs.iter().map(|(i, d)| (i.to_string(), d.clone())).collect();
+    use berth::manifest::Kind::{ConfigMap, Secret};
+    let expected = vec![
+        ("ConfigMap app key a".to_owned(), digest(ConfigMap, "app", "a")),
+        ("ConfigMap app key b".to_owned(), digest(ConfigMap, "app", "b")),
+        ("ConfigMap app key zz".to_owned(), None),
+        ("Secret creds key token".to_owned(), digest(Secret, "creds", "token")),
+    ];
+    assert_eq!(listed, expected);
+    assert!(expected.iter().filter(|(k, _)| !k.ends_with("zz")).all(|(_, d)| d.is_some()));
+    let quick = pod.config_inputs_digest(berth::manifest::digests_in(&resources, "default"));
+    assert_eq!(quick, Some(berth::manifest::inputs_digest(&inputs)));
+}
