@@ -263,7 +263,7 @@ pub fn plan(desired: &State, observed: &State) -> Plan {
                     // The same object reading nothing that changed reads the same values: one
                     // digest serves both sides.
                     let after = desired_configs.config_hash(new);
-                    let before = if old.hash == new.hash && !rollout::ConfigIndex::reads_any(new, &changed_configs) {
+                    let before = if old.hash == new.hash && !rollout::reads_any(new, &changed_configs) {
                         after.clone()
                     } else {
                         observed_configs.config_hash(old)

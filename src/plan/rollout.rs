@@ -44,8 +44,15 @@ pub fn rollout_hash_of(resource: &Resource, config: Option<&str>) -> String {
 /// A digest of the ConfigMap and Secret values the pods of `resource` read (their digests, from
 /// the commit's `resources`); `None` when they read none.
 pub fn config_hash(resource: &Resource, resources: &[Arc<Resource>]) -> Option<String> {
-    let digest = resource.config_inputs_digest(crate::manifest::digests_in(resources, &resource.key.namespace))?;
-    Some(digest[..16].to_owned())
+    short_config_hash(resource.config_inputs_digest(crate::manifest::digests_in(resources, &resource.key.namespace)))
+}
+
+/// The config hash is the first 16 hex digits of the inputs' digest.
+fn short_config_hash(digest: Option<String>) -> Option<String> {
+    digest.map(|mut digest| {
+        digest.truncate(16);
+        digest
+    })
 }
 
 /// The ConfigMaps and Secrets of one side of a plan, by kind, namespace and name, in one compact
@@ -61,10 +68,14 @@ type ConfigEntry<'a> = (Kind, &'a str, &'a str, &'a str, &'a BTreeMap<String, St
 impl<'a> ConfigIndex<'a> {
     /// `resources` sorted by key, as a commit's and a plan's are.
     pub fn new(resources: &'a [Arc<Resource>]) -> ConfigIndex<'a> {
-        let start = resources.partition_point(|r| r.key.kind < Kind::ConfigMap);
-        let entries = resources[start..]
-            .iter()
-            .take_while(|r| matches!(r.key.kind, Kind::ConfigMap | Kind::Secret))
+        // Each kind is one run of the sorted resources; the runs in kind order keep the key order.
+        let of_kind = |kind: Kind| {
+            let start = resources.partition_point(|r| r.key.kind < kind);
+            let end = resources.partition_point(|r| r.key.kind <= kind);
+            resources[start..end].iter()
+        };
+        let entries = of_kind(Kind::ConfigMap)
+            .chain(of_kind(Kind::Secret))
             .map(|r| (r.key.kind, r.key.namespace.as_str(), r.key.name.as_str(), r.hash.as_str(), r.value_digests()))
             .collect();
         ConfigIndex { entries }
@@ -123,9 +134,17 @@ impl<'a> ConfigIndex<'a> {
             return None;
         }
         let namespace = resource.key.namespace.as_str();
-        let digest = resource.config_inputs_digest(|kind, name| self.get(kind, namespace, name))?;
-        Some(digest[..16].to_owned())
+        short_config_hash(resource.config_inputs_digest(|kind, name| self.get(kind, namespace, name)))
     }
+}
+
+/// Whether `resource` reads one of `changed` (from [`ConfigIndex::changed`]).
+pub fn reads_any(resource: &Resource, changed: &[(Kind, &str, &str)]) -> bool {
+    !changed.is_empty()
+        && resource
+            .config_reads
+            .iter()
+            .any(|read| changed.binary_search(&(read.kind, resource.key.namespace.as_str(), &*read.name)).is_ok())
 }
 
 /// A pod of the workload as the control plane sees it.
