@@ -123,15 +123,11 @@ impl Repo {
 }
 
 fn state(loaded: &Loaded) -> State {
-    State {
-        revision: loaded.commit.sha.clone(),
-        title: loaded.commit.message.clone(),
-        resources: loaded.resources.clone(),
-    }
+    loaded.state()
 }
 
 fn empty() -> State {
-    State { revision: "empty".into(), title: String::new(), resources: Vec::new() }
+    State::new("empty", "", Vec::new())
 }
 
 fn report(name: &str, mut samples: Vec<Duration>, goal: Option<Duration>) {

@@ -879,8 +879,7 @@ fn plan_command(
     require_valid(&desired_commit, "desired")?;
     let desired = State {
         revision: if worktree { "work tree".into() } else { desired_commit.commit.sha.clone() },
-        title: desired_commit.commit.message.clone(),
-        resources: desired_commit.resources.clone(),
+        ..desired_commit.state()
     };
     let server_hint = "`berth plan --server URL` compares with what a server runs";
     let compared_with_commit = |from: &str, parent: bool| {
@@ -902,14 +901,14 @@ fn plan_command(
                     applied
                 })
                 .with_context(|| format!("reading the observed state from {}", state.display()))?;
-            State {
-                revision: applied.commit.as_ref().map_or_else(|| "observed state".to_owned(), |c| c.sha.clone()),
-                title: applied
+            State::new(
+                applied.commit.as_ref().map_or_else(|| "observed state".to_owned(), |c| c.sha.clone()),
+                applied
                     .commit
                     .as_ref()
                     .map_or_else(|| "nothing applied yet".to_owned(), |c| format!("observed: {}", c.message)),
-                resources: applied.resources,
-            }
+                applied.resources,
+            )
         }
         (None, from) => {
             let from = match from {
@@ -918,10 +917,7 @@ fn plan_command(
                     let base = if worktree { "HEAD".to_owned() } else { format!("{}^", desired_commit.commit.sha) };
                     if loader.resolve(&base).is_err() {
                         // The first commit of a repository: everything is created.
-                        let plan = plan::plan(
-                            &desired,
-                            &State { revision: "empty".into(), title: String::new(), resources: Vec::new() },
-                        );
+                        let plan = plan::plan(&desired, &State::new("empty", "", Vec::new()));
                         let compared = format!("Compared with nothing (the first commit): {server_hint}.");
                         return print_plan(&plan, format, &compared);
                     }
@@ -931,11 +927,7 @@ fn plan_command(
             match loader.load(&from) {
                 Ok(observed_commit) => {
                     require_valid(&observed_commit, "--from")?;
-                    let observed = State {
-                        revision: observed_commit.commit.sha.clone(),
-                        title: observed_commit.commit.message.clone(),
-                        resources: observed_commit.resources.clone(),
-                    };
+                    let observed = observed_commit.state();
                     let mut plan = plan::plan(&desired, &observed);
                     note_restores_from_git(&mut loader, &mut plan, &desired.resources, &observed_commit.commit.sha);
                     let compared = compared_with_commit(&observed_commit.commit.sha, !explicit_from);
@@ -946,11 +938,7 @@ fn plan_command(
                 Err(SyncError::MissingRoot { .. }) => {
                     let info = loader.resolve(&from)?;
                     let compared = compared_with_commit(&info.sha, !explicit_from);
-                    let observed = State {
-                        revision: info.sha,
-                        title: format!("{}; no manifests yet", info.message),
-                        resources: Vec::new(),
-                    };
+                    let observed = State::new(info.sha, format!("{}; no manifests yet", info.message), Vec::new());
                     return print_plan(&plan::plan(&desired, &observed), format, &compared);
                 }
                 Err(error) => return Err(error.into()),

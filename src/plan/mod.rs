@@ -24,6 +24,25 @@ pub struct State {
     /// A line to show beside the revision, such as the commit message.
     pub title: String,
     pub resources: Vec<Arc<Resource>>,
+    /// The rollout of each workload, when computed with the resources (which are then sorted
+    /// by key); a plan computes what is missing.
+    pub rollouts: rollout::Rollouts,
+}
+
+impl State {
+    /// A state whose rollouts the plan computes.
+    pub fn new(revision: impl Into<String>, title: impl Into<String>, resources: Vec<Arc<Resource>>) -> State {
+        State { revision: revision.into(), title: title.into(), resources, rollouts: rollout::Rollouts::default() }
+    }
+
+    /// The resources in key order, with their rollouts when this state carries them.
+    fn sorted(&self) -> (std::borrow::Cow<'_, [Arc<Resource>]>, Option<&rollout::Rollouts>) {
+        if self.rollouts.fits(&self.resources) {
+            debug_assert!(self.resources.is_sorted_by(|a, b| a.key <= b.key));
+            return (std::borrow::Cow::Borrowed(&self.resources), Some(&self.rollouts));
+        }
+        (sorted(&self.resources), None)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -235,46 +254,54 @@ pub struct Held {
 
 /// Compares the desired objects with the observed ones.
 pub fn plan(desired: &State, observed: &State) -> Plan {
-    let desired_sorted = sorted(&desired.resources);
-    let observed_sorted = sorted(&observed.resources);
+    let (desired_sorted, desired_rollouts) = desired.sorted();
+    let (observed_sorted, observed_rollouts) = observed.sorted();
     let mut changes = Vec::new();
     let mut summary = Summary::default();
     // Both sides in key order: one merge pass pairs them up, and the changes come out in
     // apply order.
     let (mut d, mut o) = (0, 0);
     let mut steps = Steps::default();
-    let (desired_configs, observed_configs) =
-        (rollout::ConfigIndex::new(&desired_sorted), rollout::ConfigIndex::new(&observed_sorted));
-    let changed_configs = desired_configs.changed(&observed_configs);
+    // What a side does not carry is computed here, its config index made only then.
+    let desired_side = Side::new(&desired_sorted, desired_rollouts);
+    let observed_side = Side::new(&observed_sorted, observed_rollouts);
+    let changed_configs = std::cell::OnceCell::new();
     loop {
         let change = match (desired_sorted.get(d), observed_sorted.get(o)) {
             (None, None) => break,
-            (Some(new), Some(old)) if new.key == old.key => {
+            (Some(new), Some(old)) if Arc::ptr_eq(new, old) || new.key == old.key => {
+                let same = Arc::ptr_eq(new, old) || old.hash == new.hash;
+                let (at_desired, at_observed) = (d, o);
                 d += 1;
                 o += 1;
                 if !new.key.kind.is_workload() {
-                    if old.hash == new.hash {
+                    if same {
                         summary.unchanged += 1;
                         continue;
                     }
                     updated(old, new, Vec::new())
                 } else {
                     // What each side's pods read, as one digest: equal digests, equal values.
-                    // The same object reading nothing that changed reads the same values: one
-                    // digest serves both sides.
-                    let after = desired_configs.config_hash(new);
-                    let before = if old.hash == new.hash && !rollout::reads_any(new, &changed_configs) {
+                    // The same object reading nothing that changed reads the same values: when
+                    // the observed side carries no rollouts, the desired one serves both.
+                    let after = desired_side.rollout(at_desired, new);
+                    let before = if same
+                        && observed_side.rollouts.is_none()
+                        && !rollout::reads_any(
+                            new,
+                            changed_configs.get_or_init(|| desired_side.configs().changed(observed_side.configs())),
+                        ) {
                         after.clone()
                     } else {
-                        observed_configs.config_hash(old)
+                        observed_side.rollout(at_observed, old)
                     };
-                    steps.pair(old, before.as_deref(), new, after.as_deref());
-                    let config_changes = if before == after {
+                    steps.pair(old, &before, new, &after);
+                    let config_changes = if before.config == after.config {
                         Vec::new()
                     } else {
                         config_changes(old, &observed_sorted, new, &desired_sorted)
                     };
-                    if old.hash == new.hash && config_changes.is_empty() {
+                    if same && config_changes.is_empty() {
                         summary.unchanged += 1;
                         continue;
                     }
@@ -282,18 +309,18 @@ pub fn plan(desired: &State, observed: &State) -> Plan {
                 }
             }
             (Some(new), None) => {
+                steps.created(new, &desired_side, d);
                 d += 1;
-                steps.created(new, &desired_configs);
                 created(new)
             }
             (Some(new), Some(old)) if new.key < old.key => {
+                steps.created(new, &desired_side, d);
                 d += 1;
-                steps.created(new, &desired_configs);
                 created(new)
             }
             (_, Some(old)) => {
+                steps.deleted(old, &observed_side, o);
                 o += 1;
-                steps.deleted(old, &observed_configs);
                 deleted(old)
             }
         };
@@ -351,33 +378,34 @@ impl Steps {
         }
     }
 
-    /// A workload on both sides, with the digests of what its pods read on each.
-    fn pair(&mut self, old: &Resource, before: Option<&str>, new: &Resource, after: Option<&str>) {
-        let template = rollout::rollout_hash_of(new, after);
+    /// A workload on both sides, with its rollout on each.
+    fn pair(&mut self, old: &Resource, before: &rollout::Rollout, new: &Resource, after: &rollout::Rollout) {
         let same_inputs = old.template_hash == new.template_hash
             && old.restarts_on_config_change() == new.restarts_on_config_change()
-            && before == after;
-        let action = if !same_inputs && rollout::rollout_hash_of(old, before) != template {
+            && before.config == after.config;
+        let action = if !same_inputs && before.hash != after.hash {
             StepAction::Roll
         } else if old.object.replicas() != new.object.replicas() {
             StepAction::Scale
         } else {
             StepAction::Keep
         };
-        self.desired.push(Self::step(new, action, template));
+        self.desired.push(Self::step(new, action, after.hash.to_string()));
     }
 
-    fn created(&mut self, new: &Resource, desired: &rollout::ConfigIndex<'_>) {
+    /// The object at `index` of the desired side, which the observed one lacks.
+    fn created(&mut self, new: &Resource, side: &Side<'_>, index: usize) {
         if new.key.kind.is_workload() {
-            let template = rollout::rollout_hash_of(new, desired.config_hash(new).as_deref());
+            let template = side.rollout(index, new).hash.to_string();
             self.desired.push(Self::step(new, StepAction::Create, template));
         }
     }
 
-    fn deleted(&mut self, old: &Resource, observed: &rollout::ConfigIndex<'_>) {
+    /// The object at `index` of the observed side, which the desired one lacks.
+    fn deleted(&mut self, old: &Resource, side: &Side<'_>, index: usize) {
         if old.key.kind.is_workload() {
             let action = if old.is_kept() { StepAction::Orphan } else { StepAction::Delete };
-            let template = rollout::rollout_hash_of(old, observed.config_hash(old).as_deref());
+            let template = side.rollout(index, old).hash.to_string();
             self.observed.push(Self::step(old, action, template));
         }
     }
@@ -393,6 +421,32 @@ impl Steps {
         }
         steps.sort_by(|a, b| (a.kind, &a.namespace, &a.name).cmp(&(b.kind, &b.namespace, &b.name)));
         steps
+    }
+}
+
+/// One side of a plan: its resources in key order, the rollouts it carries, and a config index
+/// made the first time a rollout it does not carry is needed.
+struct Side<'a> {
+    resources: &'a [Arc<Resource>],
+    rollouts: Option<&'a rollout::Rollouts>,
+    configs: std::cell::OnceCell<rollout::ConfigIndex<'a>>,
+}
+
+impl<'a> Side<'a> {
+    fn new(resources: &'a [Arc<Resource>], rollouts: Option<&'a rollout::Rollouts>) -> Side<'a> {
+        Side { resources, rollouts, configs: std::cell::OnceCell::new() }
+    }
+
+    /// The rollout of `resource`, the workload at `index`.
+    fn rollout(&self, index: usize, resource: &Resource) -> std::borrow::Cow<'a, rollout::Rollout> {
+        match self.rollouts.and_then(|r| r.get(index)) {
+            Some(rollout) => std::borrow::Cow::Borrowed(rollout),
+            None => std::borrow::Cow::Owned(rollout::Rollout::of(resource, self.configs())),
+        }
+    }
+
+    fn configs(&self) -> &rollout::ConfigIndex<'a> {
+        self.configs.get_or_init(|| rollout::ConfigIndex::new(self.resources))
     }
 }
 

@@ -119,15 +119,6 @@ impl<'a> ConfigIndex<'a> {
         }
     }
 
-    /// Whether `resource` reads one of `changed` (from [`ConfigIndex::changed`]).
-    pub fn reads_any(resource: &Resource, changed: &[(Kind, &str, &str)]) -> bool {
-        !changed.is_empty()
-            && resource
-                .config_reads
-                .iter()
-                .any(|read| changed.binary_search(&(read.kind, resource.key.namespace.as_str(), &*read.name)).is_ok())
-    }
-
     /// [`config_hash`] through the index.
     pub fn config_hash(&self, resource: &Resource) -> Option<String> {
         if resource.config_reads.is_empty() {
@@ -145,6 +136,73 @@ pub fn reads_any(resource: &Resource, changed: &[(Kind, &str, &str)]) -> bool {
             .config_reads
             .iter()
             .any(|read| changed.binary_search(&(read.kind, resource.key.namespace.as_str(), &*read.name)).is_ok())
+}
+
+/// What one workload's pods are named and rolled by at one commit: the [`config_hash`] of the
+/// values they read (`None` when they read none) and the [`rollout_hash`] it makes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rollout {
+    pub config: Option<Arc<str>>,
+    pub hash: Arc<str>,
+}
+
+impl Rollout {
+    /// Of `resource`, a workload, with the ConfigMaps and Secrets of its commit in `configs`.
+    pub fn of(resource: &Resource, configs: &ConfigIndex<'_>) -> Rollout {
+        let config = configs.config_hash(resource);
+        let hash = rollout_hash_of(resource, config.as_deref());
+        Rollout { config: config.map(Arc::from), hash: Arc::from(hash) }
+    }
+}
+
+/// The [`Rollout`] of every workload of one commit, by position in its resources sorted by key
+/// (`None` at the other kinds): what a plan compares, computed once per commit.
+#[derive(Debug, Clone, Default)]
+pub struct Rollouts(Arc<[Option<Rollout>]>);
+
+impl Rollouts {
+    /// Of `resources`, sorted by key. `previous` is another commit's resources with their
+    /// rollouts: a workload that is the very same object there and reads no ConfigMap or Secret
+    /// that differs between the two keeps its rollout, so a commit that changes one file costs
+    /// the workloads of that file (and those reading its values), not all of them.
+    pub fn of(resources: &[Arc<Resource>], previous: Option<(&[Arc<Resource>], &Rollouts)>) -> Rollouts {
+        let configs = ConfigIndex::new(resources);
+        let before_configs;
+        let mut reuse = None;
+        if let Some((before, rollouts)) = previous.filter(|(before, rollouts)| before.len() == rollouts.0.len()) {
+            let at: std::collections::HashMap<*const Resource, &Rollout> = before
+                .iter()
+                .zip(rollouts.0.iter())
+                .filter_map(|(r, rollout)| Some((Arc::as_ptr(r), rollout.as_ref()?)))
+                .collect();
+            before_configs = ConfigIndex::new(before);
+            reuse = Some((at, configs.changed(&before_configs)));
+        }
+        let rollouts = resources
+            .iter()
+            .map(|resource| {
+                if !resource.key.kind.is_workload() {
+                    return None;
+                }
+                let kept = reuse.as_ref().and_then(|(at, changed)| {
+                    let kept = at.get(&Arc::as_ptr(resource))?;
+                    (!reads_any(resource, changed)).then(|| (*kept).clone())
+                });
+                Some(kept.unwrap_or_else(|| Rollout::of(resource, &configs)))
+            })
+            .collect();
+        Rollouts(rollouts)
+    }
+
+    /// The rollout of the workload at `index` of the resources these were made of.
+    pub fn get(&self, index: usize) -> Option<&Rollout> {
+        self.0.get(index)?.as_ref()
+    }
+
+    /// Whether these were made of `resources` (as many entries as objects).
+    pub fn fits(&self, resources: &[Arc<Resource>]) -> bool {
+        self.0.len() == resources.len()
+    }
 }
 
 /// A pod of the workload as the control plane sees it.

@@ -152,16 +152,12 @@ impl ControlPlane {
     pub async fn plan_against_applied(&self, commit: &Loaded) -> Result<(plan::Plan, i64), StoreError> {
         let index = self.store.state_index().await?;
         let applied = self.store.applied().await?;
-        let observed = State {
-            revision: applied.commit.as_ref().map_or_else(|| "nothing applied".to_owned(), |c| c.sha.clone()),
-            title: applied.commit.as_ref().map_or_else(String::new, |c| c.message.clone()),
-            resources: applied.resources,
-        };
-        let desired = State {
-            revision: commit.commit.sha.clone(),
-            title: commit.commit.message.clone(),
-            resources: commit.resources.clone(),
-        };
+        let observed = State::new(
+            applied.commit.as_ref().map_or_else(|| "nothing applied".to_owned(), |c| c.sha.clone()),
+            applied.commit.as_ref().map_or_else(String::new, |c| c.message.clone()),
+            applied.resources,
+        );
+        let desired = commit.state();
         let mut plan = plan::plan(&desired, &observed);
         let revisions = self.store.all_revisions().await?;
         let sources = Sources::new(&commit.resources, &commit.secrets);

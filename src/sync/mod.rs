@@ -13,6 +13,7 @@ pub mod config;
 
 use crate::diag::{self, Diagnostic, Pos};
 use crate::manifest::{self, ParsedFile, Resource, validate, yaml};
+use crate::plan;
 use config::{CONFIG_FILE, Config};
 use git2::{ObjectType, Oid, Repository, TreeWalkMode, TreeWalkResult};
 use serde::Serialize;
@@ -94,6 +95,8 @@ pub struct Loaded {
     pub files: usize,
     /// The values of the commit's Secrets, for the controller only; `Debug` shows keys only.
     pub secrets: std::collections::BTreeMap<manifest::ObjectKey, Arc<manifest::SecretData>>,
+    /// The rollout of each workload, beside `resources`.
+    pub rollouts: plan::rollout::Rollouts,
 }
 
 impl Loaded {
@@ -107,6 +110,16 @@ impl Loaded {
 
     pub fn is_valid(&self) -> bool {
         self.error_count() == 0
+    }
+
+    /// This commit as one side of a plan, its rollouts included.
+    pub fn state(&self) -> plan::State {
+        plan::State {
+            revision: self.commit.sha.clone(),
+            title: self.commit.message.clone(),
+            resources: self.resources.clone(),
+            rollouts: self.rollouts.clone(),
+        }
     }
 }
 
@@ -132,6 +145,8 @@ pub struct Loader {
     /// What to call the repository in messages: its path or URL.
     location: String,
     commits: HashMap<Oid, Arc<Loaded>>,
+    /// The commit loaded last: the next one's rollouts start from its own.
+    last: Option<Arc<Loaded>>,
     files: HashMap<(Oid, String), Arc<ParsedFile>>,
     stats: CacheStats,
     /// The operator's host-access policy every file is checked under.
@@ -202,6 +217,7 @@ impl Loader {
             root,
             location,
             commits: HashMap::new(),
+            last: None,
             files: HashMap::new(),
             stats: CacheStats::default(),
             policy: Arc::default(),
@@ -299,6 +315,7 @@ impl Loader {
         let (info, config, entries, diagnostics) = self.collect_commit(commit_id)?;
         let loaded = Arc::new(self.parse_entries(info, config, entries, diagnostics)?);
         self.commits.insert(commit_id, loaded.clone());
+        self.last = Some(loaded.clone());
         Ok(loaded)
     }
 
@@ -622,7 +639,11 @@ impl Loader {
         resources.sort_unstable_by(|a, b| a.key.cmp(&b.key));
         diag::sort(&mut diagnostics);
         settle_kind_notices(&mut diagnostics, &config);
-        Ok(Loaded { commit, config, resources, diagnostics, files, secrets })
+        let rollouts = plan::rollout::Rollouts::of(
+            &resources,
+            self.last.as_ref().map(|last| (last.resources.as_slice(), &last.rollouts)),
+        );
+        Ok(Loaded { commit, config, resources, diagnostics, files, secrets, rollouts })
     }
 }
 

@@ -26,12 +26,13 @@ fn plan_between(before: &str, after: &str) -> (plan::Plan, TestRepo, String, Str
     let new = loader.load(&to).unwrap();
     assert!(old.is_valid(), "before.yaml has errors: {:#?}", old.diagnostics);
     assert!(new.is_valid(), "after.yaml has errors: {:#?}", new.diagnostics);
-    let state = |loaded: &berth::sync::Loaded| State {
-        revision: loaded.commit.sha.clone(),
-        title: loaded.commit.message.clone(),
-        resources: loaded.resources.clone(),
+    let plan = plan::plan(&new.state(), &old.state());
+    // The rollouts a loader carries are what a plan computes without them.
+    let bare = |loaded: &berth::sync::Loaded| {
+        State::new(loaded.commit.sha.clone(), loaded.commit.message.clone(), loaded.resources.clone())
     };
-    (plan::plan(&state(&new), &state(&old)), repo, from, to)
+    assert_eq!(plan::plan(&bare(&new), &bare(&old)), plan, "a plan from carried rollouts differs");
+    (plan, repo, from, to)
 }
 
 #[test]
@@ -178,4 +179,107 @@ fn releasing_an_allocated_node_port_is_a_risk() {
         "{:?}",
         plan.risks
     );
+}
+
+/// One commit of the repository the rollout property plays with: each app's image, which
+/// ConfigMap it reads, whether it opts out of config restarts; each ConfigMap's value (`None`:
+/// the ConfigMap is gone).
+#[derive(Debug, Clone)]
+struct RolloutSpec {
+    apps: [(u8, usize, bool); 3],
+    configs: [Option<u8>; 2],
+}
+
+impl RolloutSpec {
+    fn write(&self, repo: &TestRepo) {
+        repo.clear();
+        let mut configs = String::new();
+        for (i, value) in self.configs.iter().enumerate() {
+            if let Some(value) = value {
+                configs.push_str(&format!(
+                    "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: conf-{i}}}\ndata: {{level: \"{value}\"}}\n---\n"
+                ));
+            }
+        }
+        configs.push_str("apiVersion: v1\nkind: Secret\nmetadata: {name: creds}\nstringData: {token: t}\n");
+        repo.write("config.yaml", &configs);
+        for (i, (image, reads, opts_out)) in self.apps.iter().enumerate() {
+            let annotation = if *opts_out { "berth.dev/restart-on-config-change: \"false\"" } else { "{}" };
+            let annotation = if *opts_out { format!("\n  annotations: {{{annotation}}}") } else { String::new() };
+            repo.write(
+                &format!("app-{i}.yaml"),
+                &format!(
+                    r#"apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: app-{i}{annotation}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: app-{i}}}}}
+  template:
+    metadata: {{labels: {{app: app-{i}}}}}
+    spec:
+      containers:
+        - name: main
+          image: app:{image}
+          env:
+            - {{name: LEVEL, valueFrom: {{configMapKeyRef: {{name: conf-{reads}, key: level, optional: true}}}}}}
+            - {{name: TOKEN, valueFrom: {{secretKeyRef: {{name: creds, key: token}}}}}}
+"#
+                ),
+            );
+        }
+    }
+}
+
+fn rollout_spec() -> impl proptest::strategy::Strategy<Value = RolloutSpec> {
+    use proptest::prelude::*;
+    let app = (0u8..3, 0usize..2, proptest::bool::weighted(0.2));
+    (
+        [app.clone(), app.clone(), app],
+        [proptest::option::weighted(0.8, 0u8..3), proptest::option::weighted(0.8, 0u8..3)],
+    )
+        .prop_map(|(apps, configs)| RolloutSpec { apps, configs })
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::test_runner::Config { cases: 16, ..Default::default() })]
+
+    /// A loader reuses the previous commit's rollouts for the workloads it shares with it: in
+    /// whatever order commits load, each one's rollouts are what a fresh computation gives, and
+    /// a plan made from them is the plan made without them.
+    #[test]
+    fn carried_rollouts_are_computed_ones(
+        specs in proptest::collection::vec(rollout_spec(), 2..6),
+        order in proptest::collection::vec(0usize..6, 1..10),
+    ) {
+        let mut repo = TestRepo::new();
+        let commits: Vec<String> = specs
+            .iter()
+            .enumerate()
+            .map(|(i, spec)| {
+                spec.write(&repo);
+                repo.commit(&format!("commit {i}"))
+            })
+            .collect();
+        let mut loader = Loader::open(repo.path()).unwrap();
+        let mut previous: Option<std::sync::Arc<berth::sync::Loaded>> = None;
+        for pick in order {
+            let loaded = loader.load(&commits[pick % commits.len()]).unwrap();
+            proptest::prop_assert!(loaded.is_valid(), "{:?}", loaded.diagnostics);
+            let fresh = plan::rollout::Rollouts::of(&loaded.resources, None);
+            for (index, resource) in loaded.resources.iter().enumerate() {
+                proptest::prop_assert_eq!(loaded.rollouts.get(index), fresh.get(index), "{}", resource.key);
+            }
+            if let Some(before) = &previous {
+                let bare = |l: &berth::sync::Loaded| State::new(l.commit.sha.clone(), "", l.resources.clone());
+                let carried = plan::plan(&loaded.state(), &before.state());
+                let mut computed = plan::plan(&bare(&loaded), &bare(before));
+                computed.from_title = carried.from_title.clone();
+                computed.to_title = carried.to_title.clone();
+                proptest::prop_assert_eq!(carried, computed);
+            }
+            previous = Some(loaded);
+        }
+    }
 }

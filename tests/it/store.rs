@@ -30,9 +30,8 @@ async fn applied_objects_round_trip_and_stay_redacted() {
         assert_eq!(stored.hash, original.hash, "{} changed on its way through the store", stored.key);
         assert_eq!(stored.canonical, original.canonical);
     }
-    let desired =
-        State { revision: loaded.commit.sha.clone(), title: String::new(), resources: loaded.resources.clone() };
-    let observed = State { revision: "observed".into(), title: String::new(), resources: applied.resources };
+    let desired = loaded.state();
+    let observed = State::new("observed", "", applied.resources);
     assert!(!plan::plan(&desired, &observed).summary.has_changes());
     store.close().await;
 
