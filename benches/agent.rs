@@ -48,6 +48,7 @@ fn pod(name: &str) -> PodAssignment {
             node_selector: BTreeMap::new(),
             restart_policy: Some(RestartPolicy::Always),
             termination_grace_period_seconds: Some(0),
+            security_context: None,
         },
         env: BTreeMap::new(),
         files: BTreeMap::new(),
@@ -100,6 +101,7 @@ async fn raw_pod_start(docker: &Docker, node: &str, run: usize) -> Duration {
             mounts: Vec::new(),
             memory_limit_bytes: None,
             cpu_limit_nanos: None,
+            security: Default::default(),
         })
         .await
         .unwrap();
@@ -118,6 +120,7 @@ async fn raw_pod_start(docker: &Docker, node: &str, run: usize) -> Duration {
             mounts: Vec::new(),
             memory_limit_bytes: None,
             cpu_limit_nanos: None,
+            security: Default::default(),
         })
         .await
         .unwrap();

@@ -115,6 +115,14 @@ impl ContainerRuntime for Hollow {
             .collect())
     }
 
+    async fn image_user(&self, _image: &str) -> Result<Option<String>, RuntimeError> {
+        Ok(None)
+    }
+
+    async fn volume_path(&self, name: &str) -> Result<std::path::PathBuf, RuntimeError> {
+        Err(RuntimeError::NotFound { container: format!("volume {name}: hollow nodes keep no files") })
+    }
+
     async fn create_volume(&self, _name: &str, _labels: &BTreeMap<String, String>) -> Result<(), RuntimeError> {
         Ok(())
     }

@@ -4,6 +4,7 @@
 
 #[rustfmt::skip]
 pub const FIELDS: &[(&str, &[&str])] = &[
+    ("Capabilities", &["add", "drop"]),
     ("ConfigMap", &["apiVersion", "binaryData", "data", "immutable", "kind", "metadata"]),
     ("ConfigMapVolumeSource", &["defaultMode", "defaultUser", "items", "name", "optional"]),
     ("Container", &["args", "command", "env", "envFrom", "image", "imagePullPolicy", "lifecycle", "livenessProbe", "name", "ports", "readinessProbe", "resizePolicy", "resources", "restartPolicy", "restartPolicyRules", "securityContext", "startupProbe", "stdin", "stdinOnce", "terminationMessagePath", "terminationMessagePolicy", "tty", "volumeDevices", "volumeMounts", "workingDir"]),
@@ -30,6 +31,7 @@ pub const FIELDS: &[(&str, &[&str])] = &[
     ("ObjectMeta", &["annotations", "creationTimestamp", "deletionGracePeriodSeconds", "deletionTimestamp", "finalizers", "generateName", "generation", "labels", "managedFields", "name", "namespace", "ownerReferences", "resourceVersion", "selfLink", "uid"]),
     ("ObjectRef", &["name", "optional"]),
     ("Pod", &["apiVersion", "kind", "metadata", "spec", "status"]),
+    ("PodSecurityContext", &["appArmorProfile", "fsGroup", "fsGroupChangePolicy", "runAsGroup", "runAsNonRoot", "runAsUser", "seLinuxChangePolicy", "seLinuxOptions", "seccompProfile", "supplementalGroups", "supplementalGroupsPolicy", "sysctls", "windowsOptions"]),
     ("PodSpec", &["activeDeadlineSeconds", "affinity", "automountServiceAccountToken", "containers", "dnsConfig", "dnsPolicy", "enableServiceLinks", "ephemeralContainers", "evictionResponders", "hostAliases", "hostIPC", "hostNetwork", "hostPID", "hostUsers", "hostname", "hostnameOverride", "imagePullSecrets", "initContainers", "nodeName", "nodeSelector", "os", "overhead", "preemptionPolicy", "priority", "priorityClassName", "readinessGates", "resourceClaims", "resources", "restartPolicy", "runtimeClassName", "schedulerName", "schedulingGates", "schedulingGroup", "securityContext", "serviceAccount", "serviceAccountName", "setHostnameAsFQDN", "shareProcessNamespace", "subdomain", "terminationGracePeriodSeconds", "tolerations", "topologySpreadConstraints", "volumes"]),
     ("PodTemplateSpec", &["metadata", "spec"]),
     ("Probe", &["exec", "failureThreshold", "grpc", "httpGet", "initialDelaySeconds", "periodSeconds", "successThreshold", "tcpSocket", "terminationGracePeriodSeconds", "timeoutSeconds"]),
@@ -39,8 +41,10 @@ pub const FIELDS: &[(&str, &[&str])] = &[
     ("ReplicationControllerSpec", &["minReadySeconds", "replicas", "selector", "template"]),
     ("ResourceRequirements", &["claims", "limits", "requests"]),
     ("RollingUpdate", &["maxSurge", "maxUnavailable"]),
+    ("SeccompProfile", &["localhostProfile", "type"]),
     ("Secret", &["apiVersion", "data", "immutable", "kind", "metadata", "stringData", "type"]),
     ("SecretVolumeSource", &["defaultMode", "defaultUser", "items", "optional", "secretName"]),
+    ("SecurityContext", &["allowPrivilegeEscalation", "appArmorProfile", "capabilities", "privileged", "procMount", "readOnlyRootFilesystem", "runAsGroup", "runAsNonRoot", "runAsUser", "seLinuxOptions", "seccompProfile", "windowsOptions"]),
     ("Service", &["apiVersion", "kind", "metadata", "spec", "status"]),
     ("ServicePort", &["appProtocol", "name", "nodePort", "port", "protocol", "targetPort"]),
     ("ServiceSpec", &["allocateLoadBalancerNodePorts", "clusterIP", "clusterIPs", "externalIPs", "externalName", "externalTrafficPolicy", "healthCheckNodePort", "internalTrafficPolicy", "ipFamilies", "ipFamilyPolicy", "loadBalancerClass", "loadBalancerIP", "loadBalancerSourceRanges", "ports", "publishNotReadyAddresses", "selector", "sessionAffinity", "sessionAffinityConfig", "trafficDistribution", "type"]),

@@ -50,7 +50,6 @@ pub const ACCEPTED: &[(&str, &str, &str)] = &[
     ("PodSpec", "serviceAccount", "berth has no service accounts"),
     ("PodSpec", "automountServiceAccountToken", "berth has no service accounts"),
     ("PodSpec", "imagePullSecrets", "the agent pulls with the node's Docker credentials"),
-    ("PodSpec", "securityContext", ""),
     ("PodSpec", "affinity", "berth spreads replicas across nodes and honors nodeSelector"),
     ("PodSpec", "tolerations", "berth has no taints"),
     ("PodSpec", "topologySpreadConstraints", "berth spreads replicas across nodes"),
@@ -71,7 +70,6 @@ pub const ACCEPTED: &[(&str, &str, &str)] = &[
     ("PodSpec", "readinessGates", ""),
     ("PodSpec", "os", ""),
     ("Container", "imagePullPolicy", "the agent pulls an image only when it is absent, as IfNotPresent does"),
-    ("Container", "securityContext", ""),
     ("Container", "lifecycle", ""),
     ("Container", "terminationMessagePath", ""),
     ("Container", "terminationMessagePolicy", ""),
@@ -79,6 +77,16 @@ pub const ACCEPTED: &[(&str, &str, &str)] = &[
     ("Container", "stdinOnce", ""),
     ("Container", "tty", ""),
     ("Container", "resizePolicy", ""),
+    ("PodSecurityContext", "fsGroupChangePolicy", "berth sets the group of the pod's volumes when it makes them"),
+    ("PodSecurityContext", "supplementalGroupsPolicy", "the image's own groups are kept, as Merge does"),
+    ("PodSecurityContext", "seLinuxOptions", "the engine's default SELinux labels apply"),
+    ("PodSecurityContext", "seLinuxChangePolicy", "the engine's default SELinux labels apply"),
+    ("PodSecurityContext", "appArmorProfile", "the engine's default AppArmor profile applies"),
+    ("PodSecurityContext", "windowsOptions", "berth's nodes run Linux containers"),
+    ("SecurityContext", "seLinuxOptions", "the engine's default SELinux labels apply"),
+    ("SecurityContext", "appArmorProfile", "the engine's default AppArmor profile applies"),
+    ("SecurityContext", "windowsOptions", "berth's nodes run Linux containers"),
+    ("SecurityContext", "procMount", "/proc is masked as the engine does by default"),
     ("ContainerPort", "hostIP", "ports are published on the node's address"),
     ("Probe", "terminationGracePeriodSeconds", "the pod's grace period applies"),
     ("HttpGetAction", "host", "probes connect to the pod"),
@@ -132,11 +140,14 @@ pub const REFUSED: &[(&str, &str, &str)] = &[
     ("ServiceSpec", "externalIPs", "not supported; use NodePort"),
     ("ServiceSpec", "externalName", "ExternalName services are not supported"),
     ("ServiceSpec", "healthCheckNodePort", "not supported"),
+    ("PodSecurityContext", "sysctls", "not supported; set the sysctl on the node"),
+    ("SeccompProfile", "localhostProfile", "berth's nodes keep no seccomp profiles of their own; use RuntimeDefault"),
 ];
 
 /// `(value, one value berth takes in its place, reason)`: values of Kubernetes' enumerations
 /// that berth refuses, told apart by a value berth takes for the same field.
 pub const REFUSED_VALUES: &[(&str, &str, &str)] = &[
+    ("Localhost", "RuntimeDefault", "berth's nodes keep no seccomp profiles of their own; use RuntimeDefault"),
     ("SCTP", "TCP", "berth's nodes route TCP and UDP only"),
     (
         "ExternalName",

@@ -100,11 +100,37 @@ impl ContainerRuntime for Docker {
                             MountSource::Volume(name) => name.clone(),
                             MountSource::Bind(path) => path.clone(),
                         };
-                        let mode = if mount.read_only { ":ro" } else { "" };
-                        format!("{source}:{}{mode}", mount.target)
+                        // A volume starts empty, as an emptyDir does: the engine does not copy
+                        // the image's files at the mount path into it.
+                        let mut options = Vec::new();
+                        if mount.read_only {
+                            options.push("ro");
+                        }
+                        if matches!(mount.source, MountSource::Volume(_)) {
+                            options.push("nocopy");
+                        }
+                        match options.is_empty() {
+                            true => format!("{source}:{}", mount.target),
+                            false => format!("{source}:{}:{}", mount.target, options.join(",")),
+                        }
                     })
                     .collect(),
             ),
+            readonly_rootfs: spec.security.read_only_root.then_some(true),
+            cap_add: non_empty(&spec.security.capabilities_added),
+            cap_drop: non_empty(&spec.security.capabilities_dropped),
+            group_add: non_empty(&spec.security.groups),
+            privileged: spec.security.privileged.then_some(true),
+            security_opt: {
+                let mut options = Vec::new();
+                if spec.security.no_new_privileges {
+                    options.push("no-new-privileges:true".to_owned());
+                }
+                if spec.security.seccomp_unconfined {
+                    options.push("seccomp=unconfined".to_owned());
+                }
+                non_empty(&options)
+            },
             ..Default::default()
         };
         let mut hostname = None;
@@ -138,6 +164,7 @@ impl ContainerRuntime for Docker {
             cmd: spec.args.clone(),
             env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
             working_dir: spec.working_dir.clone(),
+            user: spec.security.user.clone(),
             labels: Some(spec.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect()),
             hostname,
             exposed_ports: if exposed.is_empty() { None } else { Some(exposed) },
@@ -290,6 +317,18 @@ impl ContainerRuntime for Docker {
         Ok(containers)
     }
 
+    async fn image_user(&self, image: &str) -> Result<Option<String>, RuntimeError> {
+        let inspected =
+            self.client.inspect_image(image).await.map_err(|e| engine(format!("inspecting image {image}"), e))?;
+        Ok(inspected.config.and_then(|c| c.user).filter(|user| !user.is_empty()))
+    }
+
+    async fn volume_path(&self, name: &str) -> Result<std::path::PathBuf, RuntimeError> {
+        let inspected =
+            self.client.inspect_volume(name).await.map_err(|e| engine(format!("inspecting volume {name}"), e))?;
+        Ok(std::path::PathBuf::from(inspected.mountpoint))
+    }
+
     async fn create_volume(&self, name: &str, labels: &BTreeMap<String, String>) -> Result<(), RuntimeError> {
         let request = VolumeCreateRequest {
             name: Some(name.to_owned()),
@@ -366,4 +405,9 @@ impl ContainerRuntime for Docker {
             })
         })
     }
+}
+
+/// `None` for an empty list, so the engine keeps its default.
+fn non_empty(items: &[String]) -> Option<Vec<String>> {
+    (!items.is_empty()).then(|| items.to_vec())
 }

@@ -41,9 +41,16 @@ pub fn open_folder(dir: &Path) -> Result<OwnedFd, FilesError> {
         .map_err(|error| FilesError::Open { path: dir.display().to_string(), source: error.into() })
 }
 
-/// Writes `contents` to `relative` beneath `folder` with `mode`, making the folders between
-/// (mode 0755), replacing a file of that name. Nothing outside `folder` is opened or created.
-pub fn write_beneath(folder: &OwnedFd, relative: &str, contents: &[u8], mode: u32) -> Result<(), FilesError> {
+/// Writes `contents` to `relative` beneath `folder` with `mode` (and owned by `group`, when
+/// given), making the folders between (mode 0755), replacing a file of that name. Nothing
+/// outside `folder` is opened or created.
+pub fn write_beneath(
+    folder: &OwnedFd,
+    relative: &str,
+    contents: &[u8],
+    mode: u32,
+    group: Option<u32>,
+) -> Result<(), FilesError> {
     let outside = || FilesError::OutsideVolume { path: relative.to_owned() };
     let (folders, _) = split_relative(relative).ok_or_else(outside)?;
     let mut so_far = String::new();
@@ -73,6 +80,10 @@ pub fn write_beneath(folder: &OwnedFd, relative: &str, contents: &[u8], mode: u3
     std::io::Write::write_all(&mut file, contents)
         .and_then(|()| file.set_len(contents.len() as u64))
         .map_err(|source| FilesError::Write { path: relative.to_owned(), source })?;
+    if let Some(group) = group {
+        rustix::fs::fchown(&file, None, Some(rustix::fs::Gid::from_raw(group)))
+            .map_err(|error| FilesError::Write { path: relative.to_owned(), source: error.into() })?;
+    }
     // The mode the file was created with passed through the umask; a file that existed keeps
     // its old mode. Set it exactly.
     rustix::fs::fchmod(&file, Mode::from_raw_mode(mode & 0o777))
@@ -107,17 +118,18 @@ mod tests {
         let folder = open_folder(&volume).unwrap();
 
         for path in ["../outside/x", "/tmp/berth-escape", "link/x", "file-link", "root/tmp/x", "a/../../outside/y"] {
-            assert!(write_beneath(&folder, path, b"value", 0o644).is_err(), "{path} was written");
+            assert!(write_beneath(&folder, path, b"value", 0o644, None).is_err(), "{path} was written");
         }
         assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0, "something was written outside");
         assert!(!Path::new("/tmp/berth-escape").exists());
 
-        write_beneath(&folder, "conf/app/settings.conf", b"port = 80\n", 0o440).unwrap();
+        write_beneath(&folder, "conf/app/settings.conf", b"port = 80\n", 0o440, None).unwrap();
         let written = volume.join("conf/app/settings.conf");
         assert_eq!(std::fs::read(&written).unwrap(), b"port = 80\n");
         assert_eq!(std::fs::metadata(&written).unwrap().permissions().mode() & 0o777, 0o440);
         // Shorter contents replace longer ones whole, and a new mode is applied.
-        write_beneath(&folder, "conf/app/settings.conf", b"p\n", 0o600).unwrap();
+        write_beneath(&folder, "conf/app/settings.conf", b"p\n", 0o600, Some(4321)).unwrap();
+        assert_eq!(std::os::unix::fs::MetadataExt::gid(&std::fs::metadata(&written).unwrap()), 4321);
         assert_eq!(std::fs::read(&written).unwrap(), b"p\n");
         assert_eq!(std::fs::metadata(&written).unwrap().permissions().mode() & 0o777, 0o600);
         // The volume folder itself must not be a symlink.

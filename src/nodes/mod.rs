@@ -14,4 +14,5 @@ pub mod protocol;
 pub mod proxy;
 pub mod runtime;
 pub mod sandbox;
+pub mod security;
 pub mod tar;

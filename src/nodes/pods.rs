@@ -13,7 +13,7 @@
 use super::protocol::{ContainerStateName, ContainerStatus, HostPort, PodAssignment, PodPhase, PodStatus};
 use super::runtime::{
     ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, Mount, MountSource, Network, PublishedPort,
-    RuntimeError,
+    RuntimeError, Security,
 };
 use super::sandbox;
 use crate::manifest::types::{Container, Protocol, RestartPolicy};
@@ -63,6 +63,9 @@ pub enum PodError {
     Files(#[from] super::files::FilesError),
     #[error("hostPath {path} resolves on this node to {resolved}: {reason}; mount the folder itself")]
     HostPath { path: String, resolved: String, reason: String },
+    /// The container's securityContext cannot be met (Kubernetes' CreateContainerConfigError).
+    #[error("container {container}: {reason}")]
+    Security { container: String, reason: String },
 }
 
 #[derive(Debug, Clone)]
@@ -123,6 +126,9 @@ struct Waiting {
     reason: String,
     until: Instant,
     failures: u32,
+    /// The configuration cannot be met as it is (a runAsNonRoot image that runs as root): no
+    /// retry helps until the assignment changes, but it is tried again after the backoff.
+    config_error: bool,
 }
 
 pub struct PodManager<R: ContainerRuntime> {
@@ -449,7 +455,8 @@ impl<R: ContainerRuntime> PodManager<R> {
             let key = format!("{}/{}", pod_key(&assignment.namespace, &assignment.pod), container.name);
             let failures = waiting.get(&key).map_or(0, |w| w.failures) + 1;
             let until = Instant::now() + self.backoff(failures);
-            waiting.insert(key, Waiting { reason: error.to_string(), until, failures });
+            let config_error = matches!(error, PodError::Security { .. });
+            waiting.insert(key, Waiting { reason: error.to_string(), until, failures, config_error });
         }
     }
 
@@ -491,7 +498,7 @@ impl<R: ContainerRuntime> PodManager<R> {
                     let mut waiting = self.lock_waiting();
                     let failures = waiting.get(&key).map_or(0, |w| w.failures) + 1;
                     let until = Instant::now() + self.backoff(failures);
-                    waiting.insert(key, Waiting { reason: error.to_string(), until, failures });
+                    waiting.insert(key, Waiting { reason: error.to_string(), until, failures, config_error: false });
                 }
             }
         }
@@ -546,12 +553,18 @@ impl<R: ContainerRuntime> PodManager<R> {
             return Ok(false);
         }
         let spec = &assignment.spec;
+        // A container whose securityContext cannot be met stops the pod before anything of it
+        // is made, as the kubelet refuses to create it.
+        for container in &spec.containers {
+            self.security(assignment, container).await?;
+        }
         for volume in spec.volumes.iter().filter(|v| v.empty_dir.is_some()) {
             let name = engine_name(&[&self.config.node, &assignment.namespace, &assignment.pod, &volume.name]);
             self.record(|inventory| {
                 inventory.volumes.insert(name.clone());
             })?;
             self.runtime.create_volume(&name, &self.base_labels(assignment, "volume")).await?;
+            self.open_empty_dir(assignment, &name).await?;
         }
         self.write_files(assignment)?;
 
@@ -582,6 +595,7 @@ impl<R: ContainerRuntime> PodManager<R> {
             mounts: Vec::new(),
             memory_limit_bytes: None,
             cpu_limit_nanos: None,
+            security: Security::default(),
         };
         let sandbox_id = self.create_owned(&sandbox_spec).await?;
         self.runtime.start(&sandbox_id).await?;
@@ -646,6 +660,7 @@ impl<R: ContainerRuntime> PodManager<R> {
         let policy = assignment.spec.restart_policy.unwrap_or(RestartPolicy::Always);
         labels.insert(labels::RESTART_POLICY.to_owned(), format!("{policy:?}"));
         let limits = container.resources.as_ref().map(|r| &r.limits);
+        let security = self.security(assignment, container).await?;
         let spec = ContainerSpec {
             name: engine_name(&[
                 &self.config.node,
@@ -668,10 +683,54 @@ impl<R: ContainerRuntime> PodManager<R> {
             cpu_limit_nanos: limits
                 .and_then(|l| l.get("cpu"))
                 .map(|q| i64::try_from(q.millis() * 1_000_000).unwrap_or(i64::MAX)),
+            security,
         };
         let id = self.create_owned(&spec).await?;
         self.runtime.start(&id).await?;
         Ok(id)
+    }
+
+    /// What `container` runs as, from its own and its pod's securityContext; the image's user
+    /// is asked of the engine only when the check needs it.
+    async fn security(&self, assignment: &PodAssignment, container: &Container) -> Result<Security, PodError> {
+        let pod = assignment.spec.security_context.as_ref();
+        let image_user = match super::security::needs_image_user(pod, container) {
+            true => self.runtime.image_user(&container.image).await?,
+            false => None,
+        };
+        super::security::resolve(pod, container, image_user.as_deref())
+            .map_err(|reason| PodError::Security { container: container.name.clone(), reason })
+    }
+
+    /// Gives a new emptyDir volume the owner and mode the kubelet gives one: writable by any
+    /// user (0777), so a container that runs as a non-root user can use it; with the pod's
+    /// `fsGroup`, owned by that group with the setgid bit, so what is made in it stays the
+    /// group's.
+    async fn open_empty_dir(&self, assignment: &PodAssignment, name: &str) -> Result<(), PodError> {
+        let fs_group = fs_group(assignment);
+        let path = match self.runtime.volume_path(name).await {
+            Ok(path) => path,
+            Err(error) if fs_group.is_none() => {
+                tracing::warn!(node = %self.config.node, volume = %name, %error, "The volume's folder is not reachable; it keeps the engine's owner and mode.");
+                return Ok(());
+            }
+            Err(error) => return Err(error.into()),
+        };
+        let result = (|| {
+            if let Some(group) = fs_group {
+                std::os::unix::fs::chown(&path, None, Some(group))?;
+            }
+            let mode = if fs_group.is_some() { 0o2777 } else { 0o777 };
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode))
+        })();
+        match result {
+            Ok(()) => Ok(()),
+            Err(error) if fs_group.is_none() => {
+                tracing::warn!(node = %self.config.node, volume = %name, %error, "Opening the volume to every user failed; it keeps the engine's owner and mode.");
+                Ok(())
+            }
+            Err(source) => Err(PodError::Io { path, source }),
+        }
     }
 
     /// The control plane judged a hostPath by how it is written; a symlink on the node can lead
@@ -762,7 +821,12 @@ impl<R: ContainerRuntime> PodManager<R> {
             for (relative, contents) in assignment.files.get(&volume.name).into_iter().flatten() {
                 let mode = items.iter().find(|item| item.path == *relative).and_then(|item| item.mode).or(default_mode);
                 let mode = mode.and_then(|m| u32::try_from(m).ok()).filter(|m| *m <= 0o777).unwrap_or(0o644);
-                super::files::write_beneath(&folder, relative, contents, mode)?;
+                // With an fsGroup the group owns the file and may read it, as the kubelet sets it.
+                let (mode, group) = match fs_group(assignment) {
+                    Some(group) => (mode | 0o440, Some(group)),
+                    None => (mode, None),
+                };
+                super::files::write_beneath(&folder, relative, contents, mode, group)?;
             }
         }
         Ok(())
@@ -833,7 +897,7 @@ impl<R: ContainerRuntime> PodManager<R> {
                         Some(code) => format!("container exited with code {code}"),
                         None => "container is not running".to_owned(),
                     };
-                    Waiting { reason, until: now + self.backoff(attempt), failures: attempt }
+                    Waiting { reason, until: now + self.backoff(attempt), failures: attempt, config_error: false }
                 });
                 entry.until <= now
             };
@@ -1173,6 +1237,7 @@ impl<R: ContainerRuntime> PodManager<R> {
                     (None, Some(w)) if w.reason.contains("pulling") => {
                         (Some("ImagePullBackOff"), Some(w.reason.clone()))
                     }
+                    (None, Some(w)) if w.config_error => (Some("CreateContainerConfigError"), Some(w.reason.clone())),
                     (None, Some(w)) => (Some("CreateContainerError"), Some(w.reason.clone())),
                     (None, None) => (Some("ContainerCreating"), None),
                     (Some(ContainerState::Exited), None) if exit_code == Some(0) => (Some("Completed"), None),
@@ -1281,4 +1346,9 @@ impl<R: ContainerRuntime> PodManager<R> {
         }
         Ok(statuses)
     }
+}
+
+/// The pod's `fsGroup`, when it names a valid group id.
+fn fs_group(assignment: &PodAssignment) -> Option<u32> {
+    assignment.spec.security_context.as_ref().and_then(|c| c.fs_group).and_then(|g| u32::try_from(g).ok())
 }

@@ -68,6 +68,23 @@ pub struct ContainerSpec {
     pub mounts: Vec<Mount>,
     pub memory_limit_bytes: Option<i64>,
     pub cpu_limit_nanos: Option<i64>,
+    pub security: Security,
+}
+
+/// What a container runs as and may do, resolved from the pod's and the container's
+/// `securityContext` ([`super::security`]). The default is the engine's default.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Security {
+    /// `uid` or `uid:gid`; the image's user when `None`.
+    pub user: Option<String>,
+    /// Supplementary group ids.
+    pub groups: Vec<String>,
+    pub read_only_root: bool,
+    pub capabilities_added: Vec<String>,
+    pub capabilities_dropped: Vec<String>,
+    pub no_new_privileges: bool,
+    pub seccomp_unconfined: bool,
+    pub privileged: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,6 +134,10 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     fn inspect(&self, id: &str) -> impl Future<Output = Result<ContainerInfo, RuntimeError>> + Send;
     /// Every container (running or not) that carries all of `labels`.
     fn list(&self, labels: &[(&str, &str)]) -> impl Future<Output = Result<Vec<ContainerInfo>, RuntimeError>> + Send;
+    /// The user an image's processes run as (its `USER`), `None` when it names none.
+    fn image_user(&self, image: &str) -> impl Future<Output = Result<Option<String>, RuntimeError>> + Send;
+    /// Where a volume's files are on this node, for the agent to set their owner and mode.
+    fn volume_path(&self, name: &str) -> impl Future<Output = Result<std::path::PathBuf, RuntimeError>> + Send;
     fn create_volume(
         &self,
         name: &str,

@@ -99,6 +99,7 @@ pub fn pod(name: &str, containers: Vec<Container>) -> PodAssignment {
             node_selector: BTreeMap::new(),
             restart_policy: Some(RestartPolicy::Always),
             termination_grace_period_seconds: Some(1),
+            security_context: None,
         },
         env: BTreeMap::new(),
         files: BTreeMap::new(),
@@ -418,6 +419,7 @@ async fn containers_berth_did_not_create_are_never_touched() {
         mounts: Vec::new(),
         memory_limit_bytes: None,
         cpu_limit_nanos: None,
+        security: Default::default(),
     };
     let foreign = docker.create(&spec).await.unwrap();
     docker.start(&foreign).await.unwrap();
@@ -718,4 +720,122 @@ async fn a_host_path_that_resolves_into_a_denied_folder_is_not_mounted() {
     })
     .await;
     converge_until_gone(&manager, &[]).await;
+}
+
+/// Issue 18 (and issue 14's `restricted` level, which needs it): the securityContext fields
+/// the engine can honor reach it. The container runs as the user and groups asked, its root
+/// filesystem is read-only, it keeps only the capability added back, and gains no privilege;
+/// the pod's fsGroup owns its emptyDir (writable by that user) and its configMap files.
+#[tokio::test]
+async fn a_security_context_reaches_the_engine() {
+    let docker = docker().await;
+    let node = TestNode::new("secctx");
+    let manager = manager(&node, &docker).await;
+    let mut main = container("main", "sleep 3600");
+    main.security_context = Some(SecurityContext {
+        read_only_root_filesystem: Some(true),
+        allow_privilege_escalation: Some(false),
+        capabilities: Some(Capabilities { add: vec!["NET_BIND_SERVICE".into()], drop: vec!["ALL".into()] }),
+        ..Default::default()
+    });
+    for (name, path) in [("scratch", "/data"), ("config", "/etc/app")] {
+        main.volume_mounts.push(VolumeMount {
+            name: name.into(),
+            mount_path: path.into(),
+            read_only: None,
+            sub_path: None,
+        });
+    }
+    let mut desired = vec![pod("secctx", vec![main])];
+    desired[0].spec.security_context = Some(PodSecurityContext {
+        run_as_user: Some(1000),
+        run_as_group: Some(3000),
+        fs_group: Some(2000),
+        supplemental_groups: vec![4000],
+        ..Default::default()
+    });
+    desired[0].spec.volumes.push(Volume {
+        name: "scratch".into(),
+        empty_dir: Some(EmptyDirVolumeSource {}),
+        host_path: None,
+        config_map: None,
+        secret: None,
+    });
+    desired[0].spec.volumes.push(Volume {
+        name: "config".into(),
+        empty_dir: None,
+        host_path: None,
+        config_map: Some(ConfigMapVolumeSource {
+            name: "settings".into(),
+            items: Vec::new(),
+            // Only the owner (root on the node) may read it, but for the fsGroup.
+            default_mode: Some(0o400),
+            optional: None,
+        }),
+        secret: None,
+    });
+    desired[0].files.insert("config".into(), BTreeMap::from([("app.conf".to_owned(), b"greeting = hello\n".to_vec())]));
+    manager.converge(&desired).await.unwrap();
+    let id = status(&manager, &desired).await.containers[0].container_id.clone().expect("the container runs");
+
+    let inspected = docker.client().inspect_container(&id, None).await.unwrap();
+    assert_eq!(inspected.config.unwrap().user.as_deref(), Some("1000:3000"));
+    let host = inspected.host_config.unwrap();
+    assert_eq!(host.readonly_rootfs, Some(true));
+    assert_eq!(host.cap_drop, Some(vec!["ALL".to_owned()]));
+    assert_eq!(host.cap_add, Some(vec!["NET_BIND_SERVICE".to_owned()]));
+    assert_eq!(host.group_add, Some(vec!["2000".to_owned(), "4000".to_owned()]));
+    assert_eq!(host.security_opt, Some(vec!["no-new-privileges:true".to_owned()]));
+    assert_ne!(host.privileged, Some(true));
+
+    // What the process sees: its ids, a read-only root, a writable emptyDir owned by the
+    // fsGroup, the configMap file readable through the group, and no effective capability
+    // but the one added back (CAP_NET_BIND_SERVICE is bit 10).
+    assert_eq!(exec_output(&docker, &id, "id -u; id -g; id -G").await, "1000\n3000\n3000 2000 4000\n");
+    let root = exec_output(&docker, &id, "touch /made 2>/dev/null && echo writable || echo read-only").await;
+    assert_eq!(root.trim(), "read-only");
+    let scratch = exec_output(&docker, &id, "touch /data/made && stat -c '%g %a' /data && stat -c %g /data/made").await;
+    assert_eq!(scratch, "2000 2777\n2000\n", "the emptyDir is the fsGroup's, setgid, writable by the user");
+    assert_eq!(exec_output(&docker, &id, "cat /etc/app/app.conf").await, "greeting = hello\n");
+    let capabilities = exec_output(&docker, &id, "grep -E '^Cap(Eff|Bnd)' /proc/self/status").await;
+    assert_eq!(capabilities, "CapEff:\t0000000000000000\nCapBnd:\t0000000000000400\n", "{capabilities}");
+    let no_new = exec_output(&docker, &id, "grep NoNewPrivs /proc/self/status").await;
+    assert_eq!(no_new.split_whitespace().collect::<Vec<_>>(), ["NoNewPrivs:", "1"]);
+}
+
+/// Issue 18: a container with runAsNonRoot whose image runs as root is not started; the pod
+/// waits with Kubernetes' reason and says why, and runs once the manifest names a user.
+#[tokio::test]
+async fn run_as_non_root_refuses_an_image_that_runs_as_root() {
+    let docker = docker().await;
+    let node = TestNode::new("nonroot");
+    let manager = manager(&node, &docker).await;
+    let mut desired = vec![pod("nonroot", vec![container("main", "sleep 3600")])];
+    desired[0].spec.security_context = Some(PodSecurityContext { run_as_non_root: Some(true), ..Default::default() });
+    manager.converge(&desired).await.unwrap();
+    let refused = status(&manager, &desired).await;
+    assert_eq!(refused.phase, PodPhase::Pending);
+    let main = &refused.containers[0];
+    assert_eq!(main.reason.as_deref(), Some("CreateContainerConfigError"), "{refused:?}");
+    let error = main.last_error.clone().unwrap_or_default();
+    assert!(
+        error.contains("container main: runAsNonRoot is set and image") && error.contains("runs as root"),
+        "{error}"
+    );
+    let filter = format!("label={}={}", labels::NODE, node.name);
+    let made = std::process::Command::new("docker").args(["ps", "-aq", "--filter", &filter]).output().unwrap();
+    assert!(made.stdout.is_empty(), "nothing of the pod was made, not even its sandbox");
+
+    // The manifest names a user: a new assignment (a new spec) runs.
+    let mut fixed = desired.clone();
+    fixed[0].spec.security_context.as_mut().unwrap().run_as_user = Some(1000);
+    fixed[0].spec_hash = "hash-2".into();
+    fixed[0].uid = "uid-nonroot-2".into();
+    wait_for("the pod with a non-root user to run", Duration::from_secs(30), || async {
+        manager.converge(&fixed).await.unwrap();
+        manager.observe(&fixed).await.unwrap()[0].phase == PodPhase::Running
+    })
+    .await;
+    let id = status(&manager, &fixed).await.containers[0].container_id.clone().unwrap();
+    assert_eq!(exec_output(&docker, &id, "id -u").await, "1000\n");
 }

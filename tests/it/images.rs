@@ -58,6 +58,7 @@ pub fn container(name: &str, script: &str) -> Container {
         liveness_probe: None,
         readiness_probe: None,
         volume_mounts: Vec::new(),
+        security_context: None,
     }
 }
 
