@@ -1,8 +1,8 @@
 //! The operator's host-access policy: what a committed manifest may ask of a node. It comes
 //! from the server's own configuration (`--policy FILE`), never from the watched repository,
 //! so a committer cannot relax it. Checked on the manifest as written (the positioned tree),
-//! because most of what it looks at (`securityContext`) is a field berth accepts without
-//! acting on.
+//! so every refusal points at the line and field as written, and a missing field at the
+//! container or pod that lacks it.
 
 use super::yaml::{Node, Value};
 use crate::diag::{Diagnostic, Pos};
@@ -44,15 +44,27 @@ pub const DOCKER_DEFAULT_CAPABILITIES: &[&str] = &[
     "SYS_CHROOT",
 ];
 
-/// A level after Kubernetes' Pod Security Standards.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+/// The one capability of Docker's default set that Kubernetes' Baseline standard does not let a
+/// container add.
+const NOT_IN_BASELINE: &str = "NET_RAW";
+
+/// A level after Kubernetes' Pod Security Standards; each level refuses all that the ones
+/// before it refuse.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Level {
-    /// hostPath outside the denied folders; no privileged containers, no added capabilities.
+    /// hostPath outside the denied folders; no privileged containers, no added capabilities
+    /// beyond Docker's default set.
     #[default]
     Default,
-    /// Also no hostPath volumes and no host ports, as the Baseline standard says.
+    /// Also no hostPath volumes, no host ports, no seccomp `Unconfined` and no added
+    /// capability outside the Baseline list, as the Baseline standard says.
     Baseline,
+    /// Also, as the Restricted standard says: every container runs as a non-root user
+    /// (`runAsNonRoot: true`, no `runAsUser: 0`), with `allowPrivilegeEscalation: false`,
+    /// `capabilities.drop: [ALL]` (adding back only NET_BIND_SERVICE) and the RuntimeDefault
+    /// seccomp profile.
+    Restricted,
 }
 
 /// The policy file, as an operator writes it. Unknown keys are errors.
@@ -119,12 +131,10 @@ impl Policy {
         let level = match file.level.as_deref() {
             None | Some("default") => Level::Default,
             Some("baseline") => Level::Baseline,
-            Some("restricted") => {
-                return Err(format!(
-                    "{what}: level `restricted` needs berth to apply securityContext (runAsNonRoot, allowPrivilegeEscalation, seccomp), which it does not yet; use `baseline`"
-                ));
+            Some("restricted") => Level::Restricted,
+            Some(other) => {
+                return Err(format!("{what}: unknown level `{other}`; write `default`, `baseline` or `restricted`"));
             }
-            Some(other) => return Err(format!("{what}: unknown level `{other}`; write `default` or `baseline`")),
         };
         let mut policy = Policy { level, ..Policy::default() };
         for (field, paths) in [
@@ -152,8 +162,8 @@ impl Policy {
 
     /// Why a hostPath is refused, or `None` when it may be mounted.
     pub fn host_path_refusal(&self, path: &str) -> Option<String> {
-        if self.level == Level::Baseline {
-            return Some("the policy's level `baseline` allows no hostPath volumes".into());
+        if self.level >= Level::Baseline {
+            return Some(format!("the policy's level `{}` allows no hostPath volumes", self.level.name()));
         }
         let Some(path) = normalize(path) else {
             return Some("write an absolute path without `..`".into());
@@ -205,11 +215,29 @@ impl Policy {
                 );
             }
         }
+        let pod_context = spec.get("securityContext");
+        let pod_field =
+            |field: &str| pod_context.and_then(|c| c.get(field)).filter(|n| !matches!(n.value, Value::Null));
+        if self.level >= Level::Baseline {
+            self.check_seccomp(pod_field("seccompProfile"), &format!("{at}.securityContext"), &mut refuse);
+        }
+        if self.level >= Level::Restricted
+            && let Some(user) = pod_field("runAsUser")
+            && matches!(user.value, Value::Int(0))
+        {
+            refuse(
+                user.pos,
+                format!("{at}.securityContext.runAsUser"),
+                "the policy's level `restricted` allows no container to run as user 0 (root)".into(),
+                "set a non-zero runAsUser",
+            );
+        }
         for list in ["initContainers", "containers", "ephemeralContainers"] {
             for (index, container) in items(spec.get(list)) {
                 let here = format!("{at}.{list}[{index}]");
                 let context = container.get("securityContext");
-                if let Some(privileged) = context.and_then(|c| c.get("privileged"))
+                let field = |name: &str| context.and_then(|c| c.get(name)).filter(|n| !matches!(n.value, Value::Null));
+                if let Some(privileged) = field("privileged")
                     && matches!(privileged.value, Value::Bool(true))
                 {
                     refuse(
@@ -219,36 +247,152 @@ impl Policy {
                         "remove it; add only the capability the container needs, if Docker's default set lacks it the operator must allow it",
                     );
                 }
-                let added = context.and_then(|c| c.get("capabilities")).and_then(|c| c.get("add"));
+                let capabilities = field("capabilities");
+                let added = capabilities.and_then(|c| c.get("add"));
                 for (cap_index, capability) in items(added) {
                     let Some(name) = capability.as_str() else { continue };
                     let bare = name.trim_start_matches("CAP_").to_ascii_uppercase();
-                    if !DOCKER_DEFAULT_CAPABILITIES.contains(&bare.as_str()) {
+                    let refusal = if !DOCKER_DEFAULT_CAPABILITIES.contains(&bare.as_str()) {
+                        Some(format!(
+                            "capability {bare} is beyond Docker's default set, which the host-access policy refuses"
+                        ))
+                    } else if self.level >= Level::Restricted && bare != "NET_BIND_SERVICE" {
+                        Some(format!(
+                            "the policy's level `restricted` lets a container add back only NET_BIND_SERVICE, not {bare}"
+                        ))
+                    } else if self.level >= Level::Baseline && bare == NOT_IN_BASELINE {
+                        Some(format!("the policy's level `{}` allows no capability {bare}", self.level.name()))
+                    } else {
+                        None
+                    };
+                    if let Some(message) = refusal {
                         refuse(
                             capability.pos,
                             format!("{here}.securityContext.capabilities.add[{cap_index}]"),
-                            format!(
-                                "capability {bare} is beyond Docker's default set, which the host-access policy refuses"
-                            ),
+                            message,
                             "remove it",
                         );
                     }
                 }
-                if self.level == Level::Baseline {
+                if self.level >= Level::Baseline {
                     for (port_index, port) in items(container.get("ports")) {
                         if let Some(host_port) = port.get("hostPort").filter(|p| !matches!(p.value, Value::Null)) {
                             refuse(
                                 host_port.pos,
                                 format!("{here}.ports[{port_index}].hostPort"),
-                                "the policy's level `baseline` allows no host ports".into(),
+                                format!("the policy's level `{}` allows no host ports", self.level.name()),
                                 "remove it and reach the pod through a Service",
                             );
                         }
                     }
+                    self.check_seccomp(field("seccompProfile"), &format!("{here}.securityContext"), &mut refuse);
+                }
+                if self.level >= Level::Restricted {
+                    self.check_restricted(container, &here, at, pod_field, &mut refuse);
                 }
             }
         }
+        // A pod-level value every container inherits is one finding, not one per container.
+        let mut seen = std::collections::HashSet::new();
+        findings.retain(|finding| seen.insert(finding.to_string()));
         findings
+    }
+
+    /// Baseline: a seccomp profile, where one is given, is not `Unconfined`.
+    fn check_seccomp(&self, profile: Option<&Node>, at: &str, refuse: &mut impl FnMut(Pos, String, String, &str)) {
+        let Some(kind) = profile.and_then(|p| p.get("type")) else { return };
+        if kind.as_str() == Some("Unconfined") {
+            refuse(
+                kind.pos,
+                format!("{at}.seccompProfile.type"),
+                format!("the policy's level `{}` allows no container without a seccomp profile", self.level.name()),
+                "write RuntimeDefault, the engine's default profile",
+            );
+        }
+    }
+
+    /// Restricted, for one container: what it must say of itself, or its pod for it.
+    fn check_restricted<'n>(
+        &self,
+        container: &'n Node,
+        here: &str,
+        pod_at: &str,
+        pod_field: impl Fn(&str) -> Option<&'n Node>,
+        refuse: &mut impl FnMut(Pos, String, String, &str),
+    ) {
+        let context = container.get("securityContext").filter(|c| !matches!(c.value, Value::Null));
+        let field = |name: &str| context.and_then(|c| c.get(name)).filter(|n| !matches!(n.value, Value::Null));
+        let is =
+            |node: Option<&Node>, value: bool| node.is_some_and(|n| matches!(n.value, Value::Bool(b) if b == value));
+        // Where a missing field is reported: the container's securityContext, else the container.
+        let missing_at = context.map_or(container.pos, |c| c.pos);
+        let context_at = format!("{here}.securityContext");
+        match field("allowPrivilegeEscalation") {
+            Some(node) if is(Some(node), false) => {}
+            found => refuse(
+                found.map_or(missing_at, |n| n.pos),
+                format!("{context_at}.allowPrivilegeEscalation"),
+                "the policy's level `restricted` needs allowPrivilegeEscalation: false".into(),
+                "add `allowPrivilegeEscalation: false` to the container's securityContext",
+            ),
+        }
+        // Said false by the container, or by its pod for it, or said nowhere.
+        let non_root = match field("runAsNonRoot") {
+            Some(own) => (!is(Some(own), true)).then(|| (own.pos, format!("{context_at}.runAsNonRoot"))),
+            None => match pod_field("runAsNonRoot") {
+                Some(pod) if is(Some(pod), true) => None,
+                Some(pod) => Some((pod.pos, format!("{pod_at}.securityContext.runAsNonRoot"))),
+                None => Some((missing_at, format!("{context_at}.runAsNonRoot"))),
+            },
+        };
+        if let Some((pos, field)) = non_root {
+            refuse(
+                pos,
+                field,
+                "the policy's level `restricted` needs runAsNonRoot: true, on the container or its pod".into(),
+                "add `runAsNonRoot: true` to the pod's securityContext (and a runAsUser if the image names no non-root user)",
+            );
+        }
+        if let Some(user) = field("runAsUser").filter(|u| matches!(u.value, Value::Int(0))) {
+            refuse(
+                user.pos,
+                format!("{context_at}.runAsUser"),
+                "the policy's level `restricted` allows no container to run as user 0 (root)".into(),
+                "set a non-zero runAsUser",
+            );
+        }
+        // `Unconfined` was refused already, as Baseline refuses it.
+        let profile = field("seccompProfile").or_else(|| pod_field("seccompProfile"));
+        let profile_type = profile.and_then(|p| p.get("type")).and_then(Node::as_str);
+        if !matches!(profile_type, Some("RuntimeDefault" | "Unconfined")) {
+            refuse(
+                field("seccompProfile").map_or(missing_at, |n| n.pos),
+                format!("{context_at}.seccompProfile"),
+                "the policy's level `restricted` needs the RuntimeDefault seccomp profile, on the container or its pod"
+                    .into(),
+                "add `seccompProfile: {type: RuntimeDefault}` to the pod's securityContext",
+            );
+        }
+        let drop = field("capabilities").and_then(|c| c.get("drop"));
+        if !items(drop).any(|(_, d)| d.as_str().is_some_and(|name| name.eq_ignore_ascii_case("ALL"))) {
+            refuse(
+                drop.map_or(missing_at, |d| d.pos),
+                format!("{context_at}.capabilities.drop"),
+                "the policy's level `restricted` needs every capability dropped (`drop: [ALL]`)".into(),
+                "add `capabilities: {drop: [ALL]}` to the container's securityContext",
+            );
+        }
+    }
+}
+
+impl Level {
+    /// The level as the policy file writes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Default => "default",
+            Level::Baseline => "baseline",
+            Level::Restricted => "restricted",
+        }
     }
 }
 
@@ -336,7 +480,6 @@ mod tests {
         assert!(baseline.host_path_refusal("/srv/data").is_some());
         for (text, error) in [
             ("hostpath: {}\n", "unknown field"),
-            ("level: restricted\n", "does not yet"),
             ("level: strict\n", "unknown level"),
             ("hostPath:\n  allow: [relative]\n", "not an absolute path"),
             ("hostPath:\n  deny: [/srv/../etc]\n", "not an absolute path"),
@@ -344,5 +487,117 @@ mod tests {
             let refused = Policy::parse("policy.yaml", text).unwrap_err();
             assert!(refused.contains(error) && refused.starts_with("policy.yaml"), "{text}: {refused}");
         }
+    }
+
+    fn findings(policy: &Policy, manifest: &str) -> Vec<String> {
+        let documents = crate::manifest::yaml::parse(manifest).unwrap();
+        let root = documents.into_iter().find_map(|d| d.root).unwrap();
+        policy.check("app.yaml", "Deployment/web", &root).iter().map(ToString::to_string).collect()
+    }
+
+    const RESTRICTED_POD: &str = "kind: Deployment
+spec:
+  template:
+    spec:
+      securityContext:
+        runAsNonRoot: true
+        runAsUser: 1000
+        seccompProfile: {type: RuntimeDefault}
+      containers:
+        - name: web
+          image: app:1
+          securityContext:
+            allowPrivilegeEscalation: false
+            capabilities: {drop: [ALL], add: [NET_BIND_SERVICE]}
+";
+
+    /// Issue 14: the Restricted standard, checked on the manifest as written, each refusal at
+    /// its field, or at the container that lacks it.
+    #[test]
+    fn the_restricted_level_asks_what_kubernetes_restricted_asks() {
+        let restricted = Policy::parse("policy.yaml", "level: restricted\n").unwrap();
+        assert_eq!(findings(&restricted, RESTRICTED_POD), Vec::<String>::new());
+        assert_eq!(findings(&Policy::default(), RESTRICTED_POD), Vec::<String>::new());
+        for (from, to, expected) in [
+            (
+                "allowPrivilegeEscalation: false",
+                "allowPrivilegeEscalation: true",
+                ":13:39: error: Deployment/web: spec.template.spec.containers[0].securityContext.allowPrivilegeEscalation",
+            ),
+            (
+                "            allowPrivilegeEscalation: false\n",
+                "",
+                ":13:13: error: Deployment/web: spec.template.spec.containers[0].securityContext.allowPrivilegeEscalation",
+            ),
+            (
+                "        runAsNonRoot: true\n",
+                "",
+                "containers[0].securityContext.runAsNonRoot: the policy's level `restricted` needs runAsNonRoot: true",
+            ),
+            (
+                "runAsUser: 1000",
+                "runAsUser: 0",
+                "spec.template.spec.securityContext.runAsUser: the policy's level `restricted` allows no container to run as user 0",
+            ),
+            (
+                "        seccompProfile: {type: RuntimeDefault}\n",
+                "",
+                "containers[0].securityContext.seccompProfile: the policy's level `restricted` needs the RuntimeDefault",
+            ),
+            (
+                "{type: RuntimeDefault}",
+                "{type: Unconfined}",
+                "spec.template.spec.securityContext.seccompProfile.type: the policy's level `restricted` allows no container without a seccomp profile",
+            ),
+            (
+                "drop: [ALL]",
+                "drop: [NET_RAW]",
+                "capabilities.drop: the policy's level `restricted` needs every capability dropped",
+            ),
+            (
+                "add: [NET_BIND_SERVICE]",
+                "add: [CHOWN]",
+                "capabilities.add[0]: the policy's level `restricted` lets a container add back only NET_BIND_SERVICE, not CHOWN",
+            ),
+        ] {
+            let manifest = RESTRICTED_POD.replace(from, to);
+            assert_ne!(manifest, RESTRICTED_POD, "{from}");
+            let found = findings(&restricted, &manifest);
+            assert!(found.len() == 1 && found[0].contains(expected), "{from} -> {to}: {found:#?}");
+        }
+        // The pod's `runAsNonRoot: false` is one finding at the pod's field, however many
+        // containers inherit it.
+        let two = RESTRICTED_POD.replace("runAsNonRoot: true", "runAsNonRoot: false")
+            + "        - name: side\n          image: app:1\n          securityContext:\n            allowPrivilegeEscalation: false\n            capabilities: {drop: [ALL]}\n";
+        let found = findings(&restricted, &two);
+        assert!(
+            found.len() == 1
+                && found[0].contains(":6:23: error: Deployment/web: spec.template.spec.securityContext.runAsNonRoot"),
+            "{found:#?}"
+        );
+        // A container without any securityContext is told each thing it lacks, at itself.
+        let bare = "kind: Pod\nspec:\n  containers:\n    - name: web\n      image: app:1\n";
+        let found = findings(&restricted, bare);
+        assert_eq!(found.len(), 4, "{found:#?}");
+        assert!(found.iter().all(|f| f.contains("app.yaml:4:7: error")), "{found:#?}");
+    }
+
+    #[test]
+    fn the_baseline_level_refuses_unconfined_seccomp_and_net_raw() {
+        let baseline = Policy::parse("policy.yaml", "level: baseline\n").unwrap();
+        let pod = "kind: Pod\nspec:\n  containers:\n    - name: web\n      image: app:1\n      securityContext:\n        seccompProfile: {type: Unconfined}\n        capabilities: {add: [NET_RAW, CHOWN]}\n";
+        let found = findings(&baseline, pod);
+        assert_eq!(found.len(), 2, "{found:#?}");
+        assert!(
+            found[0].contains("capabilities.add[0]: the policy's level `baseline` allows no capability NET_RAW"),
+            "{found:#?}"
+        );
+        assert!(
+            found[1].contains(
+                "seccompProfile.type: the policy's level `baseline` allows no container without a seccomp profile"
+            ),
+            "{found:#?}"
+        );
+        assert_eq!(findings(&Policy::default(), pod), Vec::<String>::new());
     }
 }

@@ -477,6 +477,62 @@ spec:
     assert!(err.contains("unknown field `hostPaths`"), "{err}");
 }
 
+/// Issue 14: the `restricted` level, now that berth applies securityContext (issue 18). A
+/// hardened Deployment loads; the example repository's ordinary one is told, at each
+/// container, what it lacks; the default policy asks none of it.
+#[test]
+fn the_restricted_policy_level_asks_each_container_to_run_hardened() {
+    let deployment = |name: &str, pod_context: &str, container_context: &str| {
+        format!(
+            "apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}}}
+spec:
+  selector: {{matchLabels: {{app: {name}}}}}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec:
+      securityContext: {pod_context}
+      containers:
+        - name: app
+          image: registry.example/app:1
+          securityContext: {container_context}
+"
+        )
+    };
+    let mut repo = TestRepo::new();
+    repo.write(
+        "hardened.yaml",
+        &deployment(
+            "hardened",
+            "{runAsNonRoot: true, runAsUser: 1000, seccompProfile: {type: RuntimeDefault}}",
+            "{allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: {drop: [ALL]}}",
+        ),
+    );
+    repo.write("plain.yaml", &deployment("plain", "{}", "{}"));
+    repo.commit("one hardened, one plain");
+    let policy = repo.path().join("../restricted.yaml");
+    std::fs::write(&policy, "level: restricted\n").unwrap();
+    let (code, out, err) = berth(repo.path(), &["validate", ".", "--policy", policy.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}{err}");
+    let errors: Vec<&str> = out.lines().filter(|l| l.contains(": error: ")).collect();
+    assert!(
+        errors.iter().all(|e| e.starts_with(
+            "plain.yaml:13:28: error: Deployment default/plain: spec.template.spec.containers[0].securityContext."
+        )),
+        "{out}"
+    );
+    for field in ["allowPrivilegeEscalation", "runAsNonRoot", "seccompProfile", "capabilities.drop"] {
+        assert!(
+            errors.iter().any(|e| e.contains(&format!("securityContext.{field}: the policy's level `restricted`"))),
+            "{field}: {out}"
+        );
+    }
+    assert_eq!(errors.len(), 4, "{out}");
+    let (code, out, err) = berth(repo.path(), &["validate", "."]);
+    assert_eq!(code, 0, "the default level asks none of it: {out}{err}");
+}
+
 /// Issue 14: a commit beyond the limits is an error at the object that passes them, never a
 /// burden on the server (`replicas: 100000` made that many pods wait in memory).
 #[test]
