@@ -23,7 +23,8 @@ pub struct State {
     pub revision: String,
     /// A line to show beside the revision, such as the commit message.
     pub title: String,
-    pub resources: Vec<Arc<Resource>>,
+    /// Shared with the loaded commit it may come from: taking a side clones one pointer.
+    pub resources: Arc<[Arc<Resource>]>,
     /// The rollout of each workload, when computed with the resources (which are then sorted
     /// by key); a plan computes what is missing.
     pub rollouts: rollout::Rollouts,
@@ -31,8 +32,17 @@ pub struct State {
 
 impl State {
     /// A state whose rollouts the plan computes.
-    pub fn new(revision: impl Into<String>, title: impl Into<String>, resources: Vec<Arc<Resource>>) -> State {
-        State { revision: revision.into(), title: title.into(), resources, rollouts: rollout::Rollouts::default() }
+    pub fn new(
+        revision: impl Into<String>,
+        title: impl Into<String>,
+        resources: impl Into<Arc<[Arc<Resource>]>>,
+    ) -> State {
+        State {
+            revision: revision.into(),
+            title: title.into(),
+            resources: resources.into(),
+            rollouts: rollout::Rollouts::default(),
+        }
     }
 
     /// The resources in key order, with their rollouts when this state carries them.

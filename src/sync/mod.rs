@@ -88,7 +88,8 @@ pub struct Loaded {
     pub commit: CommitInfo,
     pub config: Config,
     /// Objects that loaded without errors, sorted by key.
-    pub resources: Vec<Arc<Resource>>,
+    /// Shared: a plan's side takes it without touching each object.
+    pub resources: Arc<[Arc<Resource>]>,
     /// Errors and warnings, sorted by file and position.
     pub diagnostics: Vec<Diagnostic>,
     /// How many manifest files were read.
@@ -641,9 +642,9 @@ impl Loader {
         settle_kind_notices(&mut diagnostics, &config);
         let rollouts = plan::rollout::Rollouts::of(
             &resources,
-            self.last.as_ref().map(|last| (last.resources.as_slice(), &last.rollouts)),
+            self.last.as_ref().map(|last| (&last.resources[..], &last.rollouts)),
         );
-        Ok(Loaded { commit, config, resources, diagnostics, files, secrets, rollouts })
+        Ok(Loaded { commit, config, resources: resources.into(), diagnostics, files, secrets, rollouts })
     }
 }
 

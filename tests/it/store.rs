@@ -25,7 +25,7 @@ async fn applied_objects_round_trip_and_stay_redacted() {
     let applied = store.applied().await.unwrap();
     assert_eq!(applied.commit.as_ref(), Some(&loaded.commit));
     assert_eq!(applied.resources.len(), 2);
-    for (stored, original) in applied.resources.iter().zip(&loaded.resources) {
+    for (stored, original) in applied.resources.iter().zip(loaded.resources.iter()) {
         assert_eq!(stored.key, original.key);
         assert_eq!(stored.hash, original.hash, "{} changed on its way through the store", stored.key);
         assert_eq!(stored.canonical, original.canonical);
