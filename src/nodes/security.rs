@@ -13,9 +13,15 @@ use crate::manifest::types::{Container, PodSecurityContext, SeccompProfileType, 
 /// `runAsUser`, or to give a `runAsGroup` to the image's user.
 pub fn needs_image_user(pod: Option<&PodSecurityContext>, container: &Container) -> bool {
     let own = container.security_context.as_ref();
+    let (user, group) = ids(pod, own);
+    user.is_none() && (non_root(pod, own) || group.is_some())
+}
+
+/// The user and group ids asked for: the container's own, else its pod's.
+fn ids(pod: Option<&PodSecurityContext>, own: Option<&SecurityContext>) -> (Option<i64>, Option<i64>) {
     let user = own.and_then(|c| c.run_as_user).or_else(|| pod.and_then(|p| p.run_as_user));
     let group = own.and_then(|c| c.run_as_group).or_else(|| pod.and_then(|p| p.run_as_group));
-    user.is_none() && (non_root(pod, own) || group.is_some())
+    (user, group)
 }
 
 fn non_root(pod: Option<&PodSecurityContext>, own: Option<&SecurityContext>) -> bool {
@@ -30,8 +36,7 @@ pub fn resolve(
     image_user: Option<&str>,
 ) -> Result<Security, String> {
     let own = container.security_context.as_ref();
-    let user = own.and_then(|c| c.run_as_user).or_else(|| pod.and_then(|p| p.run_as_user));
-    let group = own.and_then(|c| c.run_as_group).or_else(|| pod.and_then(|p| p.run_as_group));
+    let (user, group) = ids(pod, own);
     for (field, id) in [("runAsUser", user), ("runAsGroup", group)] {
         if id.is_some_and(|id| !(0..=i64::from(u32::MAX)).contains(&id)) {
             return Err(format!("{field} {} is not a user or group id", id.unwrap_or_default()));
