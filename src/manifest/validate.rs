@@ -444,6 +444,19 @@ impl<'a> Checker<'a> {
             self.error(&[K("terminationGracePeriodSeconds")], "must not be negative", None);
         }
         self.labels(&spec.node_selector, &[K("nodeSelector")]);
+        if let Some(context) = &spec.security_context {
+            let ids = [
+                ("runAsUser", context.run_as_user),
+                ("runAsGroup", context.run_as_group),
+                ("fsGroup", context.fs_group),
+            ];
+            for (field, id) in ids {
+                self.id_in_range(&[K("securityContext"), K(field)], id);
+            }
+            for (index, id) in context.supplemental_groups.iter().enumerate() {
+                self.id_in_range(&[K("securityContext"), K("supplementalGroups"), I(index)], Some(*id));
+            }
+        }
 
         let mut volume_names: HashMap<&str, usize> = HashMap::new();
         for (index, volume) in spec.volumes.iter().enumerate() {
@@ -588,6 +601,13 @@ impl<'a> Checker<'a> {
         }
     }
 
+    /// A user or group id as Kubernetes takes it: 0 to 2147483647.
+    fn id_in_range(&mut self, path: &[Seg<'_>], id: Option<i64>) {
+        if let Some(id) = id.filter(|id| !(0..=i64::from(i32::MAX)).contains(id)) {
+            self.error(path, format!("{id} is not a user or group id"), Some("use 0 to 2147483647".into()));
+        }
+    }
+
     fn container<'c>(
         &mut self,
         container: &'c Container,
@@ -595,6 +615,11 @@ impl<'a> Checker<'a> {
         volumes: &HashMap<&str, usize>,
         port_names: &mut HashMap<&'c str, usize>,
     ) {
+        if let Some(context) = &container.security_context {
+            for (field, id) in [("runAsUser", context.run_as_user), ("runAsGroup", context.run_as_group)] {
+                self.id_in_range(&[K("securityContext"), K(field)], id);
+            }
+        }
         if !is_dns_label(&container.name) {
             self.error(
                 &[K("name")],

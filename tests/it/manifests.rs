@@ -641,3 +641,34 @@ spec:
     let quick = pod.config_inputs_digest(berth::manifest::digests_in(&resources, "default"));
     assert_eq!(quick, Some(berth::manifest::inputs_digest(&inputs)));
 }
+
+/// Issue 18: ids in a securityContext are checked as Kubernetes' API server checks them, so a
+/// negative or oversized one is an error at its line, not a container the node refuses later.
+#[test]
+fn security_context_ids_out_of_range_are_refused_at_their_line() {
+    let mut repo = TestRepo::new();
+    repo.write(
+        "pod.yaml",
+        "apiVersion: v1
+kind: Pod
+metadata: {name: ids}
+spec:
+  securityContext: {runAsUser: -1, fsGroup: 1000, supplementalGroups: [5, 4294967296]}
+  containers:
+    - name: app
+      image: registry.example/app:1
+      securityContext: {runAsGroup: 2147483648}
+",
+    );
+    repo.commit("ids out of range");
+    let (code, out, err) = berth(repo.path(), &["validate", "."]);
+    assert_eq!(code, 1, "{out}{err}");
+    for needle in [
+        "pod.yaml:5:32: error: Pod default/ids: spec.securityContext.runAsUser: -1 is not a user or group id",
+        "pod.yaml:5:75: error: Pod default/ids: spec.securityContext.supplementalGroups[1]: 4294967296 is not a user or group id",
+        "pod.yaml:9:37: error: Pod default/ids: spec.containers[0].securityContext.runAsGroup: 2147483648 is not a user or group id",
+    ] {
+        assert!(out.contains(needle), "{needle}\n{out}");
+    }
+    assert_eq!(out.matches(": error: ").count(), 3, "{out}");
+}
