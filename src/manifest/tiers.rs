@@ -70,7 +70,6 @@ pub const ACCEPTED: &[(&str, &str, &str)] = &[
     ("PodSpec", "readinessGates", ""),
     ("PodSpec", "os", ""),
     ("Container", "imagePullPolicy", "the agent pulls an image only when it is absent, as IfNotPresent does"),
-    ("Container", "lifecycle", ""),
     ("Container", "terminationMessagePath", ""),
     ("Container", "terminationMessagePolicy", ""),
     ("Container", "stdin", ""),
@@ -87,6 +86,7 @@ pub const ACCEPTED: &[(&str, &str, &str)] = &[
     ("SecurityContext", "appArmorProfile", "the engine's default AppArmor profile applies"),
     ("SecurityContext", "windowsOptions", "berth's nodes run Linux containers"),
     ("SecurityContext", "procMount", "/proc is masked as the engine does by default"),
+    ("Lifecycle", "stopSignal", "the image's stop signal is sent"),
     ("ContainerPort", "hostIP", "ports are published on the node's address"),
     ("Probe", "terminationGracePeriodSeconds", "the pod's grace period applies"),
     ("HttpGetAction", "host", "probes connect to the pod"),
@@ -140,6 +140,7 @@ pub const REFUSED: &[(&str, &str, &str)] = &[
     ("ServiceSpec", "externalIPs", "not supported; use NodePort"),
     ("ServiceSpec", "externalName", "ExternalName services are not supported"),
     ("ServiceSpec", "healthCheckNodePort", "not supported"),
+    ("LifecycleHandler", "tcpSocket", "Kubernetes does not run tcpSocket hooks either; use exec, httpGet or sleep"),
     ("PodSecurityContext", "sysctls", "not supported; set the sysctl on the node"),
     ("SeccompProfile", "localhostProfile", "berth's nodes keep no seccomp profiles of their own; use RuntimeDefault"),
 ];

@@ -790,6 +790,13 @@ impl<'a> Checker<'a> {
             self.probe(probe, field != "readinessProbe", container);
             self.leave(1);
         }
+        let hooks = container.lifecycle.as_ref().map(|l| [("postStart", &l.post_start), ("preStop", &l.pre_stop)]);
+        for (field, hook) in hooks.into_iter().flatten() {
+            let Some(hook) = hook else { continue };
+            self.enter(&[K("lifecycle"), K(field)]);
+            self.hook(hook, container);
+            self.leave(2);
+        }
         let mut mount_paths: HashMap<&str, usize> = HashMap::new();
         for (index, mount) in container.volume_mounts.iter().enumerate() {
             if !volumes.contains_key(mount.name.as_str()) {
@@ -819,20 +826,16 @@ impl<'a> Checker<'a> {
         }
     }
 
-    fn probe(&mut self, probe: &Probe, success_must_be_one: bool, container: &Container) {
-        let handlers = [probe.http_get.is_some(), probe.tcp_socket.is_some(), probe.exec.is_some()];
-        match handlers.iter().filter(|h| **h).count() {
-            // A grpc probe is refused where it is written.
-            0 if self.has_other_keys(&[], PROBE_FIELDS) => {}
-            0 => self.error(&[], "a probe needs one of httpGet, tcpSocket or exec", None),
-            1 => {}
-            _ => self.error(&[], "a probe may have only one of httpGet, tcpSocket and exec", None),
-        }
-        let port = probe
-            .http_get
-            .as_ref()
-            .map(|h| (&h.port, "httpGet"))
-            .or(probe.tcp_socket.as_ref().map(|t| (&t.port, "tcpSocket")));
+    /// What a probe and a lifecycle hook share: the port they reach, HTTP only, a command.
+    fn handler(
+        &mut self,
+        http_get: Option<&HttpGetAction>,
+        tcp_port: Option<&IntOrString>,
+        exec: Option<&ExecAction>,
+        container: &Container,
+        what: &str,
+    ) {
+        let port = http_get.map(|h| (&h.port, "httpGet")).or(tcp_port.map(|p| (p, "tcpSocket")));
         if let Some((port, handler)) = port {
             match port {
                 IntOrString::Int(n) if !(1..=65535).contains(n) => self.error(
@@ -844,26 +847,58 @@ impl<'a> Checker<'a> {
                 IntOrString::String(name) if !container.ports.iter().any(|p| p.name.as_deref() == Some(name)) => self
                     .warn(
                         &[K(handler), K("port")],
-                        format!("no port named `{name}` in this container: the probe will fail"),
+                        format!("no port named `{name}` in this container: the {what} will fail"),
                         Some("name the port under ports, or give its number".into()),
                     ),
                 _ => {}
             }
         }
-        if let Some(http) = &probe.http_get {
+        if let Some(http) = http_get {
             match http.scheme.as_deref() {
                 None | Some("HTTP") => {}
                 Some("HTTPS") => self.error(
                     &[K("httpGet"), K("scheme")],
-                    "HTTPS probes are not supported yet",
-                    Some("probe the port with tcpSocket, or serve the health check over HTTP".into()),
+                    format!("HTTPS {what}s are not supported yet"),
+                    Some(match what {
+                        "probe" => "probe the port with tcpSocket, or serve the health check over HTTP".into(),
+                        _ => format!("serve the {what}'s endpoint over HTTP"),
+                    }),
                 ),
                 Some(_) => self.error(&[K("httpGet"), K("scheme")], "scheme must be HTTP", None),
             }
         }
-        if probe.exec.as_ref().is_some_and(|e| e.command.is_empty()) {
+        if exec.is_some_and(|e| e.command.is_empty()) {
             self.error(&[K("exec"), K("command")], "command must not be empty", None);
         }
+    }
+
+    /// A lifecycle hook: exactly one of exec, httpGet and sleep.
+    fn hook(&mut self, hook: &LifecycleHandler, container: &Container) {
+        let handlers = [hook.exec.is_some(), hook.http_get.is_some(), hook.sleep.is_some()];
+        match handlers.iter().filter(|h| **h).count() {
+            // A tcpSocket hook is refused where it is written.
+            0 if self.has_other_keys(&[], &["exec", "httpGet", "sleep"]) => {}
+            0 => self.error(&[], "a hook needs one of exec, httpGet or sleep", None),
+            1 => {}
+            _ => self.error(&[], "a hook may have only one of exec, httpGet and sleep", None),
+        }
+        self.handler(hook.http_get.as_ref(), None, hook.exec.as_ref(), container, "hook");
+        if hook.sleep.as_ref().is_some_and(|s| s.seconds < 0) {
+            self.error(&[K("sleep"), K("seconds")], "must not be negative", None);
+        }
+    }
+
+    fn probe(&mut self, probe: &Probe, success_must_be_one: bool, container: &Container) {
+        let handlers = [probe.http_get.is_some(), probe.tcp_socket.is_some(), probe.exec.is_some()];
+        match handlers.iter().filter(|h| **h).count() {
+            // A grpc probe is refused where it is written.
+            0 if self.has_other_keys(&[], PROBE_FIELDS) => {}
+            0 => self.error(&[], "a probe needs one of httpGet, tcpSocket or exec", None),
+            1 => {}
+            _ => self.error(&[], "a probe may have only one of httpGet, tcpSocket and exec", None),
+        }
+        let tcp_port = probe.tcp_socket.as_ref().map(|t| &t.port);
+        self.handler(probe.http_get.as_ref(), tcp_port, probe.exec.as_ref(), container, "probe");
         for (value, field, minimum) in [
             (probe.initial_delay_seconds, "initialDelaySeconds", 0),
             (probe.period_seconds, "periodSeconds", 1),

@@ -39,6 +39,9 @@ pub mod labels {
     pub const ATTEMPT: &str = "berth.dev/attempt";
     pub const GRACE_SECONDS: &str = "berth.dev/grace-seconds";
     pub const RESTART_POLICY: &str = "berth.dev/restart-policy";
+    /// The container's preStop hook, resolved (`hooks::Hook` as JSON): it is run when the
+    /// container stops, whether or not its pod is still assigned.
+    pub const PRE_STOP: &str = "berth.dev/pre-stop";
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -659,6 +662,16 @@ impl<R: ContainerRuntime> PodManager<R> {
         labels.insert(labels::ATTEMPT.to_owned(), attempt.to_string());
         let policy = assignment.spec.restart_policy.unwrap_or(RestartPolicy::Always);
         labels.insert(labels::RESTART_POLICY.to_owned(), format!("{policy:?}"));
+        let pre_stop = container.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref());
+        match pre_stop.map(|handler| super::hooks::Hook::of(handler, container)) {
+            Some(Ok(hook)) => {
+                labels.insert(labels::PRE_STOP.to_owned(), serde_json::to_string(&hook).unwrap_or_default());
+            }
+            Some(Err(error)) => {
+                tracing::warn!(node = %self.config.node, pod = %assignment.pod, container = %container.name, %error, "The preStop hook cannot run; the container stops without it.");
+            }
+            None => {}
+        }
         let limits = container.resources.as_ref().map(|r| &r.limits);
         let security = self.security(assignment, container).await?;
         let spec = ContainerSpec {
@@ -687,7 +700,33 @@ impl<R: ContainerRuntime> PodManager<R> {
         };
         let id = self.create_owned(&spec).await?;
         self.runtime.start(&id).await?;
+        self.post_start(assignment, container, &id, sandbox_id).await?;
         Ok(id)
+    }
+
+    /// Runs the container's postStart hook, if it has one. A hook that fails kills the
+    /// container, which is then restarted under the pod's restart policy, as the kubelet does;
+    /// the reason stays on the container's next attempt.
+    async fn post_start(
+        &self,
+        assignment: &PodAssignment,
+        container: &Container,
+        id: &str,
+        sandbox_id: &str,
+    ) -> Result<(), PodError> {
+        let Some(handler) = container.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) else { return Ok(()) };
+        let result = match super::hooks::Hook::of(handler, container) {
+            Ok(hook) => hook.run(&*self.runtime, id, Some(sandbox_id), super::hooks::POST_START_LIMIT).await,
+            Err(error) => Err(error),
+        };
+        if let Err(error) = result {
+            let reason = format!("postStart hook failed: {error}");
+            tracing::warn!(node = %self.config.node, pod = %assignment.pod, container = %container.name, %reason, "Killing a container whose postStart hook failed.");
+            let key = format!("{}/{}", pod_key(&assignment.namespace, &assignment.pod), container.name);
+            self.lock_stopped().insert(key, (reason, true));
+            self.runtime.stop(id, Duration::ZERO).await?;
+        }
+        Ok(())
     }
 
     /// What `container` runs as, from its own and its pod's securityContext; the image's user
@@ -973,12 +1012,14 @@ impl<R: ContainerRuntime> PodManager<R> {
             if let Some(mesh) = &self.config.mesh {
                 mesh.detach(&pod.namespace, &pod.pod);
             }
+            let sandbox = pod.sandbox.as_ref().map(|s| s.id.clone());
             for container in running {
                 let runtime = self.runtime.clone();
-                let id = container.id.clone();
+                let container = container.clone();
+                let sandbox = sandbox.clone();
                 tokio::spawn(async move {
-                    if let Err(error) = runtime.stop(&id, grace).await {
-                        tracing::warn!(container = %id, %error, "Stopping a container failed; it is asked again.");
+                    if let Err(error) = super::hooks::stop(&*runtime, &container, sandbox.as_deref(), grace).await {
+                        tracing::warn!(container = %container.id, %error, "Stopping a container failed; it is asked again.");
                     }
                 });
             }
@@ -995,7 +1036,11 @@ impl<R: ContainerRuntime> PodManager<R> {
         }
         let all: Vec<&ContainerInfo> = pod.containers.values().flatten().collect();
         let grace = grace_of(pod);
-        let stops = all.iter().filter(|c| c.state == ContainerState::Running).map(|c| self.runtime.stop(&c.id, grace));
+        let sandbox = pod.sandbox.as_ref().map(|s| s.id.as_str());
+        let stops = all
+            .iter()
+            .filter(|c| c.state == ContainerState::Running)
+            .map(|c| super::hooks::stop(&*self.runtime, c, sandbox, grace));
         for result in futures_util::future::join_all(stops).await {
             result?;
         }
@@ -1144,19 +1189,8 @@ impl<R: ContainerRuntime> PodManager<R> {
         probe: &crate::manifest::types::Probe,
         container: &Container,
     ) -> Result<(), String> {
-        use crate::manifest::types::IntOrString;
         let timeout = Duration::from_secs(u64::try_from(probe.timeout_seconds.unwrap_or(1).max(1)).unwrap_or(1));
-        let port_of = |port: &IntOrString| -> Result<u16, String> {
-            match port {
-                IntOrString::Int(n) => u16::try_from(*n).map_err(|_| format!("port {n} is out of range")),
-                IntOrString::String(name) => container
-                    .ports
-                    .iter()
-                    .find(|p| p.name.as_deref() == Some(name.as_str()))
-                    .and_then(|p| u16::try_from(p.container_port).ok())
-                    .ok_or_else(|| format!("no port named {name}")),
-            }
-        };
+        let port_of = |port| super::hooks::container_port(container, port);
         if let Some(exec) = &probe.exec {
             return match self.runtime.exec(container_id, &exec.command, timeout).await {
                 Ok(0) => Ok(()),

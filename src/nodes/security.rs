@@ -129,6 +129,7 @@ mod tests {
             readiness_probe: None,
             volume_mounts: Vec::new(),
             security_context: context,
+            lifecycle: None,
         }
     }
 

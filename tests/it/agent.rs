@@ -839,3 +839,79 @@ async fn run_as_non_root_refuses_an_image_that_runs_as_root() {
     let id = status(&manager, &fixed).await.containers[0].container_id.clone().unwrap();
     assert_eq!(exec_output(&docker, &id, "id -u").await, "1000\n");
 }
+
+/// A hostPath volume on a fresh temporary folder, mounted at `/host`.
+fn with_host_folder(pod: &mut PodAssignment, folder: &std::path::Path) {
+    for container in &mut pod.spec.containers {
+        container.volume_mounts.push(VolumeMount {
+            name: "host".into(),
+            mount_path: "/host".into(),
+            read_only: None,
+            sub_path: None,
+        });
+    }
+    pod.spec.volumes.push(Volume {
+        name: "host".into(),
+        empty_dir: None,
+        host_path: Some(HostPathVolumeSource { path: folder.display().to_string() }),
+        config_map: None,
+        secret: None,
+    });
+}
+
+fn exec_hook(script: &str) -> LifecycleHandler {
+    LifecycleHandler {
+        exec: Some(ExecAction { command: vec!["sh".into(), "-c".into(), script.into()] }),
+        ..Default::default()
+    }
+}
+
+/// Issue 18: the preStop hook runs before SIGTERM, within the grace period, also when the pod
+/// is no longer assigned (its hook travels with the container); postStart runs right after
+/// the start.
+#[tokio::test]
+async fn pre_stop_runs_before_sigterm_and_post_start_after_the_start() {
+    let docker = docker().await;
+    let node = TestNode::new("hooks");
+    let manager = manager(&node, &docker).await;
+    let host = tempfile::tempdir().unwrap();
+    let mut main = container("main", "trap 'echo sigterm >> /host/log; exit 0' TERM; while true; do sleep 0.1; done");
+    main.lifecycle = Some(Lifecycle {
+        post_start: Some(exec_hook("echo post-start >> /host/log")),
+        pre_stop: Some(exec_hook("echo pre-stop >> /host/log")),
+    });
+    let mut desired = vec![pod("hooks", vec![main])];
+    desired[0].spec.termination_grace_period_seconds = Some(10);
+    with_host_folder(&mut desired[0], host.path());
+    manager.converge(&desired).await.unwrap();
+    assert_eq!(status(&manager, &desired).await.phase, PodPhase::Running);
+    let log = host.path().join("log");
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "post-start\n");
+
+    assert_eq!(converge_until_gone(&manager, &[]).await, 1);
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "post-start\npre-stop\nsigterm\n");
+}
+
+/// Issue 18: a postStart hook that fails kills the container, which restarts under the
+/// restart policy, and the reason stays on the container.
+#[tokio::test]
+async fn a_failing_post_start_hook_kills_the_container() {
+    let docker = docker().await;
+    let node = TestNode::new("poststart");
+    let manager = manager(&node, &docker).await;
+    let mut main = container("main", "sleep 3600");
+    main.lifecycle = Some(Lifecycle { post_start: Some(exec_hook("exit 7")), pre_stop: None });
+    let desired = vec![pod("poststart", vec![main])];
+    manager.converge(&desired).await.unwrap();
+    let killed = status(&manager, &desired).await;
+    let main = &killed.containers[0];
+    assert_ne!(main.state, ContainerStateName::Running, "{killed:?}");
+    wait_for("the killed container to be restarted with the hook's reason", Duration::from_secs(30), || async {
+        tick(&manager, &desired).await;
+        let status = manager.observe(&desired).await.unwrap().remove(0);
+        let main = &status.containers[0];
+        main.restart_count >= 1
+            && main.last_termination.as_deref() == Some("postStart hook failed: command exited with code 7")
+    })
+    .await;
+}

@@ -59,6 +59,7 @@ pub fn container(name: &str, script: &str) -> Container {
         readiness_probe: None,
         volume_mounts: Vec::new(),
         security_context: None,
+        lifecycle: None,
     }
 }
 

@@ -672,3 +672,42 @@ spec:
     }
     assert_eq!(out.matches(": error: ").count(), 3, "{out}");
 }
+
+/// Issue 18: lifecycle hooks load as Kubernetes writes them, and a hook berth cannot run is
+/// told so at its line: one handler each, no tcpSocket (Kubernetes does not run it either).
+#[test]
+fn lifecycle_hooks_are_checked_at_their_line() {
+    let mut repo = TestRepo::new();
+    repo.write(
+        "pod.yaml",
+        "apiVersion: v1
+kind: Pod
+metadata: {name: hooks}
+spec:
+  containers:
+    - name: app
+      image: registry.example/app:1
+      ports: [{name: http, containerPort: 8080}]
+      lifecycle:
+        postStart: {httpGet: {port: admin, path: /warm}}
+        preStop: {exec: {command: [drain]}, sleep: {seconds: 5}}
+    - name: side
+      image: registry.example/side:1
+      lifecycle:
+        postStart: {tcpSocket: {port: 80}}
+        preStop: {sleep: {seconds: -1}}
+",
+    );
+    repo.commit("hooks");
+    let (code, out, err) = berth(repo.path(), &["validate", "."]);
+    assert_eq!(code, 1, "{out}{err}");
+    for needle in [
+        "pod.yaml:10:37: warning: Pod default/hooks: spec.containers[0].lifecycle.postStart.httpGet.port: no port named `admin` in this container: the hook will fail",
+        "pod.yaml:11:18: error: Pod default/hooks: spec.containers[0].lifecycle.preStop: a hook may have only one of exec, httpGet and sleep",
+        "pod.yaml:15:21: error: Pod default/hooks: spec.containers[1].lifecycle.postStart.tcpSocket: field `tcpSocket` is not supported by berth (Kubernetes does not run tcpSocket hooks either; use exec, httpGet or sleep)",
+        "pod.yaml:16:36: error: Pod default/hooks: spec.containers[1].lifecycle.preStop.sleep.seconds: must not be negative",
+    ] {
+        assert!(out.contains(needle), "{needle}\n{out}");
+    }
+    assert_eq!(out.matches(": error: ").count(), 3, "{out}");
+}
