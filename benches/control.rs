@@ -115,6 +115,10 @@ impl ContainerRuntime for Hollow {
             .collect())
     }
 
+    async fn ping(&self) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+
     async fn image_user(&self, _image: &str) -> Result<Option<String>, RuntimeError> {
         Ok(None)
     }

@@ -6,6 +6,7 @@
 pub mod apply;
 pub mod client;
 pub mod diag;
+pub mod health;
 pub mod manifest;
 pub mod nodes;
 pub mod plan;

@@ -20,6 +20,16 @@ use std::sync::Arc;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// How `server`, `agent` and `up` write their log on stderr: `text` (coloured only on a
+    /// terminal) or `json`, one object per line.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -163,6 +173,13 @@ enum Command {
         /// to five minutes.
         #[arg(long, default_value_t = 10_000)]
         restart_backoff_ms: u64,
+        /// Serve /healthz, /readyz and /metrics (Prometheus text) on this address; off when
+        /// not given.
+        #[arg(long)]
+        metrics_listen: Option<String>,
+        /// The token /metrics asks for (`Authorization: Bearer TOKEN`); needed off loopback.
+        #[arg(long, env = "BERTH_METRICS_TOKEN", hide_env_values = true)]
+        metrics_token: Option<String>,
     },
     /// Run the control plane: follow a repository's branch and converge the joined nodes to it.
     Server {
@@ -344,6 +361,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             state_dir,
             heartbeat_seconds,
             restart_backoff_ms,
+            metrics_listen,
+            metrics_token,
         } => {
             let name = match name {
                 Some(name) => name,
@@ -353,12 +372,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
             config.join_token = join_token;
             config.heartbeat_interval = std::time::Duration::from_secs(heartbeat_seconds.max(1));
             config.backoff_base = std::time::Duration::from_millis(restart_backoff_ms.max(100));
+            config.metrics_listen = metrics_listen;
+            config.metrics_token = metrics_token;
             for label in labels.iter().filter(|l| !l.is_empty()) {
                 let (key, value) =
                     label.split_once('=').with_context(|| format!("label `{label}` is not key=value"))?;
                 config.labels.insert(key.to_owned(), value.to_owned());
             }
-            init_logging();
+            init_logging(cli.log_format, "info");
             let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
             runtime.block_on(async {
                 let docker =
@@ -391,7 +412,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             policy,
             limits,
         } => {
-            init_logging();
+            init_logging(cli.log_format, "info");
             let state_dir = db
                 .parent()
                 .map(Path::to_path_buf)
@@ -455,7 +476,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Up { path, listen, name, policy, limits } => up(&path, &listen, name, policy.as_deref(), limits),
+        Command::Up { path, listen, name, policy, limits } => {
+            up(&path, &listen, name, policy.as_deref(), limits, cli.log_format)
+        }
         Command::Schemas { out } => {
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
             for (name, schema) in berth::schemas() {
@@ -590,7 +613,14 @@ async fn serve_control_plane(
 }
 
 /// `berth up`: the control plane and one local agent in this process.
-fn up(path: &Path, listen: &str, name: Option<String>, policy: Option<&Path>, limits: LimitArgs) -> Result<ExitCode> {
+fn up(
+    path: &Path,
+    listen: &str,
+    name: Option<String>,
+    policy: Option<&Path>,
+    limits: LimitArgs,
+    format: LogFormat,
+) -> Result<ExitCode> {
     let mut loader = Loader::open(path)?;
     loader.set_limits(limits.limits());
     let top = loader.workdir().map(Path::to_path_buf).context("berth up needs a repository with a work tree")?;
@@ -606,9 +636,7 @@ fn up(path: &Path, listen: &str, name: Option<String>, policy: Option<&Path>, li
             .map(|h| h.trim().to_lowercase())
             .unwrap_or_else(|_| "local".into()),
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    init_logging(format, "warn");
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     runtime.block_on(async {
         let docker =
@@ -741,11 +769,16 @@ fn progress_line(status: &berth::server::control::SyncStatus) -> String {
     format!("{state} {} \"{}\": {}", &sha[..7.min(sha.len())], status.applied_message, workloads.join(", "))
 }
 
-/// Logs to stderr; `RUST_LOG` chooses what (default: info).
-fn init_logging() {
+/// Logs to stderr in `format`; `RUST_LOG` chooses what (default: `level`). Text is coloured
+/// only when stderr is a terminal, so a log written to a file holds no escape codes.
+fn init_logging(format: LogFormat, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).try_init(),
+    };
 }
 
 fn is_url(path: &str) -> bool {

@@ -38,6 +38,10 @@ pub struct AgentConfig {
     pub backoff_base: Duration,
     /// Whether the node runs the service proxy and DNS for its pods.
     pub routing: bool,
+    /// Where `/healthz`, `/readyz` and `/metrics` are served; nowhere when `None`.
+    pub metrics_listen: Option<String>,
+    /// The token `/metrics` asks for; needed for a listener off loopback.
+    pub metrics_token: Option<String>,
 }
 
 impl AgentConfig {
@@ -54,6 +58,8 @@ impl AgentConfig {
             probe_interval: Duration::from_millis(500),
             backoff_base: Duration::from_secs(10),
             routing: true,
+            metrics_listen: None,
+            metrics_token: None,
         }
     }
 }
@@ -67,6 +73,16 @@ pub enum AgentError {
     NoCredentials { state_dir: PathBuf },
     #[error("the server at {server} refused to let node {node} join: {message}")]
     JoinRefused { server: String, node: String, message: String },
+    #[error(
+        "--metrics-listen {address} is not a loopback address: give --metrics-token (or BERTH_METRICS_TOKEN) so only scrapers that hold it read /metrics"
+    )]
+    MetricsOpen { address: String },
+    #[error("listening for /metrics on {address} failed")]
+    Listen {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("the server at {server} did not answer")]
     Unreachable {
         server: String,
@@ -234,6 +250,28 @@ pub async fn run<R: ContainerRuntime>(
         let path = config.state_dir.join(name);
         crate::private::private_file(&path).map_err(|source| AgentError::Io { path, source })?;
     }
+    // Health and metrics answer from the start: /readyz says when the node has not joined yet.
+    let metrics = Arc::new(super::metrics::AgentMetrics::default());
+    let mut tasks = JoinSet::new();
+    if let Some(address) = &config.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|source| AgentError::Listen { address: address.clone(), source })?;
+        let loopback = listener.local_addr().is_ok_and(|a| a.ip().is_loopback());
+        if !loopback && config.metrics_token.is_none() {
+            return Err(AgentError::MetricsOpen { address: address.clone() });
+        }
+        tracing::info!(address = %listener.local_addr().map_or_else(|_| address.clone(), |a| a.to_string()), "Serving /healthz, /readyz and /metrics.");
+        let router = super::metrics::router(metrics.clone(), runtime.clone(), config.metrics_token.clone());
+        let stop = shutdown.clone();
+        tasks.spawn(async move {
+            use std::future::IntoFuture;
+            let serve = axum::serve(listener, router).with_graceful_shutdown(stop.cancelled_owned());
+            if let Err(error) = serve.into_future().await {
+                tracing::error!(%error, "The metrics listener stopped.");
+            }
+        });
+    }
     let http = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(30))
@@ -256,6 +294,7 @@ pub async fn run<R: ContainerRuntime>(
     };
     let client =
         ApiClient { http, base: config.server.clone(), node: saved.node.clone(), credential: saved.credential };
+    let _ = metrics.joined.set(saved.node.clone());
 
     let mut manager_config = PodManagerConfig::new(&saved.node, &config.address, &config.state_dir);
     manager_config.backoff_base = config.backoff_base;
@@ -270,7 +309,6 @@ pub async fn run<R: ContainerRuntime>(
 
     let (assignments, mut assignment) = watch::channel::<Option<Assignment>>(None);
     let wake = Arc::new(Notify::new());
-    let mut tasks = JoinSet::new();
     tasks.spawn(heartbeats(client.clone(), config.clone(), shutdown.clone()));
     tasks.spawn(follow_assignment(client.clone(), assignments, shutdown.clone()));
     if let Some(mesh) = mesh {
@@ -311,7 +349,10 @@ pub async fn run<R: ContainerRuntime>(
         let mut next_due = None;
         if let Some(current) = &current {
             if converge_now || last_converge.elapsed() >= config.resync_interval {
-                match manager.converge(&current.pods).await {
+                let started = Instant::now();
+                let converged = manager.converge(&current.pods).await;
+                metrics.converge_seconds.observe(started.elapsed().as_secs_f64());
+                match converged {
                     Ok(summary) => {
                         converging.succeeded();
                         next_due = summary.next_due;
@@ -331,17 +372,22 @@ pub async fn run<R: ContainerRuntime>(
             match manager.observe(&current.pods).await {
                 Ok(statuses) => {
                     observing.succeeded();
+                    metrics.observed(&statuses);
                     let changed = last_report.as_ref().is_none_or(|(g, s)| *g != current.generation || *s != statuses);
                     let due = changed || last_report_at.elapsed() >= config.resync_interval;
                     if due && Instant::now() >= report_not_before {
                         let report = Report { generation: current.generation, pods: statuses.clone() };
                         match client.report(&report).await {
                             Ok(()) => {
+                                metrics.reports.inc();
                                 reporting.succeeded();
                                 last_report = Some((current.generation, statuses));
                                 last_report_at = Instant::now();
                             }
-                            Err(error) => report_not_before = Instant::now() + reporting.failed(&error),
+                            Err(error) => {
+                                metrics.report_failures.inc();
+                                report_not_before = Instant::now() + reporting.failed(&error);
+                            }
                         }
                     }
                 }

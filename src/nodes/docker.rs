@@ -317,6 +317,10 @@ impl ContainerRuntime for Docker {
         Ok(containers)
     }
 
+    async fn ping(&self) -> Result<(), RuntimeError> {
+        self.client.ping().await.map(|_| ()).map_err(|e| engine("a ping", e))
+    }
+
     async fn image_user(&self, image: &str) -> Result<Option<String>, RuntimeError> {
         let inspected =
             self.client.inspect_image(image).await.map_err(|e| engine(format!("inspecting image {image}"), e))?;

@@ -9,6 +9,7 @@ pub mod agent;
 pub mod docker;
 pub mod files;
 pub mod hooks;
+pub mod metrics;
 pub mod netns;
 pub mod pods;
 pub mod protocol;

@@ -116,6 +116,8 @@ pub struct ContainerInfo {
 
 /// The engine operations the agent uses. Implementations must be safe to call concurrently.
 pub trait ContainerRuntime: Send + Sync + 'static {
+    /// Answers when the engine does.
+    fn ping(&self) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     /// Makes the image present: pulled when absent.
     fn ensure_image(&self, image: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     /// Imports a root filesystem tar as an image with the given command, unless it is present.

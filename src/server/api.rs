@@ -87,6 +87,9 @@ struct Api {
 
 pub fn router(plane: Arc<ControlPlane>, access: Access) -> Router {
     Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
         .route("/api/v1/status", get(status))
         .route("/api/v1/workloads", get(workloads))
         .route("/api/v1/workloads/{kind}/{namespace}/{name}", get(workload))
@@ -123,6 +126,38 @@ pub struct Counts {
     pub nodes_ready: usize,
     pub services: usize,
     pub services_without_endpoints: usize,
+}
+
+/// The process answers: open without a token, for a supervisor's liveness check.
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// Whether the server can do its work: the store answers and the branch head was read. Open
+/// without a token; a line per check, `[+]` or `[-]`, as Kubernetes' `/readyz?verbose` says it,
+/// and 503 when one fails.
+async fn readyz(State(api): State<Api>) -> (StatusCode, String) {
+    let store = match api.plane.store.ping().await {
+        Ok(()) => Ok("the store answers".to_owned()),
+        Err(error) => Err(format!("the store does not answer: {error}")),
+    };
+    let head = match api.plane.status.borrow().head.as_ref() {
+        Some(head) => Ok(format!("the branch head {} is read", head.short())),
+        None => Err("the branch head has not been read yet".to_owned()),
+    };
+    let (ready, text) = crate::health::answer(&[("store", store), ("head", head)]);
+    (if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, text)
+}
+
+/// Prometheus text: what the loop counts and the cluster as the views say it now. Reads need
+/// the token off loopback, as every other read does.
+async fn metrics(State(api): State<Api>, headers: HeaderMap) -> Result<impl IntoResponse, AppError> {
+    api.access.read(&headers)?;
+    let pods = pod_views(&api.plane).await?;
+    let nodes = node_views(&api.plane).await?;
+    let workloads = api.plane.status.borrow().workloads.clone();
+    let text = api.plane.metrics.encode(&pods, &nodes, &workloads);
+    Ok(([(axum::http::header::CONTENT_TYPE, super::metrics::CONTENT_TYPE)], text))
 }
 
 async fn status(State(api): State<Api>, headers: HeaderMap) -> Result<Json<StatusView>, AppError> {

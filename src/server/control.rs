@@ -96,6 +96,8 @@ pub struct ControlPlane {
     pub wake: Notify,
     /// The commit being applied, for the API's views of services and plans.
     pub desired: Mutex<Option<Arc<Loaded>>>,
+    /// What the loop counts as it runs, for `/metrics`.
+    pub metrics: super::metrics::ServerMetrics,
     fetch_requested: std::sync::atomic::AtomicBool,
 }
 
@@ -115,6 +117,7 @@ impl ControlPlane {
             wake: Notify::new(),
             desired: Mutex::new(None),
             fetch_requested: std::sync::atomic::AtomicBool::new(false),
+            metrics: Default::default(),
         })
     }
 
@@ -293,7 +296,10 @@ pub async fn run(plane: Arc<ControlPlane>, shutdown: CancellationToken) {
         }
         last_pass = tokio::time::Instant::now();
         let head = control.state.head.clone();
-        match control.step(crate::server::now()).await {
+        let started = std::time::Instant::now();
+        let stepped = control.step(crate::server::now()).await;
+        plane.metrics.pass(started.elapsed().as_secs_f64(), stepped.is_err());
+        match stepped {
             Ok(()) => retry.succeeded(),
             // A branch that went away, a store that cannot be written: try again, less often
             // the longer it lasts, and say so once.
@@ -428,6 +434,7 @@ async fn follow_head(plane: &ControlPlane, state: &mut LoopState, now: i64) -> R
     {
         let reason = format!("the branch moved to {} before it was approved", commit.commit.short());
         plane.store.set_sync_outcome(&previous, SyncOutcome::Superseded, &reason, Some(now)).await?;
+        plane.metrics.sync_finished(SyncOutcome::Superseded.as_str());
     }
     plane.status.send_modify(|s| {
         s.head = Some(head.clone());
@@ -447,6 +454,7 @@ async fn follow_head(plane: &ControlPlane, state: &mut LoopState, now: i64) -> R
         if existing.is_none() {
             let record = record_of(&commit.commit, now, SyncOutcome::Failed, &reason, 0, String::new(), "{}".into());
             plane.store.add_sync(&record).await?;
+            plane.metrics.sync_finished(SyncOutcome::Failed.as_str());
         }
         plane.status.send_modify(|s| s.failed = Some(reason));
         return Ok(());
@@ -570,6 +578,7 @@ async fn take_approval(plane: &ControlPlane, state: &mut LoopState, now: i64) ->
     } else if !is_head {
         let reason = "the branch moved on before the approval was carried out";
         plane.store.set_sync_outcome(&sha, SyncOutcome::Superseded, reason, Some(now)).await?;
+        plane.metrics.sync_finished(SyncOutcome::Superseded.as_str());
     }
     plane.store.clear_control_value("approved_commit").await?;
     Ok(())
@@ -664,6 +673,7 @@ async fn adopt(
     {
         let reason = format!("commit {} came before this one finished", commit.commit.short());
         plane.store.set_sync_outcome(&previous.commit.sha, SyncOutcome::Superseded, &reason, Some(now)).await?;
+        plane.metrics.sync_finished(SyncOutcome::Superseded.as_str());
     }
     let sources = Sources::new(&commit.resources, &commit.secrets);
     for resource in commit.resources.iter().filter(|r| r.key.kind.is_workload()) {
@@ -878,6 +888,12 @@ async fn finish_sync(
     if state.sync_outcome != Some(outcome) {
         let finished = outcome.is_final().then_some(now);
         plane.store.set_sync_outcome(&desired.commit.sha, outcome, &reason, finished).await?;
+        if outcome.is_final() {
+            plane.metrics.sync_finished(outcome.as_str());
+        }
+        if outcome == SyncOutcome::Synced {
+            plane.metrics.synced(desired.commit.time, now);
+        }
         state.sync_outcome = Some(outcome);
     }
     if complete && !state.applied_recorded {

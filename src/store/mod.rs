@@ -157,6 +157,12 @@ impl Store {
         Ok(Store { pool, sealer })
     }
 
+    /// Answers when the database does: what `/readyz` asks.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query_scalar::<_, i64>("SELECT 1").fetch_one(&self.pool).await?;
+        Ok(())
+    }
+
     pub async fn journal_mode(&self) -> Result<String, StoreError> {
         Ok(sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&self.pool).await?)
     }

@@ -25,6 +25,8 @@ pub(crate) struct Cluster {
     /// Node `i` listens on 127.0.`subnet`.`i + 2`.
     subnet: u8,
     agents: Vec<Process>,
+    /// More arguments for every agent, with `{address}` standing for the node's address.
+    agent_args: Vec<String>,
     pub(crate) nodes: Vec<TestNode>,
     pub(crate) client: Client,
 }
@@ -37,6 +39,18 @@ impl Cluster {
     /// Node `i` listens on 127.0.`subnet`.`i + 2`: tests that run at the same time and listen
     /// on node ports use subnets of their own.
     pub(crate) async fn start_on(test: &str, repo: &str, nodes: usize, server_args: &[&str], subnet: u8) -> Cluster {
+        Self::start_with_agents(test, repo, nodes, server_args, subnet, &[]).await
+    }
+
+    /// As `start_on`, with more arguments for every agent (`{address}` is the node's address).
+    pub(crate) async fn start_with_agents(
+        test: &str,
+        repo: &str,
+        nodes: usize,
+        server_args: &[&str],
+        subnet: u8,
+        agent_args: &[&str],
+    ) -> Cluster {
         docker().await;
         let listen = format!("127.0.0.1:{}", free_port());
         let mut cluster = Cluster {
@@ -46,6 +60,7 @@ impl Cluster {
             repo_arg: repo.to_owned(),
             server_args: server_args.iter().map(|s| (*s).to_owned()).collect(),
             server: None,
+            agent_args: agent_args.iter().map(|s| (*s).to_owned()).collect(),
             subnet,
             agents: Vec::new(),
             nodes: (0..nodes).map(|i| TestNode::new(&format!("{test}{i}"))).collect(),
@@ -86,9 +101,11 @@ impl Cluster {
     /// Starts node `i`'s agent: it joins, or comes back with its saved credential.
     fn agent(&self, i: usize) -> Process {
         let node = &self.nodes[i];
+        let address = format!("127.0.{}.{}", self.subnet, i + 2);
         let agent = Command::new(env!("CARGO_BIN_EXE_berth"))
             .args(["agent", "--server", &format!("http://{}", self.listen), "--join-token", JOIN_TOKEN])
-            .args(["--name", &node.name, "--address", &format!("127.0.{}.{}", self.subnet, i + 2)])
+            .args(["--name", &node.name, "--address", &address])
+            .args(self.agent_args.iter().map(|a| a.replace("{address}", &address)))
             .args(["--heartbeat-seconds", "1", "--restart-backoff-ms", "300"])
             .arg("--state-dir")
             .arg(node.state.path())
@@ -888,4 +905,84 @@ async fn a_commit_the_policy_refuses_fails_and_the_last_good_one_keeps_running()
     assert!(reason.contains(&format!("commit {} keeps running", &good[..7])), "{status:#}");
     assert_eq!(status["applied"], good, "{status:#}");
     assert_eq!(pod_names(&cluster, "app").await, before, "the running pods are untouched");
+}
+
+/// Reads Prometheus text as a scraper would; the value of the one sample of `name` whose labels
+/// include `labels`, if there is one.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let lines = text.lines().map(|l| Ok(l.to_owned()));
+    let scrape = prometheus_parse::Scrape::parse(lines).unwrap_or_else(|e| panic!("not Prometheus text: {e}\n{text}"));
+    scrape.samples.iter().find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))).map(
+        |s| match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => f64::NAN,
+        },
+    )
+}
+
+async fn get_text(url: &str, token: Option<&str>) -> (u16, String) {
+    let mut request = reqwest::Client::new().get(url);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+/// Issue 20: health and metrics answer on the server and on an agent started with
+/// `--metrics-listen`. /metrics parses as Prometheus text, and the restart counters of both
+/// move when a pod's container restarts.
+#[tokio::test]
+async fn health_and_metrics_answer_on_the_server_and_the_agent() {
+    let mut repo = TestRepo::new();
+    let crashing =
+        crate::images::deployment("crashy", None, 1, "v1", None).replace("exec sleep 3600", "sleep 1; exit 3");
+    repo.write("crashy.yaml", &crashing);
+    repo.commit("a pod that restarts");
+    let agent_args = ["--metrics-listen", "{address}:19090"];
+    let cluster = Cluster::start_with_agents("metrics", repo.path().to_str().unwrap(), 1, &[], 22, &agent_args).await;
+    let server = format!("http://{}", cluster.listen);
+    let agent = "http://127.0.22.2:19090";
+
+    assert_eq!(get_text(&format!("{server}/healthz"), None).await, (200, "ok\n".to_owned()));
+    wait_for("the server to be ready", LIMIT, || async {
+        let (code, text) = get_text(&format!("{server}/readyz"), None).await;
+        code == 200 && text.contains("[+]store ok") && text.contains("[+]head ok")
+    })
+    .await;
+    wait_for("the agent to answer /readyz, joined", LIMIT, || async {
+        let Ok(response) = reqwest::get(format!("{agent}/readyz")).await else { return false };
+        response.status() == 200
+            && response.text().await.is_ok_and(|t| t.contains("[+]joined ok") && t.contains("[+]engine ok"))
+    })
+    .await;
+    assert_eq!(get_text(&format!("{agent}/healthz"), None).await, (200, "ok\n".to_owned()));
+
+    wait_for("the server's restart counter to move", LIMIT, || async {
+        let (code, text) = get_text(&format!("{server}/metrics"), None).await;
+        assert_eq!(code, 200, "{text}");
+        sample(&text, "berth_pod_restarts_total", &[]).is_some_and(|v| v >= 1.0)
+    })
+    .await;
+    let (_, text) = get_text(&format!("{server}/metrics"), None).await;
+    assert_eq!(sample(&text, "berth_nodes", &[("status", "Ready")]), Some(1.0), "{text}");
+    assert_eq!(sample(&text, "berth_pods", &[("phase", "Succeeded")]), Some(0.0), "{text}");
+    assert!(sample(&text, "berth_control_passes_total", &[]).is_some_and(|v| v >= 1.0), "{text}");
+
+    wait_for("the agent's restart counter to move", LIMIT, || async {
+        let (code, text) = get_text(&format!("{agent}/metrics"), None).await;
+        assert_eq!(code, 200, "{text}");
+        sample(&text, "berth_agent_container_restarts_total", &[("container", "crashy")]).is_some_and(|v| v >= 1.0)
+    })
+    .await;
+    let (_, text) = get_text(&format!("{agent}/metrics"), None).await;
+    assert!(sample(&text, "berth_agent_reports_total", &[]).is_some_and(|v| v >= 1.0), "{text}");
+    assert_eq!(
+        sample(&text, "berth_agent_pods", &[("phase", "Running")]).unwrap_or(0.0)
+            + sample(&text, "berth_agent_pods", &[("phase", "Pending")]).unwrap_or(0.0),
+        1.0,
+        "{text}"
+    );
 }

@@ -1,0 +1,119 @@
+//! The control plane's `/metrics`, in the Prometheus text format (`prometheus-client`).
+//!
+//! What the loop measures as it runs (pass durations, sync outcomes, commit-to-synced latency)
+//! lives in [`ServerMetrics`], kept by the [`super::control::ControlPlane`]. What describes the
+//! cluster now (pods by phase, nodes, workload health, container restarts) is read from the
+//! same views the API answers with, at each scrape, so the two never disagree.
+
+use super::api::{NodeView, PodView};
+use super::control::WorkloadHealth;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::collections::BTreeMap;
+
+pub use crate::nodes::metrics::{CONTENT_TYPE, Labels};
+
+/// What the control loop counts while it runs.
+#[derive(Clone)]
+pub struct ServerMetrics {
+    pass_seconds: Histogram,
+    passes: Counter,
+    pass_failures: Counter,
+    syncs: Family<Labels, Counter>,
+    commit_to_synced_seconds: Histogram,
+}
+
+impl Default for ServerMetrics {
+    fn default() -> Self {
+        ServerMetrics {
+            pass_seconds: Histogram::new(exponential_buckets(0.001, 4.0, 9)),
+            passes: Counter::default(),
+            pass_failures: Counter::default(),
+            syncs: Family::default(),
+            // From 1 s to about 4.5 hours.
+            commit_to_synced_seconds: Histogram::new(exponential_buckets(1.0, 3.0, 10)),
+        }
+    }
+}
+
+impl ServerMetrics {
+    /// One pass of the control loop, and whether it failed.
+    pub fn pass(&self, seconds: f64, failed: bool) {
+        self.pass_seconds.observe(seconds);
+        self.passes.inc();
+        if failed {
+            self.pass_failures.inc();
+        }
+    }
+
+    /// A commit's sync reached a final outcome (Synced, Degraded, Failed, Superseded).
+    pub fn sync_finished(&self, outcome: &str) {
+        self.syncs.get_or_create(&vec![("outcome", outcome.to_owned())]).inc();
+    }
+
+    /// A commit made at `committed_at` is synced at `now` (seconds since the Unix epoch).
+    pub fn synced(&self, committed_at: i64, now: i64) {
+        self.commit_to_synced_seconds.observe((now - committed_at).max(0) as f64);
+    }
+
+    /// Every metric, the loop's and the cluster's as the views say it now.
+    pub fn encode(&self, pods: &[PodView], nodes: &[NodeView], workloads: &[WorkloadHealth]) -> String {
+        let mut registry = Registry::with_prefix("berth");
+        registry.register("control_pass_duration_seconds", "One pass of the control loop", self.pass_seconds.clone());
+        registry.register("control_passes", "Passes of the control loop", self.passes.clone());
+        registry.register(
+            "control_pass_failures",
+            "Passes that failed (a store or Git error)",
+            self.pass_failures.clone(),
+        );
+        registry.register("syncs", "Commits whose sync finished, by outcome", self.syncs.clone());
+        registry.register(
+            "commit_to_synced_seconds",
+            "From a commit's time to its sync being Synced",
+            self.commit_to_synced_seconds.clone(),
+        );
+        // A series per value seen, and one for each of `always` even at 0.
+        let by = |name: &'static str, always: &[&str], values: &mut dyn Iterator<Item = String>| {
+            let family = Family::<Labels, Gauge>::default();
+            let mut counts: BTreeMap<String, i64> = always.iter().map(|v| ((*v).to_owned(), 0)).collect();
+            for value in values {
+                *counts.entry(value).or_default() += 1;
+            }
+            for (value, count) in counts {
+                family.get_or_create(&vec![(name, value)]).set(count);
+            }
+            family
+        };
+        let phases = ["Pending", "Running", "Succeeded", "Failed"];
+        registry.register(
+            "pods",
+            "Pods assigned to nodes, by phase",
+            by("phase", &phases, &mut pods.iter().map(|p| p.phase.clone())),
+        );
+        let statuses = ["Ready", "NotReady"];
+        registry.register(
+            "nodes",
+            "Nodes, by status",
+            by("status", &statuses, &mut nodes.iter().map(|n| n.status.clone())),
+        );
+        registry.register(
+            "workloads",
+            "Workloads of the commit being applied, by health",
+            by("health", &[], &mut workloads.iter().map(|w| w.health.as_str().to_owned())),
+        );
+        let restarts = Family::<Labels, Counter>::default();
+        for pod in pods {
+            let labels =
+                vec![("namespace", pod.namespace.clone()), ("pod", pod.name.clone()), ("node", pod.node.clone())];
+            restarts.get_or_create(&labels).inc_by(u64::from(pod.restarts));
+        }
+        registry.register("pod_restarts", "Container restarts of each pod, as its node reports them", restarts);
+        let mut text = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &registry);
+        text
+    }
+}
