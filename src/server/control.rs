@@ -16,12 +16,13 @@ use crate::apply::pods::{Sources, revision_hash};
 use crate::manifest::{ObjectKey, Resource};
 use crate::plan::{self, State, render};
 use crate::server::agent_api::AgentApi;
+use crate::server::decide::{self, Approval, Decision, Event, Memory, Planned, Seen, template_at};
 use crate::server::status;
-use crate::server::verdicts::{judge_step, verdict, wait_reason};
-use crate::store::{Outcome, Pin, Revision, Store, StoreError, SyncOutcome, SyncRecord};
+use crate::server::verdicts::judge_step;
+use crate::store::{Change, Outcome, Pin, Revision, Store, StoreError, SyncOutcome, SyncRecord};
 use crate::sync::{CommitInfo, Loaded, Loader, SyncError};
 use serde::Serialize;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, watch};
@@ -153,12 +154,18 @@ impl ControlPlane {
 
     /// The plan from the applied state to `commit`, and the state index it was made at.
     pub async fn plan_against_applied(&self, commit: &Loaded) -> Result<(plan::Plan, i64), StoreError> {
+        let (plan, index, _) = self.plan_with_applied(commit).await?;
+        Ok((plan, index))
+    }
+
+    /// `plan_against_applied`, with the applied objects it was made from.
+    async fn plan_with_applied(&self, commit: &Loaded) -> Result<(plan::Plan, i64, Vec<Arc<Resource>>), StoreError> {
         let index = self.store.state_index().await?;
         let applied = self.store.applied().await?;
         let observed = State::new(
             applied.commit.as_ref().map_or_else(|| "nothing applied".to_owned(), |c| c.sha.clone()),
             applied.commit.as_ref().map_or_else(String::new, |c| c.message.clone()),
-            applied.resources,
+            applied.resources.clone(),
         );
         let desired = commit.state();
         let mut plan = plan::plan(&desired, &observed);
@@ -202,36 +209,14 @@ impl ControlPlane {
             }
         }
         plan.held = held;
-        Ok((plan, index))
+        Ok((plan, index, applied.resources))
     }
 }
 
-/// The pod template hash of workload `key` at `commit`, when it declares it.
-fn template_at(commit: &Loaded, key: &ObjectKey) -> Option<String> {
-    let index = commit.resources.binary_search_by(|r| r.key.cmp(key)).ok()?;
-    Some(plan::rollout::rollout_hash(&commit.resources[index], &commit.resources))
-}
-
-/// The loop's memory; everything in it is also in the store.
+/// The loop's memory (`decide::Memory`, everything in it also in the store) and when it last
+/// fetched.
 struct LoopState {
-    head: Option<String>,
-    /// The commit being applied.
-    desired: Option<Arc<Loaded>>,
-    /// Revisions by workload, oldest first.
-    revisions: HashMap<ObjectKey, Vec<Revision>>,
-    pins: Vec<Pin>,
-    retained: BTreeSet<ObjectKey>,
-    /// The steps of the plan being carried out for `desired`, in key order: what each
-    /// workload runs. Only a failed rollout (to the step's `on_failure`) and a `berth rollback`
-    /// pin depart from them.
-    program: Vec<plan::WorkloadStep>,
-    /// The workloads left as they run last pass, with the reason (logged when it is new).
-    frozen: HashMap<ObjectKey, String>,
-    /// Earlier commits that workloads are held at, by sha.
-    commits: HashMap<String, Arc<Loaded>>,
-    /// The outcome last written to the desired commit's sync record.
-    sync_outcome: Option<SyncOutcome>,
-    applied_recorded: bool,
+    memory: Memory,
     last_fetch: Option<Instant>,
 }
 
@@ -247,27 +232,15 @@ impl ControlLoop {
     /// Picks up where a previous server on the same store stopped.
     pub async fn new(plane: Arc<ControlPlane>) -> ControlLoop {
         let controller = Controller::new(plane.store.clone(), plane.api.clone(), plane.config.controller.clone());
-        let mut state = LoopState {
-            head: None,
-            desired: None,
-            revisions: HashMap::new(),
-            pins: Vec::new(),
-            retained: BTreeSet::new(),
-            program: Vec::new(),
-            frozen: HashMap::new(),
-            commits: HashMap::new(),
-            sync_outcome: None,
-            applied_recorded: false,
-            last_fetch: None,
-        };
-        if let Err(error) = restore(&plane, &mut state).await {
+        let mut state = LoopState { memory: Memory::default(), last_fetch: None };
+        if let Err(error) = restore(&plane, &mut state.memory).await {
             tracing::error!(%error, "Reading the control plane's state failed; starting from the branch head.");
         }
         ControlLoop { plane, controller, state }
     }
 
-    /// One pass at `now` (seconds since the Unix epoch): follow the head, take an approval,
-    /// reconcile the nodes, judge rollouts, publish the status.
+    /// One pass at `now` (seconds since the Unix epoch): read, decide, write, act, judge,
+    /// publish (see `decide`).
     pub async fn step(&mut self, now: i64) -> Result<(), PassError> {
         pass(&self.plane, &self.controller, &mut self.state, now).await
     }
@@ -295,7 +268,7 @@ pub async fn run(plane: Arc<ControlPlane>, shutdown: CancellationToken) {
             _ = plane.api.reported() => tokio::time::sleep_until(last_pass + REPORT_PASS_GAP).await,
         }
         last_pass = tokio::time::Instant::now();
-        let head = control.state.head.clone();
+        let head = control.state.memory.head.clone();
         let started = std::time::Instant::now();
         let stepped = control.step(crate::server::now()).await;
         plane.metrics.pass(started.elapsed().as_secs_f64(), stepped.is_err());
@@ -312,7 +285,7 @@ pub async fn run(plane: Arc<ControlPlane>, shutdown: CancellationToken) {
             }
         }
         passes += 1;
-        if control.state.head != head || passes % 20 == 0 {
+        if control.state.memory.head != head || passes % 20 == 0 {
             release_free_memory();
         }
     }
@@ -330,23 +303,23 @@ fn release_free_memory() {
 }
 
 /// Picks up where a previous server stopped: the commit it was applying, revisions and pins.
-async fn restore(plane: &ControlPlane, state: &mut LoopState) -> Result<(), Box<dyn std::error::Error>> {
+async fn restore(plane: &ControlPlane, memory: &mut Memory) -> Result<(), Box<dyn std::error::Error>> {
     for revision in plane.store.all_revisions().await? {
-        state.revisions.entry(revision.key.clone()).or_default().push(revision);
+        memory.revisions.entry(revision.key.clone()).or_default().push(revision);
     }
-    state.pins = plane.store.pins().await?;
     if let Some(sha) = plane.store.control_value("desired_commit").await? {
         let commit = plane.load(&sha).await?;
-        state.retained = retained(&plane.store, &commit).await?;
+        memory.retained = decide::kept(&plane.store.applied().await?.resources, &commit);
+        memory.pins = plane.store.pins().await?.into_iter().filter(|p| p.head == sha).collect();
         let applied = plane.store.control_value("applied_commit").await?;
-        state.applied_recorded = applied.as_deref() == Some(sha.as_str());
+        memory.applied_recorded = applied.as_deref() == Some(sha.as_str());
         let record = plane.store.sync(&sha).await?;
-        state.sync_outcome = record.as_ref().map(|r| r.outcome);
+        memory.sync_outcome = record.as_ref().map(|r| r.outcome);
         *crate::lock(&plane.desired) = Some(commit.clone());
         // The plan being carried out goes on; one made by a berth that wrote no steps, or
         // whose templates this berth computes otherwise, is made again.
         let steps = record.as_ref().and_then(|r| steps_of(&r.plan_json));
-        state.program = match steps.filter(|steps| program_fits(steps, &commit)) {
+        memory.program = match steps.filter(|steps| program_fits(steps, &commit)) {
             Some(steps) => steps,
             None => {
                 tracing::info!(commit = %commit.commit.short(), "The plan being carried out was made again.");
@@ -357,8 +330,7 @@ async fn restore(plane: &ControlPlane, state: &mut LoopState) -> Result<(), Box<
             s.applied = Some(commit.commit.sha.clone());
             s.applied_message = commit.commit.message.clone();
         });
-        *crate::lock(&plane.desired) = Some(commit.clone());
-        state.desired = Some(commit);
+        memory.desired = Some(commit);
     }
     Ok(())
 }
@@ -371,6 +343,9 @@ pub enum PassError {
     Sync(#[from] SyncError),
 }
 
+/// One pass: read what the decisions need once; decide in pure code what becomes of the head
+/// and of an approval; write that in one transaction; decide what each workload runs; let the
+/// controller act; judge what the nodes run and write that in one transaction; publish.
 async fn pass(
     plane: &ControlPlane,
     controller: &Controller<AgentApi>,
@@ -378,22 +353,101 @@ async fn pass(
     now: i64,
 ) -> Result<(), PassError> {
     fetch_if_due(plane, state).await;
-    follow_head(plane, state, now).await?;
-    take_approval(plane, state, now).await?;
-    // `berth rollback` writes pins from the API; they hold while the commit they were made
-    // at is the one applied. Only a commit that is applied lifts them, never one that waits.
-    state.pins = plane.store.pins().await?;
-    let applying = state.desired.as_ref().map(|d| d.commit.sha.clone());
-    state.pins.retain(|p| applying.as_deref() == Some(p.head.as_str()));
-    let Some(desired) = state.desired.clone() else {
-        publish(plane, state, None, now);
+    let seen = read(plane, &state.memory, now).await?;
+    let decision = decide::commits(&seen, &state.memory);
+    carry_out(plane, &mut state.memory, decision).await?;
+    let memory = &mut state.memory;
+    let Some(desired) = memory.desired.clone() else {
+        publish(plane, memory, None, now);
         return Ok(());
     };
-    let targets = targets(plane, state, &desired).await;
+    let targets = targets(plane, memory, &desired).await;
     let summary = controller.reconcile(&desired, &targets, now).await?;
-    judge_revisions(plane, state, &desired, &targets, &summary, now).await?;
-    finish_sync(plane, state, &desired, &targets, &summary, now).await?;
-    publish(plane, state, Some(&summary), now);
+    let judged = decide::judge(memory, &desired, &targets, &summary, now);
+    carry_out(plane, memory, judged).await?;
+    publish(plane, memory, Some(&summary), now);
+    Ok(())
+}
+
+/// What the commit decisions of a pass need, read once: the head, and when it moved or an
+/// approval of it waits, its commit, its sync record and its plan against the applied state.
+async fn read(plane: &ControlPlane, memory: &Memory, now: i64) -> Result<Seen, PassError> {
+    let head = plane.resolve(&plane.config.branch).await?;
+    let moved = memory.head.as_deref() != Some(head.sha.as_str());
+    let approval = match plane.store.control_value("approved_commit").await? {
+        Some(commit) => Some(Approval { commit, digest: plane.store.control_value("approved_digest").await? }),
+        None => None,
+    };
+    let approved = approval.as_ref().is_some_and(|a| a.commit == head.sha);
+    let (commit, record) = if moved || approved {
+        (Some(plane.load(&head.sha).await?), plane.store.sync(&head.sha).await?)
+    } else {
+        (None, None)
+    };
+    let previous = match memory.head.as_deref().filter(|_| moved) {
+        Some(previous) => plane.store.sync(previous).await?,
+        None => None,
+    };
+    let planned = match &commit {
+        Some(commit) if decide::wants_plan(memory, &head, Some(commit), record.as_ref(), approval.as_ref()) => {
+            let (plan, index, applied) = plane.plan_with_applied(commit).await?;
+            Some(Planned { plan, index, kept: applied })
+        }
+        _ => None,
+    };
+    let pins = plane.store.pins().await?;
+    Ok(Seen { now, head, commit, record, previous, approval, planned, pins })
+}
+
+/// Writes a decision's changes in one transaction, then takes it into the loop's memory and
+/// says what it means on the status, the log and the metrics.
+async fn carry_out(plane: &ControlPlane, memory: &mut Memory, decision: Decision) -> Result<(), PassError> {
+    plane.store.write(&decision.changes).await?;
+    for event in &decision.events {
+        match event {
+            Event::LoadFailed { reason } => tracing::warn!(%reason, "A commit failed to load."),
+            Event::Waits { commit, reason } => tracing::info!(%commit, %reason, "A commit waits for approval."),
+            Event::ApprovalDropped { commit } => {
+                tracing::warn!(%commit, "What runs changed after the approval; review the plan again and approve it.")
+            }
+            Event::Adopted { commit, message } => tracing::info!(%commit, %message, "Syncing a commit."),
+            Event::PinsLifted { count, commit } => {
+                tracing::info!(lifted = count, %commit, "A new commit is applied: rollback pins are lifted.")
+            }
+            Event::RolloutFailed { workload, commit, reason } => {
+                tracing::warn!(%workload, %commit, %reason, "A rollout failed; rolling back.")
+            }
+            Event::Finished(outcome) => plane.metrics.sync_finished(outcome.as_str()),
+            Event::Synced { commit, committed_at } => {
+                plane.metrics.synced(*committed_at, crate::server::now());
+                tracing::info!(%commit, "Synced.");
+            }
+        }
+    }
+    if decision.head.is_some() || decision.failed.is_some() || decision.waiting.is_some() || decision.adopt.is_some() {
+        plane.status.send_modify(|s| {
+            if let Some(head) = &decision.head {
+                s.head = Some(head.clone());
+                s.failed = None;
+                s.waiting = None;
+            }
+            if let Some(failed) = &decision.failed {
+                s.failed = Some(failed.clone());
+            }
+            if let Some(waiting) = &decision.waiting {
+                s.waiting.clone_from(waiting);
+            }
+            if let Some(adopt) = &decision.adopt {
+                s.applied = Some(adopt.commit.commit.sha.clone());
+                s.applied_message = adopt.commit.commit.message.clone();
+                s.synced = false;
+            }
+        });
+    }
+    if let Some(adopt) = &decision.adopt {
+        *crate::lock(&plane.desired) = Some(adopt.commit.clone());
+    }
+    memory.apply(decision);
     Ok(())
 }
 
@@ -413,118 +467,6 @@ async fn fetch_if_due(plane: &ControlPlane, state: &mut LoopState) {
             plane.status.send_modify(|s| s.failed = Some(format!("{error}; the last fetched commit stays")));
         }
         Err(error) => tracing::error!(%error, "The fetch task panicked."),
-    }
-}
-
-/// Sees a new head commit: records it with its plan, and applies it unless it is broken or
-/// must wait for an approval.
-async fn follow_head(plane: &ControlPlane, state: &mut LoopState, now: i64) -> Result<(), PassError> {
-    let head = plane.resolve(&plane.config.branch).await?;
-    if state.head.as_deref() == Some(head.sha.as_str()) {
-        return Ok(());
-    }
-    let commit = plane.load(&head.sha).await?;
-    let previous_head = state.head.replace(head.sha.clone());
-    plane.store.record_commit(&commit.commit, now).await?;
-    // A commit that waited for an approval and is no longer the head can never be applied: its
-    // approval would take the branch back behind the head.
-    if let Some(previous) = previous_head
-        && let Some(record) = plane.store.sync(&previous).await?
-        && record.outcome == SyncOutcome::Waiting
-    {
-        let reason = format!("the branch moved to {} before it was approved", commit.commit.short());
-        plane.store.set_sync_outcome(&previous, SyncOutcome::Superseded, &reason, Some(now)).await?;
-        plane.metrics.sync_finished(SyncOutcome::Superseded.as_str());
-    }
-    plane.status.send_modify(|s| {
-        s.head = Some(head.clone());
-        s.failed = None;
-        s.waiting = None;
-    });
-
-    let existing = plane.store.sync(&head.sha).await?;
-    if !commit.is_valid() {
-        let first = commit.diagnostics.iter().find(|d| d.is_error()).map(ToString::to_string).unwrap_or_default();
-        let reason = format!(
-            "commit {} has {} errors, so nothing of it is applied; the first: {first}",
-            commit.commit.short(),
-            commit.error_count()
-        );
-        tracing::warn!(%reason, "A commit failed to load.");
-        if existing.is_none() {
-            let record = record_of(&commit.commit, now, SyncOutcome::Failed, &reason, 0, String::new(), "{}".into());
-            plane.store.add_sync(&record).await?;
-            plane.metrics.sync_finished(SyncOutcome::Failed.as_str());
-        }
-        plane.status.send_modify(|s| s.failed = Some(reason));
-        return Ok(());
-    }
-    if let Some(record) = &existing {
-        let applying = state.desired.as_ref().is_some_and(|d| d.commit.sha == head.sha);
-        match record.outcome {
-            // Seen before this server started, or the branch came back to it: it still waits.
-            SyncOutcome::Waiting => {
-                let reason = record.reason.clone();
-                plane.status.send_modify(|s| s.waiting = Some(reason));
-                return Ok(());
-            }
-            SyncOutcome::Failed => return Ok(()),
-            // Being applied already (a restart): keep going.
-            _ if applying => return Ok(()),
-            // The branch came back to a commit seen before (a reset, a force-push): the head is
-            // the desired state whatever its history, so it is decided again below, against
-            // what is applied now.
-            _ => {}
-        }
-    }
-    let (plan, index) = plane.plan_against_applied(&commit).await?;
-    let wait = wait_reason(&commit, &plan);
-    let outcome = if wait.is_some() { SyncOutcome::Waiting } else { SyncOutcome::Progressing };
-    let record = record_of(
-        &commit.commit,
-        now,
-        outcome,
-        wait.as_deref().unwrap_or(""),
-        index,
-        render::text(&plan, false),
-        render::json(&plan),
-    );
-    if existing.is_some() {
-        plane.store.replan_sync(&record.commit.sha, index, &record.plan_text, &record.plan_json).await?;
-        let reason = if wait.is_some() { record.reason.as_str() } else { "the branch came back to this commit" };
-        plane.store.set_sync_outcome(&record.commit.sha, outcome, reason, None).await?;
-    } else {
-        plane.store.add_sync(&record).await?;
-    }
-    match wait {
-        Some(reason) => {
-            tracing::info!(commit = %commit.commit.short(), %reason, "A commit waits for approval.");
-            plane.status.send_modify(|s| s.waiting = Some(reason));
-        }
-        None => adopt(plane, state, commit, plan.steps, now).await?,
-    }
-    Ok(())
-}
-
-fn record_of(
-    commit: &CommitInfo,
-    now: i64,
-    outcome: SyncOutcome,
-    reason: &str,
-    state_index: i64,
-    plan_text: String,
-    plan_json: String,
-) -> SyncRecord {
-    SyncRecord {
-        commit: commit.clone(),
-        seen_at: now,
-        outcome,
-        reason: reason.to_owned(),
-        state_index,
-        approved_at: None,
-        finished_at: None,
-        plan_text,
-        plan_json,
     }
 }
 
@@ -548,40 +490,6 @@ fn program_fits(steps: &[plan::WorkloadStep], commit: &Loaded) -> bool {
 pub fn plan_digest_of(plan_json: &str) -> Option<String> {
     let plan: serde_json::Value = serde_json::from_str(plan_json).ok()?;
     plan["planDigest"].as_str().map(str::to_owned)
-}
-
-/// Applies an approved commit, after checking the plan is still the one that was shown.
-/// An approval is taken once: it makes its commit the one being applied, and is gone. An
-/// approval of a commit that is no longer the head is dropped, so it can never take the branch
-/// back behind a newer commit (issue 11: a kept approval re-adopted its commit on every pass
-/// and froze every later one).
-async fn take_approval(plane: &ControlPlane, state: &mut LoopState, now: i64) -> Result<(), PassError> {
-    let Some(sha) = plane.store.control_value("approved_commit").await? else { return Ok(()) };
-    let approved = plane.store.control_value("approved_digest").await?;
-    let is_head = state.head.as_deref() == Some(sha.as_str());
-    if is_head && state.desired.as_ref().is_none_or(|d| d.commit.sha != sha) {
-        let commit = plane.load(&sha).await?;
-        if commit.is_valid() {
-            // The plan is made again against what runs now: it is carried out only if it is
-            // the very plan approved. Otherwise the approval is dropped and the commit waits
-            // with the new plan.
-            let (plan, index) = plane.plan_against_applied(&commit).await?;
-            if approved.as_deref() != Some(render::digest(&plan).as_str()) {
-                plane.store.replan_sync(&sha, index, &render::text(&plan, false), &render::json(&plan)).await?;
-                tracing::warn!(commit = %sha, "What runs changed after the approval; review the plan again and approve it.");
-                plane.store.clear_control_value("approved_commit").await?;
-                return Ok(());
-            }
-            adopt(plane, state, commit, plan.steps, now).await?;
-            plane.status.send_modify(|s| s.waiting = None);
-        }
-    } else if !is_head {
-        let reason = "the branch moved on before the approval was carried out";
-        plane.store.set_sync_outcome(&sha, SyncOutcome::Superseded, reason, Some(now)).await?;
-        plane.metrics.sync_finished(SyncOutcome::Superseded.as_str());
-    }
-    plane.store.clear_control_value("approved_commit").await?;
-    Ok(())
 }
 
 /// Approves the plan shown for `sha` at `state_index`. Refuses a commit that is not waiting and
@@ -610,7 +518,15 @@ pub async fn approve(
             record.state_index = index;
             record.plan_text = render::text(&plan, false);
             record.plan_json = render::json(&plan);
-            plane.store.replan_sync(&record.commit.sha, index, &record.plan_text, &record.plan_json).await?;
+            plane
+                .store
+                .write(&[Change::Replan {
+                    commit: record.commit.sha.clone(),
+                    state_index: index,
+                    text: record.plan_text.clone(),
+                    json: record.plan_json.clone(),
+                }])
+                .await?;
         }
     }
     match plan_digest {
@@ -631,10 +547,15 @@ pub async fn approve(
         None if shown != current => return Err(ApproveError::Stale { shown, current }),
         None => {}
     }
-    plane.store.approve_sync(&record.commit.sha, crate::server::now()).await?;
     let digest = plan_digest_of(&record.plan_json).unwrap_or_default();
-    plane.store.set_control_value("approved_digest", &digest).await?;
-    plane.store.set_control_value("approved_commit", &record.commit.sha).await?;
+    plane
+        .store
+        .write(&[
+            Change::Approve { commit: record.commit.sha.clone(), at: crate::server::now() },
+            Change::SetControl("approved_digest", digest),
+            Change::SetControl("approved_commit", record.commit.sha.clone()),
+        ])
+        .await?;
     plane.wake.notify_one();
     Ok(record)
 }
@@ -657,279 +578,38 @@ pub enum ApproveError {
     Store(#[from] StoreError),
 }
 
-/// Makes `commit` the one being applied: records new revisions of its workloads and what it
-/// keeps from pruning, and marks any earlier unfinished sync superseded.
-async fn adopt(
-    plane: &ControlPlane,
-    state: &mut LoopState,
-    commit: Arc<Loaded>,
-    program: Vec<plan::WorkloadStep>,
-    now: i64,
-) -> Result<(), PassError> {
-    tracing::info!(commit = %commit.commit.short(), message = %commit.commit.message, "Syncing a commit.");
-    if let Some(previous) = &state.desired
-        && previous.commit.sha != commit.commit.sha
-        && state.sync_outcome == Some(SyncOutcome::Progressing)
-    {
-        let reason = format!("commit {} came before this one finished", commit.commit.short());
-        plane.store.set_sync_outcome(&previous.commit.sha, SyncOutcome::Superseded, &reason, Some(now)).await?;
-        plane.metrics.sync_finished(SyncOutcome::Superseded.as_str());
-    }
-    let sources = Sources::new(&commit.resources, &commit.secrets);
-    for resource in commit.resources.iter().filter(|r| r.key.kind.is_workload()) {
-        let hash = revision_hash(resource, &sources);
-        let history = state.revisions.entry(resource.key.clone()).or_default();
-        if history.last().is_some_and(|r| r.spec_hash == hash) {
+/// What each workload runs this pass (`decide::wanted`, `decide::targets`), with the earlier
+/// commits that names loaded from Git. A workload that departs from the plan is logged once.
+async fn targets(plane: &ControlPlane, memory: &mut Memory, desired: &Loaded) -> Targets {
+    let wanted = decide::wanted(memory, desired);
+    for want in &wanted {
+        let sha = &want.commit;
+        if *sha == desired.commit.sha || memory.commits.contains_key(sha) {
             continue;
         }
-        let failed_before = history.iter().rev().find(|r| r.spec_hash == hash).filter(|r| r.outcome == Outcome::Failed);
-        let revision = match failed_before {
-            Some(failed) => Revision {
-                key: resource.key.clone(),
-                commit: commit.commit.clone(),
-                spec_hash: hash.clone(),
-                started_at: now,
-                finished_at: Some(now),
-                outcome: Outcome::Failed,
-                reason: format!(
-                    "the same spec as commit {}, whose rollout failed; not retried until the spec changes",
-                    failed.commit.short()
-                ),
-            },
-            None => Revision {
-                key: resource.key.clone(),
-                commit: commit.commit.clone(),
-                spec_hash: hash.clone(),
-                started_at: now,
-                finished_at: None,
-                outcome: Outcome::Progressing,
-                reason: String::new(),
-            },
-        };
-        plane.store.add_revision(&revision).await?;
-        // The store keeps one revision per commit: one made again (a rewind) replaces it.
-        history.retain(|r| r.commit.sha != revision.commit.sha);
-        history.push(revision);
-    }
-    state.retained = retained(&plane.store, &commit).await?;
-    let lifted = plane.store.drop_pins_not_at(&commit.commit.sha).await?;
-    if lifted > 0 {
-        tracing::info!(lifted, commit = %commit.commit.short(), "A new commit is applied: rollback pins are lifted.");
-    }
-    state.pins.retain(|p| p.head == commit.commit.sha);
-    plane.store.set_control_value("desired_commit", &commit.commit.sha).await?;
-    state.sync_outcome = Some(SyncOutcome::Progressing);
-    state.applied_recorded = false;
-    state.program = program;
-    plane.status.send_modify(|s| {
-        s.applied = Some(commit.commit.sha.clone());
-        s.applied_message = commit.commit.message.clone();
-        s.synced = false;
-    });
-    *crate::lock(&plane.desired) = Some(commit.clone());
-    state.desired = Some(commit);
-    Ok(())
-}
-
-/// Workloads applied before, gone from `commit`, and annotated to be kept.
-async fn retained(store: &Store, commit: &Loaded) -> Result<BTreeSet<ObjectKey>, StoreError> {
-    let applied = store.applied().await?;
-    Ok(applied
-        .resources
-        .iter()
-        .filter(|r| r.is_kept() && commit.resources.binary_search_by(|d| d.key.cmp(&r.key)).is_err())
-        .map(|r| r.key.clone())
-        .collect())
-}
-
-/// What each workload runs this pass: its step in the plan being carried out, or where the
-/// plan says it goes when its rollout failed (`on_failure`), or a `berth rollback` pin made
-/// since. The template each commit gives must be the one the plan names; a workload whose
-/// commit gives another is not touched (`Targets::frozen`).
-async fn targets(plane: &ControlPlane, state: &mut LoopState, desired: &Loaded) -> Targets {
-    let mut wanted: Vec<(ObjectKey, String, Option<String>)> = Vec::new();
-    for resource in desired.resources.iter().filter(|r| r.key.kind.is_workload()) {
-        let key = &resource.key;
-        if let Some(pin) = state.pins.iter().find(|p| &p.key == key) {
-            wanted.push((key.clone(), pin.commit.clone(), None));
-            continue;
-        }
-        let Ok(index) = state
-            .program
-            .binary_search_by(|s| (s.kind, &s.namespace, &s.name).cmp(&(key.kind, &key.namespace, &key.name)))
-        else {
-            wanted.push((key.clone(), desired.commit.sha.clone(), Some(String::new())));
-            continue;
-        };
-        let step = &state.program[index];
-        let failed = state
-            .revisions
-            .get(key)
-            .and_then(|h| h.iter().rev().find(|r| r.spec_hash == step.template))
-            .is_some_and(|r| r.outcome == Outcome::Failed);
-        match (&step.on_failure, failed && step.action != plan::StepAction::Held) {
-            (Some(back), true) => wanted.push((key.clone(), back.commit.clone(), Some(back.template.clone()))),
-            _ => wanted.push((key.clone(), step.commit.clone(), Some(step.template.clone()))),
+        match plane.load(sha).await {
+            Ok(commit) if commit.is_valid() => {
+                memory.commits.insert(sha.clone(), commit);
+            }
+            Ok(_) => tracing::warn!(commit = %sha, "A rollback target has errors now; it is not used."),
+            Err(error) => tracing::warn!(%error, commit = %sha, "Loading a rollback target failed."),
         }
     }
-    let mut targets = Targets { overrides: HashMap::new(), retained: state.retained.clone(), frozen: HashMap::new() };
-    for (key, sha, template) in wanted {
-        let commit = if sha == desired.commit.sha {
-            None
-        } else {
-            if !state.commits.contains_key(&sha) {
-                match plane.load(&sha).await {
-                    Ok(commit) if commit.is_valid() => {
-                        state.commits.insert(sha.clone(), commit);
-                    }
-                    Ok(_) => tracing::warn!(commit = %sha, "A rollback target has errors now; it is not used."),
-                    Err(error) => tracing::warn!(%error, commit = %sha, "Loading a rollback target failed."),
-                }
-            }
-            state.commits.get(&sha).cloned()
-        };
-        let given = template_at(commit.as_deref().unwrap_or(desired), &key);
-        match template {
-            Some(template) if given.as_deref() != Some(template.as_str()) => {
-                let reason = if template.is_empty() {
-                    "the plan being carried out has no step for it; it is left as it runs until a new plan is made"
-                        .to_owned()
-                } else {
-                    format!(
-                        "the plan being carried out runs its pod template {template} of commit {}, but that commit now gives {}; it is left as it runs",
-                        &sha[..sha.len().min(7)],
-                        given.as_deref().unwrap_or("nothing")
-                    )
-                };
-                if state.frozen.get(&key) != Some(&reason) {
-                    tracing::error!(workload = %key, %reason, "A workload departs from the plan; not touched.");
-                }
-                targets.frozen.insert(key, reason);
-            }
-            _ => {
-                if let Some(commit) = commit {
-                    targets.overrides.insert(key, commit);
-                }
-            }
+    let targets = decide::targets(memory, desired, wanted, &memory.commits);
+    for (key, reason) in &targets.frozen {
+        if memory.frozen.get(key) != Some(reason) {
+            tracing::error!(workload = %key, %reason, "A workload departs from the plan; not touched.");
         }
     }
     let used: BTreeSet<&str> = targets.overrides.values().map(|c| c.commit.sha.as_str()).collect();
-    state.commits.retain(|sha, _| used.contains(sha.as_str()));
-    state.frozen.clone_from(&targets.frozen);
+    memory.commits.retain(|sha, _| used.contains(sha.as_str()));
+    memory.frozen.clone_from(&targets.frozen);
     targets
-}
-
-/// Marks the rolling revisions healthy when complete, failed when their pods crash-loop or the
-/// progress deadline passes.
-async fn judge_revisions(
-    plane: &ControlPlane,
-    state: &mut LoopState,
-    desired: &Loaded,
-    targets: &Targets,
-    summary: &ReconcileSummary,
-    now: i64,
-) -> Result<(), PassError> {
-    for workload in &summary.workloads {
-        if targets.overrides.contains_key(&workload.key) || targets.frozen.contains_key(&workload.key) {
-            continue;
-        }
-        let Some(latest) = state.revisions.get_mut(&workload.key).and_then(|h| h.last_mut()) else { continue };
-        if latest.outcome != Outcome::Progressing {
-            continue;
-        }
-        let deadline = desired
-            .resources
-            .iter()
-            .find(|r| r.key == workload.key)
-            .and_then(|r| match &r.object {
-                crate::manifest::Object::Deployment(d) => d.spec.progress_deadline_seconds,
-                _ => None,
-            })
-            .unwrap_or(600);
-        let verdict = verdict(workload, now - latest.started_at, deadline);
-        let Some((outcome, reason)) = verdict else { continue };
-        if outcome == Outcome::Failed {
-            tracing::warn!(workload = %workload.key, commit = %latest.commit.short(), %reason, "A rollout failed; rolling back.");
-        }
-        plane.store.finish_revision(&workload.key, &latest.commit.sha, outcome, &reason, now).await?;
-        latest.outcome = outcome;
-        latest.reason = reason;
-        latest.finished_at = Some(now);
-    }
-    Ok(())
-}
-
-/// Writes the desired commit's outcome, and the applied objects once everything is complete.
-async fn finish_sync(
-    plane: &ControlPlane,
-    state: &mut LoopState,
-    desired: &Loaded,
-    targets: &Targets,
-    summary: &ReconcileSummary,
-    now: i64,
-) -> Result<(), PassError> {
-    let degraded: Vec<String> = summary
-        .workloads
-        .iter()
-        .filter_map(|w| {
-            let latest = state.revisions.get(&w.key)?.last()?;
-            (latest.outcome == Outcome::Failed).then(|| format!("{}: {}", w.key, latest.reason))
-        })
-        .collect();
-    // Workloads need a Ready node to say they run; objects alone (ConfigMaps, Services) do not.
-    let complete = summary.complete() && (summary.ready_nodes > 0 || summary.workloads.is_empty());
-    let (outcome, reason) = if !degraded.is_empty() {
-        (SyncOutcome::Degraded, degraded.join("; "))
-    } else if complete {
-        (SyncOutcome::Synced, String::new())
-    } else {
-        (SyncOutcome::Progressing, String::new())
-    };
-    if state.sync_outcome != Some(outcome) {
-        let finished = outcome.is_final().then_some(now);
-        plane.store.set_sync_outcome(&desired.commit.sha, outcome, &reason, finished).await?;
-        if outcome.is_final() {
-            plane.metrics.sync_finished(outcome.as_str());
-        }
-        if outcome == SyncOutcome::Synced {
-            plane.metrics.synced(desired.commit.time, now);
-        }
-        state.sync_outcome = Some(outcome);
-    }
-    if complete && !state.applied_recorded {
-        let applied = applied_resources(plane, desired, targets).await?;
-        plane.store.record_applied(&desired.commit, &applied, now).await?;
-        state.applied_recorded = true;
-        tracing::info!(commit = %desired.commit.short(), "Synced.");
-    }
-    Ok(())
-}
-
-/// What runs now: the commit's objects, with held workloads at their held spec and kept
-/// objects as they were applied.
-async fn applied_resources(
-    plane: &ControlPlane,
-    desired: &Loaded,
-    targets: &Targets,
-) -> Result<Vec<Arc<Resource>>, StoreError> {
-    let mut resources: Vec<Arc<Resource>> = desired
-        .resources
-        .iter()
-        .map(|r| {
-            targets.overrides.get(&r.key).and_then(|c| c.resources.iter().find(|o| o.key == r.key)).unwrap_or(r).clone()
-        })
-        .collect();
-    if !targets.retained.is_empty() {
-        let applied = plane.store.applied().await?;
-        resources.extend(applied.resources.into_iter().filter(|r| targets.retained.contains(&r.key)));
-    }
-    resources.sort_by(|a, b| a.key.cmp(&b.key));
-    Ok(resources)
 }
 
 /// Publishes the status of the pass: each workload's sync and health, and the whole's
 /// (`status::overall`, where Synced is defined).
-fn publish(plane: &ControlPlane, state: &LoopState, summary: Option<&ReconcileSummary>, now: i64) {
+fn publish(plane: &ControlPlane, state: &Memory, summary: Option<&ReconcileSummary>, now: i64) {
     let workloads: Vec<WorkloadHealth> = summary
         .map(|s| s.workloads.iter().map(|w| workload_health(state, w, s.ready_nodes)).collect())
         .unwrap_or_default();
@@ -960,7 +640,7 @@ fn publish(plane: &ControlPlane, state: &LoopState, summary: Option<&ReconcileSu
 }
 
 /// One workload's status, from what the loop remembers of it.
-fn workload_health(state: &LoopState, w: &WorkloadStatus, ready_nodes: usize) -> WorkloadHealth {
+fn workload_health(state: &Memory, w: &WorkloadStatus, ready_nodes: usize) -> WorkloadHealth {
     let history = state.revisions.get(&w.key).map(Vec::as_slice);
     let message = history
         .and_then(|h| h.iter().rev().find(|r| r.commit.sha == w.revision))

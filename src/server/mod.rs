@@ -7,6 +7,7 @@
 pub mod agent_api;
 pub mod api;
 pub mod control;
+pub mod decide;
 pub mod metrics;
 pub mod status;
 pub mod ui;

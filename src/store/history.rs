@@ -257,65 +257,6 @@ impl Store {
         rows.into_iter().map(RevisionRow::into_revision).collect()
     }
 
-    /// Records a revision; one at a commit that had one before (the branch came back to it)
-    /// starts again, as the newest: the old row goes and a new one (a newer rowid, which breaks
-    /// ties of `started_at`) takes its place.
-    pub async fn add_revision(&self, revision: &Revision) -> Result<(), StoreError> {
-        let mut transaction = self.pool.begin().await?;
-        sqlx::query("DELETE FROM revisions WHERE kind = ? AND namespace = ? AND name = ? AND commit_sha = ?")
-            .bind(revision.key.kind.name())
-            .bind(&revision.key.namespace)
-            .bind(&revision.key.name)
-            .bind(&revision.commit.sha)
-            .execute(&mut *transaction)
-            .await?;
-        sqlx::query(
-            "INSERT INTO revisions (kind, namespace, name, commit_sha, spec_hash, started_at, finished_at, outcome, reason) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(revision.key.kind.name())
-        .bind(&revision.key.namespace)
-        .bind(&revision.key.name)
-        .bind(&revision.commit.sha)
-        .bind(&revision.spec_hash)
-        .bind(revision.started_at)
-        .bind(revision.finished_at)
-        .bind(revision.outcome.as_str())
-        .bind(&revision.reason)
-        .execute(&mut *transaction)
-        .await?;
-        transaction.commit().await?;
-        Ok(())
-    }
-
-    pub async fn finish_revision(
-        &self,
-        key: &ObjectKey,
-        commit: &str,
-        outcome: Outcome,
-        reason: &str,
-        now: i64,
-    ) -> Result<(), StoreError> {
-        // A verdict changes what a plan says (a held template, where a rollout goes back to).
-        let mut transaction = self.pool.begin().await?;
-        sqlx::query(
-            "UPDATE revisions SET outcome = ?, reason = ?, finished_at = ? \
-             WHERE kind = ? AND namespace = ? AND name = ? AND commit_sha = ?",
-        )
-        .bind(outcome.as_str())
-        .bind(reason)
-        .bind(now)
-        .bind(key.kind.name())
-        .bind(&key.namespace)
-        .bind(&key.name)
-        .bind(commit)
-        .execute(&mut *transaction)
-        .await?;
-        sqlx::query(super::BUMP_STATE_INDEX).execute(&mut *transaction).await?;
-        transaction.commit().await?;
-        Ok(())
-    }
-
     pub async fn pins(&self) -> Result<Vec<Pin>, StoreError> {
         let rows = sqlx::query_as::<_, PinRow>(
             "SELECT kind, namespace, name, commit_sha, head_sha, pinned_at FROM pins ORDER BY kind, namespace, name",
@@ -354,75 +295,6 @@ impl Store {
         Ok(())
     }
 
-    /// Drops the pins made while another commit was the head: Git has moved since.
-    pub async fn drop_pins_not_at(&self, head: &str) -> Result<u64, StoreError> {
-        let result = sqlx::query("DELETE FROM pins WHERE head_sha <> ?").bind(head).execute(&self.pool).await?;
-        Ok(result.rows_affected())
-    }
-
-    /// Records a commit the server saw, once; a second call for the same commit changes nothing.
-    pub async fn add_sync(&self, record: &SyncRecord) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO syncs (commit_sha, seen_at, outcome, reason, state_index, plan_text, plan_json, approved_at, finished_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (commit_sha) DO NOTHING",
-        )
-        .bind(&record.commit.sha)
-        .bind(record.seen_at)
-        .bind(record.outcome.as_str())
-        .bind(&record.reason)
-        .bind(record.state_index)
-        .bind(&record.plan_text)
-        .bind(&record.plan_json)
-        .bind(record.approved_at)
-        .bind(record.finished_at)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// Sets what became of a commit; `finished` stamps the end.
-    pub async fn set_sync_outcome(
-        &self,
-        commit: &str,
-        outcome: SyncOutcome,
-        reason: &str,
-        finished: Option<i64>,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE syncs SET outcome = ?, reason = ?, finished_at = COALESCE(?, finished_at) WHERE commit_sha = ?",
-        )
-        .bind(outcome.as_str())
-        .bind(reason)
-        .bind(finished)
-        .bind(commit)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
-    /// Replaces a waiting commit's plan, made again against a state that moved.
-    pub async fn replan_sync(&self, commit: &str, state_index: i64, text: &str, json: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE syncs SET state_index = ?, plan_text = ?, plan_json = ? WHERE commit_sha = ?")
-            .bind(state_index)
-            .bind(text)
-            .bind(json)
-            .bind(commit)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    pub async fn approve_sync(&self, commit: &str, now: i64) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE syncs SET approved_at = ?, outcome = 'progressing', reason = 'approved' WHERE commit_sha = ?",
-        )
-        .bind(now)
-        .bind(commit)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
     /// The newest sync records first, at most `limit`.
     pub async fn syncs(&self, limit: i64) -> Result<Vec<SyncRecord>, StoreError> {
         let rows = sqlx::query_as::<_, SyncRow>(&format!(
@@ -454,21 +326,5 @@ impl Store {
 
     pub async fn control_value(&self, key: &str) -> Result<Option<String>, StoreError> {
         Ok(sqlx::query_scalar("SELECT value FROM control WHERE key = ?").bind(key).fetch_optional(&self.pool).await?)
-    }
-
-    pub async fn clear_control_value(&self, key: &str) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM control WHERE key = ?").bind(key).execute(&self.pool).await?;
-        Ok(())
-    }
-
-    pub async fn set_control_value(&self, key: &str, value: &str) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO control (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-        )
-        .bind(key)
-        .bind(value)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
     }
 }

@@ -5,11 +5,13 @@
 //! outside this module), so the store can move to PostgreSQL behind the same interface.
 //! This module knows rows and transactions; it never decides what to apply.
 
+mod changes;
 mod history;
 mod nodes;
 pub mod seal;
 mod services;
 
+pub use changes::Change;
 pub use history::{Outcome, Pin, Revision, SyncOutcome, SyncRecord};
 pub use nodes::NodeRecord;
 pub use services::{Allocations, DNS_ADDRESS, NODE_PORTS, ServiceWants, allocate};
@@ -168,15 +170,7 @@ impl Store {
     }
 
     pub async fn record_commit(&self, commit: &CommitInfo, now: i64) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO commits (sha, author, message, committed_at, seen_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (sha) DO NOTHING")
-            .bind(&commit.sha)
-            .bind(&commit.author)
-            .bind(&commit.message)
-            .bind(commit.time)
-            .bind(now)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
+        self.write(&[Change::Commit { commit: commit.clone(), seen_at: now }]).await
     }
 
     /// Records that `resources` of `commit` are now what runs: one transaction, replacing the
@@ -187,36 +181,7 @@ impl Store {
         resources: &[Arc<Resource>],
         now: i64,
     ) -> Result<(), StoreError> {
-        self.record_commit(commit, now).await?;
-        let mut transaction = self.pool.begin().await?;
-        sqlx::query("DELETE FROM applied_objects").execute(&mut *transaction).await?;
-        for resource in resources {
-            let digests = serde_json::to_string(&resource.sensitive_digests).unwrap_or_else(|_| "{}".into());
-            sqlx::query(
-                "INSERT INTO applied_objects (kind, namespace, name, commit_sha, file, line, spec_hash, canonical, sensitive_digests, applied_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(resource.key.kind.name())
-            .bind(&resource.key.namespace)
-            .bind(&resource.key.name)
-            .bind(&commit.sha)
-            .bind(&resource.file)
-            .bind(i64::from(resource.pos.line))
-            .bind(&resource.hash)
-            .bind(&*resource.canonical)
-            .bind(digests)
-            .bind(now)
-            .execute(&mut *transaction)
-            .await?;
-        }
-        sqlx::query("INSERT INTO control (key, value) VALUES ('applied_commit', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value")
-            .bind(&commit.sha)
-            .execute(&mut *transaction)
-            .await?;
-        // The applied state moved: plans made before are stale.
-        sqlx::query(BUMP_STATE_INDEX).execute(&mut *transaction).await?;
-        transaction.commit().await?;
-        Ok(())
+        self.write(&[Change::Applied { commit: commit.clone(), resources: resources.to_vec(), at: now }]).await
     }
 
     /// The objects as last applied, for the observed side of a plan.

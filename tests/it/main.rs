@@ -9,6 +9,7 @@ mod agent_process;
 mod browser;
 mod control;
 mod controller;
+mod decide;
 mod docs;
 mod fuzz;
 mod git;
