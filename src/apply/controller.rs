@@ -10,11 +10,11 @@
 
 use super::pods::{Replica, Sources, assignment, rollout_hash};
 use crate::lock;
-use crate::manifest::types::{DaemonSetStrategyType, IntOrString, PodSpec};
+use crate::manifest::types::{DaemonSetStrategyType, IntOrString};
 use crate::manifest::{Object, ObjectKey, Resource};
-use crate::nodes::protocol::{PodAssignment, PodStatus, Resources, RouteTable, ServiceRoute};
+use crate::nodes::protocol::{PodAssignment, PodStatus, RouteTable, ServiceRoute};
 use crate::plan::rollout::{self, PodView, Strategy, Wishes};
-use crate::plan::schedule::{self, NodeInfo, Placement, PodRequest};
+use crate::plan::schedule::{self, NodeInfo, Placement, PodRequest, requests};
 use crate::store::{Allocations, ServiceWants, Store, StoreError};
 use crate::sync::Loaded;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -134,21 +134,6 @@ struct Leaving {
 
 /// The longest a leaving pod waits for a node that does not confirm the routes without it.
 pub const DRAIN_LIMIT_SECONDS: i64 = 5;
-
-/// Requests of a pod: the sum of its containers', saturating (three containers asking for
-/// `9E` each is more than any node, not a small number after a wrap).
-pub fn requests(spec: &PodSpec) -> Resources {
-    // Validation refuses negative quantities; a value past u64 is more than any node has.
-    let clamp = |value: i128| u64::try_from(value.max(0)).unwrap_or(u64::MAX);
-    let mut total = Resources::default();
-    for container in &spec.containers {
-        let Some(resources) = &container.resources else { continue };
-        let cpu = resources.requests.get("cpu").map_or(0, |q| clamp(q.millis()));
-        let memory = resources.requests.get("memory").map_or(0, |q| clamp(q.millis() / 1000));
-        total = total.plus(Resources { cpu_millis: cpu, memory_bytes: memory });
-    }
-    total
-}
 
 fn workload_of(pod: &PodAssignment) -> ObjectKey {
     ObjectKey { kind: pod.workload_kind, namespace: pod.namespace.clone(), name: pod.workload_name.clone() }
@@ -715,7 +700,7 @@ fn crash_loop<'a>(
 }
 
 /// What a pod asks of the scheduler.
-fn request_of(pod: &PodAssignment, pinned: Option<String>) -> PodRequest {
+pub fn request_of(pod: &PodAssignment, pinned: Option<String>) -> PodRequest {
     PodRequest {
         pod: format!("{}/{}", pod.namespace, pod.pod),
         workload: format!("{}/{}/{}", pod.workload_kind.name(), pod.namespace, pod.workload_name),

@@ -194,6 +194,12 @@ pub struct Plan {
     /// The program: what happens to every workload's pods, in key order. The control loop
     /// carries out exactly these steps for the commit the plan is applied for.
     pub steps: Vec<WorkloadStep>,
+    /// Where the first pods of each workload that starts some would go, as the scheduler says
+    /// it when the plan is made against the nodes (`schedule::forecast`). Not part of the
+    /// program, nor of `planDigest`: each batch is placed when it starts, against the nodes as
+    /// they are then.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub placements: Vec<schedule::Forecast>,
 }
 
 /// What happens to one workload's pods when a plan is carried out.
@@ -361,6 +367,7 @@ pub fn plan(desired: &State, observed: &State) -> Plan {
         risks,
         changes,
         held: Vec::new(),
+        placements: Vec::new(),
         steps: steps.finish(&desired.revision, &observed.revision),
     }
 }

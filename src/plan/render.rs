@@ -84,6 +84,9 @@ pub fn text(plan: &Plan, color: bool) -> String {
         if let Some(rollout) = &change.rollout {
             let _ = writeln!(out, "    rollout: {}", rollout.description);
         }
+        if let Some(forecast) = forecast_of(plan, change) {
+            let _ = writeln!(out, "    {forecast}");
+        }
         if let Some(back) = fallback(plan, change) {
             let _ =
                 writeln!(out, "    if the rollout fails: back to the pod template of commit {}", short(&back.commit));
@@ -126,6 +129,22 @@ pub fn text(plan: &Plan, color: bool) -> String {
     out
 }
 
+/// Where the scheduler would place the first pods of a change, in words: `first pods on n1
+/// (2), n2 (1)`, and the pods no node fits.
+fn forecast_of(plan: &Plan, change: &super::Change) -> Option<String> {
+    let forecast = plan
+        .placements
+        .iter()
+        .find(|f| f.kind == change.kind && f.namespace == change.namespace && f.name == change.name)?;
+    let mut parts = Vec::new();
+    if !forecast.nodes.is_empty() {
+        let nodes: Vec<String> = forecast.nodes.iter().map(|(node, pods)| format!("{node} ({pods})")).collect();
+        parts.push(format!("first pods on {}", nodes.join(", ")));
+    }
+    parts.extend(forecast.pending.iter().cloned());
+    Some(parts.join("; "))
+}
+
 /// Where a changed workload goes back to if its rollout fails, as its step says.
 fn fallback<'p>(plan: &'p Plan, change: &super::Change) -> Option<&'p super::Fallback> {
     let step = plan
@@ -161,6 +180,9 @@ pub fn markdown(plan: &Plan) -> String {
         let mut summary = format!("<code>{}</code> {}", word.trim(), change.key());
         if let Some(rollout) = &change.rollout {
             let _ = write!(summary, ": {}", rollout.description);
+        }
+        if let Some(forecast) = forecast_of(plan, change) {
+            let _ = write!(summary, "; {forecast}");
         }
         if let Some(back) = fallback(plan, change) {
             let _ = write!(summary, "; if it fails, back to commit {}", short(&back.commit));
@@ -200,8 +222,15 @@ pub fn json(plan: &Plan) -> String {
 
 /// The name of a plan: the SHA-256 of its compact JSON. Approving a digest approves exactly
 /// that plan; a plan made again differs in its digest as soon as it differs at all.
+///
+/// The scheduler's forecast (`placements`) is not part of it: nodes come and go between the
+/// review and the approval, and each batch is placed when it starts.
 pub fn digest(plan: &Plan) -> String {
-    crate::manifest::hex_digest(&serde_json::to_vec(plan).unwrap_or_default())
+    if plan.placements.is_empty() {
+        return crate::manifest::hex_digest(&serde_json::to_vec(plan).unwrap_or_default());
+    }
+    let program = Plan { placements: Vec::new(), ..plan.clone() };
+    crate::manifest::hex_digest(&serde_json::to_vec(&program).unwrap_or_default())
 }
 
 fn escape_html(text: &str) -> String {

@@ -8,8 +8,11 @@
 //! Kubernetes says it: `0/3 nodes fit: 2 insufficient memory, 1 node selector mismatch`.
 
 use crate::manifest::quantity::Resources;
-use crate::manifest::types::Labels;
-use std::collections::HashMap;
+use crate::manifest::types::{Labels, PodSpec};
+use crate::manifest::{Kind, Resource};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeInfo {
@@ -236,4 +239,124 @@ mod tests {
         daemon.pinned = Some("gone".into());
         assert_eq!(schedule(&nodes, &[], &[daemon])[0].1, Placement::Unschedulable("node gone is gone".into()));
     }
+}
+
+/// Requests of a pod: the sum of its containers', saturating (three containers asking for
+/// `9E` each is more than any node, not a small number after a wrap).
+pub fn requests(spec: &PodSpec) -> Resources {
+    // Validation refuses negative quantities; a value past u64 is more than any node has.
+    let clamp = |value: i128| u64::try_from(value.max(0)).unwrap_or(u64::MAX);
+    let mut total = Resources::default();
+    for container in &spec.containers {
+        let Some(resources) = &container.resources else { continue };
+        let cpu = resources.requests.get("cpu").map_or(0, |q| clamp(q.millis()));
+        let memory = resources.requests.get("memory").map_or(0, |q| clamp(q.millis() / 1000));
+        total = total.plus(Resources { cpu_millis: cpu, memory_bytes: memory });
+    }
+    total
+}
+
+/// Where the first pods a plan starts for a workload would go, as the scheduler says it at
+/// the time the plan is made. The controller places each batch when it starts it, against the
+/// nodes as they are then; this says it ahead, for the reviewer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Forecast {
+    pub kind: Kind,
+    pub namespace: String,
+    pub name: String,
+    /// The pods of the first batch, by node.
+    pub nodes: BTreeMap<String, u32>,
+    /// Pods of the first batch no node fits now, with the scheduler's reason.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<String>,
+}
+
+/// The placements of the pods each change of `plan` starts first: a new workload's replicas
+/// (a DaemonSet's one per Ready matching node), the replicas a scale-up adds, the first batch of
+/// a rollout. `placed` are the pods that run now; each forecast counts the ones before it.
+pub fn forecast(
+    plan: &super::Plan,
+    desired: &[Arc<Resource>],
+    nodes: &[NodeInfo],
+    placed: &[(PodRequest, String)],
+) -> Vec<Forecast> {
+    let mut placed = placed.to_vec();
+    let mut forecasts = Vec::new();
+    for change in &plan.changes {
+        let Some(rollout) = &change.rollout else { continue };
+        if !matches!(change.action, super::Action::Create | super::Action::Update) {
+            continue;
+        }
+        let key = change.key();
+        let Ok(index) = desired.binary_search_by(|r| r.key.cmp(&key)) else { continue };
+        let resource = &desired[index];
+        let Some(spec) = resource.object.pod_spec() else { continue };
+        let workload = format!("{}/{}/{}", key.kind.name(), key.namespace, key.name);
+        let request = |ordinal: usize, pinned: Option<String>| PodRequest {
+            pod: format!("{}/{}-planned-{ordinal}", key.namespace, key.name),
+            workload: workload.clone(),
+            requests: requests(spec),
+            node_selector: spec.node_selector.clone(),
+            pinned,
+        };
+        let running = placed.iter().filter(|(p, _)| p.workload == workload).count();
+        let pending: Vec<PodRequest> = if key.kind == Kind::DaemonSet {
+            if change.action == super::Action::Update && rollout.restarts.unwrap_or(0) == 0 {
+                continue;
+            }
+            let on: std::collections::BTreeSet<&str> =
+                placed.iter().filter(|(p, _)| p.workload == workload).map(|(_, n)| n.as_str()).collect();
+            nodes
+                .iter()
+                .filter(|n| n.ready && spec.node_selector.iter().all(|(k, v)| n.labels.get(k) == Some(v)))
+                .filter(|n| change.action == super::Action::Update || !on.contains(n.name.as_str()))
+                .take(if change.action == super::Action::Update { first_batch(rollout) } else { usize::MAX })
+                .enumerate()
+                .map(|(i, n)| request(i, Some(n.name.clone())))
+                .collect()
+        } else {
+            let count = match rollout.strategy.as_str() {
+                "Create" | "Scale" => {
+                    usize::try_from(rollout.replicas.unwrap_or(0)).unwrap_or(0).saturating_sub(running)
+                }
+                _ => first_batch(rollout),
+            };
+            (0..count).map(|i| request(i, None)).collect()
+        };
+        if pending.is_empty() {
+            continue;
+        }
+        let mut forecast = Forecast {
+            kind: key.kind,
+            namespace: key.namespace.clone(),
+            name: key.name.clone(),
+            nodes: BTreeMap::new(),
+            pending: Vec::new(),
+        };
+        let mut reasons: BTreeMap<String, u32> = BTreeMap::new();
+        for (pod, (_, placement)) in pending.iter().zip(schedule(nodes, &placed, &pending)) {
+            match placement {
+                Placement::Node(node) => {
+                    *forecast.nodes.entry(node.clone()).or_default() += 1;
+                    placed.push((pod.clone(), node));
+                }
+                Placement::Unschedulable(reason) => *reasons.entry(reason).or_default() += 1,
+            }
+        }
+        forecast.pending = reasons
+            .into_iter()
+            .map(|(reason, pods)| {
+                format!("{} pending: {reason}", if pods == 1 { "1 pod".to_owned() } else { format!("{pods} pods") })
+            })
+            .collect();
+        forecasts.push(forecast);
+    }
+    forecasts
+}
+
+/// How many new pods a rollout starts in its first batch.
+fn first_batch(rollout: &super::Rollout) -> usize {
+    let first = rollout.batches.first().copied().or(rollout.restarts).or(rollout.replicas).unwrap_or(0);
+    usize::try_from(first).unwrap_or(0)
 }

@@ -355,7 +355,7 @@ fn pod_view(
         .and_then(|d| d.resources.binary_search_by(|r| r.key.cmp(&key)).ok().map(|i| &d.resources[i]))
         .and_then(|r| r.object.pod_labels().cloned())
         .unwrap_or_default();
-    let requests = crate::apply::controller::requests(&pod.spec);
+    let requests = crate::plan::schedule::requests(&pod.spec);
     PodView {
         namespace: pod.namespace.clone(),
         name: pod.pod.clone(),

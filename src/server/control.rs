@@ -11,9 +11,10 @@
 //! branch moves. Everything the loop decides is written to the store first, so a restarted server
 //! resumes where it stopped.
 
-use crate::apply::controller::{Controller, ControllerConfig, ReconcileSummary, Targets, WorkloadStatus};
+use crate::apply::controller::{Controller, ControllerConfig, ReconcileSummary, Targets, WorkloadStatus, request_of};
 use crate::apply::pods::{Sources, revision_hash};
 use crate::manifest::{ObjectKey, Resource};
+use crate::plan::schedule::{self, Forecast, NodeInfo};
 use crate::plan::{self, State, render};
 use crate::server::agent_api::AgentApi;
 use crate::server::decide::{self, Approval, Decision, Event, Memory, Planned, Seen, template_at};
@@ -154,12 +155,17 @@ impl ControlPlane {
 
     /// The plan from the applied state to `commit`, and the state index it was made at.
     pub async fn plan_against_applied(&self, commit: &Loaded) -> Result<(plan::Plan, i64), StoreError> {
-        let (plan, index, _) = self.plan_with_applied(commit).await?;
+        let (plan, index, _) = self.plan_with_applied(commit, crate::server::now()).await?;
         Ok((plan, index))
     }
 
-    /// `plan_against_applied`, with the applied objects it was made from.
-    async fn plan_with_applied(&self, commit: &Loaded) -> Result<(plan::Plan, i64, Vec<Arc<Resource>>), StoreError> {
+    /// `plan_against_applied` at `now` (which nodes are Ready for the scheduler's forecast),
+    /// with the applied objects it was made from.
+    async fn plan_with_applied(
+        &self,
+        commit: &Loaded,
+        now: i64,
+    ) -> Result<(plan::Plan, i64, Vec<Arc<Resource>>), StoreError> {
         let index = self.store.state_index().await?;
         let applied = self.store.applied().await?;
         let observed = State::new(
@@ -209,7 +215,28 @@ impl ControlPlane {
             }
         }
         plan.held = held;
+        plan.placements = self.forecast(&plan, commit, now).await?;
         Ok((plan, index, applied.resources))
+    }
+
+    /// Where the scheduler would place the first pods `plan` starts, on the nodes Ready at `now`
+    /// with the pods they run.
+    async fn forecast(&self, plan: &plan::Plan, commit: &Loaded, now: i64) -> Result<Vec<Forecast>, StoreError> {
+        if !plan.changes.iter().any(|c| c.rollout.is_some()) {
+            return Ok(Vec::new());
+        }
+        let grace = self.config.controller.node_grace_seconds;
+        let mut nodes = Vec::new();
+        let mut placed = Vec::new();
+        for node in self.store.nodes().await? {
+            let ready = now - node.last_heartbeat <= grace;
+            if ready {
+                let (_, pods) = self.store.assignment(&node.name).await?;
+                placed.extend(pods.iter().map(|pod| (request_of(pod, None), node.name.clone())));
+            }
+            nodes.push(NodeInfo { name: node.name, ready, labels: node.labels, allocatable: node.allocatable });
+        }
+        Ok(schedule::forecast(plan, &commit.resources, &nodes, &placed))
     }
 }
 
@@ -390,7 +417,7 @@ async fn read(plane: &ControlPlane, memory: &Memory, now: i64) -> Result<Seen, P
     };
     let planned = match &commit {
         Some(commit) if decide::wants_plan(memory, &head, Some(commit), record.as_ref(), approval.as_ref()) => {
-            let (plan, index, applied) = plane.plan_with_applied(commit).await?;
+            let (plan, index, applied) = plane.plan_with_applied(commit, now).await?;
             Some(Planned { plan, index, kept: applied })
         }
         _ => None,

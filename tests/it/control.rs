@@ -454,6 +454,20 @@ async fn manual_sync_and_mass_deletes_wait_for_an_approval_of_the_plan_shown() {
     assert_eq!(code, 0, "{stderr}");
     cluster.wait_status("the approved commit", |s| synced(s) && s["applied"] == first).await;
 
+    // The plan says where the scheduler would start the new pods, on the node that is Ready.
+    repo.write("app.yaml", &kept.replace("replicas: 1", "replicas: 3"));
+    let scaled = repo.commit("three replicas");
+    cluster.wait_status("the scale-up to wait", |s| s["head"]["sha"] == scaled && s["sync"] == "OutOfSync").await;
+    let plan = cluster.get(&format!("/api/v1/syncs/{scaled}")).await;
+    let text = plan["planText"].as_str().unwrap();
+    let node = &cluster.nodes[0].name;
+    assert!(text.contains(&format!("first pods on {node} (2)")), "{text}");
+    assert_eq!(plan["plan"]["placements"][0]["nodes"][node.as_str()], 2, "{plan:#}");
+    let (code, _, stderr) =
+        cluster.cli(elsewhere.path(), &["sync", "--approve", "--token-file", token_file.to_str().unwrap()], false);
+    assert_eq!(code, 0, "{stderr}");
+    cluster.wait_status("the scale-up", |s| synced(s) && s["applied"] == scaled).await;
+
     // Auto policy, but removing the three objects (two deleted, one kept) is over the threshold.
     std::fs::remove_file(repo.path().join("app.yaml")).unwrap();
     std::fs::remove_file(repo.path().join("a.yaml")).unwrap();
@@ -473,8 +487,8 @@ async fn manual_sync_and_mass_deletes_wait_for_an_approval_of_the_plan_shown() {
         .await
         .unwrap();
     cluster.wait_status("the mass delete", |s| synced(s) && s["applied"] == mass).await;
-    // The kept Deployment's pod runs on, no longer managed.
-    assert_eq!(crate::server::running(&cluster.nodes[0].name).await.len(), 1);
+    // The kept Deployment's pods run on, no longer managed.
+    assert_eq!(crate::server::running(&cluster.nodes[0].name).await.len(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread")]

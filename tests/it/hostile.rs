@@ -146,7 +146,7 @@ fn requests_no_node_can_hold_are_pending_with_that_reason() {
     let parsed = berth::manifest::parse_file("big.yaml", &text);
     assert!(parsed.diagnostics.is_empty(), "{:?}", parsed.diagnostics);
     let berth::manifest::Object::Pod(pod) = &parsed.resources[0].object else { panic!("not a pod") };
-    let requests = berth::apply::controller::requests(&pod.spec);
+    let requests = berth::plan::schedule::requests(&pod.spec);
     assert_eq!(requests.memory_bytes, u64::MAX, "three times 9E saturates instead of wrapping");
     assert_eq!(requests.cpu_millis, u64::MAX);
 

@@ -283,3 +283,58 @@ proptest::proptest! {
         }
     }
 }
+
+/// The scheduler's forecast in a plan: where the first pods of each workload that starts some
+/// would go, what no node fits, in every rendering, and never in the digest.
+#[test]
+fn a_plan_says_where_its_first_pods_would_go() {
+    use berth::manifest::quantity::Resources;
+    use berth::plan::schedule::{NodeInfo, forecast};
+    let workload = |kind: &str, name: &str, extra: &str, cpu: &str| {
+        let replicas = if kind == "Deployment" { "  replicas: 3\n" } else { "" };
+        format!(
+            "apiVersion: apps/v1\nkind: {kind}\nmetadata:\n  name: {name}\nspec:\n{replicas}  selector:\n    matchLabels: {{app: {name}}}\n  template:\n    metadata:\n      labels: {{app: {name}}}\n    spec:\n{extra}      containers:\n        - name: {name}\n          image: {name}:1\n          resources:\n            requests: {{cpu: \"{cpu}\"}}\n"
+        )
+    };
+    let after = [
+        workload("Deployment", "web", "", "500m"),
+        workload("DaemonSet", "edge", "      nodeSelector: {role: edge}\n", "100m"),
+        workload("Deployment", "huge", "", "8"),
+    ]
+    .join("---\n");
+    let (mut plan, repo, _, to) = plan_between("", &after);
+    let node = |name: &str, ready: bool, labels: &[(&str, &str)]| NodeInfo {
+        name: name.into(),
+        ready,
+        labels: labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+        allocatable: Resources { cpu_millis: 2000, memory_bytes: 4 << 30 },
+    };
+    let nodes = [node("n1", true, &[("role", "edge")]), node("n2", true, &[]), node("n3", false, &[("role", "edge")])];
+    let mut loader = Loader::open(repo.path()).unwrap();
+    let desired = loader.load(&to).unwrap();
+    let digest = render::digest(&plan);
+    plan.placements = forecast(&plan, &desired.resources, &nodes, &[]);
+    let of = |name: &str| {
+        plan.placements.iter().find(|f| f.name == name).unwrap_or_else(|| panic!("no forecast for {name}"))
+    };
+    let web = of("web");
+    assert_eq!(web.nodes.values().sum::<u32>(), 3, "{web:?}");
+    assert!(web.nodes.contains_key("n1") && web.nodes.contains_key("n2") && !web.nodes.contains_key("n3"), "{web:?}");
+    assert!(web.pending.is_empty(), "{web:?}");
+    let edge = of("edge");
+    assert_eq!(edge.nodes.iter().map(|(n, c)| (n.as_str(), *c)).collect::<Vec<_>>(), vec![("n1", 1)], "{edge:?}");
+    let huge = of("huge");
+    assert!(huge.nodes.is_empty(), "{huge:?}");
+    assert_eq!(huge.pending.len(), 1, "{huge:?}");
+    assert!(huge.pending[0].starts_with("3 pods pending: 0/3 nodes fit"), "{huge:?}");
+    assert!(huge.pending[0].contains("more cpu than any node has"), "{huge:?}");
+    // The forecast is told, never approved: the digest is the program's.
+    assert_eq!(render::digest(&plan), digest);
+    let text = render::text(&plan, false);
+    assert!(text.contains("first pods on n1 (1)"), "{text}");
+    assert!(text.contains("3 pods pending: 0/3 nodes fit"), "{text}");
+    assert!(render::markdown(&plan).contains("first pods on"), "{}", render::markdown(&plan));
+    let json: serde_json::Value = serde_json::from_str(&render::json(&plan)).unwrap();
+    assert_eq!(json["placements"].as_array().map(Vec::len), Some(3), "{json}");
+    assert_eq!(json["planDigest"], digest.as_str());
+}
