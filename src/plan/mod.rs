@@ -79,11 +79,31 @@ pub struct Risk {
     pub message: String,
 }
 
+/// How a workload's replicas change; in JSON, the variant's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum RolloutStrategy {
+    /// A new workload: its replicas start.
+    Create,
+    /// New pods replace old ones under maxSurge and maxUnavailable.
+    RollingUpdate,
+    /// Every old pod stops before the new ones start.
+    Recreate,
+    /// A bare Pod (or a DaemonSet pod) stops and starts again with the new spec.
+    Replace,
+    /// The same template at another number of replicas.
+    Scale,
+    /// A DaemonSet under `OnDelete`: a pod takes the new template when it is deleted.
+    OnDelete,
+    /// The workload goes: its replicas stop.
+    Delete,
+    /// The workload goes from Git but keeps running (`berth.dev/prune: "false"`).
+    Keep,
+}
+
 /// What happens to a workload's replicas.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Rollout {
-    /// `Create`, `RollingUpdate`, `Recreate`, `Replace`, `Scale`, `OnDelete` or `Delete`.
-    pub strategy: String,
+    pub strategy: RolloutStrategy,
     /// Desired replicas after the change; `None` for a DaemonSet (one per matching node).
     pub replicas: Option<i32>,
     /// Replicas that are stopped and started again with the new template.
@@ -502,7 +522,7 @@ fn created(new: &Resource) -> Change {
     created.diff = render::whole('+', &render::to_yaml(&new.canonical_value()));
     if let Some(replicas) = new.object.replicas() {
         created.rollout = Some(Rollout {
-            strategy: "Create".into(),
+            strategy: RolloutStrategy::Create,
             replicas: Some(replicas),
             restarts: None,
             batches: Vec::new(),
@@ -510,7 +530,7 @@ fn created(new: &Resource) -> Change {
         });
     } else if new.key.kind == Kind::DaemonSet {
         created.rollout = Some(Rollout {
-            strategy: "Create".into(),
+            strategy: RolloutStrategy::Create,
             replicas: None,
             restarts: None,
             batches: Vec::new(),
@@ -563,7 +583,7 @@ fn deleted(old: &Resource) -> Change {
             ),
         });
         deleted.rollout = old.object.replicas().map(|replicas| Rollout {
-            strategy: "Keep".into(),
+            strategy: RolloutStrategy::Keep,
             replicas: Some(replicas),
             restarts: None,
             batches: Vec::new(),
@@ -593,7 +613,7 @@ fn deleted(old: &Resource) -> Change {
     }
     if old.object.replicas().is_some() || old.key.kind == Kind::DaemonSet {
         deleted.rollout = Some(Rollout {
-            strategy: "Delete".into(),
+            strategy: RolloutStrategy::Delete,
             replicas: Some(0),
             restarts: None,
             batches: Vec::new(),
@@ -709,7 +729,7 @@ fn rollout(old: &Resource, new: &Resource, config_changed: bool) -> Option<Rollo
 
     if kind == Kind::Pod {
         return Some(Rollout {
-            strategy: "Replace".into(),
+            strategy: RolloutStrategy::Replace,
             replicas: Some(1),
             restarts: Some(1),
             batches: vec![1],
@@ -719,7 +739,7 @@ fn rollout(old: &Resource, new: &Resource, config_changed: bool) -> Option<Rollo
     if selector_changed {
         let restarts = replicas;
         return Some(Rollout {
-            strategy: "Replace".into(),
+            strategy: RolloutStrategy::Replace,
             replicas,
             restarts,
             batches: restarts.into_iter().collect(),
@@ -738,7 +758,7 @@ fn rollout(old: &Resource, new: &Resource, config_changed: bool) -> Option<Rollo
                 if strategy.and_then(|s| s.strategy_type) == Some(DeploymentStrategyType::Recreate) {
                     let restarts = existing.min(replicas);
                     Rollout {
-                        strategy: "Recreate".into(),
+                        strategy: RolloutStrategy::Recreate,
                         replicas: Some(replicas),
                         restarts: Some(restarts),
                         batches: if restarts > 0 { vec![restarts] } else { Vec::new() },
@@ -758,7 +778,7 @@ fn rollout(old: &Resource, new: &Resource, config_changed: bool) -> Option<Rollo
                 let strategy = daemon_set.spec.update_strategy.as_ref();
                 if strategy.and_then(|s| s.strategy_type) == Some(DaemonSetStrategyType::OnDelete) {
                     Rollout {
-                        strategy: "OnDelete".into(),
+                        strategy: RolloutStrategy::OnDelete,
                         replicas: None,
                         restarts: Some(0),
                         batches: Vec::new(),
@@ -770,7 +790,7 @@ fn rollout(old: &Resource, new: &Resource, config_changed: bool) -> Option<Rollo
                         .and_then(|r| r.max_unavailable.as_ref())
                         .map_or("1".to_owned(), ToString::to_string);
                     Rollout {
-                        strategy: "RollingUpdate".into(),
+                        strategy: RolloutStrategy::RollingUpdate,
                         replicas: None,
                         restarts: None,
                         batches: Vec::new(),
@@ -785,7 +805,7 @@ fn rollout(old: &Resource, new: &Resource, config_changed: bool) -> Option<Rollo
     }
     match (old_replicas, replicas) {
         (Some(before), Some(after)) if before != after => Some(Rollout {
-            strategy: "Scale".into(),
+            strategy: RolloutStrategy::Scale,
             replicas: Some(after),
             restarts: Some(0),
             batches: Vec::new(),
@@ -847,7 +867,7 @@ fn rolling(replicas: i32, existing: i32, rolling_update: Option<&RollingUpdate>)
         phrase = format!("{phrase} and {} {verb}", count(added, "new replica"));
     }
     Rollout {
-        strategy: "RollingUpdate".into(),
+        strategy: RolloutStrategy::RollingUpdate,
         replicas: Some(replicas),
         restarts: Some(restarts),
         batches,
@@ -861,17 +881,18 @@ fn rolling(replicas: i32, existing: i32, rolling_update: Option<&RollingUpdate>)
 
 fn update_risks(old: &Resource, new: &Resource, rollout: Option<&Rollout>) -> Vec<Risk> {
     let mut risks = Vec::new();
-    let restarting =
-        rollout.is_some_and(|r| r.restarts.is_none_or(|n| n > 0) && r.strategy != "Scale" && r.strategy != "OnDelete");
+    let restarting = rollout.is_some_and(|r| {
+        r.restarts.is_none_or(|n| n > 0) && !matches!(r.strategy, RolloutStrategy::Scale | RolloutStrategy::OnDelete)
+    });
     if let Some(rollout) = rollout {
-        match rollout.strategy.as_str() {
-            "Recreate" => {
+        match rollout.strategy {
+            RolloutStrategy::Recreate => {
                 risks.push(Risk { level: RiskLevel::High, message: format!("downtime: {}", rollout.description) })
             }
-            "Replace" if new.key.kind != Kind::Pod => {
+            RolloutStrategy::Replace if new.key.kind != Kind::Pod => {
                 risks.push(Risk { level: RiskLevel::High, message: rollout.description.clone() })
             }
-            "Replace" => risks.push(Risk {
+            RolloutStrategy::Replace => risks.push(Risk {
                 level: RiskLevel::Medium,
                 message: "downtime: the pod is stopped before it starts again".into(),
             }),

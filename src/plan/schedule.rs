@@ -316,8 +316,8 @@ pub fn forecast(
                 .map(|(i, n)| request(i, Some(n.name.clone())))
                 .collect()
         } else {
-            let count = match rollout.strategy.as_str() {
-                "Create" | "Scale" => {
+            let count = match rollout.strategy {
+                super::RolloutStrategy::Create | super::RolloutStrategy::Scale => {
                     usize::try_from(rollout.replicas.unwrap_or(0)).unwrap_or(0).saturating_sub(running)
                 }
                 _ => first_batch(rollout),
