@@ -203,6 +203,80 @@ pub fn pods_table(list: &Value, namespace: Option<&str>) -> String {
     table(&["NAMESPACE", "NAME", "READY", "STATUS", "RESTARTS", "NODE", "REVISION", "LAST ERROR"], &rows)
 }
 
+/// A URL query string of `pairs`, each percent-encoded.
+pub fn query(pairs: &[(&str, &str)]) -> String {
+    let mut url = reqwest::Url::parse("http://localhost/").expect("a constant URL parses");
+    url.query_pairs_mut().extend_pairs(pairs);
+    url.query().unwrap_or_default().to_owned()
+}
+
+/// CPU as kubectl top shows it: millicores, `250m`.
+fn millicores(value: &Value) -> String {
+    format!("{}m", value.as_u64().unwrap_or(0))
+}
+
+/// `berth top pods`: kubectl's columns, with NAMESPACE when every namespace is shown, and a row
+/// per container with `containers`.
+pub fn top_pods_table(list: &Value, all_namespaces: bool, containers: bool) -> String {
+    let mut headers = Vec::new();
+    if all_namespaces {
+        headers.push("NAMESPACE");
+    }
+    headers.push(if containers { "POD" } else { "NAME" });
+    if containers {
+        headers.push("NAME");
+    }
+    headers.extend(["CPU(cores)", "MEMORY(bytes)"]);
+    let mut rows = Vec::new();
+    for pod in items(list) {
+        let mut lead = Vec::new();
+        if all_namespaces {
+            lead.push(text(&pod["namespace"]));
+        }
+        lead.push(text(&pod["name"]));
+        if containers {
+            for container in pod["containers"].as_array().into_iter().flatten() {
+                let mut row = lead.clone();
+                row.extend([
+                    text(&container["name"]),
+                    millicores(&container["cpuMillis"]),
+                    mebibytes(&container["memoryBytes"]),
+                ]);
+                rows.push(row);
+            }
+        } else {
+            lead.extend([millicores(&pod["cpuMillis"]), mebibytes(&pod["memoryBytes"])]);
+            rows.push(lead);
+        }
+    }
+    table(&headers, &rows)
+}
+
+/// `berth top nodes`: usage and its share of the allocatable; `<unknown>` until a node's first
+/// sample, as kubectl says it.
+pub fn top_nodes_table(list: &Value) -> String {
+    let percent = |used: &Value, of: &Value| match (used.as_u64(), of.as_u64().filter(|n| *n > 0)) {
+        (Some(used), Some(of)) => format!("{}%", used * 100 / of),
+        _ => "<unknown>".to_owned(),
+    };
+    let or_unknown = |value: &Value, show: fn(&Value) -> String| {
+        if value.is_null() { "<unknown>".to_owned() } else { show(value) }
+    };
+    let rows: Vec<Vec<String>> = items(list)
+        .iter()
+        .map(|n| {
+            vec![
+                text(&n["name"]),
+                or_unknown(&n["cpuMillis"], millicores),
+                percent(&n["cpuMillis"], &n["allocatable"]["cpuMillis"]),
+                or_unknown(&n["memoryBytes"], mebibytes),
+                percent(&n["memoryBytes"], &n["allocatable"]["memoryBytes"]),
+            ]
+        })
+        .collect();
+    table(&["NAME", "CPU(cores)", "CPU(%)", "MEMORY(bytes)", "MEMORY(%)"], &rows)
+}
+
 fn mebibytes(bytes: &Value) -> String {
     format!("{}Mi", bytes.as_u64().unwrap_or(0) / (1024 * 1024))
 }

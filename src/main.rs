@@ -180,6 +180,9 @@ enum Command {
         /// The token /metrics asks for (`Authorization: Bearer TOKEN`); needed off loopback.
         #[arg(long, env = "BERTH_METRICS_TOKEN", hide_env_values = true)]
         metrics_token: Option<String>,
+        /// Seconds between two samples of each container's CPU and memory.
+        #[arg(long, default_value_t = 10)]
+        usage_seconds: u64,
     },
     /// Run the control plane: follow a repository's branch and converge the joined nodes to it.
     Server {
@@ -247,6 +250,22 @@ enum Command {
         /// Only this namespace [default: all].
         #[arg(short, long)]
         namespace: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// CPU and memory in use, as the nodes' agents sample them: `top pods` or `top nodes`.
+    Top {
+        /// pods or nodes.
+        what: String,
+        /// Only this namespace [default: all].
+        #[arg(short, long)]
+        namespace: Option<String>,
+        /// Only pods whose labels match: `app=web,tier!=db,canary,!legacy`.
+        #[arg(short = 'l', long)]
+        selector: Option<String>,
+        /// A row per container.
+        #[arg(long)]
+        containers: bool,
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -342,6 +361,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Status { server } => client_command(&server, ClientCall::Status),
         Command::Get { what, namespace, server } => client_command(&server, ClientCall::Get { what, namespace }),
+        Command::Top { what, namespace, selector, containers, server } => {
+            client_command(&server, ClientCall::Top { what, namespace, selector, containers })
+        }
         Command::Describe { target, namespace, server } => {
             client_command(&server, ClientCall::Describe { target, namespace })
         }
@@ -363,6 +385,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             restart_backoff_ms,
             metrics_listen,
             metrics_token,
+            usage_seconds,
         } => {
             let name = match name {
                 Some(name) => name,
@@ -374,6 +397,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             config.backoff_base = std::time::Duration::from_millis(restart_backoff_ms.max(100));
             config.metrics_listen = metrics_listen;
             config.metrics_token = metrics_token;
+            config.usage_interval = std::time::Duration::from_secs(usage_seconds.max(1));
             for label in labels.iter().filter(|l| !l.is_empty()) {
                 let (key, value) =
                     label.split_once('=').with_context(|| format!("label `{label}` is not key=value"))?;
@@ -1057,6 +1081,7 @@ fn print_plan(plan: &plan::Plan, format: PlanFormat, compared: &str) -> Result<E
 enum ClientCall {
     Status,
     Get { what: String, namespace: Option<String> },
+    Top { what: String, namespace: Option<String>, selector: Option<String>, containers: bool },
     Describe { target: String, namespace: String },
     History { target: String, namespace: String },
     Rollback { target: String, namespace: String, to: Option<String>, yes: bool },
@@ -1126,6 +1151,34 @@ fn client_command(args: &ServerArgs, call: ClientCall) -> Result<ExitCode> {
                     };
                 let value = client.get(path).await?;
                 print_value(&value, args.output, table)?;
+                Ok(ExitCode::SUCCESS)
+            }
+            ClientCall::Top { what, namespace, selector, containers } => {
+                match what.to_lowercase().as_str() {
+                    "pods" | "pod" | "po" => {
+                        let mut pairs = Vec::new();
+                        if let Some(namespace) = &namespace {
+                            pairs.push(("namespace", namespace.as_str()));
+                        }
+                        if let Some(selector) = &selector {
+                            pairs.push(("selector", selector.as_str()));
+                        }
+                        let value = client.get(&format!("/api/v1/top/pods?{}", c::query(&pairs))).await?;
+                        if value.as_array().is_some_and(Vec::is_empty) {
+                            bail!(
+                                "no usage sampled yet for any pod{}: agents sample every 10 s and a rate needs two samples; try again shortly",
+                                namespace.map(|ns| format!(" in namespace {ns}")).unwrap_or_default()
+                            );
+                        }
+                        let all = namespace.is_none();
+                        print_value(&value, args.output, |v| c::top_pods_table(v, all, containers))?;
+                    }
+                    "nodes" | "node" | "no" => {
+                        let value = client.get("/api/v1/top/nodes").await?;
+                        print_value(&value, args.output, c::top_nodes_table)?;
+                    }
+                    other => bail!("cannot show the usage of `{other}`: choose pods or nodes"),
+                }
                 Ok(ExitCode::SUCCESS)
             }
             ClientCall::Describe { target, namespace } => {

@@ -5,17 +5,18 @@
 //! adopts its running pods instead of reading "nothing assigned" into a teardown. Stopping the
 //! agent stops no workload: containers run on without it, and the next agent adopts them.
 
+use super::pods::labels;
 use super::pods::{PodError, PodManager, PodManagerConfig};
 use super::protocol::{
-    Assignment, ErrorBody, Heartbeat, JoinRequest, JoinResponse, PodStatus, Report, Resources, RouteTable,
+    Assignment, ErrorBody, Heartbeat, JoinRequest, JoinResponse, NodeUsage, PodStatus, Report, Resources, RouteTable,
 };
 use super::proxy::{Mesh, host_resolvers};
-use super::runtime::ContainerRuntime;
+use super::runtime::{ContainerRuntime, ContainerState};
 use crate::retry::Retry;
 use futures_util::StreamExt;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinSet;
@@ -42,6 +43,8 @@ pub struct AgentConfig {
     pub metrics_listen: Option<String>,
     /// The token `/metrics` asks for; needed for a listener off loopback.
     pub metrics_token: Option<String>,
+    /// How often each container's CPU and memory, and the node's, are sampled.
+    pub usage_interval: Duration,
 }
 
 impl AgentConfig {
@@ -60,6 +63,7 @@ impl AgentConfig {
             routing: true,
             metrics_listen: None,
             metrics_token: None,
+            usage_interval: Duration::from_secs(10),
         }
     }
 }
@@ -309,7 +313,16 @@ pub async fn run<R: ContainerRuntime>(
 
     let (assignments, mut assignment) = watch::channel::<Option<Assignment>>(None);
     let wake = Arc::new(Notify::new());
-    tasks.spawn(heartbeats(client.clone(), config.clone(), shutdown.clone()));
+    let usage = Arc::new(Mutex::new(None));
+    tasks.spawn(sample_usage(
+        runtime.clone(),
+        saved.node.clone(),
+        config.usage_interval,
+        usage.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+    tasks.spawn(heartbeats(client.clone(), config.clone(), usage, shutdown.clone()));
     tasks.spawn(follow_assignment(client.clone(), assignments, shutdown.clone()));
     if let Some(mesh) = mesh {
         tasks.spawn(follow_routes(client.clone(), mesh, shutdown.clone()));
@@ -413,7 +426,61 @@ pub async fn run<R: ContainerRuntime>(
     Ok(())
 }
 
-async fn heartbeats(client: ApiClient, config: AgentConfig, shutdown: CancellationToken) {
+/// Samples the CPU and memory of this node's running containers and of the node every
+/// `every`, for the heartbeat (`latest`) and `/metrics`.
+async fn sample_usage<R: ContainerRuntime>(
+    runtime: Arc<R>,
+    node: String,
+    every: Duration,
+    latest: Arc<Mutex<Option<NodeUsage>>>,
+    metrics: Arc<super::metrics::AgentMetrics>,
+    shutdown: CancellationToken,
+) {
+    let mut interval = tokio::time::interval(every);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sampler = super::usage::Sampler::default();
+    let mut listing = Retry::new("listing containers for their usage", every, every);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = interval.tick() => {}
+        }
+        let filter = [(labels::NODE, node.as_str()), (labels::ROLE, "container")];
+        let containers = match runtime.list(&filter).await {
+            Ok(containers) => {
+                listing.succeeded();
+                containers
+            }
+            Err(error) => {
+                listing.failed(&error);
+                continue;
+            }
+        };
+        let mut seen = Vec::with_capacity(containers.len());
+        for container in containers.into_iter().filter(|c| c.state == ContainerState::Running) {
+            let Some(reading) = runtime.usage(&container.id).await else { continue };
+            let label = |key: &str| container.labels.get(key).cloned().unwrap_or_default();
+            seen.push(super::usage::Seen {
+                namespace: label(labels::NAMESPACE),
+                pod: label(labels::POD),
+                container: label(labels::CONTAINER),
+                id: container.id,
+                reading,
+            });
+        }
+        let node_reading = super::usage::read_node();
+        metrics.sampled(&seen, node_reading);
+        let sample = sampler.sample(node_reading, seen, Instant::now(), super::usage::epoch_seconds());
+        *crate::lock(&latest) = Some(sample);
+    }
+}
+
+async fn heartbeats(
+    client: ApiClient,
+    config: AgentConfig,
+    usage: Arc<Mutex<Option<NodeUsage>>>,
+    shutdown: CancellationToken,
+) {
     let mut interval = tokio::time::interval(config.heartbeat_interval);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Heartbeats keep their own pace; only the log follows the state.
@@ -429,6 +496,7 @@ async fn heartbeats(client: ApiClient, config: AgentConfig, shutdown: Cancellati
             labels: config.labels.clone(),
             capacity,
             allocatable: capacity,
+            usage: crate::lock(&usage).clone(),
         };
         match client.heartbeat(&beat).await {
             Ok(()) => beating.succeeded(),

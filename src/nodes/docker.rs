@@ -384,6 +384,13 @@ impl ContainerRuntime for Docker {
             .unwrap_or_else(|_| Err("the probe task panicked".into()))
     }
 
+    async fn usage(&self, id: &str) -> Option<super::usage::Reading> {
+        match super::usage::read_cgroup(id) {
+            Some(reading) => Some(reading),
+            None => engine_usage(&self.client, id).await,
+        }
+    }
+
     async fn exec(&self, id: &str, command: &[String], timeout: Duration) -> Result<i64, RuntimeError> {
         let run = async {
             let config = ExecConfig {
@@ -409,6 +416,18 @@ impl ContainerRuntime for Docker {
             })
         })
     }
+}
+
+/// A container's usage from the engine's one-shot stats: one answer, without the second the
+/// streaming call waits to compute a rate.
+async fn engine_usage(client: &bollard::Docker, id: &str) -> Option<super::usage::Reading> {
+    let options = bollard::query_parameters::StatsOptionsBuilder::new().stream(false).one_shot(true).build();
+    let stats = client.stats(id, Some(options)).next().await?.ok()?;
+    let cpu_ns = stats.cpu_stats?.cpu_usage?.total_usage?;
+    let memory = stats.memory_stats?;
+    let counters = memory.stats.unwrap_or_default();
+    let inactive = counters.get("inactive_file").or_else(|| counters.get("total_inactive_file")).copied().unwrap_or(0);
+    Some(super::usage::Reading { cpu_ns, memory_bytes: memory.usage?.saturating_sub(inactive) })
 }
 
 /// `None` for an empty list, so the engine keeps its default.

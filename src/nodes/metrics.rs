@@ -1,7 +1,7 @@
 //! The agent's own HTTP listener (`berth agent --metrics-listen ADDR`, off by default):
 //! `/healthz` (the process answers), `/readyz` (the engine answers and the node has joined)
-//! and `/metrics` (Prometheus text: pods by phase, container restarts, converge passes and
-//! reports). It changes nothing and shows nothing of what pods hold.
+//! and `/metrics` (Prometheus text: pods by phase, container restarts, each container's and
+//! the node's CPU time and memory in use, converge passes and reports). It changes nothing and shows nothing of what pods hold.
 
 use super::protocol::{PodPhase, PodStatus};
 use super::runtime::ContainerRuntime;
@@ -14,8 +14,9 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Registry, Unit};
 use std::collections::BTreeSet;
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// A metric's labels, in order.
@@ -31,6 +32,12 @@ pub struct AgentMetrics {
     restarts: Family<Labels, Counter>,
     /// The containers of the last report, so series of pods that are gone are dropped.
     containers: Mutex<BTreeSet<Labels>>,
+    container_cpu: Family<Labels, Counter<f64, AtomicU64>>,
+    container_memory: Family<Labels, Gauge>,
+    /// The containers of the last usage sample, likewise.
+    sampled: Mutex<BTreeSet<Labels>>,
+    node_cpu: Counter<f64, AtomicU64>,
+    node_memory: Gauge,
     pub converge_seconds: Histogram,
     pub reports: Counter,
     pub report_failures: Counter,
@@ -51,11 +58,39 @@ impl Default for AgentMetrics {
         registry.register("reports", "Reports sent to the server", reports.clone());
         let report_failures = Counter::default();
         registry.register("report_failures", "Reports the server did not take", report_failures.clone());
+        let container_cpu = Family::<Labels, Counter<f64, AtomicU64>>::default();
+        registry.register_with_unit(
+            "container_cpu_usage",
+            "CPU time used by each running container of this node's pods",
+            Unit::Seconds,
+            container_cpu.clone(),
+        );
+        let container_memory = Family::<Labels, Gauge>::default();
+        registry.register_with_unit(
+            "container_memory_working_set",
+            "Memory in use by each running container, without the page cache the kernel can take back",
+            Unit::Bytes,
+            container_memory.clone(),
+        );
+        let node_cpu = Counter::<f64, AtomicU64>::default();
+        registry.register_with_unit(
+            "node_cpu_usage",
+            "CPU time the node used, on every core",
+            Unit::Seconds,
+            node_cpu.clone(),
+        );
+        let node_memory = Gauge::default();
+        registry.register_with_unit("node_memory_used", "Memory in use on the node", Unit::Bytes, node_memory.clone());
         AgentMetrics {
             registry,
             pods,
             restarts,
             containers: Mutex::new(BTreeSet::new()),
+            container_cpu,
+            container_memory,
+            sampled: Mutex::new(BTreeSet::new()),
+            node_cpu,
+            node_memory,
             converge_seconds,
             reports,
             report_failures,
@@ -95,6 +130,44 @@ impl AgentMetrics {
             self.restarts.remove(gone);
         }
         *containers = seen;
+    }
+
+    /// Takes one usage sample: each container's CPU time and memory, and the node's.
+    pub fn sampled(&self, containers: &[super::usage::Seen], node: Option<super::usage::Reading>) {
+        let seconds = |ns: u64| ns as f64 / 1e9;
+        let mut seen = BTreeSet::new();
+        for container in containers {
+            let labels: Labels = vec![
+                ("namespace", container.namespace.clone()),
+                ("pod", container.pod.clone()),
+                ("container", container.container.clone()),
+            ];
+            let used = seconds(container.reading.cpu_ns);
+            let mut counter = self.container_cpu.get_or_create(&labels).clone();
+            // A restarted container counts from zero again: so does its series.
+            if used < counter.get() {
+                self.container_cpu.remove(&labels);
+                counter = self.container_cpu.get_or_create(&labels).clone();
+            }
+            counter.inc_by(used - counter.get());
+            self.container_memory
+                .get_or_create(&labels)
+                .set(i64::try_from(container.reading.memory_bytes).unwrap_or(i64::MAX));
+            seen.insert(labels);
+        }
+        let mut sampled = crate::lock(&self.sampled);
+        for gone in sampled.difference(&seen) {
+            self.container_cpu.remove(gone);
+            self.container_memory.remove(gone);
+        }
+        *sampled = seen;
+        if let Some(node) = node {
+            let used = seconds(node.cpu_ns);
+            if used > self.node_cpu.get() {
+                self.node_cpu.inc_by(used - self.node_cpu.get());
+            }
+            self.node_memory.set(i64::try_from(node.memory_bytes).unwrap_or(i64::MAX));
+        }
     }
 
     /// The Prometheus text of every metric.

@@ -18,3 +18,4 @@ pub mod runtime;
 pub mod sandbox;
 pub mod security;
 pub mod tar;
+pub mod usage;

@@ -161,6 +161,51 @@ pub struct Heartbeat {
     pub labels: BTreeMap<String, String>,
     pub capacity: Resources,
     pub allocatable: Resources,
+    /// The node's last usage sample, once it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<NodeUsage>,
+}
+
+/// A node's resource usage at one sample: the node's, and each running container's.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeUsage {
+    /// When it was sampled, in seconds since the epoch.
+    pub sampled_at: i64,
+    /// The time the CPU rates are averaged over, in milliseconds.
+    pub window_ms: u64,
+    /// The node's CPU in use, in millicores; `None` until a second sample gives a rate.
+    pub cpu_millis: Option<u64>,
+    /// The node's memory in use, in bytes.
+    pub memory_bytes: Option<u64>,
+    /// The pods with a rate for at least one container.
+    pub pods: Vec<PodUsage>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodUsage {
+    pub namespace: String,
+    pub pod: String,
+    pub containers: Vec<ContainerUsage>,
+}
+
+impl PodUsage {
+    /// The pod's usage: its containers' summed (millicores, bytes).
+    pub fn total(&self) -> (u64, u64) {
+        self.containers
+            .iter()
+            .fold((0, 0), |(cpu, memory), c| (cpu.saturating_add(c.cpu_millis), memory.saturating_add(c.memory_bytes)))
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ContainerUsage {
+    pub name: String,
+    pub cpu_millis: u64,
+    /// The working set: memory in use without the page cache the kernel can take back.
+    pub memory_bytes: u64,
 }
 
 /// `GET /api/v1/agent/nodes/{node}/assignment?after=G&waitSeconds=S`: the full list of pods the

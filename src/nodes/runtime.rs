@@ -165,4 +165,6 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         command: &[String],
         timeout: Duration,
     ) -> impl Future<Output = Result<i64, RuntimeError>> + Send;
+    /// A running container's CPU time and memory in use; `None` when the engine cannot say.
+    fn usage(&self, id: &str) -> impl Future<Output = Option<super::usage::Reading>> + Send;
 }

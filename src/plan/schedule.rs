@@ -244,13 +244,25 @@ mod tests {
 /// Requests of a pod: the sum of its containers', saturating (three containers asking for
 /// `9E` each is more than any node, not a small number after a wrap).
 pub fn requests(spec: &PodSpec) -> Resources {
+    sum(spec, |r| &r.requests)
+}
+
+/// Limits of a pod: the sum of its containers' (a container without one counts as none).
+pub fn limits(spec: &PodSpec) -> Resources {
+    sum(spec, |r| &r.limits)
+}
+
+fn sum(
+    spec: &PodSpec,
+    pick: impl Fn(&crate::manifest::types::ResourceRequirements) -> &BTreeMap<String, crate::manifest::quantity::Quantity>,
+) -> Resources {
     // Validation refuses negative quantities; a value past u64 is more than any node has.
     let clamp = |value: i128| u64::try_from(value.max(0)).unwrap_or(u64::MAX);
     let mut total = Resources::default();
     for container in &spec.containers {
         let Some(resources) = &container.resources else { continue };
-        let cpu = resources.requests.get("cpu").map_or(0, |q| clamp(q.millis()));
-        let memory = resources.requests.get("memory").map_or(0, |q| clamp(q.millis() / 1000));
+        let cpu = pick(resources).get("cpu").map_or(0, |q| clamp(q.millis()));
+        let memory = pick(resources).get("memory").map_or(0, |q| clamp(q.millis() / 1000));
         total = total.plus(Resources { cpu_millis: cpu, memory_bytes: memory });
     }
     total

@@ -40,6 +40,8 @@ struct Inner {
     routes_acked: Mutex<HashMap<String, u64>>,
     /// Woken by every report, so that a pod turning unready leaves the routes at once.
     reported: Notify,
+    /// What the heartbeats say of resource usage.
+    usage: super::usage::UsageBook,
 }
 
 impl AgentApi {
@@ -52,8 +54,14 @@ impl AgentApi {
                 routes: watch::channel(Arc::new(RouteTable::default())).0,
                 routes_acked: Mutex::new(HashMap::new()),
                 reported: Notify::new(),
+                usage: super::usage::UsageBook::default(),
             }),
         }
+    }
+
+    /// Resource usage as the nodes' heartbeats report it.
+    pub fn usage(&self) -> &super::usage::UsageBook {
+        &self.inner.usage
     }
 
     pub fn router(&self) -> Router {
@@ -192,6 +200,9 @@ async fn heartbeat(
 ) -> Result<StatusCode, AppError> {
     api.authorize(&headers, &node).await?;
     api.inner.store.record_heartbeat(&node, &beat, now()).await?;
+    if let Some(usage) = &beat.usage {
+        api.inner.usage.record(&node, usage);
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -97,6 +97,8 @@ pub fn router(plane: Arc<ControlPlane>, access: Access) -> Router {
         .route("/api/v1/workloads/{kind}/{namespace}/{name}/rollback", post(rollback))
         .route("/api/v1/pods", get(pods))
         .route("/api/v1/nodes", get(nodes))
+        .route("/api/v1/top/pods", get(top_pods))
+        .route("/api/v1/top/nodes", get(top_nodes))
         .route("/api/v1/services", get(services))
         .route("/api/v1/syncs", get(syncs))
         .route("/api/v1/syncs/{sha}", get(sync))
@@ -156,7 +158,8 @@ async fn metrics(State(api): State<Api>, headers: HeaderMap) -> Result<impl Into
     let pods = pod_views(&api.plane).await?;
     let nodes = node_views(&api.plane).await?;
     let workloads = api.plane.status.borrow().workloads.clone();
-    let text = api.plane.metrics.encode(&pods, &nodes, &workloads);
+    let usage = api.plane.api.usage().pods();
+    let text = api.plane.metrics.encode(&pods, &nodes, &workloads, &usage);
     Ok(([(axum::http::header::CONTENT_TYPE, super::metrics::CONTENT_TYPE)], text))
 }
 
@@ -307,6 +310,8 @@ pub struct PodView {
     pub labels: BTreeMap<String, String>,
     #[serde(skip)]
     pub requests: Resources,
+    #[serde(skip)]
+    pub limits: Resources,
 }
 
 async fn pods(State(api): State<Api>, headers: HeaderMap) -> Result<Json<Vec<PodView>>, AppError> {
@@ -356,6 +361,7 @@ fn pod_view(
         .and_then(|r| r.object.pod_labels().cloned())
         .unwrap_or_default();
     let requests = crate::plan::schedule::requests(&pod.spec);
+    let limits = crate::plan::schedule::limits(&pod.spec);
     PodView {
         namespace: pod.namespace.clone(),
         name: pod.pod.clone(),
@@ -376,6 +382,7 @@ fn pod_view(
         },
         labels,
         requests,
+        limits,
     }
 }
 
@@ -398,6 +405,7 @@ fn terminating_view(node: &str, report: &PodStatus, node_ready: bool) -> PodView
             .then(|| format!("node {node} is NotReady: the pod was placed elsewhere; it goes once the node is back")),
         labels: BTreeMap::new(),
         requests: Resources::default(),
+        limits: Resources::default(),
     }
 }
 
@@ -417,6 +425,154 @@ pub struct NodeView {
     pub pods: usize,
     pub last_heartbeat: i64,
     pub joined_at: i64,
+}
+
+/// A pod's last usage sample with what it asks for, as `berth top pods` shows it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodTopView {
+    pub namespace: String,
+    pub name: String,
+    pub node: String,
+    pub sampled_at: i64,
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
+    pub containers: Vec<crate::nodes::protocol::ContainerUsage>,
+    pub requests: Resources,
+    pub limits: Resources,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct TopQuery {
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// A label selector: `k=v`, `k!=v`, `k` and `!k`, comma-separated, all of which hold.
+    #[serde(default)]
+    pub selector: Option<String>,
+}
+
+/// One requirement of a label selector.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Requirement {
+    Equals(String, String),
+    Differs(String, String),
+    Exists(String),
+    Absent(String),
+}
+
+impl Requirement {
+    pub fn holds(&self, labels: &BTreeMap<String, String>) -> bool {
+        match self {
+            Requirement::Equals(k, v) => labels.get(k) == Some(v),
+            Requirement::Differs(k, v) => labels.get(k) != Some(v),
+            Requirement::Exists(k) => labels.contains_key(k),
+            Requirement::Absent(k) => !labels.contains_key(k),
+        }
+    }
+}
+
+/// Reads a label selector as kubectl's `-l` takes it: `app=web,tier!=db,canary,!legacy`.
+pub fn parse_selector(text: &str) -> Result<Vec<Requirement>, String> {
+    let valid = |key: &str| {
+        !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
+    };
+    let mut requirements = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let requirement = if let Some((key, value)) = part.split_once("!=") {
+            Requirement::Differs(key.trim().to_owned(), value.trim().to_owned())
+        } else if let Some((key, value)) = part.split_once("==").or_else(|| part.split_once('=')) {
+            Requirement::Equals(key.trim().to_owned(), value.trim().to_owned())
+        } else if let Some(key) = part.strip_prefix('!') {
+            Requirement::Absent(key.trim().to_owned())
+        } else {
+            Requirement::Exists(part.to_owned())
+        };
+        let key = match &requirement {
+            Requirement::Equals(k, _)
+            | Requirement::Differs(k, _)
+            | Requirement::Exists(k)
+            | Requirement::Absent(k) => k,
+        };
+        if !valid(key) {
+            return Err(format!(
+                "the label selector `{text}` has `{part}`, which is not a requirement; write `key=value`, `key!=value`, `key` or `!key`, comma-separated"
+            ));
+        }
+        requirements.push(requirement);
+    }
+    Ok(requirements)
+}
+
+async fn top_pods(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Query(query): Query<TopQuery>,
+) -> Result<Json<Vec<PodTopView>>, AppError> {
+    api.access.read(&headers)?;
+    let selector = parse_selector(query.selector.as_deref().unwrap_or_default())
+        .map_err(|message| AppError::new(StatusCode::BAD_REQUEST, message))?;
+    let pods: BTreeMap<(String, String), PodView> =
+        pod_views(&api.plane).await?.into_iter().map(|p| ((p.namespace.clone(), p.name.clone()), p)).collect();
+    let views = api
+        .plane
+        .api
+        .usage()
+        .pods()
+        .into_iter()
+        .filter(|s| query.namespace.as_deref().is_none_or(|ns| ns == s.namespace))
+        .filter_map(|sample| {
+            let pod = pods.get(&(sample.namespace.clone(), sample.pod.clone()))?;
+            selector.iter().all(|r| r.holds(&pod.labels)).then_some(PodTopView {
+                namespace: sample.namespace,
+                name: sample.pod,
+                node: sample.node,
+                sampled_at: sample.sampled_at,
+                cpu_millis: sample.cpu_millis,
+                memory_bytes: sample.memory_bytes,
+                containers: sample.containers,
+                requests: pod.requests,
+                limits: pod.limits,
+            })
+        })
+        .collect();
+    Ok(Json(views))
+}
+
+/// A node's last usage sample against its allocatable, as `berth top nodes` shows it; the
+/// usage fields are absent until the node's first sample with a rate.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeTopView {
+    pub name: String,
+    pub status: String,
+    pub allocatable: Resources,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sampled_at: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpu_millis: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+}
+
+async fn top_nodes(State(api): State<Api>, headers: HeaderMap) -> Result<Json<Vec<NodeTopView>>, AppError> {
+    api.access.read(&headers)?;
+    let usage = api.plane.api.usage();
+    let views = node_views(&api.plane)
+        .await?
+        .into_iter()
+        .map(|node| {
+            let sample = usage.node(&node.name);
+            NodeTopView {
+                sampled_at: sample.as_ref().map(|s| s.sampled_at),
+                cpu_millis: sample.as_ref().and_then(|s| s.cpu_millis),
+                memory_bytes: sample.as_ref().and_then(|s| s.memory_bytes),
+                name: node.name,
+                status: node.status,
+                allocatable: node.allocatable,
+            }
+        })
+        .collect();
+    Ok(Json(views))
 }
 
 async fn nodes(State(api): State<Api>, headers: HeaderMap) -> Result<Json<Vec<NodeView>>, AppError> {

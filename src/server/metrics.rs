@@ -2,17 +2,20 @@
 //!
 //! What the loop measures as it runs (pass durations, sync outcomes, commit-to-synced latency)
 //! lives in [`ServerMetrics`], kept by the [`super::control::ControlPlane`]. What describes the
-//! cluster now (pods by phase, nodes, workload health, container restarts) is read from the
+//! cluster now (pods by phase, nodes, workload health, container restarts, each container's
+//! CPU and memory at its node's last sample) is read from the
 //! same views the API answers with, at each scrape, so the two never disagree.
 
 use super::api::{NodeView, PodView};
 use super::control::WorkloadHealth;
+use super::usage::PodSample;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Registry, Unit};
 use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
 
 pub use crate::nodes::metrics::{CONTENT_TYPE, Labels};
 
@@ -60,7 +63,13 @@ impl ServerMetrics {
     }
 
     /// Every metric, the loop's and the cluster's as the views say it now.
-    pub fn encode(&self, pods: &[PodView], nodes: &[NodeView], workloads: &[WorkloadHealth]) -> String {
+    pub fn encode(
+        &self,
+        pods: &[PodView],
+        nodes: &[NodeView],
+        workloads: &[WorkloadHealth],
+        usage: &[PodSample],
+    ) -> String {
         let mut registry = Registry::with_prefix("berth");
         registry.register("control_pass_duration_seconds", "One pass of the control loop", self.pass_seconds.clone());
         registry.register("control_passes", "Passes of the control loop", self.passes.clone());
@@ -111,6 +120,31 @@ impl ServerMetrics {
             restarts.get_or_create(&labels).inc_by(u64::from(pod.restarts));
         }
         registry.register("pod_restarts", "Container restarts of each pod, as its node reports them", restarts);
+        let cpu = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+        let memory = Family::<Labels, Gauge>::default();
+        for pod in usage {
+            for container in &pod.containers {
+                let labels = vec![
+                    ("namespace", pod.namespace.clone()),
+                    ("pod", pod.pod.clone()),
+                    ("container", container.name.clone()),
+                    ("node", pod.node.clone()),
+                ];
+                cpu.get_or_create(&labels).set(container.cpu_millis as f64 / 1000.0);
+                memory.get_or_create(&labels).set(i64::try_from(container.memory_bytes).unwrap_or(i64::MAX));
+            }
+        }
+        registry.register(
+            "container_cpu_usage_cores",
+            "CPU each running container used over its node's last sampling window, in cores",
+            cpu,
+        );
+        registry.register_with_unit(
+            "container_memory_working_set",
+            "Memory each running container used at its node's last sample",
+            Unit::Bytes,
+            memory,
+        );
         let mut text = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &registry);

@@ -11,6 +11,7 @@ pub mod decide;
 pub mod metrics;
 pub mod status;
 pub mod ui;
+pub mod usage;
 pub mod verdicts;
 
 use crate::nodes::protocol::ErrorBody;

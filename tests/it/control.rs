@@ -1000,3 +1000,75 @@ async fn health_and_metrics_answer_on_the_server_and_the_agent() {
         "{text}"
     );
 }
+
+/// Issue 20: `berth top` shows what each pod's containers use, sampled by the agents. A
+/// container burning a core reads 700-1000m within 30 s of turning ready, an idle one near 0;
+/// the node shows its share of the allocatable; both /metrics carry each container's usage.
+#[tokio::test]
+async fn top_shows_a_busy_container_and_an_idle_one() {
+    let mut repo = TestRepo::new();
+    let busy =
+        crate::images::deployment("burn", None, 1, "v1", None).replace("exec sleep 3600", "exec yes > /dev/null");
+    repo.write("burn.yaml", &busy).write("idle.yaml", &crate::images::deployment("idle", None, 1, "v1", None));
+    repo.commit("a busy pod and an idle one");
+    let agent_args = ["--usage-seconds", "2", "--metrics-listen", "{address}:19091"];
+    let cluster = Cluster::start_with_agents("top", repo.path().to_str().unwrap(), 1, &[], 23, &agent_args).await;
+    cluster.wait_status("both pods to run", synced).await;
+
+    let elsewhere = tempfile::tempdir().unwrap();
+    let pods = || async { cluster.get("/api/v1/top/pods").await };
+    let cpu_of = |pods: &Value, name: &str| {
+        pods.as_array()?.iter().find(|p| p["name"].as_str().is_some_and(|n| n.starts_with(name)))?["cpuMillis"].as_u64()
+    };
+    wait_for("the busy container to read 700m or more", Duration::from_secs(30), || async {
+        cpu_of(&pods().await, "burn-").is_some_and(|cpu| (700..=1100).contains(&cpu))
+    })
+    .await;
+    let sampled = pods().await;
+    let idle = cpu_of(&sampled, "idle-").expect("the idle pod is sampled too");
+    assert!(idle <= 50, "an idle pod uses {idle}m: {sampled:#}");
+    let burn = sampled.as_array().unwrap().iter().find(|p| p["name"].as_str().unwrap().starts_with("burn-")).unwrap();
+    assert!(burn["memoryBytes"].as_u64().unwrap() > 0, "{burn:#}");
+    assert_eq!(burn["containers"][0]["name"], "burn", "{burn:#}");
+
+    // The tables, as kubectl top prints them.
+    let (code, table, stderr) = cluster.cli(elsewhere.path(), &["top", "pods"], false);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        table.starts_with("NAMESPACE") && table.contains("CPU(cores)") && table.contains("MEMORY(bytes)"),
+        "{table}"
+    );
+    let row = table.lines().find(|l| l.contains("burn-")).unwrap_or_else(|| panic!("{table}"));
+    assert!(row.split_whitespace().nth(2).is_some_and(|cpu| cpu.ends_with('m')), "{row}");
+    assert!(row.split_whitespace().nth(3).is_some_and(|memory| memory.ends_with("Mi")), "{row}");
+    let (code, table, stderr) =
+        cluster.cli(elsewhere.path(), &["top", "pods", "-n", "default", "-l", "app=burn", "--containers"], false);
+    assert_eq!(code, 0, "{stderr}");
+    let rows: Vec<&str> = table.lines().skip(1).collect();
+    assert!(table.starts_with("POD") && rows.len() == 1 && rows[0].contains(" burn "), "{table}");
+    let (code, _, stderr) = cluster.cli(elsewhere.path(), &["top", "pods", "-l", "app=nothing"], false);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("no usage sampled yet"), "{stderr}");
+    let (code, _, stderr) = cluster.cli(elsewhere.path(), &["top", "pods", "-l", "a b"], false);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("is not a requirement"), "{stderr}");
+    let (code, table, stderr) = cluster.cli(elsewhere.path(), &["top", "nodes"], false);
+    assert_eq!(code, 0, "{stderr}");
+    let node = &cluster.nodes[0].name;
+    let row = table.lines().find(|l| l.starts_with(node.as_str())).unwrap_or_else(|| panic!("{table}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert!(cells[1].ends_with('m') && cells[2].ends_with('%') && cells[4].ends_with('%'), "{table}");
+
+    // Both /metrics carry each container's usage.
+    let (_, text) = get_text(&format!("http://{}/metrics", cluster.listen), None).await;
+    let cores = sample(&text, "berth_container_cpu_usage_cores", &[("container", "burn")]);
+    assert!(cores.is_some_and(|c| c > 0.0), "{text}");
+    assert!(sample(&text, "berth_container_memory_working_set_bytes", &[("container", "idle")]).is_some(), "{text}");
+    wait_for("the agent's CPU counter of the busy container", LIMIT, || async {
+        let (_, text) = get_text("http://127.0.23.2:19091/metrics", None).await;
+        sample(&text, "berth_agent_container_cpu_usage_seconds_total", &[("container", "burn")])
+            .is_some_and(|s| s > 1.0)
+            && sample(&text, "berth_agent_node_memory_used_bytes", &[]).is_some_and(|b| b > 0.0)
+    })
+    .await;
+}

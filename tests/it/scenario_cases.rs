@@ -320,6 +320,7 @@ impl HollowNode {
             labels: BTreeMap::new(),
             capacity: Self::capacity(),
             allocatable: Self::capacity(),
+            usage: None,
         };
         store.record_heartbeat(&self.name, &beat, now).await.unwrap();
         let (generation, assigned) = store.assignment(&self.name).await.unwrap();
