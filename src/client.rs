@@ -45,6 +45,50 @@ impl Client {
         self.send(self.http.post(format!("{}{path}", self.server)).json(body)).await
     }
 
+    /// Follows a server-sent event stream of lists (`/api/v1/watch/...`): `each` gets every list
+    /// the server sends, until it returns false or the stream ends.
+    pub async fn watch(&self, path: &str, mut each: impl FnMut(Value) -> bool) -> Result<(), ClientError> {
+        let mut request = self.http.get(format!("{}{path}", self.server));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let mut response =
+            request.send().await.map_err(|source| ClientError::Unreachable { server: self.server.clone(), source })?;
+        if !response.status().is_success() {
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap_or_default();
+            let message = body.get("error").and_then(Value::as_str).unwrap_or("the request failed").to_owned();
+            return Err(ClientError::Refused { server: self.server.clone(), status, message });
+        }
+        let mut pending = String::new();
+        loop {
+            let chunk = response
+                .chunk()
+                .await
+                .map_err(|source| ClientError::Unreadable { server: self.server.clone(), source })?;
+            let Some(chunk) = chunk else { return Ok(()) };
+            pending.push_str(&String::from_utf8_lossy(&chunk));
+            // Events end with an empty line; only `data:` lines carry the list.
+            while let Some(end) = pending.find("\n\n") {
+                let event: String = pending.drain(..end + 2).collect();
+                let data: String = event
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data:"))
+                    .map(str::trim_start)
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                if data.is_empty() {
+                    continue;
+                }
+                if let Ok(list) = serde_json::from_str::<Value>(&data)
+                    && !each(list)
+                {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value, ClientError> {
         let request = match &self.token {
             Some(token) => request.bearer_auth(token),
@@ -208,6 +252,24 @@ pub fn query(pairs: &[(&str, &str)]) -> String {
     let mut url = reqwest::Url::parse("http://localhost/").expect("a constant URL parses");
     url.query_pairs_mut().extend_pairs(pairs);
     url.query().unwrap_or_default().to_owned()
+}
+
+/// What `berth get -w` prints for one list the server sent: the whole table the first time,
+/// then only the rows that are new or changed since `before`, without the header, as
+/// `kubectl get -w` does. `table` renders a list.
+pub fn watch_rows(before: Option<&Value>, now: &Value, table: &dyn Fn(&Value) -> String) -> String {
+    let key = |item: &Value| match item["commit"]["sha"].as_str() {
+        Some(sha) => sha.to_owned(),
+        None => format!("{}/{}/{}", text(&item["namespace"]), text(&item["kind"]), text(&item["name"])),
+    };
+    let Some(before) = before else { return table(now) };
+    let old: std::collections::HashMap<String, &Value> = items(before).iter().map(|i| (key(i), i)).collect();
+    let changed: Vec<Value> = items(now).iter().filter(|i| old.get(&key(i)) != Some(i)).cloned().collect();
+    if changed.is_empty() {
+        return String::new();
+    }
+    let rendered = table(&Value::Array(changed));
+    rendered.split_once('\n').map(|(_, rows)| rows.to_owned()).unwrap_or_default()
 }
 
 /// CPU as kubectl top shows it: millicores, `250m`.

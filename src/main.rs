@@ -250,6 +250,9 @@ enum Command {
         /// Only this namespace [default: all].
         #[arg(short, long)]
         namespace: Option<String>,
+        /// Print the table, then a row each time one changes, until interrupted.
+        #[arg(short, long)]
+        watch: bool,
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -360,7 +363,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             plan_command(&source, from, &to, state.as_deref(), worktree, format)
         }
         Command::Status { server } => client_command(&server, ClientCall::Status),
-        Command::Get { what, namespace, server } => client_command(&server, ClientCall::Get { what, namespace }),
+        Command::Get { what, namespace, watch, server } => {
+            client_command(&server, ClientCall::Get { what, namespace, watch })
+        }
         Command::Top { what, namespace, selector, containers, server } => {
             client_command(&server, ClientCall::Top { what, namespace, selector, containers })
         }
@@ -1080,7 +1085,7 @@ fn print_plan(plan: &plan::Plan, format: PlanFormat, compared: &str) -> Result<E
 /// A request of the CLI to a running server.
 enum ClientCall {
     Status,
-    Get { what: String, namespace: Option<String> },
+    Get { what: String, namespace: Option<String>, watch: bool },
     Top { what: String, namespace: Option<String>, selector: Option<String>, containers: bool },
     Describe { target: String, namespace: String },
     History { target: String, namespace: String },
@@ -1089,7 +1094,7 @@ enum ClientCall {
 }
 
 /// Prints one API answer as a table.
-type Table<'a> = Box<dyn FnOnce(&serde_json::Value) -> String + 'a>;
+type Table<'a> = Box<dyn Fn(&serde_json::Value) -> String + 'a>;
 
 fn client_for(args: &ServerArgs) -> Result<berth::client::Client> {
     let token = berth::client::find_token(args.token_file.as_deref()).with_context(|| {
@@ -1134,7 +1139,7 @@ fn client_command(args: &ServerArgs, call: ClientCall) -> Result<ExitCode> {
                 let degraded = matches!(status["health"].as_str(), Some("Degraded" | "Missing"));
                 Ok(if degraded || !status["failed"].is_null() { ExitCode::from(1) } else { ExitCode::SUCCESS })
             }
-            ClientCall::Get { what, namespace } => {
+            ClientCall::Get { what, namespace, watch } => {
                 let ns = namespace.as_deref();
                 let (path, table): (&str, Table<'_>) =
                     match what.to_lowercase().as_str() {
@@ -1149,6 +1154,23 @@ fn client_command(args: &ServerArgs, call: ClientCall) -> Result<ExitCode> {
                         "syncs" | "sync" => ("/api/v1/syncs", Box::new(move |v| c::syncs_table(v, now))),
                         other => bail!("cannot list `{other}`: choose workloads, pods, nodes, services or syncs"),
                     };
+                if watch {
+                    if args.output != Output::Table {
+                        bail!("--watch prints tables; leave out -o");
+                    }
+                    let what = path.trim_start_matches("/api/v1/");
+                    let mut before: Option<serde_json::Value> = None;
+                    client
+                        .watch(&format!("/api/v1/watch/{what}"), |list| {
+                            let rows = c::watch_rows(before.as_ref(), &list, &*table);
+                            print!("{rows}");
+                            let _ = std::io::Write::flush(&mut std::io::stdout());
+                            before = Some(list);
+                            true
+                        })
+                        .await?;
+                    bail!("the server ended the watch (it stopped, or its store failed); run it again");
+                }
                 let value = client.get(path).await?;
                 print_value(&value, args.output, table)?;
                 Ok(ExitCode::SUCCESS)

@@ -15,6 +15,7 @@ use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use hmac::{Hmac, Mac};
@@ -97,6 +98,7 @@ pub fn router(plane: Arc<ControlPlane>, access: Access) -> Router {
         .route("/api/v1/workloads/{kind}/{namespace}/{name}/rollback", post(rollback))
         .route("/api/v1/pods", get(pods))
         .route("/api/v1/nodes", get(nodes))
+        .route("/api/v1/watch/{what}", get(watch))
         .route("/api/v1/top/pods", get(top_pods))
         .route("/api/v1/top/nodes", get(top_nodes))
         .route("/api/v1/services", get(services))
@@ -185,6 +187,82 @@ pub async fn status_view(plane: &ControlPlane) -> Result<StatusView, AppError> {
     counts.services_without_endpoints = services.iter().filter(|s| s.endpoints_ready == 0).count();
     let last_sync = plane.store.syncs(1).await?.into_iter().next();
     Ok(StatusView { status, counts, last_sync })
+}
+
+/// What `GET /api/v1/watch/{what}` follows: the lists `berth get` prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Watched {
+    Workloads,
+    Pods,
+    Nodes,
+    Services,
+    Syncs,
+}
+
+impl Watched {
+    pub fn parse(what: &str) -> Option<Watched> {
+        Some(match what {
+            "workloads" => Watched::Workloads,
+            "pods" => Watched::Pods,
+            "nodes" => Watched::Nodes,
+            "services" => Watched::Services,
+            "syncs" => Watched::Syncs,
+            _ => return None,
+        })
+    }
+
+    /// The list as its `GET` answers it.
+    async fn list(self, plane: &ControlPlane) -> Result<serde_json::Value, AppError> {
+        let value = match self {
+            Watched::Workloads => serde_json::to_value(plane.status.borrow().workloads.clone()),
+            Watched::Pods => serde_json::to_value(pod_views(plane).await?),
+            Watched::Nodes => serde_json::to_value(node_views(plane).await?),
+            Watched::Services => serde_json::to_value(service_views(plane, &pod_views(plane).await?)),
+            Watched::Syncs => serde_json::to_value(plane.store.syncs(100).await?),
+        };
+        Ok(value.unwrap_or_default())
+    }
+}
+
+/// The shortest time between two looks of a watch: a burst of passes is one look.
+const WATCH_GAP: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// A server-sent event stream of one list: the whole list at once, then again each time it
+/// changes (looked at after each pass of the control loop). `berth get -w` follows it.
+async fn watch(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path(what): Path<String>,
+) -> Result<Sse<impl futures_util::Stream<Item = Result<Event, std::convert::Infallible>>>, AppError> {
+    api.access.read(&headers)?;
+    let watched = Watched::parse(&what).ok_or_else(|| {
+        AppError::new(
+            StatusCode::NOT_FOUND,
+            format!("cannot watch `{what}`: choose workloads, pods, nodes, services or syncs"),
+        )
+    })?;
+    let receiver = api.plane.status.subscribe();
+    let plane = api.plane.clone();
+    let stream = futures_util::stream::unfold((receiver, String::new()), move |(mut receiver, mut last)| {
+        let plane = plane.clone();
+        async move {
+            loop {
+                receiver.borrow_and_update();
+                let list = match watched.list(&plane).await {
+                    Ok(list) => list.to_string(),
+                    // The store failed: the stream ends, and the watcher says so.
+                    Err(_) => return None,
+                };
+                if list != last {
+                    last.clone_from(&list);
+                    return Some((Ok(Event::default().event("list").data(list)), (receiver, last)));
+                }
+                receiver.changed().await.ok()?;
+                tokio::time::sleep(WATCH_GAP).await;
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
 async fn workloads(State(api): State<Api>, headers: HeaderMap) -> Result<Json<Vec<WorkloadHealth>>, AppError> {

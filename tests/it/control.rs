@@ -1072,3 +1072,54 @@ async fn top_shows_a_busy_container_and_an_idle_one() {
     })
     .await;
 }
+
+/// Issue 20: `berth get pods -w` prints the table, then a row when a pod changes: here, when
+/// the pod of a new commit turns ready. It follows the server's event stream; it does not poll.
+#[tokio::test(flavor = "multi_thread")]
+async fn get_pods_watch_prints_a_row_when_a_pod_turns_ready() {
+    let mut repo = TestRepo::new();
+    repo.write("config.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {a: b}\n");
+    repo.commit("nothing runs yet");
+    let cluster = Cluster::start("watch", repo.path().to_str().unwrap(), 1, &[]).await;
+    cluster.wait_status("the first commit", synced).await;
+
+    let elsewhere = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"));
+    child
+        .args(["get", "pods", "-w", "--server", &format!("http://{}", cluster.listen)])
+        .current_dir(elsewhere.path())
+        .env_remove("BERTH_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut watcher = Process(child.spawn().unwrap());
+    let stdout = watcher.0.stdout.take().unwrap();
+    let (lines, received) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let next_line = |limit: Duration| received.recv_timeout(limit).ok();
+    let header = next_line(LIMIT).expect("the watch prints its table");
+    assert!(header.starts_with("NAMESPACE") && header.contains("READY"), "{header}");
+
+    repo.write("app.yaml", &app(1, "v1"));
+    repo.commit("an app");
+    let deadline = std::time::Instant::now() + LIMIT;
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let Some(line) = next_line(left) else {
+            panic!("no ready row of the app within {LIMIT:?}; printed: {seen:#?}")
+        };
+        assert!(!line.starts_with("NAMESPACE"), "the header is printed once: {seen:#?} {line}");
+        let ready = line.contains(" app-") && line.split_whitespace().nth(2) == Some("1/1");
+        seen.push(line);
+        if ready {
+            break;
+        }
+    }
+}
