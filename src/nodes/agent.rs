@@ -309,6 +309,9 @@ pub async fn run<R: ContainerRuntime>(
         None
     };
     manager_config.mesh = mesh.clone();
+    if let Some(mesh) = &mesh {
+        let _ = metrics.mesh.set(mesh.clone());
+    }
     let manager = PodManager::new(runtime.clone(), manager_config).await?;
 
     let (assignments, mut assignment) = watch::channel::<Option<Assignment>>(None);
@@ -377,7 +380,10 @@ pub async fn run<R: ContainerRuntime>(
                 last_converge = Instant::now();
             }
             match manager.probe(&current.pods).await {
-                Ok(_) => probing.succeeded(),
+                Ok(summary) => {
+                    metrics.probed(&summary.failures);
+                    probing.succeeded();
+                }
                 Err(error) => {
                     probing.failed(&error);
                 }

@@ -1,7 +1,8 @@
 //! The agent's own HTTP listener (`berth agent --metrics-listen ADDR`, off by default):
 //! `/healthz` (the process answers), `/readyz` (the engine answers and the node has joined)
-//! and `/metrics` (Prometheus text: pods by phase, container restarts, each container's and
-//! the node's CPU time and memory in use, converge passes and reports). It changes nothing and shows nothing of what pods hold.
+//! and `/metrics` (Prometheus text: pods by phase, container restarts, probe failures, each
+//! container's and the node's CPU time and memory in use, the proxy's connections and errors
+//! per service, converge passes and reports). It changes nothing and shows nothing of what pods hold.
 
 use super::protocol::{PodPhase, PodStatus};
 use super::runtime::ContainerRuntime;
@@ -38,6 +39,13 @@ pub struct AgentMetrics {
     sampled: Mutex<BTreeSet<Labels>>,
     node_cpu: Counter<f64, AtomicU64>,
     node_memory: Gauge,
+    probe_failures: Family<Labels, Counter>,
+    /// The probe series, so those of containers that are gone are dropped.
+    probed: Mutex<BTreeSet<Labels>>,
+    proxy_connections: Family<Labels, Counter>,
+    proxy_errors: Family<Labels, Counter>,
+    /// The node's proxy, read at each scrape; set once routing starts.
+    pub mesh: OnceLock<Arc<super::proxy::Mesh>>,
     pub converge_seconds: Histogram,
     pub reports: Counter,
     pub report_failures: Counter,
@@ -81,6 +89,20 @@ impl Default for AgentMetrics {
         );
         let node_memory = Gauge::default();
         registry.register_with_unit("node_memory_used", "Memory in use on the node", Unit::Bytes, node_memory.clone());
+        let probe_failures = Family::<Labels, Counter>::default();
+        registry.register("probe_failures", "Probes that failed, per container and probe", probe_failures.clone());
+        let proxy_connections = Family::<Labels, Counter>::default();
+        registry.register(
+            "proxy_connections",
+            "Connections the node's proxy took for each service (virtual address or NodePort)",
+            proxy_connections.clone(),
+        );
+        let proxy_errors = Family::<Labels, Counter>::default();
+        registry.register(
+            "proxy_errors",
+            "Connections the node's proxy could not forward (no ready endpoint, or none answered)",
+            proxy_errors.clone(),
+        );
         AgentMetrics {
             registry,
             pods,
@@ -91,6 +113,11 @@ impl Default for AgentMetrics {
             sampled: Mutex::new(BTreeSet::new()),
             node_cpu,
             node_memory,
+            probe_failures,
+            probed: Mutex::new(BTreeSet::new()),
+            proxy_connections,
+            proxy_errors,
+            mesh: OnceLock::new(),
             converge_seconds,
             reports,
             report_failures,
@@ -125,11 +152,51 @@ impl AgentMetrics {
                 seen.insert(labels);
             }
         }
+        let mut probed = crate::lock(&self.probed);
+        probed.retain(|labels| {
+            let here = seen.contains(&labels[..3]);
+            if !here {
+                self.probe_failures.remove(labels);
+            }
+            here
+        });
         let mut containers = crate::lock(&self.containers);
         for gone in containers.difference(&seen) {
             self.restarts.remove(gone);
         }
         *containers = seen;
+    }
+
+    /// Counts the probes that failed in one probe pass.
+    pub fn probed(&self, failures: &[super::pods::ProbeFailure]) {
+        let mut probed = crate::lock(&self.probed);
+        for failure in failures {
+            let labels: Labels = vec![
+                ("namespace", failure.namespace.clone()),
+                ("pod", failure.pod.clone()),
+                ("container", failure.container.clone()),
+                ("probe", failure.probe.to_owned()),
+            ];
+            self.probe_failures.get_or_create(&labels).inc();
+            probed.insert(labels);
+        }
+    }
+
+    /// Brings the proxy's counts up to what it counted.
+    fn count_traffic(&self) {
+        let Some(mesh) = self.mesh.get() else { return };
+        for (service, traffic) in mesh.traffic() {
+            let labels: Labels = vec![("service", service)];
+            for (family, total) in
+                [(&self.proxy_connections, traffic.connections), (&self.proxy_errors, traffic.errors)]
+            {
+                let counter = family.get_or_create(&labels);
+                let counted = counter.get();
+                if total > counted {
+                    counter.inc_by(total - counted);
+                }
+            }
+        }
     }
 
     /// Takes one usage sample: each container's CPU time and memory, and the node's.
@@ -172,6 +239,7 @@ impl AgentMetrics {
 
     /// The Prometheus text of every metric.
     pub fn encode(&self) -> String {
+        self.count_traffic();
         let mut text = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);

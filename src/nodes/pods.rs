@@ -187,10 +187,22 @@ struct ProbeState {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ProbeSummary {
     pub probes_run: usize,
+    /// The probes that failed this pass.
+    pub failures: Vec<ProbeFailure>,
     /// Readiness flipped for some container.
     pub readiness_changed: bool,
     /// Containers stopped because their liveness or startup probe failed.
     pub containers_stopped: usize,
+}
+
+/// A probe that failed once: which container's, and which probe (`liveness`, `readiness`,
+/// `startup`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProbeFailure {
+    pub namespace: String,
+    pub pod: String,
+    pub container: String,
+    pub probe: &'static str,
 }
 
 /// What one converge pass did, and when the next one is due at the latest.
@@ -1119,6 +1131,7 @@ impl<R: ContainerRuntime> PodManager<R> {
                             kind,
                             probe.clone(),
                             container.clone(),
+                            (assignment.namespace.clone(), assignment.pod.clone()),
                         ));
                     }
                 }
@@ -1126,11 +1139,20 @@ impl<R: ContainerRuntime> PodManager<R> {
         }
         self.lock_probes().retain(|(id, _), _| running_ids.contains(id));
 
-        let checks =
-            due.iter().map(|(_, id, sandbox_id, _, probe, container)| self.run_probe(id, sandbox_id, probe, container));
+        let checks = due
+            .iter()
+            .map(|(_, id, sandbox_id, _, probe, container, _)| self.run_probe(id, sandbox_id, probe, container));
         let results = futures_util::future::join_all(checks).await;
         let mut summary = ProbeSummary { probes_run: due.len(), ..ProbeSummary::default() };
-        for ((key, id, _, kind, probe, _), result) in due.into_iter().zip(results) {
+        for ((key, id, _, kind, probe, container, (namespace, pod)), result) in due.into_iter().zip(results) {
+            if result.is_err() {
+                summary.failures.push(ProbeFailure {
+                    namespace,
+                    pod,
+                    container: container.name.clone(),
+                    probe: kind.word(),
+                });
+            }
             let success_threshold = u32::try_from(probe.success_threshold.unwrap_or(1).max(1)).unwrap_or(1);
             let failure_threshold = u32::try_from(probe.failure_threshold.unwrap_or(3).max(1)).unwrap_or(3);
             let (stop, reason) = {

@@ -47,10 +47,27 @@ struct Routes {
     /// to the endpoints behind it.
     virtual_ports: HashMap<SocketAddrV4, Vec<SocketAddr>>,
     node_ports: HashMap<u16, Vec<SocketAddr>>,
+    /// The service (`namespace/name`) behind each virtual address and NodePort, for counting.
+    services: HashMap<Destination, Arc<str>>,
     /// `name.namespace` to addresses.
     names: HashMap<String, Vec<Ipv4Addr>>,
     /// Per namespace, the Kubernetes-style variables of its services.
     environment: HashMap<String, Vec<(String, String)>>,
+}
+
+/// Where a connection came in: a virtual address inside a pod, or a NodePort.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Destination {
+    Virtual(SocketAddrV4),
+    NodePort(u16),
+}
+
+/// What the proxy counted for one service: connections, and those it could not forward (no
+/// ready endpoint, or none answered).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Traffic {
+    pub connections: u64,
+    pub errors: u64,
 }
 
 impl Routes {
@@ -58,11 +75,14 @@ impl Routes {
         let mut routes = Routes { version: table.version, ..Routes::default() };
         for service in &table.services {
             let key = format!("{}.{}", service.name, service.namespace);
+            let name: Arc<str> = format!("{}/{}", service.namespace, service.name).into();
             if let Some(ip) = service.cluster_ip.as_deref().and_then(|ip| ip.parse::<Ipv4Addr>().ok()) {
                 routes.names.insert(key, vec![ip]);
                 for port in &service.ports {
                     let targets = endpoints_of(service, port.port);
-                    routes.virtual_ports.insert(SocketAddrV4::new(ip, port.port), targets);
+                    let address = SocketAddrV4::new(ip, port.port);
+                    routes.virtual_ports.insert(address, targets);
+                    routes.services.insert(Destination::Virtual(address), name.clone());
                 }
                 let variables = routes.environment.entry(service.namespace.clone()).or_default();
                 variables.extend(service_variables(&service.name, ip, &service.ports));
@@ -76,7 +96,9 @@ impl Routes {
                     for (container_port, host_port) in &endpoint.pod_ports {
                         if let Ok(host) = endpoint.host_ip.parse::<IpAddr>() {
                             let target = SocketAddr::new(host, *host_port);
-                            routes.virtual_ports.insert(SocketAddrV4::new(ip, *container_port), vec![target]);
+                            let address = SocketAddrV4::new(ip, *container_port);
+                            routes.virtual_ports.insert(address, vec![target]);
+                            routes.services.insert(Destination::Virtual(address), name.clone());
                         }
                     }
                 }
@@ -85,6 +107,7 @@ impl Routes {
             for port in &service.ports {
                 if let Some(node_port) = port.node_port {
                     routes.node_ports.insert(node_port, endpoints_of(service, port.port));
+                    routes.services.insert(Destination::NodePort(node_port), name.clone());
                 }
             }
         }
@@ -171,6 +194,8 @@ pub struct Mesh {
     pods: Mutex<HashMap<(String, String), (i64, Tasks)>>,
     /// Resolvers for names outside the cluster, from the node's `/etc/resolv.conf`.
     upstream: Vec<SocketAddr>,
+    /// Per service (`namespace/name`), what was forwarded, for `/metrics`.
+    traffic: Mutex<HashMap<Arc<str>, Traffic>>,
 }
 
 impl std::fmt::Debug for Mesh {
@@ -200,7 +225,29 @@ impl Mesh {
             node_ports: Mutex::new(HashMap::new()),
             pods: Mutex::new(HashMap::new()),
             upstream,
+            traffic: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// What the proxy counted per service (`namespace/name`) since the agent started.
+    pub fn traffic(&self) -> Vec<(String, Traffic)> {
+        let mut traffic: Vec<(String, Traffic)> =
+            lock(&self.traffic).iter().map(|(service, t)| (service.to_string(), *t)).collect();
+        traffic.sort_by(|a, b| a.0.cmp(&b.0));
+        traffic
+    }
+
+    /// Counts a connection to `destination` as it comes in (`failed: false`), or as not
+    /// forwarded (`failed: true`).
+    fn count(&self, routes: &Routes, destination: Destination, failed: bool) {
+        let Some(service) = routes.services.get(&destination) else { return };
+        let mut traffic = lock(&self.traffic);
+        let entry = traffic.entry(service.clone()).or_default();
+        if failed {
+            entry.errors += 1;
+        } else {
+            entry.connections += 1;
+        }
     }
 
     fn routes(&self) -> Arc<Routes> {
@@ -295,9 +342,16 @@ impl Mesh {
                 tokio::time::sleep(ACCEPT_BACKOFF).await;
                 continue;
             };
-            let targets = self.routes().node_ports.get(&port).cloned().unwrap_or_default();
+            let routes = self.routes();
             let mesh = self.clone();
-            tokio::spawn(async move { mesh.forward(inbound, &targets).await });
+            tokio::spawn(async move {
+                let destination = Destination::NodePort(port);
+                mesh.count(&routes, destination, false);
+                let targets = routes.node_ports.get(&port).map(Vec::as_slice).unwrap_or_default();
+                if !mesh.forward(inbound, targets).await {
+                    mesh.count(&routes, destination, true);
+                }
+            });
         }
     }
 
@@ -315,18 +369,24 @@ impl Mesh {
                     mesh.serve_dns_stream(inbound).await;
                     return;
                 }
-                let targets = mesh.routes().virtual_ports.get(&original).cloned().unwrap_or_default();
-                mesh.forward(inbound, &targets).await;
+                let routes = mesh.routes();
+                let destination = Destination::Virtual(original);
+                mesh.count(&routes, destination, false);
+                let targets = routes.virtual_ports.get(&original).map(Vec::as_slice).unwrap_or_default();
+                if !mesh.forward(inbound, targets).await {
+                    mesh.count(&routes, destination, true);
+                }
             });
         }
     }
 
     /// Connects to one of `targets`, round-robin, trying the next when one refuses, and copies
-    /// both ways until either side closes. Without a target the connection is closed.
-    async fn forward(&self, mut inbound: TcpStream, targets: &[SocketAddr]) {
+    /// both ways until either side closes. Without a target the connection is closed. False
+    /// when no target took it.
+    async fn forward(&self, mut inbound: TcpStream, targets: &[SocketAddr]) -> bool {
         if targets.is_empty() {
             tracing::debug!(node = %self.node, "No ready endpoint; closing the connection.");
-            return;
+            return false;
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         for i in 0..targets.len().min(3) {
@@ -337,12 +397,13 @@ impl Mesh {
                     let _ = inbound.set_nodelay(true);
                     let _ = outbound.set_nodelay(true);
                     let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    return;
+                    return true;
                 }
                 Ok(Err(error)) => tracing::debug!(%target, %error, "An endpoint refused; trying the next."),
                 Err(_) => tracing::debug!(%target, "An endpoint did not answer in time; trying the next."),
             }
         }
+        false
     }
 
     async fn serve_dns(self: Arc<Self>, socket: Arc<UdpSocket>) {
@@ -688,10 +749,22 @@ mod tests {
         }
         assert_eq!(seen.keys().cloned().collect::<Vec<_>>(), vec!["one".to_owned(), "two".to_owned()], "{seen:?}");
         assert!(seen.values().all(|n| *n >= 3), "balanced: {seen:?}");
+        assert_eq!(mesh.traffic(), vec![("shop/web".to_owned(), Traffic { connections: 9, errors: 0 })]);
+
+        // A connection no endpoint takes is counted as an error of its service.
+        table.services[0].endpoints = vec![endpoint(refusing, "gone")];
+        table.version = 2;
+        mesh.update(&table).await;
+        assert_eq!(fetch().await, "");
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while mesh.traffic() != vec![("shop/web".to_owned(), Traffic { connections: 10, errors: 1 })] {
+            assert!(std::time::Instant::now() < deadline, "{:?}", mesh.traffic());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
 
         // Without the service the port is free again.
         table.services.clear();
-        table.version = 2;
+        table.version = 3;
         mesh.update(&table).await;
         assert!(mesh.listening_node_ports().is_empty());
         let deadline = std::time::Instant::now() + Duration::from_secs(5);

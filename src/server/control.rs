@@ -380,7 +380,9 @@ async fn pass(
     now: i64,
 ) -> Result<(), PassError> {
     fetch_if_due(plane, state).await;
+    let started = Instant::now();
     let seen = read(plane, &state.memory, now).await?;
+    plane.metrics.read(started.elapsed().as_secs_f64());
     let decision = decide::commits(&seen, &state.memory);
     carry_out(plane, &mut state.memory, decision).await?;
     let memory = &mut state.memory;
@@ -429,7 +431,11 @@ async fn read(plane: &ControlPlane, memory: &Memory, now: i64) -> Result<Seen, P
 /// Writes a decision's changes in one transaction, then takes it into the loop's memory and
 /// says what it means on the status, the log and the metrics.
 async fn carry_out(plane: &ControlPlane, memory: &mut Memory, decision: Decision) -> Result<(), PassError> {
-    plane.store.write(&decision.changes).await?;
+    if !decision.changes.is_empty() {
+        let started = Instant::now();
+        plane.store.write(&decision.changes).await?;
+        plane.metrics.store_write(started.elapsed().as_secs_f64());
+    }
     for event in &decision.events {
         match event {
             Event::LoadFailed { reason } => tracing::warn!(%reason, "A commit failed to load."),
@@ -445,6 +451,7 @@ async fn carry_out(plane: &ControlPlane, memory: &mut Memory, decision: Decision
                 tracing::warn!(%workload, %commit, %reason, "A rollout failed; rolling back.")
             }
             Event::Finished(outcome) => plane.metrics.sync_finished(outcome.as_str()),
+            Event::RolloutFinished { outcome, seconds } => plane.metrics.rollout(outcome.as_str(), *seconds),
             Event::Synced { commit, committed_at } => {
                 plane.metrics.synced(*committed_at, crate::server::now());
                 tracing::info!(%commit, "Synced.");

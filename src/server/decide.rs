@@ -182,6 +182,11 @@ pub enum Event {
         commit: String,
         reason: String,
     },
+    /// A rolling revision got its verdict, `seconds` after it started.
+    RolloutFinished {
+        outcome: Outcome,
+        seconds: i64,
+    },
     /// A sync record reached a final outcome.
     Finished(SyncOutcome),
     /// The commit being applied is Synced; it was committed at `committed_at`.
@@ -549,6 +554,7 @@ pub fn judge(memory: &Memory, desired: &Loaded, targets: &Targets, summary: &Rec
                 reason: reason.clone(),
             });
         }
+        decision.events.push(Event::RolloutFinished { outcome, seconds: now - latest.started_at });
         decision.changes.push(Change::FinishRevision {
             key: workload.key.clone(),
             commit: latest.commit.sha.clone(),

@@ -27,6 +27,14 @@ pub struct ServerMetrics {
     pass_failures: Counter,
     syncs: Family<Labels, Counter>,
     commit_to_synced_seconds: Histogram,
+    rollout_seconds: Family<Labels, Histogram, fn() -> Histogram>,
+    store_write_seconds: Histogram,
+    read_seconds: Histogram,
+}
+
+/// From 1 s to about 4.5 hours.
+fn long_buckets() -> Histogram {
+    Histogram::new(exponential_buckets(1.0, 3.0, 10))
 }
 
 impl Default for ServerMetrics {
@@ -36,8 +44,11 @@ impl Default for ServerMetrics {
             passes: Counter::default(),
             pass_failures: Counter::default(),
             syncs: Family::default(),
-            // From 1 s to about 4.5 hours.
-            commit_to_synced_seconds: Histogram::new(exponential_buckets(1.0, 3.0, 10)),
+            commit_to_synced_seconds: long_buckets(),
+            rollout_seconds: Family::new_with_constructor(long_buckets),
+            // From 100 µs to about 6.5 s.
+            store_write_seconds: Histogram::new(exponential_buckets(0.0001, 4.0, 9)),
+            read_seconds: Histogram::new(exponential_buckets(0.0001, 4.0, 9)),
         }
     }
 }
@@ -55,6 +66,21 @@ impl ServerMetrics {
     /// A commit's sync reached a final outcome (Synced, Degraded, Failed, Superseded).
     pub fn sync_finished(&self, outcome: &str) {
         self.syncs.get_or_create(&vec![("outcome", outcome.to_owned())]).inc();
+    }
+
+    /// A workload's rollout ended (`healthy` or `failed`) after `seconds`.
+    pub fn rollout(&self, outcome: &str, seconds: i64) {
+        self.rollout_seconds.get_or_create(&vec![("outcome", outcome.to_owned())]).observe(seconds.max(0) as f64);
+    }
+
+    /// One transaction of the control loop's decisions.
+    pub fn store_write(&self, seconds: f64) {
+        self.store_write_seconds.observe(seconds);
+    }
+
+    /// What a pass reads before it decides (the branch head, sync records, plans).
+    pub fn read(&self, seconds: f64) {
+        self.read_seconds.observe(seconds);
     }
 
     /// A commit made at `committed_at` is synced at `now` (seconds since the Unix epoch).
@@ -83,6 +109,21 @@ impl ServerMetrics {
             "commit_to_synced_seconds",
             "From a commit's time to its sync being Synced",
             self.commit_to_synced_seconds.clone(),
+        );
+        registry.register(
+            "rollout_duration_seconds",
+            "From a workload's new revision to its verdict, by outcome (healthy or failed)",
+            self.rollout_seconds.clone(),
+        );
+        registry.register(
+            "store_write_duration_seconds",
+            "One transaction of the control loop's decisions in the store",
+            self.store_write_seconds.clone(),
+        );
+        registry.register(
+            "control_read_duration_seconds",
+            "What a pass of the control loop reads before it decides (Git head, store, plans)",
+            self.read_seconds.clone(),
         );
         // A series per value seen, and one for each of `always` even at 0.
         let by = |name: &'static str, always: &[&str], values: &mut dyn Iterator<Item = String>| {

@@ -73,6 +73,9 @@ impl Cluster {
         let token_file = cluster.db.path().join("api-token");
         wait_for("the server to write its API token", LIMIT, || async { token_file.exists() }).await;
         cluster.client = Client::new(&format!("http://{}", cluster.listen), Some(cluster.token()));
+        // The token is written before the listener is bound.
+        let healthz = format!("http://{}/healthz", cluster.listen);
+        wait_for("the server to answer", LIMIT, || async { reqwest::get(&healthz).await.is_ok() }).await;
         cluster
     }
 
@@ -923,7 +926,7 @@ async fn a_commit_the_policy_refuses_fails_and_the_last_good_one_keeps_running()
 
 /// Reads Prometheus text as a scraper would; the value of the one sample of `name` whose labels
 /// include `labels`, if there is one.
-fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub(crate) fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     let lines = text.lines().map(|l| Ok(l.to_owned()));
     let scrape = prometheus_parse::Scrape::parse(lines).unwrap_or_else(|e| panic!("not Prometheus text: {e}\n{text}"));
     scrape.samples.iter().find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v))).map(
@@ -936,7 +939,7 @@ fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     )
 }
 
-async fn get_text(url: &str, token: Option<&str>) -> (u16, String) {
+pub(crate) async fn get_text(url: &str, token: Option<&str>) -> (u16, String) {
     let mut request = reqwest::Client::new().get(url);
     if let Some(token) = token {
         request = request.bearer_auth(token);
@@ -984,6 +987,8 @@ async fn health_and_metrics_answer_on_the_server_and_the_agent() {
     assert_eq!(sample(&text, "berth_nodes", &[("status", "Ready")]), Some(1.0), "{text}");
     assert_eq!(sample(&text, "berth_pods", &[("phase", "Succeeded")]), Some(0.0), "{text}");
     assert!(sample(&text, "berth_control_passes_total", &[]).is_some_and(|v| v >= 1.0), "{text}");
+    assert!(sample(&text, "berth_store_write_duration_seconds_count", &[]).is_some_and(|v| v >= 1.0), "{text}");
+    assert!(sample(&text, "berth_control_read_duration_seconds_count", &[]).is_some_and(|v| v >= 1.0), "{text}");
 
     wait_for("the agent's restart counter to move", LIMIT, || async {
         let (code, text) = get_text(&format!("{agent}/metrics"), None).await;
@@ -1064,6 +1069,8 @@ async fn top_shows_a_busy_container_and_an_idle_one() {
     let cores = sample(&text, "berth_container_cpu_usage_cores", &[("container", "burn")]);
     assert!(cores.is_some_and(|c| c > 0.0), "{text}");
     assert!(sample(&text, "berth_container_memory_working_set_bytes", &[("container", "idle")]).is_some(), "{text}");
+    let rollouts = sample(&text, "berth_rollout_duration_seconds_count", &[("outcome", "healthy")]);
+    assert_eq!(rollouts, Some(2.0), "both rollouts were healthy: {text}");
     wait_for("the agent's CPU counter of the busy container", LIMIT, || async {
         let (_, text) = get_text("http://127.0.23.2:19091/metrics", None).await;
         sample(&text, "berth_agent_container_cpu_usage_seconds_total", &[("container", "burn")])

@@ -365,6 +365,7 @@ fn a_pass_is_judged_by_what_the_nodes_run() {
             summary(&key, true, None),
             vec!["verdict web healthy".into(), format!("outcome {v2} Synced"), format!("applied {v2} 1")],
             vec![
+                Event::RolloutFinished { outcome: Outcome::Healthy, seconds: 0 },
                 Event::Finished(SyncOutcome::Synced),
                 Event::Synced { commit: v2.clone(), committed_at: c.v2.commit.time },
             ],
@@ -381,6 +382,7 @@ fn a_pass_is_judged_by_what_the_nodes_run() {
                     commit: v2.clone(),
                     reason: "its pods crash-loop: container web exited with code 1".into(),
                 },
+                Event::RolloutFinished { outcome: Outcome::Failed, seconds: 0 },
                 Event::Finished(SyncOutcome::Degraded),
             ],
         ),

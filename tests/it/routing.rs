@@ -183,7 +183,8 @@ async fn responders(http: &reqwest::Client, url: &str, count: usize) -> BTreeSet
 async fn two_nodes(repo: &mut TestRepo, test: &str, subnet: u8) -> Cluster {
     repo.write("README.md", "manifests\n");
     repo.commit("nothing yet");
-    let cluster = Cluster::start_on(test, repo.path().to_str().unwrap(), 2, &[], subnet).await;
+    let agent_args = ["--metrics-listen", "{address}:19092"];
+    let cluster = Cluster::start_with_agents(test, repo.path().to_str().unwrap(), 2, &[], subnet, &agent_args).await;
     cluster.wait_status("both nodes", |s| s["readyNodes"] == 2).await;
     cluster
 }
@@ -264,6 +265,28 @@ async fn services_resolve_balance_across_nodes_and_free_their_port_when_gone() {
     for address in ["127.0.10.2", "127.0.10.3"] {
         assert_eq!(responders(&http, &format!("http://{address}:{node_port}/"), 12).await, others, "node {address}");
     }
+    // Each node's /metrics counts its proxy's connections per service, and the failed probe.
+    let scrape = |address: String| async move {
+        crate::control::get_text(&format!("http://{address}:19092/metrics"), None).await.1
+    };
+    let mut connections = 0.0;
+    for address in ["127.0.10.2", "127.0.10.3"] {
+        let text = scrape(address.to_owned()).await;
+        connections += crate::control::sample(&text, "berth_agent_proxy_connections_total", &[("service", "shop/web")])
+            .unwrap_or(0.0);
+    }
+    assert!(
+        connections >= 18.0,
+        "the node ports and the client took at least 18 connections to shop/web: {connections}"
+    );
+    let unready_index = cluster.nodes.iter().position(|n| &n.name == unready_node).unwrap();
+    let text = scrape(format!("127.0.10.{}", unready_index + 2)).await;
+    let failed = crate::control::sample(
+        &text,
+        "berth_agent_probe_failures_total",
+        &[("pod", unready.as_str()), ("container", "web"), ("probe", "readiness")],
+    );
+    assert!(failed.is_some_and(|n| n >= 1.0), "the readiness probe of {unready} failed: {text}");
     assert_eq!(exec(&unready_container, "touch /www/ready").0, 0);
     wait_for("the pod to be routed again", LIMIT, || async {
         responders(&http, &format!("http://127.0.10.2:{node_port}/"), 6).await == all
