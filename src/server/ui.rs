@@ -451,6 +451,62 @@ struct PodRow {
     ready: bool,
     restarts: u32,
     last_error: String,
+    cpu: String,
+    memory: String,
+    /// Inline SVG made of numbers only (`sparkline`).
+    graph: String,
+}
+
+fn millicores(value: u64) -> String {
+    format!("{value}m")
+}
+
+fn mebibytes(value: u64) -> String {
+    format!("{} MiB", value / (1024 * 1024))
+}
+
+/// What is in use against what is asked for: `250m (requests 100m, limits 500m)`; what is not
+/// asked for is left out, and nothing is in use until a first sample.
+fn against(used: Option<u64>, requests: u64, limits: u64, unit: fn(u64) -> String) -> String {
+    let Some(used) = used else { return "not sampled yet".to_owned() };
+    let mut asked = Vec::new();
+    if requests > 0 {
+        asked.push(format!("requests {}", unit(requests)));
+    }
+    if limits > 0 {
+        asked.push(format!("limits {}", unit(limits)));
+    }
+    if asked.is_empty() { unit(used) } else { format!("{} ({})", unit(used), asked.join(", ")) }
+}
+
+/// A graph of the last hour, CPU solid and memory dashed, each against its own largest value:
+/// inline SVG written from numbers only, so nothing in it needs escaping. Empty below two points.
+fn sparkline(points: &[super::usage::Point], now: i64) -> String {
+    if points.len() < 2 {
+        return String::new();
+    }
+    let (width, height) = (120.0, 28.0);
+    let span = super::usage::HISTORY_SECONDS as f64;
+    let line = |value: fn(&super::usage::Point) -> u64| {
+        let largest = points.iter().map(value).max().unwrap_or(0).max(1) as f64;
+        points
+            .iter()
+            .map(|p| {
+                let x = width * (1.0 - ((now - p.at) as f64 / span).clamp(0.0, 1.0));
+                let y = height - 2.0 - (height - 4.0) * value(p) as f64 / largest;
+                format!("{x:.1},{y:.1}")
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let last = points[points.len() - 1];
+    format!(
+        "<svg class=\"spark\" viewBox=\"0 0 120 28\" width=\"120\" height=\"28\" role=\"img\" aria-label=\"CPU and memory over the last hour, now {}m and {} MiB\"><polyline class=\"cpu\" points=\"{}\"/><polyline class=\"memory\" points=\"{}\"/></svg>",
+        last.cpu_millis,
+        last.memory_bytes / (1024 * 1024),
+        line(|p| p.cpu_millis),
+        line(|p| p.memory_bytes),
+    )
 }
 
 struct HistoryRow {
@@ -481,6 +537,10 @@ async fn workload_body(plane: &ControlPlane, key: &ObjectKey) -> Result<Workload
     let view = api::workload_view(plane, key).await?;
     let repository = plane.status.borrow().repository.clone();
     let w = &view.workload;
+    let usage = plane.api.usage();
+    let sampled = usage.pods();
+    let samples: std::collections::HashMap<(&str, &str), &super::usage::PodSample> =
+        sampled.iter().map(|s| ((s.namespace.as_str(), s.pod.as_str()), s)).collect();
     let syncs = plane.store.syncs(20).await?;
     // The plan that concerns this workload now: a waiting commit's, else the applied one's.
     let current = syncs
@@ -567,13 +627,24 @@ async fn workload_body(plane: &ControlPlane, key: &ObjectKey) -> Result<Workload
         pods: view
             .pods
             .iter()
-            .map(|p| PodRow {
-                node: p.node.clone(),
-                name: p.name.clone(),
-                phase: p.status.clone(),
-                ready: p.ready,
-                restarts: p.restarts,
-                last_error: p.last_error.clone().unwrap_or_default(),
+            .map(|p| {
+                let sample = samples.get(&(p.namespace.as_str(), p.name.as_str()));
+                PodRow {
+                    node: p.node.clone(),
+                    name: p.name.clone(),
+                    phase: p.status.clone(),
+                    ready: p.ready,
+                    restarts: p.restarts,
+                    last_error: p.last_error.clone().unwrap_or_default(),
+                    cpu: against(sample.map(|s| s.cpu_millis), p.requests.cpu_millis, p.limits.cpu_millis, millicores),
+                    memory: against(
+                        sample.map(|s| s.memory_bytes),
+                        p.requests.memory_bytes,
+                        p.limits.memory_bytes,
+                        mebibytes,
+                    ),
+                    graph: sparkline(&usage.pod_history(&p.namespace, &p.name), now),
+                }
             })
             .collect(),
         history: view
@@ -712,6 +783,10 @@ struct NodeRow {
     labels: String,
     cpu: String,
     memory: String,
+    cpu_used: String,
+    memory_used: String,
+    /// Inline SVG made of numbers only (`sparkline`).
+    graph: String,
     heartbeat: String,
     pods: usize,
 }
@@ -721,26 +796,38 @@ async fn nodes(State(ui): State<Ui>, headers: HeaderMap) -> Result<Response, Res
     let now = super::now();
     let views = api::node_views(&ui.plane).await.map_err(IntoResponse::into_response)?;
     let mib = |bytes: u64| bytes / (1024 * 1024);
+    let usage = ui.plane.api.usage();
+    let share = |used: Option<u64>, of: u64, unit: fn(u64) -> String| match used {
+        None => "not sampled yet".to_owned(),
+        Some(used) if of > 0 => format!("{} of {} ({}%)", unit(used), unit(of), used.saturating_mul(100) / of),
+        Some(used) => unit(used),
+    };
     let rows = views
         .into_iter()
-        .map(|n| NodeRow {
-            status_class: if n.status == "Ready" { "synced".into() } else { "degraded".into() },
-            labels: n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", "),
-            cpu: format!(
-                "{}m of {}m allocatable ({}m capacity)",
-                n.allocated.cpu_millis, n.allocatable.cpu_millis, n.capacity.cpu_millis
-            ),
-            memory: format!(
-                "{} MiB of {} MiB allocatable ({} MiB capacity)",
-                mib(n.allocated.memory_bytes),
-                mib(n.allocatable.memory_bytes),
-                mib(n.capacity.memory_bytes)
-            ),
-            heartbeat: time(n.last_heartbeat, now),
-            name: n.name,
-            status: n.status,
-            address: n.address,
-            pods: n.pods,
+        .map(|n| {
+            let sample = usage.node(&n.name);
+            NodeRow {
+                cpu_used: share(sample.as_ref().and_then(|s| s.cpu_millis), n.allocatable.cpu_millis, millicores),
+                memory_used: share(sample.as_ref().and_then(|s| s.memory_bytes), n.allocatable.memory_bytes, mebibytes),
+                graph: sparkline(&usage.node_history(&n.name), now),
+                status_class: if n.status == "Ready" { "synced".into() } else { "degraded".into() },
+                labels: n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(", "),
+                cpu: format!(
+                    "{}m of {}m allocatable ({}m capacity)",
+                    n.allocated.cpu_millis, n.allocatable.cpu_millis, n.capacity.cpu_millis
+                ),
+                memory: format!(
+                    "{} MiB of {} MiB allocatable ({} MiB capacity)",
+                    mib(n.allocated.memory_bytes),
+                    mib(n.allocatable.memory_bytes),
+                    mib(n.capacity.memory_bytes)
+                ),
+                heartbeat: time(n.last_heartbeat, now),
+                name: n.name,
+                status: n.status,
+                address: n.address,
+                pods: n.pods,
+            }
         })
         .collect();
     page(&headers, "Nodes", "Nodes", Nodes { rows }).map_err(IntoResponse::into_response)

@@ -1,7 +1,8 @@
 //! What the nodes' heartbeats say of resource usage, kept in memory: each node's and each
-//! pod's last sample, and a point every [`POINT_SECONDS`] for the last [`HISTORY_SECONDS`]
-//! (the UI's graphs). Bounded: a series holds at most `HISTORY_SECONDS / POINT_SECONDS + 1`
-//! points, and a pod's series goes when its node's sample no longer has it. Usage is not
+//! pod's last sample, and a point about every [`POINT_SECONDS`] for the last
+//! [`HISTORY_SECONDS`] (the UI's graphs), the newest sample last. Bounded: a series holds about
+//! `HISTORY_SECONDS / POINT_SECONDS + 2` points, and a pod's series goes when its node's
+//! sample no longer has it. Usage is not
 //! written to the store: a restarted server knows it again within one sample.
 //!
 //! [`UsageBook::average`] is the one place that says a pod's usage over a window, for what
@@ -30,10 +31,15 @@ pub struct Point {
 struct Series(VecDeque<Point>);
 
 impl Series {
-    /// Adds `point` unless the last one is newer than `POINT_SECONDS`; drops what is older than
-    /// the history.
+    /// Adds `point`: the last point is always the newest sample, and it stays in the series
+    /// only once it is `POINT_SECONDS` after the one before it. Drops what is older than the
+    /// history.
     fn add(&mut self, point: Point) {
-        if self.0.back().is_none_or(|last| point.at - last.at >= POINT_SECONDS) {
+        let len = self.0.len();
+        // The newest point so far stays when it is far enough from the one before it.
+        if len >= 2 && self.0[len - 1].at - self.0[len - 2].at < POINT_SECONDS {
+            self.0[len - 1] = point;
+        } else {
             self.0.push_back(point);
         }
         while self.0.front().is_some_and(|first| point.at - first.at > HISTORY_SECONDS) {
@@ -217,8 +223,13 @@ mod tests {
             book.record("n1", &sample(1000 + i * 10, &[("web-0", 100 + u64::try_from(i % 2).unwrap() * 100)]));
         }
         let history = book.pod_history("shop", "web-0");
-        assert_eq!(history.len(), usize::try_from(HISTORY_SECONDS / POINT_SECONDS).unwrap() + 1, "{history:?}");
-        assert!(history.windows(2).all(|w| w[1].at - w[0].at == POINT_SECONDS));
+        let bound = usize::try_from(HISTORY_SECONDS / POINT_SECONDS).unwrap() + 2;
+        assert!((bound - 2..=bound).contains(&history.len()), "{} points: {history:?}", history.len());
+        // Points at least POINT_SECONDS apart, but the newest, which is the last sample.
+        let settled = &history[..history.len() - 1];
+        assert!(settled.windows(2).all(|w| w[1].at - w[0].at >= POINT_SECONDS), "{history:?}");
+        assert_eq!(history.last().map(|p| p.at), Some(1000 + 7200));
+        assert!(history.first().is_some_and(|p| 1000 + 7200 - p.at <= HISTORY_SECONDS));
         assert_eq!(book.node_history("n1").len(), history.len());
         // web-1 is no longer in n1's samples: it is gone.
         assert!(book.pod_history("shop", "web-1").is_empty());

@@ -1064,6 +1064,22 @@ async fn top_shows_a_busy_container_and_an_idle_one() {
     let cells: Vec<&str> = row.split_whitespace().collect();
     assert!(cells[1].ends_with('m') && cells[2].ends_with('%') && cells[4].ends_with('%'), "{table}");
 
+    // The UI shows usage against what pods ask for, with a graph of the last hour.
+    let ui = |path: &'static str| {
+        let base = format!("http://{}", cluster.listen);
+        async move { get_text(&format!("{base}{path}"), None).await.1 }
+    };
+    wait_for("the workload page to graph the busy pod", LIMIT, || async {
+        let page = ui("/workloads/deployment/default/burn").await;
+        page.contains("<th scope=\"col\">CPU</th>") && page.contains("<svg class=\"spark\"")
+    })
+    .await;
+    let page = ui("/nodes").await;
+    assert!(
+        page.contains("<th scope=\"col\">CPU used</th>") && page.contains("m of ") && page.contains("%)"),
+        "{page}"
+    );
+
     // Both /metrics carry each container's usage.
     let (_, text) = get_text(&format!("http://{}/metrics", cluster.listen), None).await;
     let cores = sample(&text, "berth_container_cpu_usage_cores", &[("container", "burn")]);
