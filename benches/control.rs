@@ -11,13 +11,20 @@
 //!   present), median of 11 commits, with a real `berth agent` process.
 //!
 //! - `ui`: the time to answer each web page and the status API with 1,000 workloads.
+//! - `usage`: the server's CPU with 1,000 hollow nodes of 10 pods heartbeating every 2 s,
+//!   without and with their pods' usage (sampled every 10 s) in the heartbeats.
 //!
-//! `cargo bench --bench control [scale|memory|ready|ui]` (all by default). The hollow runtime
+//! `cargo bench --bench control [scale|memory|ready|ui|usage]` (all by default). The hollow runtime
 //! is a measuring instrument; no functional test uses it.
 
 #[path = "../tests/it/images.rs"]
 #[allow(dead_code)]
 mod images;
+
+#[allow(dead_code)]
+#[path = "common/process.rs"]
+mod process;
+use process::{cpu_ticks, rss_mib};
 
 use berth::nodes::netns::Check;
 use berth::nodes::runtime::{ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, RuntimeError};
@@ -196,17 +203,6 @@ fn start_server(repo: &Path, state: &Path) -> Server {
     Server { child, listen, db }
 }
 
-fn rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let kib: f64 = status
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0);
-    kib / 1024.0
-}
-
 fn git(repo: &Path, args: &[&str]) {
     let status = Command::new("git")
         .args(args)
@@ -274,6 +270,7 @@ async fn hollow_nodes(
     state: &Path,
     started: &Arc<AtomicUsize>,
     shutdown: &tokio_util::sync::CancellationToken,
+    tune: Tune,
 ) {
     for i in 0..nodes {
         let mut config = berth::nodes::agent::AgentConfig::new(
@@ -287,6 +284,7 @@ async fn hollow_nodes(
         config.resync_interval = Duration::from_secs(60);
         // Hollow pods have no network namespace to route in.
         config.routing = false;
+        tune(&mut config);
         let runtime = Arc::new(Hollow::new(started.clone()));
         let stop = shutdown.clone();
         tokio::spawn(async move {
@@ -314,12 +312,25 @@ struct HollowCluster {
 }
 
 async fn hollow_cluster(nodes: usize, workloads: usize, replicas: usize) -> HollowCluster {
+    hollow_cluster_tuned(nodes, workloads, replicas, |_| {}).await
+}
+
+/// A change to each hollow agent's configuration.
+type Tune = fn(&mut berth::nodes::agent::AgentConfig);
+
+/// `hollow_cluster` with each agent's configuration changed by `tune`.
+async fn hollow_cluster_tuned(
+    nodes: usize,
+    workloads: usize,
+    replicas: usize,
+    tune: Tune,
+) -> HollowCluster {
     let repo = new_repo();
     let state = tempfile::tempdir_in("/dev/shm").or_else(|_| tempfile::tempdir()).unwrap();
     let server = start_server(repo.path(), state.path());
     let started = Arc::new(AtomicUsize::new(0));
     let shutdown = tokio_util::sync::CancellationToken::new();
-    hollow_nodes(&server, nodes, state.path(), &started, &shutdown).await;
+    hollow_nodes(&server, nodes, state.path(), &started, &shutdown, tune).await;
     write_workloads(repo.path(), workloads, replicas);
     commit_all(repo.path(), &format!("{workloads} deployments of {replicas}"));
     HollowCluster { _repo: repo, _state: state, server, started, shutdown, committed: Instant::now() }
@@ -387,6 +398,55 @@ async fn memory() {
         samples[samples.len() - 1]
     );
     shutdown.cancel();
+}
+
+/// The server's CPU with 1,000 hollow nodes of 10 pods each heartbeating every 2 s, as agents
+/// do by default: once with no pod usage in the heartbeats, once with each pod's usage sampled
+/// every 10 s. Over 30 s, once all usage has arrived.
+async fn usage_load() {
+    let cases: [(&str, Tune); 2] = [
+        ("no usage in heartbeats", |config| {
+            config.heartbeat_interval = Duration::from_secs(2);
+            config.usage_interval = Duration::from_secs(86_400);
+        }),
+        ("usage every 10 s", |config| {
+            config.heartbeat_interval = Duration::from_secs(2);
+            config.usage_interval = Duration::from_secs(10);
+        }),
+    ];
+    let (nodes, workloads, replicas) = (1000, 100, 100);
+    let mut cores = Vec::new();
+    for (label, tune) in cases {
+        let cluster = hollow_cluster_tuned(nodes, workloads, replicas, tune).await;
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while cluster.started.load(Ordering::Relaxed) < workloads * replicas {
+            assert!(Instant::now() < deadline, "usage run incomplete");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // Two samples give every pod a rate; then the load is steady.
+        tokio::time::sleep(Duration::from_secs(25)).await;
+        let sampled = reqwest::get(format!("http://{}/api/v1/top/pods", cluster.server.listen))
+            .await
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap()
+            .as_array()
+            .map_or(0, Vec::len);
+        let window = Duration::from_secs(30);
+        let before = cpu_ticks(cluster.server.child.id());
+        tokio::time::sleep(window).await;
+        let used = (cpu_ticks(cluster.server.child.id()) - before) as f64 / 100.0 / window.as_secs_f64();
+        println!(
+            "usage: server CPU with {nodes} hollow nodes heartbeating every 2 s, {label}: {used:.3} cores \
+             ({sampled} pods with usage; RSS {:.1} MiB)",
+            rss_mib(cluster.server.child.id())
+        );
+        cores.push(used);
+        cluster.shutdown.cancel();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    println!("usage: the usage in heartbeats costs the server {:.3} cores", cores[1] - cores[0]);
 }
 
 /// Time to answer each page with 1,000 workloads, over loopback, median of 21.
@@ -652,6 +712,9 @@ fn main() {
         }
         if wants("scale") {
             scale().await;
+        }
+        if wants("usage") {
+            usage_load().await;
         }
     });
 }
