@@ -103,6 +103,10 @@ pub trait Nodes: Send + Sync + 'static {
     fn routes(&self) -> Arc<RouteTable>;
     /// The version of the route table `node` routes by, as far as is known.
     fn routes_acked(&self, node: &str) -> u64;
+    /// A pod's CPU (millicores) and memory (bytes) in use, averaged over the `window` seconds
+    /// before `now`, as its node's samples say; `None` when none was sampled in it. What an
+    /// autoscaler reads.
+    fn pod_usage(&self, namespace: &str, pod: &str, window: i64, now: i64) -> Option<(u64, u64)>;
 }
 
 /// A node's assignment at a generation.

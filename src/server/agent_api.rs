@@ -281,4 +281,8 @@ impl crate::apply::controller::Nodes for AgentApi {
     fn routes_acked(&self, node: &str) -> u64 {
         AgentApi::routes_acked(self, node)
     }
+
+    fn pod_usage(&self, namespace: &str, pod: &str, window: i64, now: i64) -> Option<(u64, u64)> {
+        self.inner.usage.average(namespace, pod, window, now)
+    }
 }
