@@ -58,6 +58,7 @@ fn pod(name: &str) -> PodAssignment {
         },
         env: BTreeMap::new(),
         files: BTreeMap::new(),
+        node_env: Vec::new(),
     }
 }
 

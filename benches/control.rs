@@ -319,12 +319,7 @@ async fn hollow_cluster(nodes: usize, workloads: usize, replicas: usize) -> Holl
 type Tune = fn(&mut berth::nodes::agent::AgentConfig);
 
 /// `hollow_cluster` with each agent's configuration changed by `tune`.
-async fn hollow_cluster_tuned(
-    nodes: usize,
-    workloads: usize,
-    replicas: usize,
-    tune: Tune,
-) -> HollowCluster {
+async fn hollow_cluster_tuned(nodes: usize, workloads: usize, replicas: usize, tune: Tune) -> HollowCluster {
     let repo = new_repo();
     let state = tempfile::tempdir_in("/dev/shm").or_else(|_| tempfile::tempdir()).unwrap();
     let server = start_server(repo.path(), state.path());

@@ -333,11 +333,17 @@ impl<N: Nodes> Controller<N> {
             .collect();
         let requests: Vec<PodRequest> = pending.iter().map(|(request, _, _)| request.clone()).collect();
         let mut additions: BTreeMap<String, Vec<PodAssignment>> = BTreeMap::new();
-        for ((_, pod, workload), (_, placement)) in
+        for ((_, mut pod, workload), (_, placement)) in
             pending.into_iter().zip(schedule::schedule(&node_infos, &placed, &requests))
         {
             match placement {
-                Placement::Node(node) => additions.entry(node).or_default().push(pod),
+                Placement::Node(node) => {
+                    if let Some(record) = nodes.iter().find(|n| n.name == node) {
+                        let allocatable = (record.allocatable.cpu_millis, record.allocatable.memory_bytes);
+                        super::pods::place(&mut pod, &record.name, &record.address, allocatable);
+                    }
+                    additions.entry(node).or_default().push(pod);
+                }
                 Placement::Unschedulable(reason) => {
                     if let Some(status) = statuses.iter_mut().find(|s| s.key == workload) {
                         status.complete = false;

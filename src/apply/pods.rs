@@ -5,9 +5,10 @@
 //! (`web-5d41402abc-0`), so the set of pods a revision wants is known without remembering
 //! random names, and a new template means new pods, as a rollout needs.
 
+use crate::manifest::downward::{self, PodField, ResourceField};
 use crate::manifest::types::{ConfigMap, KeyToPath, PodSpec};
 use crate::manifest::{Kind, Object, ObjectKey, Resource, SecretData, validate};
-use crate::nodes::protocol::PodAssignment;
+use crate::nodes::protocol::{NodeEnv, NodeValue, PodAssignment};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -115,7 +116,13 @@ pub fn assignment(
         (_, Replica::Ordinal(ordinal)) => pod_name(&resource.key.name, &hash, ordinal),
     };
 
+    let uid = {
+        let mut bytes = [0u8; 8];
+        rand::fill(&mut bytes);
+        hex::encode(bytes)
+    };
     let mut env = BTreeMap::new();
+    let mut node_env = Vec::new();
     for container in &spec.containers {
         let mut values: Vec<(String, String)> = Vec::new();
         for source in &container.env_from {
@@ -152,6 +159,47 @@ pub fn assignment(
                 values.push((variable.name.clone(), String::new()));
                 continue;
             };
+            if let Some(field) = &from.field_ref {
+                let field = PodField::parse(&field.field_path)?;
+                let value = match &field {
+                    PodField::Name => pod.clone(),
+                    PodField::Namespace => namespace.to_owned(),
+                    PodField::Uid => uid.clone(),
+                    PodField::Label(key) => {
+                        resource.object.pod_labels().and_then(|l| l.get(key)).cloned().unwrap_or_default()
+                    }
+                    PodField::Annotation(key) => {
+                        resource.object.pod_annotations().and_then(|a| a.get(key)).cloned().unwrap_or_default()
+                    }
+                    PodField::NodeName | PodField::NodeAddress => {
+                        let value = if field == PodField::NodeName { NodeValue::Name } else { NodeValue::Address };
+                        node_env.push(NodeEnv { container: container.name.clone(), index: values.len(), value });
+                        String::new()
+                    }
+                };
+                values.push((variable.name.clone(), value));
+                continue;
+            }
+            if let Some(selector) = &from.resource_field_ref {
+                let field = ResourceField::parse(&selector.resource)?;
+                let divisor = downward::divisor(selector)?;
+                let name = selector.container_name.as_deref().unwrap_or(&container.name);
+                let of = spec
+                    .containers
+                    .iter()
+                    .find(|c| c.name == name)
+                    .ok_or_else(|| format!("resourceFieldRef names no container `{name}` of this pod"))?;
+                let value = match downward::resource_value(field, of, divisor, None) {
+                    Some(value) => value,
+                    None => {
+                        let value = NodeValue::Resource { field, container: name.to_owned(), divisor };
+                        node_env.push(NodeEnv { container: container.name.clone(), index: values.len(), value });
+                        String::new()
+                    }
+                };
+                values.push((variable.name.clone(), value));
+                continue;
+            }
             let (entries, selector, kind) = match (&from.config_map_key_ref, &from.secret_key_ref) {
                 (Some(r), _) => (sources.config_map_entries(namespace, &r.name), r, "ConfigMap"),
                 (_, Some(r)) => (sources.secret_entries(namespace, &r.name), r, "Secret"),
@@ -203,15 +251,33 @@ pub fn assignment(
         revision: revision.to_owned(),
         spec_hash: hash,
         config_hash: config.unwrap_or_default(),
-        uid: {
-            let mut bytes = [0u8; 8];
-            rand::fill(&mut bytes);
-            hex::encode(bytes)
-        },
+        uid,
         spec: spec.clone(),
         env,
         files,
+        node_env,
     })
+}
+
+/// Fills the variables of `pod` that are its node's, once it is placed on the node `name`
+/// with `address` and `allocatable` (millicores, bytes).
+pub fn place(pod: &mut PodAssignment, name: &str, address: &str, allocatable: (u64, u64)) {
+    for NodeEnv { container, index, value } in std::mem::take(&mut pod.node_env) {
+        let filled = match value {
+            NodeValue::Name => name.to_owned(),
+            NodeValue::Address => address.to_owned(),
+            NodeValue::Resource { field, container: of, divisor } => pod
+                .spec
+                .containers
+                .iter()
+                .find(|c| c.name == of)
+                .and_then(|c| downward::resource_value(field, c, divisor, Some(allocatable)))
+                .unwrap_or_default(),
+        };
+        if let Some(entry) = pod.env.get_mut(&container).and_then(|values| values.get_mut(index)) {
+            entry.1 = filled;
+        }
+    }
 }
 
 /// A volume's files: every key as a file of its name, or only the `items`, at their paths.

@@ -8,6 +8,7 @@
 
 pub mod de;
 pub mod defaults;
+pub mod downward;
 pub mod kinds;
 pub mod kubernetes;
 pub mod policy;
@@ -227,6 +228,14 @@ impl Object {
     }
 
     /// Labels of the pods this object runs.
+    /// The annotations of the pods it runs.
+    pub fn pod_annotations(&self) -> Option<&std::collections::BTreeMap<String, String>> {
+        match self {
+            Object::Pod(o) => Some(&o.metadata.annotations),
+            _ => self.template().map(|t| &t.metadata.annotations),
+        }
+    }
+
     pub fn pod_labels(&self) -> Option<&Labels> {
         match self {
             Object::Pod(o) => Some(&o.metadata.labels),

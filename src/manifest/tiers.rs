@@ -135,8 +135,6 @@ pub const REFUSED: &[(&str, &str, &str)] = &[
     ("Volume", "csi", "not supported"),
     ("Volume", "ephemeral", "not supported; use emptyDir"),
     ("Probe", "grpc", "grpc probes are not supported; use httpGet, tcpSocket or exec"),
-    ("EnvVarSource", "fieldRef", "not supported yet"),
-    ("EnvVarSource", "resourceFieldRef", "not supported yet"),
     ("ServiceSpec", "externalIPs", "not supported; use NodePort"),
     ("ServiceSpec", "externalName", "ExternalName services are not supported"),
     ("ServiceSpec", "healthCheckNodePort", "not supported"),

@@ -420,6 +420,38 @@ pub struct EnvVarSource {
     pub config_map_key_ref: Option<KeySelector>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_key_ref: Option<KeySelector>,
+    /// A field of the pod (the downward API): `metadata.name`, `metadata.namespace`,
+    /// `metadata.uid`, `metadata.labels['KEY']`, `metadata.annotations['KEY']`, `spec.nodeName`,
+    /// `status.hostIP` or `status.podIP` (the node's address: pods are reached through their
+    /// node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field_ref: Option<ObjectFieldSelector>,
+    /// A container's request or limit: `requests.cpu`, `requests.memory`, `limits.cpu`,
+    /// `limits.memory` (a limit that is not set is the node's allocatable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_field_ref: Option<ResourceFieldSelector>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ObjectFieldSelector {
+    /// `v1`, the only version of these fields.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    pub field_path: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ResourceFieldSelector {
+    /// The container whose resources are read; the variable's own container when not set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_name: Option<String>,
+    pub resource: String,
+    /// What the value is divided by, rounded up: `1m` gives millicores, `1Mi` mebibytes.
+    /// Default 1 (cores, bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub divisor: Option<Quantity>,
 }
 
 /// One key of a ConfigMap or Secret in the same namespace.

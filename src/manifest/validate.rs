@@ -555,6 +555,7 @@ impl<'a> Checker<'a> {
 
         let mut container_names: HashMap<&str, usize> = HashMap::new();
         let mut port_names: HashMap<&str, usize> = HashMap::new();
+        let all_containers: Vec<&str> = spec.containers.iter().map(|c| c.name.as_str()).collect();
         for (index, container) in spec.containers.iter().enumerate() {
             if let Some(first) = container_names.insert(&container.name, index) {
                 self.error(
@@ -564,7 +565,7 @@ impl<'a> Checker<'a> {
                 );
             }
             self.enter(&[K("containers"), I(index)]);
-            self.container(container, namespace, &volume_names, &mut port_names);
+            self.container(container, namespace, &volume_names, &mut port_names, &all_containers);
             self.leave(2);
         }
     }
@@ -614,6 +615,7 @@ impl<'a> Checker<'a> {
         namespace: &str,
         volumes: &HashMap<&str, usize>,
         port_names: &mut HashMap<&'c str, usize>,
+        containers: &[&str],
     ) {
         if let Some(context) = &container.security_context {
             for (field, id) in [("runAsUser", context.run_as_user), ("runAsGroup", context.run_as_group)] {
@@ -687,6 +689,56 @@ impl<'a> Checker<'a> {
             }
             match (&env.value, &env.value_from) {
                 (Some(_), Some(_)) => self.error(&[K("env"), I(index)], "set value or valueFrom, not both", None),
+                (_, Some(source)) if source.field_ref.is_some() || source.resource_field_ref.is_some() => {
+                    let sources = [
+                        source.config_map_key_ref.is_some(),
+                        source.secret_key_ref.is_some(),
+                        source.field_ref.is_some(),
+                        source.resource_field_ref.is_some(),
+                    ];
+                    if sources.iter().filter(|s| **s).count() > 1 {
+                        self.error(
+                            &[K("env"), I(index), K("valueFrom")],
+                            "set exactly one of configMapKeyRef, secretKeyRef, fieldRef and resourceFieldRef",
+                            None,
+                        );
+                    } else if let Some(field) = &source.field_ref {
+                        let at = [K("env"), I(index), K("valueFrom"), K("fieldRef")];
+                        if let Some(version) = field.api_version.as_deref().filter(|v| *v != "v1") {
+                            self.error(
+                                &[at[0], at[1], at[2], at[3], K("apiVersion")],
+                                format!("apiVersion `{version}` has no such fields"),
+                                Some("use v1, or leave it out".into()),
+                            );
+                        }
+                        if let Err(message) = super::downward::PodField::parse(&field.field_path) {
+                            self.error(
+                                &[at[0], at[1], at[2], at[3], K("fieldPath")],
+                                message,
+                                Some(format!("use one of {}", super::downward::FIELD_PATHS)),
+                            );
+                        }
+                    } else if let Some(field) = &source.resource_field_ref {
+                        let at = [K("env"), I(index), K("valueFrom"), K("resourceFieldRef")];
+                        if let Err(message) = super::downward::ResourceField::parse(&field.resource) {
+                            self.error(&[at[0], at[1], at[2], at[3], K("resource")], message, None);
+                        }
+                        if let Err(message) = super::downward::divisor(field) {
+                            self.error(
+                                &[at[0], at[1], at[2], at[3], K("divisor")],
+                                message,
+                                Some("use 1, 1m, 1Mi or 1Gi".into()),
+                            );
+                        }
+                        if let Some(name) = field.container_name.as_deref().filter(|n| !containers.contains(n)) {
+                            self.error(
+                                &[at[0], at[1], at[2], at[3], K("containerName")],
+                                format!("this pod has no container `{name}`"),
+                                Some(format!("name one of: {}", containers.join(", "))),
+                            );
+                        }
+                    }
+                }
                 (_, Some(source)) => match (&source.config_map_key_ref, &source.secret_key_ref) {
                     (Some(r), None) => self.reference(
                         Kind::ConfigMap,
@@ -707,7 +759,7 @@ impl<'a> Checker<'a> {
                     (None, None) if self.has_other_keys(&[K("env"), I(index), K("valueFrom")], &[]) => {}
                     _ => self.error(
                         &[K("env"), I(index), K("valueFrom")],
-                        "set exactly one of configMapKeyRef and secretKeyRef",
+                        "set exactly one of configMapKeyRef, secretKeyRef, fieldRef and resourceFieldRef",
                         None,
                     ),
                 },

@@ -44,6 +44,32 @@ pub struct PodAssignment {
     /// The files of configMap and secret volumes: volume name, then path inside the volume.
     #[serde(default)]
     pub files: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+    /// Variables of `env` whose value is the node's (`fieldRef` of `spec.nodeName`,
+    /// `status.hostIP`, `status.podIP`, a `resourceFieldRef` of a limit that is not set): the
+    /// controller fills them when it places the pod. Never sent or stored.
+    #[serde(skip)]
+    pub node_env: Vec<NodeEnv>,
+}
+
+/// A variable of a pod's environment that waits for the pod's node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeEnv {
+    pub container: String,
+    /// Its place in the container's `env` list.
+    pub index: usize,
+    pub value: NodeValue,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum NodeValue {
+    Name,
+    Address,
+    /// A resource of `container` whose amount is the node's allocatable when not set.
+    Resource {
+        field: crate::manifest::downward::ResourceField,
+        container: String,
+        divisor: i128,
+    },
 }
 
 /// The lifecycle phase of a pod, as Kubernetes names it.

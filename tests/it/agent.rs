@@ -103,6 +103,7 @@ pub fn pod(name: &str, containers: Vec<Container>) -> PodAssignment {
         },
         env: BTreeMap::new(),
         files: BTreeMap::new(),
+        node_env: Vec::new(),
     }
 }
 

@@ -1146,3 +1146,48 @@ async fn get_pods_watch_prints_a_row_when_a_pod_turns_ready() {
         }
     }
 }
+
+/// Issue 17: the downward API reaches a container's environment: the pod's own fields, its
+/// template's labels, its node's name and address once placed, and its resources (a limit
+/// that is not set is the node's allocatable).
+#[tokio::test(flavor = "multi_thread")]
+async fn field_and_resource_references_reach_the_environment() {
+    let mut repo = TestRepo::new();
+    let env = "          env:
+            - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+            - {name: POD_NAMESPACE, valueFrom: {fieldRef: {fieldPath: metadata.namespace}}}
+            - {name: POD_UID, valueFrom: {fieldRef: {apiVersion: v1, fieldPath: metadata.uid}}}
+            - {name: APP, valueFrom: {fieldRef: {fieldPath: \"metadata.labels['app']\"}}}
+            - {name: NODE, valueFrom: {fieldRef: {fieldPath: spec.nodeName}}}
+            - {name: HOST_IP, valueFrom: {fieldRef: {fieldPath: status.hostIP}}}
+            - {name: POD_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}
+            - {name: CPU_MILLIS, valueFrom: {resourceFieldRef: {resource: requests.cpu, divisor: 1m}}}
+            - {name: MEMORY_MIB, valueFrom: {resourceFieldRef: {containerName: downward, resource: limits.memory, divisor: 1Mi}}}
+          resources:
+            requests: {cpu: 150m}
+";
+    let manifest = crate::images::deployment("downward", None, 1, "v1", None)
+        .replace("          command:", &format!("{env}          command:"));
+    assert!(manifest.contains("POD_NAME"), "{manifest}");
+    repo.write("downward.yaml", &manifest);
+    repo.commit("a pod that reads itself");
+    let cluster = Cluster::start_on("downward", repo.path().to_str().unwrap(), 1, &[], 24).await;
+    cluster.wait_status("the pod to run", synced).await;
+    let pods = cluster.get("/api/v1/pods").await;
+    let pod = pods.as_array().unwrap().iter().find(|p| p["workload"] == "downward").expect("the pod").clone();
+    let (name, node) = (pod["name"].as_str().unwrap(), pod["node"].as_str().unwrap());
+    let container = berth::nodes::pods::engine_name(&[node, "default", name, "downward", "0"]);
+    let script =
+        "echo $POD_NAME $POD_NAMESPACE $APP $NODE $HOST_IP $POD_IP $CPU_MILLIS; echo $POD_UID; echo $MEMORY_MIB";
+    let output = Command::new("docker").args(["exec", &container, "sh", "-c", script]).output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(
+        lines.first().copied(),
+        Some(format!("{name} default downward {node} 127.0.24.2 127.0.24.2 150").as_str()),
+        "{text}"
+    );
+    assert_eq!(lines.get(1).map(|uid| uid.len()), Some(16), "the pod's uid: {text}");
+    let allocatable_mib = berth::nodes::agent::capacity().memory_bytes.div_ceil(1 << 20);
+    assert_eq!(lines.get(2).copied(), Some(allocatable_mib.to_string().as_str()), "no memory limit: {text}");
+}

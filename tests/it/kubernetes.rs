@@ -56,6 +56,8 @@ fn kubernetes_types() -> BTreeMap<&'static str, BTreeSet<String>> {
         ("EnvVar", fields::<core::EnvVar>()),
         ("EnvVarSource", fields::<core::EnvVarSource>()),
         ("KeySelector", both(fields::<core::ConfigMapKeySelector>(), fields::<core::SecretKeySelector>())),
+        ("ObjectFieldSelector", fields::<core::ObjectFieldSelector>()),
+        ("ResourceFieldSelector", fields::<core::ResourceFieldSelector>()),
         ("EnvFromSource", fields::<core::EnvFromSource>()),
         ("ObjectRef", both(fields::<core::ConfigMapEnvSource>(), fields::<core::SecretEnvSource>())),
         ("ContainerPort", fields::<core::ContainerPort>()),

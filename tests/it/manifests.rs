@@ -308,7 +308,7 @@ spec:
       env:
         - name: POD
           valueFrom:
-            fieldRef: {fieldPath: metadata.name}
+            fieldRef: {fieldPath: status.phase}
       readinessProbe:
         grpc: {port: 9000}
         periodSeconds: 5
@@ -380,7 +380,7 @@ spec:
         ("volumes[1].iscsi: volume source `iscsi` is not supported by berth (berth's nodes mount emptyDir", 1),
         ("volumes[2].glusterfs: volume source `glusterfs` is not supported", 1),
         ("volumes[3].azureDisk: volume source `azureDisk` is not supported", 1),
-        ("valueFrom.fieldRef: field `fieldRef` is not supported by berth", 1),
+        ("valueFrom.fieldRef.fieldPath: `status.phase` is not a field berth fills (use one of metadata.name", 1),
         ("set exactly one of", 0),
         ("readinessProbe.grpc: field `grpc` is not supported by berth", 1),
         ("a probe needs one of", 0),
