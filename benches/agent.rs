@@ -49,6 +49,7 @@ fn pod(name: &str) -> PodAssignment {
         config_hash: String::new(),
         uid: format!("uid-{name}"),
         spec: PodSpec {
+            init_containers: Vec::new(),
             containers: vec![images::container("main", "exec sleep 3600")],
             volumes: Vec::new(),
             node_selector: BTreeMap::new(),

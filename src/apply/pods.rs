@@ -123,7 +123,7 @@ pub fn assignment(
     };
     let mut env = BTreeMap::new();
     let mut node_env = Vec::new();
-    for container in &spec.containers {
+    for container in spec.all_containers() {
         let mut values: Vec<(String, String)> = Vec::new();
         for source in &container.env_from {
             let prefix = source.prefix.clone().unwrap_or_default();
@@ -185,8 +185,7 @@ pub fn assignment(
                 let divisor = downward::divisor(selector)?;
                 let name = selector.container_name.as_deref().unwrap_or(&container.name);
                 let of = spec
-                    .containers
-                    .iter()
+                    .all_containers()
                     .find(|c| c.name == name)
                     .ok_or_else(|| format!("resourceFieldRef names no container `{name}` of this pod"))?;
                 let value = match downward::resource_value(field, of, divisor, None) {
@@ -268,8 +267,7 @@ pub fn place(pod: &mut PodAssignment, name: &str, address: &str, allocatable: (u
             NodeValue::Address => address.to_owned(),
             NodeValue::Resource { field, container: of, divisor } => pod
                 .spec
-                .containers
-                .iter()
+                .all_containers()
                 .find(|c| c.name == of)
                 .and_then(|c| downward::resource_value(field, c, divisor, Some(allocatable)))
                 .unwrap_or_default(),

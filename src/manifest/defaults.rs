@@ -69,7 +69,7 @@ pub fn apply(object: &mut Object) {
 fn pod_spec(spec: &mut PodSpec) {
     spec.restart_policy.get_or_insert(RestartPolicy::Always);
     spec.termination_grace_period_seconds.get_or_insert(30);
-    for container in &mut spec.containers {
+    for container in spec.init_containers.iter_mut().chain(&mut spec.containers) {
         for port in &mut container.ports {
             port.protocol.get_or_insert(Protocol::Tcp);
         }

@@ -822,7 +822,7 @@ pub struct ConfigRead {
 fn config_reads(object: &Object) -> Box<[ConfigRead]> {
     let Some(spec) = object.pod_spec() else { return Box::default() };
     let mut reads: Vec<(Kind, &str, Option<&str>)> = Vec::new();
-    for container in &spec.containers {
+    for container in spec.all_containers() {
         for source in &container.env_from {
             if let Some(r) = &source.config_map_ref {
                 reads.push((Kind::ConfigMap, &r.name, None));

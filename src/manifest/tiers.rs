@@ -113,11 +113,6 @@ pub const ACCEPTED: &[(&str, &str, &str)] = &[
 /// `(struct, field, reason)`: real Kubernetes fields berth refuses, because running the object
 /// without them would do something else than the author meant.
 pub const REFUSED: &[(&str, &str, &str)] = &[
-    (
-        "PodSpec",
-        "initContainers",
-        "init containers are not supported yet; run the step in the main container's command",
-    ),
     ("PodSpec", "ephemeralContainers", "ephemeral containers are not supported"),
     ("PodSpec", "hostNetwork", "pods always get their own network namespace"),
     ("PodSpec", "hostPID", "pods always get their own process namespace"),

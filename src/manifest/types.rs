@@ -247,6 +247,10 @@ pub enum RestartPolicy {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PodSpec {
+    /// Run one at a time, in order, each to a successful exit, before the containers start; a
+    /// failure is retried under `restartPolicy`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub init_containers: Vec<Container>,
     pub containers: Vec<Container>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<Volume>,
@@ -262,6 +266,13 @@ pub struct PodSpec {
     /// Users, groups and kernel limits of every container; a container's own context wins.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security_context: Option<PodSecurityContext>,
+}
+
+impl PodSpec {
+    /// The init containers, then the containers: every container the pod runs.
+    pub fn all_containers(&self) -> impl Iterator<Item = &Container> + Clone {
+        self.init_containers.iter().chain(&self.containers)
+    }
 }
 
 /// What every container of a pod runs as. A container's `securityContext` overrides the same

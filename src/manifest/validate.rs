@@ -553,20 +553,46 @@ impl<'a> Checker<'a> {
             }
         }
 
-        let mut container_names: HashMap<&str, usize> = HashMap::new();
+        let mut container_names: HashMap<&str, String> = HashMap::new();
         let mut port_names: HashMap<&str, usize> = HashMap::new();
-        let all_containers: Vec<&str> = spec.containers.iter().map(|c| c.name.as_str()).collect();
-        for (index, container) in spec.containers.iter().enumerate() {
-            if let Some(first) = container_names.insert(&container.name, index) {
+        let all_containers: Vec<&str> = spec.all_containers().map(|c| c.name.as_str()).collect();
+        let lists = [("initContainers", &spec.init_containers), ("containers", &spec.containers)];
+        for (list, containers) in lists {
+            for (index, container) in containers.iter().enumerate() {
+                if let Some(first) = container_names.insert(&container.name, format!("{list}[{index}]")) {
+                    self.error(
+                        &[K(list), I(index), K("name")],
+                        format!("container `{}` is declared twice", container.name),
+                        Some(format!("the first is {first}")),
+                    );
+                }
+                self.enter(&[K(list), I(index)]);
+                if list == "initContainers" {
+                    self.init_container(container);
+                }
+                self.container(container, namespace, &volume_names, &mut port_names, &all_containers);
+                self.leave(2);
+            }
+        }
+    }
+
+    /// What Kubernetes refuses on an init container: it runs to its end, so nothing probes it
+    /// and no hook runs around it.
+    fn init_container(&mut self, container: &Container) {
+        let refused = [
+            ("startupProbe", container.startup_probe.is_some()),
+            ("livenessProbe", container.liveness_probe.is_some()),
+            ("readinessProbe", container.readiness_probe.is_some()),
+            ("lifecycle", container.lifecycle.is_some()),
+        ];
+        for (field, present) in refused {
+            if present {
                 self.error(
-                    &[K("containers"), I(index), K("name")],
-                    format!("container `{}` is declared twice", container.name),
-                    Some(format!("the first is containers[{first}]")),
+                    &[K(field)],
+                    format!("an init container cannot have `{field}`: it runs to its end before the pod starts"),
+                    Some("remove it, or make it a container".into()),
                 );
             }
-            self.enter(&[K("containers"), I(index)]);
-            self.container(container, namespace, &volume_names, &mut port_names, &all_containers);
-            self.leave(2);
         }
     }
 

@@ -490,7 +490,7 @@ impl<R: ContainerRuntime> PodManager<R> {
     /// Pulls every image of the pod; a failure waits out a growing backoff, never a hot loop.
     async fn ensure_images(&self, assignment: &PodAssignment) -> bool {
         let mut all_present = true;
-        for container in &assignment.spec.containers {
+        for container in assignment.spec.all_containers() {
             let key = format!("{}/{}", pod_key(&assignment.namespace, &assignment.pod), container.name);
             if self.lock_waiting().get(&key).is_some_and(|w| w.until > Instant::now()) {
                 all_present = false;
@@ -570,7 +570,7 @@ impl<R: ContainerRuntime> PodManager<R> {
         let spec = &assignment.spec;
         // A container whose securityContext cannot be met stops the pod before anything of it
         // is made, as the kubelet refuses to create it.
-        for container in &spec.containers {
+        for container in spec.all_containers() {
             self.security(assignment, container).await?;
         }
         for volume in spec.volumes.iter().filter(|v| v.empty_dir.is_some()) {
@@ -616,8 +616,17 @@ impl<R: ContainerRuntime> PodManager<R> {
         self.runtime.start(&sandbox_id).await?;
         // Services are reachable before the first container starts.
         self.attach(assignment, &sandbox_id).await?;
-        for container in &spec.containers {
-            self.start_container(assignment, container, &sandbox_id, 0).await?;
+        // Init containers run first, one at a time: the first starts now, the next ones and the
+        // containers as each ends well (`repair_pod`, on the engine's event).
+        match spec.init_containers.first() {
+            Some(init) => {
+                self.start_container(assignment, init, &sandbox_id, 0).await?;
+            }
+            None => {
+                for container in &spec.containers {
+                    self.start_container(assignment, container, &sandbox_id, 0).await?;
+                }
+            }
         }
         // An earlier failure to create this pod (a name in use, an engine error) was that
         // attempt's; it is not shown on the pod that now runs.
@@ -913,6 +922,31 @@ impl<R: ContainerRuntime> PodManager<R> {
         self.attach(assignment, &sandbox.id).await?;
         let policy = assignment.spec.restart_policy.unwrap_or(RestartPolicy::Always);
         let mut started = 0;
+        if !init_done(assignment, pod) {
+            for init in &assignment.spec.init_containers {
+                let attempts = pod.containers.get(&init.name).map(Vec::as_slice).unwrap_or_default();
+                let key = format!("{}/{}", pod_key(&assignment.namespace, &assignment.pod), init.name);
+                let Some(latest) = attempts.last() else {
+                    if self.lock_waiting().get(&key).is_none_or(|w| w.until <= Instant::now()) {
+                        self.start_container(assignment, init, &sandbox.id, 0).await?;
+                        started += 1;
+                    }
+                    return Ok(started);
+                };
+                match latest.state {
+                    ContainerState::Running | ContainerState::Other => return Ok(started),
+                    ContainerState::Exited if latest.exit_code == Some(0) => continue,
+                    // A failed init container is tried again, unless the pod never restarts.
+                    _ if policy == RestartPolicy::Never => return Ok(started),
+                    _ => {
+                        if self.restart_when_due(assignment, init, attempts, &key, &sandbox.id).await? {
+                            started += 1;
+                        }
+                        return Ok(started);
+                    }
+                }
+            }
+        }
         for container in &assignment.spec.containers {
             let attempts = pod.containers.get(&container.name).map(Vec::as_slice).unwrap_or_default();
             let key = format!("{}/{}", pod_key(&assignment.namespace, &assignment.pod), container.name);
@@ -938,45 +972,61 @@ impl<R: ContainerRuntime> PodManager<R> {
             if !restart {
                 continue;
             }
-            let attempt = attempt_of(latest) + 1;
-            let now = Instant::now();
-            let due = {
-                let mut waiting = self.lock_waiting();
-                let entry = waiting.entry(key.clone()).or_insert_with(|| {
-                    let reason = match latest.exit_code {
-                        Some(code) if latest.oom_killed => format!("container exited with code {code}: out of memory"),
-                        Some(code) => format!("container exited with code {code}"),
-                        None => "container is not running".to_owned(),
-                    };
-                    Waiting { reason, until: now + self.backoff(attempt), failures: attempt, config_error: false }
-                });
-                entry.until <= now
-            };
-            if !due {
-                continue;
+            if self.restart_when_due(assignment, container, attempts, &key, &sandbox.id).await? {
+                started += 1;
             }
-            if let Some(waited) = self.lock_waiting().remove(&key) {
-                // Why the previous attempt ended stays visible on the next one; a probe's reason
-                // is more telling than the exit code the stop produced.
-                let mut stopped = self.lock_stopped();
-                match stopped.get_mut(&key) {
-                    Some((_, by_probe @ true)) => *by_probe = false,
-                    _ => {
-                        stopped.insert(key.clone(), (waited.reason.clone(), false));
-                    }
-                }
-            }
-            // The previous attempt goes once the next one exists: a restart keeps nothing else.
-            for old in attempts {
-                self.runtime.remove(&old.id).await?;
-                self.record(|inventory| {
-                    inventory.containers.remove(&old.id);
-                })?;
-            }
-            self.start_container(assignment, container, &sandbox.id, attempt).await?;
-            started += 1;
         }
         Ok(started)
+    }
+
+    /// Starts the next attempt of a container that ended, once its backoff is over; whether it
+    /// did.
+    async fn restart_when_due(
+        &self,
+        assignment: &PodAssignment,
+        container: &Container,
+        attempts: &[ContainerInfo],
+        key: &str,
+        sandbox_id: &str,
+    ) -> Result<bool, PodError> {
+        let Some(latest) = attempts.last() else { return Ok(false) };
+        let attempt = attempt_of(latest) + 1;
+        let now = Instant::now();
+        let due = {
+            let mut waiting = self.lock_waiting();
+            let entry = waiting.entry(key.to_owned()).or_insert_with(|| {
+                let reason = match latest.exit_code {
+                    Some(code) if latest.oom_killed => format!("container exited with code {code}: out of memory"),
+                    Some(code) => format!("container exited with code {code}"),
+                    None => "container is not running".to_owned(),
+                };
+                Waiting { reason, until: now + self.backoff(attempt), failures: attempt, config_error: false }
+            });
+            entry.until <= now
+        };
+        if !due {
+            return Ok(false);
+        }
+        if let Some(waited) = self.lock_waiting().remove(key) {
+            // Why the previous attempt ended stays visible on the next one; a probe's reason
+            // is more telling than the exit code the stop produced.
+            let mut stopped = self.lock_stopped();
+            match stopped.get_mut(key) {
+                Some((_, by_probe @ true)) => *by_probe = false,
+                _ => {
+                    stopped.insert(key.to_owned(), (waited.reason.clone(), false));
+                }
+            }
+        }
+        // The previous attempt goes once the next one exists: a restart keeps nothing else.
+        for old in attempts {
+            self.runtime.remove(&old.id).await?;
+            self.record(|inventory| {
+                inventory.containers.remove(&old.id);
+            })?;
+        }
+        self.start_container(assignment, container, sandbox_id, attempt).await?;
+        Ok(true)
     }
 
     /// The volumes of the inventory that belong to `pod`. Names made before they were injective
@@ -1319,10 +1369,23 @@ impl<R: ContainerRuntime> PodManager<R> {
                     container_id: latest.map(|c| c.id.clone()),
                 });
             }
+            let init = init_state(assignment, pod, &waiting);
+            if let Some((reason, error, _)) = &init {
+                for container in &mut containers {
+                    container.state = ContainerStateName::Waiting;
+                    container.ready = false;
+                    container.reason = Some(reason.clone());
+                    container.last_error.clone_from(error);
+                }
+            }
             let all_running =
                 !containers.is_empty() && containers.iter().all(|c| c.state == ContainerStateName::Running);
             let all_terminated = containers.iter().all(|c| c.state == ContainerStateName::Terminated);
-            let phase = if all_terminated && !containers.is_empty() {
+            let phase = if init.as_ref().is_some_and(|(_, _, failed)| *failed) {
+                PodPhase::Failed
+            } else if init.is_some() {
+                PodPhase::Pending
+            } else if all_terminated && !containers.is_empty() {
                 if containers.iter().all(|c| c.exit_code == Some(0)) { PodPhase::Succeeded } else { PodPhase::Failed }
             } else if pod.is_some() && containers.iter().any(|c| c.container_id.is_some()) {
                 PodPhase::Running
@@ -1402,6 +1465,67 @@ impl<R: ContainerRuntime> PodManager<R> {
         }
         Ok(statuses)
     }
+}
+
+/// Whether a pod's init containers are behind it: each ended well, or a container of the pod
+/// started already (its init containers ran before it, and their records may be gone since).
+fn init_done(assignment: &PodAssignment, pod: &ObservedPod) -> bool {
+    let ended_well = |c: &ContainerInfo| c.state == ContainerState::Exited && c.exit_code == Some(0);
+    assignment.spec.containers.iter().any(|c| pod.containers.get(&c.name).is_some_and(|a| !a.is_empty()))
+        || assignment
+            .spec
+            .init_containers
+            .iter()
+            .all(|init| pod.containers.get(&init.name).and_then(|a| a.last()).is_some_and(ended_well))
+}
+
+/// Where a pod's init containers are, while they run or after one failed: the reason the
+/// pod's containers show (`Init:1/2`, `Init:Error`, `Init:CrashLoopBackOff`, ...), the error to
+/// show with it, and whether the pod has failed (an init container failed and the pod never
+/// restarts). `None` once they are behind it.
+fn init_state(
+    assignment: &PodAssignment,
+    pod: Option<&ObservedPod>,
+    waiting: &HashMap<String, Waiting>,
+) -> Option<(String, Option<String>, bool)> {
+    let inits = &assignment.spec.init_containers;
+    if inits.is_empty() || pod.is_some_and(|p| init_done(assignment, p)) {
+        return None;
+    }
+    let total = inits.len();
+    let key = pod_key(&assignment.namespace, &assignment.pod);
+    let never = assignment.spec.restart_policy == Some(RestartPolicy::Never);
+    for (done, init) in inits.iter().enumerate() {
+        let latest = pod.and_then(|p| p.containers.get(&init.name)).and_then(|a| a.last());
+        let wait = waiting.get(&format!("{key}/{}", init.name));
+        let progress = format!("Init:{done}/{total}");
+        return Some(match latest {
+            Some(c) if c.state == ContainerState::Exited && c.exit_code == Some(0) => continue,
+            Some(c) if c.state == ContainerState::Running || c.state == ContainerState::Other => {
+                (progress, None, false)
+            }
+            None => match wait {
+                Some(w) if w.reason.contains("pulling") => {
+                    ("Init:ImagePullBackOff".into(), Some(w.reason.clone()), false)
+                }
+                Some(w) => ("Init:CreateContainerError".into(), Some(w.reason.clone()), false),
+                None => (progress, None, false),
+            },
+            Some(c) => {
+                let error = format!(
+                    "init container {} exited with code {}",
+                    init.name,
+                    c.exit_code.map_or_else(|| "?".to_owned(), |code| code.to_string())
+                );
+                match (never, wait) {
+                    (true, _) => ("Init:Error".into(), Some(error), true),
+                    (false, Some(_)) => ("Init:CrashLoopBackOff".into(), Some(error), false),
+                    (false, None) => ("Init:Error".into(), Some(error), false),
+                }
+            }
+        });
+    }
+    None
 }
 
 /// The pod's `fsGroup`, when it names a valid group id.

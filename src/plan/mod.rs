@@ -556,7 +556,7 @@ fn host_risks(old: Option<&Resource>, new: &Resource) -> Vec<Risk> {
             if mounted_before {
                 return None;
             }
-            let mounts = spec.containers.iter().flat_map(|c| &c.volume_mounts).filter(|m| m.name == volume.name);
+            let mounts = spec.all_containers().flat_map(|c| &c.volume_mounts).filter(|m| m.name == volume.name);
             let writable = mounts.clone().any(|m| m.read_only != Some(true));
             Some(Risk {
                 level: RiskLevel::High,
@@ -1012,10 +1012,9 @@ fn image_risks(old: Option<&Object>, new: &Object) -> Vec<Risk> {
     let Some(spec) = new.pod_spec() else { return Vec::new() };
     let old_images: Vec<&str> = old
         .and_then(Object::pod_spec)
-        .map(|s| s.containers.iter().map(|c| c.image.as_str()).collect())
+        .map(|s| s.all_containers().map(|c| c.image.as_str()).collect())
         .unwrap_or_default();
-    spec.containers
-        .iter()
+    spec.all_containers()
         .filter(|c| !old_images.contains(&c.image.as_str()))
         .filter(|c| {
             let name = c.image.rsplit('/').next().unwrap_or(&c.image);

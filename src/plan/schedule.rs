@@ -241,31 +241,37 @@ mod tests {
     }
 }
 
-/// Requests of a pod: the sum of its containers', saturating (three containers asking for
-/// `9E` each is more than any node, not a small number after a wrap).
+/// Requests of a pod, as Kubernetes reckons them: the sum of its containers', saturating
+/// (three containers asking for `9E` each is more than any node, not a small number after a
+/// wrap), or an init container's when it asks for more (init containers run one at a time,
+/// before the others).
 pub fn requests(spec: &PodSpec) -> Resources {
-    sum(spec, |r| &r.requests)
+    effective(spec, |r| &r.requests)
 }
 
-/// Limits of a pod: the sum of its containers' (a container without one counts as none).
+/// Limits of a pod, reckoned as its requests are (a container without one counts as none).
 pub fn limits(spec: &PodSpec) -> Resources {
-    sum(spec, |r| &r.limits)
+    effective(spec, |r| &r.limits)
 }
 
-fn sum(
-    spec: &PodSpec,
-    pick: impl Fn(&crate::manifest::types::ResourceRequirements) -> &BTreeMap<String, crate::manifest::quantity::Quantity>,
-) -> Resources {
+type Pick = fn(&crate::manifest::types::ResourceRequirements) -> &BTreeMap<String, crate::manifest::quantity::Quantity>;
+
+fn effective(spec: &PodSpec, pick: Pick) -> Resources {
+    let apps = spec.containers.iter().fold(Resources::default(), |total, c| total.plus(amount(c, pick)));
+    spec.init_containers.iter().map(|c| amount(c, pick)).fold(apps, |most, init| Resources {
+        cpu_millis: most.cpu_millis.max(init.cpu_millis),
+        memory_bytes: most.memory_bytes.max(init.memory_bytes),
+    })
+}
+
+fn amount(container: &crate::manifest::types::Container, pick: Pick) -> Resources {
     // Validation refuses negative quantities; a value past u64 is more than any node has.
     let clamp = |value: i128| u64::try_from(value.max(0)).unwrap_or(u64::MAX);
-    let mut total = Resources::default();
-    for container in &spec.containers {
-        let Some(resources) = &container.resources else { continue };
-        let cpu = pick(resources).get("cpu").map_or(0, |q| clamp(q.millis()));
-        let memory = pick(resources).get("memory").map_or(0, |q| clamp(q.millis() / 1000));
-        total = total.plus(Resources { cpu_millis: cpu, memory_bytes: memory });
+    let Some(resources) = &container.resources else { return Resources::default() };
+    Resources {
+        cpu_millis: pick(resources).get("cpu").map_or(0, |q| clamp(q.millis())),
+        memory_bytes: pick(resources).get("memory").map_or(0, |q| clamp(q.millis() / 1000)),
     }
-    total
 }
 
 /// Where the first pods a plan starts for a workload would go, as the scheduler says it at

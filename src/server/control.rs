@@ -759,7 +759,7 @@ pub async fn rollback(
     };
     let replicas = shown.and_then(|w| w.replicas);
     let images = |resource: &Resource| {
-        resource.object.pod_spec().map(|spec| spec.containers.iter().map(|c| c.image.clone()).collect::<Vec<_>>())
+        resource.object.pod_spec().map(|spec| spec.all_containers().map(|c| c.image.clone()).collect::<Vec<_>>())
     };
     let image_change = match (running.as_deref().and_then(images), images(&target)) {
         (Some(now), Some(then)) if now != then => format!(" (images {} -> {})", now.join(", "), then.join(", ")),

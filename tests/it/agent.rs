@@ -94,6 +94,7 @@ pub fn pod(name: &str, containers: Vec<Container>) -> PodAssignment {
         config_hash: String::new(),
         uid: format!("uid-{name}"),
         spec: PodSpec {
+            init_containers: Vec::new(),
             containers,
             volumes: Vec::new(),
             node_selector: BTreeMap::new(),

@@ -1191,3 +1191,72 @@ async fn field_and_resource_references_reach_the_environment() {
     let allocatable_mib = berth::nodes::agent::capacity().memory_bytes.div_ceil(1 << 20);
     assert_eq!(lines.get(2).copied(), Some(allocatable_mib.to_string().as_str()), "no memory limit: {text}");
 }
+
+/// Issue 17: init containers run in order, each to a successful exit, before the containers
+/// start; `get pods` shows `Init:N/M` meanwhile. A failing one holds the pod back and says so.
+#[tokio::test(flavor = "multi_thread")]
+async fn init_containers_run_in_order_before_the_containers() {
+    let image = crate::images::busybox();
+    let pod = |name: &str, first: &str| {
+        format!(
+            "apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  terminationGracePeriodSeconds: 0
+  volumes: [{{name: work, emptyDir: {{}}}}]
+  initContainers:
+    - name: first
+      image: {image}
+      command: [sh, -c, '{first}']
+      volumeMounts: [{{name: work, mountPath: /work}}]
+    - name: second
+      image: {image}
+      command: [sh, -c, 'echo two >> /work/steps']
+      volumeMounts: [{{name: work, mountPath: /work}}]
+  containers:
+    - name: app
+      image: {image}
+      command: [sh, -c, 'cat /work/steps > /tmp/seen; exec sleep 3600']
+      volumeMounts: [{{name: work, mountPath: /work}}]
+"
+        )
+    };
+    let mut repo = TestRepo::new();
+    repo.write("ordered.yaml", &pod("ordered", "sleep 3; echo one >> /work/steps"));
+    repo.write("failing.yaml", &pod("failing", "echo nope; exit 3"));
+    repo.commit("two pods with init containers");
+    let cluster = Cluster::start_on("init", repo.path().to_str().unwrap(), 1, &[], 25).await;
+    let status_of = |pods: &Value, name: &str| {
+        pods.as_array()
+            .into_iter()
+            .flatten()
+            .find(|p| p["name"] == name)
+            .map(|p| p["status"].as_str().unwrap_or_default().to_owned())
+    };
+    wait_for("the ordered pod to show its first init container running", LIMIT, || async {
+        status_of(&cluster.get("/api/v1/pods").await, "ordered").as_deref() == Some("Init:0/2")
+    })
+    .await;
+    wait_for("the ordered pod to run", LIMIT, || async {
+        status_of(&cluster.get("/api/v1/pods").await, "ordered").as_deref() == Some("Running")
+    })
+    .await;
+    let node = &cluster.nodes[0].name;
+    let app = berth::nodes::pods::engine_name(&[node, "default", "ordered", "app", "0"]);
+    let output = Command::new("docker").args(["exec", &app, "cat", "/tmp/seen"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "one\ntwo\n", "the app saw both steps, in order");
+
+    wait_for("the failing init container to hold its pod back", LIMIT, || async {
+        let pods = cluster.get("/api/v1/pods").await;
+        let failing = pods.as_array().unwrap().iter().find(|p| p["name"] == "failing").cloned().unwrap_or_default();
+        matches!(failing["status"].as_str(), Some("Init:CrashLoopBackOff" | "Init:Error"))
+            && failing["lastError"].as_str().is_some_and(|e| e.contains("init container first exited with code 3"))
+    })
+    .await;
+    let never_started = berth::nodes::pods::engine_name(&[node, "default", "failing", "app", "0"]);
+    let inspected = Command::new("docker").args(["inspect", &never_started]).output().unwrap();
+    assert!(!inspected.status.success(), "the app container of a pod whose init container fails is never made");
+    let status = cluster.get("/api/v1/status").await;
+    assert_ne!(status["sync"], "Synced", "{status:#}");
+}

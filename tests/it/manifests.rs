@@ -711,3 +711,60 @@ spec:
     }
     assert_eq!(out.matches(": error: ").count(), 3, "{out}");
 }
+
+/// Init containers are checked as containers are, and what Kubernetes refuses on one (a probe,
+/// a lifecycle hook, a name a container also has) is an error at its line.
+#[test]
+fn init_containers_are_checked_as_kubernetes_checks_them() {
+    let mut repo = TestRepo::new();
+    repo.write(
+        "pod.yaml",
+        "apiVersion: v1
+kind: Pod
+metadata: {name: web}
+spec:
+  initContainers:
+    - name: migrate
+      image: registry.example/app:1
+      readinessProbe:
+        exec: {command: ['true']}
+    - name: web
+      image: registry.example/app:1
+  containers:
+    - name: web
+      image: registry.example/app:1
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: reads}
+spec:
+  initContainers:
+    - name: setup
+      image: registry.example/app:1
+      env:
+        - {name: SETTING, valueFrom: {configMapKeyRef: {name: missing, key: a}}}
+  containers:
+    - name: app
+      image: registry.example/app:1
+",
+    );
+    repo.commit("init containers");
+    let mut loader = Loader::open(repo.path()).unwrap();
+    let loaded = loader.load("HEAD").unwrap();
+    let found: Vec<String> = loaded.diagnostics.iter().map(ToString::to_string).collect();
+    let expected = [
+        "pod.yaml:9:9: error: Pod default/web: spec.initContainers[0].readinessProbe: an init container cannot have `readinessProbe`",
+        "pod.yaml:13:13: error: Pod default/web: spec.containers[0].name: container `web` is declared twice (the first is initContainers[1])",
+        "pod.yaml:24:",
+    ];
+    for needle in expected {
+        assert_eq!(found.iter().filter(|f| f.starts_with(needle)).count(), 1, "{needle:?} in {found:#?}");
+    }
+    assert!(
+        found.iter().any(|f| f.starts_with("pod.yaml:24:")
+            && f.contains("spec.initContainers[0].env[0]")
+            && f.contains("missing")),
+        "an init container's reference is checked: {found:#?}"
+    );
+    assert_eq!(found.len(), 3, "{found:#?}");
+}
