@@ -491,21 +491,31 @@ async fn heartbeats(
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Heartbeats keep their own pace; only the log follows the state.
     let mut beating = Retry::new("sending a heartbeat", config.heartbeat_interval, config.heartbeat_interval);
+    // A usage sample goes with the first heartbeat the server takes after it is made, not
+    // with every one: heartbeats are more frequent than samples.
+    let mut sent_sample = None;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = interval.tick() => {}
         }
         let capacity = capacity();
+        let sample = crate::lock(&usage).clone().filter(|u| Some(u.sampled_at) != sent_sample);
+        let sampled_at = sample.as_ref().map(|u| u.sampled_at);
         let beat = Heartbeat {
             address: config.address.clone(),
             labels: config.labels.clone(),
             capacity,
             allocatable: capacity,
-            usage: crate::lock(&usage).clone(),
+            usage: sample,
         };
         match client.heartbeat(&beat).await {
-            Ok(()) => beating.succeeded(),
+            Ok(()) => {
+                beating.succeeded();
+                if sampled_at.is_some() {
+                    sent_sample = sampled_at;
+                }
+            }
             Err(error) => {
                 beating.failed(&error);
             }
