@@ -8,7 +8,7 @@
 use crate::manifest::downward::{self, PodField, ResourceField};
 use crate::manifest::types::{ConfigMap, KeyToPath, PodSpec};
 use crate::manifest::{Kind, Object, ObjectKey, Resource, SecretData, validate};
-use crate::nodes::protocol::{NodeEnv, NodeValue, PodAssignment};
+use crate::nodes::protocol::{NodeEnv, NodeTarget, NodeValue, PodAssignment};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -121,6 +121,7 @@ pub fn assignment(
         rand::fill(&mut bytes);
         hex::encode(bytes)
     };
+    let facts = PodFacts { resource, spec, pod: &pod, namespace, uid: &uid };
     let mut env = BTreeMap::new();
     let mut node_env = Vec::new();
     for container in spec.all_containers() {
@@ -159,43 +160,19 @@ pub fn assignment(
                 values.push((variable.name.clone(), String::new()));
                 continue;
             };
-            if let Some(field) = &from.field_ref {
-                let field = PodField::parse(&field.field_path)?;
-                let value = match &field {
-                    PodField::Name => pod.clone(),
-                    PodField::Namespace => namespace.to_owned(),
-                    PodField::Uid => uid.clone(),
-                    PodField::Label(key) => {
-                        resource.object.pod_labels().and_then(|l| l.get(key)).cloned().unwrap_or_default()
-                    }
-                    PodField::Annotation(key) => {
-                        resource.object.pod_annotations().and_then(|a| a.get(key)).cloned().unwrap_or_default()
-                    }
-                    PodField::NodeName | PodField::NodeAddress => {
-                        let value = if field == PodField::NodeName { NodeValue::Name } else { NodeValue::Address };
-                        node_env.push(NodeEnv { container: container.name.clone(), index: values.len(), value });
-                        String::new()
-                    }
-                };
-                values.push((variable.name.clone(), value));
-                continue;
-            }
-            if let Some(selector) = &from.resource_field_ref {
-                let field = ResourceField::parse(&selector.resource)?;
-                let divisor = downward::divisor(selector)?;
-                let name = selector.container_name.as_deref().unwrap_or(&container.name);
-                let of = spec
-                    .all_containers()
-                    .find(|c| c.name == name)
-                    .ok_or_else(|| format!("resourceFieldRef names no container `{name}` of this pod"))?;
-                let value = match downward::resource_value(field, of, divisor, None) {
-                    Some(value) => value,
-                    None => {
-                        let value = NodeValue::Resource { field, container: name.to_owned(), divisor };
-                        node_env.push(NodeEnv { container: container.name.clone(), index: values.len(), value });
-                        String::new()
-                    }
-                };
+            let target = || NodeTarget::Env { container: container.name.clone(), index: values.len() };
+            let value = match (&from.field_ref, &from.resource_field_ref) {
+                (Some(field), _) => {
+                    let field = PodField::parse(&field.field_path)?;
+                    facts.field(&field, target(), &mut node_env)
+                }
+                (_, Some(selector)) => {
+                    let name = selector.container_name.as_deref().unwrap_or(&container.name);
+                    facts.resource(selector, name, target(), &mut node_env)?
+                }
+                _ => None,
+            };
+            if let Some(value) = value {
                 values.push((variable.name.clone(), value));
                 continue;
             }
@@ -217,6 +194,26 @@ pub fn assignment(
 
     let mut files = BTreeMap::new();
     for volume in &spec.volumes {
+        if let Some(source) = &volume.downward_api {
+            let mut contents = BTreeMap::new();
+            for item in &source.items {
+                let target = || NodeTarget::File { volume: volume.name.clone(), path: item.path.clone() };
+                let value = match (&item.field_ref, &item.resource_field_ref) {
+                    (Some(field), _) => {
+                        let field = PodField::parse_for_volume(&field.field_path)?;
+                        facts.field(&field, target(), &mut node_env)
+                    }
+                    (_, Some(selector)) => {
+                        let name = selector.container_name.as_deref().unwrap_or_default();
+                        facts.resource(selector, name, target(), &mut node_env)?
+                    }
+                    _ => None,
+                };
+                contents.insert(item.path.clone(), value.unwrap_or_default().into_bytes());
+            }
+            files.insert(volume.name.clone(), contents);
+            continue;
+        }
         let (entries, items, optional, what) = match (&volume.config_map, &volume.secret) {
             (Some(c), _) => (
                 sources.config_map_entries(namespace, &c.name),
@@ -258,10 +255,69 @@ pub fn assignment(
     })
 }
 
-/// Fills the variables of `pod` that are its node's, once it is placed on the node `name`
-/// with `address` and `allocatable` (millicores, bytes).
+/// What the downward API reads of a pod being made.
+struct PodFacts<'a> {
+    resource: &'a Resource,
+    spec: &'a PodSpec,
+    pod: &'a str,
+    namespace: &'a str,
+    uid: &'a str,
+}
+
+impl PodFacts<'_> {
+    /// A field's value; a node's field is left empty and recorded for `place`.
+    fn field(&self, field: &PodField, target: NodeTarget, node_env: &mut Vec<NodeEnv>) -> Option<String> {
+        let labels = || self.resource.object.pod_labels().cloned().unwrap_or_default();
+        let annotations = || self.resource.object.pod_annotations().cloned().unwrap_or_default();
+        Some(match field {
+            PodField::Name => self.pod.to_owned(),
+            PodField::Namespace => self.namespace.to_owned(),
+            PodField::Uid => self.uid.to_owned(),
+            PodField::Label(key) => labels().remove(key).unwrap_or_default(),
+            PodField::Annotation(key) => annotations().remove(key).unwrap_or_default(),
+            PodField::Labels => downward::pairs_file(&labels()),
+            PodField::Annotations => downward::pairs_file(&annotations()),
+            PodField::NodeName | PodField::NodeAddress => {
+                let value = if *field == PodField::NodeName { NodeValue::Name } else { NodeValue::Address };
+                node_env.push(NodeEnv { target, value });
+                String::new()
+            }
+        })
+    }
+
+    /// A resource of container `name`; one that is the node's (a limit not set) is left empty
+    /// and recorded for `place`.
+    fn resource(
+        &self,
+        selector: &crate::manifest::types::ResourceFieldSelector,
+        name: &str,
+        target: NodeTarget,
+        node_env: &mut Vec<NodeEnv>,
+    ) -> Result<Option<String>, String> {
+        let field = ResourceField::parse(&selector.resource)?;
+        let divisor = downward::divisor(selector)?;
+        let of = self
+            .spec
+            .all_containers()
+            .find(|c| c.name == name)
+            .ok_or_else(|| format!("resourceFieldRef names no container `{name}` of this pod"))?;
+        Ok(Some(match downward::resource_value(field, of, divisor, None) {
+            Some(value) => value,
+            None => {
+                node_env.push(NodeEnv {
+                    target,
+                    value: NodeValue::Resource { field, container: name.to_owned(), divisor },
+                });
+                String::new()
+            }
+        }))
+    }
+}
+
+/// Fills what of `pod` is its node's (variables, downwardAPI files), once it is placed on the
+/// node `name` with `address` and `allocatable` (millicores, bytes).
 pub fn place(pod: &mut PodAssignment, name: &str, address: &str, allocatable: (u64, u64)) {
-    for NodeEnv { container, index, value } in std::mem::take(&mut pod.node_env) {
+    for NodeEnv { target, value } in std::mem::take(&mut pod.node_env) {
         let filled = match value {
             NodeValue::Name => name.to_owned(),
             NodeValue::Address => address.to_owned(),
@@ -272,8 +328,15 @@ pub fn place(pod: &mut PodAssignment, name: &str, address: &str, allocatable: (u
                 .and_then(|c| downward::resource_value(field, c, divisor, Some(allocatable)))
                 .unwrap_or_default(),
         };
-        if let Some(entry) = pod.env.get_mut(&container).and_then(|values| values.get_mut(index)) {
-            entry.1 = filled;
+        match target {
+            NodeTarget::Env { container, index } => {
+                if let Some(entry) = pod.env.get_mut(&container).and_then(|values| values.get_mut(index)) {
+                    entry.1 = filled;
+                }
+            }
+            NodeTarget::File { volume, path } => {
+                pod.files.entry(volume).or_default().insert(path, filled.into_bytes());
+            }
         }
     }
 }

@@ -94,11 +94,15 @@ fn pod_spec(spec: &mut PodSpec) {
             && volume.host_path.is_none()
             && volume.config_map.is_none()
             && volume.secret.is_none()
+            && volume.downward_api.is_none()
         {
             volume.empty_dir = Some(EmptyDirVolumeSource {});
         }
         if let Some(config_map) = &mut volume.config_map {
             config_map.default_mode.get_or_insert(0o644);
+        }
+        if let Some(downward) = &mut volume.downward_api {
+            downward.default_mode.get_or_insert(0o644);
         }
         if let Some(secret) = &mut volume.secret {
             secret.default_mode.get_or_insert(0o644);

@@ -11,6 +11,10 @@ pub enum PodField {
     Uid,
     Label(String),
     Annotation(String),
+    /// Every label, a `key="value"` line each: a downwardAPI volume's file only.
+    Labels,
+    /// Every annotation, likewise.
+    Annotations,
     /// Known once the pod is placed: the node's name.
     NodeName,
     /// Known once the pod is placed: the node's address (`status.hostIP`, and `status.podIP`,
@@ -22,7 +26,25 @@ pub enum PodField {
 pub const FIELD_PATHS: &str = "metadata.name, metadata.namespace, metadata.uid, metadata.labels['KEY'], \
      metadata.annotations['KEY'], spec.nodeName, status.hostIP, status.podIP";
 
+/// The fieldPaths a downwardAPI volume's file may name.
+pub const VOLUME_FIELD_PATHS: &str = "metadata.name, metadata.namespace, metadata.uid, metadata.labels, \
+     metadata.annotations, metadata.labels['KEY'], metadata.annotations['KEY']";
+
 impl PodField {
+    /// A fieldPath of a downwardAPI volume's file: the pod's metadata only, as in Kubernetes.
+    pub fn parse_for_volume(path: &str) -> Result<PodField, String> {
+        match path {
+            "metadata.labels" => Ok(PodField::Labels),
+            "metadata.annotations" => Ok(PodField::Annotations),
+            _ => match PodField::parse(path)? {
+                field if field.is_node() => {
+                    Err(format!("a downwardAPI volume has no `{path}`; read it with an env fieldRef"))
+                }
+                field => Ok(field),
+            },
+        }
+    }
+
     pub fn parse(path: &str) -> Result<PodField, String> {
         let keyed = |prefix: &str| {
             let key = path.strip_prefix(prefix)?.strip_suffix("']")?;
@@ -56,6 +78,12 @@ impl PodField {
     pub fn is_node(&self) -> bool {
         matches!(self, PodField::NodeName | PodField::NodeAddress)
     }
+}
+
+/// Labels or annotations as a downwardAPI volume's file holds them: `key="value"` lines, by
+/// key, the value quoted.
+pub fn pairs_file(pairs: &std::collections::BTreeMap<String, String>) -> String {
+    pairs.iter().map(|(key, value)| format!("{key}={value:?}\n")).collect()
 }
 
 /// A container resource that `resourceFieldRef.resource` names.
@@ -167,6 +195,11 @@ mod tests {
         assert!(PodField::parse("spec.serviceAccountName").unwrap_err().contains("service accounts"));
         assert!(PodField::parse("status.phase").unwrap_err().contains("not a field berth fills"));
         assert!(PodField::NodeName.is_node() && !PodField::Uid.is_node());
+        assert_eq!(PodField::parse_for_volume("metadata.labels"), Ok(PodField::Labels));
+        assert!(PodField::parse_for_volume("status.podIP").unwrap_err().contains("env fieldRef"));
+        let labels =
+            [("b".to_owned(), "say \"hi\"".to_owned()), ("a".to_owned(), "1".to_owned())].into_iter().collect();
+        assert_eq!(pairs_file(&labels), "a=\"1\"\nb=\"say \\\"hi\\\"\"\n");
     }
 
     #[test]

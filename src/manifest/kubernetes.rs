@@ -15,6 +15,8 @@ pub const FIELDS: &[(&str, &[&str])] = &[
     ("Deployment", &["apiVersion", "kind", "metadata", "spec", "status"]),
     ("DeploymentSpec", &["minReadySeconds", "paused", "progressDeadlineSeconds", "replicas", "revisionHistoryLimit", "selector", "strategy", "template"]),
     ("DeploymentStrategy", &["rollingUpdate", "type"]),
+    ("DownwardApiVolumeFile", &["fieldRef", "mode", "path", "resourceFieldRef", "user"]),
+    ("DownwardApiVolumeSource", &["defaultMode", "defaultUser", "items"]),
     ("EmptyDirVolumeSource", &["medium", "mode", "sizeLimit"]),
     ("EnvFromSource", &["configMapRef", "prefix", "secretRef"]),
     ("EnvVar", &["name", "value", "valueFrom"]),

@@ -125,7 +125,6 @@ pub const REFUSED: &[(&str, &str, &str)] = &[
     ("VolumeMount", "recursiveReadOnly", "not supported"),
     ("Volume", "persistentVolumeClaim", "berth has no persistent volume claims; use hostPath"),
     ("Volume", "projected", "not supported; use configMap or secret volumes"),
-    ("Volume", "downwardAPI", "not supported"),
     ("Volume", "nfs", "mount the NFS share on the node and use hostPath"),
     ("Volume", "csi", "not supported"),
     ("Volume", "ephemeral", "not supported; use emptyDir"),

@@ -480,12 +480,13 @@ impl<'a> Checker<'a> {
                 volume.host_path.is_some(),
                 volume.config_map.is_some(),
                 volume.secret.is_some(),
+                volume.downward_api.is_some(),
             ];
             match sources.iter().filter(|s| **s).count() {
                 0 => self.error(
                     &[K("volumes"), I(index)],
                     format!("volume `{}` has no source", volume.name),
-                    Some("give it one of emptyDir, hostPath, configMap or secret".into()),
+                    Some("give it one of emptyDir, hostPath, configMap, secret or downwardAPI".into()),
                 ),
                 1 => {}
                 _ => self.error(
@@ -553,9 +554,19 @@ impl<'a> Checker<'a> {
             }
         }
 
+        let all_containers: Vec<&str> = spec.all_containers().map(|c| c.name.as_str()).collect();
+        for (index, volume) in spec.volumes.iter().enumerate() {
+            let Some(source) = &volume.downward_api else { continue };
+            self.enter(&[K("volumes"), I(index), K("downwardAPI")]);
+            let paths: Vec<(&str, Option<i32>)> = source.items.iter().map(|i| (i.path.as_str(), i.mode)).collect();
+            self.volume_paths(source.default_mode, &paths);
+            for (item_index, item) in source.items.iter().enumerate() {
+                self.downward_file(item, &[K("items"), I(item_index)], &all_containers);
+            }
+            self.leave(3);
+        }
         let mut container_names: HashMap<&str, String> = HashMap::new();
         let mut port_names: HashMap<&str, usize> = HashMap::new();
-        let all_containers: Vec<&str> = spec.all_containers().map(|c| c.name.as_str()).collect();
         let lists = [("initContainers", &spec.init_containers), ("containers", &spec.containers)];
         for (list, containers) in lists {
             for (index, container) in containers.iter().enumerate() {
@@ -599,26 +610,69 @@ impl<'a> Checker<'a> {
     /// The file paths and modes of a configMap or secret volume, as Kubernetes checks them:
     /// paths relative and inside the volume, modes within 0-0777.
     fn volume_files(&mut self, default_mode: Option<i32>, items: &[KeyToPath]) {
+        let paths: Vec<(&str, Option<i32>)> = items.iter().map(|i| (i.path.as_str(), i.mode)).collect();
+        self.volume_paths(default_mode, &paths);
+    }
+
+    /// One file of a downwardAPI volume: one field of the pod, or one resource of a container
+    /// it names.
+    fn downward_file(&mut self, item: &DownwardApiVolumeFile, at: &[Seg<'_>], containers: &[&str]) {
+        let here = |field: &'static str| [at[0], at[1], K(field)];
+        match (&item.field_ref, &item.resource_field_ref) {
+            (Some(field), None) => {
+                if let Err(message) = super::downward::PodField::parse_for_volume(&field.field_path) {
+                    let path = [at[0], at[1], K("fieldRef"), K("fieldPath")];
+                    self.error(&path, message, Some(format!("use one of {}", super::downward::VOLUME_FIELD_PATHS)));
+                }
+            }
+            (None, Some(field)) => {
+                let path = |name: &'static str| [at[0], at[1], K("resourceFieldRef"), K(name)];
+                if let Err(message) = super::downward::ResourceField::parse(&field.resource) {
+                    self.error(&path("resource"), message, None);
+                }
+                if let Err(message) = super::downward::divisor(field) {
+                    self.error(&path("divisor"), message, Some("use 1, 1m, 1Mi or 1Gi".into()));
+                }
+                match field.container_name.as_deref() {
+                    None => self.error(
+                        &path("resource"),
+                        "a downwardAPI volume's resourceFieldRef needs `containerName`",
+                        Some(format!("name one of: {}", containers.join(", "))),
+                    ),
+                    Some(name) if !containers.contains(&name) => self.error(
+                        &path("containerName"),
+                        format!("this pod has no container `{name}`"),
+                        Some(format!("name one of: {}", containers.join(", "))),
+                    ),
+                    Some(_) => {}
+                }
+            }
+            _ => self.error(&here("path"), "set exactly one of fieldRef and resourceFieldRef", None),
+        }
+    }
+
+    /// Paths and modes of a volume's files.
+    fn volume_paths(&mut self, default_mode: Option<i32>, items: &[(&str, Option<i32>)]) {
         if let Some(mode) = default_mode.filter(|m| !(0..=0o777).contains(m)) {
             self.error(&[K("defaultMode")], format!("mode {} is out of range", octal(mode)), Some(MODE_HELP.into()));
         }
         let mut paths: HashMap<&str, usize> = HashMap::new();
-        for (index, item) in items.iter().enumerate() {
-            if relative_path_parts(&item.path).is_none() {
+        for (index, &(path, mode)) in items.iter().enumerate() {
+            if relative_path_parts(path).is_none() {
                 self.error(
                     &[K("items"), I(index), K("path")],
-                    format!("`{}` is not a relative path inside the volume", item.path),
+                    format!("`{}` is not a relative path inside the volume", path),
                     Some("write a path such as `conf/app.conf`: not absolute, no `..`, `.` or empty parts".into()),
                 );
             }
-            if let Some(first) = paths.insert(&item.path, index) {
+            if let Some(first) = paths.insert(path, index) {
                 self.error(
                     &[K("items"), I(index), K("path")],
-                    format!("path `{}` is used twice", item.path),
+                    format!("path `{}` is used twice", path),
                     Some(format!("the first is items[{first}]")),
                 );
             }
-            if let Some(mode) = item.mode.filter(|m| !(0..=0o777).contains(m)) {
+            if let Some(mode) = mode.filter(|m| !(0..=0o777).contains(m)) {
                 self.error(
                     &[K("items"), I(index), K("mode")],
                     format!("mode {} is out of range", octal(mode)),

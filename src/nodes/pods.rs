@@ -859,15 +859,18 @@ impl<R: ContainerRuntime> PodManager<R> {
         Ok(mounts)
     }
 
-    /// Writes the files of the pod's configMap and secret volumes under the state folder. Every
-    /// file is opened beneath its volume's folder ([`super::files`]), whatever its path says.
+    /// Writes the files of the pod's configMap, secret and downwardAPI volumes under the state
+    /// folder. Every file is opened beneath its volume's folder ([`super::files`]), whatever its
+    /// path says.
     fn write_files(&self, assignment: &PodAssignment) -> Result<(), PodError> {
         for volume in &assignment.spec.volumes {
-            let (default_mode, items) = match (&volume.config_map, &volume.secret) {
-                (Some(c), _) => (c.default_mode, &c.items),
-                (_, Some(s)) => (s.default_mode, &s.items),
-                _ => continue,
-            };
+            let (default_mode, modes): (Option<i32>, Vec<(&str, Option<i32>)>) =
+                match (&volume.config_map, &volume.secret, &volume.downward_api) {
+                    (Some(c), _, _) => (c.default_mode, c.items.iter().map(|i| (i.path.as_str(), i.mode)).collect()),
+                    (_, Some(s), _) => (s.default_mode, s.items.iter().map(|i| (i.path.as_str(), i.mode)).collect()),
+                    (_, _, Some(d)) => (d.default_mode, d.items.iter().map(|i| (i.path.as_str(), i.mode)).collect()),
+                    _ => continue,
+                };
             // Secret files are readable inside the pod as the manifest says, but the folder
             // that holds every pod's files on the node is the agent's alone.
             let root = if volume.secret.is_some() { &self.config.secrets_dir } else { &self.config.state_dir };
@@ -879,7 +882,11 @@ impl<R: ContainerRuntime> PodManager<R> {
             std::fs::create_dir_all(&dir).map_err(|source| PodError::Io { path: dir.clone(), source })?;
             let folder = super::files::open_folder(&dir)?;
             for (relative, contents) in assignment.files.get(&volume.name).into_iter().flatten() {
-                let mode = items.iter().find(|item| item.path == *relative).and_then(|item| item.mode).or(default_mode);
+                let mode = modes
+                    .iter()
+                    .find(|(path, _)| *path == relative.as_str())
+                    .and_then(|(_, mode)| *mode)
+                    .or(default_mode);
                 let mode = mode.and_then(|m| u32::try_from(m).ok()).filter(|m| *m <= 0o777).unwrap_or(0o644);
                 // With an fsGroup the group owns the file and may read it, as the kubelet sets it.
                 let (mode, group) = match fs_group(assignment) {

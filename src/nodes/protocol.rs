@@ -44,20 +44,28 @@ pub struct PodAssignment {
     /// The files of configMap and secret volumes: volume name, then path inside the volume.
     #[serde(default)]
     pub files: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
-    /// Variables of `env` whose value is the node's (`fieldRef` of `spec.nodeName`,
-    /// `status.hostIP`, `status.podIP`, a `resourceFieldRef` of a limit that is not set): the
-    /// controller fills them when it places the pod. Never sent or stored.
+    /// Variables of `env` and files of downwardAPI volumes whose value is the node's
+    /// (`fieldRef` of `spec.nodeName`, `status.hostIP`, `status.podIP`, a `resourceFieldRef` of
+    /// a limit that is not set): the controller fills them when it places the pod. Never sent
+    /// or stored.
     #[serde(skip)]
     pub node_env: Vec<NodeEnv>,
 }
 
-/// A variable of a pod's environment that waits for the pod's node.
+/// A variable of a pod's environment, or a file of its downwardAPI volumes, that waits for the
+/// pod's node.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeEnv {
-    pub container: String,
-    /// Its place in the container's `env` list.
-    pub index: usize,
+    pub target: NodeTarget,
     pub value: NodeValue,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum NodeTarget {
+    /// A variable, by its place in the container's `env` list.
+    Env { container: String, index: usize },
+    /// A file of a volume, by its path in the volume.
+    File { volume: String, path: String },
 }
 
 #[derive(Debug, Clone, PartialEq)]

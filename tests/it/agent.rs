@@ -150,6 +150,7 @@ async fn pods_are_created_replaced_and_removed() {
         host_path: None,
         config_map: None,
         secret: None,
+        downward_api: None,
     });
 
     let summary = manager.converge(&desired).await.unwrap();
@@ -221,6 +222,7 @@ async fn containers_of_a_pod_share_localhost_and_an_empty_dir() {
         host_path: None,
         config_map: None,
         secret: None,
+        downward_api: None,
     });
     for container in &mut desired[0].spec.containers {
         container.volume_mounts.push(VolumeMount {
@@ -280,6 +282,7 @@ async fn config_map_files_and_env_appear_in_the_container() {
             optional: None,
         }),
         secret: None,
+        downward_api: None,
     });
     desired[0].files.insert("config".into(), BTreeMap::from([("app.conf".to_owned(), b"greeting = hello\n".to_vec())]));
     desired[0].env.insert("main".into(), vec![("GREETING".into(), "hello from env".into())]);
@@ -620,6 +623,7 @@ async fn removal_is_graceful_and_limits_and_host_paths_apply() {
         host_path: Some(HostPathVolumeSource { path: host_dir.path().display().to_string() }),
         config_map: None,
         secret: None,
+        downward_api: None,
     });
     manager.converge(&desired).await.unwrap();
     let id = status(&manager, &desired).await.containers[0].container_id.clone().unwrap();
@@ -698,6 +702,7 @@ async fn a_host_path_that_resolves_into_a_denied_folder_is_not_mounted() {
             host_path: Some(HostPathVolumeSource { path: path.display().to_string() }),
             config_map: None,
             secret: None,
+            downward_api: None,
         });
         pod
     };
@@ -762,6 +767,7 @@ async fn a_security_context_reaches_the_engine() {
         host_path: None,
         config_map: None,
         secret: None,
+        downward_api: None,
     });
     desired[0].spec.volumes.push(Volume {
         name: "config".into(),
@@ -775,6 +781,7 @@ async fn a_security_context_reaches_the_engine() {
             optional: None,
         }),
         secret: None,
+        downward_api: None,
     });
     desired[0].files.insert("config".into(), BTreeMap::from([("app.conf".to_owned(), b"greeting = hello\n".to_vec())]));
     manager.converge(&desired).await.unwrap();
@@ -858,6 +865,7 @@ fn with_host_folder(pod: &mut PodAssignment, folder: &std::path::Path) {
         host_path: Some(HostPathVolumeSource { path: folder.display().to_string() }),
         config_map: None,
         secret: None,
+        downward_api: None,
     });
 }
 

@@ -1165,9 +1165,19 @@ async fn field_and_resource_references_reach_the_environment() {
             - {name: MEMORY_MIB, valueFrom: {resourceFieldRef: {containerName: downward, resource: limits.memory, divisor: 1Mi}}}
           resources:
             requests: {cpu: 150m}
+          volumeMounts: [{name: about, mountPath: /etc/about}]
+";
+    let volume = "      volumes:
+        - name: about
+          downwardAPI:
+            items:
+              - {path: labels, fieldRef: {fieldPath: metadata.labels}}
+              - {path: name, fieldRef: {fieldPath: metadata.name}}
+              - {path: limits/memory, resourceFieldRef: {containerName: downward, resource: limits.memory, divisor: 1Mi}}
 ";
     let manifest = crate::images::deployment("downward", None, 1, "v1", None)
-        .replace("          command:", &format!("{env}          command:"));
+        .replace("          command:", &format!("{env}          command:"))
+        .replace("      containers:", &format!("{volume}      containers:"));
     assert!(manifest.contains("POD_NAME"), "{manifest}");
     repo.write("downward.yaml", &manifest);
     repo.commit("a pod that reads itself");
@@ -1190,6 +1200,12 @@ async fn field_and_resource_references_reach_the_environment() {
     assert_eq!(lines.get(1).map(|uid| uid.len()), Some(16), "the pod's uid: {text}");
     let allocatable_mib = berth::nodes::agent::capacity().memory_bytes.div_ceil(1 << 20);
     assert_eq!(lines.get(2).copied(), Some(allocatable_mib.to_string().as_str()), "no memory limit: {text}");
+
+    // The same fields as files of a downwardAPI volume.
+    let script = "cat /etc/about/labels; echo; cat /etc/about/name; echo; cat /etc/about/limits/memory";
+    let output = Command::new("docker").args(["exec", &container, "sh", "-c", script]).output().unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_eq!(text, format!("app=\"downward\"\n\n{name}\n{allocatable_mib}"), "{text}");
 }
 
 /// Issue 17: init containers run in order, each to a successful exit, before the containers

@@ -217,6 +217,7 @@ fn config_volume(name: &str, items: &[(&str, Option<i32>)]) -> Volume {
             optional: None,
         }),
         secret: None,
+        downward_api: None,
     }
 }
 

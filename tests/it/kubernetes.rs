@@ -69,6 +69,8 @@ fn kubernetes_types() -> BTreeMap<&'static str, BTreeSet<String>> {
         ("ExecAction", fields::<core::ExecAction>()),
         ("VolumeMount", fields::<core::VolumeMount>()),
         ("Volume", fields::<core::Volume>()),
+        ("DownwardApiVolumeSource", fields::<core::DownwardAPIVolumeSource>()),
+        ("DownwardApiVolumeFile", fields::<core::DownwardAPIVolumeFile>()),
         ("EmptyDirVolumeSource", fields::<core::EmptyDirVolumeSource>()),
         ("HostPathVolumeSource", fields::<core::HostPathVolumeSource>()),
         ("KeyToPath", fields::<core::KeyToPath>()),

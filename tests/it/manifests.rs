@@ -768,3 +768,41 @@ spec:
     );
     assert_eq!(found.len(), 3, "{found:#?}");
 }
+
+/// A downwardAPI volume's files name the pod's metadata or a container's resource, at paths
+/// inside the volume; anything else is an error at its line.
+#[test]
+fn downward_api_volumes_are_checked_at_their_lines() {
+    let mut repo = TestRepo::new();
+    repo.write(
+        "pod.yaml",
+        "apiVersion: v1
+kind: Pod
+metadata: {name: p}
+spec:
+  volumes:
+    - name: about
+      downwardAPI:
+        items:
+          - {path: node, fieldRef: {fieldPath: spec.nodeName}}
+          - {path: cpu, resourceFieldRef: {resource: limits.cpu}}
+          - {path: ../up, fieldRef: {fieldPath: metadata.name}}
+          - {path: ok, resourceFieldRef: {containerName: app, resource: requests.memory, divisor: 1Mi}}
+  containers:
+    - name: app
+      image: registry.example/app:1
+",
+    );
+    repo.commit("a downwardAPI volume");
+    let mut loader = Loader::open(repo.path()).unwrap();
+    let loaded = loader.load("HEAD").unwrap();
+    let found: Vec<String> = loaded.diagnostics.iter().map(ToString::to_string).collect();
+    for needle in [
+        "pod.yaml:9:48: error: Pod default/p: spec.volumes[0].downwardAPI.items[0].fieldRef.fieldPath: a downwardAPI volume has no `spec.nodeName`",
+        "spec.volumes[0].downwardAPI.items[1].resourceFieldRef.resource: a downwardAPI volume's resourceFieldRef needs `containerName`",
+        "spec.volumes[0].downwardAPI.items[2].path: `../up` is not a relative path inside the volume",
+    ] {
+        assert_eq!(found.iter().filter(|f| f.contains(needle)).count(), 1, "{needle:?} in {found:#?}");
+    }
+    assert_eq!(found.len(), 3, "{found:#?}");
+}
