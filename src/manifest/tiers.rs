@@ -120,7 +120,6 @@ pub const REFUSED: &[(&str, &str, &str)] = &[
     ("PodSpec", "shareProcessNamespace", "not supported"),
     ("PodSpec", "nodeName", "berth schedules pods itself; use nodeSelector"),
     ("Container", "volumeDevices", "raw block devices are not supported"),
-    ("Container", "restartPolicy", "sidecar containers are not supported yet"),
     ("VolumeMount", "subPathExpr", "not supported; use subPath"),
     ("VolumeMount", "recursiveReadOnly", "not supported"),
     ("Volume", "persistentVolumeClaim", "berth has no persistent volume claims; use hostPath"),

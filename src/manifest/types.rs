@@ -381,6 +381,17 @@ pub struct Container {
     pub security_context: Option<SecurityContext>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lifecycle: Option<Lifecycle>,
+    /// Only on an init container, and only `Always`: a sidecar, started in its turn among the
+    /// init containers and kept running beside the containers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_policy: Option<RestartPolicy>,
+}
+
+impl Container {
+    /// Whether this init container is a sidecar (`restartPolicy: Always`).
+    pub fn is_sidecar(&self) -> bool {
+        self.restart_policy == Some(RestartPolicy::Always)
+    }
 }
 
 /// Hooks the node runs at a container's start and stop.

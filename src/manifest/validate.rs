@@ -578,8 +578,20 @@ impl<'a> Checker<'a> {
                     );
                 }
                 self.enter(&[K(list), I(index)]);
-                if list == "initContainers" {
-                    self.init_container(container);
+                match (list, container.restart_policy) {
+                    ("initContainers", Some(RestartPolicy::Always)) => {}
+                    ("initContainers", Some(other)) => self.error(
+                        &[K("restartPolicy")],
+                        format!("an init container's restartPolicy can only be Always (a sidecar), not {other:?}"),
+                        Some("leave it out for an init container that runs to its end".into()),
+                    ),
+                    ("initContainers", None) => self.init_container(container),
+                    (_, Some(_)) => self.error(
+                        &[K("restartPolicy")],
+                        "restartPolicy on a container is for sidecars, which are init containers",
+                        Some("move the container to initContainers with restartPolicy: Always, or leave it out".into()),
+                    ),
+                    (_, None) => {}
                 }
                 self.container(container, namespace, &volume_names, &mut port_names, &all_containers);
                 self.leave(2);

@@ -941,10 +941,13 @@ impl<R: ContainerRuntime> PodManager<R> {
                     return Ok(started);
                 };
                 match latest.state {
+                    // A sidecar that runs lets the next init container start.
+                    ContainerState::Running if init.is_sidecar() => continue,
                     ContainerState::Running | ContainerState::Other => return Ok(started),
-                    ContainerState::Exited if latest.exit_code == Some(0) => continue,
-                    // A failed init container is tried again, unless the pod never restarts.
-                    _ if policy == RestartPolicy::Never => return Ok(started),
+                    ContainerState::Exited if latest.exit_code == Some(0) && !init.is_sidecar() => continue,
+                    // A failed init container is tried again, unless the pod never restarts; a
+                    // sidecar always is.
+                    _ if policy == RestartPolicy::Never && !init.is_sidecar() => return Ok(started),
                     _ => {
                         if self.restart_when_due(assignment, init, attempts, &key, &sandbox.id).await? {
                             started += 1;
@@ -954,7 +957,8 @@ impl<R: ContainerRuntime> PodManager<R> {
                 }
             }
         }
-        for container in &assignment.spec.containers {
+        for container in running_containers(&assignment.spec) {
+            let policy = if container.is_sidecar() { RestartPolicy::Always } else { policy };
             let attempts = pod.containers.get(&container.name).map(Vec::as_slice).unwrap_or_default();
             let key = format!("{}/{}", pod_key(&assignment.namespace, &assignment.pod), container.name);
             let Some(latest) = attempts.last() else {
@@ -1148,7 +1152,7 @@ impl<R: ContainerRuntime> PodManager<R> {
             let key = pod_key(&assignment.namespace, &assignment.pod);
             let Some(pod) = observed.get(&key).filter(|p| p.is(assignment)) else { continue };
             let Some(sandbox) = &pod.sandbox else { continue };
-            for container in &assignment.spec.containers {
+            for container in running_containers(&assignment.spec) {
                 let Some(latest) = pod.containers.get(&container.name).and_then(|a| a.last()) else { continue };
                 if latest.state != ContainerState::Running {
                     continue;
@@ -1300,7 +1304,7 @@ impl<R: ContainerRuntime> PodManager<R> {
             let key = pod_key(&assignment.namespace, &assignment.pod);
             let pod = observed.get(&key).filter(|p| p.is(assignment));
             let mut containers = Vec::new();
-            for container in &assignment.spec.containers {
+            for container in running_containers(&assignment.spec) {
                 let latest = pod.and_then(|p| p.containers.get(&container.name)).and_then(|a| a.last());
                 let wait = waiting.get(&format!("{key}/{}", container.name));
                 let state = match latest.map(|c| c.state) {
@@ -1479,11 +1483,19 @@ impl<R: ContainerRuntime> PodManager<R> {
 fn init_done(assignment: &PodAssignment, pod: &ObservedPod) -> bool {
     let ended_well = |c: &ContainerInfo| c.state == ContainerState::Exited && c.exit_code == Some(0);
     assignment.spec.containers.iter().any(|c| pod.containers.get(&c.name).is_some_and(|a| !a.is_empty()))
-        || assignment
-            .spec
-            .init_containers
-            .iter()
-            .all(|init| pod.containers.get(&init.name).and_then(|a| a.last()).is_some_and(ended_well))
+        || assignment.spec.init_containers.iter().all(|init| {
+            let latest = pod.containers.get(&init.name).and_then(|a| a.last());
+            match init.is_sidecar() {
+                true => latest.is_some_and(|c| c.state == ContainerState::Running),
+                false => latest.is_some_and(ended_well),
+            }
+        })
+}
+
+/// What runs for the pod's life once its init containers are behind it: the sidecars (init
+/// containers with `restartPolicy: Always`), then the containers.
+fn running_containers(spec: &crate::manifest::types::PodSpec) -> impl Iterator<Item = &Container> {
+    spec.init_containers.iter().filter(|c| c.is_sidecar()).chain(&spec.containers)
 }
 
 /// Where a pod's init containers are, while they run or after one failed: the reason the
@@ -1507,7 +1519,8 @@ fn init_state(
         let wait = waiting.get(&format!("{key}/{}", init.name));
         let progress = format!("Init:{done}/{total}");
         return Some(match latest {
-            Some(c) if c.state == ContainerState::Exited && c.exit_code == Some(0) => continue,
+            Some(c) if c.state == ContainerState::Running && init.is_sidecar() => continue,
+            Some(c) if c.state == ContainerState::Exited && c.exit_code == Some(0) && !init.is_sidecar() => continue,
             Some(c) if c.state == ContainerState::Running || c.state == ContainerState::Other => {
                 (progress, None, false)
             }
@@ -1524,7 +1537,7 @@ fn init_state(
                     init.name,
                     c.exit_code.map_or_else(|| "?".to_owned(), |code| code.to_string())
                 );
-                match (never, wait) {
+                match (never && !init.is_sidecar(), wait) {
                     (true, _) => ("Init:Error".into(), Some(error), true),
                     (false, Some(_)) => ("Init:CrashLoopBackOff".into(), Some(error), false),
                     (false, None) => ("Init:Error".into(), Some(error), false),

@@ -130,6 +130,7 @@ mod tests {
             volume_mounts: Vec::new(),
             security_context: context,
             lifecycle: None,
+            restart_policy: None,
         }
     }
 

@@ -193,6 +193,39 @@ mod tests {
     }
 
     #[test]
+    fn a_pods_requests_count_init_containers_and_sidecars_as_kubernetes_does() {
+        let container = |name: &str, cpu: &str, sidecar: bool| {
+            let mut value = serde_json::json!({"name": name, "image": "x:1", "resources": {"requests": {"cpu": cpu}}});
+            if sidecar {
+                value["restartPolicy"] = "Always".into();
+            }
+            value
+        };
+        let spec = |init: Vec<serde_json::Value>, apps: Vec<serde_json::Value>| -> PodSpec {
+            serde_json::from_value(serde_json::json!({"initContainers": init, "containers": apps})).unwrap()
+        };
+        let cpu = |spec: &PodSpec| requests(spec).cpu_millis;
+        // Apps sum; a bigger init container wins.
+        assert_eq!(
+            cpu(&spec(
+                vec![container("i", "100m", false)],
+                vec![container("a", "200m", false), container("b", "300m", false)]
+            )),
+            500
+        );
+        assert_eq!(cpu(&spec(vec![container("i", "2", false)], vec![container("a", "200m", false)])), 2000);
+        // A sidecar runs beside everything after it: the init container after it, and the apps.
+        let with_sidecar =
+            spec(vec![container("s", "250m", true), container("i", "1", false)], vec![container("a", "500m", false)]);
+        assert_eq!(cpu(&with_sidecar), 1250);
+        let small_init = spec(
+            vec![container("s", "250m", true), container("i", "100m", false)],
+            vec![container("a", "500m", false)],
+        );
+        assert_eq!(cpu(&small_init), 750);
+    }
+
+    #[test]
     fn replicas_spread_across_nodes() {
         let nodes = [node("a", 4000, 4096, &[]), node("b", 4000, 4096, &[]), node("c", 4000, 4096, &[])];
         let pending: Vec<_> = (0..6).map(|i| pod(&format!("web-{i}"), "web", 100, 64)).collect();
@@ -241,10 +274,10 @@ mod tests {
     }
 }
 
-/// Requests of a pod, as Kubernetes reckons them: the sum of its containers', saturating
-/// (three containers asking for `9E` each is more than any node, not a small number after a
-/// wrap), or an init container's when it asks for more (init containers run one at a time,
-/// before the others).
+/// Requests of a pod, as Kubernetes reckons them: the sum of its containers' and sidecars',
+/// saturating (three containers asking for `9E` each is more than any node, not a small number
+/// after a wrap), or an init container's with the sidecars before it when that is more (init
+/// containers run one at a time, before the others).
 pub fn requests(spec: &PodSpec) -> Resources {
     effective(spec, |r| &r.requests)
 }
@@ -256,12 +289,25 @@ pub fn limits(spec: &PodSpec) -> Resources {
 
 type Pick = fn(&crate::manifest::types::ResourceRequirements) -> &BTreeMap<String, crate::manifest::quantity::Quantity>;
 
+/// Sidecars (init containers with `restartPolicy: Always`) run from their turn on, beside
+/// whatever starts after them: each init container counts with the sidecars before it, and
+/// the containers with every sidecar.
 fn effective(spec: &PodSpec, pick: Pick) -> Resources {
-    let apps = spec.containers.iter().fold(Resources::default(), |total, c| total.plus(amount(c, pick)));
-    spec.init_containers.iter().map(|c| amount(c, pick)).fold(apps, |most, init| Resources {
-        cpu_millis: most.cpu_millis.max(init.cpu_millis),
-        memory_bytes: most.memory_bytes.max(init.memory_bytes),
-    })
+    let most = |a: Resources, b: Resources| Resources {
+        cpu_millis: a.cpu_millis.max(b.cpu_millis),
+        memory_bytes: a.memory_bytes.max(b.memory_bytes),
+    };
+    let mut sidecars = Resources::default();
+    let mut peak = Resources::default();
+    for init in &spec.init_containers {
+        if init.is_sidecar() {
+            sidecars = sidecars.plus(amount(init, pick));
+        } else {
+            peak = most(peak, sidecars.plus(amount(init, pick)));
+        }
+    }
+    let apps = spec.containers.iter().fold(sidecars, |total, c| total.plus(amount(c, pick)));
+    most(peak, apps)
 }
 
 fn amount(container: &crate::manifest::types::Container, pick: Pick) -> Resources {

@@ -1238,10 +1238,35 @@ spec:
 "
         )
     };
+    let sidecar = format!(
+        "apiVersion: v1
+kind: Pod
+metadata: {{name: sidecar}}
+spec:
+  terminationGracePeriodSeconds: 0
+  volumes: [{{name: work, emptyDir: {{}}}}]
+  initContainers:
+    - name: helper
+      image: {image}
+      restartPolicy: Always
+      command: [sh, -c, 'echo up >> /work/helper; exec sleep 3600']
+      volumeMounts: [{{name: work, mountPath: /work}}]
+    - name: setup
+      image: {image}
+      command: [sh, -c, 'cat /work/helper > /work/seen-by-setup']
+      volumeMounts: [{{name: work, mountPath: /work}}]
+  containers:
+    - name: app
+      image: {image}
+      command: [sh, -c, 'exec sleep 3600']
+      volumeMounts: [{{name: work, mountPath: /work}}]
+"
+    );
     let mut repo = TestRepo::new();
     repo.write("ordered.yaml", &pod("ordered", "sleep 3; echo one >> /work/steps"));
     repo.write("failing.yaml", &pod("failing", "echo nope; exit 3"));
-    repo.commit("two pods with init containers");
+    repo.write("sidecar.yaml", &sidecar);
+    repo.commit("pods with init containers");
     let cluster = Cluster::start_on("init", repo.path().to_str().unwrap(), 1, &[], 25).await;
     let status_of = |pods: &Value, name: &str| {
         pods.as_array()
@@ -1270,6 +1295,25 @@ spec:
             && failing["lastError"].as_str().is_some_and(|e| e.contains("init container first exited with code 3"))
     })
     .await;
+    // A sidecar starts in its turn, runs beside the app, and comes back when it dies.
+    wait_for("the pod with a sidecar to run", LIMIT, || async {
+        status_of(&cluster.get("/api/v1/pods").await, "sidecar").as_deref() == Some("Running")
+    })
+    .await;
+    let app = berth::nodes::pods::engine_name(&[node, "default", "sidecar", "app", "0"]);
+    let seen = Command::new("docker").args(["exec", &app, "cat", "/work/seen-by-setup"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&seen.stdout), "up\n", "the init container after the sidecar saw it run");
+    let helper = berth::nodes::pods::engine_name(&[node, "default", "sidecar", "helper", "0"]);
+    assert!(Command::new("docker").args(["kill", &helper]).status().unwrap().success());
+    let restarted = berth::nodes::pods::engine_name(&[node, "default", "sidecar", "helper", "1"]);
+    wait_for("the sidecar to come back", LIMIT, || async {
+        let output = Command::new("docker").args(["inspect", "-f", "{{.State.Running}}", &restarted]).output().unwrap();
+        String::from_utf8_lossy(&output.stdout).trim() == "true"
+    })
+    .await;
+    let twice = Command::new("docker").args(["exec", &app, "cat", "/work/helper"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&twice.stdout), "up\nup\n");
+
     let never_started = berth::nodes::pods::engine_name(&[node, "default", "failing", "app", "0"]);
     let inspected = Command::new("docker").args(["inspect", &never_started]).output().unwrap();
     assert!(!inspected.status.success(), "the app container of a pod whose init container fails is never made");

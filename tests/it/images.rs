@@ -60,6 +60,7 @@ pub fn container(name: &str, script: &str) -> Container {
         volume_mounts: Vec::new(),
         security_context: None,
         lifecycle: None,
+        restart_policy: None,
     }
 }
 

@@ -736,6 +736,19 @@ spec:
 ---
 apiVersion: v1
 kind: Pod
+metadata: {name: policies}
+spec:
+  initContainers:
+    - name: once
+      image: registry.example/app:1
+      restartPolicy: OnFailure
+  containers:
+    - name: app
+      image: registry.example/app:1
+      restartPolicy: Always
+---
+apiVersion: v1
+kind: Pod
 metadata: {name: reads}
 spec:
   initContainers:
@@ -755,18 +768,24 @@ spec:
     let expected = [
         "pod.yaml:9:9: error: Pod default/web: spec.initContainers[0].readinessProbe: an init container cannot have `readinessProbe`",
         "pod.yaml:13:13: error: Pod default/web: spec.containers[0].name: container `web` is declared twice (the first is initContainers[1])",
-        "pod.yaml:24:",
+        "pod.yaml:37:",
+        "spec.initContainers[0].restartPolicy: an init container's restartPolicy can only be Always (a sidecar), not OnFailure",
+        "spec.containers[0].restartPolicy: restartPolicy on a container is for sidecars, which are init containers",
     ];
     for needle in expected {
-        assert_eq!(found.iter().filter(|f| f.starts_with(needle)).count(), 1, "{needle:?} in {found:#?}");
+        assert_eq!(
+            found.iter().filter(|f| f.starts_with(needle) || f.contains(needle)).count(),
+            1,
+            "{needle:?} in {found:#?}"
+        );
     }
     assert!(
-        found.iter().any(|f| f.starts_with("pod.yaml:24:")
+        found.iter().any(|f| f.starts_with("pod.yaml:37:")
             && f.contains("spec.initContainers[0].env[0]")
             && f.contains("missing")),
         "an init container's reference is checked: {found:#?}"
     );
-    assert_eq!(found.len(), 3, "{found:#?}");
+    assert_eq!(found.len(), 5, "{found:#?}");
 }
 
 /// A downwardAPI volume's files name the pod's metadata or a container's resource, at paths
