@@ -59,6 +59,7 @@ fn pod(name: &str) -> PodAssignment {
         },
         env: BTreeMap::new(),
         files: BTreeMap::new(),
+        secret_env: BTreeMap::new(),
         node_env: Vec::new(),
     }
 }

@@ -158,6 +158,10 @@ impl ContainerRuntime for Hollow {
         Ok(0)
     }
 
+    async fn log_tail(&self, _id: &str, _lines: usize) -> Option<String> {
+        None
+    }
+
     /// Every hollow container uses a hundredth of a core and 8 MiB, so that usage is sampled,
     /// reported and kept by the server as for real ones.
     async fn usage(&self, id: &str) -> Option<berth::nodes::usage::Reading> {

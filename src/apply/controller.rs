@@ -695,7 +695,10 @@ fn crash_loop<'a>(
             if container.restart_count >= CRASH_LOOP_RESTARTS && !container.ready {
                 // Name the crash itself; a readiness probe that failed before it is a symptom.
                 let ended = match (container.exit_code, &container.last_termination) {
-                    (Some(code), _) => format!("exited with code {code}"),
+                    (Some(code), _) => match &container.last_output {
+                        Some(output) => format!("exited with code {code}: {output}"),
+                        None => format!("exited with code {code}"),
+                    },
                     (None, Some(previous)) => previous.strip_prefix("container ").unwrap_or(previous).to_owned(),
                     (None, None) => "keeps stopping".to_owned(),
                 };

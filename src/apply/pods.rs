@@ -124,8 +124,10 @@ pub fn assignment(
     let facts = PodFacts { resource, spec, pod: &pod, namespace, uid: &uid };
     let mut env = BTreeMap::new();
     let mut node_env = Vec::new();
+    let mut secret_env = BTreeMap::new();
     for container in spec.all_containers() {
         let mut values: Vec<(String, String)> = Vec::new();
+        let mut secret_names: Vec<String> = Vec::new();
         for source in &container.env_from {
             let prefix = source.prefix.clone().unwrap_or_default();
             let (entries, optional, what) = match (&source.config_map_ref, &source.secret_ref) {
@@ -142,11 +144,14 @@ pub fn assignment(
                 _ => continue,
             };
             match entries {
-                Some(entries) => values.extend(
-                    entries
-                        .into_iter()
-                        .map(|(k, v)| (format!("{prefix}{k}"), String::from_utf8_lossy(&v).into_owned())),
-                ),
+                Some(entries) => {
+                    for (key, value) in entries {
+                        if source.secret_ref.is_some() {
+                            secret_names.push(format!("{prefix}{key}"));
+                        }
+                        values.push((format!("{prefix}{key}"), String::from_utf8_lossy(&value).into_owned()));
+                    }
+                }
                 None if optional => {}
                 None => return Err(format!("{what} is not in the commit")),
             }
@@ -184,12 +189,20 @@ pub fn assignment(
             let found =
                 entries.and_then(|entries| entries.into_iter().find(|(k, _)| *k == selector.key).map(|(_, v)| v));
             match found {
-                Some(bytes) => values.push((variable.name.clone(), String::from_utf8_lossy(&bytes).into_owned())),
+                Some(bytes) => {
+                    if kind == "Secret" {
+                        secret_names.push(variable.name.clone());
+                    }
+                    values.push((variable.name.clone(), String::from_utf8_lossy(&bytes).into_owned()))
+                }
                 None if selector.optional.unwrap_or(false) => {}
                 None => return Err(format!("{kind} {namespace}/{} has no key {}", selector.name, selector.key)),
             }
         }
         env.insert(container.name.clone(), values);
+        if !secret_names.is_empty() {
+            secret_env.insert(container.name.clone(), secret_names);
+        }
     }
 
     let mut files = BTreeMap::new();
@@ -251,6 +264,7 @@ pub fn assignment(
         spec: spec.clone(),
         env,
         files,
+        secret_env,
         node_env,
     })
 }

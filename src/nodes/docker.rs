@@ -391,6 +391,29 @@ impl ContainerRuntime for Docker {
         }
     }
 
+    async fn log_tail(&self, id: &str, lines: usize) -> Option<String> {
+        let options = bollard::query_parameters::LogsOptionsBuilder::new()
+            .stdout(true)
+            .stderr(true)
+            .follow(false)
+            .tail(&lines.to_string())
+            .build();
+        let mut stream = self.client.logs(id, Some(options));
+        let mut text = String::new();
+        // A stopped container's log is short and ends; a bound keeps a runaway one from
+        // holding the agent.
+        let read = async {
+            while let Some(Ok(chunk)) = stream.next().await {
+                text.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+                if text.len() > 64 * 1024 {
+                    break;
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(2), read).await.ok()?;
+        Some(text)
+    }
+
     async fn exec(&self, id: &str, command: &[String], timeout: Duration) -> Result<i64, RuntimeError> {
         let run = async {
             let config = ExecConfig {

@@ -152,6 +152,46 @@ pub struct PodManager<R: ContainerRuntime> {
     /// pass that finds none of their containers running; meanwhile they are reported
     /// `terminating`.
     stopping: Mutex<HashMap<String, Instant>>,
+    /// Per container id that ended with an error: its last lines (`output_of`), read once.
+    outputs: Mutex<HashMap<String, Option<String>>>,
+}
+
+/// How many lines of an ended container's output are shown.
+const OUTPUT_LINES: usize = 3;
+/// At most this many characters of them.
+const OUTPUT_CHARS: usize = 300;
+
+/// An ended container's last lines as one line (` / ` between them), with every value in
+/// `hidden` replaced; empty lines are left out, and the whole cut to `OUTPUT_CHARS`.
+fn summarize_output(text: &str, hidden: &[&str]) -> String {
+    let mut lines: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect();
+    let keep = lines.len().saturating_sub(OUTPUT_LINES);
+    lines.drain(..keep);
+    let mut summary = lines.join(" / ");
+    for value in hidden.iter().filter(|v| v.len() >= 4) {
+        summary = summary.replace(value, "(hidden)");
+    }
+    match summary.char_indices().nth(OUTPUT_CHARS) {
+        Some((cut, _)) => format!("{}...", &summary[..cut]),
+        None => summary,
+    }
+}
+
+#[cfg(test)]
+mod output_tests {
+    use super::*;
+
+    #[test]
+    fn an_ended_containers_output_is_its_last_lines_with_secrets_hidden() {
+        let text = "starting\n\nloading /etc/app.conf\nusing token s3cr3t-token\nboom: cannot open /etc/app.conf\n";
+        assert_eq!(
+            summarize_output(text, &["s3cr3t-token", "ab"]),
+            "loading /etc/app.conf / using token (hidden) / boom: cannot open /etc/app.conf"
+        );
+        assert_eq!(summarize_output("", &[]), "");
+        let long = "x".repeat(1000);
+        assert_eq!(summarize_output(&long, &[]).chars().count(), OUTPUT_CHARS + 3);
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -291,7 +331,31 @@ impl<R: ContainerRuntime> PodManager<R> {
             probes: Mutex::new(HashMap::new()),
             stopped_because: Mutex::new(HashMap::new()),
             stopping: Mutex::new(HashMap::new()),
+            outputs: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The last lines container `id` of `assignment` wrote, read once from the engine, with the
+    /// values the pod got from Secrets hidden.
+    async fn output_of(&self, assignment: &PodAssignment, container: &str, id: &str) -> Option<String> {
+        if let Some(known) = self.outputs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(id) {
+            return known.clone();
+        }
+        let text = self.runtime.log_tail(id, OUTPUT_LINES * 4).await;
+        let names = assignment.secret_env.get(container).map(Vec::as_slice).unwrap_or_default();
+        let env = assignment.env.get(container).map(Vec::as_slice).unwrap_or_default();
+        let mut hidden: Vec<&str> =
+            env.iter().filter(|(name, _)| names.contains(name)).map(|(_, value)| value.as_str()).collect();
+        for volume in assignment.spec.volumes.iter().filter(|v| v.secret.is_some()) {
+            for contents in assignment.files.get(&volume.name).into_iter().flatten().map(|(_, c)| c) {
+                if let Ok(text) = std::str::from_utf8(contents) {
+                    hidden.push(text.trim());
+                }
+            }
+        }
+        let summary = text.map(|t| summarize_output(&t, &hidden)).filter(|s| !s.is_empty());
+        self.outputs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id.to_owned(), summary.clone());
+        summary
     }
 
     pub fn runtime(&self) -> &Arc<R> {
@@ -1018,6 +1082,11 @@ impl<R: ContainerRuntime> PodManager<R> {
         if !due {
             return Ok(false);
         }
+        // What the attempt wrote last is read before it is removed.
+        let output = match latest.exit_code {
+            Some(code) if code != 0 => self.output_of(assignment, &container.name, &latest.id).await,
+            _ => None,
+        };
         if let Some(waited) = self.lock_waiting().remove(key) {
             // Why the previous attempt ended stays visible on the next one; a probe's reason
             // is more telling than the exit code the stop produced.
@@ -1025,7 +1094,11 @@ impl<R: ContainerRuntime> PodManager<R> {
             match stopped.get_mut(key) {
                 Some((_, by_probe @ true)) => *by_probe = false,
                 _ => {
-                    stopped.insert(key.to_owned(), (waited.reason.clone(), false));
+                    let reason = match &output {
+                        Some(output) => format!("{}: {output}", waited.reason),
+                        None => waited.reason.clone(),
+                    };
+                    stopped.insert(key.to_owned(), (reason, false));
                 }
             }
         }
@@ -1312,28 +1385,36 @@ impl<R: ContainerRuntime> PodManager<R> {
                     Some(ContainerState::Exited) if wait.is_none() => ContainerStateName::Terminated,
                     _ => ContainerStateName::Waiting,
                 };
-                let probes = self.lock_probes();
-                let probe_passed = |kind: ProbeKind, configured: bool| {
-                    !configured || latest.and_then(|c| probes.get(&(c.id.clone(), kind))).is_some_and(|p| p.passed)
+                let (ready, probe_error) = {
+                    let probes = self.lock_probes();
+                    let probe_passed = |kind: ProbeKind, configured: bool| {
+                        !configured || latest.and_then(|c| probes.get(&(c.id.clone(), kind))).is_some_and(|p| p.passed)
+                    };
+                    let ready = state == ContainerStateName::Running
+                        && probe_passed(ProbeKind::Startup, container.startup_probe.is_some())
+                        && probe_passed(ProbeKind::Readiness, container.readiness_probe.is_some());
+                    let probe_error = latest.and_then(|c| {
+                        [ProbeKind::Startup, ProbeKind::Liveness, ProbeKind::Readiness].into_iter().find_map(|kind| {
+                            probes
+                                .get(&(c.id.clone(), kind))
+                                .and_then(|p| p.last_error.clone())
+                                .map(|e| format!("{} probe: {e}", kind.word()))
+                        })
+                    });
+                    (ready, probe_error)
                 };
-                let ready = state == ContainerStateName::Running
-                    && probe_passed(ProbeKind::Startup, container.startup_probe.is_some())
-                    && probe_passed(ProbeKind::Readiness, container.readiness_probe.is_some());
-                let probe_error = latest.and_then(|c| {
-                    [ProbeKind::Startup, ProbeKind::Liveness, ProbeKind::Readiness].into_iter().find_map(|kind| {
-                        probes
-                            .get(&(c.id.clone(), kind))
-                            .and_then(|p| p.last_error.clone())
-                            .map(|e| format!("{} probe: {e}", kind.word()))
-                    })
-                });
-                drop(probes);
                 let stopped =
                     self.lock_stopped().get(&format!("{key}/{}", container.name)).map(|(reason, _)| reason.clone());
                 let restart_count = latest.map_or(0, attempt_of);
                 let exit_code = latest
                     .and_then(|c| c.exit_code)
                     .filter(|_| latest.is_some_and(|c| c.state == ContainerState::Exited));
+                // What an attempt that ended with an error wrote last.
+                let output = match latest.filter(|c| c.state == ContainerState::Exited && exit_code != Some(0)) {
+                    Some(ended) => self.output_of(assignment, &container.name, &ended.id).await,
+                    None => None,
+                };
+                let said = output.as_deref().map(|o| format!(": {o}")).unwrap_or_default();
                 let now = Instant::now();
                 // A wait whose time has come still says why, until the next attempt is made.
                 // Kubernetes' words for a container that is not simply running, and what the
@@ -1342,7 +1423,7 @@ impl<R: ContainerRuntime> PodManager<R> {
                     (Some(ContainerState::Exited), Some(w)) => (
                         Some("CrashLoopBackOff"),
                         Some(format!(
-                            "container {} exited with code {} ({restart_count} restarts); {}",
+                            "container {} exited with code {} ({restart_count} restarts){said}; {}",
                             container.name,
                             exit_code.map_or_else(|| "?".to_owned(), |c| c.to_string()),
                             match w.until.saturating_duration_since(now).as_secs() {
@@ -1361,7 +1442,7 @@ impl<R: ContainerRuntime> PodManager<R> {
                     (Some(ContainerState::Exited), None) => (
                         Some("Error"),
                         Some(format!(
-                            "container {} exited with code {}",
+                            "container {} exited with code {}{said}",
                             container.name,
                             exit_code.map_or_else(|| "?".to_owned(), |c| c.to_string())
                         )),
@@ -1377,6 +1458,7 @@ impl<R: ContainerRuntime> PodManager<R> {
                     last_error: error.or(probe_error).or_else(|| latest.and_then(|c| c.error.clone())),
                     reason: reason.map(str::to_owned),
                     last_termination: stopped,
+                    last_output: output,
                     container_id: latest.map(|c| c.id.clone()),
                 });
             }
@@ -1457,6 +1539,7 @@ impl<R: ContainerRuntime> PodManager<R> {
                     last_error: None,
                     reason: None,
                     last_termination: None,
+                    last_output: None,
                     container_id: Some(latest.id.clone()),
                 })
                 .collect();

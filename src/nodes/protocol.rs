@@ -44,6 +44,10 @@ pub struct PodAssignment {
     /// The files of configMap and secret volumes: volume name, then path inside the volume.
     #[serde(default)]
     pub files: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+    /// Per container, the names in `env` whose values come from Secrets: what the agent hides
+    /// when it shows a container's output.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_env: BTreeMap<String, Vec<String>>,
     /// Variables of `env` and files of downwardAPI volumes whose value is the node's
     /// (`fieldRef` of `spec.nodeName`, `status.hostIP`, `status.podIP`, a `resourceFieldRef` of
     /// a limit that is not set): the controller fills them when it places the pod. Never sent
@@ -127,9 +131,13 @@ pub struct ContainerStatus {
     /// `CrashLoopBackOff`, `ImagePullBackOff`, `CreateContainerError`, `Completed`, `Error`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// How the previous attempt ended, when the container was restarted.
+    /// How the previous attempt ended, when the container was restarted, with its last
+    /// output.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_termination: Option<String>,
+    /// The last lines the current attempt wrote, once it ended with an error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_output: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub container_id: Option<String>,
 }

@@ -167,4 +167,7 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     ) -> impl Future<Output = Result<i64, RuntimeError>> + Send;
     /// A running container's CPU time and memory in use; `None` when the engine cannot say.
     fn usage(&self, id: &str) -> impl Future<Output = Option<super::usage::Reading>> + Send;
+    /// The last `lines` lines a container wrote (stdout and stderr together); `None` when the
+    /// engine cannot say.
+    fn log_tail(&self, id: &str, lines: usize) -> impl Future<Output = Option<String>> + Send;
 }

@@ -104,6 +104,7 @@ pub fn pod(name: &str, containers: Vec<Container>) -> PodAssignment {
         },
         env: BTreeMap::new(),
         files: BTreeMap::new(),
+        secret_env: BTreeMap::new(),
         node_env: Vec::new(),
     }
 }

@@ -279,7 +279,9 @@ async fn a_crashing_rollout_rolls_back_by_itself_and_git_revert_restores() {
     let reason = workload(&status, "app").unwrap()["reason"].as_str().unwrap().to_owned();
     assert!(reason.contains(&format!("rollout of {} failed", &bad[..7])), "{reason}");
     // Issue 11, defect 4: the crash is named, not the readiness probe that failed before it.
-    assert!(reason.contains("crash-loop") && reason.contains("exited with code 3 ("), "{reason}");
+    assert!(reason.contains("crash-loop") && reason.contains("exited with code 3"), "{reason}");
+    // Issue 19: what the container wrote last is in the reason.
+    assert!(reason.contains("exited with code 3: crashing ("), "{reason}");
     assert!(!reason.contains("probe"), "{reason}");
     assert!(reason.contains(&format!("rolled back to {} \"v1\"", &v1[..7])), "{reason}");
     // Issue 12: the plan of the head against what runs says the workload is held, and why.
@@ -1319,4 +1321,37 @@ spec:
     assert!(!inspected.status.success(), "the app container of a pod whose init container fails is never made");
     let status = cluster.get("/api/v1/status").await;
     assert_ne!(status["sync"], "Synced", "{status:#}");
+}
+
+/// Issue 19: a crashing container's last lines are in its pod's status, and a value it got
+/// from a Secret is hidden there.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crashing_containers_last_lines_show_with_secret_values_hidden() {
+    let mut repo = TestRepo::new();
+    let value = "hunter2-in-the-logs";
+    repo.write(
+        "secret.yaml",
+        &format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: creds}}\nstringData: {{password: {value}}}\n"),
+    );
+    let app = crate::images::deployment("leaky", None, 1, "v1", None)
+        .replace(
+            "          command:",
+            "          env: [{name: PASSWORD, valueFrom: {secretKeyRef: {name: creds, key: password}}}]\n          command:",
+        )
+        .replace(
+            "echo v1 > /tmp/version; exec sleep 3600",
+            "echo connecting with $PASSWORD; echo fatal: cannot open /etc/app.conf; exit 1",
+        );
+    repo.write("leaky.yaml", &app);
+    repo.commit("a pod that prints its secret and dies");
+    let cluster = Cluster::start_on("leaky", repo.path().to_str().unwrap(), 1, &[], 26).await;
+    wait_for("the crash's last lines in the pod's status", LIMIT, || async {
+        let pods = cluster.get("/api/v1/pods").await;
+        pods.to_string().contains("connecting with (hidden) / fatal: cannot open /etc/app.conf")
+    })
+    .await;
+    for path in ["/api/v1/pods", "/api/v1/status", "/api/v1/workloads/deployment/default/leaky"] {
+        let answer = cluster.get(path).await.to_string();
+        assert!(!answer.contains(value), "{path} shows the secret value: {answer}");
+    }
 }

@@ -379,6 +379,7 @@ fn status_of(pod: &Running, now: i64) -> PodStatus {
             last_error: None,
             reason: crashing.then(|| "CrashLoopBackOff".to_owned()),
             last_termination: None,
+            last_output: None,
             container_id: Some(format!("{}-{}", pod.assignment.uid, pod.restarts)),
         })
         .collect();
