@@ -478,6 +478,73 @@ pub fn status_text(status: &Value, now: i64) -> String {
 }
 
 /// `berth describe`: one workload with its pods and history.
+/// `berth describe pod/NAME`: the pod, then each container: state, restarts, how its last
+/// attempt ended and what it wrote last.
+pub fn describe_pod_text(view: &Value) -> String {
+    let mut out = String::new();
+    let row = |out: &mut String, label: &str, value: String| {
+        let _ = writeln!(out, "{:<12}{value}", format!("{label}:"));
+    };
+    row(&mut out, "Name", text(&view["name"]));
+    row(&mut out, "Namespace", text(&view["namespace"]));
+    row(&mut out, "Node", text(&view["node"]));
+    row(&mut out, "Workload", format!("{}/{}", text(&view["kind"]), text(&view["workload"])));
+    row(&mut out, "Revision", short(&text(&view["revision"])).to_owned());
+    let ready = if view["ready"] == true { "ready" } else { "not ready" };
+    row(&mut out, "Status", format!("{} ({ready}), phase {}", text(&view["status"]), text(&view["phase"])));
+    row(&mut out, "Restarts", text(&view["restarts"]));
+    row(
+        &mut out,
+        "Requests",
+        format!(
+            "cpu {}, memory {}",
+            millicores(&view["requests"]["cpuMillis"]),
+            mebibytes(&view["requests"]["memoryBytes"])
+        ),
+    );
+    if let Some(usage) = view["usage"].as_object() {
+        row(
+            &mut out,
+            "Usage",
+            format!("cpu {}, memory {}", millicores(&usage["cpuMillis"]), mebibytes(&usage["memoryBytes"])),
+        );
+    }
+    if let Some(error) = view["lastError"].as_str() {
+        row(&mut out, "Last error", error.to_owned());
+    }
+    let inits: Vec<&str> = view["initContainers"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    if !inits.is_empty() {
+        row(&mut out, "Init", inits.join(", "));
+    }
+    let _ = writeln!(out, "\nContainers:");
+    for container in view["containers"].as_array().into_iter().flatten() {
+        let name = text(&container["name"]);
+        let _ = writeln!(out, "  {name}:");
+        let field = |out: &mut String, label: &str, value: String| {
+            let _ = writeln!(out, "    {:<15}{value}", format!("{label}:"));
+        };
+        if let Some(image) = view["images"][name.as_str()].as_str() {
+            field(&mut out, "Image", image.to_owned());
+        }
+        let mut state = text(&container["state"]);
+        if let Some(reason) = container["reason"].as_str() {
+            state = format!("{state} ({reason})");
+        }
+        if let Some(code) = container["exitCode"].as_i64() {
+            state = format!("{state}, exit code {code}");
+        }
+        field(&mut out, "State", state);
+        field(&mut out, "Ready", text(&container["ready"]));
+        field(&mut out, "Restarts", text(&container["restartCount"]));
+        for (label, key) in [("Error", "lastError"), ("Last output", "lastOutput"), ("Last state", "lastTermination")] {
+            if let Some(value) = container[key].as_str() {
+                field(&mut out, label, value.to_owned());
+            }
+        }
+    }
+    out
+}
+
 pub fn describe_text(view: &Value, now: i64) -> String {
     let w = &view["workload"];
     let mut out = String::new();

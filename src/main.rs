@@ -1204,6 +1204,20 @@ fn client_command(args: &ServerArgs, call: ClientCall) -> Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             ClientCall::Describe { target, namespace } => {
+                // A pod by its name (`pod/web-7f9c2-0`) is described as a pod; a Pod manifest's
+                // name that is not running falls back to the workload.
+                if let Some((kind, namespace, name)) = c::parse_target(&target, &namespace)
+                    && matches!(kind.to_lowercase().as_str(), "pod" | "pods" | "po")
+                {
+                    match client.get(&format!("/api/v1/pods/{namespace}/{name}")).await {
+                        Ok(value) => {
+                            print_value(&value, args.output, c::describe_pod_text)?;
+                            return Ok(ExitCode::SUCCESS);
+                        }
+                        Err(c::ClientError::Refused { status: 404, .. }) => {}
+                        Err(error) => return Err(error.into()),
+                    }
+                }
                 let value = client.get(&workload_path(&target, &namespace)?).await?;
                 print_value(&value, args.output, |v| c::describe_text(v, now))?;
                 Ok(ExitCode::SUCCESS)

@@ -97,6 +97,7 @@ pub fn router(plane: Arc<ControlPlane>, access: Access) -> Router {
         .route("/api/v1/workloads/{kind}/{namespace}/{name}/history", get(history))
         .route("/api/v1/workloads/{kind}/{namespace}/{name}/rollback", post(rollback))
         .route("/api/v1/pods", get(pods))
+        .route("/api/v1/pods/{namespace}/{name}", get(pod_detail))
         .route("/api/v1/nodes", get(nodes))
         .route("/api/v1/watch/{what}", get(watch))
         .route("/api/v1/top/pods", get(top_pods))
@@ -395,6 +396,52 @@ pub struct PodView {
 async fn pods(State(api): State<Api>, headers: HeaderMap) -> Result<Json<Vec<PodView>>, AppError> {
     api.access.read(&headers)?;
     Ok(Json(pod_views(&api.plane).await?))
+}
+
+/// One pod in detail, as `berth describe pod/NAME` shows it: its row, each container's image,
+/// state, restarts, how its last attempt ended and what it wrote last, and its usage.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodDetailView {
+    #[serde(flatten)]
+    pub pod: PodView,
+    pub requests: Resources,
+    pub limits: Resources,
+    pub images: BTreeMap<String, String>,
+    pub init_containers: Vec<String>,
+    pub containers: Vec<crate::nodes::protocol::ContainerStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<super::usage::PodSample>,
+}
+
+async fn pod_detail(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path((namespace, name)): Path<(String, String)>,
+) -> Result<Json<PodDetailView>, AppError> {
+    api.access.read(&headers)?;
+    let plane = &api.plane;
+    let missing =
+        || AppError::new(StatusCode::NOT_FOUND, format!("no pod {namespace}/{name} is assigned; see `berth get pods`"));
+    let pod =
+        pod_views(plane).await?.into_iter().find(|p| p.namespace == namespace && p.name == name).ok_or_else(missing)?;
+    let (_, assigned) = plane.store.assignment(&pod.node).await?;
+    let assignment = assigned.iter().find(|p| p.namespace == namespace && p.pod == name);
+    let report = plane.store.reports(&pod.node).await?.into_iter().find(|r| r.namespace == namespace && r.pod == name);
+    let usage = plane.api.usage().pods().into_iter().find(|u| u.namespace == namespace && u.pod == name);
+    Ok(Json(PodDetailView {
+        requests: pod.requests,
+        limits: pod.limits,
+        images: assignment
+            .map(|a| a.spec.all_containers().map(|c| (c.name.clone(), c.image.clone())).collect())
+            .unwrap_or_default(),
+        init_containers: assignment
+            .map(|a| a.spec.init_containers.iter().map(|c| c.name.clone()).collect())
+            .unwrap_or_default(),
+        containers: report.map(|r| r.containers).unwrap_or_default(),
+        usage,
+        pod,
+    }))
 }
 
 pub async fn pod_views(plane: &ControlPlane) -> Result<Vec<PodView>, AppError> {

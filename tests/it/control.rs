@@ -1350,8 +1350,23 @@ async fn a_crashing_containers_last_lines_show_with_secret_values_hidden() {
         pods.to_string().contains("connecting with (hidden) / fatal: cannot open /etc/app.conf")
     })
     .await;
-    for path in ["/api/v1/pods", "/api/v1/status", "/api/v1/workloads/deployment/default/leaky"] {
+    let pods = cluster.get("/api/v1/pods").await;
+    let name = pods[0]["name"].as_str().unwrap().to_owned();
+    let detail = format!("/api/v1/pods/default/{name}");
+    for path in ["/api/v1/pods", "/api/v1/status", "/api/v1/workloads/deployment/default/leaky", detail.as_str()] {
         let answer = cluster.get(path).await.to_string();
         assert!(!answer.contains(value), "{path} shows the secret value: {answer}");
     }
+    // describe pod/NAME shows each container's state and what it wrote last.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let (code, text, stderr) = cluster.cli(elsewhere.path(), &["describe", &format!("pod/{name}")], false);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(text.contains(&format!("Name:       {name}")) && text.contains("Workload:   Deployment/leaky"), "{text}");
+    assert!(
+        text.contains("  leaky:\n") && text.contains("connecting with (hidden) / fatal: cannot open /etc/app.conf"),
+        "{text}"
+    );
+    assert!(!text.contains(value), "{text}");
+    let (code, _, stderr) = cluster.cli(elsewhere.path(), &["describe", "pod/nothing"], false);
+    assert_eq!(code, 1, "{stderr}");
 }
