@@ -452,6 +452,7 @@ async fn carry_out(plane: &ControlPlane, memory: &mut Memory, decision: Decision
             }
             Event::Finished(outcome) => plane.metrics.sync_finished(outcome.as_str()),
             Event::RolloutFinished { outcome, seconds } => plane.metrics.rollout(outcome.as_str(), *seconds),
+            Event::SyncTook { outcome, seconds } => plane.metrics.sync_took(outcome.as_str(), *seconds),
             Event::Synced { commit, committed_at } => {
                 plane.metrics.synced(*committed_at, crate::server::now());
                 tracing::info!(%commit, "Synced.");

@@ -45,6 +45,8 @@ pub struct Memory {
     pub commits: HashMap<String, Arc<Loaded>>,
     /// The outcome last written to the desired commit's sync record.
     pub sync_outcome: Option<SyncOutcome>,
+    /// When this server adopted the desired commit (unknown after a restart).
+    pub adopted_at: Option<i64>,
     pub applied_recorded: bool,
 }
 
@@ -60,6 +62,7 @@ impl Memory {
         }
         if let Some(adopt) = decision.adopt {
             self.sync_outcome = Some(SyncOutcome::Progressing);
+            self.adopted_at = Some(adopt.at);
             self.applied_recorded = false;
             self.program = adopt.program;
             self.retained = adopt.retained;
@@ -154,6 +157,8 @@ pub struct Adopt {
     pub commit: Arc<Loaded>,
     pub program: Vec<plan::WorkloadStep>,
     pub retained: Vec<Arc<Resource>>,
+    /// When it was adopted: its sync's start.
+    pub at: i64,
 }
 
 /// What a decision tells the log and the metrics.
@@ -181,6 +186,11 @@ pub enum Event {
         workload: ObjectKey,
         commit: String,
         reason: String,
+    },
+    /// The commit being applied reached a final outcome `seconds` after it was adopted.
+    SyncTook {
+        outcome: SyncOutcome,
+        seconds: i64,
     },
     /// A rolling revision got its verdict, `seconds` after it started.
     RolloutFinished {
@@ -396,7 +406,7 @@ fn adopt(decision: &mut Decision, seen: &Seen, memory: &Memory, commit: Arc<Load
     }
     decision.changes.push(Change::SetControl("desired_commit", sha));
     let retained = kept(&planned.kept, &commit);
-    decision.adopt = Some(Adopt { commit, program: planned.plan.steps.clone(), retained });
+    decision.adopt = Some(Adopt { commit, program: planned.plan.steps.clone(), retained, at: now });
 }
 
 /// The applied objects annotated to be kept that `commit` no longer declares.
@@ -590,6 +600,9 @@ pub fn judge(memory: &Memory, desired: &Loaded, targets: &Targets, summary: &Rec
         decision.changes.push(Change::SyncOutcome { commit: sha.clone(), outcome, reason, finished });
         if outcome.is_final() {
             decision.events.push(Event::Finished(outcome));
+            if let Some(adopted) = memory.adopted_at {
+                decision.events.push(Event::SyncTook { outcome, seconds: now - adopted });
+            }
         }
         if outcome == SyncOutcome::Synced {
             decision

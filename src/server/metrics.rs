@@ -28,6 +28,7 @@ pub struct ServerMetrics {
     syncs: Family<Labels, Counter>,
     commit_to_synced_seconds: Histogram,
     rollout_seconds: Family<Labels, Histogram, fn() -> Histogram>,
+    sync_seconds: Family<Labels, Histogram, fn() -> Histogram>,
     store_write_seconds: Histogram,
     read_seconds: Histogram,
 }
@@ -46,6 +47,7 @@ impl Default for ServerMetrics {
             syncs: Family::default(),
             commit_to_synced_seconds: long_buckets(),
             rollout_seconds: Family::new_with_constructor(long_buckets),
+            sync_seconds: Family::new_with_constructor(long_buckets),
             // From 100 µs to about 6.5 s.
             store_write_seconds: Histogram::new(exponential_buckets(0.0001, 4.0, 9)),
             read_seconds: Histogram::new(exponential_buckets(0.0001, 4.0, 9)),
@@ -71,6 +73,12 @@ impl ServerMetrics {
     /// A workload's rollout ended (`healthy` or `failed`) after `seconds`.
     pub fn rollout(&self, outcome: &str, seconds: i64) {
         self.rollout_seconds.get_or_create(&vec![("outcome", outcome.to_owned())]).observe(seconds.max(0) as f64);
+    }
+
+    /// A sync reached a final outcome (`synced` or `degraded`) `seconds` after its commit was
+    /// adopted.
+    pub fn sync_took(&self, outcome: &str, seconds: i64) {
+        self.sync_seconds.get_or_create(&vec![("outcome", outcome.to_owned())]).observe(seconds.max(0) as f64);
     }
 
     /// One transaction of the control loop's decisions.
@@ -114,6 +122,11 @@ impl ServerMetrics {
             "rollout_duration_seconds",
             "From a workload's new revision to its verdict, by outcome (healthy or failed)",
             self.rollout_seconds.clone(),
+        );
+        registry.register(
+            "sync_duration_seconds",
+            "From a commit's adoption to its sync's final outcome, by outcome (synced or degraded)",
+            self.sync_seconds.clone(),
         );
         registry.register(
             "store_write_duration_seconds",

@@ -1089,6 +1089,8 @@ async fn top_shows_a_busy_container_and_an_idle_one() {
     assert!(sample(&text, "berth_container_memory_working_set_bytes", &[("container", "idle")]).is_some(), "{text}");
     let rollouts = sample(&text, "berth_rollout_duration_seconds_count", &[("outcome", "healthy")]);
     assert_eq!(rollouts, Some(2.0), "both rollouts were healthy: {text}");
+    let syncs = sample(&text, "berth_sync_duration_seconds_count", &[("outcome", "synced")]);
+    assert_eq!(syncs, Some(1.0), "the commit was synced once: {text}");
     wait_for("the agent's CPU counter of the busy container", LIMIT, || async {
         let (_, text) = get_text("http://127.0.23.2:19091/metrics", None).await;
         sample(&text, "berth_agent_container_cpu_usage_seconds_total", &[("container", "burn")])
