@@ -131,6 +131,15 @@ impl ContainerRuntime for Docker {
                 }
                 non_empty(&options)
             },
+            // A container's log is bounded, whatever the engine's default: logs never fill a
+            // node's disk, and `docker logs` reads them.
+            log_config: Some(bollard::models::HostConfigLogConfig {
+                typ: Some("json-file".to_owned()),
+                config: Some(HashMap::from([
+                    ("max-size".to_owned(), LOG_FILE_SIZE.to_owned()),
+                    ("max-file".to_owned(), LOG_FILES.to_owned()),
+                ])),
+            }),
             ..Default::default()
         };
         let mut hostname = None;
@@ -440,6 +449,10 @@ impl ContainerRuntime for Docker {
         })
     }
 }
+
+/// Each container's log rotates at this size, and keeps this many files.
+const LOG_FILE_SIZE: &str = "10m";
+const LOG_FILES: &str = "3";
 
 /// A container's usage from the engine's one-shot stats: one answer, without the second the
 /// streaming call waits to compute a rate.

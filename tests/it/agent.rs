@@ -173,6 +173,12 @@ async fn pods_are_created_replaced_and_removed() {
         assert_eq!(info.labels.get(key).map(String::as_str), Some(value), "label {key}");
     }
     assert_eq!(info.labels[labels::REVISION], desired[0].revision);
+    // Its log rotates: it never fills the node's disk.
+    let logging = std::process::Command::new("docker")
+        .args(["inspect", "-f", "{{.HostConfig.LogConfig.Type}} {{index .HostConfig.LogConfig.Config \"max-size\"}} {{index .HostConfig.LogConfig.Config \"max-file\"}}", &first_id])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&logging.stdout).trim(), "json-file 10m 3");
     let volume = berth::nodes::pods::engine_name(&[&node.name, "shop", "web-1", "scratch"]);
     assert!(docker.client().inspect_volume(&volume).await.is_ok(), "the emptyDir volume exists");
 
