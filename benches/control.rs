@@ -158,8 +158,14 @@ impl ContainerRuntime for Hollow {
         Ok(0)
     }
 
-    async fn log_tail(&self, _id: &str, _lines: usize) -> Option<String> {
-        None
+    async fn logs(
+        &self,
+        id: &str,
+        _tail: Option<u64>,
+        _since: Option<i64>,
+        _timestamps: bool,
+    ) -> Result<String, RuntimeError> {
+        self.with(id, |_| String::new())
     }
 
     /// Every hollow container uses a hundredth of a core and 8 MiB, so that usage is sampled,

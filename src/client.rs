@@ -41,6 +41,26 @@ impl Client {
         self.send(self.http.get(format!("{}{path}", self.server))).await
     }
 
+    /// A text answer (a log), or the error the server gave.
+    pub async fn get_text(&self, path: &str) -> Result<String, ClientError> {
+        let mut request = self.http.get(format!("{}{path}", self.server));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response =
+            request.send().await.map_err(|source| ClientError::Unreachable { server: self.server.clone(), source })?;
+        let status = response.status();
+        if status.is_success() {
+            return response
+                .text()
+                .await
+                .map_err(|source| ClientError::Unreadable { server: self.server.clone(), source });
+        }
+        let body: Value = response.json().await.unwrap_or_default();
+        let message = body.get("error").and_then(Value::as_str).unwrap_or("the request failed").to_owned();
+        Err(ClientError::Refused { server: self.server.clone(), status: status.as_u16(), message })
+    }
+
     pub async fn post(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
         self.send(self.http.post(format!("{}{path}", self.server)).json(body)).await
     }
@@ -245,6 +265,34 @@ pub fn pods_table(list: &Value, namespace: Option<&str>) -> String {
         })
         .collect();
     table(&["NAMESPACE", "NAME", "READY", "STATUS", "RESTARTS", "NODE", "REVISION", "LAST ERROR"], &rows)
+}
+
+/// Lines of a log with a prefix each (`web-7f9c-0/web | `), as stern shows several
+/// containers' logs together.
+pub fn prefixed(prefix: &str, log: &str) -> String {
+    log.lines().map(|line| format!("{prefix} | {line}\n")).collect()
+}
+
+/// Seconds in a duration as kubectl writes it: `30s`, `10m`, `2h`, `1h30m`.
+pub fn parse_duration(text: &str) -> Option<i64> {
+    let mut total = 0i64;
+    let mut number = String::new();
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86_400,
+            _ => return None,
+        };
+        total = total.checked_add(number.parse::<i64>().ok()?.checked_mul(unit)?)?;
+        number.clear();
+    }
+    if !number.is_empty() || text.is_empty() { None } else { Some(total) }
 }
 
 /// A URL query string of `pairs`, each percent-encoded.

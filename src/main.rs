@@ -272,6 +272,34 @@ enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// What a pod's container wrote; for KIND/NAME, every pod of the workload, each line
+    /// prefixed with `pod/container |`.
+    Logs {
+        /// A pod's name, or KIND/NAME such as deployment/web.
+        target: String,
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        /// The container; needed when a pod has several.
+        #[arg(short, long)]
+        container: Option<String>,
+        /// Every container of each pod.
+        #[arg(long)]
+        all_containers: bool,
+        /// The attempt before the current one (kept until the next restart).
+        #[arg(short, long)]
+        previous: bool,
+        /// Only the last N lines of each container.
+        #[arg(long)]
+        tail: Option<u64>,
+        /// Only what was written in this last while: 30s, 10m, 2h.
+        #[arg(long)]
+        since: Option<String>,
+        /// Each line after the time it was written.
+        #[arg(long)]
+        timestamps: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
     /// One workload in detail: pods per node, rollout, history, pin.
     Describe {
         /// KIND/NAME, such as deployment/web.
@@ -365,6 +393,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Status { server } => client_command(&server, ClientCall::Status),
         Command::Get { what, namespace, watch, server } => {
             client_command(&server, ClientCall::Get { what, namespace, watch })
+        }
+        Command::Logs { target, namespace, container, all_containers, previous, tail, since, timestamps, server } => {
+            let since_seconds = match since.as_deref() {
+                Some(text) => Some(
+                    berth::client::parse_duration(text)
+                        .with_context(|| format!("--since `{text}` is not a duration; write it like 30s, 10m or 2h"))?,
+                ),
+                None => None,
+            };
+            let logs = Logs { target, namespace, container, all_containers, previous, tail, since_seconds, timestamps };
+            client_command(&server, ClientCall::Logs(logs))
         }
         Command::Top { what, namespace, selector, containers, server } => {
             client_command(&server, ClientCall::Top { what, namespace, selector, containers })
@@ -1082,11 +1121,24 @@ fn print_plan(plan: &plan::Plan, format: PlanFormat, compared: &str) -> Result<E
     Ok(if plan.summary.has_changes() { ExitCode::from(2) } else { ExitCode::SUCCESS })
 }
 
+/// What `berth logs` asks for.
+struct Logs {
+    target: String,
+    namespace: String,
+    container: Option<String>,
+    all_containers: bool,
+    previous: bool,
+    tail: Option<u64>,
+    since_seconds: Option<i64>,
+    timestamps: bool,
+}
+
 /// A request of the CLI to a running server.
 enum ClientCall {
     Status,
     Get { what: String, namespace: Option<String>, watch: bool },
     Top { what: String, namespace: Option<String>, selector: Option<String>, containers: bool },
+    Logs(Logs),
     Describe { target: String, namespace: String },
     History { target: String, namespace: String },
     Rollback { target: String, namespace: String, to: Option<String>, yes: bool },
@@ -1173,6 +1225,72 @@ fn client_command(args: &ServerArgs, call: ClientCall) -> Result<ExitCode> {
                 }
                 let value = client.get(path).await?;
                 print_value(&value, args.output, table)?;
+                Ok(ExitCode::SUCCESS)
+            }
+            ClientCall::Logs(logs) => {
+                // A pod by name, or every pod of a workload.
+                let pods: Vec<String> = match logs.target.split_once('/') {
+                    None => vec![logs.target.clone()],
+                    Some(_) => {
+                        let (kind, namespace, name) = c::parse_target(&logs.target, &logs.namespace)
+                            .with_context(|| format!("`{}` is not a pod's name or KIND/NAME", logs.target))?;
+                        let kind = berth::manifest::Kind::from_cli(&kind)
+                            .with_context(|| format!("`{kind}` is not a workload kind"))?;
+                        let all = client.get("/api/v1/pods").await?;
+                        let found: Vec<String> = all
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter(|p| p["namespace"] == namespace.as_str() && p["workload"] == name.as_str())
+                            .filter(|p| p["kind"] == kind.name() && p["status"] != "Terminating")
+                            .filter_map(|p| p["name"].as_str().map(str::to_owned))
+                            .collect();
+                        if found.is_empty() {
+                            bail!("{} {namespace}/{name} has no pods; see `berth get pods`", kind.name());
+                        }
+                        found
+                    }
+                };
+                let several_pods = pods.len() > 1;
+                for pod in pods {
+                    let base = format!("/api/v1/pods/{}/{pod}", logs.namespace);
+                    let containers: Vec<Option<String>> = if logs.all_containers {
+                        let detail = client.get(&base).await?;
+                        detail["images"].as_object().into_iter().flatten().map(|(name, _)| Some(name.clone())).collect()
+                    } else {
+                        vec![logs.container.clone()]
+                    };
+                    let prefixed = several_pods || containers.len() > 1;
+                    for container in containers {
+                        let mut pairs: Vec<(&str, String)> = Vec::new();
+                        if let Some(container) = &container {
+                            pairs.push(("container", container.clone()));
+                        }
+                        if logs.previous {
+                            pairs.push(("previous", "true".into()));
+                        }
+                        if let Some(tail) = logs.tail {
+                            pairs.push(("tail", tail.to_string()));
+                        }
+                        if let Some(since) = logs.since_seconds {
+                            pairs.push(("sinceSeconds", since.to_string()));
+                        }
+                        if logs.timestamps {
+                            pairs.push(("timestamps", "true".into()));
+                        }
+                        let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                        let text = client.get_text(&format!("{base}/logs?{}", c::query(&pairs))).await?;
+                        if prefixed {
+                            let label = match &container {
+                                Some(name) => format!("{pod}/{name}"),
+                                None => pod.clone(),
+                            };
+                            print!("{}", c::prefixed(&label, &text));
+                        } else {
+                            print!("{text}");
+                        }
+                    }
+                }
                 Ok(ExitCode::SUCCESS)
             }
             ClientCall::Top { what, namespace, selector, containers } => {

@@ -8,7 +8,8 @@
 use super::pods::labels;
 use super::pods::{PodError, PodManager, PodManagerConfig};
 use super::protocol::{
-    Assignment, ErrorBody, Heartbeat, JoinRequest, JoinResponse, NodeUsage, PodStatus, Report, Resources, RouteTable,
+    AgentAnswer, AgentRequest, Assignment, ErrorBody, Heartbeat, JoinRequest, JoinResponse, LogRequest, NodeUsage,
+    PodStatus, Report, Resources, RouteTable,
 };
 use super::proxy::{Mesh, host_resolvers};
 use super::runtime::{ContainerRuntime, ContainerState};
@@ -151,7 +152,8 @@ impl ApiClient {
         self.post("heartbeat", beat).await
     }
 
-    /// Long-polls `what` (the assignment or the route table) for a version other than `after`.
+    /// Long-polls `what` (the assignment or the route table) for a version other than `after`,
+    /// or the server's requests.
     async fn poll<T: serde::de::DeserializeOwned>(&self, what: &str, after: u64, wait: Duration) -> Result<T, String> {
         let response = self
             .http
@@ -167,6 +169,10 @@ impl ApiClient {
 
     async fn report(&self, report: &Report) -> Result<(), String> {
         self.post("report", report).await
+    }
+
+    async fn answer(&self, id: u64, answer: &AgentAnswer) -> Result<(), String> {
+        self.post(&format!("requests/{id}"), answer).await
     }
 }
 
@@ -326,6 +332,13 @@ pub async fn run<R: ContainerRuntime>(
         shutdown.clone(),
     ));
     tasks.spawn(heartbeats(client.clone(), config.clone(), usage, shutdown.clone()));
+    tasks.spawn(serve_requests(
+        client.clone(),
+        runtime.clone(),
+        saved.node.clone(),
+        assignment.clone(),
+        shutdown.clone(),
+    ));
     tasks.spawn(follow_assignment(client.clone(), assignments, shutdown.clone()));
     if let Some(mesh) = mesh {
         tasks.spawn(follow_routes(client.clone(), mesh, shutdown.clone()));
@@ -479,6 +492,95 @@ async fn sample_usage<R: ContainerRuntime>(
         let sample = sampler.sample(node_reading, seen, Instant::now(), super::usage::epoch_seconds());
         *crate::lock(&latest) = Some(sample);
     }
+}
+
+/// Answers the server's requests (a container's log) over the connection this node opens:
+/// nodes listen on no port for the server.
+async fn serve_requests<R: ContainerRuntime>(
+    client: ApiClient,
+    runtime: Arc<R>,
+    node: String,
+    assignment: watch::Receiver<Option<Assignment>>,
+    shutdown: CancellationToken,
+) {
+    let mut retry = Retry::new("fetching the server's requests", Duration::from_millis(500), Duration::from_secs(10));
+    let mut answering = JoinSet::new();
+    loop {
+        let fetched = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            // The server's requests for this node, long-polled (they have no versions).
+            fetched = client.poll::<Vec<AgentRequest>>("requests", 0, Duration::from_secs(30)) => fetched,
+        };
+        match fetched {
+            Ok(requests) => {
+                retry.succeeded();
+                for request in requests {
+                    let (client, runtime, node) = (client.clone(), runtime.clone(), node.clone());
+                    // What the pod got from Secrets is hidden in its log, as everywhere berth
+                    // shows something.
+                    let hidden: Vec<String> = assignment
+                        .borrow()
+                        .as_ref()
+                        .and_then(|a| {
+                            let log = &request.logs;
+                            a.pods.iter().find(|p| p.namespace == log.namespace && p.pod == log.pod)
+                        })
+                        .map(|pod| {
+                            super::pods::secret_values(pod, &request.logs.container)
+                                .into_iter()
+                                .map(str::to_owned)
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    answering.spawn(async move {
+                        let answer = match container_log(&*runtime, &node, &request.logs).await {
+                            Ok(output) => {
+                                let hidden: Vec<&str> = hidden.iter().map(String::as_str).collect();
+                                AgentAnswer { output: Some(super::pods::hide(&output, &hidden)), error: None }
+                            }
+                            Err(error) => AgentAnswer { output: None, error: Some(error) },
+                        };
+                        if let Err(error) = client.answer(request.id, &answer).await {
+                            tracing::warn!(%error, "Answering the server's request failed.");
+                        }
+                    });
+                }
+                while answering.try_join_next().is_some() {}
+            }
+            Err(error) => {
+                if !pause_after_failure(retry.failed(&error), &shutdown).await {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The log of the container a request names: its current attempt, or the one before.
+async fn container_log<R: ContainerRuntime>(runtime: &R, node: &str, request: &LogRequest) -> Result<String, String> {
+    let filter = [
+        (labels::NODE, node),
+        (labels::NAMESPACE, request.namespace.as_str()),
+        (labels::POD, request.pod.as_str()),
+        (labels::CONTAINER, request.container.as_str()),
+    ];
+    let mut attempts = runtime.list(&filter).await.map_err(|e| e.to_string())?;
+    let attempt = |c: &super::runtime::ContainerInfo| {
+        c.labels.get(labels::ATTEMPT).and_then(|a| a.parse::<u32>().ok()).unwrap_or(0)
+    };
+    attempts.sort_by_key(attempt);
+    let chosen = match request.previous {
+        false => attempts.last(),
+        true => attempts.iter().rev().nth(1),
+    };
+    let Some(container) = chosen else {
+        let what = if request.previous { "no previous attempt" } else { "no container" };
+        return Err(format!(
+            "container {} of pod {}/{} has {what} on node {node}",
+            request.container, request.namespace, request.pod
+        ));
+    };
+    runtime.logs(&container.id, request.tail, request.since, request.timestamps).await.map_err(|e| e.to_string())
 }
 
 async fn heartbeats(

@@ -400,27 +400,43 @@ impl ContainerRuntime for Docker {
         }
     }
 
-    async fn log_tail(&self, id: &str, lines: usize) -> Option<String> {
-        let options = bollard::query_parameters::LogsOptionsBuilder::new()
+    async fn logs(
+        &self,
+        id: &str,
+        tail: Option<u64>,
+        since: Option<i64>,
+        timestamps: bool,
+    ) -> Result<String, RuntimeError> {
+        let mut options = bollard::query_parameters::LogsOptionsBuilder::new()
             .stdout(true)
             .stderr(true)
             .follow(false)
-            .tail(&lines.to_string())
-            .build();
-        let mut stream = self.client.logs(id, Some(options));
+            .timestamps(timestamps)
+            .tail(&tail.map_or_else(|| "all".to_owned(), |n| n.to_string()));
+        if let Some(since) = since {
+            options = options.since(i32::try_from(since).unwrap_or(i32::MAX));
+        }
+        let mut stream = self.client.logs(id, Some(options.build()));
         let mut text = String::new();
-        // A stopped container's log is short and ends; a bound keeps a runaway one from
-        // holding the agent.
+        // A stopped container's log ends; a bound keeps a huge one from holding the agent.
         let read = async {
-            while let Some(Ok(chunk)) = stream.next().await {
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk.map_err(|e| engine(format!("reading the log of {id}"), e))?;
                 text.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
-                if text.len() > 64 * 1024 {
+                if text.len() > LOG_READ_LIMIT {
+                    text.push_str("\n(cut: the log is longer; ask for less with --tail or --since)\n");
                     break;
                 }
             }
+            Ok::<(), RuntimeError>(())
         };
-        tokio::time::timeout(Duration::from_secs(2), read).await.ok()?;
-        Some(text)
+        match tokio::time::timeout(Duration::from_secs(10), read).await {
+            Ok(result) => result.map(|()| text),
+            Err(_) => Err(RuntimeError::Engine {
+                action: format!("reading the log of {id}"),
+                reason: "no end within 10 s".into(),
+            }),
+        }
     }
 
     async fn exec(&self, id: &str, command: &[String], timeout: Duration) -> Result<i64, RuntimeError> {
@@ -449,6 +465,9 @@ impl ContainerRuntime for Docker {
         })
     }
 }
+
+/// The most of a log one request reads.
+const LOG_READ_LIMIT: usize = 8 << 20;
 
 /// Each container's log rotates at this size, and keeps this many files.
 const LOG_FILE_SIZE: &str = "10m";

@@ -161,16 +161,39 @@ const OUTPUT_LINES: usize = 3;
 /// At most this many characters of them.
 const OUTPUT_CHARS: usize = 300;
 
+/// The values `container` of `assignment` got from Secrets: its variables from them, and the
+/// files of the pod's secret volumes. What a container's output shows is never one of them.
+pub fn secret_values<'a>(assignment: &'a PodAssignment, container: &str) -> Vec<&'a str> {
+    let names = assignment.secret_env.get(container).map(Vec::as_slice).unwrap_or_default();
+    let env = assignment.env.get(container).map(Vec::as_slice).unwrap_or_default();
+    let mut hidden: Vec<&str> =
+        env.iter().filter(|(name, _)| names.contains(name)).map(|(_, value)| value.as_str()).collect();
+    for volume in assignment.spec.volumes.iter().filter(|v| v.secret.is_some()) {
+        for contents in assignment.files.get(&volume.name).into_iter().flatten().map(|(_, c)| c) {
+            if let Ok(text) = std::str::from_utf8(contents) {
+                hidden.push(text.trim());
+            }
+        }
+    }
+    hidden
+}
+
+/// `text` with every value of `hidden` (of 4 characters or more) replaced by `(hidden)`.
+pub fn hide(text: &str, hidden: &[&str]) -> String {
+    let mut text = text.to_owned();
+    for value in hidden.iter().filter(|v| v.len() >= 4) {
+        text = text.replace(value, "(hidden)");
+    }
+    text
+}
+
 /// An ended container's last lines as one line (` / ` between them), with every value in
 /// `hidden` replaced; empty lines are left out, and the whole cut to `OUTPUT_CHARS`.
 fn summarize_output(text: &str, hidden: &[&str]) -> String {
     let mut lines: Vec<String> = text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect();
     let keep = lines.len().saturating_sub(OUTPUT_LINES);
     lines.drain(..keep);
-    let mut summary = lines.join(" / ");
-    for value in hidden.iter().filter(|v| v.len() >= 4) {
-        summary = summary.replace(value, "(hidden)");
-    }
+    let summary = hide(&lines.join(" / "), hidden);
     match summary.char_indices().nth(OUTPUT_CHARS) {
         Some((cut, _)) => format!("{}...", &summary[..cut]),
         None => summary,
@@ -341,18 +364,8 @@ impl<R: ContainerRuntime> PodManager<R> {
         if let Some(known) = self.outputs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(id) {
             return known.clone();
         }
-        let text = self.runtime.log_tail(id, OUTPUT_LINES * 4).await;
-        let names = assignment.secret_env.get(container).map(Vec::as_slice).unwrap_or_default();
-        let env = assignment.env.get(container).map(Vec::as_slice).unwrap_or_default();
-        let mut hidden: Vec<&str> =
-            env.iter().filter(|(name, _)| names.contains(name)).map(|(_, value)| value.as_str()).collect();
-        for volume in assignment.spec.volumes.iter().filter(|v| v.secret.is_some()) {
-            for contents in assignment.files.get(&volume.name).into_iter().flatten().map(|(_, c)| c) {
-                if let Ok(text) = std::str::from_utf8(contents) {
-                    hidden.push(text.trim());
-                }
-            }
-        }
+        let text = self.runtime.logs(id, Some(OUTPUT_LINES as u64 * 4), None, false).await.ok();
+        let hidden = secret_values(assignment, container);
         let summary = text.map(|t| summarize_output(&t, &hidden)).filter(|s| !s.is_empty());
         self.outputs.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(id.to_owned(), summary.clone());
         summary
@@ -1102,8 +1115,9 @@ impl<R: ContainerRuntime> PodManager<R> {
                 }
             }
         }
-        // The previous attempt goes once the next one exists: a restart keeps nothing else.
-        for old in attempts {
+        // The attempt that just ended stays until the next restart (`logs --previous` reads
+        // it); the ones before it go.
+        for old in &attempts[..attempts.len() - 1] {
             self.runtime.remove(&old.id).await?;
             self.record(|inventory| {
                 inventory.containers.remove(&old.id);

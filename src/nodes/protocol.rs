@@ -338,3 +338,43 @@ pub struct Endpoint {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pod_ports: Vec<(u16, u16)>,
 }
+
+/// `GET /api/v1/agent/nodes/{node}/requests?after=ID&waitSeconds=S`: what the server asks of
+/// the node, long-polled over the connection the agent opens (nodes only dial out). The agent
+/// answers each with `POST .../requests/{id}` and an [`AgentAnswer`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentRequest {
+    pub id: u64,
+    pub logs: LogRequest,
+}
+
+/// The log of one container of a pod on the node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogRequest {
+    pub namespace: String,
+    pub pod: String,
+    pub container: String,
+    /// The attempt before the current one (kept until the next restart).
+    #[serde(default)]
+    pub previous: bool,
+    /// Only the last lines.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tail: Option<u64>,
+    /// Only what was written since this time (seconds since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<i64>,
+    #[serde(default)]
+    pub timestamps: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentAnswer {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output: Option<String>,
+    /// Why there is no output, in words for the user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}

@@ -167,7 +167,13 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     ) -> impl Future<Output = Result<i64, RuntimeError>> + Send;
     /// A running container's CPU time and memory in use; `None` when the engine cannot say.
     fn usage(&self, id: &str) -> impl Future<Output = Option<super::usage::Reading>> + Send;
-    /// The last `lines` lines a container wrote (stdout and stderr together); `None` when the
-    /// engine cannot say.
-    fn log_tail(&self, id: &str, lines: usize) -> impl Future<Output = Option<String>> + Send;
+    /// What a container wrote (stdout and stderr together): only the last `tail` lines, only
+    /// since `since` (seconds since the epoch), each line after its time with `timestamps`.
+    fn logs(
+        &self,
+        id: &str,
+        tail: Option<u64>,
+        since: Option<i64>,
+        timestamps: bool,
+    ) -> impl Future<Output = Result<String, RuntimeError>> + Send;
 }

@@ -8,13 +8,15 @@
 use super::{AppError, now};
 use crate::lock;
 use crate::nodes::protocol::{
-    Assignment, AssignmentQuery, Heartbeat, JoinRequest, JoinResponse, PodAssignment, Report, RouteTable, ServiceRoute,
+    AgentAnswer, AgentRequest, Assignment, AssignmentQuery, Heartbeat, JoinRequest, JoinResponse, LogRequest,
+    PodAssignment, Report, RouteTable, ServiceRoute,
 };
 use crate::store::Store;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use serde::Deserialize;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -42,7 +44,22 @@ struct Inner {
     reported: Notify,
     /// What the heartbeats say of resource usage.
     usage: super::usage::UsageBook,
+    /// Per node, what the server asks of it and waits for (`ask`).
+    requests: Mutex<HashMap<String, NodeRequests>>,
+    next_request: std::sync::atomic::AtomicU64,
 }
+
+/// The requests of one node: those it has not fetched yet, and the answers awaited.
+#[derive(Default)]
+struct NodeRequests {
+    pending: Vec<AgentRequest>,
+    waiting: HashMap<u64, tokio::sync::oneshot::Sender<AgentAnswer>>,
+    /// Rings when a request is queued, for the node's long poll.
+    queued: Arc<Notify>,
+}
+
+/// How long the server waits for a node to answer a request.
+const ANSWER_LIMIT: Duration = Duration::from_secs(20);
 
 impl AgentApi {
     pub fn new(store: Arc<Store>, join_token: &str) -> AgentApi {
@@ -55,6 +72,8 @@ impl AgentApi {
                 routes_acked: Mutex::new(HashMap::new()),
                 reported: Notify::new(),
                 usage: super::usage::UsageBook::default(),
+                requests: Mutex::new(HashMap::new()),
+                next_request: std::sync::atomic::AtomicU64::new(1),
             }),
         }
     }
@@ -64,8 +83,38 @@ impl AgentApi {
         &self.inner.usage
     }
 
+    /// Asks `node` for a container's log over the node's own connection; the node's answer, or
+    /// why there is none.
+    pub async fn ask_logs(&self, node: &str, logs: LogRequest) -> Result<String, String> {
+        let id = self.inner.next_request.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        {
+            let mut requests = crate::lock(&self.inner.requests);
+            let node_requests = requests.entry(node.to_owned()).or_default();
+            node_requests.pending.push(AgentRequest { id, logs });
+            node_requests.waiting.insert(id, answer);
+            node_requests.queued.notify_one();
+        }
+        let result = tokio::time::timeout(ANSWER_LIMIT, answered).await;
+        let mut requests = crate::lock(&self.inner.requests);
+        if let Some(node_requests) = requests.get_mut(node) {
+            node_requests.pending.retain(|r| r.id != id);
+            node_requests.waiting.remove(&id);
+        }
+        match result {
+            Ok(Ok(AgentAnswer { output: Some(output), .. })) => Ok(output),
+            Ok(Ok(AgentAnswer { error, .. })) => Err(error.unwrap_or_else(|| format!("node {node} gave no log"))),
+            _ => Err(format!(
+                "node {node} did not answer within {} s; it may be down (see `berth get nodes`) or run a berth agent without log access",
+                ANSWER_LIMIT.as_secs()
+            )),
+        }
+    }
+
     pub fn router(&self) -> Router {
         Router::new()
+            .route("/api/v1/agent/nodes/{node}/requests", get(requests))
+            .route("/api/v1/agent/nodes/{node}/requests/{id}", post(answer))
             .route("/api/v1/agent/join", post(join))
             .route("/api/v1/agent/nodes/{node}/heartbeat", post(heartbeat))
             .route("/api/v1/agent/nodes/{node}/assignment", get(assignment))
@@ -260,6 +309,50 @@ async fn routes(
     }
     let table = receiver.borrow().clone();
     Ok(Json((*table).clone()))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RequestsQuery {
+    #[serde(default)]
+    wait_seconds: u64,
+}
+
+/// The node's long poll for requests: those queued for it, at once or when one comes.
+async fn requests(
+    State(api): State<AgentApi>,
+    Path(node): Path<String>,
+    headers: HeaderMap,
+    Query(query): Query<RequestsQuery>,
+) -> Result<Json<Vec<AgentRequest>>, AppError> {
+    api.authorize(&headers, &node).await?;
+    let take = || {
+        let mut requests = crate::lock(&api.inner.requests);
+        let node_requests = requests.entry(node.clone()).or_default();
+        (std::mem::take(&mut node_requests.pending), node_requests.queued.clone())
+    };
+    let (taken, queued) = take();
+    if !taken.is_empty() || query.wait_seconds == 0 {
+        return Ok(Json(taken));
+    }
+    let wait = Duration::from_secs(query.wait_seconds).min(MAX_WAIT);
+    let _ = tokio::time::timeout(wait, queued.notified()).await;
+    Ok(Json(take().0))
+}
+
+/// A node's answer to one of its requests.
+async fn answer(
+    State(api): State<AgentApi>,
+    Path((node, id)): Path<(String, u64)>,
+    headers: HeaderMap,
+    Json(answer): Json<AgentAnswer>,
+) -> Result<StatusCode, AppError> {
+    api.authorize(&headers, &node).await?;
+    let waiter = crate::lock(&api.inner.requests).get_mut(&node).and_then(|r| r.waiting.remove(&id));
+    if let Some(waiter) = waiter {
+        let _ = waiter.send(answer);
+    }
+    Ok(StatusCode::NO_CONTENT)
 }
 
 impl crate::apply::controller::Nodes for AgentApi {

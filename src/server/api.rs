@@ -98,6 +98,7 @@ pub fn router(plane: Arc<ControlPlane>, access: Access) -> Router {
         .route("/api/v1/workloads/{kind}/{namespace}/{name}/rollback", post(rollback))
         .route("/api/v1/pods", get(pods))
         .route("/api/v1/pods/{namespace}/{name}", get(pod_detail))
+        .route("/api/v1/pods/{namespace}/{name}/logs", get(pod_logs))
         .route("/api/v1/nodes", get(nodes))
         .route("/api/v1/watch/{what}", get(watch))
         .route("/api/v1/top/pods", get(top_pods))
@@ -442,6 +443,73 @@ async fn pod_detail(
         usage,
         pod,
     }))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogsQuery {
+    #[serde(default)]
+    pub container: Option<String>,
+    #[serde(default)]
+    pub previous: bool,
+    #[serde(default)]
+    pub tail: Option<u64>,
+    /// Only what was written in the last this many seconds.
+    #[serde(default)]
+    pub since_seconds: Option<i64>,
+    #[serde(default)]
+    pub timestamps: bool,
+}
+
+/// A container's log, read by its node over the node's own connection (`AgentApi::ask_logs`),
+/// as text. The container may be left out when the pod has one.
+async fn pod_logs(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path((namespace, name)): Path<(String, String)>,
+    Query(query): Query<LogsQuery>,
+) -> Result<axum::response::Response, AppError> {
+    api.access.read(&headers)?;
+    let plane = &api.plane;
+    let pod =
+        pod_views(plane).await?.into_iter().find(|p| p.namespace == namespace && p.name == name).ok_or_else(|| {
+            AppError::new(StatusCode::NOT_FOUND, format!("no pod {namespace}/{name} is assigned; see `berth get pods`"))
+        })?;
+    let (_, assigned) = plane.store.assignment(&pod.node).await?;
+    let names: Vec<String> = assigned
+        .iter()
+        .find(|p| p.namespace == namespace && p.pod == name)
+        .map(|p| p.spec.all_containers().map(|c| c.name.clone()).collect())
+        .unwrap_or_default();
+    let container = match query.container {
+        Some(container) if names.contains(&container) => container,
+        Some(container) => {
+            return Err(AppError::new(
+                StatusCode::NOT_FOUND,
+                format!("pod {namespace}/{name} has no container `{container}`; it has: {}", names.join(", ")),
+            ));
+        }
+        None if names.len() == 1 => names[0].clone(),
+        None => {
+            return Err(AppError::new(
+                StatusCode::BAD_REQUEST,
+                format!("pod {namespace}/{name} has several containers; choose one with -c: {}", names.join(", ")),
+            ));
+        }
+    };
+    let request = crate::nodes::protocol::LogRequest {
+        namespace,
+        pod: name,
+        container,
+        previous: query.previous,
+        tail: query.tail,
+        since: query.since_seconds.map(|seconds| now() - seconds.max(0)),
+        timestamps: query.timestamps,
+    };
+    match plane.api.ask_logs(&pod.node, request).await {
+        Ok(text) => Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()),
+        Err(reason) => Err(AppError::new(StatusCode::BAD_GATEWAY, reason)),
+    }
 }
 
 pub async fn pod_views(plane: &ControlPlane) -> Result<Vec<PodView>, AppError> {

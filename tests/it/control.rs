@@ -1371,4 +1371,50 @@ async fn a_crashing_containers_last_lines_show_with_secret_values_hidden() {
     assert!(!text.contains(value), "{text}");
     let (code, _, stderr) = cluster.cli(elsewhere.path(), &["describe", "pod/nothing"], false);
     assert_eq!(code, 1, "{stderr}");
+
+    // Its logs, read by its node: the current attempt, and the one before it.
+    wait_for("a restart, so there is a previous attempt", LIMIT, || async {
+        cluster.get("/api/v1/pods").await[0]["restarts"].as_u64().is_some_and(|r| r >= 1)
+    })
+    .await;
+    for args in [vec!["logs", name.as_str()], vec!["logs", name.as_str(), "--previous", "--tail", "1"]] {
+        let (code, text, stderr) = cluster.cli(elsewhere.path(), &args, false);
+        assert_eq!(code, 0, "{args:?}: {stderr}");
+        assert!(text.ends_with("fatal: cannot open /etc/app.conf\n"), "{args:?}: {text}");
+        // What the container printed is there, but a value it got from a Secret is hidden.
+        assert_eq!(text.contains("connecting with (hidden)"), args.len() == 2, "{args:?}: {text}");
+        assert!(!text.contains(value), "{args:?}: {text}");
+    }
+    let (code, text, stderr) = cluster.cli(elsewhere.path(), &["logs", "deployment/leaky", "--tail", "1"], false);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(text, "fatal: cannot open /etc/app.conf\n", "one pod: no prefix");
+    let (code, _, stderr) = cluster.cli(elsewhere.path(), &["logs", &name, "-c", "nothing"], false);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("has no container `nothing`; it has: leaky"), "{stderr}");
+}
+
+/// Issue 19: `berth logs KIND/NAME` shows every pod of a workload, each line after its pod and
+/// container, as stern does.
+#[tokio::test(flavor = "multi_thread")]
+async fn logs_of_a_workload_interleave_its_pods_with_a_prefix() {
+    let mut repo = TestRepo::new();
+    let chatty = crate::images::deployment("chatty", None, 2, "v1", None).replace(
+        "echo v1 > /tmp/version; exec sleep 3600",
+        "echo hello from $HOSTNAME; echo v1 > /tmp/version; exec sleep 3600",
+    );
+    repo.write("chatty.yaml", &chatty);
+    repo.commit("two pods that say hello");
+    let cluster = Cluster::start_on("logs", repo.path().to_str().unwrap(), 1, &[], 27).await;
+    cluster.wait_status("both pods to run", synced).await;
+    let elsewhere = tempfile::tempdir().unwrap();
+    let (code, text, stderr) = cluster.cli(elsewhere.path(), &["logs", "deploy/chatty", "--timestamps"], false);
+    assert_eq!(code, 0, "{stderr}");
+    let pods = cluster.get("/api/v1/pods").await;
+    for pod in pods.as_array().unwrap() {
+        let name = pod["name"].as_str().unwrap();
+        let line = text.lines().find(|l| l.starts_with(&format!("{name} | "))).unwrap_or_else(|| panic!("{text}"));
+        // `--timestamps`: the time the line was written, then the line.
+        assert!(line.ends_with(&format!(" hello from {name}")) && line.contains("T"), "{line}");
+    }
+    assert_eq!(text.lines().count(), 2, "{text}");
 }
