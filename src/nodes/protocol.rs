@@ -246,6 +246,9 @@ impl PodUsage {
 pub struct ContainerUsage {
     pub name: String,
     pub cpu_millis: u64,
+    /// CPU time the container used since it started, in nanoseconds.
+    #[serde(default)]
+    pub cpu_ns: u64,
     /// The working set: memory in use without the page cache the kernel can take back.
     pub memory_bytes: u64,
 }

@@ -157,6 +157,7 @@ impl Sampler {
                 pods.entry((seen.namespace, seen.pod)).or_default().push(ContainerUsage {
                     name: seen.container,
                     cpu_millis: cpu,
+                    cpu_ns: seen.reading.cpu_ns,
                     memory_bytes: seen.reading.memory_bytes,
                 });
             }
@@ -212,7 +213,7 @@ mod tests {
         assert_eq!(second.pods.len(), 1);
         assert_eq!(
             second.pods[0].containers,
-            vec![ContainerUsage { name: "a".into(), cpu_millis: 1000, memory_bytes: 10 << 20 }]
+            vec![ContainerUsage { name: "a".into(), cpu_millis: 1000, cpu_ns: 3_000_000_000, memory_bytes: 10 << 20 }]
         );
         // "a" is gone, then comes back (a new container with the same id cannot, but a sampler
         // must not keep what it no longer sees).

@@ -174,7 +174,7 @@ impl ServerMetrics {
             restarts.get_or_create(&labels).inc_by(u64::from(pod.restarts));
         }
         registry.register("pod_restarts", "Container restarts of each pod, as its node reports them", restarts);
-        let cpu = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+        let cpu = Family::<Labels, Counter<f64, AtomicU64>>::default();
         let memory = Family::<Labels, Gauge>::default();
         for pod in usage {
             for container in &pod.containers {
@@ -184,13 +184,14 @@ impl ServerMetrics {
                     ("container", container.name.clone()),
                     ("node", pod.node.clone()),
                 ];
-                cpu.get_or_create(&labels).set(container.cpu_millis as f64 / 1000.0);
+                cpu.get_or_create(&labels).inc_by(container.cpu_ns as f64 / 1e9);
                 memory.get_or_create(&labels).set(i64::try_from(container.memory_bytes).unwrap_or(i64::MAX));
             }
         }
-        registry.register(
-            "container_cpu_usage_cores",
-            "CPU each running container used over its node's last sampling window, in cores",
+        registry.register_with_unit(
+            "container_cpu_usage",
+            "CPU time each running container used since it started, at its node's last sample",
+            Unit::Seconds,
             cpu,
         );
         registry.register_with_unit(

@@ -201,8 +201,8 @@ mod tests {
                     namespace: "shop".into(),
                     pod: (*pod).into(),
                     containers: vec![
-                        ContainerUsage { name: "app".into(), cpu_millis: *cpu, memory_bytes: 10 << 20 },
-                        ContainerUsage { name: "log".into(), cpu_millis: 1, memory_bytes: 2 << 20 },
+                        ContainerUsage { name: "app".into(), cpu_millis: *cpu, cpu_ns: 0, memory_bytes: 10 << 20 },
+                        ContainerUsage { name: "log".into(), cpu_millis: 1, cpu_ns: 0, memory_bytes: 2 << 20 },
                     ],
                 })
                 .collect(),

@@ -1084,8 +1084,8 @@ async fn top_shows_a_busy_container_and_an_idle_one() {
 
     // Both /metrics carry each container's usage.
     let (_, text) = get_text(&format!("http://{}/metrics", cluster.listen), None).await;
-    let cores = sample(&text, "berth_container_cpu_usage_cores", &[("container", "burn")]);
-    assert!(cores.is_some_and(|c| c > 0.0), "{text}");
+    let used = sample(&text, "berth_container_cpu_usage_seconds_total", &[("container", "burn")]);
+    assert!(used.is_some_and(|seconds| seconds > 0.5), "{text}");
     assert!(sample(&text, "berth_container_memory_working_set_bytes", &[("container", "idle")]).is_some(), "{text}");
     let rollouts = sample(&text, "berth_rollout_duration_seconds_count", &[("outcome", "healthy")]);
     assert_eq!(rollouts, Some(2.0), "both rollouts were healthy: {text}");
