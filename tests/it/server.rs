@@ -249,9 +249,12 @@ async fn a_server_holds_its_database_stops_at_once_and_agents_stay_quiet() {
         .await;
     let mut server = Process(server_command(&listen).stderr(Stdio::null()).spawn().unwrap());
     wait_for("the agent to report again", Duration::from_secs(60), || async { log().contains("Works again") }).await;
+    // One line when failures start, per loop that talks to the server (heartbeats, reports, the
+    // assignment, the routes, the server's requests), and one for joining, when the agent
+    // started before the server listened.
     let warnings: Vec<String> = log().lines().filter(|l| l.contains("WARN")).map(str::to_owned).collect();
     assert!(
-        warnings.len() <= 5,
+        warnings.len() <= 6,
         "{} warnings while the server was away {took:?}:\n{}",
         warnings.len(),
         warnings.join("\n")
