@@ -4,6 +4,7 @@
 //! join it on the same port. Handlers return [`AppError`], which answers with a status and a
 //! JSON body naming what went wrong; no handler answers with a secret value.
 
+pub mod actions;
 pub mod agent_api;
 pub mod api;
 pub mod control;
