@@ -1527,6 +1527,13 @@ impl<R: ContainerRuntime> PodManager<R> {
                 terminating: false,
             });
         }
+        // The outputs kept are those of containers that still exist.
+        let present: BTreeSet<&str> =
+            observed.values().flat_map(|p| p.containers.values().flatten().map(|c| c.id.as_str())).collect();
+        self.outputs
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|id, _| present.contains(id.as_str()));
         // Pods that run but are no longer assigned are stopping: reported so until they are
         // gone (one replaced under the same name is gone before its successor starts).
         for (key, pod) in &observed {

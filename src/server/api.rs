@@ -415,6 +415,21 @@ pub struct PodDetailView {
     pub usage: Option<super::usage::PodSample>,
 }
 
+/// A pod the API is asked about by name: its row and its assignment, or 404.
+async fn assigned_pod(
+    plane: &ControlPlane,
+    namespace: &str,
+    name: &str,
+) -> Result<(PodView, Option<PodAssignment>), AppError> {
+    let pod =
+        pod_views(plane).await?.into_iter().find(|p| p.namespace == namespace && p.name == name).ok_or_else(|| {
+            AppError::new(StatusCode::NOT_FOUND, format!("no pod {namespace}/{name} is assigned; see `berth get pods`"))
+        })?;
+    let (_, assigned) = plane.store.assignment(&pod.node).await?;
+    let assignment = assigned.into_iter().find(|p| p.namespace == namespace && p.pod == name);
+    Ok((pod, assignment))
+}
+
 async fn pod_detail(
     State(api): State<Api>,
     headers: HeaderMap,
@@ -422,12 +437,8 @@ async fn pod_detail(
 ) -> Result<Json<PodDetailView>, AppError> {
     api.access.read(&headers)?;
     let plane = &api.plane;
-    let missing =
-        || AppError::new(StatusCode::NOT_FOUND, format!("no pod {namespace}/{name} is assigned; see `berth get pods`"));
-    let pod =
-        pod_views(plane).await?.into_iter().find(|p| p.namespace == namespace && p.name == name).ok_or_else(missing)?;
-    let (_, assigned) = plane.store.assignment(&pod.node).await?;
-    let assignment = assigned.iter().find(|p| p.namespace == namespace && p.pod == name);
+    let (pod, assignment) = assigned_pod(plane, &namespace, &name).await?;
+    let assignment = assignment.as_ref();
     let report = plane.store.reports(&pod.node).await?.into_iter().find(|r| r.namespace == namespace && r.pod == name);
     let usage = plane.api.usage().pods().into_iter().find(|u| u.namespace == namespace && u.pod == name);
     Ok(Json(PodDetailView {
@@ -471,16 +482,9 @@ async fn pod_logs(
 ) -> Result<axum::response::Response, AppError> {
     api.access.read(&headers)?;
     let plane = &api.plane;
-    let pod =
-        pod_views(plane).await?.into_iter().find(|p| p.namespace == namespace && p.name == name).ok_or_else(|| {
-            AppError::new(StatusCode::NOT_FOUND, format!("no pod {namespace}/{name} is assigned; see `berth get pods`"))
-        })?;
-    let (_, assigned) = plane.store.assignment(&pod.node).await?;
-    let names: Vec<String> = assigned
-        .iter()
-        .find(|p| p.namespace == namespace && p.pod == name)
-        .map(|p| p.spec.all_containers().map(|c| c.name.clone()).collect())
-        .unwrap_or_default();
+    let (pod, assignment) = assigned_pod(plane, &namespace, &name).await?;
+    let names: Vec<String> =
+        assignment.map(|p| p.spec.all_containers().map(|c| c.name.clone()).collect()).unwrap_or_default();
     let container = match query.container {
         Some(container) if names.contains(&container) => container,
         Some(container) => {
