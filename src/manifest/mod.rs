@@ -502,6 +502,12 @@ pub fn parse_file_with(file: &str, text: &str, policy: &policy::Policy) -> Parse
     helm_template(file, text, parsed)
 }
 
+/// Parses, defaults and validates one object given as a tree (a rendered kustomization's),
+/// reported as coming from `file`.
+pub fn parse_node(file: &str, root: &yaml::Node, policy: &policy::Policy, parsed: &mut ParsedFile) {
+    parse_document(file, root, policy, parsed);
+}
+
 /// A Helm template reads as broken YAML or as no manifest; say what it is, once.
 fn helm_template(file: &str, text: &str, parsed: ParsedFile) -> ParsedFile {
     // Errors of the YAML layer and of a document's shape name no object.

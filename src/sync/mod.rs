@@ -10,6 +10,7 @@
 //! This module reads Git and files; it never writes to the store or talks to nodes.
 
 pub mod config;
+mod kustomized;
 
 use crate::diag::{self, Diagnostic, Pos};
 use crate::manifest::{self, ParsedFile, Resource, validate, yaml};
@@ -131,6 +132,9 @@ pub struct CacheStats {
     pub commit_loads: u64,
     pub file_hits: u64,
     pub file_parses: u64,
+    /// Kustomization folders rendered, and renders reused because no file they read changed.
+    pub renders: u64,
+    pub render_hits: u64,
 }
 
 /// One manifest file found in a commit or work tree, before parsing.
@@ -149,6 +153,7 @@ pub struct Loader {
     /// The commit loaded last: the next one's rollouts start from its own.
     last: Option<Arc<Loaded>>,
     files: HashMap<(Oid, String), Arc<ParsedFile>>,
+    renders: kustomized::Renders,
     stats: CacheStats,
     /// The operator's host-access policy every file is checked under.
     policy: Arc<manifest::policy::Policy>,
@@ -220,6 +225,7 @@ impl Loader {
             commits: HashMap::new(),
             last: None,
             files: HashMap::new(),
+            renders: kustomized::Renders::default(),
             stats: CacheStats::default(),
             policy: Arc::default(),
             limits: Limits::default(),
@@ -280,7 +286,7 @@ impl Loader {
     }
 
     pub fn stats(&self) -> CacheStats {
-        self.stats
+        CacheStats { renders: self.renders.renders, render_hits: self.renders.hits, ..self.stats }
     }
 
     /// Resolves a branch, tag, short or full sha, or `HEAD` to a commit.
@@ -313,18 +319,25 @@ impl Loader {
             return Ok(loaded.clone());
         }
         self.stats.commit_loads += 1;
-        let (info, config, entries, diagnostics) = self.collect_commit(commit_id)?;
-        let loaded = Arc::new(self.parse_entries(info, config, entries, diagnostics)?);
+        let (info, config, entries, units, diagnostics) = self.collect_commit(commit_id)?;
+        let rendered = {
+            let tree = self.repo.find_commit(commit_id)?.tree()?;
+            let files = kustomized::TreeFiles { repo: &self.repo, tree };
+            kustomized::render_all(&mut self.renders, &files, &self.root, &units, &self.policy)
+        };
+        let loaded = Arc::new(self.parse_entries(info, config, entries, diagnostics, rendered)?);
         self.commits.insert(commit_id, loaded.clone());
         self.last = Some(loaded.clone());
         Ok(loaded)
     }
 
-    /// Finds the manifest files of a commit and reads its `berth.yaml`.
+    /// Finds the manifest files and the kustomization folders of a commit, and reads its
+    /// `berth.yaml`.
+    #[allow(clippy::type_complexity)]
     fn collect_commit(
         &self,
         commit_id: Oid,
-    ) -> Result<(CommitInfo, Config, Vec<FileEntry>, Vec<Diagnostic>), SyncError> {
+    ) -> Result<(CommitInfo, Config, Vec<FileEntry>, Vec<String>, Vec<Diagnostic>), SyncError> {
         let commit = self.repo.find_commit(commit_id)?;
         let info = commit_info(&commit);
         let tree = commit.tree()?;
@@ -366,6 +379,11 @@ impl Loader {
             TreeWalkResult::Ok
         })?;
         let selector = config.selector();
+        let units = kustomized::units(candidates.iter().map(|(path, _, _)| path.as_str()))
+            .into_iter()
+            .filter(|unit| unit.is_empty() || selector.may_hold_manifests(unit))
+            .collect::<Vec<_>>();
+        candidates.retain(|(path, _, _)| !units.iter().any(|unit| kustomized::inside(path, unit)));
         let mut entries = Vec::new();
         for (path, blob, mode) in candidates {
             let link = mode == i32::from(git2::FileMode::Link);
@@ -387,7 +405,7 @@ impl Loader {
                 entries.push(FileEntry { path, blob });
             }
         }
-        Ok((info, config, entries, diagnostics))
+        Ok((info, config, entries, units, diagnostics))
     }
 
     /// Reads the manifests as they are in the work tree, uncommitted changes included, with the
@@ -413,6 +431,7 @@ impl Loader {
         };
         let selector = config.selector();
         let mut entries = Vec::new();
+        let mut kustomizations = Vec::new();
         let mut stack = vec![root_dir.clone()];
         while let Some(dir) = stack.pop() {
             let listing = std::fs::read_dir(&dir).map_err(|source| SyncError::Io { path: dir.clone(), source })?;
@@ -429,6 +448,9 @@ impl Loader {
                 if file_type.is_dir() {
                     stack.push(path);
                     continue;
+                }
+                if crate::kustomize::FILE_NAMES.iter().any(|name| relative.rsplit('/').next() == Some(name)) {
+                    kustomizations.push(relative.clone());
                 }
                 if !selector.selects(&relative) {
                     if file_type.is_symlink() && selector.may_hold_manifests(&relative) {
@@ -486,7 +508,15 @@ impl Loader {
                 entries.push(FileEntry { path: relative, blob });
             }
         }
-        self.parse_entries(info, config, entries, diagnostics)
+        let units = kustomized::units(kustomizations.iter().map(String::as_str))
+            .into_iter()
+            .filter(|unit| unit.is_empty() || selector.may_hold_manifests(unit))
+            .collect::<Vec<_>>();
+        entries.retain(|entry| !units.iter().any(|unit| kustomized::inside(&entry.path, unit)));
+        diagnostics.retain(|d| !units.iter().any(|unit| kustomized::inside(&d.file, unit)));
+        let files = crate::kustomize::DirFiles { top };
+        let rendered = kustomized::render_all(&mut self.renders, &files, &self.root, &units, &self.policy);
+        self.parse_entries(info, config, entries, diagnostics, rendered)
     }
 
     /// What to say of a symlink the patterns do not select as a file: one that leaves the
@@ -561,8 +591,10 @@ impl Loader {
         config: Config,
         entries: Vec<FileEntry>,
         mut diagnostics: Vec<Diagnostic>,
+        rendered: kustomized::Rendered,
     ) -> Result<Loaded, SyncError> {
-        let files = entries.len();
+        let files = entries.len() + rendered.files;
+        diagnostics.extend(rendered.diagnostics);
         // Read what the cache does not hold, then parse it on every core: files are independent.
         let mut to_parse: Vec<(Oid, String, Result<String, Diagnostic>)> = Vec::new();
         {
@@ -589,7 +621,7 @@ impl Loader {
             }
         }
         self.stats.file_parses += to_parse.len() as u64;
-        self.stats.file_hits += (files - to_parse.len()) as u64;
+        self.stats.file_hits += (entries.len() - to_parse.len()) as u64;
         for (blob, path, parsed) in parse_in_parallel(to_parse, &self.policy) {
             self.files.insert((blob, path), Arc::new(parsed));
         }
@@ -598,14 +630,20 @@ impl Loader {
         let mut secrets = std::collections::BTreeMap::new();
         let mut unloaded = Vec::new();
         let mut bytes = 0u64;
-        for entry in entries {
-            let key = (entry.blob, entry.path);
-            let Some(parsed) = self.files.get(&key) else { continue };
+        let parsed_files = entries
+            .into_iter()
+            .filter_map(|entry| {
+                let key = (entry.blob, entry.path);
+                let parsed = self.files.get(&key)?.clone();
+                Some((key.1, parsed))
+            })
+            .chain(rendered.parsed);
+        for (path, parsed) in parsed_files {
             bytes += parsed.bytes as u64;
             if bytes > self.limits.max_bytes && bytes - parsed.bytes as u64 <= self.limits.max_bytes {
                 diagnostics.push(
                     Diagnostic::error(
-                        &key.1,
+                        &path,
                         Pos { line: 1, column: 1 },
                         format!("the manifests pass {} bytes here, the limit of one commit", self.limits.max_bytes),
                     )
@@ -720,25 +758,7 @@ fn parse_in_parallel(
         };
         (blob, path, parsed)
     };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if threads == 1 || files.len() < 16 {
-        return files.into_iter().map(parse).collect();
-    }
-    let chunk_size = files.len().div_ceil(threads);
-    let mut chunks: Vec<Vec<_>> = Vec::new();
-    let mut files = files.into_iter().peekable();
-    while files.peek().is_some() {
-        chunks.push(files.by_ref().take(chunk_size).collect());
-    }
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = chunks
-            .into_iter()
-            .map(|chunk| scope.spawn(move || chunk.into_iter().map(parse).collect::<Vec<_>>()))
-            .collect();
-        // A parse never panics on input (every failure is a diagnostic); a panic here is a bug
-        // in berth, and re-raising it keeps its message.
-        handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
-    })
+    crate::parallel::map(files, parse)
 }
 
 fn commit_info(commit: &git2::Commit<'_>) -> CommitInfo {

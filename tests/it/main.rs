@@ -15,6 +15,7 @@ mod fuzz;
 mod git;
 mod hostile;
 mod kubernetes;
+mod kustomize;
 mod layers;
 mod manifests;
 mod plan;
