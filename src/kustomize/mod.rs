@@ -28,6 +28,9 @@ pub const FILE_NAMES: [&str; 3] = ["kustomization.yaml", "kustomization.yml", "K
 
 /// Bases deeper than this are refused (a guard, not a limit anyone meets).
 const MAX_DEPTH: usize = 32;
+/// The most objects one render may accumulate, counting every base each time it is included:
+/// a repository listing a base many times over, at many levels, ends in an error, not a hang.
+pub const MAX_OBJECTS: usize = 200_000;
 
 /// The files of one commit or work tree, by repository path.
 pub trait Files {
@@ -127,7 +130,14 @@ pub fn find(files: &dyn Files, dir: &str) -> Option<String> {
 
 /// Renders the kustomization in folder `dir` (a repository path; empty for the top).
 pub fn render(files: &dyn Files, dir: &str) -> Output {
-    let mut renderer = Renderer { files, out: Output::default(), stack: Vec::new(), parsed: HashMap::new() };
+    let mut renderer = Renderer {
+        files,
+        out: Output::default(),
+        stack: Vec::new(),
+        parsed: HashMap::new(),
+        bases: HashMap::new(),
+        accumulated: 0,
+    };
     let objects = renderer.kustomization(dir, false, Vec::new(), None).unwrap_or_default();
     let mut objects = objects;
     add_hashes(&mut objects);
@@ -251,6 +261,10 @@ struct Renderer<'a> {
     stack: Vec<String>,
     /// Resource files parsed ahead, on every core, by path.
     parsed: HashMap<String, Result<Vec<Node>, yaml::YamlError>>,
+    /// Bases already rendered in this render, by folder: a base included twice is rendered once.
+    bases: HashMap<String, Option<Vec<Object>>>,
+    /// Objects accumulated so far, every inclusion counted.
+    accumulated: usize,
 }
 
 /// Where a finding about one kustomization points.
@@ -521,7 +535,15 @@ impl Renderer<'_> {
         let mut added = Vec::new();
         if self.files.is_dir(&path) {
             self.out.bases.insert(path.clone());
-            match self.kustomization(&path, false, Vec::new(), Some((at, pos))) {
+            let rendered = match self.bases.get(&path) {
+                Some(rendered) => rendered.clone(),
+                None => {
+                    let rendered = self.kustomization(&path, false, Vec::new(), Some((at, pos)));
+                    self.bases.insert(path.clone(), rendered.clone());
+                    rendered
+                }
+            };
+            match rendered {
                 Some(rendered) => added = rendered,
                 None => return,
             }
@@ -541,6 +563,17 @@ impl Renderer<'_> {
             for node in documents {
                 self.document(at, &path, node, pos, &mut added);
             }
+        }
+        self.accumulated += added.len();
+        if self.accumulated > MAX_OBJECTS {
+            self.error(
+                at,
+                pos,
+                field,
+                format!("the render passes {MAX_OBJECTS} objects here, counting every base each time it is included"),
+                Some("include each base once"),
+            );
+            return;
         }
         objects.extend(added);
     }
@@ -1205,9 +1238,12 @@ impl Renderer<'_> {
                 None => all.push((entry.clone(), entry.pos)),
             }
         }
+        // The first failure ends the replacements, as in kustomize: later ones would work on
+        // objects left half-changed.
         for (replacement, pos) in all {
             if let Err(message) = self.replacement(at, &replacement, objects) {
                 self.error(at, pos, field, message, None);
+                return;
             }
         }
     }
@@ -1252,8 +1288,17 @@ impl Renderer<'_> {
             let Some(Value::Seq(paths)) = target.get("fieldPaths").map(|n| &n.value) else {
                 return Err("each target needs `fieldPaths`".to_owned());
             };
+            let value_size = tree::count(&value);
             for object in objects.iter_mut().filter(|o| selector.matches(o) && !rejects.iter().any(|r| r.matches(o))) {
                 for path in paths.iter().filter_map(Node::as_str) {
+                    // Checked before the value goes in, so that no object ever holds more.
+                    if tree::count(&object.node) + value_size > yaml::MAX_NODES {
+                        return Err(format!(
+                            "the replacement makes {} more than the limit of {} nodes",
+                            object.id(),
+                            yaml::MAX_NODES
+                        ));
+                    }
                     field_path::replace(
                         &mut object.node,
                         path,

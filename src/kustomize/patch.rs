@@ -185,6 +185,9 @@ fn operations(patch: &Node) -> Result<Vec<Operation>, String> {
 
 /// Applies a JSON 6902 patch (RFC 6902) to `target`.
 pub fn json6902(target: &mut Node, patch: &Node) -> Result<(), String> {
+    // Copies can double an object at each step; nothing else a patch does can grow it past
+    // the patch's own size. Their growth is counted as they go.
+    let mut size = None;
     for op in operations(patch)? {
         let shown = format!("/{}", op.path.join("/"));
         match op.op.as_str() {
@@ -206,6 +209,14 @@ pub fn json6902(target: &mut Node, patch: &Node) -> Result<(), String> {
                 let from = op.from.unwrap_or_default();
                 let value = find_mut(target, &from).ok_or(format!("copy: `/{}` does not exist", from.join("/")))?;
                 let value = value.clone();
+                let total = *size.get_or_insert_with(|| tree::count(target)) + tree::count(&value);
+                if total > crate::manifest::yaml::MAX_NODES {
+                    return Err(format!(
+                        "copy: the copies make the object more than {} nodes large",
+                        crate::manifest::yaml::MAX_NODES
+                    ));
+                }
+                size = Some(total);
                 add(target, &op.path, value)?;
             }
             "test" => {

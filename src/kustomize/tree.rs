@@ -84,6 +84,15 @@ pub fn scalar_text(node: &Node) -> Option<String> {
     }
 }
 
+/// How many nodes `node` holds, itself included.
+pub fn count(node: &Node) -> usize {
+    1 + match &node.value {
+        Value::Seq(items) => items.iter().map(count).sum(),
+        Value::Map(entries) => entries.iter().map(|(k, v)| count(k) + count(v)).sum(),
+        _ => 0,
+    }
+}
+
 /// Gives every node of `node` the position `pos`: a value copied from a patch is reported at
 /// the place it was put.
 pub fn restamp(node: &mut Node, pos: Pos) {

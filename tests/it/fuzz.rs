@@ -3,7 +3,7 @@
 //! 10,000 of each kind); `cargo bench --bench fuzz` runs long campaigns.
 
 #[path = "fuzz_cases.rs"]
-mod fuzz_cases;
+pub mod fuzz_cases;
 
 #[test]
 fn the_loader_survives_random_and_mutated_manifests() {

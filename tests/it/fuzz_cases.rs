@@ -78,6 +78,11 @@ const TOKENS: &[&str] = &[
     "kind: List",
     "kind: Service",
     "metadata:",
+    "$patch: delete",
+    "$patch: replace",
+    "- op: copy\n  from: /\n  path: /x",
+    "resources: [., ..]",
+    "components: [.]",
     "name: x",
     "namespace: ns",
     "spec:",
@@ -188,7 +193,7 @@ fn canary() -> impl Strategy<Value = Canary> {
     (value, any::<bool>()).prop_map(|(value, under_data)| Canary { value, under_data })
 }
 
-fn mutation() -> impl Strategy<Value = Mutation> {
+pub fn mutation() -> impl Strategy<Value = Mutation> {
     let line = 0usize..120;
     prop_oneof![
         (line.clone(), 0..HOSTILE.len()).prop_map(|(line, value)| Mutation::Value { line, value }),

@@ -171,3 +171,125 @@ fn the_work_tree_renders_like_a_commit() {
     assert_eq!(worktree.resources.len(), 2);
     assert_ne!(worktree.resources[0].key.name, committed.resources[0].key.name, "the uncommitted greeting is read");
 }
+
+/// A repository held in memory, for renders of generated or mutated inputs.
+struct Memory(std::collections::BTreeMap<String, Vec<u8>>);
+
+impl kustomize::Files for Memory {
+    fn read(&self, path: &str) -> Option<Vec<u8>> {
+        self.0.get(path).cloned()
+    }
+
+    fn is_dir(&self, path: &str) -> bool {
+        path.is_empty() || self.0.keys().any(|k| k.strip_prefix(path).is_some_and(|rest| rest.starts_with('/')))
+    }
+}
+
+/// Every case of the compatibility set as (the folder it renders, its files).
+fn cases_in_memory() -> Vec<(String, Memory)> {
+    let set = fixtures().join("kustomize");
+    let mut cases = Vec::new();
+    for entry in std::fs::read_dir(&set).unwrap() {
+        let case = entry.unwrap().path();
+        if !case.is_dir() {
+            continue;
+        }
+        let mut files = std::collections::BTreeMap::new();
+        let mut stack = vec![case.clone()];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let path = entry.unwrap().path();
+                if path.is_dir() {
+                    stack.push(path);
+                } else {
+                    let relative = path.strip_prefix(&case).unwrap().to_string_lossy().into_owned();
+                    files.insert(relative, std::fs::read(&path).unwrap());
+                }
+            }
+        }
+        let header = String::from_utf8_lossy(&files["expected.yaml"]).lines().next().unwrap_or_default().to_owned();
+        let dir = header.strip_prefix("# render: ").unwrap_or_default().trim().to_owned();
+        files.remove("expected.yaml");
+        cases.push((dir, Memory(files)));
+    }
+    cases.sort_by(|a, b| a.0.cmp(&b.0));
+    cases
+}
+
+#[test]
+fn rendering_survives_mutated_kustomizations() {
+    use crate::fuzz::fuzz_cases::{LIMIT, mutate, mutation};
+    use proptest::test_runner::{Config, TestRunner};
+    let cases = cases_in_memory();
+    let count = std::env::var("BERTH_FUZZ_CASES").ok().and_then(|c| c.parse::<u32>().ok()).unwrap_or(10_000) / 5;
+    let mut runner = TestRunner::new(Config { cases: count, failure_persistence: None, ..Config::default() });
+    let slowest = std::cell::Cell::new(std::time::Duration::ZERO);
+    let strategy = (0..cases.len(), 0usize..64, proptest::collection::vec(mutation(), 1..6));
+    runner
+        .run(&strategy, |(case, file, mutations)| {
+            let (dir, files) = &cases[case];
+            let names: Vec<&String> = files.0.keys().collect();
+            let name = names[file % names.len()].clone();
+            let mut mutated = files.0.clone();
+            let text = String::from_utf8_lossy(&files.0[&name]).into_owned();
+            mutated.insert(name, mutate(&text, &mutations).into_bytes());
+            let start = std::time::Instant::now();
+            let output = kustomize::render(&Memory(mutated), dir);
+            let took = start.elapsed();
+            slowest.set(slowest.get().max(took));
+            proptest::prop_assert!(took < LIMIT, "a render took {took:?}");
+            // Every finding names a file and a line.
+            for diagnostic in &output.diagnostics {
+                proptest::prop_assert!(!diagnostic.file.is_empty() && diagnostic.line > 0, "{diagnostic}");
+            }
+            Ok(())
+        })
+        .unwrap_or_else(|failure| panic!("mutated kustomization: {failure}"));
+    assert!(slowest.get() < LIMIT);
+}
+
+#[test]
+fn hostile_kustomizations_end_in_errors_quickly() {
+    let mut files = std::collections::BTreeMap::new();
+    // A diamond of bases ten levels deep, each including the next level 50 times over.
+    for level in 0..10 {
+        let next: Vec<String> = (0..50).map(|_| format!("../l{}", level + 1)).collect();
+        files
+            .insert(format!("l{level}/kustomization.yaml"), format!("resources: [{}]\n", next.join(", ")).into_bytes());
+    }
+    files.insert("l10/kustomization.yaml".into(), b"resources: [pod.yaml]\n".to_vec());
+    files.insert(
+        "l10/pod.yaml".into(),
+        b"apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec: {containers: [{name: c, image: x}]}\n".to_vec(),
+    );
+    // A JSON patch whose copies double the object at each step.
+    let copies: String = (0..60).map(|i| format!("  - {{op: copy, from: /spec, path: /spec/c{i}}}\n")).collect();
+    files.insert(
+        "copy/kustomization.yaml".into(),
+        format!(
+            "resources: [../l10/pod.yaml]\npatches:\n- target: {{kind: Pod}}\n  patch: |-\n{}",
+            copies.replace("  - ", "    - ")
+        )
+        .into_bytes(),
+    );
+    // Replacements that copy an object's spec into itself, again and again.
+    let replacements: String = (0..60)
+        .map(|i| format!("  - source: {{kind: Pod, fieldPath: spec}}\n    targets: [{{select: {{kind: Pod}}, fieldPaths: [spec.r{i}], options: {{create: true}}}}]\n"))
+        .collect();
+    files.insert(
+        "replace/kustomization.yaml".into(),
+        format!("resources: [../l10/pod.yaml]\nreplacements:\n{replacements}").into_bytes(),
+    );
+    let memory = Memory(files);
+    for (dir, expected) in
+        [("l0", "declared twice"), ("copy", "copies make the object more than"), ("replace", "more than the limit of")]
+    {
+        let start = std::time::Instant::now();
+        let output = kustomize::render(&memory, dir);
+        let took = start.elapsed();
+        assert!(took < std::time::Duration::from_secs(1), "{dir} took {took:?}");
+        assert!(output.objects.is_empty(), "{dir}: a failed render gives no objects");
+        let shown: Vec<String> = output.diagnostics.iter().map(|d| d.to_string()).collect();
+        assert!(shown.iter().any(|d| d.contains(expected)), "{dir}: {shown:#?}");
+    }
+}
