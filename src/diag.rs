@@ -21,6 +21,20 @@ pub enum Severity {
 pub struct Pos {
     pub line: u32,
     pub column: u32,
+    /// Which file the place is in when a tree was put together from several (a kustomize
+    /// patch's values in a base's object): 0 is the tree's own file, `n` the `n`th file its
+    /// builder names. Never shown; the builder turns it into a file name.
+    #[serde(skip)]
+    pub origin: u32,
+}
+
+impl Pos {
+    /// Line 1, column 1: a whole file.
+    pub const START: Pos = Pos::new(1, 1);
+
+    pub const fn new(line: u32, column: u32) -> Pos {
+        Pos { line, column, origin: 0 }
+    }
 }
 
 /// One finding about the manifests of a commit.
@@ -30,6 +44,9 @@ pub struct Diagnostic {
     pub file: String,
     pub line: u32,
     pub column: u32,
+    /// [`Pos::origin`] of the place, until the builder of the tree names its file.
+    #[serde(skip)]
+    pub origin: u32,
     /// `Kind namespace/name` of the object, when the finding belongs to one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub object: Option<String>,
@@ -49,6 +66,7 @@ impl Diagnostic {
             file: file.to_owned(),
             line: pos.line,
             column: pos.column,
+            origin: pos.origin,
             object: None,
             field: None,
             message: message.into(),

@@ -121,6 +121,17 @@ pub struct Output {
     pub read: BTreeSet<String>,
     /// Folders rendered as bases or components of this one.
     pub bases: BTreeSet<String>,
+    /// The files the rendered trees were read from: a node whose [`Pos::origin`] is `n` came
+    /// from `origins[n - 1]`, so a finding about a patched value points at the patch.
+    pub origins: Vec<String>,
+}
+
+impl Output {
+    /// The file of origin number `origin` (see [`Pos::origin`]), when it is one.
+    pub fn origin(&self, origin: u32) -> Option<&str> {
+        let index = usize::try_from(origin).ok()?.checked_sub(1)?;
+        self.origins.get(index).map(String::as_str)
+    }
 }
 
 /// The kustomization file of folder `dir`, if it has one.
@@ -137,6 +148,7 @@ pub fn render(files: &dyn Files, dir: &str) -> Output {
         parsed: HashMap::new(),
         bases: HashMap::new(),
         accumulated: 0,
+        origin_ids: HashMap::new(),
     };
     let objects = renderer.kustomization(dir, false, Vec::new(), None).unwrap_or_default();
     let mut objects = objects;
@@ -265,6 +277,8 @@ struct Renderer<'a> {
     bases: HashMap<String, Option<Vec<Object>>>,
     /// Objects accumulated so far, every inclusion counted.
     accumulated: usize,
+    /// The number of each file in `out.origins`.
+    origin_ids: HashMap<String, u32>,
 }
 
 /// Where a finding about one kustomization points.
@@ -275,6 +289,17 @@ struct At {
 }
 
 impl Renderer<'_> {
+    /// The origin number of file `path`, given on first sight.
+    fn origin(&mut self, path: &str) -> u32 {
+        if let Some(id) = self.origin_ids.get(path) {
+            return *id;
+        }
+        self.out.origins.push(path.to_owned());
+        let id = u32::try_from(self.out.origins.len()).unwrap_or(u32::MAX);
+        self.origin_ids.insert(path.to_owned(), id);
+        id
+    }
+
     fn error(&mut self, at: &At, pos: Pos, field: &str, message: impl Into<String>, help: Option<&str>) {
         let mut diagnostic = Diagnostic::error(&at.file, pos, message).field(field);
         if let Some(help) = help {
@@ -308,13 +333,13 @@ impl Renderer<'_> {
                     message,
                     Some("a folder named in a kustomization must hold a kustomization.yaml"),
                 ),
-                None => self.out.diagnostics.push(Diagnostic::error(dir, Pos { line: 1, column: 1 }, message)),
+                None => self.out.diagnostics.push(Diagnostic::error(dir, Pos::START, message)),
             }
             return None;
         };
         let at = At { file: file.clone(), dir: dir.to_owned() };
         if self.stack.contains(&dir.to_owned()) || self.stack.len() > MAX_DEPTH {
-            let (from_at, pos) = from.map_or((at.clone(), Pos { line: 1, column: 1 }), |(a, p)| (a.clone(), p));
+            let (from_at, pos) = from.map_or((at.clone(), Pos::START), |(a, p)| (a.clone(), p));
             self.error(
                 &from_at,
                 pos,
@@ -326,7 +351,7 @@ impl Renderer<'_> {
         }
         let root = self.parse_yaml(&at.file, &at)?.into_iter().next();
         let Some(root) = root.filter(|r| matches!(r.value, Value::Map(_))) else {
-            self.error(&at, Pos { line: 1, column: 1 }, "", "a kustomization must be a mapping", None);
+            self.error(&at, Pos::START, "", "a kustomization must be a mapping", None);
             return None;
         };
         let kind = root.get("kind").and_then(Node::as_str).unwrap_or("Kustomization");
@@ -428,7 +453,9 @@ impl Renderer<'_> {
                 }
             }
         }
-        for (path, parsed) in crate::parallel::map(texts, |(path, text)| (path, parse_documents(&text))) {
+        let texts: Vec<_> = texts.into_iter().map(|(path, text)| (self.origin(&path), path, text)).collect();
+        let parse = |(origin, path, text): (u32, String, String)| (path, parse_documents(&text, origin));
+        for (path, parsed) in crate::parallel::map(texts, parse) {
             self.parsed.insert(path, parsed);
         }
     }
@@ -442,10 +469,10 @@ impl Renderer<'_> {
             None => {
                 let bytes = self.read(path)?;
                 let Ok(text) = String::from_utf8(bytes) else {
-                    self.error(at, Pos { line: 1, column: 1 }, "", format!("`{path}` is not UTF-8 text"), None);
+                    self.error(at, Pos::START, "", format!("`{path}` is not UTF-8 text"), None);
                     return None;
                 };
-                parse_documents(&text)
+                parse_documents(&text, self.origin(path))
             }
         };
         match parsed {
@@ -1317,10 +1344,13 @@ impl Renderer<'_> {
     }
 }
 
-/// The non-empty documents of a YAML text.
-fn parse_documents(text: &str) -> Result<Vec<Node>, yaml::YamlError> {
+/// The non-empty documents of a YAML text, every node marked as from file number `origin`.
+fn parse_documents(text: &str, origin: u32) -> Result<Vec<Node>, yaml::YamlError> {
     let documents = yaml::parse(text)?;
-    Ok(documents.into_iter().filter_map(|d| d.root).filter(|n| n.value != Value::Null).collect())
+    let mut nodes: Vec<Node> =
+        documents.into_iter().filter_map(|d| d.root).filter(|n| n.value != Value::Null).collect();
+    nodes.iter_mut().for_each(|node| tree::stamp_origin(node, origin));
+    Ok(nodes)
 }
 
 /// A literal's value with one pair of surrounding quotes removed, as kustomize reads it.
@@ -1644,7 +1674,7 @@ mod field_path {
                 }
                 new = tree::string(pos, &parts.join(delimiter));
             }
-            tree::restamp(&mut new, pos);
+            // A whole value keeps the place it was copied from: its source object's file.
             *node = new;
             return Ok(());
         };

@@ -1,8 +1,9 @@
 //! Patches on the positioned tree: strategic merge (with Kubernetes' patch-merge keys for the
-//! kinds berth knows) and JSON 6902. Values a patch puts in take the position of the place
-//! they were put, so that a finding about the object points into the file the object came from.
+//! kinds berth knows) and JSON 6902. Values a patch puts in keep their own positions, origin
+//! included (see [`crate::diag::Pos::origin`]): a finding about a patched value points at the
+//! patch that set it.
 
-use super::tree::{self, restamp};
+use super::tree;
 use crate::manifest::yaml::{Node, Value};
 
 /// The key that identifies items of the list `field`, as Kubernetes' types declare it
@@ -30,16 +31,12 @@ pub fn strategic_merge(target: &mut Node, patch: &Node) -> Result<(), String> {
 
 fn merge_map(target: &mut Node, patch: &Node, field: &str) -> Result<(), String> {
     let Value::Map(patch_entries) = &patch.value else {
-        let pos = target.pos;
         *target = patch.clone();
-        restamp(target, pos);
         return Ok(());
     };
     if patch.get("$patch").and_then(Node::as_str) == Some("replace") {
-        let pos = target.pos;
         let mut replaced = patch.clone();
         tree::remove(&mut replaced, "$patch");
-        restamp(&mut replaced, pos);
         *target = replaced;
         return Ok(());
     }
@@ -68,17 +65,9 @@ fn merge_map(target: &mut Node, patch: &Node, field: &str) -> Result<(), String>
             Some(existing) => match (&mut existing.value, &value.value) {
                 (Value::Map(_), Value::Map(_)) => merge_map(existing, value, name)?,
                 (Value::Seq(_), Value::Seq(_)) => merge_list(existing, value, field, name)?,
-                _ => {
-                    let pos = existing.pos;
-                    *existing = without_directives(value);
-                    restamp(existing, pos);
-                }
+                _ => *existing = without_directives(value),
             },
-            None => {
-                let mut added = without_directives(value);
-                restamp(&mut added, target.pos);
-                tree::set(target, name, added);
-            }
+            None => tree::set(target, name, without_directives(value)),
         }
     }
     Ok(())
@@ -109,12 +98,9 @@ fn merge_list(target: &mut Node, patch: &Node, parent: &str, field: &str) -> Res
     let Value::Seq(patch_items) = &patch.value else { return Ok(()) };
     let replace_all = patch_items.iter().any(|item| item.get("$patch").and_then(Node::as_str) == Some("replace"));
     let Some(key) = merge_key(parent, field).filter(|_| !replace_all) else {
-        let pos = target.pos;
         *target = without_directives(patch);
-        restamp(target, pos);
         return Ok(());
     };
-    let pos = target.pos;
     let Value::Seq(items) = &mut target.value else { return Ok(()) };
     for patch_item in patch_items {
         let Some(wanted) = patch_item.get(key).and_then(tree::scalar_text) else {
@@ -128,11 +114,7 @@ fn merge_list(target: &mut Node, patch: &Node, parent: &str, field: &str) -> Res
             }
             (None, true) => {}
             (Some(index), false) => merge_map(&mut items[index], patch_item, field)?,
-            (None, false) => {
-                let mut added = without_directives(patch_item);
-                restamp(&mut added, pos);
-                items.push(added);
-            }
+            (None, false) => items.push(without_directives(patch_item)),
         }
     }
     Ok(())
@@ -197,9 +179,7 @@ pub fn json6902(target: &mut Node, patch: &Node) -> Result<(), String> {
             }
             "replace" => {
                 let slot = find_mut(target, &op.path).ok_or(format!("replace: `{shown}` does not exist"))?;
-                let pos = slot.pos;
-                *slot = op.value.unwrap_or_else(|| tree::map(pos));
-                restamp(slot, pos);
+                *slot = op.value.unwrap_or_else(|| tree::map(slot.pos));
             }
             "move" => {
                 let value = take(target, op.from.as_deref().unwrap_or_default())?;
@@ -244,14 +224,13 @@ fn find_mut<'a>(node: &'a mut Node, path: &[String]) -> Option<&'a mut Node> {
     Some(node)
 }
 
-fn add(target: &mut Node, path: &[String], mut value: Node) -> Result<(), String> {
+fn add(target: &mut Node, path: &[String], value: Node) -> Result<(), String> {
     let shown = format!("/{}", path.join("/"));
     let Some((last, parents)) = path.split_last() else {
         *target = value;
         return Ok(());
     };
     let parent = find_mut(target, parents).ok_or(format!("add: the parent of `{shown}` does not exist"))?;
-    restamp(&mut value, parent.pos);
     match &mut parent.value {
         Value::Map(_) => tree::set(parent, last, value),
         Value::Seq(items) => {

@@ -93,8 +93,20 @@ pub fn count(node: &Node) -> usize {
     }
 }
 
-/// Gives every node of `node` the position `pos`: a value copied from a patch is reported at
-/// the place it was put.
+/// Marks every node of `node` as from file number `origin` (see [`Pos::origin`]).
+pub fn stamp_origin(node: &mut Node, origin: u32) {
+    node.pos.origin = origin;
+    match &mut node.value {
+        Value::Seq(items) => items.iter_mut().for_each(|item| stamp_origin(item, origin)),
+        Value::Map(entries) => entries.iter_mut().for_each(|(k, v)| {
+            stamp_origin(k, origin);
+            stamp_origin(v, origin)
+        }),
+        _ => {}
+    }
+}
+
+/// Gives every node of `node` the position `pos`, origin included.
 pub fn restamp(node: &mut Node, pos: Pos) {
     node.pos = pos;
     match &mut node.value {

@@ -515,7 +515,7 @@ fn helm_template(file: &str, text: &str, parsed: ParsedFile) -> ParsedFile {
     if !(unreadable && text.contains("{{") && text.contains("}}")) {
         return parsed;
     }
-    let at = Pos { line: 1, column: 1 };
+    let at = Pos::START;
     ParsedFile {
         bytes: parsed.bytes,
         diagnostics: vec![

@@ -131,7 +131,7 @@ impl YamlError {
 
 fn pos_of(marker: &saphyr_parser::Marker) -> Pos {
     // saphyr-parser counts lines from 1 and columns from 0.
-    Pos { line: marker.line() as u32, column: marker.col() as u32 + 1 }
+    Pos::new(marker.line() as u32, marker.col() as u32 + 1)
 }
 
 enum Frame {
@@ -153,7 +153,7 @@ enum Frame {
 pub fn parse(text: &str) -> Result<Vec<Document>, YamlError> {
     if text.len() > MAX_FILE_BYTES {
         return Err(YamlError::new(
-            Pos { line: 1, column: 1 },
+            Pos::START,
             format!("file is {} bytes, larger than the limit of {MAX_FILE_BYTES} bytes", text.len()),
         )
         .help("split it into several files"));
@@ -402,8 +402,8 @@ mod tests {
     fn positions_are_one_based() {
         let docs = parse("a: 1\nb:\n  c: x\n").unwrap();
         let root = docs[0].root.as_ref().unwrap();
-        assert_eq!(root.get("b").unwrap().get("c").unwrap().pos, Pos { line: 3, column: 6 });
-        assert_eq!(root.locate_key(&["b", "c"]), Pos { line: 3, column: 3 });
+        assert_eq!(root.get("b").unwrap().get("c").unwrap().pos, Pos::new(3, 6));
+        assert_eq!(root.locate_key(&["b", "c"]), Pos::new(3, 3));
     }
 
     /// Issue 15: merge keys and a byte-order mark, as kubectl reads them.
@@ -419,7 +419,7 @@ mod tests {
         assert_eq!(y.get("c").unwrap().value, Value::Int(4), "earlier merged mappings win");
         assert_eq!(y.get("d").unwrap().value, Value::Int(6));
         assert!(x.get("<<").is_none());
-        assert_eq!(root.pos, Pos { line: 1, column: 1 });
+        assert_eq!(root.pos, Pos::START);
         assert!(parse("a:\n  <<: 3\n").unwrap_err().message.contains("merge key"));
     }
 
@@ -468,7 +468,7 @@ mod tests {
     #[test]
     fn duplicate_keys_are_errors() {
         let error = parse("a: 1\nb: 2\na: 3\n").unwrap_err();
-        assert_eq!(error.pos, Pos { line: 3, column: 1 });
+        assert_eq!(error.pos, Pos::new(3, 1));
         assert_eq!(error.message, "duplicate key `a`");
     }
 

@@ -220,7 +220,7 @@ impl Store {
             let canonical: serde_json::Value = serde_json::from_str(&row.canonical).map_err(corrupt)?;
             let object = Object::from_canonical(kind, canonical).map_err(corrupt)?;
             let digests: BTreeMap<String, String> = serde_json::from_str(&row.sensitive_digests).map_err(corrupt)?;
-            let pos = Pos { line: u32::try_from(row.line).unwrap_or(0), column: 1 };
+            let pos = Pos::new(u32::try_from(row.line).unwrap_or(0), 1);
             resources.push(Arc::new(Resource::from_parts(&row.file, pos, object, digests, Vec::new())));
         }
         resources.sort_by(|a, b| a.key.cmp(&b.key));

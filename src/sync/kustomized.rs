@@ -165,7 +165,7 @@ pub(super) fn render_all(
             rendered.diagnostics.push(
                 Diagnostic::warning(
                     &file,
-                    Pos { line: 1, column: 1 },
+                    Pos::START,
                     format!("`{unit}` is a base of `{user}`, so it is not deployed on its own"),
                 )
                 .help(format!(
@@ -185,22 +185,35 @@ fn render_unit(source: &dyn Source, root: &str, dir: &str, policy: &manifest::po
     let output = kustomize::render(source, dir);
     let read = output.read.iter().map(|path| (path.clone(), source.id(path))).collect();
     let kustomization = kustomize::find(source, dir).unwrap_or_else(|| join(dir, FILE_NAMES[0]));
+    // A file of the unit is named as it is; one outside it, as reached through the unit.
+    let label = |file: &str| {
+        let shown = relative(root, file);
+        let from_unit = file.rsplit_once('/').map_or("", |(d, _)| d) == dir;
+        if from_unit { shown } else { format!("{shown} (via {})", relative(root, &kustomization)) }
+    };
+    // A finding about a value a patch, overlay or generator put in names the file it came from.
+    let place = |mut diagnostic: Diagnostic| {
+        if let Some(origin) = output.origin(diagnostic.origin) {
+            diagnostic.file = label(origin);
+        }
+        diagnostic.origin = 0;
+        diagnostic
+    };
     let mut parsed = ParsedFile::default();
-    for mut diagnostic in output.diagnostics {
-        diagnostic.file = relative(root, &diagnostic.file);
+    for diagnostic in &output.diagnostics {
+        let mut diagnostic = diagnostic.clone();
+        diagnostic.file = relative(root, output.origin(diagnostic.origin).unwrap_or(&diagnostic.file));
+        diagnostic.origin = 0;
         parsed.diagnostics.push(diagnostic);
     }
     let parse = |object: &kustomize::Object| {
-        let file = relative(root, &object.file);
-        let from_unit = object.file.rsplit_once('/').map_or("", |(d, _)| d) == dir;
-        let label = if from_unit { file } else { format!("{file} (via {})", relative(root, &kustomization)) };
         let mut one = ParsedFile::default();
-        manifest::parse_node(&label, &object.node, policy, &mut one);
+        manifest::parse_node(&label(&object.file), &object.node, policy, &mut one);
         one
     };
     for one in crate::parallel::map(output.objects.iter().collect(), parse) {
         parsed.resources.extend(one.resources);
-        parsed.diagnostics.extend(one.diagnostics);
+        parsed.diagnostics.extend(one.diagnostics.into_iter().map(place));
         parsed.secrets.extend(one.secrets);
         parsed.unloaded_templates.extend(one.unloaded_templates);
     }

@@ -359,10 +359,9 @@ impl Loader {
                 let blob = self.repo.find_blob(entry.id())?;
                 match std::str::from_utf8(blob.content()) {
                     Ok(text) => Config::parse(text),
-                    Err(_) => (
-                        Config::default(),
-                        vec![Diagnostic::error(CONFIG_FILE, Pos { line: 1, column: 1 }, "file is not UTF-8 text")],
-                    ),
+                    Err(_) => {
+                        (Config::default(), vec![Diagnostic::error(CONFIG_FILE, Pos::START, "file is not UTF-8 text")])
+                    }
                 }
             }
             None => (Config::default(), Vec::new()),
@@ -397,7 +396,7 @@ impl Loader {
                 match self.follow_symlink(&tree, &path, blob) {
                     Ok(target) => entries.push(FileEntry { path, blob: target }),
                     Err(message) => diagnostics.push(
-                        Diagnostic::error(&path, Pos { line: 1, column: 1 }, message)
+                        Diagnostic::error(&path, Pos::START, message)
                             .help("keep manifests inside the repository as regular files"),
                     ),
                 }
@@ -454,7 +453,7 @@ impl Loader {
                 }
                 if !selector.selects(&relative) {
                     if file_type.is_symlink() && selector.may_hold_manifests(&relative) {
-                        let at = Pos { line: 1, column: 1 };
+                        let at = Pos::START;
                         match std::fs::canonicalize(&path) {
                             Ok(real) if real.starts_with(&top) => {
                                 if real.is_dir() {
@@ -483,7 +482,7 @@ impl Loader {
                         diagnostics.push(
                             Diagnostic::error(
                                 &relative,
-                                Pos { line: 1, column: 1 },
+                                Pos::START,
                                 "symlink points outside the repository or to nothing; it is not followed",
                             )
                             .help("keep manifests inside the repository as regular files"),
@@ -496,7 +495,7 @@ impl Loader {
                     diagnostics.push(
                         Diagnostic::error(
                             &relative,
-                            Pos { line: 1, column: 1 },
+                            Pos::START,
                             format!("file is {size} bytes, larger than the limit of {} bytes", yaml::MAX_FILE_BYTES),
                         )
                         .help("split it into several files"),
@@ -534,19 +533,15 @@ impl Loader {
             None => Some(
                 Diagnostic::error(
                     path,
-                    Pos { line: 1, column: 1 },
+                    Pos::START,
                     format!("symlink points outside the repository (to `{target}`); it is not followed"),
                 )
                 .help(exclude_help),
             ),
             Some(resolved) => match tree.get_path(Path::new(&resolved)).ok()?.kind() {
                 Some(ObjectType::Tree) => Some(
-                    Diagnostic::warning(
-                        path,
-                        Pos { line: 1, column: 1 },
-                        format!("symlinked folder (to `{target}`) is not followed"),
-                    )
-                    .help("berth reads the folder it points to under its own name when the patterns select it"),
+                    Diagnostic::warning(path, Pos::START, format!("symlinked folder (to `{target}`) is not followed"))
+                        .help("berth reads the folder it points to under its own name when the patterns select it"),
                 ),
                 _ => None,
             },
@@ -607,15 +602,14 @@ impl Loader {
                 let text = if size > yaml::MAX_FILE_BYTES {
                     Err(Diagnostic::error(
                         &entry.path,
-                        Pos { line: 1, column: 1 },
+                        Pos::START,
                         format!("file is {size} bytes, larger than the limit of {} bytes", yaml::MAX_FILE_BYTES),
                     )
                     .help("split it into several files"))
                 } else {
                     let blob = self.repo.find_blob(entry.blob)?;
-                    String::from_utf8(blob.content().to_vec()).map_err(|_| {
-                        Diagnostic::error(&entry.path, Pos { line: 1, column: 1 }, "file is not UTF-8 text")
-                    })
+                    String::from_utf8(blob.content().to_vec())
+                        .map_err(|_| Diagnostic::error(&entry.path, Pos::START, "file is not UTF-8 text"))
                 };
                 to_parse.push((entry.blob, entry.path.clone(), text));
             }
@@ -644,7 +638,7 @@ impl Loader {
                 diagnostics.push(
                     Diagnostic::error(
                         &path,
-                        Pos { line: 1, column: 1 },
+                        Pos::START,
                         format!("the manifests pass {} bytes here, the limit of one commit", self.limits.max_bytes),
                     )
                     .help("point berth at a smaller folder (--subdir), or have the operator raise --max-bytes"),

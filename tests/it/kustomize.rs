@@ -293,3 +293,32 @@ fn hostile_kustomizations_end_in_errors_quickly() {
         assert!(shown.iter().any(|d| d.contains(expected)), "{dir}: {shown:#?}");
     }
 }
+
+#[test]
+fn a_finding_about_a_patched_value_points_at_the_patch() {
+    let mut repo = crate::support::TestRepo::new();
+    shop(&repo, "hello prod");
+    repo.write(
+        "overlays/prod/kustomization.yaml",
+        "resources: [../../base]\npatches:\n  - path: web-patch.yaml\n  - target: {kind: Deployment}\n    patch: |-\n      - {op: add, path: /spec/replicas, value: many}\n",
+    );
+    repo.write(
+        "overlays/prod/web-patch.yaml",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  template:\n    spec:\n      containers:\n        - name: web\n          imagePullPolicy: Sometimes\n",
+    );
+    repo.commit("bad patches");
+    let mut loader = berth::sync::Loader::open(&repo.path().join("overlays/prod")).unwrap();
+    let loaded = loader.load("HEAD").unwrap();
+    assert!(!loaded.is_valid());
+    let shown: Vec<String> = loaded.diagnostics.iter().map(|d| d.to_string()).collect();
+    // The patch file's own line, not the base's.
+    assert!(
+        shown.iter().any(|d| d.starts_with("web-patch.yaml:9:28: warning") && d.contains("imagePullPolicy")),
+        "{shown:#?}"
+    );
+    // An inline patch's value is at its entry of the kustomization.
+    assert!(
+        shown.iter().any(|d| d.starts_with("kustomization.yaml:4:5: error") && d.contains("replicas")),
+        "{shown:#?}"
+    );
+}
