@@ -476,7 +476,15 @@ async fn carry_out(plane: &ControlPlane, memory: &mut Memory, decision: Decision
             if let Some(adopt) = &decision.adopt {
                 s.applied = Some(adopt.commit.commit.sha.clone());
                 s.applied_message = adopt.commit.commit.message.clone();
+                // Until this pass publishes, nothing is known of the new commit on the nodes:
+                // the previous commit's axes would say it is Synced.
+                let reason = format!("commit {} is being applied", adopt.commit.commit.short());
                 s.synced = false;
+                s.sync = status::Sync::OutOfSync;
+                s.sync_reason.clone_from(&reason);
+                s.health = status::Health::Progressing;
+                s.health_reason.clone_from(&reason);
+                s.reason = reason;
             }
         });
     }
