@@ -243,9 +243,9 @@ enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
-    /// List workloads, pods, nodes, services or syncs of a running server.
+    /// List workloads, jobs, pods, nodes, services or syncs of a running server.
     Get {
-        /// workloads, pods, nodes, services or syncs.
+        /// workloads, jobs, pods, nodes, services or syncs.
         what: String,
         /// Only this namespace [default: all].
         #[arg(short, long)]
@@ -1198,13 +1198,14 @@ fn client_command(args: &ServerArgs, call: ClientCall) -> Result<ExitCode> {
                         "workloads" | "workload" | "deployments" | "deploy" => {
                             ("/api/v1/workloads", Box::new(move |v| c::workloads_table(v, ns)))
                         }
+                        "jobs" | "job" => ("/api/v1/workloads", Box::new(move |v| c::jobs_table(v, ns, now))),
                         "pods" | "pod" | "po" => ("/api/v1/pods", Box::new(move |v| c::pods_table(v, ns))),
                         "nodes" | "node" | "no" => ("/api/v1/nodes", Box::new(move |v| c::nodes_table(v, now))),
                         "services" | "service" | "svc" => {
                             ("/api/v1/services", Box::new(move |v| c::services_table(v, ns)))
                         }
                         "syncs" | "sync" => ("/api/v1/syncs", Box::new(move |v| c::syncs_table(v, now))),
-                        other => bail!("cannot list `{other}`: choose workloads, pods, nodes, services or syncs"),
+                        other => bail!("cannot list `{other}`: choose workloads, jobs, pods, nodes, services or syncs"),
                     };
                 if watch {
                     if args.output != Output::Table {

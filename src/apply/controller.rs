@@ -8,11 +8,12 @@
 //! of its own but when pods turned ready (for minReadySeconds), so a restarted control plane
 //! resumes from the store. It is only ever given a commit that loaded without errors.
 
+use super::job;
 use super::pods::{Replica, Sources, assignment, rollout_hash};
 use crate::lock;
 use crate::manifest::types::{DaemonSetStrategyType, IntOrString};
 use crate::manifest::{Object, ObjectKey, Resource};
-use crate::nodes::protocol::{PodAssignment, PodStatus, RouteTable, ServiceRoute};
+use crate::nodes::protocol::{PodAssignment, PodPhase, PodStatus, RouteTable, ServiceRoute};
 use crate::plan::rollout::{self, PodView, Strategy, Wishes};
 use crate::plan::schedule::{self, NodeInfo, Placement, PodRequest, requests};
 use crate::store::{Allocations, ServiceWants, Store, StoreError};
@@ -55,6 +56,22 @@ pub struct WorkloadStatus {
     /// routes, or no longer assigned and not yet reported gone. A workload is complete only
     /// when none are left.
     pub terminating: usize,
+    /// A Job's run: where it stands and its pods' counts.
+    pub job: Option<JobProgress>,
+}
+
+/// Where a Job's run of its current spec stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobProgress {
+    pub state: job::JobState,
+    pub active: usize,
+    pub succeeded: usize,
+    /// Failures counted toward backoffLimit.
+    pub failed: usize,
+    /// `spec.completions`; `None` for a work queue.
+    pub completions: Option<i32>,
+    /// Why no pod starts now although one is due (a backoff).
+    pub waiting: Option<String>,
 }
 
 /// A container that restarted this often without becoming ready is crash-looping.
@@ -70,6 +87,8 @@ pub struct Targets {
     /// Workloads left as they run, with the reason: what their commit gives is not what the
     /// plan being carried out names.
     pub frozen: HashMap<ObjectKey, String>,
+    /// What the loop remembers of each Job's latest run: a spec that finished is not run again.
+    pub jobs: HashMap<ObjectKey, job::JobRecord>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -118,6 +137,8 @@ pub struct Controller<N: Nodes> {
     config: ControllerConfig,
     /// When the controller first saw each pod ready, by `namespace/pod`.
     ready_since: Mutex<HashMap<String, i64>>,
+    /// When it first saw each pod failed, by `namespace/pod`: a Job's retry backs off from it.
+    failed_since: Mutex<HashMap<String, i64>>,
     /// Each node's assignment as last read or written, by generation: re-read only when the
     /// generation in the store differs.
     assignments: Mutex<HashMap<String, Generation>>,
@@ -154,6 +175,7 @@ impl<N: Nodes> Controller<N> {
             api,
             config,
             ready_since: Mutex::new(HashMap::new()),
+            failed_since: Mutex::new(HashMap::new()),
             assignments: Mutex::new(HashMap::new()),
             leaving: Mutex::new(HashMap::new()),
             allocations: Mutex::new(None),
@@ -223,6 +245,16 @@ impl<N: Nodes> Controller<N> {
             }
             ready_since.clone()
         };
+        let failed_since = {
+            let mut failed_since = lock(&self.failed_since);
+            failed_since.retain(|key, _| reports.get(key).is_some_and(|r| r.phase == PodPhase::Failed));
+            for (key, status) in &reports {
+                if status.phase == PodPhase::Failed {
+                    failed_since.entry(key.clone()).or_insert(now);
+                }
+            }
+            failed_since.clone()
+        };
         let node_infos: Vec<NodeInfo> = nodes
             .iter()
             .map(|n| NodeInfo {
@@ -263,7 +295,14 @@ impl<N: Nodes> Controller<N> {
                 statuses.push(frozen(resource, &current, &reports, &desired.commit.sha, reason));
                 continue;
             }
-            let mut step = Step { current, ready_since: &ready_since, reports: &reports, deletes: &mut deletes };
+            let mut step = Step {
+                current,
+                ready_since: &ready_since,
+                failed_since: &failed_since,
+                reports: &reports,
+                deletes: &mut deletes,
+                job: targets.jobs.get(&resource.key),
+            };
             let status = match targets
                 .overrides
                 .get(&resource.key)
@@ -503,6 +542,7 @@ fn frozen(
         failure: Some(reason.to_owned()),
         stale_config: Vec::new(),
         terminating: 0,
+        job: None,
     }
 }
 
@@ -510,8 +550,11 @@ fn frozen(
 struct Step<'a> {
     current: Vec<(&'a str, &'a PodAssignment)>,
     ready_since: &'a HashMap<String, i64>,
+    failed_since: &'a HashMap<String, i64>,
     reports: &'a HashMap<String, PodStatus>,
     deletes: &'a mut HashSet<(String, String)>,
+    /// A Job's latest run, as the loop remembers it.
+    job: Option<&'a job::JobRecord>,
 }
 
 /// Decides one workload's next step: deletes are added to `step.deletes`, creates to `pending`
@@ -547,6 +590,7 @@ fn plan_workload(
         failure: crash_loop(current.iter().map(|(_, p)| *p).filter(|p| p.spec_hash == hash), reports),
         stale_config: Vec::new(),
         terminating: 0,
+        job: None,
     };
     if !resource.restarts_on_config_change() {
         let config = super::pods::config_hash(resource, sources).unwrap_or_default();
@@ -608,6 +652,41 @@ fn plan_workload(
                 && status.updated == eligible.len()
                 && status.available == eligible.len();
         }
+        Object::Job(job) => {
+            let spec = &job.spec;
+            let (this, older): (Vec<_>, Vec<_>) = current.iter().partition(|(_, p)| p.spec_hash == hash);
+            let older: Vec<String> = older.iter().map(|(_, p)| p.pod.clone()).collect();
+            let pods: Vec<job::JobPod<'_>> = this
+                .iter()
+                .map(|(_, pod)| {
+                    let key = format!("{}/{}", pod.namespace, pod.pod);
+                    job::JobPod {
+                        pod,
+                        report: reports.get(&key),
+                        failed_since: step_in.failed_since.get(&key).copied(),
+                    }
+                })
+                .collect();
+            let record = step_in.job.filter(|r| r.spec_hash == hash);
+            let step = job::step(spec, &pods, &older, record, now);
+            delete = step.delete;
+            create = step.start.into_iter().map(|start| (Replica::Job(start), None)).collect();
+            status.failure = match &step.state {
+                job::JobState::Failed(reason) => Some(reason.clone()),
+                _ => None,
+            };
+            status.complete = step.state == job::JobState::Complete;
+            status.updated = pods.len();
+            status.available = step.succeeded;
+            status.job = Some(JobProgress {
+                state: step.state,
+                active: step.active,
+                succeeded: step.succeeded,
+                failed: step.failed,
+                completions: spec.completions,
+                waiting: step.waiting,
+            });
+        }
         Object::Pod(_) => {
             match current.first() {
                 None => create.push((Replica::Ordinal(0), None)),
@@ -654,7 +733,7 @@ fn plan_workload(
             status.available = status.available.saturating_sub(1);
         }
     }
-    if deleted > 0 {
+    if deleted > 0 && status.job.is_none() {
         status.complete =
             create.is_empty() && status.total == wanted && status.updated == wanted && status.available == wanted;
     }

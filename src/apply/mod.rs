@@ -6,5 +6,6 @@
 //! agents run; the loop that schedules and rolls them out arrives with the control plane.
 
 pub mod controller;
+pub mod job;
 pub mod pods;
 pub mod routes;

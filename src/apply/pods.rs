@@ -95,6 +95,8 @@ pub fn daemon_pod_name(workload: &str, template_hash: &str, node: &str) -> Strin
 pub enum Replica<'a> {
     Ordinal(usize),
     OnNode(&'a str),
+    /// A Job's pod: an Indexed Job's index, and the attempt.
+    Job(super::job::Start),
 }
 
 /// The assignment of one replica of a workload (or of a Pod), references resolved. An error
@@ -114,6 +116,10 @@ pub fn assignment(
         (Kind::Pod, _) => resource.key.name.clone(),
         (_, Replica::OnNode(node)) => daemon_pod_name(&resource.key.name, &hash, node),
         (_, Replica::Ordinal(ordinal)) => pod_name(&resource.key.name, &hash, ordinal),
+        (_, Replica::Job(start)) => match start.index {
+            Some(index) => pod_name(&resource.key.name, &format!("{hash}-{index}"), start.attempt),
+            None => pod_name(&resource.key.name, &hash, start.attempt),
+        },
     };
 
     let uid = {
@@ -198,6 +204,11 @@ pub fn assignment(
                 None if selector.optional.unwrap_or(false) => {}
                 None => return Err(format!("{kind} {namespace}/{} has no key {}", selector.name, selector.key)),
             }
+        }
+        // An Indexed Job's pod knows its index, in every container; a variable of the same
+        // name in the manifest wins, as in Kubernetes.
+        if let Replica::Job(super::job::Start { index: Some(index), .. }) = replica {
+            values.insert(0, ("JOB_COMPLETION_INDEX".to_owned(), index.to_string()));
         }
         env.insert(container.name.clone(), values);
         if !secret_names.is_empty() {

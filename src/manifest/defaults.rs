@@ -47,6 +47,18 @@ pub fn apply(object: &mut Object) {
             }
             pod_spec(&mut spec.template.spec);
         }
+        Object::Job(job) => {
+            let spec = &mut job.spec;
+            spec.parallelism.get_or_insert(1);
+            spec.backoff_limit.get_or_insert(6);
+            spec.completion_mode.get_or_insert(CompletionMode::NonIndexed);
+            spec.suspend.get_or_insert(false);
+            // A Job's restart policy has no default: Kubernetes requires it written out, and
+            // validation says so.
+            let restart = spec.template.spec.restart_policy;
+            pod_spec(&mut spec.template.spec);
+            spec.template.spec.restart_policy = restart;
+        }
         Object::DaemonSet(daemon_set) => {
             let spec = &mut daemon_set.spec;
             spec.min_ready_seconds.get_or_insert(0);

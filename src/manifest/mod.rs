@@ -39,10 +39,11 @@ pub enum Kind {
     ReplicaSet,
     Deployment,
     DaemonSet,
+    Job,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 9] = [
+    pub const ALL: [Kind; 10] = [
         Kind::Namespace,
         Kind::ConfigMap,
         Kind::Secret,
@@ -52,6 +53,7 @@ impl Kind {
         Kind::ReplicaSet,
         Kind::Deployment,
         Kind::DaemonSet,
+        Kind::Job,
     ];
 
     pub fn name(self) -> &'static str {
@@ -65,6 +67,7 @@ impl Kind {
             Kind::ReplicaSet => "ReplicaSet",
             Kind::Deployment => "Deployment",
             Kind::DaemonSet => "DaemonSet",
+            Kind::Job => "Job",
         }
     }
 
@@ -97,6 +100,7 @@ impl Kind {
     pub fn api_version(self) -> &'static str {
         match self {
             Kind::ReplicaSet | Kind::Deployment | Kind::DaemonSet => "apps/v1",
+            Kind::Job => "batch/v1",
             _ => "v1",
         }
     }
@@ -107,7 +111,10 @@ impl Kind {
 
     /// Kinds that run pods from a template.
     pub fn is_workload(self) -> bool {
-        matches!(self, Kind::Pod | Kind::ReplicationController | Kind::ReplicaSet | Kind::Deployment | Kind::DaemonSet)
+        matches!(
+            self,
+            Kind::Pod | Kind::ReplicationController | Kind::ReplicaSet | Kind::Deployment | Kind::DaemonSet | Kind::Job
+        )
     }
 }
 
@@ -154,6 +161,7 @@ pub enum Object {
     ReplicaSet(ReplicaSet),
     Deployment(Deployment),
     DaemonSet(DaemonSet),
+    Job(Job),
 }
 
 impl Object {
@@ -168,6 +176,7 @@ impl Object {
             Object::ReplicaSet(_) => Kind::ReplicaSet,
             Object::Deployment(_) => Kind::Deployment,
             Object::DaemonSet(_) => Kind::DaemonSet,
+            Object::Job(_) => Kind::Job,
         }
     }
 
@@ -182,6 +191,7 @@ impl Object {
             Object::ReplicaSet(o) => &o.metadata,
             Object::Deployment(o) => &o.metadata,
             Object::DaemonSet(o) => &o.metadata,
+            Object::Job(o) => &o.metadata,
         }
     }
 
@@ -196,6 +206,7 @@ impl Object {
             Object::ReplicaSet(o) => &mut o.metadata,
             Object::Deployment(o) => &mut o.metadata,
             Object::DaemonSet(o) => &mut o.metadata,
+            Object::Job(o) => &mut o.metadata,
         }
     }
 
@@ -215,6 +226,7 @@ impl Object {
             Object::ReplicaSet(o) => Some(&o.spec.template),
             Object::Deployment(o) => Some(&o.spec.template),
             Object::DaemonSet(o) => Some(&o.spec.template),
+            Object::Job(o) => Some(&o.spec.template),
             _ => None,
         }
     }
@@ -267,9 +279,14 @@ impl Object {
             Kind::ReplicaSet => Object::ReplicaSet(serde_json::from_value(value)?),
             Kind::Deployment => Object::Deployment(serde_json::from_value(value)?),
             Kind::DaemonSet => Object::DaemonSet(serde_json::from_value(value)?),
+            Kind::Job => Object::Job(serde_json::from_value(value)?),
         })
     }
 }
+
+/// The fields of a Job's spec that change how its run goes, not what it runs.
+pub const JOB_RUN_FIELDS: &[&str] =
+    &["parallelism", "suspend", "ttlSecondsAfterFinished", "activeDeadlineSeconds", "backoffLimit"];
 
 /// What a secret value is replaced with wherever an object is shown or stored for comparison.
 pub const SENSITIVE: &str = "(sensitive)";
@@ -401,8 +418,21 @@ impl Resource {
         // Serializing plain data types into a JSON value cannot fail: no maps with non-string
         // keys, no non-finite floats.
         let value = serde_json::to_value(&object).unwrap_or(serde_json::Value::Null);
+        // What replaces a workload's pods when it changes. A Job runs again when its template or
+        // what it must complete changes, not when only how it runs does (parallelism, suspend,
+        // deadlines, backoffLimit, TTL): those apply to the run under way.
+        let job_spec = (object.kind() == Kind::Job).then(|| {
+            let mut spec = value.get("spec").cloned().unwrap_or_default();
+            if let Some(spec) = spec.as_object_mut() {
+                for field in JOB_RUN_FIELDS {
+                    spec.remove(*field);
+                }
+            }
+            spec
+        });
         let template = match object.kind() {
             Kind::Pod => value.get("spec"),
+            Kind::Job => job_spec.as_ref(),
             _ => value.pointer("/spec/template"),
         };
         let template_hash =
@@ -667,6 +697,7 @@ fn parse_document(file: &str, root: &yaml::Node, policy: &policy::Policy, parsed
         Kind::ReplicaSet => de::from_node(root, &context).map(Object::ReplicaSet),
         Kind::Deployment => de::from_node(root, &context).map(Object::Deployment),
         Kind::DaemonSet => de::from_node(root, &context).map(Object::DaemonSet),
+        Kind::Job => de::from_node(root, &context).map(Object::Job),
     };
     findings.extend(context.findings.into_inner());
     let object = match object {

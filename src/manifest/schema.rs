@@ -41,6 +41,7 @@ pub fn schemas() -> Vec<(String, Value)> {
                 Kind::ReplicaSet => kind_schema::<ReplicaSet>(kind),
                 Kind::Deployment => kind_schema::<Deployment>(kind),
                 Kind::DaemonSet => kind_schema::<DaemonSet>(kind),
+                Kind::Job => kind_schema::<Job>(kind),
             };
             (format!("{}.json", kind.name().to_ascii_lowercase()), schema)
         })

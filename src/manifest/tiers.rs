@@ -43,6 +43,9 @@ pub const ACCEPTED: &[(&str, &str, &str)] = &[
     ("ReplicaSet", "status", "status is observed, never declared"),
     ("Deployment", "status", "status is observed, never declared"),
     ("DaemonSet", "status", "status is observed, never declared"),
+    ("Job", "status", "status is observed, never declared"),
+    ("JobSpec", "selector", "berth finds a Job's pods itself; they are never adopted"),
+    ("JobSpec", "manualSelector", "berth finds a Job's pods itself; they are never adopted"),
     ("Service", "status", "status is observed, never declared"),
     ("ConfigMap", "immutable", ""),
     ("Secret", "immutable", ""),
@@ -134,6 +137,17 @@ pub const REFUSED: &[(&str, &str, &str)] = &[
     ("LifecycleHandler", "tcpSocket", "Kubernetes does not run tcpSocket hooks either; use exec, httpGet or sleep"),
     ("PodSecurityContext", "sysctls", "not supported; set the sysctl on the node"),
     ("SeccompProfile", "localhostProfile", "berth's nodes keep no seccomp profiles of their own; use RuntimeDefault"),
+    ("JobSpec", "backoffLimitPerIndex", "not supported; backoffLimit counts the failures of every index together"),
+    ("JobSpec", "maxFailedIndexes", "not supported; backoffLimit counts the failures of every index together"),
+    (
+        "JobSpec",
+        "podReplacementPolicy",
+        "a failed pod is replaced once it has stopped, as Kubernetes' Failed policy does",
+    ),
+    ("JobSpec", "successPolicy", "not supported; a Job succeeds when `completions` pods (or indexes) have"),
+    ("JobSpec", "managedBy", "berth runs every Job itself"),
+    ("JobSpec", "scheduling", "berth places a Job's pods one by one; there is no gang scheduling"),
+    ("PodFailurePolicyRule", "onPodConditions", "berth's pods have no disruption conditions; match onExitCodes"),
 ];
 
 /// `(value, one value berth takes in its place, reason)`: values of Kubernetes' enumerations

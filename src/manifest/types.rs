@@ -76,6 +76,11 @@ top_level_kind!(
     DaemonSet { spec: DaemonSetSpec }
 );
 top_level_kind!(
+    /// Runs pods of a template to completion: `completions` successes, `parallelism` at a time,
+    /// once per spec.
+    Job { spec: JobSpec }
+);
+top_level_kind!(
     /// A stable name and port for the ready pods its selector matches.
     Service { spec: ServiceSpec }
 );
@@ -166,6 +171,84 @@ pub struct DaemonSetSpec {
     pub min_ready_seconds: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision_history_limit: Option<i32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JobSpec {
+    pub template: PodTemplateSpec,
+    /// Successful pods that complete the Job. Unset: the Job is complete when any pod
+    /// succeeds and none runs (a work queue).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completions: Option<i32>,
+    /// Pods run at once; defaults to 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parallelism: Option<i32>,
+    /// Failed pods (or restarts, under OnFailure) after which the Job fails; defaults to 6.
+    /// Each retry waits 10s, doubled per failure, up to 6 minutes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backoff_limit: Option<i32>,
+    /// The Job fails when it has run this long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_deadline_seconds: Option<i64>,
+    /// A finished Job's pods are removed this long after it finished; they stay when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_seconds_after_finished: Option<i32>,
+    /// Defaults to NonIndexed; Indexed gives each pod an index in JOB_COMPLETION_INDEX.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_mode: Option<CompletionMode>,
+    /// Starts no pod while true, and stops the running ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspend: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_failure_policy: Option<PodFailurePolicy>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum CompletionMode {
+    NonIndexed,
+    Indexed,
+}
+
+/// Rules on a failed pod's exit codes, first match wins; a failure no rule matches counts
+/// toward `backoffLimit`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PodFailurePolicy {
+    pub rules: Vec<PodFailurePolicyRule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PodFailurePolicyRule {
+    pub action: PodFailurePolicyAction,
+    pub on_exit_codes: PodFailurePolicyOnExitCodes,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum PodFailurePolicyAction {
+    /// The Job fails at once.
+    FailJob,
+    /// The failure is not counted, and the pod is replaced.
+    Ignore,
+    /// The failure counts toward `backoffLimit`.
+    Count,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PodFailurePolicyOnExitCodes {
+    /// Only this container's exit code; any container's when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_name: Option<String>,
+    pub operator: ExitCodeOperator,
+    pub values: Vec<i32>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ExitCodeOperator {
+    In,
+    NotIn,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

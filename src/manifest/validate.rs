@@ -13,6 +13,20 @@ use crate::diag::{Diagnostic, Pos, Severity};
 use std::collections::HashMap;
 use std::sync::Arc;
 
+/// Which restart policies a pod spec may have where it is.
+#[derive(Clone, Copy)]
+enum Restarts {
+    /// A bare Pod: any.
+    Any,
+    /// A workload that keeps its pods running.
+    Always,
+    /// A Job's pods run to completion: Never or OnFailure, written out.
+    Never,
+}
+
+/// The most completions one Job may ask for: each is a pod berth tracks.
+pub const MAX_COMPLETIONS: i32 = 10_000;
+
 /// A reference from a pod spec to a ConfigMap or Secret (or one key of it) in its namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reference {
@@ -199,7 +213,7 @@ impl<'a> Checker<'a> {
             Object::Service(service) => self.service(&service.spec),
             Object::Pod(pod) => {
                 self.enter(&[K("spec")]);
-                self.pod_spec(&pod.spec, &namespace, false);
+                self.pod_spec(&pod.spec, &namespace, Restarts::Any);
                 self.leave(1);
             }
             Object::ReplicationController(rc) => {
@@ -216,18 +230,18 @@ impl<'a> Checker<'a> {
                 if !matches_labels(&selector, &rc.spec.template.metadata.labels) {
                     self.selector_mismatch();
                 }
-                self.template(&rc.spec.template, &namespace);
+                self.template(&rc.spec.template, &namespace, Restarts::Always);
             }
             Object::ReplicaSet(rs) => {
                 self.replicas(rs.spec.replicas);
                 self.selector(&rs.spec.selector, &rs.spec.template.metadata.labels);
-                self.template(&rs.spec.template, &namespace);
+                self.template(&rs.spec.template, &namespace, Restarts::Always);
             }
             Object::Deployment(deployment) => {
                 let spec = &deployment.spec;
                 self.replicas(spec.replicas);
                 self.selector(&spec.selector, &spec.template.metadata.labels);
-                self.template(&spec.template, &namespace);
+                self.template(&spec.template, &namespace, Restarts::Always);
                 if let Some(strategy) = &spec.strategy {
                     if strategy.strategy_type == Some(DeploymentStrategyType::Recreate)
                         && strategy.rolling_update.is_some()
@@ -260,15 +274,81 @@ impl<'a> Checker<'a> {
                     }
                 }
             }
+            Object::Job(job) => self.job(&job.spec, &namespace),
             Object::DaemonSet(daemon_set) => {
                 let spec = &daemon_set.spec;
                 self.selector(&spec.selector, &spec.template.metadata.labels);
-                self.template(&spec.template, &namespace);
+                self.template(&spec.template, &namespace, Restarts::Always);
                 if let Some(rolling) = spec.update_strategy.as_ref().and_then(|s| s.rolling_update.as_ref()) {
                     self.enter(&[K("spec"), K("updateStrategy"), K("rollingUpdate")]);
                     // A DaemonSet's percentages resolve against the number of nodes; 100 stands in.
                     self.rolling_update(rolling, 100);
                     self.leave(3);
+                }
+            }
+        }
+    }
+
+    fn job(&mut self, spec: &JobSpec, namespace: &str) {
+        self.template(&spec.template, namespace, Restarts::Never);
+        for (value, field) in [
+            (spec.completions, "completions"),
+            (spec.parallelism, "parallelism"),
+            (spec.backoff_limit, "backoffLimit"),
+            (spec.ttl_seconds_after_finished, "ttlSecondsAfterFinished"),
+        ] {
+            if value.is_some_and(|v| v < 0) {
+                self.error(&[K("spec"), K(field)], "must not be negative", None);
+            }
+        }
+        if spec.active_deadline_seconds.is_some_and(|v| v <= 0) {
+            self.error(&[K("spec"), K("activeDeadlineSeconds")], "must be positive", None);
+        }
+        if spec.completion_mode == Some(CompletionMode::Indexed) && spec.completions.is_none() {
+            self.error(
+                &[K("spec"), K("completions")],
+                "an Indexed Job needs completions",
+                Some("set completions: each index from 0 to completions - 1 runs until it succeeds".into()),
+            );
+        }
+        if spec.completions.is_some_and(|c| c > MAX_COMPLETIONS) {
+            self.error(
+                &[K("spec"), K("completions")],
+                format!("berth runs at most {MAX_COMPLETIONS} completions per Job"),
+                None,
+            );
+        }
+        let Some(policy) = &spec.pod_failure_policy else { return };
+        if spec.template.spec.restart_policy != Some(RestartPolicy::Never) {
+            self.error(
+                &[K("spec"), K("podFailurePolicy")],
+                "a podFailurePolicy needs restartPolicy Never",
+                Some("under OnFailure a container restarts in its pod, so there is no failed pod to judge".into()),
+            );
+        }
+        for (i, rule) in policy.rules.iter().enumerate() {
+            let codes = &rule.on_exit_codes;
+            let at = [K("spec"), K("podFailurePolicy"), K("rules"), I(i), K("onExitCodes")];
+            if codes.values.is_empty() {
+                self.error(&[&at[..], &[K("values")]].concat(), "needs at least one exit code", None);
+            }
+            if codes.operator == ExitCodeOperator::In && codes.values.contains(&0) {
+                self.error(&[&at[..], &[K("values")]].concat(), "0 is success, never a failure's exit code", None);
+            }
+            if let Some(name) = &codes.container_name {
+                if !spec
+                    .template
+                    .spec
+                    .containers
+                    .iter()
+                    .chain(&spec.template.spec.init_containers)
+                    .any(|c| &c.name == name)
+                {
+                    self.error(
+                        &[&at[..], &[K("containerName")]].concat(),
+                        format!("the template has no container `{name}`"),
+                        None,
+                    );
                 }
             }
         }
@@ -422,23 +502,34 @@ impl<'a> Checker<'a> {
         }
     }
 
-    fn template(&mut self, template: &PodTemplateSpec, namespace: &str) {
+    fn template(&mut self, template: &PodTemplateSpec, namespace: &str, restarts: Restarts) {
         self.labels(&template.metadata.labels, &[K("spec"), K("template"), K("metadata"), K("labels")]);
         self.enter(&[K("spec"), K("template"), K("spec")]);
-        self.pod_spec(&template.spec, namespace, true);
+        self.pod_spec(&template.spec, namespace, restarts);
         self.leave(3);
     }
 
-    fn pod_spec(&mut self, spec: &PodSpec, namespace: &str, in_workload: bool) {
+    fn pod_spec(&mut self, spec: &PodSpec, namespace: &str, restarts: Restarts) {
         if spec.containers.is_empty() {
             self.error(&[K("containers")], "a pod needs at least one container", None);
         }
-        if in_workload && spec.restart_policy.is_some_and(|p| p != RestartPolicy::Always) {
-            self.error(
+        match restarts {
+            Restarts::Any => {}
+            Restarts::Always if spec.restart_policy.is_some_and(|p| p != RestartPolicy::Always) => self.error(
                 &[K("restartPolicy")],
                 "must be Always for pods of a workload",
-                Some("workloads keep their pods running; use a Pod for run-once work".into()),
-            );
+                Some("workloads keep their pods running; use a Job for run-once work".into()),
+            ),
+            Restarts::Always => {}
+            Restarts::Never => {
+                if !matches!(spec.restart_policy, Some(RestartPolicy::Never | RestartPolicy::OnFailure)) {
+                    self.error(
+                        &[K("restartPolicy")],
+                        "a Job's pods need restartPolicy Never or OnFailure",
+                        Some("write `restartPolicy: Never` (a failed pod is replaced) or `OnFailure` (its container restarts), as Kubernetes requires".into()),
+                    );
+                }
+            }
         }
         if spec.termination_grace_period_seconds.is_some_and(|s| s < 0) {
             self.error(&[K("terminationGracePeriodSeconds")], "must not be negative", None);

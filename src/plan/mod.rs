@@ -536,6 +536,14 @@ fn created(new: &Resource) -> Change {
             batches: Vec::new(),
             description: "starts one replica on every matching node".into(),
         });
+    } else if let Object::Job(job) = &new.object {
+        created.rollout = Some(Rollout {
+            strategy: RolloutStrategy::Create,
+            replicas: None,
+            restarts: None,
+            batches: Vec::new(),
+            description: format!("runs the Job once: {}", job_shape(&job.spec)),
+        });
     }
     created.risks = image_risks(None, &new.object);
     created.risks.extend(host_risks(None, new));
@@ -568,6 +576,18 @@ fn host_risks(old: Option<&Resource>, new: &Resource) -> Vec<Risk> {
             })
         })
         .collect()
+}
+
+/// How a Job runs, in words: what completes it and how many pods at a time.
+fn job_shape(spec: &crate::manifest::types::JobSpec) -> String {
+    let parallelism = spec.parallelism.unwrap_or(1);
+    let indexed = spec.completion_mode == Some(crate::manifest::types::CompletionMode::Indexed);
+    let what = match spec.completions {
+        Some(n) if indexed => format!("indexes 0 to {} each succeed once", n - 1),
+        Some(n) => format!("{} succeed", count(n, "pod")),
+        None => "one pod succeeds (a work queue)".to_owned(),
+    };
+    format!("{what}, {parallelism} at a time, up to {} retries", spec.backoff_limit.unwrap_or(6))
 }
 
 fn deleted(old: &Resource) -> Change {
@@ -734,6 +754,28 @@ fn rollout(old: &Resource, new: &Resource, config_changed: bool) -> Option<Rollo
             restarts: Some(1),
             batches: vec![1],
             description: "the pod is stopped and started again with the new spec".into(),
+        });
+    }
+    if let Object::Job(job) = &new.object {
+        return Some(if template_changed {
+            Rollout {
+                strategy: RolloutStrategy::Replace,
+                replicas: None,
+                restarts: None,
+                batches: Vec::new(),
+                description: format!(
+                    "runs the Job again with its new spec ({}); the earlier run's pods stop, a running one included",
+                    job_shape(&job.spec)
+                ),
+            }
+        } else {
+            Rollout {
+                strategy: RolloutStrategy::Scale,
+                replicas: None,
+                restarts: Some(0),
+                batches: Vec::new(),
+                description: "changes how the current run goes (parallelism, suspend, deadlines, backoffLimit, TTL); the Job does not run again".into(),
+            }
         });
     }
     if selector_changed {

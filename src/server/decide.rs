@@ -12,7 +12,7 @@
 
 use crate::apply::controller::{ReconcileSummary, Targets};
 use crate::apply::pods::{Sources, revision_hash};
-use crate::manifest::{Object, ObjectKey, Resource};
+use crate::manifest::{Kind, Object, ObjectKey, Resource};
 use crate::plan::{self, render};
 use crate::server::verdicts::{verdict, wait_reason};
 use crate::store::{Change, Outcome, Pin, Revision, SyncOutcome, SyncRecord};
@@ -498,6 +498,7 @@ pub fn targets(
         overrides: HashMap::new(),
         retained: memory.retained.iter().map(|r| r.key.clone()).collect(),
         frozen: HashMap::new(),
+        jobs: job_records(memory),
     };
     for Want { key, commit: sha, template } in wanted {
         let commit = if sha == desired.commit.sha { None } else { commits.get(&sha).cloned() };
@@ -524,6 +525,33 @@ pub fn targets(
         }
     }
     targets
+}
+
+/// Each Job's latest run, from its revisions: a spec that finished healthy or failed is not
+/// run again.
+fn job_records(memory: &Memory) -> HashMap<ObjectKey, crate::apply::job::JobRecord> {
+    memory
+        .revisions
+        .iter()
+        .filter(|(key, _)| key.kind == Kind::Job)
+        .filter_map(|(key, history)| {
+            let latest = history.last()?;
+            let finished = match latest.outcome {
+                Outcome::Progressing => None,
+                outcome => Some((
+                    latest.finished_at.unwrap_or(latest.started_at),
+                    outcome == Outcome::Failed,
+                    latest.reason.clone(),
+                )),
+            };
+            let record = crate::apply::job::JobRecord {
+                spec_hash: latest.spec_hash.clone(),
+                started_at: latest.started_at,
+                finished,
+            };
+            Some((key.clone(), record))
+        })
+        .collect()
 }
 
 /// The pod template hash of workload `key` at `commit`, when it declares it.

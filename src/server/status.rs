@@ -2,7 +2,8 @@
 //! saw. Pure: no store, no clock, no I/O; `control::publish` gathers the facts and calls in.
 //! The README's definition of Synced is `overall`'s, and the scenario harness checks it.
 
-use crate::apply::controller::WorkloadStatus;
+use crate::apply::controller::{JobProgress, WorkloadStatus};
+use crate::apply::job::JobState;
 use crate::store::{Outcome, Pin, Revision};
 use serde::Serialize;
 
@@ -79,6 +80,73 @@ pub struct WorkloadHealth {
     /// Set when `berth rollback` holds the workload at an earlier commit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pinned: Option<String>,
+    /// A Job's run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub job: Option<JobView>,
+}
+
+/// A Job's run as the API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobView {
+    /// `Running`, `Suspended`, `Complete` or `Failed`.
+    pub status: String,
+    pub active: usize,
+    pub succeeded: usize,
+    pub failed: usize,
+    pub completions: Option<i32>,
+    /// When the run of this spec started and finished (seconds since the epoch).
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
+impl JobView {
+    pub fn of(job: &JobProgress, run: Option<&Revision>) -> JobView {
+        let status = match job.state {
+            JobState::Running => "Running",
+            JobState::Suspended => "Suspended",
+            JobState::Complete => "Complete",
+            JobState::Failed(_) => "Failed",
+        };
+        JobView {
+            status: status.to_owned(),
+            active: job.active,
+            succeeded: job.succeeded,
+            failed: job.failed,
+            completions: job.completions,
+            started_at: run.map(|r| r.started_at),
+            finished_at: run.and_then(|r| r.finished_at),
+        }
+    }
+}
+
+/// A Job's two axes: its spec is applied as Git says once it runs, so it is Synced; its
+/// health is its run's.
+fn job_health(job: &JobProgress) -> (Sync, Health, String) {
+    let done = match job.completions {
+        Some(n) => format!("{}/{n} succeeded", job.succeeded),
+        None => format!("{} succeeded", job.succeeded),
+    };
+    match &job.state {
+        JobState::Complete => (Sync::Synced, Health::Healthy, String::new()),
+        JobState::Failed(reason) => (
+            Sync::Synced,
+            Health::Degraded,
+            format!(
+                "the Job failed: {}; change its spec in Git to run it again",
+                reason.trim_start_matches("the Job failed: ")
+            ),
+        ),
+        JobState::Suspended => (Sync::Synced, Health::Healthy, format!("suspended: {done}, none running")),
+        JobState::Running => {
+            let waiting = job.waiting.as_ref().map(|w| format!("; {w}")).unwrap_or_default();
+            (
+                Sync::Synced,
+                Health::Progressing,
+                format!("running: {done}, {} active, {} failed{waiting}", job.active, job.failed),
+            )
+        }
+    }
 }
 
 /// What the whole's status is derived from.
@@ -205,6 +273,8 @@ pub fn workload_health(w: &WorkloadStatus, facts: &WorkloadFacts<'_>) -> Workloa
             health,
             format!("{verb} at commit {} by `berth rollback` until a new commit is applied", short(&pin.commit)),
         )
+    } else if let Some(job) = &w.job {
+        job_health(job)
     } else if let Some(latest) = latest.filter(|r| r.outcome == Outcome::Failed) {
         let back = match history.and_then(super::verdicts::rollback_target) {
             Some(healthy) => format!("rolled back to {} \"{}\"", healthy.commit.short(), healthy.commit.message),
@@ -251,6 +321,7 @@ pub fn workload_health(w: &WorkloadStatus, facts: &WorkloadFacts<'_>) -> Workloa
         revision_message: facts.revision_message.clone(),
         revision: w.revision.clone(),
         pinned: facts.pin.map(|p| p.commit.clone()),
+        job: w.job.as_ref().map(|job| JobView::of(job, latest)),
     }
 }
 
@@ -276,6 +347,7 @@ mod tests {
             revision: "abc".into(),
             revision_message: String::new(),
             pinned: None,
+            job: None,
         }
     }
 
@@ -389,6 +461,7 @@ mod tests {
             failure: None,
             stale_config: Vec::new(),
             terminating: 0,
+            job: None,
         }
     }
 

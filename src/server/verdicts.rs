@@ -33,7 +33,11 @@ pub fn wait_reason(commit: &Loaded, plan: &plan::Plan) -> Option<String> {
 /// spec is not tried again until Git changes it), or, when this template has not yet proved
 /// healthy, where it goes back to should its rollout fail. Returns the reason of a hold.
 pub fn judge_step(step: &mut plan::WorkloadStep, history: &[Revision]) -> Option<(String, String)> {
-    if matches!(step.action, plan::StepAction::Delete | plan::StepAction::Orphan) {
+    // A Job is not rolled back: a failed run stays failed until Git changes its spec, and
+    // running an earlier spec again would run its work again.
+    if matches!(step.action, plan::StepAction::Delete | plan::StepAction::Orphan)
+        || step.kind == crate::manifest::Kind::Job
+    {
         return None;
     }
     let newest_healthy_other =
@@ -81,6 +85,15 @@ pub fn rollback_target(history: &[Revision]) -> Option<&Revision> {
 /// deadline of `deadline` seconds: healthy once complete, failed when its new pods crash-loop
 /// or the deadline passed, none yet otherwise.
 pub fn verdict(workload: &WorkloadStatus, elapsed: i64, deadline: i32) -> Option<(Outcome, String)> {
+    // A Job has no progress deadline (its own is activeDeadlineSeconds): it is healthy when
+    // complete and failed when it failed.
+    if workload.job.is_some() {
+        return match (&workload.failure, workload.complete) {
+            (_, true) => Some((Outcome::Healthy, String::new())),
+            (Some(failure), false) => Some((Outcome::Failed, format!("the Job failed: {failure}"))),
+            (None, false) => None,
+        };
+    }
     if workload.complete {
         Some((Outcome::Healthy, String::new()))
     } else if let Some(failure) = &workload.failure {
@@ -120,6 +133,7 @@ mod tests {
             failure: None,
             stale_config: Vec::new(),
             terminating: 0,
+            job: None,
         }
     }
 

@@ -683,8 +683,10 @@ impl Loader {
 impl Loader {
     /// An error at the largest workload when the replicas of all of them pass the limit.
     fn replica_limit(&self, resources: &[Arc<manifest::Resource>]) -> Option<Diagnostic> {
-        let replicas = |r: &manifest::Resource| match r.key.kind {
-            manifest::Kind::DaemonSet => 1,
+        let replicas = |r: &manifest::Resource| match (&r.object, r.key.kind) {
+            (_, manifest::Kind::DaemonSet) => 1,
+            // A Job runs `parallelism` pods at a time.
+            (manifest::Object::Job(job), _) => u64::try_from(job.spec.parallelism.unwrap_or(1).max(0)).unwrap_or(0),
             _ => u64::try_from(r.object.replicas().unwrap_or(0).max(0)).unwrap_or(0),
         };
         let total: u64 = resources.iter().map(|r| replicas(r)).sum();

@@ -372,7 +372,7 @@ async fn rollback_pins_a_workload_until_the_branch_moves() {
     assert!(syncs.lines().nth(1).is_some_and(|l| l.starts_with(&v2[..7]) && l.contains("synced")), "{syncs}");
     let (code, _, stderr) = cluster.cli(here, &["get", "secrets"], false);
     assert_eq!(code, 1);
-    assert!(stderr.contains("choose workloads, pods, nodes, services or syncs"), "{stderr}");
+    assert!(stderr.contains("choose workloads, jobs, pods, nodes, services or syncs"), "{stderr}");
 
     // Without the token a rollback is refused and changes nothing.
     let elsewhere = tempfile::tempdir().unwrap();
@@ -1417,4 +1417,90 @@ async fn logs_of_a_workload_interleave_its_pods_with_a_prefix() {
         assert!(line.ends_with(&format!(" hello from {name}")) && line.contains("T"), "{line}");
     }
     assert_eq!(text.lines().count(), 2, "{text}");
+}
+
+/// Issue 18: Jobs run to completion, `parallelism` at a time; a failing one retries with a
+/// backoff until `backoffLimit` and fails with the reason; an Indexed Job's pods see their
+/// index. A finished Job is not run again by a later commit that leaves it as it is.
+#[tokio::test(flavor = "multi_thread")]
+async fn jobs_run_to_completion_or_fail_with_the_reason() {
+    let image = crate::images::busybox();
+    let job = |name: &str, spec: &str, script: &str| {
+        format!(
+            "apiVersion: batch/v1
+kind: Job
+metadata: {{name: {name}}}
+spec:
+{spec}
+  template:
+    spec:
+      restartPolicy: Never
+      terminationGracePeriodSeconds: 0
+      containers:
+        - name: main
+          image: {image}
+          command: [sh, -c, '{script}']
+"
+        )
+    };
+    let mut repo = TestRepo::new();
+    repo.write("three.yaml", &job("three", "  completions: 3\n  parallelism: 2", "echo working; sleep 1"));
+    repo.write("failing.yaml", &job("failing", "  backoffLimit: 2", "echo cannot open /etc/app.conf; exit 3"));
+    repo.write(
+        "indexed.yaml",
+        &job(
+            "indexed",
+            "  completions: 2\n  parallelism: 2\n  completionMode: Indexed",
+            "echo index=$JOB_COMPLETION_INDEX",
+        ),
+    );
+    repo.commit("three jobs");
+    let cluster = Cluster::start("jobs", repo.path().to_str().unwrap(), 1, &[]).await;
+    let job_of = |status: &Value, name: &str| workload(status, name).map(|w| w["job"].clone()).unwrap_or_default();
+
+    let status = cluster
+        .wait_status("the Jobs to finish", |s| {
+            job_of(s, "three")["status"] == "Complete"
+                && job_of(s, "indexed")["status"] == "Complete"
+                && job_of(s, "failing")["status"] == "Failed"
+        })
+        .await;
+    assert_eq!(job_of(&status, "three")["succeeded"], 3, "{status:#}");
+    let failing = workload(&status, "failing").unwrap();
+    assert_eq!(failing["health"], "Degraded", "{failing:#}");
+    let reason = failing["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("BackoffLimitExceeded: 3 failures, more than backoffLimit 2"), "{reason}");
+    assert!(reason.contains("exited with code 3: cannot open /etc/app.conf"), "{reason}");
+
+    // Each index ran in a pod of its own and saw its index.
+    let node = &cluster.nodes[0].name;
+    let names = pod_names(&cluster, "indexed").await;
+    assert_eq!(names.len(), 2, "{names:?}");
+    for name in &names {
+        let (index, _) = berth::apply::job::parse_name(name, true);
+        let container = berth::nodes::pods::engine_name(&[node, "default", name, "main", "0"]);
+        let output = Command::new("docker").args(["logs", &container]).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&output.stdout), format!("index={}\n", index.unwrap()), "{name}");
+    }
+
+    // `get jobs` says the same.
+    let (code, out, err) = cluster.cli(repo.path(), &["get", "jobs"], true);
+    assert_eq!(code, 0, "{err}");
+    let row =
+        |name: &str| out.lines().find(|l| l.split_whitespace().nth(1) == Some(name)).unwrap_or_default().to_owned();
+    assert!(row("three").contains("Complete") && row("three").contains("3/3"), "{out}");
+    assert!(row("failing").contains("Failed"), "{out}");
+
+    // A later commit that leaves the Jobs as they are runs none of them again.
+    let before = pod_names(&cluster, "three").await;
+    repo.write("other.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: other}\ndata: {a: b}\n");
+    let sha = repo.commit("an unrelated change");
+    cluster
+        .wait_status("the unrelated commit to be applied", |s| {
+            s["applied"].as_str().is_some_and(|a| sha.starts_with(a))
+        })
+        .await;
+    assert_eq!(pod_names(&cluster, "three").await, before, "a finished Job is not run again");
+    let status = cluster.get("/api/v1/status").await;
+    assert_eq!(job_of(&status, "three")["status"], "Complete", "{status:#}");
 }

@@ -335,6 +335,7 @@ fn summary(key: &ObjectKey, complete: bool, failure: Option<&str>) -> ReconcileS
             failure: failure.map(str::to_owned),
             stale_config: Vec::new(),
             terminating: 0,
+            job: None,
         }],
         nodes_changed: 0,
         ready_nodes: 1,

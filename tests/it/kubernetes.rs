@@ -5,6 +5,7 @@
 
 use crate::support::check_snapshot;
 use k8s_openapi::api::apps::v1 as apps;
+use k8s_openapi::api::batch::v1 as batch;
 use k8s_openapi::api::core::v1 as core;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 use std::collections::{BTreeMap, BTreeSet};
@@ -32,6 +33,11 @@ fn kubernetes_types() -> BTreeMap<&'static str, BTreeSet<String>> {
         ("ReplicaSet", fields::<apps::ReplicaSet>()),
         ("Deployment", fields::<apps::Deployment>()),
         ("DaemonSet", fields::<apps::DaemonSet>()),
+        ("Job", fields::<batch::Job>()),
+        ("JobSpec", fields::<batch::JobSpec>()),
+        ("PodFailurePolicy", fields::<batch::PodFailurePolicy>()),
+        ("PodFailurePolicyRule", fields::<batch::PodFailurePolicyRule>()),
+        ("PodFailurePolicyOnExitCodes", fields::<batch::PodFailurePolicyOnExitCodesRequirement>()),
         ("ObjectMeta", fields::<meta::ObjectMeta>()),
         ("TemplateMeta", fields::<meta::ObjectMeta>()),
         ("PodTemplateSpec", fields::<core::PodTemplateSpec>()),

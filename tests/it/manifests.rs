@@ -825,3 +825,48 @@ spec:
     }
     assert_eq!(found.len(), 3, "{found:#?}");
 }
+
+/// Issue 18: a Job loads as Kubernetes writes it, and what Kubernetes refuses in one (a
+/// restart policy left out, an Indexed Job without completions) is an error at its line.
+#[test]
+fn jobs_are_checked_as_kubernetes_checks_them() {
+    let mut repo = TestRepo::new();
+    repo.write(
+        "jobs.yaml",
+        "apiVersion: batch/v1
+kind: Job
+metadata: {name: forever}
+spec:
+  template:
+    spec:
+      containers: [{name: main, image: registry.example/job:1}]
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: indexed}
+spec:
+  completionMode: Indexed
+  backoffLimitPerIndex: 1
+  podFailurePolicy:
+    rules:
+      - action: FailJob
+        onExitCodes: {containerName: other, operator: In, values: [0, 42]}
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: main, image: registry.example/job:1}]
+",
+    );
+    repo.commit("jobs");
+    let (code, out, err) = berth(repo.path(), &["validate", "."]);
+    assert_eq!(code, 1, "{out}{err}");
+    for needle in [
+        "jobs.yaml:7:7: error: Job default/forever: spec.template.spec.restartPolicy: a Job's pods need restartPolicy Never or OnFailure",
+        "jobs.yaml:14:3: error: Job default/indexed: spec.backoffLimitPerIndex: field `backoffLimitPerIndex` is not supported by berth",
+    ] {
+        assert!(out.contains(needle), "{needle}\n{out}");
+    }
+    assert!(out.contains("an Indexed Job needs completions"), "{out}");
+    assert!(out.contains("0 is success, never a failure's exit code"), "{out}");
+    assert!(out.contains("the template has no container `other`"), "{out}");
+}

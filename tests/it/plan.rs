@@ -338,3 +338,23 @@ fn a_plan_says_where_its_first_pods_would_go() {
     assert_eq!(json["placements"].as_array().map(Vec::len), Some(3), "{json}");
     assert_eq!(json["planDigest"], digest.as_str());
 }
+
+/// Issue 18: a plan says when a Job runs, when it runs again (its spec changed) and when a
+/// change only alters the run under way.
+#[test]
+fn a_plan_says_whether_a_job_runs_again() {
+    let job = |parallelism: u32, image: &str| {
+        format!(
+            "apiVersion: batch/v1\nkind: Job\nmetadata: {{name: migrate}}\nspec:\n  completions: 3\n  parallelism: {parallelism}\n  template:\n    spec:\n      restartPolicy: Never\n      containers: [{{name: main, image: \"{image}\"}}]\n"
+        )
+    };
+    let (plan, ..) = plan_between("", &job(2, "registry.example/migrate:1"));
+    let rollout = plan.changes[0].rollout.as_ref().unwrap();
+    assert_eq!(rollout.description, "runs the Job once: 3 pods succeed, 2 at a time, up to 6 retries");
+    let (plan, ..) = plan_between(&job(2, "registry.example/migrate:1"), &job(2, "registry.example/migrate:2"));
+    let rollout = plan.changes[0].rollout.as_ref().unwrap();
+    assert!(rollout.description.starts_with("runs the Job again with its new spec"), "{}", rollout.description);
+    let (plan, ..) = plan_between(&job(2, "registry.example/migrate:1"), &job(3, "registry.example/migrate:1"));
+    let rollout = plan.changes[0].rollout.as_ref().unwrap();
+    assert!(rollout.description.contains("the Job does not run again"), "{}", rollout.description);
+}
