@@ -274,6 +274,40 @@ pub fn jobs_table(list: &Value, namespace: Option<&str>, now: i64) -> String {
     table(&["NAMESPACE", "NAME", "STATUS", "COMPLETIONS", "DURATION", "AGE", "REASON"], &rows)
 }
 
+/// `get cronjobs`: each CronJob's schedule and runs, as kubectl shows them, with the last run's
+/// status.
+pub fn cron_jobs_table(list: &Value, namespace: Option<&str>, now: i64) -> String {
+    let rows: Vec<Vec<String>> = items(list)
+        .iter()
+        .filter(|c| in_namespace(c, namespace))
+        .map(|c| {
+            let when = |field: &str| c[field].as_i64();
+            let last_run = c["runs"].as_array().and_then(|r| r.last());
+            vec![
+                text(&c["namespace"]),
+                text(&c["name"]),
+                text(&c["schedule"]),
+                c["timeZone"].as_str().unwrap_or("UTC").to_owned(),
+                c["suspend"]
+                    .as_bool()
+                    .unwrap_or_default()
+                    .to_string()
+                    .replace("false", "False")
+                    .replace("true", "True"),
+                text(&c["active"]),
+                when("lastSchedule").map_or_else(|| "<none>".to_owned(), |t| age(t, now)),
+                when("nextSchedule").map_or_else(|| "<none>".to_owned(), |t| format!("in {}", age(now, t))),
+                last_run
+                    .map_or_else(|| "<none>".to_owned(), |r| format!("{} {}", text(&r["name"]), text(&r["status"]))),
+            ]
+        })
+        .collect();
+    table(
+        &["NAMESPACE", "NAME", "SCHEDULE", "TIMEZONE", "SUSPEND", "ACTIVE", "LAST SCHEDULE", "NEXT", "LAST RUN"],
+        &rows,
+    )
+}
+
 pub fn pods_table(list: &Value, namespace: Option<&str>) -> String {
     let rows: Vec<Vec<String>> = items(list)
         .iter()

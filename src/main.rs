@@ -243,9 +243,9 @@ enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
-    /// List workloads, jobs, pods, nodes, services or syncs of a running server.
+    /// List workloads, jobs, cronjobs, pods, nodes, services or syncs of a running server.
     Get {
-        /// workloads, jobs, pods, nodes, services or syncs.
+        /// workloads, jobs, cronjobs, pods, nodes, services or syncs.
         what: String,
         /// Only this namespace [default: all].
         #[arg(short, long)]
@@ -334,6 +334,20 @@ enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Start something by hand: `create job NAME --from=cronjob/NIGHTLY` runs a CronJob's Job now.
+    Create {
+        /// What to create: job.
+        what: String,
+        /// Its name.
+        name: String,
+        /// What it is made from: cronjob/NAME.
+        #[arg(long)]
+        from: String,
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
     /// Show the plan of a commit that waits for approval; with --approve, apply exactly that plan.
     Sync {
         /// The waiting commit [default: the newest waiting one].
@@ -418,6 +432,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
             client_command(&server, ClientCall::Rollback { target, namespace, to, yes })
         }
         Command::Sync { commit, approve, server } => client_command(&server, ClientCall::Sync { commit, approve }),
+        Command::Create { what, name, from, namespace, server } => {
+            if !matches!(what.as_str(), "job" | "jobs") {
+                bail!(
+                    "cannot create `{what}`: berth creates a job from a cronjob (`create job NAME --from=cronjob/NAME`); everything else comes from Git"
+                );
+            }
+            let Some(cron_job) = from
+                .strip_prefix("cronjob/")
+                .or_else(|| from.strip_prefix("cronjobs/"))
+                .or_else(|| from.strip_prefix("cj/"))
+            else {
+                bail!("--from `{from}`: write cronjob/NAME");
+            };
+            client_command(&server, ClientCall::RunCronJob { name, cron_job: cron_job.to_owned(), namespace })
+        }
         Command::Agent {
             server,
             join_token,
@@ -1143,6 +1172,7 @@ enum ClientCall {
     History { target: String, namespace: String },
     Rollback { target: String, namespace: String, to: Option<String>, yes: bool },
     Sync { commit: Option<String>, approve: bool },
+    RunCronJob { name: String, cron_job: String, namespace: String },
 }
 
 /// Prints one API answer as a table.
@@ -1199,13 +1229,16 @@ fn client_command(args: &ServerArgs, call: ClientCall) -> Result<ExitCode> {
                             ("/api/v1/workloads", Box::new(move |v| c::workloads_table(v, ns)))
                         }
                         "jobs" | "job" => ("/api/v1/workloads", Box::new(move |v| c::jobs_table(v, ns, now))),
+                        "cronjobs" | "cronjob" | "cj" => {
+                            ("/api/v1/cronjobs", Box::new(move |v| c::cron_jobs_table(v, ns, now)))
+                        }
                         "pods" | "pod" | "po" => ("/api/v1/pods", Box::new(move |v| c::pods_table(v, ns))),
                         "nodes" | "node" | "no" => ("/api/v1/nodes", Box::new(move |v| c::nodes_table(v, now))),
                         "services" | "service" | "svc" => {
                             ("/api/v1/services", Box::new(move |v| c::services_table(v, ns)))
                         }
                         "syncs" | "sync" => ("/api/v1/syncs", Box::new(move |v| c::syncs_table(v, now))),
-                        other => bail!("cannot list `{other}`: choose workloads, jobs, pods, nodes, services or syncs"),
+                        other => bail!("cannot list `{other}`: choose workloads, jobs, cronjobs, pods, nodes, services or syncs"),
                     };
                 if watch {
                     if args.output != Output::Table {
@@ -1344,6 +1377,14 @@ fn client_command(args: &ServerArgs, call: ClientCall) -> Result<ExitCode> {
             ClientCall::History { target, namespace } => {
                 let value = client.get(&format!("{}/history", workload_path(&target, &namespace)?)).await?;
                 print_value(&value, args.output, |v| c::history_table(v, now))?;
+                Ok(ExitCode::SUCCESS)
+            }
+            ClientCall::RunCronJob { name, cron_job, namespace } => {
+                let path = format!("/api/v1/cronjobs/{namespace}/{cron_job}/run");
+                let done = client.post(&path, &serde_json::json!({ "name": name })).await?;
+                print_value(&done, args.output, |_| {
+                    format!("job.batch/{name} created from cronjob/{cron_job}; `berth get cronjobs -n {namespace}` shows its run\n")
+                })?;
                 Ok(ExitCode::SUCCESS)
             }
             ClientCall::Rollback { target, namespace, to, yes } => {

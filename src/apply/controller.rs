@@ -8,11 +8,13 @@
 //! of its own but when pods turned ready (for minReadySeconds), so a restarted control plane
 //! resumes from the store. It is only ever given a commit that loaded without errors.
 
+use super::cron;
 use super::job;
 use super::pods::{Replica, Sources, assignment, rollout_hash};
 use crate::lock;
+use crate::manifest::types::{CronJob, Job, ObjectMeta};
 use crate::manifest::types::{DaemonSetStrategyType, IntOrString};
-use crate::manifest::{Object, ObjectKey, Resource};
+use crate::manifest::{Kind, Object, ObjectKey, Resource};
 use crate::nodes::protocol::{PodAssignment, PodPhase, PodStatus, RouteTable, ServiceRoute};
 use crate::plan::rollout::{self, PodView, Strategy, Wishes};
 use crate::plan::schedule::{self, NodeInfo, Placement, PodRequest, requests};
@@ -89,11 +91,29 @@ pub struct Targets {
     pub frozen: HashMap<ObjectKey, String>,
     /// What the loop remembers of each Job's latest run: a spec that finished is not run again.
     pub jobs: HashMap<ObjectKey, job::JobRecord>,
+    /// Runs of CronJobs asked for by hand: the CronJob and the Job's name.
+    pub manual_runs: Vec<(ObjectKey, String)>,
+}
+
+/// Where one CronJob stands: what the loop remembers of it, its runs' statuses, and its next
+/// time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CronJobStatus {
+    pub key: ObjectKey,
+    pub state: cron::CronState,
+    /// Why a due run does not start (suspended, Forbid).
+    pub held: Option<String>,
+    pub next: Option<i64>,
+    /// The status of each of its runs (Jobs) kept.
+    pub runs: Vec<WorkloadStatus>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReconcileSummary {
+    /// The workloads of the commit. A CronJob's runs are not among them: they come and go on
+    /// its schedule, and do not make a commit progressing or degraded.
     pub workloads: Vec<WorkloadStatus>,
+    pub cron_jobs: Vec<CronJobStatus>,
     /// Nodes whose assignment this pass changed.
     pub nodes_changed: usize,
     pub ready_nodes: usize,
@@ -265,11 +285,55 @@ impl<N: Nodes> Controller<N> {
             })
             .collect();
 
+        // Each CronJob's step: the runs it starts, stops and forgets; its runs are Jobs of
+        // their own, declared while the CronJob keeps them.
+        let mut crons = self.store.cron_states().await?;
+        let before = crons.clone();
+        let mut cron_steps: Vec<(ObjectKey, cron::CronStep)> = Vec::new();
+        let mut spawned: Vec<(Arc<Resource>, (String, String))> = Vec::new();
+        for resource in desired.resources.iter().filter(|r| r.key.kind == Kind::CronJob) {
+            let Object::CronJob(cron_job) = &resource.object else { continue };
+            let id = (resource.key.namespace.clone(), resource.key.name.clone());
+            let state = crons.entry(id.clone()).or_insert_with(|| cron::CronState { since: now, ..Default::default() });
+            let step = cron::step(&cron_job.spec, state, now);
+            state.runs.retain(|r| !step.stop.contains(&r.name) && !step.drop.contains(&r.name));
+            if let Some(due) = step.start {
+                state.last_scheduled = Some(due);
+                let name = cron::run_name(&resource.key.name, due);
+                if !state.runs.iter().any(|r| r.name == name) {
+                    state.runs.push(cron::Run { name, scheduled: due, manual: false, finished: None });
+                }
+            }
+            for (_, name) in targets.manual_runs.iter().filter(|(key, _)| key == &resource.key) {
+                if !state.runs.iter().any(|r| &r.name == name) {
+                    state.runs.push(cron::Run { name: name.clone(), scheduled: now, manual: true, finished: None });
+                }
+            }
+            for run in &state.runs {
+                spawned.push((Arc::new(spawned_job(resource, cron_job, &run.name)), id.clone()));
+            }
+            cron_steps.push((resource.key.clone(), step));
+        }
+        let gone: Vec<(String, String)> = crons
+            .keys()
+            .filter(|(ns, name)| {
+                !desired
+                    .resources
+                    .iter()
+                    .any(|r| r.key.kind == Kind::CronJob && &r.key.namespace == ns && &r.key.name == name)
+            })
+            .cloned()
+            .collect();
+        for id in &gone {
+            crons.remove(id);
+        }
+
         let declared: BTreeSet<ObjectKey> = desired
             .resources
             .iter()
             .filter(|r| r.key.kind.is_workload())
             .map(|r| r.key.clone())
+            .chain(spawned.iter().map(|(r, _)| r.key.clone()))
             .chain(targets.retained.iter().cloned())
             .collect();
 
@@ -324,6 +388,61 @@ impl<N: Nodes> Controller<N> {
             };
             statuses.push(status);
         }
+        // The CronJobs' runs, with the record of each run for its Job's step; how each ends is
+        // remembered in the CronJob's state.
+        let mut runs: Vec<WorkloadStatus> = Vec::new();
+        for (resource, id) in &spawned {
+            let current = by_workload.remove(&resource.key).unwrap_or_default();
+            let state = crons.get(id);
+            let run = state.and_then(|s| s.runs.iter().find(|r| r.name == resource.key.name));
+            let record = run.map(|run| job::JobRecord {
+                spec_hash: rollout_hash(resource, &sources),
+                started_at: run.scheduled,
+                finished: run.finished.clone(),
+            });
+            let mut step = Step {
+                current,
+                ready_since: &ready_since,
+                failed_since: &failed_since,
+                reports: &reports,
+                deletes: &mut deletes,
+                job: record.as_ref(),
+            };
+            let target = Target { resource, commit: desired, sources: &sources, replicas: None };
+            let status = plan_workload(&target, &node_infos, &mut step, &mut pending, now);
+            let ended = match status.job.as_ref().map(|j| &j.state) {
+                Some(job::JobState::Complete) => Some((now, false, String::new())),
+                Some(job::JobState::Failed(reason)) => Some((now, true, reason.clone())),
+                _ => None,
+            };
+            if let (Some(ended), Some(state)) = (ended, crons.get_mut(id)) {
+                if let Some(run) = state.runs.iter_mut().find(|r| r.name == resource.key.name && r.finished.is_none()) {
+                    run.finished = Some(ended);
+                }
+            }
+            runs.push(status);
+        }
+        let changed: BTreeMap<(String, String), cron::CronState> = crons
+            .iter()
+            .filter(|(id, state)| before.get(*id) != Some(*state))
+            .map(|(id, s)| (id.clone(), s.clone()))
+            .collect();
+        if !changed.is_empty() || !gone.is_empty() {
+            self.store.write_cron_states(&changed, &gone).await?;
+        }
+        let cron_jobs: Vec<CronJobStatus> = cron_steps
+            .into_iter()
+            .map(|(key, step)| {
+                let id = (key.namespace.clone(), key.name.clone());
+                let state = crons.get(&id).cloned().unwrap_or_default();
+                let runs = runs
+                    .iter()
+                    .filter(|r| state.runs.iter().any(|run| run.name == r.key.name && r.key.namespace == key.namespace))
+                    .cloned()
+                    .collect();
+                CronJobStatus { key, state, held: step.held, next: step.next, runs }
+            })
+            .collect();
         // What stays of each node's assignment: not on a NotReady node (its pods count as lost
         // and are placed elsewhere), and not on its way out: of a declared workload, not
         // deleted by a step, or still draining from the routes.
@@ -457,7 +576,7 @@ impl<N: Nodes> Controller<N> {
             }
         }
         let pruning = stopping.iter().filter(|(key, _)| !declared.contains(*key)).map(|(_, n)| n).sum();
-        Ok(ReconcileSummary { workloads: statuses, nodes_changed, ready_nodes: ready.len(), pruning })
+        Ok(ReconcileSummary { workloads: statuses, cron_jobs, nodes_changed, ready_nodes: ready.len(), pruning })
     }
 }
 
@@ -750,6 +869,20 @@ fn plan_workload(
         }
     }
     status
+}
+
+/// The Job of a CronJob's run `name`: its job template, named for the run.
+fn spawned_job(resource: &Resource, cron_job: &CronJob, name: &str) -> Resource {
+    let template = &cron_job.spec.job_template;
+    let mut metadata = ObjectMeta {
+        name: name.to_owned(),
+        namespace: Some(resource.key.namespace.clone()),
+        labels: template.metadata.labels.clone(),
+        annotations: template.metadata.annotations.clone(),
+    };
+    metadata.annotations.insert("berth.dev/created-by".to_owned(), format!("CronJob/{}", resource.key.name));
+    let job = Job { api_version: "batch/v1".to_owned(), kind: "Job".to_owned(), metadata, spec: template.spec.clone() };
+    Resource::new(&resource.file, resource.pos, Object::Job(job), resource.references.clone())
 }
 
 /// The spec one workload is reconciled to, with the commit it comes from.

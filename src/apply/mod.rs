@@ -6,6 +6,7 @@
 //! agents run; the loop that schedules and rolls them out arrives with the control plane.
 
 pub mod controller;
+pub mod cron;
 pub mod job;
 pub mod pods;
 pub mod routes;

@@ -47,17 +47,14 @@ pub fn apply(object: &mut Object) {
             }
             pod_spec(&mut spec.template.spec);
         }
-        Object::Job(job) => {
-            let spec = &mut job.spec;
-            spec.parallelism.get_or_insert(1);
-            spec.backoff_limit.get_or_insert(6);
-            spec.completion_mode.get_or_insert(CompletionMode::NonIndexed);
+        Object::Job(job) => job_spec(&mut job.spec),
+        Object::CronJob(cron_job) => {
+            let spec = &mut cron_job.spec;
+            spec.concurrency_policy.get_or_insert(ConcurrencyPolicy::Allow);
             spec.suspend.get_or_insert(false);
-            // A Job's restart policy has no default: Kubernetes requires it written out, and
-            // validation says so.
-            let restart = spec.template.spec.restart_policy;
-            pod_spec(&mut spec.template.spec);
-            spec.template.spec.restart_policy = restart;
+            spec.successful_jobs_history_limit.get_or_insert(3);
+            spec.failed_jobs_history_limit.get_or_insert(1);
+            job_spec(&mut spec.job_template.spec);
         }
         Object::DaemonSet(daemon_set) => {
             let spec = &mut daemon_set.spec;
@@ -76,6 +73,18 @@ pub fn apply(object: &mut Object) {
             pod_spec(&mut spec.template.spec);
         }
     }
+}
+
+fn job_spec(spec: &mut JobSpec) {
+    spec.parallelism.get_or_insert(1);
+    spec.backoff_limit.get_or_insert(6);
+    spec.completion_mode.get_or_insert(CompletionMode::NonIndexed);
+    spec.suspend.get_or_insert(false);
+    // A Job's restart policy has no default: Kubernetes requires it written out, and
+    // validation says so.
+    let restart = spec.template.spec.restart_policy;
+    pod_spec(&mut spec.template.spec);
+    spec.template.spec.restart_policy = restart;
 }
 
 fn pod_spec(spec: &mut PodSpec) {

@@ -62,7 +62,6 @@ pub const OTHER_KINDS: &[(&str, Tier)] = &[
     ("ResourceClaimTemplate", Tier::Accepted("berth does not allocate devices")),
     ("ResourceSlice", Tier::Accepted("berth does not allocate devices")),
     ("StatefulSet", Tier::NotYet),
-    ("CronJob", Tier::NotYet),
     ("HorizontalPodAutoscaler", Tier::NotYet),
     ("Ingress", Tier::NotYet),
     ("IngressClass", Tier::NotYet),

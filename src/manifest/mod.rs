@@ -40,10 +40,11 @@ pub enum Kind {
     Deployment,
     DaemonSet,
     Job,
+    CronJob,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 10] = [
+    pub const ALL: [Kind; 11] = [
         Kind::Namespace,
         Kind::ConfigMap,
         Kind::Secret,
@@ -54,6 +55,7 @@ impl Kind {
         Kind::Deployment,
         Kind::DaemonSet,
         Kind::Job,
+        Kind::CronJob,
     ];
 
     pub fn name(self) -> &'static str {
@@ -68,6 +70,7 @@ impl Kind {
             Kind::Deployment => "Deployment",
             Kind::DaemonSet => "DaemonSet",
             Kind::Job => "Job",
+            Kind::CronJob => "CronJob",
         }
     }
 
@@ -87,6 +90,7 @@ impl Kind {
             "rs" => Some(Kind::ReplicaSet),
             "deploy" => Some(Kind::Deployment),
             "ds" => Some(Kind::DaemonSet),
+            "cj" => Some(Kind::CronJob),
             _ => None,
         };
         short.or_else(|| {
@@ -100,7 +104,7 @@ impl Kind {
     pub fn api_version(self) -> &'static str {
         match self {
             Kind::ReplicaSet | Kind::Deployment | Kind::DaemonSet => "apps/v1",
-            Kind::Job => "batch/v1",
+            Kind::Job | Kind::CronJob => "batch/v1",
             _ => "v1",
         }
     }
@@ -162,6 +166,7 @@ pub enum Object {
     Deployment(Deployment),
     DaemonSet(DaemonSet),
     Job(Job),
+    CronJob(CronJob),
 }
 
 impl Object {
@@ -177,6 +182,7 @@ impl Object {
             Object::Deployment(_) => Kind::Deployment,
             Object::DaemonSet(_) => Kind::DaemonSet,
             Object::Job(_) => Kind::Job,
+            Object::CronJob(_) => Kind::CronJob,
         }
     }
 
@@ -192,6 +198,7 @@ impl Object {
             Object::Deployment(o) => &o.metadata,
             Object::DaemonSet(o) => &o.metadata,
             Object::Job(o) => &o.metadata,
+            Object::CronJob(o) => &o.metadata,
         }
     }
 
@@ -207,6 +214,7 @@ impl Object {
             Object::Deployment(o) => &mut o.metadata,
             Object::DaemonSet(o) => &mut o.metadata,
             Object::Job(o) => &mut o.metadata,
+            Object::CronJob(o) => &mut o.metadata,
         }
     }
 
@@ -227,6 +235,7 @@ impl Object {
             Object::Deployment(o) => Some(&o.spec.template),
             Object::DaemonSet(o) => Some(&o.spec.template),
             Object::Job(o) => Some(&o.spec.template),
+            Object::CronJob(o) => Some(&o.spec.job_template.spec.template),
             _ => None,
         }
     }
@@ -280,6 +289,7 @@ impl Object {
             Kind::Deployment => Object::Deployment(serde_json::from_value(value)?),
             Kind::DaemonSet => Object::DaemonSet(serde_json::from_value(value)?),
             Kind::Job => Object::Job(serde_json::from_value(value)?),
+            Kind::CronJob => Object::CronJob(serde_json::from_value(value)?),
         })
     }
 }
@@ -698,6 +708,7 @@ fn parse_document(file: &str, root: &yaml::Node, policy: &policy::Policy, parsed
         Kind::Deployment => de::from_node(root, &context).map(Object::Deployment),
         Kind::DaemonSet => de::from_node(root, &context).map(Object::DaemonSet),
         Kind::Job => de::from_node(root, &context).map(Object::Job),
+        Kind::CronJob => de::from_node(root, &context).map(Object::CronJob),
     };
     findings.extend(context.findings.into_inner());
     let object = match object {

@@ -42,6 +42,7 @@ pub fn schemas() -> Vec<(String, Value)> {
                 Kind::Deployment => kind_schema::<Deployment>(kind),
                 Kind::DaemonSet => kind_schema::<DaemonSet>(kind),
                 Kind::Job => kind_schema::<Job>(kind),
+                Kind::CronJob => kind_schema::<CronJob>(kind),
             };
             (format!("{}.json", kind.name().to_ascii_lowercase()), schema)
         })

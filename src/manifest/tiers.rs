@@ -44,6 +44,7 @@ pub const ACCEPTED: &[(&str, &str, &str)] = &[
     ("Deployment", "status", "status is observed, never declared"),
     ("DaemonSet", "status", "status is observed, never declared"),
     ("Job", "status", "status is observed, never declared"),
+    ("CronJob", "status", "status is observed, never declared"),
     ("JobSpec", "selector", "berth finds a Job's pods itself; they are never adopted"),
     ("JobSpec", "manualSelector", "berth finds a Job's pods itself; they are never adopted"),
     ("Service", "status", "status is observed, never declared"),

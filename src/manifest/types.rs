@@ -81,6 +81,10 @@ top_level_kind!(
     Job { spec: JobSpec }
 );
 top_level_kind!(
+    /// Runs a Job on a cron schedule.
+    CronJob { spec: CronJobSpec }
+);
+top_level_kind!(
     /// A stable name and port for the ready pods its selector matches.
     Service { spec: ServiceSpec }
 );
@@ -202,6 +206,49 @@ pub struct JobSpec {
     pub suspend: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_failure_policy: Option<PodFailurePolicy>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct CronJobSpec {
+    /// Cron syntax (`0 3 * * *`, `@hourly`), read in `timeZone`.
+    pub schedule: String,
+    /// An IANA time zone name such as `Europe/Berlin`; defaults to UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    /// Defaults to Allow.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency_policy: Option<ConcurrencyPolicy>,
+    /// A run that could not start within this many seconds of its time is skipped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub starting_deadline_seconds: Option<i64>,
+    /// Finished runs kept (with their pods); default 3 successful and 1 failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub successful_jobs_history_limit: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_jobs_history_limit: Option<i32>,
+    /// Starts no run while true; runs under way go on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspend: Option<bool>,
+    pub job_template: JobTemplateSpec,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ConcurrencyPolicy {
+    /// Runs may overlap.
+    Allow,
+    /// A run due while another runs waits for it (within startingDeadlineSeconds).
+    Forbid,
+    /// A run due while another runs stops it and starts.
+    Replace,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JobTemplateSpec {
+    #[serde(default)]
+    pub metadata: TemplateMeta,
+    pub spec: JobSpec,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

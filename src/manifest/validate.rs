@@ -274,7 +274,12 @@ impl<'a> Checker<'a> {
                     }
                 }
             }
-            Object::Job(job) => self.job(&job.spec, &namespace),
+            Object::Job(job) => {
+                self.enter(&[K("spec")]);
+                self.job(&job.spec, &namespace);
+                self.leave(1);
+            }
+            Object::CronJob(cron_job) => self.cron_job(&cron_job.spec, &namespace),
             Object::DaemonSet(daemon_set) => {
                 let spec = &daemon_set.spec;
                 self.selector(&spec.selector, &spec.template.metadata.labels);
@@ -289,8 +294,12 @@ impl<'a> Checker<'a> {
         }
     }
 
+    /// A Job's spec, at the path entered (`spec`, or a CronJob's `spec.jobTemplate.spec`).
     fn job(&mut self, spec: &JobSpec, namespace: &str) {
-        self.template(&spec.template, namespace, Restarts::Never);
+        self.labels(&spec.template.metadata.labels, &[K("template"), K("metadata"), K("labels")]);
+        self.enter(&[K("template"), K("spec")]);
+        self.pod_spec(&spec.template.spec, namespace, Restarts::Never);
+        self.leave(2);
         for (value, field) in [
             (spec.completions, "completions"),
             (spec.parallelism, "parallelism"),
@@ -298,37 +307,33 @@ impl<'a> Checker<'a> {
             (spec.ttl_seconds_after_finished, "ttlSecondsAfterFinished"),
         ] {
             if value.is_some_and(|v| v < 0) {
-                self.error(&[K("spec"), K(field)], "must not be negative", None);
+                self.error(&[K(field)], "must not be negative", None);
             }
         }
         if spec.active_deadline_seconds.is_some_and(|v| v <= 0) {
-            self.error(&[K("spec"), K("activeDeadlineSeconds")], "must be positive", None);
+            self.error(&[K("activeDeadlineSeconds")], "must be positive", None);
         }
         if spec.completion_mode == Some(CompletionMode::Indexed) && spec.completions.is_none() {
             self.error(
-                &[K("spec"), K("completions")],
+                &[K("completions")],
                 "an Indexed Job needs completions",
                 Some("set completions: each index from 0 to completions - 1 runs until it succeeds".into()),
             );
         }
         if spec.completions.is_some_and(|c| c > MAX_COMPLETIONS) {
-            self.error(
-                &[K("spec"), K("completions")],
-                format!("berth runs at most {MAX_COMPLETIONS} completions per Job"),
-                None,
-            );
+            self.error(&[K("completions")], format!("berth runs at most {MAX_COMPLETIONS} completions per Job"), None);
         }
         let Some(policy) = &spec.pod_failure_policy else { return };
         if spec.template.spec.restart_policy != Some(RestartPolicy::Never) {
             self.error(
-                &[K("spec"), K("podFailurePolicy")],
+                &[K("podFailurePolicy")],
                 "a podFailurePolicy needs restartPolicy Never",
                 Some("under OnFailure a container restarts in its pod, so there is no failed pod to judge".into()),
             );
         }
         for (i, rule) in policy.rules.iter().enumerate() {
             let codes = &rule.on_exit_codes;
-            let at = [K("spec"), K("podFailurePolicy"), K("rules"), I(i), K("onExitCodes")];
+            let at = [K("podFailurePolicy"), K("rules"), I(i), K("onExitCodes")];
             if codes.values.is_empty() {
                 self.error(&[&at[..], &[K("values")]].concat(), "needs at least one exit code", None);
             }
@@ -352,6 +357,47 @@ impl<'a> Checker<'a> {
                 }
             }
         }
+    }
+
+    fn cron_job(&mut self, spec: &CronJobSpec, namespace: &str) {
+        let schedule = spec.schedule.trim();
+        if schedule.starts_with("TZ=") || schedule.starts_with("CRON_TZ=") {
+            self.error(
+                &[K("spec"), K("schedule")],
+                "a time zone in the schedule is not supported, as in Kubernetes",
+                Some("write the zone in spec.timeZone".into()),
+            );
+        } else if let Err(e) = crate::apply::cron::parse(schedule) {
+            self.error(
+                &[K("spec"), K("schedule")],
+                format!("`{schedule}` is not a cron schedule: {e}"),
+                Some("five fields (minute hour day-of-month month day-of-week), or @yearly, @monthly, @weekly, @daily, @hourly".into()),
+            );
+        }
+        if let Some(zone) = &spec.time_zone {
+            if zone.parse::<chrono_tz::Tz>().is_err() {
+                self.error(
+                    &[K("spec"), K("timeZone")],
+                    format!("`{zone}` is not a time zone of the IANA database"),
+                    Some("write a name such as `Europe/Berlin` or `America/New_York`".into()),
+                );
+            }
+        }
+        for (value, field) in [
+            (spec.successful_jobs_history_limit, "successfulJobsHistoryLimit"),
+            (spec.failed_jobs_history_limit, "failedJobsHistoryLimit"),
+        ] {
+            if value.is_some_and(|v| v < 0) {
+                self.error(&[K("spec"), K(field)], "must not be negative", None);
+            }
+        }
+        if spec.starting_deadline_seconds.is_some_and(|v| v < 0) {
+            self.error(&[K("spec"), K("startingDeadlineSeconds")], "must not be negative", None);
+        }
+        self.labels(&spec.job_template.metadata.labels, &[K("spec"), K("jobTemplate"), K("metadata"), K("labels")]);
+        self.enter(&[K("spec"), K("jobTemplate"), K("spec")]);
+        self.job(&spec.job_template.spec, namespace);
+        self.leave(3);
     }
 
     fn selector_mismatch(&mut self) {

@@ -536,6 +536,21 @@ fn created(new: &Resource) -> Change {
             batches: Vec::new(),
             description: "starts one replica on every matching node".into(),
         });
+    } else if let Object::CronJob(cron_job) = &new.object {
+        let spec = &cron_job.spec;
+        created.rollout = Some(Rollout {
+            strategy: RolloutStrategy::Create,
+            replicas: None,
+            restarts: None,
+            batches: Vec::new(),
+            description: format!(
+                "runs its Job on the schedule `{}` ({}){}: {}",
+                spec.schedule,
+                spec.time_zone.as_deref().unwrap_or("UTC"),
+                if spec.suspend == Some(true) { ", suspended" } else { "" },
+                job_shape(&spec.job_template.spec)
+            ),
+        });
     } else if let Object::Job(job) = &new.object {
         created.rollout = Some(Rollout {
             strategy: RolloutStrategy::Create,

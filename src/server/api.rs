@@ -7,6 +7,7 @@
 //! from the store's canonical form, where Secret values are digests.
 
 use super::control::{self, ControlPlane, SyncStatus, WorkloadHealth};
+use super::status::CronJobView;
 use super::{AppError, now};
 use crate::manifest::{Kind, Object, ObjectKey};
 use crate::nodes::protocol::{PodAssignment, PodStatus, Resources};
@@ -96,6 +97,8 @@ pub fn router(plane: Arc<ControlPlane>, access: Access) -> Router {
         .route("/api/v1/workloads/{kind}/{namespace}/{name}", get(workload))
         .route("/api/v1/workloads/{kind}/{namespace}/{name}/history", get(history))
         .route("/api/v1/workloads/{kind}/{namespace}/{name}/rollback", post(rollback))
+        .route("/api/v1/cronjobs", get(cron_jobs))
+        .route("/api/v1/cronjobs/{namespace}/{name}/run", post(run_cron_job))
         .route("/api/v1/pods", get(pods))
         .route("/api/v1/pods/{namespace}/{name}", get(pod_detail))
         .route("/api/v1/pods/{namespace}/{name}/logs", get(pod_logs))
@@ -270,6 +273,67 @@ async fn watch(
 async fn workloads(State(api): State<Api>, headers: HeaderMap) -> Result<Json<Vec<WorkloadHealth>>, AppError> {
     api.access.read(&headers)?;
     Ok(Json(api.plane.status.borrow().workloads.clone()))
+}
+
+async fn cron_jobs(State(api): State<Api>, headers: HeaderMap) -> Result<Json<Vec<CronJobView>>, AppError> {
+    api.access.read(&headers)?;
+    Ok(Json(api.plane.status.borrow().cron_jobs.clone()))
+}
+
+#[derive(Debug, Deserialize)]
+struct RunRequest {
+    /// The Job's name.
+    name: String,
+}
+
+/// Starts a run of a CronJob now (`berth create job NAME --from=cronjob/NAME`), as the next pass
+/// takes it; the CronJob's concurrency policy and schedule are not consulted, as in Kubernetes.
+async fn run_cron_job(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path((namespace, name)): Path<(String, String)>,
+    Json(request): Json<RunRequest>,
+) -> Result<(StatusCode, Json<serde_json::Value>), AppError> {
+    api.access.check(&headers)?;
+    let key = ObjectKey { kind: crate::manifest::Kind::CronJob, namespace, name };
+    let declared = crate::lock(&api.plane.desired)
+        .as_ref()
+        .is_some_and(|d| d.resources.binary_search_by(|r| r.key.cmp(&key)).is_ok());
+    if !declared {
+        return Err(AppError::new(StatusCode::NOT_FOUND, format!("{key} is not in the applied commit")));
+    }
+    let job = request.name;
+    if job.len() > 52 || !crate::manifest::validate::is_dns_label(&job) {
+        return Err(AppError::new(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "`{job}` is not a Job name: at most 52 lowercase letters, digits and '-', starting and ending with a letter or digit"
+            ),
+        ));
+    }
+    let taken = api
+        .plane
+        .status
+        .borrow()
+        .cron_jobs
+        .iter()
+        .any(|c| c.namespace == key.namespace && c.runs.iter().any(|r| r.name == job))
+        || api
+            .plane
+            .status
+            .borrow()
+            .workloads
+            .iter()
+            .any(|w| w.kind == "Job" && w.namespace == key.namespace && w.name == job);
+    if taken {
+        return Err(AppError::new(
+            StatusCode::CONFLICT,
+            format!("a Job named {job} already exists in {}", key.namespace),
+        ));
+    }
+    crate::lock(&api.plane.manual_runs).push((key, job.clone()));
+    api.plane.wake.notify_one();
+    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "name": job }))))
 }
 
 /// Everything about one workload: its status, pods, history and pin.

@@ -54,6 +54,9 @@ pub struct SyncStatus {
     /// The one sentence that matters most: why it is not Synced and Healthy, or that it is.
     pub reason: String,
     pub workloads: Vec<WorkloadHealth>,
+    /// The CronJobs and their runs (`/api/v1/cronjobs`).
+    #[serde(skip)]
+    pub cron_jobs: Vec<status::CronJobView>,
     #[serde(skip)]
     pub last_pass: Option<ReconcileSummary>,
     /// Synced and Healthy.
@@ -102,6 +105,8 @@ pub struct ControlPlane {
     /// What the loop counts as it runs, for `/metrics`.
     pub metrics: super::metrics::ServerMetrics,
     fetch_requested: std::sync::atomic::AtomicBool,
+    /// Runs of CronJobs asked for by hand (`berth create job --from`), for the next pass.
+    pub manual_runs: Mutex<Vec<(crate::manifest::ObjectKey, String)>>,
 }
 
 impl ControlPlane {
@@ -120,6 +125,7 @@ impl ControlPlane {
             wake: Notify::new(),
             desired: Mutex::new(None),
             fetch_requested: std::sync::atomic::AtomicBool::new(false),
+            manual_runs: Mutex::new(Vec::new()),
             metrics: Default::default(),
         })
     }
@@ -391,7 +397,8 @@ async fn pass(
         publish(plane, memory, None, now);
         return Ok(());
     };
-    let targets = targets(plane, memory, &desired).await;
+    let mut targets = targets(plane, memory, &desired).await;
+    targets.manual_runs = std::mem::take(&mut *crate::lock(&plane.manual_runs));
     let summary = controller.reconcile(&desired, &targets, now).await?;
     let judged = decide::judge(memory, &desired, &targets, &summary, now);
     carry_out(plane, memory, judged).await?;
@@ -571,6 +578,17 @@ fn publish(plane: &ControlPlane, state: &Memory, summary: Option<&ReconcileSumma
     let workloads: Vec<WorkloadHealth> = summary
         .map(|s| s.workloads.iter().map(|w| workload_health(state, w, s.ready_nodes)).collect())
         .unwrap_or_default();
+    let spec_of = |key: &crate::manifest::ObjectKey| {
+        let desired = state.desired.as_ref()?;
+        let index = desired.resources.binary_search_by(|r| r.key.cmp(key)).ok()?;
+        match &desired.resources[index].object {
+            crate::manifest::Object::CronJob(cron_job) => Some(&cron_job.spec),
+            _ => None,
+        }
+    };
+    let cron_jobs: Vec<status::CronJobView> = summary
+        .map(|s| s.cron_jobs.iter().map(|c| status::CronJobView::of(c, spec_of(&c.key))).collect())
+        .unwrap_or_default();
     plane.status.send_modify(|status| {
         status.ready_nodes = summary.map_or(0, |s| s.ready_nodes);
         status.updated_at = now;
@@ -593,6 +611,7 @@ fn publish(plane: &ControlPlane, state: &Memory, summary: Option<&ReconcileSumma
         status.health_reason = axes.health_reason;
         status.reason = axes.reason;
         status.workloads = workloads;
+        status.cron_jobs = cron_jobs;
         status.last_pass = summary.cloned();
     });
 }

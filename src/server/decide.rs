@@ -499,6 +499,7 @@ pub fn targets(
         retained: memory.retained.iter().map(|r| r.key.clone()).collect(),
         frozen: HashMap::new(),
         jobs: job_records(memory),
+        manual_runs: Vec::new(),
     };
     for Want { key, commit: sha, template } in wanted {
         let commit = if sha == desired.commit.sha { None } else { commits.get(&sha).cloned() };

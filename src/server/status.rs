@@ -2,8 +2,9 @@
 //! saw. Pure: no store, no clock, no I/O; `control::publish` gathers the facts and calls in.
 //! The README's definition of Synced is `overall`'s, and the scenario harness checks it.
 
-use crate::apply::controller::{JobProgress, WorkloadStatus};
+use crate::apply::controller::{CronJobStatus, JobProgress, WorkloadStatus};
 use crate::apply::job::JobState;
+use crate::manifest::types::CronJobSpec;
 use crate::store::{Outcome, Pin, Revision};
 use serde::Serialize;
 
@@ -116,6 +117,76 @@ impl JobView {
             completions: job.completions,
             started_at: run.map(|r| r.started_at),
             finished_at: run.and_then(|r| r.finished_at),
+        }
+    }
+}
+
+/// A CronJob as the API shows it: its schedule, its runs and when it runs next.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CronJobView {
+    pub namespace: String,
+    pub name: String,
+    pub schedule: String,
+    /// UTC when unset.
+    pub time_zone: Option<String>,
+    pub suspend: bool,
+    /// Runs under way.
+    pub active: usize,
+    /// The schedule time of the last run started on schedule (seconds since the epoch).
+    pub last_schedule: Option<i64>,
+    pub next_schedule: Option<i64>,
+    /// Why a due run does not start now (suspended, concurrencyPolicy Forbid).
+    pub held: Option<String>,
+    /// Its runs kept, oldest first.
+    pub runs: Vec<CronRunView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CronRunView {
+    /// The Job's name, such as `nightly-29441280`.
+    pub name: String,
+    pub status: String,
+    pub succeeded: usize,
+    pub failed: usize,
+    pub scheduled: i64,
+    pub finished_at: Option<i64>,
+    /// Why it failed, when it did.
+    pub reason: String,
+}
+
+impl CronJobView {
+    pub fn of(status: &CronJobStatus, spec: Option<&CronJobSpec>) -> CronJobView {
+        let runs = status
+            .state
+            .runs
+            .iter()
+            .map(|run| {
+                let job = status.runs.iter().find(|r| r.key.name == run.name).and_then(|r| r.job.as_ref());
+                let view = job.map(|j| JobView::of(j, None));
+                CronRunView {
+                    name: run.name.clone(),
+                    status: view.as_ref().map_or_else(|| "Pending".to_owned(), |v| v.status.clone()),
+                    succeeded: view.as_ref().map_or(0, |v| v.succeeded),
+                    failed: view.as_ref().map_or(0, |v| v.failed),
+                    scheduled: run.scheduled,
+                    finished_at: run.finished.as_ref().map(|f| f.0),
+                    reason: run.finished.as_ref().map(|f| f.2.clone()).unwrap_or_default(),
+                }
+            })
+            .collect();
+        CronJobView {
+            namespace: status.key.namespace.clone(),
+            name: status.key.name.clone(),
+            schedule: spec.map(|s| s.schedule.clone()).unwrap_or_default(),
+            time_zone: spec.and_then(|s| s.time_zone.clone()),
+            suspend: spec.is_some_and(|s| s.suspend == Some(true)),
+            active: status.state.active().count(),
+            last_schedule: status.state.last_scheduled,
+            next_schedule: status.next,
+            held: status.held.clone(),
+            runs,
         }
     }
 }

@@ -6,6 +6,7 @@
 //! This module knows rows and transactions; it never decides what to apply.
 
 mod changes;
+mod cron;
 mod history;
 mod nodes;
 pub mod seal;

@@ -372,7 +372,7 @@ async fn rollback_pins_a_workload_until_the_branch_moves() {
     assert!(syncs.lines().nth(1).is_some_and(|l| l.starts_with(&v2[..7]) && l.contains("synced")), "{syncs}");
     let (code, _, stderr) = cluster.cli(here, &["get", "secrets"], false);
     assert_eq!(code, 1);
-    assert!(stderr.contains("choose workloads, jobs, pods, nodes, services or syncs"), "{stderr}");
+    assert!(stderr.contains("choose workloads, jobs, cronjobs, pods, nodes, services or syncs"), "{stderr}");
 
     // Without the token a rollback is refused and changes nothing.
     let elsewhere = tempfile::tempdir().unwrap();
@@ -1503,4 +1503,79 @@ spec:
     assert_eq!(pod_names(&cluster, "three").await, before, "a finished Job is not run again");
     let status = cluster.get("/api/v1/status").await;
     assert_eq!(job_of(&status, "three")["status"], "Complete", "{status:#}");
+}
+
+/// Issue 18: a CronJob's first run fires within its first minute and completes, without making
+/// the commit progressing; `create job --from=cronjob/NAME` runs one at once; `get cronjobs`
+/// shows the schedule and the last run.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_cron_job_runs_on_its_schedule_and_by_hand() {
+    let image = crate::images::busybox();
+    let mut repo = TestRepo::new();
+    repo.write(
+        "tick.yaml",
+        &format!(
+            "apiVersion: batch/v1
+kind: CronJob
+metadata: {{name: tick}}
+spec:
+  schedule: '* * * * *'
+  concurrencyPolicy: Forbid
+  jobTemplate:
+    spec:
+      template:
+        spec:
+          restartPolicy: Never
+          terminationGracePeriodSeconds: 0
+          containers:
+            - name: main
+              image: {image}
+              command: [sh, -c, 'echo tick']
+"
+        ),
+    );
+    repo.commit("a cron job");
+    let cluster = Cluster::start("cron", repo.path().to_str().unwrap(), 1, &[]).await;
+    let runs = |list: &Value| -> Vec<(String, String)> {
+        list.as_array()
+            .into_iter()
+            .flatten()
+            .filter(|c| c["name"] == "tick")
+            .flat_map(|c| c["runs"].as_array().cloned().unwrap_or_default())
+            .map(|r| {
+                (r["name"].as_str().unwrap_or_default().to_owned(), r["status"].as_str().unwrap_or_default().to_owned())
+            })
+            .collect()
+    };
+    let deadline = Duration::from_secs(150);
+    wait_for("the first scheduled run to complete", deadline, || async {
+        runs(&cluster.get("/api/v1/cronjobs").await)
+            .iter()
+            .any(|(name, status)| name.starts_with("tick-") && status == "Complete")
+    })
+    .await;
+    let status = cluster.get("/api/v1/status").await;
+    assert!(synced(&status), "a CronJob's runs do not make the commit progressing: {status:#}");
+    let list = cluster.get("/api/v1/cronjobs").await;
+    let tick = &list[0];
+    assert_eq!(tick["schedule"], "* * * * *", "{list:#}");
+    let last = tick["lastSchedule"].as_i64().unwrap();
+    assert_eq!(last % 60, 0, "runs are due on the minute: {list:#}");
+    assert!(tick["nextSchedule"].as_i64().unwrap() > last, "{list:#}");
+
+    let (code, out, err) = cluster.cli(repo.path(), &["create", "job", "by-hand", "--from=cronjob/tick"], true);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("job.batch/by-hand created from cronjob/tick"), "{out}");
+    wait_for("the run by hand to complete", LIMIT, || async {
+        runs(&cluster.get("/api/v1/cronjobs").await)
+            .iter()
+            .any(|(name, status)| name == "by-hand" && status == "Complete")
+    })
+    .await;
+    let (code, _, err) = cluster.cli(repo.path(), &["create", "job", "by-hand", "--from=cronjob/tick"], true);
+    assert_eq!(code, 1, "a name in use is refused");
+    assert!(err.contains("already exists"), "{err}");
+    let (code, out, err) = cluster.cli(repo.path(), &["get", "cronjobs"], true);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("tick") && out.contains("* * * * *") && out.contains("UTC"), "{out}");
 }

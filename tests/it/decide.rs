@@ -337,6 +337,7 @@ fn summary(key: &ObjectKey, complete: bool, failure: Option<&str>) -> ReconcileS
             terminating: 0,
             job: None,
         }],
+        cron_jobs: Vec::new(),
         nodes_changed: 0,
         ready_nodes: 1,
         pruning: 0,

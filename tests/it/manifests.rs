@@ -870,3 +870,46 @@ spec:
     assert!(out.contains("0 is success, never a failure's exit code"), "{out}");
     assert!(out.contains("the template has no container `other`"), "{out}");
 }
+
+/// Issue 18: a CronJob's schedule and time zone are checked where they are written.
+#[test]
+fn cron_jobs_are_checked_at_their_line() {
+    let mut repo = TestRepo::new();
+    let cron = |name: &str, schedule: &str, zone: &str| {
+        format!(
+            "apiVersion: batch/v1
+kind: CronJob
+metadata: {{name: {name}}}
+spec:
+  schedule: '{schedule}'
+  timeZone: {zone}
+  jobTemplate:
+    spec:
+      template:
+        spec:
+          restartPolicy: OnFailure
+          containers: [{{name: main, image: registry.example/job:1}}]
+"
+        )
+    };
+    repo.write("good.yaml", &cron("nightly", "0 3 * * *", "Europe/Berlin"));
+    repo.write("bad.yaml", &cron("broken", "0 25 * * *", "Mars/Olympus"));
+    repo.write("tz.yaml", &cron("zoned", "TZ=UTC 0 3 * * *", "UTC"));
+    repo.commit("cron jobs");
+    let (code, out, err) = berth(repo.path(), &["validate", "."]);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains(
+            "bad.yaml:5:13: error: CronJob default/broken: spec.schedule: `0 25 * * *` is not a cron schedule"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("bad.yaml:6:13: error: CronJob default/broken: spec.timeZone: `Mars/Olympus` is not a time zone of the IANA database"), "{out}");
+    assert!(
+        out.contains(
+            "tz.yaml:5:13: error: CronJob default/zoned: spec.schedule: a time zone in the schedule is not supported"
+        ),
+        "{out}"
+    );
+    assert!(!out.contains("good.yaml"), "{out}");
+}
