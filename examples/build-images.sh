@@ -11,7 +11,7 @@ trap 'rm -rf "$root"' EXIT
 mkdir -p "$root/bin" "$root/app" "$root/etc"
 chmod 1777 "$(mkdir -p "$root/tmp" && echo "$root/tmp")"
 cp /bin/busybox "$root/bin/busybox"
-for tool in sh httpd cat echo mkdir printf sleep test true wget; do
+for tool in sh httpd cat date echo mkdir printf sleep test true wget; do
     ln -s busybox "$root/bin/$tool"
 done
 install -m 0755 shop/shop.sh "$root/app/shop"

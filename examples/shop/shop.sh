@@ -1,5 +1,6 @@
 #!/bin/sh
-# The example shop: one image, three roles (web, api, kv), each served by busybox httpd.
+# The example shop: one image, five roles: web, api and kv, each served by busybox httpd, and
+# migrate and report, which run once and exit.
 # Usage: shop ROLE [--listen ADDRESS:PORT] [other flags are accepted and ignored]
 role="$1"
 shift
@@ -24,8 +25,18 @@ case "$role" in
     kv)
         echo ok > "$www/ready"
         ;;
+    migrate)
+        # Run once before a release (a PreSync hook): brings the catalog to the schema it needs.
+        echo "shop: catalog schema at version ${SCHEMA_VERSION:-1}"
+        exit 0
+        ;;
+    report)
+        # Run nightly (a CronJob): sums up the day.
+        echo "shop: nightly report for $(date -u +%Y-%m-%d 2>/dev/null || echo today): 0 orders"
+        exit 0
+        ;;
     *)
-        echo "shop: unknown role '$role'; use web, api or kv" >&2
+        echo "shop: unknown role '$role'; use web, api, kv, migrate or report" >&2
         exit 2
         ;;
 esac

@@ -60,6 +60,9 @@ pub struct WorkloadStatus {
     pub terminating: usize,
     /// A Job's run: where it stands and its pods' counts.
     pub job: Option<JobProgress>,
+    /// Why it does not start yet: it waits for the commit's PreSync hooks, or it is a PostSync
+    /// hook and the rest of the commit is not yet healthy.
+    pub waiting: Option<String>,
 }
 
 /// Where a Job's run of its current spec stands.
@@ -93,6 +96,9 @@ pub struct Targets {
     pub jobs: HashMap<ObjectKey, job::JobRecord>,
     /// Runs of CronJobs asked for by hand: the CronJob and the Job's name.
     pub manual_runs: Vec<(ObjectKey, String)>,
+    /// Workloads (and CronJobs) of the commit that do not start yet, with the reason: the
+    /// commit's PreSync hooks have not all completed.
+    pub waiting: HashMap<ObjectKey, String>,
 }
 
 /// Where one CronJob stands: what the loop remembers of it, its runs' statuses, and its next
@@ -287,12 +293,22 @@ impl<N: Nodes> Controller<N> {
 
         // Each CronJob's step: the runs it starts, stops and forgets; its runs are Jobs of
         // their own, declared while the CronJob keeps them.
-        let mut crons = self.store.cron_states().await?;
+        // A state that does not read (written by another berth) starts afresh.
+        let mut crons: BTreeMap<(String, String), cron::CronState> = self
+            .store
+            .cron_states()
+            .await?
+            .into_iter()
+            .filter_map(|(id, text)| Some((id, serde_json::from_str(&text).ok()?)))
+            .collect();
         let before = crons.clone();
         let mut cron_steps: Vec<(ObjectKey, cron::CronStep)> = Vec::new();
         let mut spawned: Vec<(Arc<Resource>, (String, String))> = Vec::new();
         for resource in desired.resources.iter().filter(|r| r.key.kind == Kind::CronJob) {
             let Object::CronJob(cron_job) = &resource.object else { continue };
+            if targets.waiting.contains_key(&resource.key) {
+                continue;
+            }
             let id = (resource.key.namespace.clone(), resource.key.name.clone());
             let state = crons.entry(id.clone()).or_insert_with(|| cron::CronState { since: now, ..Default::default() });
             let step = cron::step(&cron_job.spec, state, now);
@@ -353,10 +369,29 @@ impl<N: Nodes> Controller<N> {
         let mut deletes: HashSet<(String, String)> = HashSet::new();
         let mut pending: Vec<(PodRequest, PodAssignment, ObjectKey)> = Vec::new();
         let mut statuses = Vec::new();
-        for resource in desired.resources.iter().filter(|r| r.key.kind.is_workload()) {
+        // PostSync hooks come last: they start once everything else of the commit is complete.
+        let (post_sync, others): (Vec<&Arc<Resource>>, Vec<&Arc<Resource>>) = desired
+            .resources
+            .iter()
+            .filter(|r| r.key.kind.is_workload())
+            .partition(|r| r.is_hook(crate::manifest::Hook::PostSync));
+        let others_count = others.len();
+        for (index, resource) in others.into_iter().chain(post_sync).enumerate() {
             let current = by_workload.remove(&resource.key).unwrap_or_default();
             if let Some(reason) = targets.frozen.get(&resource.key) {
                 statuses.push(frozen(resource, &current, &reports, &desired.commit.sha, reason));
+                continue;
+            }
+            let waiting = targets.waiting.get(&resource.key).cloned().or_else(|| {
+                let rest_complete = statuses.iter().take(others_count).all(|s| s.complete);
+                (index >= others_count && !rest_complete)
+                    .then(|| "the PostSync hook waits until the rest of the commit is healthy".to_owned())
+            });
+            if let Some(reason) = waiting {
+                let mut status = frozen(resource, &current, &reports, &desired.commit.sha, "");
+                status.failure = None;
+                status.waiting = Some(reason);
+                statuses.push(status);
                 continue;
             }
             let mut step = Step {
@@ -397,6 +432,7 @@ impl<N: Nodes> Controller<N> {
             let run = state.and_then(|s| s.runs.iter().find(|r| r.name == resource.key.name));
             let record = run.map(|run| job::JobRecord {
                 spec_hash: rollout_hash(resource, &sources),
+                commit: desired.commit.sha.clone(),
                 started_at: run.scheduled,
                 finished: run.finished.clone(),
             });
@@ -422,10 +458,10 @@ impl<N: Nodes> Controller<N> {
             }
             runs.push(status);
         }
-        let changed: BTreeMap<(String, String), cron::CronState> = crons
+        let changed: BTreeMap<(String, String), String> = crons
             .iter()
             .filter(|(id, state)| before.get(*id) != Some(*state))
-            .map(|(id, s)| (id.clone(), s.clone()))
+            .map(|(id, state)| (id.clone(), serde_json::to_string(state).unwrap_or_default()))
             .collect();
         if !changed.is_empty() || !gone.is_empty() {
             self.store.write_cron_states(&changed, &gone).await?;
@@ -662,6 +698,7 @@ fn frozen(
         stale_config: Vec::new(),
         terminating: 0,
         job: None,
+        waiting: None,
     }
 }
 
@@ -710,6 +747,7 @@ fn plan_workload(
         stale_config: Vec::new(),
         terminating: 0,
         job: None,
+        waiting: None,
     };
     if !resource.restarts_on_config_change() {
         let config = super::pods::config_hash(resource, sources).unwrap_or_default();
@@ -773,7 +811,11 @@ fn plan_workload(
         }
         Object::Job(job) => {
             let spec = &job.spec;
-            let (this, older): (Vec<_>, Vec<_>) = current.iter().partition(|(_, p)| p.spec_hash == hash);
+            // A hook that runs at every sync has a run per commit: the pods of an earlier
+            // commit's run are older, as a changed spec's are.
+            let every_sync = resource.runs_every_sync();
+            let this_run = |p: &PodAssignment| p.spec_hash == hash && (!every_sync || p.revision == commit.commit.sha);
+            let (this, older): (Vec<_>, Vec<_>) = current.iter().partition(|(_, p)| this_run(p));
             let older: Vec<String> = older.iter().map(|(_, p)| p.pod.clone()).collect();
             let pods: Vec<job::JobPod<'_>> = this
                 .iter()
@@ -786,7 +828,7 @@ fn plan_workload(
                     }
                 })
                 .collect();
-            let record = step_in.job.filter(|r| r.spec_hash == hash);
+            let record = step_in.job.filter(|r| r.spec_hash == hash && (!every_sync || r.commit == commit.commit.sha));
             let step = job::step(spec, &pods, &older, record, now);
             delete = step.delete;
             create = step.start.into_iter().map(|start| (Replica::Job(start), None)).collect();

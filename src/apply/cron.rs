@@ -5,28 +5,9 @@
 //! and only if it is within `startingDeadlineSeconds`; `Forbid` leaves it due until the
 //! running one ends.
 
+use crate::manifest::schedule::{at, most_recent, next_after};
 use crate::manifest::types::{ConcurrencyPolicy, CronJobSpec};
-use chrono::{DateTime, TimeZone as _, Utc};
-use croner::Cron;
-use croner::parser::{CronParser, Seconds, Year};
 use serde::{Deserialize, Serialize};
-
-/// A schedule as Kubernetes reads it: five fields, or a nickname such as `@hourly`.
-pub fn parse(schedule: &str) -> Result<Cron, String> {
-    let schedule = schedule.trim();
-    if schedule.starts_with("@every") || schedule.eq_ignore_ascii_case("@reboot") {
-        return Err(format!("`{schedule}` is not a schedule Kubernetes takes"));
-    }
-    if !schedule.starts_with('@') && schedule.split_whitespace().count() != 5 {
-        return Err("it needs five fields".to_owned());
-    }
-    CronParser::builder()
-        .seconds(Seconds::Disallowed)
-        .year(Year::Disallowed)
-        .build()
-        .parse(schedule)
-        .map_err(|e| e.to_string())
-}
 
 /// One run of a CronJob: a Job named after its schedule time (in minutes since the epoch, as
 /// Kubernetes names them), or one started by hand.
@@ -86,24 +67,6 @@ pub fn run_name(cron_job: &str, scheduled: i64) -> String {
     format!("{base}{suffix}")
 }
 
-fn at(seconds: i64) -> DateTime<Utc> {
-    Utc.timestamp_opt(seconds, 0).single().unwrap_or_default()
-}
-
-/// The schedule times in `(after, until]`, newest last, at most `limit` of them, read in
-/// the CronJob's time zone.
-pub fn times_between(spec: &CronJobSpec, after: i64, until: i64, limit: usize) -> Vec<i64> {
-    let Ok(cron) = parse(&spec.schedule) else { return Vec::new() };
-    let zone: chrono_tz::Tz = spec.time_zone.as_deref().and_then(|z| z.parse().ok()).unwrap_or(chrono_tz::UTC);
-    let start = at(after).with_timezone(&zone);
-    cron.iter_after(start).map(|t| t.timestamp()).take_while(|t| *t <= until).take(limit).collect()
-}
-
-/// The next schedule time after `now`.
-pub fn next_after(spec: &CronJobSpec, now: i64) -> Option<i64> {
-    times_between(spec, now, i64::MAX, 1).first().copied()
-}
-
 /// Decides a CronJob's step at `now`.
 pub fn step(spec: &CronJobSpec, state: &CronState, now: i64) -> CronStep {
     let mut out = CronStep { next: next_after(spec, now), ..CronStep::default() };
@@ -136,14 +99,6 @@ pub fn step(spec: &CronJobSpec, state: &CronState, now: i64) -> CronStep {
     out
 }
 
-/// The most recent schedule time in `(after, now]`.
-fn most_recent(spec: &CronJobSpec, after: i64, now: i64) -> Option<i64> {
-    let cron = parse(&spec.schedule).ok()?;
-    let zone: chrono_tz::Tz = spec.time_zone.as_deref().and_then(|z| z.parse().ok()).unwrap_or(chrono_tz::UTC);
-    let latest = cron.find_previous_occurrence(&at(now).with_timezone(&zone), true).ok()?.timestamp();
-    (latest > after).then_some(latest)
-}
-
 /// Finished runs beyond `successfulJobsHistoryLimit` and `failedJobsHistoryLimit`, oldest first.
 fn over_history(spec: &CronJobSpec, state: &CronState) -> Vec<String> {
     let limit = |l: Option<i32>, default: usize| l.map_or(default, |l| usize::try_from(l).unwrap_or(0));
@@ -164,18 +119,8 @@ fn over_history(spec: &CronJobSpec, state: &CronState) -> Vec<String> {
 mod tests {
     use super::*;
 
-    fn spec(schedule: &str) -> CronJobSpec {
-        serde_json::from_value(serde_json::json!({
-            "schedule": schedule,
-            "jobTemplate": {"spec": {"template": {"spec": {
-                "restartPolicy": "Never", "containers": [{"name": "main", "image": "x"}]
-            }}}}
-        }))
-        .unwrap()
-    }
-
-    /// 2026-12-05 00:00:00 UTC.
-    const DAY: i64 = 1_796_428_800;
+    use crate::manifest::schedule::spec_for_tests as spec;
+    const DAY: i64 = crate::manifest::schedule::DAY_FOR_TESTS;
 
     fn run(name: &str, scheduled: i64, finished: Option<bool>) -> Run {
         Run {
@@ -184,23 +129,6 @@ mod tests {
             manual: false,
             finished: finished.map(|f| (scheduled + 30, f, String::new())),
         }
-    }
-
-    #[test]
-    fn schedules_read_as_kubernetes_reads_them() {
-        assert!(parse("0 3 * * *").is_ok());
-        assert!(parse("@hourly").is_ok());
-        assert!(parse("*/15 9-17 * * MON-FRI").is_ok());
-        assert!(parse("0 0 3 * * *").is_err(), "six fields");
-        assert!(parse("61 * * * *").is_err());
-        assert!(parse("@every 5m").is_err());
-        let hourly = spec("@hourly");
-        assert_eq!(times_between(&hourly, DAY, DAY + 3 * 3600, 10), vec![DAY + 3600, DAY + 7200, DAY + 10800]);
-        let mut berlin = spec("0 3 * * *");
-        berlin.time_zone = Some("Europe/Berlin".into());
-        // 03:00 in Berlin in December is 02:00 UTC.
-        assert_eq!(next_after(&berlin, DAY), Some(DAY + 2 * 3600));
-        assert_eq!(run_name("nightly", DAY + 120), format!("nightly-{}", DAY / 60 + 2));
     }
 
     /// (case, schedule, since, last scheduled, starting deadline, now, expected start)
@@ -232,6 +160,11 @@ mod tests {
             let state = CronState { since: *since, last_scheduled: *last, runs: Vec::new() };
             assert_eq!(step(&cron, &state, *now).start, *expected, "{case}");
         }
+    }
+
+    #[test]
+    fn runs_are_named_after_their_minute() {
+        assert_eq!(run_name("nightly", DAY + 120), format!("nightly-{}", DAY / 60 + 2));
     }
 
     #[test]

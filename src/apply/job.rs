@@ -22,6 +22,8 @@ pub const BACKOFF_MAX_SECONDS: i64 = 360;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobRecord {
     pub spec_hash: String,
+    /// The commit whose run it is: a hook that runs at every sync has a run per commit.
+    pub commit: String,
     pub started_at: i64,
     /// When it finished, whether it failed, and the reason it says.
     pub finished: Option<(i64, bool, String)>,
@@ -420,7 +422,12 @@ mod tests {
     fn a_finished_run_is_not_run_again_and_goes_after_its_ttl() {
         let mut job = spec(Some(1), 1, 6);
         job.ttl_seconds_after_finished = Some(60);
-        let record = JobRecord { spec_hash: "h".into(), started_at: 0, finished: Some((10, false, String::new())) };
+        let record = JobRecord {
+            spec_hash: "h".into(),
+            commit: "c".into(),
+            started_at: 0,
+            finished: Some((10, false, String::new())),
+        };
         let done = [("m-h-0", Some(PodPhase::Succeeded), Some(0), None)];
         let step = run(&job, &done, Some(&record), 20);
         assert_eq!((step.state.clone(), step.delete.len(), step.start.len()), (JobState::Complete, 0, 0));
@@ -455,7 +462,7 @@ mod tests {
     fn a_deadline_fails_the_job_and_stops_its_pods() {
         let mut job = spec(Some(1), 1, 6);
         job.active_deadline_seconds = Some(30);
-        let record = JobRecord { spec_hash: "h".into(), started_at: 0, finished: None };
+        let record = JobRecord { spec_hash: "h".into(), commit: "c".into(), started_at: 0, finished: None };
         let running = [("m-h-0", Some(PodPhase::Running), None, None)];
         assert_eq!(run(&job, &running, Some(&record), 29).state, JobState::Running);
         let step = run(&job, &running, Some(&record), 30);

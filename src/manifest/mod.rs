@@ -13,6 +13,7 @@ pub mod kinds;
 pub mod kubernetes;
 pub mod policy;
 pub mod quantity;
+pub mod schedule;
 pub mod schema;
 pub mod tiers;
 pub mod types;
@@ -365,7 +366,63 @@ impl fmt::Debug for SecretData {
 /// The annotation that, set to `"false"`, keeps an object running after it leaves Git.
 pub const PRUNE_ANNOTATION: &str = "berth.dev/prune";
 
+/// The annotations that make a Job a sync hook: berth's, and Argo CD's read the same way.
+pub const HOOK_ANNOTATIONS: [&str; 2] = ["berth.dev/hook", "argocd.argoproj.io/hook"];
+
+/// When a hook Job runs in a sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    /// To completion before anything else of its commit is applied.
+    PreSync,
+    /// Once the rest of its commit is healthy.
+    PostSync,
+}
+
+impl Hook {
+    pub fn name(self) -> &'static str {
+        match self {
+            Hook::PreSync => "PreSync",
+            Hook::PostSync => "PostSync",
+        }
+    }
+}
+
+/// The hooks an annotation value names (`PreSync`, `PreSync,PostSync`), and the words it holds
+/// that berth does not run as hooks (`Sync` runs as any Job; `SyncFail`, `PostDelete`, `Skip`).
+pub fn parse_hooks(value: &str) -> (Vec<Hook>, Vec<&str>) {
+    let mut hooks = Vec::new();
+    let mut other = Vec::new();
+    for word in value.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+        match word {
+            "PreSync" => hooks.push(Hook::PreSync),
+            "PostSync" => hooks.push(Hook::PostSync),
+            "Sync" => {}
+            other_word => other.push(other_word),
+        }
+    }
+    (hooks, other)
+}
+
+/// The annotation that makes a hook Job run at every commit applied (`every-sync`), not only
+/// at those that change it (`on-change`, the default).
+pub const HOOK_POLICY_ANNOTATION: &str = "berth.dev/hook-policy";
+
 impl Resource {
+    /// Whether this is a hook Job that runs at every commit applied.
+    pub fn runs_every_sync(&self) -> bool {
+        (self.is_hook(Hook::PreSync) || self.is_hook(Hook::PostSync))
+            && self.object.metadata().annotations.get(HOOK_POLICY_ANNOTATION).is_some_and(|v| v == "every-sync")
+    }
+
+    /// Whether this object is a `hook` Job of its commit.
+    pub fn is_hook(&self, hook: Hook) -> bool {
+        self.key.kind == Kind::Job
+            && HOOK_ANNOTATIONS
+                .iter()
+                .filter_map(|a| self.object.metadata().annotations.get(*a))
+                .any(|value| parse_hooks(value).0.contains(&hook))
+    }
+
     /// Where `field` is written, for a finding about it: its anchor, else the object.
     pub fn pos_of(&self, field: &str) -> Pos {
         self.anchors.iter().find(|(f, _)| &**f == field).map_or(self.pos, |(_, pos)| *pos)

@@ -367,7 +367,7 @@ impl<'a> Checker<'a> {
                 "a time zone in the schedule is not supported, as in Kubernetes",
                 Some("write the zone in spec.timeZone".into()),
             );
-        } else if let Err(e) = crate::apply::cron::parse(schedule) {
+        } else if let Err(e) = super::schedule::parse(schedule) {
             self.error(
                 &[K("spec"), K("schedule")],
                 format!("`{schedule}` is not a cron schedule: {e}"),
@@ -450,12 +450,46 @@ impl<'a> Checker<'a> {
             }
         }
         self.labels(&metadata.labels, &[K("metadata"), K("labels")]);
+        self.hooks(metadata, kind);
         for key in metadata.annotations.keys() {
             if let Err(problem) = check_qualified_name(key) {
                 self.error_key(
                     &[K("metadata"), K("annotations"), K(key)],
                     format!("annotation key `{key}` is invalid: {problem}"),
                     None,
+                );
+            }
+        }
+    }
+
+    /// A sync hook's annotation: berth runs PreSync and PostSync Jobs; what it cannot run as
+    /// Argo CD would is an error, since running it as a plain object would do the wrong thing.
+    fn hooks(&mut self, metadata: &ObjectMeta, kind: Kind) {
+        if let Some(policy) = metadata.annotations.get(super::HOOK_POLICY_ANNOTATION) {
+            if !matches!(policy.as_str(), "every-sync" | "on-change") {
+                self.error(
+                    &[K("metadata"), K("annotations"), K(super::HOOK_POLICY_ANNOTATION)],
+                    format!("hook policy `{policy}` is not one berth knows"),
+                    Some("write `every-sync` (the hook runs at every commit applied) or `on-change` (the default: at the commits that change it)".into()),
+                );
+            }
+        }
+        for annotation in super::HOOK_ANNOTATIONS {
+            let Some(value) = metadata.annotations.get(annotation) else { continue };
+            let at = [K("metadata"), K("annotations"), K(annotation)];
+            let (hooks, other) = super::parse_hooks(value);
+            if !hooks.is_empty() && kind != Kind::Job {
+                self.error(
+                    &at,
+                    format!("berth runs sync hooks that are Jobs; this is a {kind}"),
+                    Some("make the hook a Job, or remove the annotation to apply it as any object".into()),
+                );
+            }
+            for word in other {
+                self.error(
+                    &at,
+                    format!("`{word}` hooks are not run by berth"),
+                    Some("berth runs PreSync and PostSync hooks (and Sync, as any Job); remove the hook, or make it one of those".into()),
                 );
             }
         }

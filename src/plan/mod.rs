@@ -143,6 +143,10 @@ pub struct Change {
     /// The workload opted out of rolling on config changes: its pods keep the old values.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub config_held: bool,
+    /// `PreSync` or `PostSync` for a sync hook Job: the plan lists PreSync hooks first and
+    /// PostSync hooks last, in the order they run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hook: Option<&'static str>,
 }
 
 /// An earlier commit whose version of an object a change brings back.
@@ -337,7 +341,7 @@ pub fn plan(desired: &State, observed: &State) -> Plan {
                     } else {
                         config_changes(old, &observed_sorted, new, &desired_sorted)
                     };
-                    if same && config_changes.is_empty() {
+                    if same && config_changes.is_empty() && !new.runs_every_sync() {
                         summary.unchanged += 1;
                         continue;
                     }
@@ -370,6 +374,12 @@ pub fn plan(desired: &State, observed: &State) -> Plan {
         changes.push(change);
     }
 
+    // Hooks in the order they run: PreSync first, PostSync last; the rest by key between.
+    changes.sort_by_key(|c| match c.hook {
+        Some("PreSync") => 0,
+        Some(_) => 2,
+        None => 1,
+    });
     let mut risks = Vec::new();
     for change in &changes {
         for risk in &change.risks {
@@ -420,7 +430,8 @@ impl Steps {
         let same_inputs = old.template_hash == new.template_hash
             && old.restarts_on_config_change() == new.restarts_on_config_change()
             && before.config == after.config;
-        let action = if !same_inputs && before.hash != after.hash {
+        // A hook that runs at every sync runs again at every commit, whatever changed.
+        let action = if (!same_inputs && before.hash != after.hash) || new.runs_every_sync() {
             StepAction::Roll
         } else if old.object.replicas() != new.object.replicas() {
             StepAction::Scale
@@ -514,6 +525,10 @@ fn change(action: Action, resource: &Resource) -> Change {
         restores: None,
         config_changes: Vec::new(),
         config_held: false,
+        hook: [crate::manifest::Hook::PreSync, crate::manifest::Hook::PostSync]
+            .into_iter()
+            .find(|hook| resource.is_hook(*hook))
+            .map(crate::manifest::Hook::name),
     }
 }
 
@@ -772,16 +787,23 @@ fn rollout(old: &Resource, new: &Resource, config_changed: bool) -> Option<Rollo
         });
     }
     if let Object::Job(job) = &new.object {
-        return Some(if template_changed {
+        return Some(if template_changed || new.runs_every_sync() {
             Rollout {
                 strategy: RolloutStrategy::Replace,
                 replicas: None,
                 restarts: None,
                 batches: Vec::new(),
-                description: format!(
-                    "runs the Job again with its new spec ({}); the earlier run's pods stop, a running one included",
-                    job_shape(&job.spec)
-                ),
+                description: if template_changed {
+                    format!(
+                        "runs the Job again with its new spec ({}); the earlier run's pods stop, a running one included",
+                        job_shape(&job.spec)
+                    )
+                } else {
+                    format!(
+                        "runs the hook again, as at every sync (berth.dev/hook-policy: every-sync): {}",
+                        job_shape(&job.spec)
+                    )
+                },
             }
         } else {
             Rollout {

@@ -77,7 +77,8 @@ pub fn text(plan: &Plan, color: bool) -> String {
         } else {
             format!("{}:{}", change.file, change.line)
         };
-        let _ = writeln!(out, "\n{} {} ({place})", paint(word, style, color), change.key());
+        let hook = change.hook.map(|h| format!(" [{h} hook]")).unwrap_or_default();
+        let _ = writeln!(out, "\n{} {}{hook} ({place})", paint(word, style, color), change.key());
         if !change.fields.is_empty() {
             let _ = writeln!(out, "    changed: {}", change.fields.join(", "));
         }
@@ -177,7 +178,8 @@ pub fn markdown(plan: &Plan) -> String {
     }
     for change in changed {
         let (word, _) = if change.kept { ("= keep", CYAN) } else { action_word(change.action) };
-        let mut summary = format!("<code>{}</code> {}", word.trim(), change.key());
+        let hook = change.hook.map(|h| format!(" <b>{h} hook</b>")).unwrap_or_default();
+        let mut summary = format!("<code>{}</code> {}{hook}", word.trim(), change.key());
         if let Some(rollout) = &change.rollout {
             let _ = write!(summary, ": {}", rollout.description);
         }

@@ -399,6 +399,7 @@ async fn pass(
     };
     let mut targets = targets(plane, memory, &desired).await;
     targets.manual_runs = std::mem::take(&mut *crate::lock(&plane.manual_runs));
+    hold_for_hooks(plane, memory, &desired, &mut targets, now).await?;
     let summary = controller.reconcile(&desired, &targets, now).await?;
     let judged = decide::judge(memory, &desired, &targets, &summary, now);
     carry_out(plane, memory, judged).await?;
@@ -570,6 +571,42 @@ async fn targets(plane: &ControlPlane, memory: &mut Memory, desired: &Loaded) ->
     memory.commits.retain(|sha, _| used.contains(sha.as_str()));
     memory.frozen.clone_from(&targets.frozen);
     targets
+}
+
+/// While the commit's PreSync hooks have not completed, holds the rest of it at the applied
+/// commit (loaded once); notes when they completed, for the rollout's deadline.
+async fn hold_for_hooks(
+    plane: &ControlPlane,
+    memory: &mut Memory,
+    desired: &Arc<Loaded>,
+    targets: &mut Targets,
+    now: i64,
+) -> Result<(), StoreError> {
+    let sha = &desired.commit.sha;
+    let Some(reason) = decide::pre_sync_pending(memory, desired) else {
+        let has_hooks = desired.resources.iter().any(|r| r.is_hook(crate::manifest::Hook::PreSync));
+        if has_hooks && memory.hooks_done.as_ref().is_none_or(|(done, _)| done != sha) {
+            memory.hooks_done = Some((sha.clone(), now));
+        }
+        memory.hooks_base = None;
+        return Ok(());
+    };
+    let applied = plane.store.control_value("applied_commit").await?.filter(|applied| applied != sha);
+    let cached = memory.hooks_base.as_ref().filter(|b| Some(&b.commit.sha) == applied.as_ref()).cloned();
+    let base = match (cached, applied) {
+        (Some(base), _) => Some(base),
+        (None, Some(applied)) => match plane.load(&applied).await {
+            Ok(commit) => Some(commit),
+            Err(error) => {
+                tracing::warn!(%error, commit = %applied, "Loading the applied commit to hold at failed.");
+                None
+            }
+        },
+        (None, None) => None,
+    };
+    memory.hooks_base.clone_from(&base);
+    decide::hold_for_hooks(desired, base.as_ref(), &reason, targets);
+    Ok(())
 }
 
 /// Publishes the status of the pass: each workload's sync and health, and the whole's

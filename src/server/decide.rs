@@ -48,6 +48,10 @@ pub struct Memory {
     /// When this server adopted the desired commit (unknown after a restart).
     pub adopted_at: Option<i64>,
     pub applied_recorded: bool,
+    /// When the PreSync hooks of a commit (by sha) completed and its rollout began.
+    pub hooks_done: Option<(String, i64)>,
+    /// The applied commit a commit's workloads are held at while its PreSync hooks run.
+    pub hooks_base: Option<Arc<Loaded>>,
 }
 
 impl Memory {
@@ -374,10 +378,13 @@ fn adopt(decision: &mut Decision, seen: &Seen, memory: &Memory, commit: Arc<Load
     for resource in commit.resources.iter().filter(|r| r.key.kind.is_workload()) {
         let hash = revision_hash(resource, &sources);
         let history = memory.revisions.get(&resource.key).map(Vec::as_slice).unwrap_or_default();
-        if history.last().is_some_and(|r| r.spec_hash == hash) {
+        // A hook that runs at every sync has a revision, a run, per commit.
+        let every_sync = resource.runs_every_sync();
+        if history.last().is_some_and(|r| r.spec_hash == hash && (!every_sync || r.commit.sha == commit.commit.sha)) {
             continue;
         }
-        let failed_before = history.iter().rev().find(|r| r.spec_hash == hash).filter(|r| r.outcome == Outcome::Failed);
+        let failed_before =
+            history.iter().rev().find(|r| r.spec_hash == hash).filter(|r| r.outcome == Outcome::Failed && !every_sync);
         let (outcome, finished_at, reason) = match failed_before {
             Some(failed) => (
                 Outcome::Failed,
@@ -500,6 +507,7 @@ pub fn targets(
         frozen: HashMap::new(),
         jobs: job_records(memory),
         manual_runs: Vec::new(),
+        waiting: HashMap::new(),
     };
     for Want { key, commit: sha, template } in wanted {
         let commit = if sha == desired.commit.sha { None } else { commits.get(&sha).cloned() };
@@ -528,6 +536,64 @@ pub fn targets(
     targets
 }
 
+/// The commit's PreSync hooks that have not completed for their spec, with the reason the rest
+/// of the commit waits; `None` when there are none (the commit applies as a whole).
+pub fn pre_sync_pending(memory: &Memory, desired: &Loaded) -> Option<String> {
+    let mut running = Vec::new();
+    let mut failed = Vec::new();
+    for hook in desired.resources.iter().filter(|r| r.is_hook(crate::manifest::Hook::PreSync)) {
+        let template = template_at(desired, &hook.key);
+        let run = memory
+            .revisions
+            .get(&hook.key)
+            .and_then(|h| h.iter().rev().find(|r| Some(&r.spec_hash) == template.as_ref()));
+        match run.map(|r| (r.outcome, &r.reason)) {
+            Some((Outcome::Healthy, _)) => {}
+            Some((Outcome::Failed, reason)) => failed.push(format!("{}: {reason}", hook.key)),
+            _ => running.push(hook.key.to_string()),
+        }
+    }
+    let short = desired.commit.short();
+    if !failed.is_empty() {
+        return Some(format!(
+            "the PreSync hook failed ({}); nothing else of commit {short} is applied, and what ran before keeps running",
+            failed.join("; ")
+        ));
+    }
+    (!running.is_empty()).then(|| format!("waits for the PreSync hook {} of commit {short}", running.join(", ")))
+}
+
+/// Holds the commit's workloads while its PreSync hooks run: each workload the applied commit
+/// `base` runs stays at that commit's spec, a new one (or a new CronJob) does not start, and one
+/// the commit removes keeps running. The hooks themselves run.
+pub fn hold_for_hooks(desired: &Loaded, base: Option<&Arc<Loaded>>, reason: &str, targets: &mut Targets) {
+    let in_base = |key: &ObjectKey| base.is_some_and(|b| b.resources.binary_search_by(|r| r.key.cmp(key)).is_ok());
+    for resource in desired.resources.iter() {
+        let key = &resource.key;
+        let runs = key.kind.is_workload() || key.kind == Kind::CronJob;
+        if !runs || resource.is_hook(crate::manifest::Hook::PreSync) || targets.overrides.contains_key(key) {
+            continue;
+        }
+        match base.filter(|_| in_base(key)) {
+            Some(base) if key.kind.is_workload() => {
+                targets.overrides.insert(key.clone(), base.clone());
+            }
+            // A CronJob the applied commit has goes on with its schedule.
+            Some(_) => {}
+            None => {
+                targets.waiting.insert(key.clone(), reason.to_owned());
+            }
+        }
+    }
+    if let Some(base) = base {
+        for resource in base.resources.iter().filter(|r| r.key.kind.is_workload()) {
+            if desired.resources.binary_search_by(|r| r.key.cmp(&resource.key)).is_err() {
+                targets.retained.insert(resource.key.clone());
+            }
+        }
+    }
+}
+
 /// Each Job's latest run, from its revisions: a spec that finished healthy or failed is not
 /// run again.
 fn job_records(memory: &Memory) -> HashMap<ObjectKey, crate::apply::job::JobRecord> {
@@ -547,6 +613,7 @@ fn job_records(memory: &Memory) -> HashMap<ObjectKey, crate::apply::job::JobReco
             };
             let record = crate::apply::job::JobRecord {
                 spec_hash: latest.spec_hash.clone(),
+                commit: latest.commit.sha.clone(),
                 started_at: latest.started_at,
                 finished,
             };
@@ -585,7 +652,12 @@ pub fn judge(memory: &Memory, desired: &Loaded, targets: &Targets, summary: &Rec
                 _ => None,
             })
             .unwrap_or(PROGRESS_DEADLINE_SECONDS);
-        let Some((outcome, reason)) = verdict(workload, now - latest.started_at, deadline) else { continue };
+        // A commit held for its PreSync hooks starts rolling when they completed.
+        let started = match &memory.hooks_done {
+            Some((sha, at)) if *sha == latest.commit.sha => latest.started_at.max(*at),
+            _ => latest.started_at,
+        };
+        let Some((outcome, reason)) = verdict(workload, now - started, deadline) else { continue };
         if outcome == Outcome::Failed {
             decision.events.push(Event::RolloutFailed {
                 workload: workload.key.clone(),

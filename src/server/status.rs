@@ -344,6 +344,8 @@ pub fn workload_health(w: &WorkloadStatus, facts: &WorkloadFacts<'_>) -> Workloa
             health,
             format!("{verb} at commit {} by `berth rollback` until a new commit is applied", short(&pin.commit)),
         )
+    } else if let Some(waiting) = &w.waiting {
+        (Sync::OutOfSync, Health::Progressing, waiting.clone())
     } else if let Some(job) = &w.job {
         job_health(job)
     } else if let Some(latest) = latest.filter(|r| r.outcome == Outcome::Failed) {
@@ -533,6 +535,7 @@ mod tests {
             stale_config: Vec::new(),
             terminating: 0,
             job: None,
+            waiting: None,
         }
     }
 

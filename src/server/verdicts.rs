@@ -134,6 +134,7 @@ mod tests {
             stale_config: Vec::new(),
             terminating: 0,
             job: None,
+            waiting: None,
         }
     }
 

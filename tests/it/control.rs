@@ -1419,17 +1419,14 @@ async fn logs_of_a_workload_interleave_its_pods_with_a_prefix() {
     assert_eq!(text.lines().count(), 2, "{text}");
 }
 
-/// Issue 18: Jobs run to completion, `parallelism` at a time; a failing one retries with a
-/// backoff until `backoffLimit` and fails with the reason; an Indexed Job's pods see their
-/// index. A finished Job is not run again by a later commit that leaves it as it is.
-#[tokio::test(flavor = "multi_thread")]
-async fn jobs_run_to_completion_or_fail_with_the_reason() {
+/// A Job of the test image whose one container runs `script`; `metadata` is a flow mapping and
+/// `spec` lines of the Job's spec, indented by two.
+fn job_manifest(metadata: &str, spec: &str, script: &str) -> String {
     let image = crate::images::busybox();
-    let job = |name: &str, spec: &str, script: &str| {
-        format!(
-            "apiVersion: batch/v1
+    format!(
+        "apiVersion: batch/v1
 kind: Job
-metadata: {{name: {name}}}
+metadata: {metadata}
 spec:
 {spec}
   template:
@@ -1441,8 +1438,15 @@ spec:
           image: {image}
           command: [sh, -c, '{script}']
 "
-        )
-    };
+    )
+}
+
+/// Issue 18: Jobs run to completion, `parallelism` at a time; a failing one retries with a
+/// backoff until `backoffLimit` and fails with the reason; an Indexed Job's pods see their
+/// index. A finished Job is not run again by a later commit that leaves it as it is.
+#[tokio::test(flavor = "multi_thread")]
+async fn jobs_run_to_completion_or_fail_with_the_reason() {
+    let job = |name: &str, spec: &str, script: &str| job_manifest(&format!("{{name: {name}}}"), spec, script);
     let mut repo = TestRepo::new();
     repo.write("three.yaml", &job("three", "  completions: 3\n  parallelism: 2", "echo working; sleep 1"));
     repo.write("failing.yaml", &job("failing", "  backoffLimit: 2", "echo cannot open /etc/app.conf; exit 3"));
@@ -1578,4 +1582,88 @@ spec:
     let (code, out, err) = cluster.cli(repo.path(), &["get", "cronjobs"], true);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("tick") && out.contains("* * * * *") && out.contains("UTC"), "{out}");
+}
+
+/// Issue 18: a PreSync hook Job runs to completion before the rest of its commit is applied,
+/// and a PostSync one only after it is healthy; a failing PreSync hook fails the commit, nothing
+/// else of it is applied, and the last good commit keeps running.
+#[tokio::test(flavor = "multi_thread")]
+async fn pre_sync_hooks_gate_the_commit_and_post_sync_hooks_follow_it() {
+    let hook = |name: &str, hook: &str, script: &str| {
+        job_manifest(
+            &format!("{{name: {name}, annotations: {{argocd.argoproj.io/hook: {hook}}}}}"),
+            "  backoffLimit: 0",
+            script,
+        )
+    };
+    let mut repo = TestRepo::new();
+    repo.write("app.yaml", &app(1, "v1"));
+    let first = repo.commit("v1");
+    let cluster = Cluster::start("hooks", repo.path().to_str().unwrap(), 1, &[]).await;
+    cluster.wait_status("v1", |s| synced(s) && s["applied"] == first).await;
+
+    // A migration that takes a while, then v2; a PostSync Job after it.
+    repo.write("migrate.yaml", &hook("migrate", "PreSync", "echo migrating; sleep 4"));
+    repo.write("notify.yaml", &hook("notify", "PostSync", "echo released"));
+    repo.write("app.yaml", &app(1, "v2"));
+    let second = repo.commit("v2 with a migration");
+    let status = cluster
+        .wait_status("the migration to run", |s| {
+            s["applied"] == second && workload(s, "migrate").is_some_and(|w| w["job"]["active"] == 1)
+        })
+        .await;
+    // While it runs, v1 runs, and the PostSync hook has not started.
+    assert_eq!(ready_revisions(&cluster).await, vec![first.clone()], "{status:#}");
+    assert!(pod_names(&cluster, "notify").await.is_empty(), "the PostSync hook waits");
+    assert!(!synced(&status), "{status:#}");
+    let status = cluster
+        .wait_status("v2 and both hooks", |s| {
+            synced(s)
+                && s["applied"] == second
+                && workload(s, "notify").is_some_and(|w| w["job"]["status"] == "Complete")
+        })
+        .await;
+    assert_eq!(ready_revisions(&cluster).await, vec![second.clone()], "{status:#}");
+    assert_eq!(workload(&status, "migrate").unwrap()["job"]["status"], "Complete");
+
+    // A commit that leaves the migration as it is does not run it again; a hook that runs at
+    // every sync runs again.
+    let migrated = pod_names(&cluster, "migrate").await;
+    repo.write(
+        "stamp.yaml",
+        &hook("stamp", "PreSync", "echo stamped")
+            .replace("annotations: {", "annotations: {berth.dev/hook-policy: every-sync, "),
+    );
+    let stamped = repo.commit("a hook at every sync");
+    cluster.wait_status("the stamp", |s| synced(s) && s["applied"] == stamped).await;
+    let first_stamp = pod_names(&cluster, "stamp").await;
+    repo.write("app.yaml", &app(1, "v2b"));
+    let again = repo.commit("v2b");
+    cluster.wait_status("v2b", |s| synced(s) && s["applied"] == again).await;
+    assert_eq!(pod_names(&cluster, "migrate").await, migrated, "the unchanged migration did not run again");
+    let stamps = pod_names(&cluster, "stamp").await;
+    assert_ne!(stamps, first_stamp, "the every-sync hook ran again");
+    let second = again;
+
+    // A failing migration: nothing of v3 is applied, v2 keeps running.
+    repo.write("migrate.yaml", &hook("migrate", "PreSync", "echo cannot reach the database; exit 3"));
+    repo.write("app.yaml", &app(1, "v3"));
+    repo.write("extra.yaml", &crate::images::deployment("extra", None, 1, "v3", Some((1, 0))));
+    let third = repo.commit("v3 with a failing migration");
+    let status = cluster
+        .wait_status("the commit to fail on its hook", |s| {
+            s["applied"] == third
+                && s["health"] == "Degraded"
+                && workload(s, "extra").is_some_and(|w| w["reason"].as_str().is_some_and(|r| r.contains("failed")))
+        })
+        .await;
+    let reason = status["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("migrate"), "{status:#}");
+    let migrate = workload(&status, "migrate").unwrap();
+    let why = migrate["reason"].as_str().unwrap_or_default();
+    assert!(why.contains("exited with code 3: cannot reach the database"), "{migrate:#}");
+    let extra = workload(&status, "extra").unwrap();
+    assert!(extra["reason"].as_str().unwrap_or_default().contains("PreSync hook failed"), "{extra:#}");
+    assert_eq!(ready_revisions(&cluster).await, vec![second.clone()], "v2 keeps running");
+    assert!(pod_names(&cluster, "extra").await.is_empty(), "nothing new of the failed commit starts");
 }

@@ -336,6 +336,7 @@ fn summary(key: &ObjectKey, complete: bool, failure: Option<&str>) -> ReconcileS
             stale_config: Vec::new(),
             terminating: 0,
             job: None,
+            waiting: None,
         }],
         cron_jobs: Vec::new(),
         nodes_changed: 0,

@@ -913,3 +913,39 @@ spec:
     );
     assert!(!out.contains("good.yaml"), "{out}");
 }
+
+/// Issue 18: sync hooks berth cannot run as Argo CD would are errors where they are written.
+#[test]
+fn hooks_berth_cannot_run_are_refused() {
+    let mut repo = TestRepo::new();
+    repo.write(
+        "hooks.yaml",
+        "apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: seed
+  annotations: {argocd.argoproj.io/hook: PreSync}
+---
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: cleanup
+  annotations: {argocd.argoproj.io/hook: SyncFail, berth.dev/hook-policy: always}
+spec:
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: main, image: registry.example/job:1}]
+",
+    );
+    repo.commit("hooks");
+    let (code, out, err) = berth(repo.path(), &["validate", "."]);
+    assert_eq!(code, 1, "{out}{err}");
+    for needle in [
+        "hooks.yaml:5:42: error: ConfigMap default/seed: metadata.annotations[\"argocd.argoproj.io/hook\"]: berth runs sync hooks that are Jobs; this is a ConfigMap",
+        "hooks.yaml:11:42: error: Job default/cleanup: metadata.annotations[\"argocd.argoproj.io/hook\"]: `SyncFail` hooks are not run by berth",
+        "hooks.yaml:11:75: error: Job default/cleanup: metadata.annotations[\"berth.dev/hook-policy\"]: hook policy `always` is not one berth knows",
+    ] {
+        assert!(out.contains(needle), "{needle}\n{out}");
+    }
+}

@@ -358,3 +358,24 @@ fn a_plan_says_whether_a_job_runs_again() {
     let rollout = plan.changes[0].rollout.as_ref().unwrap();
     assert!(rollout.description.contains("the Job does not run again"), "{}", rollout.description);
 }
+
+/// Issue 18: the plan lists hooks in the order they run: PreSync first, PostSync last.
+#[test]
+fn a_plan_lists_hooks_in_the_order_they_run() {
+    let job = |name: &str, hook: &str| {
+        format!(
+            "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: {name}\n  annotations: {{berth.dev/hook: {hook}}}\nspec:\n  template:\n    spec:\n      restartPolicy: Never\n      containers: [{{name: main, image: registry.example/{name}:1}}]\n"
+        )
+    };
+    let after =
+        [job("announce", "PostSync"), crate::images::deployment("web", None, 1, "v1", None), job("migrate", "PreSync")]
+            .join("---\n");
+    let (plan, ..) = plan_between("", &after);
+    let order: Vec<(String, Option<&str>)> = plan.changes.iter().map(|c| (c.name.clone(), c.hook)).collect();
+    assert_eq!(
+        order,
+        vec![("migrate".into(), Some("PreSync")), ("web".into(), None), ("announce".into(), Some("PostSync"))]
+    );
+    let text = berth::plan::render::text(&plan, false);
+    assert!(text.contains("Job default/migrate [PreSync hook]"), "{text}");
+}
