@@ -660,14 +660,36 @@ pub fn describe_text(view: &Value, now: i64) -> String {
     let _ = writeln!(out, "Name:       {}", text(&w["name"]));
     let _ = writeln!(out, "Namespace:  {}", text(&w["namespace"]));
     let _ = writeln!(out, "Kind:       {}", text(&w["kind"]));
-    let wanted = w["replicas"].as_i64().map_or_else(|| "one per node".to_owned(), |r| r.to_string());
-    let _ = writeln!(
-        out,
-        "Replicas:   {wanted} desired, {} updated, {} total, {} available",
-        text(&w["updated"]),
-        text(&w["total"]),
-        text(&w["ready"])
-    );
+    if let Some(job) = w["job"].as_object() {
+        let completions = job["completions"].as_i64().map_or_else(|| "any one".to_owned(), |n| n.to_string());
+        let _ = writeln!(out, "Status:     {}", text(&job["status"]));
+        let _ = writeln!(
+            out,
+            "Pods:       {} succeeded of {completions}, {} active, {} failures counted",
+            text(&job["succeeded"]),
+            text(&job["active"]),
+            text(&job["failed"])
+        );
+        if let Some(started) = job["startedAt"].as_i64() {
+            let ended = job["finishedAt"].as_i64();
+            let _ = writeln!(
+                out,
+                "Started:    {} ago, {} {}",
+                age(started, now),
+                if ended.is_some() { "ran" } else { "running for" },
+                age(started, ended.unwrap_or(now))
+            );
+        }
+    } else {
+        let wanted = w["replicas"].as_i64().map_or_else(|| "one per node".to_owned(), |r| r.to_string());
+        let _ = writeln!(
+            out,
+            "Replicas:   {wanted} desired, {} updated, {} total, {} available",
+            text(&w["updated"]),
+            text(&w["total"]),
+            text(&w["ready"])
+        );
+    }
     let _ = writeln!(out, "Revision:   {} \"{}\"", short(&text(&w["revision"])), text(&w["revisionMessage"]));
     let _ = writeln!(out, "Sync:       {}", text(&w["sync"]));
     let _ = writeln!(out, "Health:     {}", text(&w["health"]));

@@ -146,6 +146,7 @@ pub fn step(spec: &JobSpec, pods: &[JobPod<'_>], older: &[String], record: Optio
         out.delete.sort();
         out.delete.dedup();
         out.active = 0;
+        out.failed = failed.len();
         return out;
     }
 

@@ -76,6 +76,11 @@ pub fn apply(object: &mut Object) {
 }
 
 fn job_spec(spec: &mut JobSpec) {
+    // As in Kubernetes: with neither set, one pod must succeed; parallelism alone makes a work
+    // queue, which completions leaves unset.
+    if spec.parallelism.is_none() {
+        spec.completions.get_or_insert(1);
+    }
     spec.parallelism.get_or_insert(1);
     spec.backoff_limit.get_or_insert(6);
     spec.completion_mode.get_or_insert(CompletionMode::NonIndexed);

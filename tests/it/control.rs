@@ -1494,6 +1494,10 @@ async fn jobs_run_to_completion_or_fail_with_the_reason() {
         |name: &str| out.lines().find(|l| l.split_whitespace().nth(1) == Some(name)).unwrap_or_default().to_owned();
     assert!(row("three").contains("Complete") && row("three").contains("3/3"), "{out}");
     assert!(row("failing").contains("Failed"), "{out}");
+    let (code, out, err) = cluster.cli(repo.path(), &["describe", "job/failing"], true);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Status:     Failed") && out.contains("3 failures counted"), "{out}");
+    assert!(out.contains("BackoffLimitExceeded") && out.contains("exited with code 3"), "{out}");
 
     // A later commit that leaves the Jobs as they are runs none of them again.
     let before = pod_names(&cluster, "three").await;
