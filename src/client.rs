@@ -247,27 +247,26 @@ pub fn workloads_table(list: &Value, namespace: Option<&str>) -> String {
     table(&["NAMESPACE", "NAME", "READY", "UP-TO-DATE", "REVISION", "SYNC", "HEALTH", "REASON"], &rows)
 }
 
-/// `get jobs`: each Job's run, as kubectl shows it.
+/// `get jobs`: every Job (the commit's and the CronJobs' runs), as kubectl shows them.
 pub fn jobs_table(list: &Value, namespace: Option<&str>, now: i64) -> String {
     let rows: Vec<Vec<String>> = items(list)
         .iter()
-        .filter(|w| in_namespace(w, namespace) && w["kind"] == "Job")
-        .map(|w| {
-            let job = &w["job"];
-            let completions = match job["completions"].as_i64() {
-                Some(n) => format!("{}/{n}", text(&job["succeeded"])),
-                None => format!("{}/1 of any", text(&job["succeeded"])),
+        .filter(|j| in_namespace(j, namespace))
+        .map(|j| {
+            let completions = match j["completions"].as_i64() {
+                Some(n) => format!("{}/{n}", text(&j["succeeded"])),
+                None => format!("{}/1 of any", text(&j["succeeded"])),
             };
-            let started = job["startedAt"].as_i64();
-            let duration = started.map_or_else(String::new, |s| age(s, job["finishedAt"].as_i64().unwrap_or(now)));
+            let started = j["startedAt"].as_i64();
+            let duration = started.map_or_else(String::new, |s| age(s, j["finishedAt"].as_i64().unwrap_or(now)));
             vec![
-                text(&w["namespace"]),
-                text(&w["name"]),
-                text(&job["status"]),
+                text(&j["namespace"]),
+                text(&j["name"]),
+                text(&j["status"]),
                 completions,
                 duration,
                 started.map_or_else(String::new, |s| age(s, now)),
-                w["reason"].as_str().unwrap_or_default().to_owned(),
+                j["reason"].as_str().unwrap_or_default().to_owned(),
             ]
         })
         .collect();

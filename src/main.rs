@@ -856,7 +856,16 @@ fn progress_line(status: &berth::server::control::SyncStatus) -> String {
         .iter()
         .map(|w| {
             let wanted = w.replicas.map_or_else(|| "all".to_owned(), |r| r.to_string());
-            let mut text = format!("{} {}/{wanted}", w.key.qualified_name(), w.available);
+            let mut text = match &w.job {
+                // A Job counts successes, not running replicas.
+                Some(job) => format!(
+                    "{} {}/{} succeeded",
+                    w.key.qualified_name(),
+                    job.succeeded,
+                    job.completions.map_or_else(|| "any".to_owned(), |c| c.to_string())
+                ),
+                None => format!("{} {}/{wanted}", w.key.qualified_name(), w.available),
+            };
             if let Some(reason) = w.unschedulable.first() {
                 text.push_str(&format!(" (pending: {reason})"));
             }
@@ -1228,7 +1237,7 @@ fn client_command(args: &ServerArgs, call: ClientCall) -> Result<ExitCode> {
                         "workloads" | "workload" | "deployments" | "deploy" => {
                             ("/api/v1/workloads", Box::new(move |v| c::workloads_table(v, ns)))
                         }
-                        "jobs" | "job" => ("/api/v1/workloads", Box::new(move |v| c::jobs_table(v, ns, now))),
+                        "jobs" | "job" => ("/api/v1/jobs", Box::new(move |v| c::jobs_table(v, ns, now))),
                         "cronjobs" | "cronjob" | "cj" => {
                             ("/api/v1/cronjobs", Box::new(move |v| c::cron_jobs_table(v, ns, now)))
                         }

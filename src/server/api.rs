@@ -97,6 +97,7 @@ pub fn router(plane: Arc<ControlPlane>, access: Access) -> Router {
         .route("/api/v1/workloads/{kind}/{namespace}/{name}", get(workload))
         .route("/api/v1/workloads/{kind}/{namespace}/{name}/history", get(history))
         .route("/api/v1/workloads/{kind}/{namespace}/{name}/rollback", post(rollback))
+        .route("/api/v1/jobs", get(jobs))
         .route("/api/v1/cronjobs", get(cron_jobs))
         .route("/api/v1/cronjobs/{namespace}/{name}/run", post(run_cron_job))
         .route("/api/v1/pods", get(pods))
@@ -198,6 +199,8 @@ pub async fn status_view(plane: &ControlPlane) -> Result<StatusView, AppError> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Watched {
     Workloads,
+    Jobs,
+    CronJobs,
     Pods,
     Nodes,
     Services,
@@ -208,6 +211,8 @@ impl Watched {
     pub fn parse(what: &str) -> Option<Watched> {
         Some(match what {
             "workloads" => Watched::Workloads,
+            "jobs" => Watched::Jobs,
+            "cronjobs" => Watched::CronJobs,
             "pods" => Watched::Pods,
             "nodes" => Watched::Nodes,
             "services" => Watched::Services,
@@ -220,6 +225,11 @@ impl Watched {
     async fn list(self, plane: &ControlPlane) -> Result<serde_json::Value, AppError> {
         let value = match self {
             Watched::Workloads => serde_json::to_value(plane.status.borrow().workloads.clone()),
+            Watched::Jobs => {
+                let status = plane.status.borrow();
+                serde_json::to_value(super::status::job_rows(&status.workloads, &status.cron_jobs))
+            }
+            Watched::CronJobs => serde_json::to_value(plane.status.borrow().cron_jobs.clone()),
             Watched::Pods => serde_json::to_value(pod_views(plane).await?),
             Watched::Nodes => serde_json::to_value(node_views(plane).await?),
             Watched::Services => serde_json::to_value(service_views(plane, &pod_views(plane).await?)),
@@ -273,6 +283,12 @@ async fn watch(
 async fn workloads(State(api): State<Api>, headers: HeaderMap) -> Result<Json<Vec<WorkloadHealth>>, AppError> {
     api.access.read(&headers)?;
     Ok(Json(api.plane.status.borrow().workloads.clone()))
+}
+
+async fn jobs(State(api): State<Api>, headers: HeaderMap) -> Result<Json<Vec<super::status::JobRow>>, AppError> {
+    api.access.read(&headers)?;
+    let status = api.plane.status.borrow();
+    Ok(Json(super::status::job_rows(&status.workloads, &status.cron_jobs)))
 }
 
 async fn cron_jobs(State(api): State<Api>, headers: HeaderMap) -> Result<Json<Vec<CronJobView>>, AppError> {

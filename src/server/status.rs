@@ -154,6 +154,7 @@ pub struct CronRunView {
     pub finished_at: Option<i64>,
     /// Why it failed, when it did.
     pub reason: String,
+    pub completions: Option<i32>,
 }
 
 impl CronJobView {
@@ -173,6 +174,7 @@ impl CronJobView {
                     scheduled: run.scheduled,
                     finished_at: run.finished.as_ref().map(|f| f.0),
                     reason: run.finished.as_ref().map(|f| f.2.clone()).unwrap_or_default(),
+                    completions: view.as_ref().and_then(|v| v.completions),
                 }
             })
             .collect();
@@ -189,6 +191,59 @@ impl CronJobView {
             runs,
         }
     }
+}
+
+/// One Job for `berth get jobs`: a Job of the commit, or a CronJob's run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobRow {
+    pub namespace: String,
+    pub name: String,
+    pub status: String,
+    pub succeeded: usize,
+    pub completions: Option<i32>,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub reason: String,
+    /// The CronJob that made it, for a run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cron_job: Option<String>,
+}
+
+/// Every Job: the commit's and the CronJobs' runs, by namespace and name.
+pub fn job_rows(workloads: &[WorkloadHealth], cron_jobs: &[CronJobView]) -> Vec<JobRow> {
+    let mut rows: Vec<JobRow> = workloads
+        .iter()
+        .filter_map(|w| {
+            let job = w.job.as_ref()?;
+            Some(JobRow {
+                namespace: w.namespace.clone(),
+                name: w.name.clone(),
+                status: job.status.clone(),
+                succeeded: job.succeeded,
+                completions: job.completions,
+                started_at: job.started_at,
+                finished_at: job.finished_at,
+                reason: w.reason.clone(),
+                cron_job: None,
+            })
+        })
+        .collect();
+    for cron_job in cron_jobs {
+        rows.extend(cron_job.runs.iter().map(|run| JobRow {
+            namespace: cron_job.namespace.clone(),
+            name: run.name.clone(),
+            status: run.status.clone(),
+            succeeded: run.succeeded,
+            completions: run.completions,
+            started_at: Some(run.scheduled),
+            finished_at: run.finished_at,
+            reason: run.reason.clone(),
+            cron_job: Some(cron_job.name.clone()),
+        }));
+    }
+    rows.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
+    rows
 }
 
 /// A Job's two axes: its spec is applied as Git says once it runs, so it is Synced; its

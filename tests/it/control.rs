@@ -1586,6 +1586,11 @@ spec:
     let (code, out, err) = cluster.cli(repo.path(), &["get", "cronjobs"], true);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("tick") && out.contains("* * * * *") && out.contains("UTC"), "{out}");
+    // `get jobs` lists the runs with the commit's Jobs.
+    let (code, out, err) = cluster.cli(repo.path(), &["get", "jobs"], true);
+    assert_eq!(code, 0, "{err}");
+    let by_hand = out.lines().find(|l| l.split_whitespace().nth(1) == Some("by-hand")).unwrap_or_default();
+    assert!(by_hand.contains("Complete") && by_hand.contains("1/1"), "{out}");
 }
 
 /// Issue 18: a PreSync hook Job runs to completion before the rest of its commit is applied,

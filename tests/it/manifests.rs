@@ -846,6 +846,7 @@ kind: Job
 metadata: {name: indexed}
 spec:
   completionMode: Indexed
+  parallelism: 2
   backoffLimitPerIndex: 1
   podFailurePolicy:
     rules:
@@ -862,7 +863,7 @@ spec:
     assert_eq!(code, 1, "{out}{err}");
     for needle in [
         "jobs.yaml:7:7: error: Job default/forever: spec.template.spec.restartPolicy: a Job's pods need restartPolicy Never or OnFailure",
-        "jobs.yaml:14:3: error: Job default/indexed: spec.backoffLimitPerIndex: field `backoffLimitPerIndex` is not supported by berth",
+        "jobs.yaml:15:3: error: Job default/indexed: spec.backoffLimitPerIndex: field `backoffLimitPerIndex` is not supported by berth",
     ] {
         assert!(out.contains(needle), "{needle}\n{out}");
     }
