@@ -336,6 +336,7 @@ mod tests {
 
     /// A pod as (name, phase, exit code, failed since).
     type Given<'a> = (&'a str, Option<PodPhase>, Option<i64>, Option<i64>);
+    type Owned = (String, Option<PodPhase>, Option<i64>, Option<i64>);
 
     /// Runs the step over `pods`.
     fn run(spec: &JobSpec, pods: &[Given<'_>], record: Option<&JobRecord>, now: i64) -> JobStep {
@@ -469,5 +470,74 @@ mod tests {
         let step = run(&job, &running, Some(&record), 30);
         assert!(matches!(step.state, JobState::Failed(ref r) if r.starts_with("DeadlineExceeded")), "{step:?}");
         assert_eq!(step.delete, vec!["m-h-0".to_owned()]);
+    }
+
+    /// A Job driven to its end by random pod outcomes: at every step it never runs more than
+    /// `parallelism` pods, never starts more than it still needs, names every pod afresh, stops
+    /// only its own pods, and it ends, Complete or Failed, within a bounded number of steps.
+    #[test]
+    fn a_job_under_random_outcomes_keeps_its_invariants_and_ends() {
+        use proptest::prelude::*;
+        let config = proptest::test_runner::Config { cases: 64, ..Default::default() };
+        let strategy = (1i32..5, 1i32..4, 0i32..4, any::<bool>(), proptest::collection::vec(0u8..3, 1..200));
+        proptest::test_runner::TestRunner::new(config)
+            .run(&strategy, |(completions, parallelism, backoff_limit, indexed, mut outcomes)| {
+                // Some pod ends at some point; one that runs forever keeps its Job running.
+                if outcomes.iter().all(|o| *o == 2) {
+                    outcomes.push(0);
+                }
+                let mut job = spec(Some(completions), parallelism, backoff_limit);
+                if indexed {
+                    job.completion_mode = Some(CompletionMode::Indexed);
+                }
+                // Each pod: name, phase, exit code, failed since.
+                let mut pods: Vec<Owned> = Vec::new();
+                let mut seen: std::collections::HashSet<String> = std::collections::HashSet::new();
+                let mut outcomes = outcomes.into_iter().cycle();
+                let mut now = 0;
+                for _ in 0..2000 {
+                    let given: Vec<Given<'_>> = pods.iter().map(|(n, p, e, f)| (n.as_str(), *p, *e, *f)).collect();
+                    let step = run(&job, &given, None, now);
+                    let active = pods.iter().filter(|p| p.1 == Some(PodPhase::Running)).count();
+                    for name in &step.delete {
+                        prop_assert!(pods.iter().any(|p| &p.0 == name), "deletes a pod it does not have: {name}");
+                    }
+                    match step.state {
+                        JobState::Complete | JobState::Failed(_) => {
+                            prop_assert!(step.start.is_empty());
+                            return Ok(());
+                        }
+                        _ => {}
+                    }
+                    prop_assert!(active + step.start.len() <= parallelism as usize, "{step:?}");
+                    let succeeded = pods.iter().filter(|p| p.1 == Some(PodPhase::Succeeded)).count();
+                    if !indexed {
+                        prop_assert!(succeeded + active + step.start.len() <= completions as usize, "{step:?}");
+                    }
+                    for start in &step.start {
+                        let name = match start.index {
+                            Some(index) => {
+                                prop_assert!(index < completions as usize);
+                                format!("m-h-{index}-{}", start.attempt)
+                            }
+                            None => format!("m-h-{}", start.attempt),
+                        };
+                        prop_assert!(seen.insert(name.clone()), "a name is used twice: {name}");
+                        pods.push((name, Some(PodPhase::Running), None, None));
+                    }
+                    // The nodes: each running pod succeeds, fails or keeps running.
+                    for pod in pods.iter_mut().filter(|p| p.1 == Some(PodPhase::Running)) {
+                        match outcomes.next().unwrap_or(0) {
+                            0 => *pod = (pod.0.clone(), Some(PodPhase::Succeeded), Some(0), None),
+                            1 => *pod = (pod.0.clone(), Some(PodPhase::Failed), Some(1), Some(now)),
+                            _ => {}
+                        }
+                    }
+                    now += 30;
+                }
+                prop_assert!(false, "the Job did not end");
+                Ok(())
+            })
+            .unwrap();
     }
 }

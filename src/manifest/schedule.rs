@@ -87,4 +87,29 @@ mod tests {
         // 03:00 in Berlin in December is 02:00 UTC.
         assert_eq!(next_after(&berlin, DAY), Some(DAY + 2 * 3600));
     }
+
+    /// The most recent due time is the last of every due time, found one by one, in any zone.
+    #[test]
+    fn the_most_recent_time_is_the_last_of_all_times() {
+        use proptest::prelude::*;
+        let schedules = ["*/7 * * * *", "0 */3 * * *", "15 4 * * MON", "@hourly", "30 2 29 2 *"];
+        let zones = [None, Some("Europe/Berlin"), Some("America/New_York"), Some("Asia/Kolkata")];
+        let config = proptest::test_runner::Config { cases: 128, ..Default::default() };
+        let strategy = (0..schedules.len(), 0..zones.len(), 0i64..40 * 86_400, 0i64..3 * 86_400);
+        assert!(schedules.iter().all(|s| parse(s).is_ok()));
+        let found = std::cell::Cell::new(0);
+        proptest::test_runner::TestRunner::new(config)
+            .run(&strategy, |(schedule, zone, offset, span)| {
+                let mut spec = spec(schedules[schedule]);
+                spec.time_zone = zones[zone].map(str::to_owned);
+                let after = DAY + offset;
+                let now = after + span;
+                let all = times_between(&spec, after, now, 10_000);
+                found.set(found.get() + usize::from(!all.is_empty()));
+                prop_assert_eq!(most_recent(&spec, after, now), all.last().copied());
+                Ok(())
+            })
+            .unwrap();
+        assert!(found.get() > 32, "most cases have a due time: {}", found.get());
+    }
 }
