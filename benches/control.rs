@@ -158,6 +158,16 @@ impl ContainerRuntime for Hollow {
         Ok(0)
     }
 
+    async fn exec_output(
+        &self,
+        _id: &str,
+        _command: &[String],
+        _stdin: Option<&[u8]>,
+        _timeout: Duration,
+    ) -> Result<(i64, String), RuntimeError> {
+        Ok((0, String::new()))
+    }
+
     async fn logs(
         &self,
         id: &str,

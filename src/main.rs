@@ -334,6 +334,30 @@ enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Run a command in a pod's container and exit with its exit code: `berth exec POD -- CMD...`.
+    Exec {
+        /// The pod's name, as `berth get pods` lists it.
+        pod: String,
+        /// The container [default: the pod's one container].
+        #[arg(short, long)]
+        container: Option<String>,
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        /// Pass this process's standard input to the command (read to its end first).
+        #[arg(short = 'i', long)]
+        stdin: bool,
+        /// Give the command a terminal: not supported yet.
+        #[arg(short = 't', long)]
+        tty: bool,
+        /// Stop waiting for the command after this many seconds.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+        /// The command and its arguments, after `--`.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
     /// Start something by hand: `create job NAME --from=cronjob/NIGHTLY` runs a CronJob's Job now.
     Create {
         /// What to create: job.
@@ -432,6 +456,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
             client_command(&server, ClientCall::Rollback { target, namespace, to, yes })
         }
         Command::Sync { commit, approve, server } => client_command(&server, ClientCall::Sync { commit, approve }),
+        Command::Exec { pod, container, namespace, stdin, tty, timeout, command, server } => {
+            if tty {
+                bail!("berth exec has no terminal (-t) yet: run the command without -t, and with -i to give it input");
+            }
+            let stdin = if stdin {
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                    .context("reading standard input for the command")?;
+                Some(text)
+            } else {
+                None
+            };
+            client_command(&server, ClientCall::Exec { pod, container, namespace, stdin, timeout, command })
+        }
         Command::Create { what, name, from, namespace, server } => {
             if !matches!(what.as_str(), "job" | "jobs") {
                 bail!(
@@ -1174,14 +1212,49 @@ struct Logs {
 /// A request of the CLI to a running server.
 enum ClientCall {
     Status,
-    Get { what: String, namespace: Option<String>, watch: bool },
-    Top { what: String, namespace: Option<String>, selector: Option<String>, containers: bool },
+    Get {
+        what: String,
+        namespace: Option<String>,
+        watch: bool,
+    },
+    Top {
+        what: String,
+        namespace: Option<String>,
+        selector: Option<String>,
+        containers: bool,
+    },
     Logs(Logs),
-    Describe { target: String, namespace: String },
-    History { target: String, namespace: String },
-    Rollback { target: String, namespace: String, to: Option<String>, yes: bool },
-    Sync { commit: Option<String>, approve: bool },
-    RunCronJob { name: String, cron_job: String, namespace: String },
+    Describe {
+        target: String,
+        namespace: String,
+    },
+    History {
+        target: String,
+        namespace: String,
+    },
+    Rollback {
+        target: String,
+        namespace: String,
+        to: Option<String>,
+        yes: bool,
+    },
+    Sync {
+        commit: Option<String>,
+        approve: bool,
+    },
+    RunCronJob {
+        name: String,
+        cron_job: String,
+        namespace: String,
+    },
+    Exec {
+        pod: String,
+        container: Option<String>,
+        namespace: String,
+        stdin: Option<String>,
+        timeout: u64,
+        command: Vec<String>,
+    },
 }
 
 /// Prints one API answer as a table.
@@ -1387,6 +1460,22 @@ fn client_command(args: &ServerArgs, call: ClientCall) -> Result<ExitCode> {
                 let value = client.get(&format!("{}/history", workload_path(&target, &namespace)?)).await?;
                 print_value(&value, args.output, |v| c::history_table(v, now))?;
                 Ok(ExitCode::SUCCESS)
+            }
+            ClientCall::Exec { pod, container, namespace, stdin, timeout, command } => {
+                let path = format!("/api/v1/pods/{namespace}/{pod}/exec");
+                let body = serde_json::json!({
+                    "container": container,
+                    "command": command,
+                    "stdin": stdin,
+                    "timeoutSeconds": timeout,
+                });
+                let done = client.post(&path, &body).await?;
+                let output = done["output"].as_str().unwrap_or_default();
+                print!("{output}");
+                std::io::Write::flush(&mut std::io::stdout())?;
+                // The command's own exit code, as kubectl exec gives it.
+                let code = done["exitCode"].as_i64().unwrap_or(1);
+                Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
             }
             ClientCall::RunCronJob { name, cron_job, namespace } => {
                 let path = format!("/api/v1/cronjobs/{namespace}/{cron_job}/run");

@@ -8,8 +8,8 @@
 use super::pods::labels;
 use super::pods::{PodError, PodManager, PodManagerConfig};
 use super::protocol::{
-    AgentAnswer, AgentRequest, Assignment, ErrorBody, Heartbeat, JoinRequest, JoinResponse, LogRequest, NodeUsage,
-    PodStatus, Report, Resources, RouteTable,
+    AgentAnswer, AgentRequest, Assignment, ErrorBody, ExecRequest, Heartbeat, JoinRequest, JoinResponse, LogRequest,
+    NodeUsage, PodStatus, Report, Resources, RouteTable,
 };
 use super::proxy::{Mesh, host_resolvers};
 use super::runtime::{ContainerRuntime, ContainerState};
@@ -516,29 +516,33 @@ async fn serve_requests<R: ContainerRuntime>(
                 retry.succeeded();
                 for request in requests {
                     let (client, runtime, node) = (client.clone(), runtime.clone(), node.clone());
-                    // What the pod got from Secrets is hidden in its log, as everywhere berth
-                    // shows something.
-                    let hidden: Vec<String> = assignment
-                        .borrow()
-                        .as_ref()
-                        .and_then(|a| {
-                            let log = &request.logs;
-                            a.pods.iter().find(|p| p.namespace == log.namespace && p.pod == log.pod)
-                        })
-                        .map(|pod| {
-                            super::pods::secret_values(pod, &request.logs.container)
-                                .into_iter()
-                                .map(str::to_owned)
-                                .collect()
-                        })
-                        .unwrap_or_default();
+                    // What the pod got from Secrets is hidden in what it wrote, as everywhere
+                    // berth shows something.
+                    let hidden = hidden_values(assignment.borrow().as_ref(), &request);
                     answering.spawn(async move {
-                        let answer = match container_log(&*runtime, &node, &request.logs).await {
-                            Ok(output) => {
-                                let hidden: Vec<&str> = hidden.iter().map(String::as_str).collect();
-                                AgentAnswer { output: Some(super::pods::hide(&output, &hidden)), error: None }
-                            }
-                            Err(error) => AgentAnswer { output: None, error: Some(error) },
+                        let hidden: Vec<&str> = hidden.iter().map(String::as_str).collect();
+                        let answer = match (&request.logs, &request.exec) {
+                            (Some(logs), _) => match container_log(&*runtime, &node, logs).await {
+                                Ok(output) => AgentAnswer {
+                                    output: Some(super::pods::hide(&output, &hidden)),
+                                    exit_code: None,
+                                    error: None,
+                                },
+                                Err(error) => AgentAnswer { output: None, exit_code: None, error: Some(error) },
+                            },
+                            (_, Some(exec)) => match container_exec(&*runtime, &node, exec).await {
+                                Ok((code, output)) => AgentAnswer {
+                                    output: Some(super::pods::hide(&output, &hidden)),
+                                    exit_code: Some(code),
+                                    error: None,
+                                },
+                                Err(error) => AgentAnswer { output: None, exit_code: None, error: Some(error) },
+                            },
+                            _ => AgentAnswer {
+                                output: None,
+                                exit_code: None,
+                                error: Some("the agent does not know this request; upgrade it".into()),
+                            },
                         };
                         if let Err(error) = client.answer(request.id, &answer).await {
                             tracing::warn!(%error, "Answering the server's request failed.");
@@ -554,6 +558,46 @@ async fn serve_requests<R: ContainerRuntime>(
             }
         }
     }
+}
+
+/// The values the pod a request is about got from Secrets, in the container it names.
+fn hidden_values(assignment: Option<&Assignment>, request: &AgentRequest) -> Vec<String> {
+    let Some((namespace, pod, container)) = request.container() else { return Vec::new() };
+    assignment
+        .and_then(|a| a.pods.iter().find(|p| p.namespace == namespace && p.pod == pod))
+        .map(|p| super::pods::secret_values(p, container).into_iter().map(str::to_owned).collect())
+        .unwrap_or_default()
+}
+
+/// Runs a request's command in the current attempt of its container, which must be running.
+async fn container_exec<R: ContainerRuntime>(
+    runtime: &R,
+    node: &str,
+    request: &ExecRequest,
+) -> Result<(i64, String), String> {
+    let filter = [
+        (labels::NODE, node),
+        (labels::NAMESPACE, request.namespace.as_str()),
+        (labels::POD, request.pod.as_str()),
+        (labels::CONTAINER, request.container.as_str()),
+    ];
+    let attempts = runtime.list(&filter).await.map_err(|e| e.to_string())?;
+    let attempt = |c: &super::runtime::ContainerInfo| {
+        c.labels.get(labels::ATTEMPT).and_then(|a| a.parse::<u32>().ok()).unwrap_or(0)
+    };
+    let Some(container) =
+        attempts.iter().max_by_key(|c| attempt(c)).filter(|c| c.state == super::runtime::ContainerState::Running)
+    else {
+        return Err(format!(
+            "container {} of pod {}/{} is not running on node {node}; `berth describe pod/{}` says why",
+            request.container, request.namespace, request.pod, request.pod
+        ));
+    };
+    let timeout = Duration::from_secs(request.timeout_seconds.clamp(1, 3600));
+    runtime
+        .exec_output(&container.id, &request.command, request.stdin.as_deref().map(str::as_bytes), timeout)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// The log of the container a request names: its current attempt, or the one before.

@@ -439,6 +439,57 @@ impl ContainerRuntime for Docker {
         }
     }
 
+    async fn exec_output(
+        &self,
+        id: &str,
+        command: &[String],
+        stdin: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<(i64, String), RuntimeError> {
+        let run = async {
+            let config = ExecConfig {
+                cmd: Some(command.to_vec()),
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                attach_stdin: Some(stdin.is_some()),
+                ..Default::default()
+            };
+            let created = self.client.create_exec(id, config).await.map_err(|e| engine(format!("exec in {id}"), e))?;
+            let mut text = String::new();
+            if let bollard::exec::StartExecResults::Attached { mut output, mut input } =
+                self.client.start_exec(&created.id, None).await.map_err(|e| engine(format!("exec in {id}"), e))?
+            {
+                if let Some(stdin) = stdin {
+                    use tokio::io::AsyncWriteExt as _;
+                    // A command that does not read its input is no error.
+                    let _ = input.write_all(stdin).await;
+                    let _ = input.shutdown().await;
+                }
+                drop(input);
+                while let Some(chunk) = output.next().await {
+                    let chunk = chunk.map_err(|e| engine(format!("exec in {id}"), e))?;
+                    if text.len() < EXEC_OUTPUT_LIMIT {
+                        text.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+                    }
+                }
+            }
+            if text.len() > EXEC_OUTPUT_LIMIT {
+                let mut cut = EXEC_OUTPUT_LIMIT;
+                while !text.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                text.truncate(cut);
+                text.push_str("\n(cut: the output is longer than 1 MiB)\n");
+            }
+            let inspected =
+                self.client.inspect_exec(&created.id).await.map_err(|e| engine(format!("exec in {id}"), e))?;
+            Ok((inspected.exit_code.unwrap_or(-1), text))
+        };
+        tokio::time::timeout(timeout, run).await.unwrap_or_else(|_| {
+            Err(RuntimeError::Engine { action: format!("exec in {id}"), reason: format!("no end within {timeout:?}") })
+        })
+    }
+
     async fn exec(&self, id: &str, command: &[String], timeout: Duration) -> Result<i64, RuntimeError> {
         let run = async {
             let config = ExecConfig {
@@ -465,6 +516,9 @@ impl ContainerRuntime for Docker {
         })
     }
 }
+
+/// The most output `exec_output` keeps.
+pub const EXEC_OUTPUT_LIMIT: usize = 1 << 20;
 
 /// The most of a log one request reads.
 const LOG_READ_LIMIT: usize = 8 << 20;

@@ -349,7 +349,37 @@ pub struct Endpoint {
 #[serde(rename_all = "camelCase")]
 pub struct AgentRequest {
     pub id: u64,
-    pub logs: LogRequest,
+    /// One of these: a container's log, or a command to run in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logs: Option<LogRequest>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<ExecRequest>,
+}
+
+impl AgentRequest {
+    /// The container the request is about: namespace, pod and container.
+    pub fn container(&self) -> Option<(&str, &str, &str)> {
+        match (&self.logs, &self.exec) {
+            (Some(l), _) => Some((&l.namespace, &l.pod, &l.container)),
+            (_, Some(e)) => Some((&e.namespace, &e.pod, &e.container)),
+            _ => None,
+        }
+    }
+}
+
+/// A command to run in a running container (`berth exec`): its output and exit code come back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecRequest {
+    pub namespace: String,
+    pub pod: String,
+    pub container: String,
+    pub command: Vec<String>,
+    /// What the command reads on its standard input, all of it; none when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin: Option<String>,
+    /// The command is stopped waiting for after this long.
+    pub timeout_seconds: u64,
 }
 
 /// The log of one container of a pod on the node.
@@ -377,6 +407,9 @@ pub struct LogRequest {
 pub struct AgentAnswer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub output: Option<String>,
+    /// A command's exit code, for an exec request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i64>,
     /// Why there is no output, in words for the user.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

@@ -165,6 +165,15 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         command: &[String],
         timeout: Duration,
     ) -> impl Future<Output = Result<i64, RuntimeError>> + Send;
+    /// Runs a command in a running container with `stdin` on its standard input; its exit code
+    /// and what it wrote (stdout and stderr together, at most `EXEC_OUTPUT_LIMIT` bytes).
+    fn exec_output(
+        &self,
+        id: &str,
+        command: &[String],
+        stdin: Option<&[u8]>,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<(i64, String), RuntimeError>> + Send;
     /// A running container's CPU time and memory in use; `None` when the engine cannot say.
     fn usage(&self, id: &str) -> impl Future<Output = Option<super::usage::Reading>> + Send;
     /// What a container wrote (stdout and stderr together): only the last `tail` lines, only

@@ -8,8 +8,8 @@
 use super::{AppError, now};
 use crate::lock;
 use crate::nodes::protocol::{
-    AgentAnswer, AgentRequest, Assignment, AssignmentQuery, Heartbeat, JoinRequest, JoinResponse, LogRequest,
-    PodAssignment, Report, RouteTable, ServiceRoute,
+    AgentAnswer, AgentRequest, Assignment, AssignmentQuery, ExecRequest, Heartbeat, JoinRequest, JoinResponse,
+    LogRequest, PodAssignment, Report, RouteTable, ServiceRoute,
 };
 use crate::store::Store;
 use axum::extract::{Path, Query, State};
@@ -86,27 +86,45 @@ impl AgentApi {
     /// Asks `node` for a container's log over the node's own connection; the node's answer, or
     /// why there is none.
     pub async fn ask_logs(&self, node: &str, logs: LogRequest) -> Result<String, String> {
+        let request = AgentRequest { id: 0, logs: Some(logs), exec: None };
+        let answer = self.ask(node, request, ANSWER_LIMIT).await?;
+        answer.output.ok_or_else(|| answer.error.unwrap_or_else(|| format!("node {node} gave no log")))
+    }
+
+    /// Asks `node` to run a command in a container; its exit code and output, or why it did not
+    /// run.
+    pub async fn ask_exec(&self, node: &str, exec: ExecRequest) -> Result<(i64, String), String> {
+        let limit = Duration::from_secs(exec.timeout_seconds) + ANSWER_LIMIT;
+        let answer = self.ask(node, AgentRequest { id: 0, logs: None, exec: Some(exec) }, limit).await?;
+        match (answer.exit_code, answer.output) {
+            (Some(code), output) => Ok((code, output.unwrap_or_default())),
+            _ => Err(answer.error.unwrap_or_else(|| format!("node {node} did not run the command"))),
+        }
+    }
+
+    /// Queues `request` for `node` and waits up to `limit` for the answer the node posts.
+    async fn ask(&self, node: &str, mut request: AgentRequest, limit: Duration) -> Result<AgentAnswer, String> {
         let id = self.inner.next_request.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        request.id = id;
         let (answer, answered) = tokio::sync::oneshot::channel();
         {
             let mut requests = crate::lock(&self.inner.requests);
             let node_requests = requests.entry(node.to_owned()).or_default();
-            node_requests.pending.push(AgentRequest { id, logs });
+            node_requests.pending.push(request);
             node_requests.waiting.insert(id, answer);
             node_requests.queued.notify_one();
         }
-        let result = tokio::time::timeout(ANSWER_LIMIT, answered).await;
+        let result = tokio::time::timeout(limit, answered).await;
         let mut requests = crate::lock(&self.inner.requests);
         if let Some(node_requests) = requests.get_mut(node) {
             node_requests.pending.retain(|r| r.id != id);
             node_requests.waiting.remove(&id);
         }
         match result {
-            Ok(Ok(AgentAnswer { output: Some(output), .. })) => Ok(output),
-            Ok(Ok(AgentAnswer { error, .. })) => Err(error.unwrap_or_else(|| format!("node {node} gave no log"))),
+            Ok(Ok(answer)) => Ok(answer),
             _ => Err(format!(
-                "node {node} did not answer within {} s; it may be down (see `berth get nodes`) or run a berth agent without log access",
-                ANSWER_LIMIT.as_secs()
+                "node {node} did not answer within {} s; it may be down (see `berth get nodes`) or run a berth agent that cannot answer",
+                limit.as_secs()
             )),
         }
     }

@@ -103,6 +103,7 @@ pub fn router(plane: Arc<ControlPlane>, access: Access) -> Router {
         .route("/api/v1/pods", get(pods))
         .route("/api/v1/pods/{namespace}/{name}", get(pod_detail))
         .route("/api/v1/pods/{namespace}/{name}/logs", get(pod_logs))
+        .route("/api/v1/pods/{namespace}/{name}/exec", post(pod_exec))
         .route("/api/v1/nodes", get(nodes))
         .route("/api/v1/watch/{what}", get(watch))
         .route("/api/v1/top/pods", get(top_pods))
@@ -563,24 +564,7 @@ async fn pod_logs(
     api.access.read(&headers)?;
     let plane = &api.plane;
     let (pod, assignment) = assigned_pod(plane, &namespace, &name).await?;
-    let names: Vec<String> =
-        assignment.map(|p| p.spec.all_containers().map(|c| c.name.clone()).collect()).unwrap_or_default();
-    let container = match query.container {
-        Some(container) if names.contains(&container) => container,
-        Some(container) => {
-            return Err(AppError::new(
-                StatusCode::NOT_FOUND,
-                format!("pod {namespace}/{name} has no container `{container}`; it has: {}", names.join(", ")),
-            ));
-        }
-        None if names.len() == 1 => names[0].clone(),
-        None => {
-            return Err(AppError::new(
-                StatusCode::BAD_REQUEST,
-                format!("pod {namespace}/{name} has several containers; choose one with -c: {}", names.join(", ")),
-            ));
-        }
-    };
+    let container = container_of(&namespace, &name, assignment.as_ref(), query.container)?;
     let request = crate::nodes::protocol::LogRequest {
         namespace,
         pod: name,
@@ -592,6 +576,68 @@ async fn pod_logs(
     };
     match plane.api.ask_logs(&pod.node, request).await {
         Ok(text) => Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()),
+        Err(reason) => Err(AppError::new(StatusCode::BAD_GATEWAY, reason)),
+    }
+}
+
+/// The container a request names (`-c`), or the pod's one container.
+fn container_of(
+    namespace: &str,
+    name: &str,
+    assignment: Option<&PodAssignment>,
+    asked: Option<String>,
+) -> Result<String, AppError> {
+    let names: Vec<String> =
+        assignment.map(|p| p.spec.all_containers().map(|c| c.name.clone()).collect()).unwrap_or_default();
+    match asked {
+        Some(container) if names.contains(&container) => Ok(container),
+        Some(container) => Err(AppError::new(
+            StatusCode::NOT_FOUND,
+            format!("pod {namespace}/{name} has no container `{container}`; it has: {}", names.join(", ")),
+        )),
+        None if names.len() == 1 => Ok(names[0].clone()),
+        None => Err(AppError::new(
+            StatusCode::BAD_REQUEST,
+            format!("pod {namespace}/{name} has several containers; choose one with -c: {}", names.join(", ")),
+        )),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ExecBody {
+    container: Option<String>,
+    command: Vec<String>,
+    stdin: Option<String>,
+    /// Defaults to 60; at most an hour.
+    timeout_seconds: Option<u64>,
+}
+
+/// Runs a command in a pod's container (`berth exec`), through the node's own connection; needs
+/// the token, as every change does. The output hides what the pod got from Secrets.
+async fn pod_exec(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path((namespace, name)): Path<(String, String)>,
+    Json(body): Json<ExecBody>,
+) -> Result<Json<serde_json::Value>, AppError> {
+    api.access.check(&headers)?;
+    if body.command.is_empty() {
+        return Err(AppError::new(StatusCode::BAD_REQUEST, "no command to run: give it after `--`"));
+    }
+    let plane = &api.plane;
+    let (pod, assignment) = assigned_pod(plane, &namespace, &name).await?;
+    let container = container_of(&namespace, &name, assignment.as_ref(), body.container)?;
+    let request = crate::nodes::protocol::ExecRequest {
+        namespace,
+        pod: name,
+        container,
+        command: body.command,
+        stdin: body.stdin,
+        timeout_seconds: body.timeout_seconds.unwrap_or(60).clamp(1, 3600),
+    };
+    match plane.api.ask_exec(&pod.node, request).await {
+        Ok((code, output)) => Ok(Json(serde_json::json!({ "exitCode": code, "output": output }))),
         Err(reason) => Err(AppError::new(StatusCode::BAD_GATEWAY, reason)),
     }
 }

@@ -162,13 +162,32 @@ impl Cluster {
 
     /// Runs the CLI against this server from `dir`, with no token unless `token` is set.
     pub(crate) fn cli(&self, dir: &Path, args: &[&str], token: bool) -> (i32, String, String) {
+        self.cli_with_input(dir, args, token, None)
+    }
+
+    /// `cli` with `input` on the command's standard input; `--server` goes right after the
+    /// subcommand, so that arguments after `--` stay the user's.
+    pub(crate) fn cli_with_input(
+        &self,
+        dir: &Path,
+        args: &[&str],
+        token: bool,
+        input: Option<&str>,
+    ) -> (i32, String, String) {
+        use std::io::Write as _;
         let mut command = Command::new(env!("CARGO_BIN_EXE_berth"));
-        command.args(args).args(["--server", &format!("http://{}", self.listen)]).current_dir(dir);
+        let (first, rest) = args.split_first().expect("a subcommand");
+        command.arg(first).args(["--server", &format!("http://{}", self.listen)]).args(rest).current_dir(dir);
         command.env_remove("BERTH_TOKEN").env("NO_COLOR", "1");
         if token {
             command.env("BERTH_TOKEN", self.token());
         }
-        let output = command.output().unwrap();
+        command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = command.spawn().unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(input.unwrap_or_default().as_bytes()).unwrap();
+        drop(stdin);
+        let output = child.wait_with_output().unwrap();
         (
             output.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -1675,4 +1694,57 @@ async fn pre_sync_hooks_gate_the_commit_and_post_sync_hooks_follow_it() {
     assert!(extra["reason"].as_str().unwrap_or_default().contains("PreSync hook failed"), "{extra:#}");
     assert_eq!(ready_revisions(&cluster).await, vec![second.clone()], "v2 keeps running");
     assert!(pod_names(&cluster, "extra").await.is_empty(), "nothing new of the failed commit starts");
+}
+
+/// Issue 19: `berth exec` runs a command in a pod's container through the node's own
+/// connection: its output, its exit code as the CLI's, standard input with -i, values from
+/// Secrets hidden, and the token required.
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_runs_a_command_in_a_container_and_exits_with_its_code() {
+    let image = crate::images::busybox();
+    let mut repo = TestRepo::new();
+    repo.write(
+        "shell.yaml",
+        &format!(
+            "apiVersion: v1
+kind: Secret
+metadata: {{name: token}}
+stringData: {{value: s3cr3t-canary}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: shell}}
+spec:
+  terminationGracePeriodSeconds: 0
+  containers:
+    - name: main
+      image: {image}
+      command: [sh, -c, 'exec sleep 3600']
+      env:
+        - name: TOKEN
+          valueFrom: {{secretKeyRef: {{name: token, key: value}}}}
+"
+        ),
+    );
+    repo.commit("a shell");
+    let cluster = Cluster::start("exec", repo.path().to_str().unwrap(), 1, &[]).await;
+    cluster.wait_status("the shell to run", synced).await;
+    let here = repo.path();
+
+    let (code, out, err) =
+        cluster.cli_with_input(here, &["exec", "shell", "--", "sh", "-c", "echo hi; exit 3"], true, None);
+    assert_eq!((code, out.as_str()), (3, "hi\n"), "{err}");
+    let (code, out, err) =
+        cluster.cli_with_input(here, &["exec", "-i", "shell", "--", "cat"], true, Some("piped in\n"));
+    assert_eq!((code, out.as_str()), (0, "piped in\n"), "{err}");
+    let (code, out, err) =
+        cluster.cli_with_input(here, &["exec", "shell", "--", "sh", "-c", "echo $TOKEN"], true, None);
+    assert_eq!(code, 0, "{err}");
+    assert!(!out.contains("s3cr3t-canary") && out.contains("(hidden)"), "{out}");
+    let (code, _, err) = cluster.cli_with_input(here, &["exec", "shell", "-c", "other", "--", "true"], true, None);
+    assert_eq!(code, 1);
+    assert!(err.contains("has no container `other`"), "{err}");
+    let elsewhere = tempfile::tempdir().unwrap();
+    let (code, _, err) = cluster.cli_with_input(elsewhere.path(), &["exec", "shell", "--", "true"], false, None);
+    assert_eq!(code, 1, "exec needs the token: {err}");
 }
