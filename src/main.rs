@@ -297,6 +297,10 @@ enum Command {
         /// Each line after the time it was written.
         #[arg(long)]
         timestamps: bool,
+        /// Keep printing what is written, across the container's restarts and, for KIND/NAME,
+        /// the new pods of a rollout, until interrupted.
+        #[arg(short, long)]
+        follow: bool,
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -432,7 +436,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Get { what, namespace, watch, server } => {
             client_command(&server, ClientCall::Get { what, namespace, watch })
         }
-        Command::Logs { target, namespace, container, all_containers, previous, tail, since, timestamps, server } => {
+        Command::Logs {
+            target,
+            namespace,
+            container,
+            all_containers,
+            previous,
+            tail,
+            since,
+            timestamps,
+            follow,
+            server,
+        } => {
+            if follow && previous {
+                bail!("--previous and --follow do not go together: an earlier attempt writes nothing more");
+            }
             let since_seconds = match since.as_deref() {
                 Some(text) => Some(
                     berth::client::parse_duration(text)
@@ -440,7 +458,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 ),
                 None => None,
             };
-            let logs = Logs { target, namespace, container, all_containers, previous, tail, since_seconds, timestamps };
+            let logs = Logs {
+                target,
+                namespace,
+                container,
+                all_containers,
+                previous,
+                tail,
+                since_seconds,
+                timestamps,
+                follow,
+            };
             client_command(&server, ClientCall::Logs(logs))
         }
         Command::Top { what, namespace, selector, containers, server } => {
@@ -1207,6 +1235,155 @@ struct Logs {
     tail: Option<u64>,
     since_seconds: Option<i64>,
     timestamps: bool,
+    follow: bool,
+}
+
+/// The pods `berth logs` reads: one by name, or every pod of a workload (KIND/NAME).
+async fn log_pods(client: &berth::client::Client, logs: &Logs) -> anyhow::Result<Vec<String>> {
+    if !logs.target.contains('/') {
+        return Ok(vec![logs.target.clone()]);
+    }
+    let (kind, namespace, name) = berth::client::parse_target(&logs.target, &logs.namespace)
+        .with_context(|| format!("`{}` is not a pod's name or KIND/NAME", logs.target))?;
+    let kind = berth::manifest::Kind::from_cli(&kind).with_context(|| format!("`{kind}` is not a workload kind"))?;
+    let all = client.get("/api/v1/pods").await?;
+    let found: Vec<String> = all
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["namespace"] == namespace.as_str() && p["workload"] == name.as_str())
+        .filter(|p| p["kind"] == kind.name() && p["status"] != "Terminating")
+        .filter_map(|p| p["name"].as_str().map(str::to_owned))
+        .collect();
+    if found.is_empty() && !logs.follow {
+        bail!("{} {namespace}/{name} has no pods; see `berth get pods`", kind.name());
+    }
+    Ok(found)
+}
+
+/// The containers of `pod` to read: every one with --all-containers, else the one asked for
+/// (`None`: the pod's only container).
+async fn log_containers(client: &berth::client::Client, logs: &Logs, pod: &str) -> anyhow::Result<Vec<Option<String>>> {
+    if !logs.all_containers {
+        return Ok(vec![logs.container.clone()]);
+    }
+    let detail = client.get(&format!("/api/v1/pods/{}/{pod}", logs.namespace)).await?;
+    Ok(detail["images"].as_object().into_iter().flatten().map(|(name, _)| Some(name.clone())).collect())
+}
+
+fn log_label(pod: &str, container: Option<&str>) -> String {
+    match container {
+        Some(name) => format!("{pod}/{name}"),
+        None => pod.to_owned(),
+    }
+}
+
+/// One container's log as the server reads it from the node; `since_seconds` overrides
+/// --since, and a follow always asks for timestamps.
+async fn log_text(
+    client: &berth::client::Client,
+    logs: &Logs,
+    pod: &str,
+    container: Option<&str>,
+    previous: bool,
+    since_seconds: Option<i64>,
+) -> anyhow::Result<String> {
+    let mut pairs: Vec<(&str, String)> = Vec::new();
+    if let Some(container) = container {
+        pairs.push(("container", container.to_owned()));
+    }
+    if previous {
+        pairs.push(("previous", "true".into()));
+    }
+    if let Some(tail) = logs.tail.filter(|_| since_seconds.is_none()) {
+        pairs.push(("tail", tail.to_string()));
+    }
+    if let Some(since) = since_seconds.or(logs.since_seconds) {
+        pairs.push(("sinceSeconds", since.to_string()));
+    }
+    if logs.timestamps || logs.follow {
+        pairs.push(("timestamps", "true".into()));
+    }
+    let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let base = format!("/api/v1/pods/{}/{pod}", logs.namespace);
+    Ok(client.get_text(&format!("{base}/logs?{}", berth::client::query(&pairs))).await?)
+}
+
+/// `berth logs -f`: reads each container's log again every second from just before the last
+/// line printed (lines carry the engine's timestamps, so none is printed twice), follows a
+/// restarted container into its new attempt after printing the end of the one before, and, for
+/// KIND/NAME, the workload's pods as they come and go.
+async fn follow_logs(client: &berth::client::Client, logs: &Logs) -> anyhow::Result<()> {
+    // Per pod and container: the time of the last line printed, and the restarts seen.
+    let mut printed: std::collections::HashMap<(String, Option<String>), (chrono::DateTime<chrono::FixedOffset>, u64)> =
+        std::collections::HashMap::new();
+    let workload = logs.target.contains('/');
+    let mut first = true;
+    loop {
+        let pods = log_pods(client, logs).await?;
+        let restarts: std::collections::HashMap<String, u64> = client
+            .get("/api/v1/pods")
+            .await?
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|p| p["namespace"] == logs.namespace.as_str())
+            .filter_map(|p| Some((p["name"].as_str()?.to_owned(), p["restarts"].as_u64().unwrap_or(0))))
+            .collect();
+        if !workload && !first && !restarts.contains_key(&logs.target) {
+            eprintln!("pod {}/{} is gone", logs.namespace, logs.target);
+            return Ok(());
+        }
+        for pod in &pods {
+            let Ok(containers) = log_containers(client, logs, pod).await else { continue };
+            let prefixed = workload || containers.len() > 1;
+            for container in containers {
+                let key = (pod.clone(), container.clone());
+                let restarted = restarts.get(pod).copied().unwrap_or(0);
+                let seen = printed.get(&key).copied();
+                let since = seen.map(|(at, _)| (chrono::Utc::now().timestamp() - at.timestamp()).max(0) + 2);
+                let mut texts = Vec::new();
+                // A restart since the last look: the end of the attempt before comes first.
+                if seen.is_some_and(|(_, before)| restarted > before) {
+                    if let Ok(text) = log_text(client, logs, pod, container.as_deref(), true, since).await {
+                        texts.push(text);
+                    }
+                }
+                match log_text(client, logs, pod, container.as_deref(), false, since).await {
+                    Ok(text) => texts.push(text),
+                    // A pod not started yet, or gone: looked at again next time.
+                    Err(error) if !first || workload => tracing::debug!(%error, "A log could not be read."),
+                    Err(error) => return Err(error),
+                }
+                let mut last = seen.map(|(at, _)| at);
+                let mut out = String::new();
+                for line in texts.iter().flat_map(|t| t.lines()) {
+                    let (stamp, rest) = line.split_once(' ').unwrap_or((line, ""));
+                    let Ok(at) = chrono::DateTime::parse_from_rfc3339(stamp) else { continue };
+                    if last.is_some_and(|last| at <= last) {
+                        continue;
+                    }
+                    last = Some(at);
+                    let shown = if logs.timestamps { line } else { rest };
+                    if prefixed {
+                        out.push_str(&format!("{} | {shown}\n", log_label(pod, container.as_deref())));
+                    } else {
+                        out.push_str(shown);
+                        out.push('\n');
+                    }
+                }
+                print!("{out}");
+                std::io::Write::flush(&mut std::io::stdout())?;
+                if let Some(last) = last {
+                    printed.insert(key, (last, restarted));
+                } else if let Some((at, _)) = seen {
+                    printed.insert(key, (at, restarted));
+                }
+            }
+        }
+        first = false;
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
 }
 
 /// A request of the CLI to a running server.
@@ -1344,64 +1521,19 @@ fn client_command(args: &ServerArgs, call: ClientCall) -> Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             ClientCall::Logs(logs) => {
-                // A pod by name, or every pod of a workload.
-                let pods: Vec<String> = match logs.target.split_once('/') {
-                    None => vec![logs.target.clone()],
-                    Some(_) => {
-                        let (kind, namespace, name) = c::parse_target(&logs.target, &logs.namespace)
-                            .with_context(|| format!("`{}` is not a pod's name or KIND/NAME", logs.target))?;
-                        let kind = berth::manifest::Kind::from_cli(&kind)
-                            .with_context(|| format!("`{kind}` is not a workload kind"))?;
-                        let all = client.get("/api/v1/pods").await?;
-                        let found: Vec<String> = all
-                            .as_array()
-                            .into_iter()
-                            .flatten()
-                            .filter(|p| p["namespace"] == namespace.as_str() && p["workload"] == name.as_str())
-                            .filter(|p| p["kind"] == kind.name() && p["status"] != "Terminating")
-                            .filter_map(|p| p["name"].as_str().map(str::to_owned))
-                            .collect();
-                        if found.is_empty() {
-                            bail!("{} {namespace}/{name} has no pods; see `berth get pods`", kind.name());
-                        }
-                        found
-                    }
-                };
+                if logs.follow {
+                    follow_logs(&client, &logs).await?;
+                    return Ok(ExitCode::SUCCESS);
+                }
+                let pods = log_pods(&client, &logs).await?;
                 let several_pods = pods.len() > 1;
                 for pod in pods {
-                    let base = format!("/api/v1/pods/{}/{pod}", logs.namespace);
-                    let containers: Vec<Option<String>> = if logs.all_containers {
-                        let detail = client.get(&base).await?;
-                        detail["images"].as_object().into_iter().flatten().map(|(name, _)| Some(name.clone())).collect()
-                    } else {
-                        vec![logs.container.clone()]
-                    };
+                    let containers = log_containers(&client, &logs, &pod).await?;
                     let prefixed = several_pods || containers.len() > 1;
                     for container in containers {
-                        let mut pairs: Vec<(&str, String)> = Vec::new();
-                        if let Some(container) = &container {
-                            pairs.push(("container", container.clone()));
-                        }
-                        if logs.previous {
-                            pairs.push(("previous", "true".into()));
-                        }
-                        if let Some(tail) = logs.tail {
-                            pairs.push(("tail", tail.to_string()));
-                        }
-                        if let Some(since) = logs.since_seconds {
-                            pairs.push(("sinceSeconds", since.to_string()));
-                        }
-                        if logs.timestamps {
-                            pairs.push(("timestamps", "true".into()));
-                        }
-                        let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
-                        let text = client.get_text(&format!("{base}/logs?{}", c::query(&pairs))).await?;
+                        let text = log_text(&client, &logs, &pod, container.as_deref(), logs.previous, None).await?;
                         if prefixed {
-                            let label = match &container {
-                                Some(name) => format!("{pod}/{name}"),
-                                None => pod.clone(),
-                            };
-                            print!("{}", c::prefixed(&label, &text));
+                            print!("{}", c::prefixed(&log_label(&pod, container.as_deref()), &text));
                         } else {
                             print!("{text}");
                         }

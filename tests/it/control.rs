@@ -1748,3 +1748,99 @@ spec:
     let (code, _, err) = cluster.cli_with_input(elsewhere.path(), &["exec", "shell", "--", "true"], false, None);
     assert_eq!(code, 1, "exec needs the token: {err}");
 }
+
+/// Follows `berth logs -f ARGS` in the background: what it printed so far, and the process.
+fn follow(
+    cluster: &Cluster,
+    dir: &Path,
+    args: &[&str],
+) -> (std::sync::Arc<std::sync::Mutex<String>>, std::process::Child) {
+    use std::io::BufRead as _;
+    let mut command = Command::new(env!("CARGO_BIN_EXE_berth"));
+    command
+        .args(["logs", "--server", &format!("http://{}", cluster.listen), "-f"])
+        .args(args)
+        .current_dir(dir)
+        .env("BERTH_TOKEN", cluster.token())
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = command.spawn().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let reader = std::io::BufReader::new(child.stdout.take().unwrap());
+    let into = seen.clone();
+    std::thread::spawn(move || {
+        for line in reader.lines().map_while(Result::ok) {
+            let mut text = into.lock().unwrap();
+            text.push_str(&line);
+            text.push('\n');
+        }
+    });
+    (seen, child)
+}
+
+/// Issue 19: `logs -f` on a workload follows a rollout to the new pods, and on a pod follows
+/// its container across restarts; no line is printed twice.
+#[tokio::test(flavor = "multi_thread")]
+async fn logs_follow_a_rollout_and_a_restarting_container() {
+    let image = crate::images::busybox();
+    let ticker = |version: &str| {
+        format!(
+            "apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: ticker}}
+spec:
+  selector: {{matchLabels: {{app: ticker}}}}
+  strategy: {{type: Recreate}}
+  template:
+    metadata: {{labels: {{app: ticker}}}}
+    spec:
+      terminationGracePeriodSeconds: 0
+      containers:
+        - name: main
+          image: {image}
+          command: [sh, -c, 'i=0; while true; do echo \"{version} line $i\"; i=$((i+1)); sleep 0.3; done']
+"
+        )
+    };
+    let crashy = format!(
+        "apiVersion: v1
+kind: Pod
+metadata: {{name: crashy}}
+spec:
+  terminationGracePeriodSeconds: 0
+  containers:
+    - name: main
+      image: {image}
+      command: [sh, -c, 'echo attempt starts; sleep 1; echo attempt ends; exit 1']
+"
+    );
+    let mut repo = TestRepo::new();
+    repo.write("ticker.yaml", &ticker("v1"));
+    repo.write("crashy.yaml", &crashy);
+    repo.commit("v1");
+    let cluster = Cluster::start("follow", repo.path().to_str().unwrap(), 1, &[]).await;
+    cluster.wait_status("the ticker to run", |s| workload(s, "ticker").is_some_and(|w| w["ready"] == 1)).await;
+    let (ticks, mut ticking) = follow(&cluster, repo.path(), &["deployment/ticker"]);
+    let (attempts, mut crashing) = follow(&cluster, repo.path(), &["crashy"]);
+    wait_for("v1 lines", LIMIT, || async { ticks.lock().unwrap().contains("v1 line 3") }).await;
+    repo.write("ticker.yaml", &ticker("v2"));
+    repo.commit("v2");
+    wait_for("the follow to reach the new pod", LIMIT, || async { ticks.lock().unwrap().contains("v2 line 3") }).await;
+    wait_for("two attempts of the crashing container", LIMIT, || async {
+        attempts.lock().unwrap().matches("attempt starts").count() >= 2
+    })
+    .await;
+    let _ = ticking.kill();
+    let _ = crashing.kill();
+    let text = ticks.lock().unwrap().clone();
+    // Each pod's lines, in order, each once, with the pod as the prefix.
+    for version in ["v1", "v2"] {
+        let numbers: Vec<u64> =
+            text.lines().filter_map(|l| l.split_once(&format!("| {version} line "))?.1.parse().ok()).collect();
+        assert!(numbers.len() >= 3, "{text}");
+        assert!(numbers.windows(2).all(|w| w[1] == w[0] + 1), "{version} lines once each, in order: {text}");
+    }
+    let attempts = attempts.lock().unwrap().clone();
+    assert!(attempts.contains("attempt ends"), "the end of an attempt before its restart: {attempts}");
+}
