@@ -636,7 +636,12 @@ pub fn judge(memory: &Memory, desired: &Loaded, targets: &Targets, summary: &Rec
     let mut decision = Decision::default();
     let mut verdicts: HashMap<&ObjectKey, (Outcome, String)> = HashMap::new();
     for workload in &summary.workloads {
-        if targets.overrides.contains_key(&workload.key) || targets.frozen.contains_key(&workload.key) {
+        // A workload that waits (for the PreSync hooks, or a PostSync hook for the rest) has
+        // not started: no deadline runs for it yet.
+        if targets.overrides.contains_key(&workload.key)
+            || targets.frozen.contains_key(&workload.key)
+            || workload.waiting.is_some()
+        {
             continue;
         }
         let Some(latest) = memory.revisions.get(&workload.key).and_then(|h| h.last()) else { continue };

@@ -396,6 +396,17 @@ fn a_pass_is_judged_by_what_the_nodes_run() {
             vec!["verdict web failed".into(), format!("outcome {v2} Degraded")],
             vec![],
         ),
+        (
+            "waiting for PreSync hooks past the deadline: not judged, Progressing",
+            NOW - 6000,
+            {
+                let mut waiting = summary(&key, false, None);
+                waiting.workloads[0].waiting = Some("waits for the PreSync hook Job default/migrate".into());
+                waiting
+            },
+            vec![],
+            vec![],
+        ),
     ];
     for (name, started_at, summary, expected, events) in cases {
         let mut memory = applying(&c.v2, SyncOutcome::Progressing);
