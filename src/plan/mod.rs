@@ -614,10 +614,15 @@ fn job_shape(spec: &crate::manifest::types::JobSpec) -> String {
     let indexed = spec.completion_mode == Some(crate::manifest::types::CompletionMode::Indexed);
     let what = match spec.completions {
         Some(n) if indexed => format!("indexes 0 to {} each succeed once", n - 1),
+        Some(1) => "1 pod succeeds".to_owned(),
         Some(n) => format!("{} succeed", count(n, "pod")),
         None => "one pod succeeds (a work queue)".to_owned(),
     };
-    format!("{what}, {parallelism} at a time, up to {} retries", spec.backoff_limit.unwrap_or(6))
+    let retries = match spec.backoff_limit.unwrap_or(6) {
+        1 => "1 retry".to_owned(),
+        n => format!("{n} retries"),
+    };
+    format!("{what}, {parallelism} at a time, up to {retries}")
 }
 
 fn deleted(old: &Resource) -> Change {
