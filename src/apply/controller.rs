@@ -390,6 +390,16 @@ impl<N: Nodes> Controller<N> {
             if let Some(reason) = waiting {
                 let mut status = frozen(resource, &current, &reports, &desired.commit.sha, "");
                 status.failure = None;
+                if let Object::Job(job) = &resource.object {
+                    status.job = Some(JobProgress {
+                        state: job::JobState::Waiting,
+                        active: 0,
+                        succeeded: 0,
+                        failed: 0,
+                        completions: job.spec.completions,
+                        waiting: Some(reason.clone()),
+                    });
+                }
                 status.waiting = Some(reason);
                 statuses.push(status);
                 continue;

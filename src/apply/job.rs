@@ -41,6 +41,9 @@ pub struct JobPod<'a> {
 /// Where a Job stands.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobState {
+    /// Not started: a PostSync hook waits for the rest of its commit, or a Job for the
+    /// commit's PreSync hooks.
+    Waiting,
     Running,
     Suspended,
     Complete,

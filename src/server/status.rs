@@ -104,6 +104,7 @@ pub struct JobView {
 impl JobView {
     pub fn of(job: &JobProgress, run: Option<&Revision>) -> JobView {
         let status = match job.state {
+            JobState::Waiting => "Waiting",
             JobState::Running => "Running",
             JobState::Suspended => "Suspended",
             JobState::Complete => "Complete",
@@ -264,6 +265,9 @@ fn job_health(job: &JobProgress) -> (Sync, Health, String) {
             ),
         ),
         JobState::Suspended => (Sync::Synced, Health::Healthy, format!("suspended: {done}, none running")),
+        JobState::Waiting => {
+            (Sync::OutOfSync, Health::Progressing, job.waiting.clone().unwrap_or_else(|| "waits to start".to_owned()))
+        }
         JobState::Running => {
             let waiting = job.waiting.as_ref().map(|w| format!("; {w}")).unwrap_or_default();
             (

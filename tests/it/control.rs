@@ -1643,6 +1643,7 @@ async fn pre_sync_hooks_gate_the_commit_and_post_sync_hooks_follow_it() {
     // While it runs, v1 runs, and the PostSync hook has not started.
     assert_eq!(ready_revisions(&cluster).await, vec![first.clone()], "{status:#}");
     assert!(pod_names(&cluster, "notify").await.is_empty(), "the PostSync hook waits");
+    assert_eq!(workload(&status, "notify").unwrap()["job"]["status"], "Waiting", "{status:#}");
     assert!(!synced(&status), "{status:#}");
     let status = cluster
         .wait_status("v2 and both hooks", |s| {
