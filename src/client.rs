@@ -61,6 +61,10 @@ impl Client {
         Err(ClientError::Refused { server: self.server.clone(), status: status.as_u16(), message })
     }
 
+    pub async fn delete(&self, path: &str) -> Result<Value, ClientError> {
+        self.send(self.http.delete(format!("{}{path}", self.server))).await
+    }
+
     pub async fn post(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
         self.send(self.http.post(format!("{}{path}", self.server)).json(body)).await
     }
@@ -305,6 +309,37 @@ pub fn cron_jobs_table(list: &Value, namespace: Option<&str>, now: i64) -> Strin
         &["NAMESPACE", "NAME", "SCHEDULE", "TIMEZONE", "SUSPEND", "ACTIVE", "LAST SCHEDULE", "NEXT", "LAST RUN"],
         &rows,
     )
+}
+
+/// `get pvc`: each claim with where its volume is, as kubectl shows claims (NODE in place of
+/// VOLUME: a claim's volume is on one node).
+pub fn claims_table(list: &Value, namespace: Option<&str>, now: i64) -> String {
+    let rows: Vec<Vec<String>> = items(list)
+        .iter()
+        .filter(|c| in_namespace(c, namespace))
+        .map(|c| {
+            let node = match (c["node"].as_str(), c["nodeReady"].as_bool()) {
+                (Some(node), Some(false)) => format!("{node} (NotReady)"),
+                (Some(node), _) => node.to_owned(),
+                (None, _) => "<none>".to_owned(),
+            };
+            let or_none = |field: &str| match c[field].as_str() {
+                Some("") | None => "<none>".to_owned(),
+                Some(value) => value.to_owned(),
+            };
+            vec![
+                text(&c["namespace"]),
+                text(&c["name"]),
+                text(&c["status"]),
+                node,
+                or_none("capacity"),
+                or_none("accessModes"),
+                or_none("storageClass"),
+                c["createdAt"].as_i64().map_or_else(|| "<none>".to_owned(), |t| age(t, now)),
+            ]
+        })
+        .collect();
+    table(&["NAMESPACE", "NAME", "STATUS", "NODE", "CAPACITY", "ACCESS MODES", "STORAGECLASS", "AGE"], &rows)
 }
 
 pub fn pods_table(list: &Value, namespace: Option<&str>) -> String {

@@ -243,9 +243,9 @@ enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
-    /// List workloads, jobs, cronjobs, pods, nodes, services or syncs of a running server.
+    /// List workloads, jobs, cronjobs, pods, pvc, nodes, services or syncs of a running server.
     Get {
-        /// workloads, jobs, cronjobs, pods, nodes, services or syncs.
+        /// workloads, jobs, cronjobs, pods, pvc, nodes, services or syncs.
         what: String,
         /// Only this namespace [default: all].
         #[arg(short, long)]
@@ -359,6 +359,21 @@ enum Command {
         /// The command and its arguments, after `--`.
         #[arg(last = true, required = true)]
         command: Vec<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Remove an orphaned claim's volume and the data in it: `delete pvc NAME`. Everything else
+    /// is deleted by removing it from Git.
+    Delete {
+        /// What to delete: pvc.
+        what: String,
+        /// Its name.
+        name: String,
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        /// Do not ask on a terminal first.
+        #[arg(long, short = 'y')]
+        yes: bool,
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -497,6 +512,14 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 None
             };
             client_command(&server, ClientCall::Exec { pod, container, namespace, stdin, timeout, command })
+        }
+        Command::Delete { what, name, namespace, yes, server } => {
+            if !matches!(what.as_str(), "pvc" | "pvcs" | "persistentvolumeclaim" | "persistentvolumeclaims") {
+                bail!(
+                    "cannot delete `{what}`: berth deletes what Git no longer declares; `delete pvc NAME` removes an orphaned claim's data"
+                );
+            }
+            client_command(&server, ClientCall::DeleteClaim { name, namespace, yes })
         }
         Command::Create { what, name, from, namespace, server } => {
             if !matches!(what.as_str(), "job" | "jobs") {
@@ -1222,6 +1245,12 @@ fn print_plan(plan: &plan::Plan, format: PlanFormat, compared: &str) -> Result<E
         PlanFormat::Markdown => write!(out, "> {compared}\n\n{}", render::markdown(plan))?,
         PlanFormat::Json => write!(out, "{}", render::json(plan))?,
     }
+    if !plan.refusals.is_empty() {
+        for refusal in &plan.refusals {
+            eprintln!("error: {refusal}");
+        }
+        return Ok(ExitCode::from(1));
+    }
     Ok(if plan.summary.has_changes() { ExitCode::from(2) } else { ExitCode::SUCCESS })
 }
 
@@ -1424,6 +1453,11 @@ enum ClientCall {
         cron_job: String,
         namespace: String,
     },
+    DeleteClaim {
+        name: String,
+        namespace: String,
+        yes: bool,
+    },
     Exec {
         pod: String,
         container: Option<String>,
@@ -1492,14 +1526,20 @@ fn client_command(args: &ServerArgs, call: ClientCall) -> Result<ExitCode> {
                             ("/api/v1/cronjobs", Box::new(move |v| c::cron_jobs_table(v, ns, now)))
                         }
                         "pods" | "pod" | "po" => ("/api/v1/pods", Box::new(move |v| c::pods_table(v, ns))),
+                        "pvc" | "pvcs" | "persistentvolumeclaims" | "persistentvolumeclaim" => {
+                            ("/api/v1/pvcs", Box::new(move |v| c::claims_table(v, ns, now)))
+                        }
                         "nodes" | "node" | "no" => ("/api/v1/nodes", Box::new(move |v| c::nodes_table(v, now))),
                         "services" | "service" | "svc" => {
                             ("/api/v1/services", Box::new(move |v| c::services_table(v, ns)))
                         }
                         "syncs" | "sync" => ("/api/v1/syncs", Box::new(move |v| c::syncs_table(v, now))),
-                        other => bail!("cannot list `{other}`: choose workloads, jobs, cronjobs, pods, nodes, services or syncs"),
+                        other => bail!("cannot list `{other}`: choose workloads, jobs, cronjobs, pods, pvc, nodes, services or syncs"),
                     };
                 if watch {
+                    if path == "/api/v1/pvcs" {
+                        bail!("--watch does not follow claims; run `berth get pvc` again");
+                    }
                     if args.output != Output::Table {
                         bail!("--watch prints tables; leave out -o");
                     }
@@ -1608,6 +1648,34 @@ fn client_command(args: &ServerArgs, call: ClientCall) -> Result<ExitCode> {
                 // The command's own exit code, as kubectl exec gives it.
                 let code = done["exitCode"].as_i64().unwrap_or(1);
                 Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+            }
+            ClientCall::DeleteClaim { name, namespace, yes } => {
+                let claims = client.get("/api/v1/pvcs").await?;
+                let claim = claims
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|c| c["namespace"] == namespace.as_str() && c["name"] == name.as_str())
+                    .cloned();
+                let Some(claim) = claim else {
+                    bail!("no claim {namespace}/{name}; `berth get pvc` lists them");
+                };
+                let node = claim["node"].as_str().unwrap_or("no node");
+                if !yes {
+                    if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+                        bail!("deleting claim {namespace}/{name} deletes its data on {node}; confirm with --yes");
+                    }
+                    eprint!("Delete claim {namespace}/{name} and the data of its volume on {node}? [y/N] ");
+                    let mut answer = String::new();
+                    std::io::stdin().read_line(&mut answer)?;
+                    if !matches!(answer.trim(), "y" | "Y" | "yes") {
+                        eprintln!("Nothing changed.");
+                        return Ok(ExitCode::from(1));
+                    }
+                }
+                let done = client.delete(&format!("/api/v1/pvcs/{namespace}/{name}")).await?;
+                print_value(&done, args.output, |_| format!("persistentvolumeclaim/{name} deleted, with its data on {node}\n"))?;
+                Ok(ExitCode::SUCCESS)
             }
             ClientCall::RunCronJob { name, cron_job, namespace } => {
                 let path = format!("/api/v1/cronjobs/{namespace}/{cron_job}/run");

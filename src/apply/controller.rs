@@ -11,14 +11,15 @@
 use super::cron;
 use super::job;
 use super::pods::{Replica, Sources, assignment, rollout_hash};
+use super::stateful;
 use crate::lock;
-use crate::manifest::types::{CronJob, Job, ObjectMeta};
+use crate::manifest::types::{CronJob, Job, ObjectMeta, PersistentVolumeClaimSpec};
 use crate::manifest::types::{DaemonSetStrategyType, IntOrString};
 use crate::manifest::{Kind, Object, ObjectKey, Resource};
 use crate::nodes::protocol::{PodAssignment, PodPhase, PodStatus, RouteTable, ServiceRoute};
 use crate::plan::rollout::{self, PodView, Strategy, Wishes};
 use crate::plan::schedule::{self, NodeInfo, Placement, PodRequest, requests};
-use crate::store::{Allocations, ServiceWants, Store, StoreError};
+use crate::store::{Allocations, ClaimRecord, ServiceWants, Store, StoreError};
 use crate::sync::Loaded;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -366,6 +367,10 @@ impl<N: Nodes> Controller<N> {
                 }
             }
         }
+        // Pods that still stop (draining from the routes, or no longer assigned but reported by
+        // a Ready node): a StatefulSet does not start their ordinal again until they are gone.
+        let stopping_pods: HashSet<(String, String)> =
+            leaving.keys().cloned().chain(unassigned.iter().map(|s| (s.namespace.clone(), s.pod.clone()))).collect();
         let mut deletes: HashSet<(String, String)> = HashSet::new();
         let mut pending: Vec<(PodRequest, PodAssignment, ObjectKey)> = Vec::new();
         let mut statuses = Vec::new();
@@ -410,6 +415,7 @@ impl<N: Nodes> Controller<N> {
                 failed_since: &failed_since,
                 reports: &reports,
                 deletes: &mut deletes,
+                stopping: &stopping_pods,
                 job: targets.jobs.get(&resource.key),
             };
             let status = match targets
@@ -452,6 +458,7 @@ impl<N: Nodes> Controller<N> {
                 failed_since: &failed_since,
                 reports: &reports,
                 deletes: &mut deletes,
+                stopping: &stopping_pods,
                 job: record.as_ref(),
             };
             let target = Target { resource, commit: desired, sources: &sources, replicas: None };
@@ -528,6 +535,63 @@ impl<N: Nodes> Controller<N> {
             ready.contains(node) && !gone.contains(&(pod.namespace.clone(), pod.pod.clone()))
         };
 
+        // Claims: a pod whose claim is on a node goes there, and waits while that node is not
+        // Ready; a claim with no node yet goes where its first pod is placed.
+        let mut claims: BTreeMap<(String, String), ClaimRecord> =
+            self.store.volume_claims().await?.into_iter().map(|c| ((c.namespace.clone(), c.name.clone()), c)).collect();
+        let claims_before = claims.clone();
+        let mut placing: HashSet<(String, String)> = HashSet::new();
+        pending.retain_mut(|(request, pod, workload)| {
+            let mut nodes: BTreeSet<&str> = BTreeSet::new();
+            let mut unbound = Vec::new();
+            for claim in super::pods::claims_of(pod) {
+                let id = (pod.namespace.clone(), claim.to_owned());
+                match claims.get(&id).and_then(|c| c.node.as_deref()) {
+                    Some(node) => {
+                        nodes.insert(node);
+                    }
+                    None => unbound.push(id),
+                }
+            }
+            let wait = |reason: String, statuses: &mut Vec<WorkloadStatus>| {
+                if let Some(status) = statuses.iter_mut().find(|s| &s.key == workload) {
+                    status.complete = false;
+                    status.unschedulable.push(reason);
+                }
+            };
+            if nodes.len() > 1 {
+                let names: Vec<&str> = nodes.iter().copied().collect();
+                wait(
+                    format!("pod {}: its claims are on different nodes ({}), so it fits on none", pod.pod, names.join(", ")),
+                    &mut statuses,
+                );
+                return false;
+            }
+            if let Some(node) = nodes.first() {
+                if !ready.contains(node) {
+                    let claim = super::pods::claims_of(pod)
+                        .find(|c| claims.get(&(pod.namespace.clone(), (*c).to_owned())).and_then(|r| r.node.as_deref()) == Some(*node))
+                        .unwrap_or_default();
+                    let state = if nodes_known(&node_infos, node) { "which is NotReady" } else { "which is gone" };
+                    wait(
+                        format!(
+                            "pod {} waits: volume {claim} is on node {node}, {state}; it is never made again empty elsewhere",
+                            pod.pod
+                        ),
+                        &mut statuses,
+                    );
+                    return false;
+                }
+                request.pinned = Some((*node).to_owned());
+            }
+            // Two new pods of one claim in a pass: the second follows the first next pass.
+            if unbound.iter().any(|id| placing.contains(id)) {
+                return false;
+            }
+            placing.extend(unbound);
+            true
+        });
+
         // Place what is new, with what stays counted as running.
         let placed: Vec<(PodRequest, String)> = stored
             .iter()
@@ -542,6 +606,16 @@ impl<N: Nodes> Controller<N> {
         {
             match placement {
                 Placement::Node(node) => {
+                    for claim in super::pods::claims_of(&pod) {
+                        let id = (pod.namespace.clone(), claim.to_owned());
+                        if claims.get(&id).is_some_and(|c| c.node.is_some()) {
+                            continue;
+                        }
+                        let record = claims
+                            .entry(id)
+                            .or_insert_with(|| new_claim(&desired.resources, &pod.namespace, claim, now));
+                        record.node = Some(node.clone());
+                    }
                     if let Some(record) = nodes.iter().find(|n| n.name == node) {
                         let allocatable = (record.allocatable.cpu_millis, record.allocatable.memory_bytes);
                         super::pods::place(&mut pod, &record.name, &record.address, allocatable);
@@ -555,6 +629,35 @@ impl<N: Nodes> Controller<N> {
                     }
                 }
             }
+        }
+
+        // Claims the commit declares are recorded (Pending until a pod is placed); a claim no
+        // object declares any more is orphaned, its data kept.
+        for resource in desired.resources.iter().filter(|r| r.key.kind == Kind::PersistentVolumeClaim) {
+            let id = (resource.key.namespace.clone(), resource.key.name.clone());
+            let fresh = new_claim(&desired.resources, &id.0, &id.1, now);
+            let record = claims.entry(id).or_insert_with(|| fresh.clone());
+            record.storage = fresh.storage;
+            record.access_modes = fresh.access_modes;
+            record.storage_class = fresh.storage_class;
+            record.owner = fresh.owner;
+        }
+        for record in claims.values_mut() {
+            let declared = claim_declaration(&desired.resources, &record.namespace, &record.name).is_some();
+            match (declared, record.orphaned_at) {
+                (true, Some(_)) => record.orphaned_at = None,
+                (false, None) => record.orphaned_at = Some(now),
+                _ => {}
+            }
+        }
+        let changed_claims: Vec<ClaimRecord> = claims
+            .values()
+            .filter(|c| claims_before.get(&(c.namespace.clone(), c.name.clone())) != Some(*c))
+            .cloned()
+            .collect();
+        if !changed_claims.is_empty() {
+            // Before any pod is assigned: a claim's node is durable before its pod writes data.
+            self.store.write_volume_claims(&changed_claims).await?;
         }
 
         // Only the nodes whose assignment changes are copied and written.
@@ -719,6 +822,8 @@ struct Step<'a> {
     failed_since: &'a HashMap<String, i64>,
     reports: &'a HashMap<String, PodStatus>,
     deletes: &'a mut HashSet<(String, String)>,
+    /// Pods of every workload that still stop, by `(namespace, pod)`.
+    stopping: &'a HashSet<(String, String)>,
     /// A Job's latest run, as the loop remembers it.
     job: Option<&'a job::JobRecord>,
 }
@@ -858,6 +963,34 @@ fn plan_workload(
                 waiting: step.waiting,
             });
         }
+        Object::StatefulSet(stateful_set) => {
+            let name = key.name.as_str();
+            let mut pods = Vec::new();
+            for (_, pod) in current {
+                match stateful::ordinal_of(name, &pod.pod) {
+                    Some(ordinal) => pods.push(stateful::OrdinalPod {
+                        name: pod.pod.clone(),
+                        ordinal,
+                        template_hash: pod.spec_hash.clone(),
+                        ready_since: ready_since.get(&format!("{}/{}", pod.namespace, pod.pod)).copied(),
+                    }),
+                    // Not one of its ordinals (an earlier berth's name): it goes.
+                    None => delete.push(pod.pod.clone()),
+                }
+            }
+            let stopping: Vec<usize> = step_in
+                .stopping
+                .iter()
+                .filter(|(namespace, _)| *namespace == key.namespace)
+                .filter_map(|(_, pod)| stateful::ordinal_of(name, pod))
+                .collect();
+            let step = stateful::step(&stateful_set.spec, &hash, &pods, &stopping, now);
+            delete.extend(step.delete);
+            create = step.create.into_iter().map(|o| (Replica::Ordinal(o), None)).collect();
+            status.updated = step.updated;
+            status.available = step.available;
+            status.complete = step.complete && delete.is_empty();
+        }
         Object::Pod(_) => {
             match current.first() {
                 None => create.push((Replica::Ordinal(0), None)),
@@ -921,6 +1054,53 @@ fn plan_workload(
         }
     }
     status
+}
+
+fn nodes_known(nodes: &[NodeInfo], name: &str) -> bool {
+    nodes.iter().any(|n| n.name == name)
+}
+
+/// What declares the claim `namespace/name` in a commit: a PersistentVolumeClaim, or a
+/// StatefulSet's claim template (for any of its ordinals); with its spec and owner.
+pub fn claim_declaration<'r>(
+    resources: &'r [Arc<Resource>],
+    namespace: &str,
+    name: &str,
+) -> Option<(&'r PersistentVolumeClaimSpec, String)> {
+    resources.iter().filter(|r| r.key.namespace == namespace).find_map(|r| match &r.object {
+        Object::PersistentVolumeClaim(claim) if r.key.name == name => {
+            Some((&claim.spec, Kind::PersistentVolumeClaim.name().to_owned()))
+        }
+        Object::StatefulSet(stateful_set) => stateful_set.spec.volume_claim_templates.iter().find_map(|t| {
+            let pod = name.strip_prefix(t.metadata.name.as_str())?.strip_prefix('-')?;
+            stateful::ordinal_of(&r.key.name, pod)?;
+            Some((&t.spec, format!("StatefulSet/{}", r.key.name)))
+        }),
+        _ => None,
+    })
+}
+
+/// A claim's record as its declaration says, on no node yet.
+fn new_claim(resources: &[Arc<Resource>], namespace: &str, name: &str, now: i64) -> ClaimRecord {
+    let declaration = claim_declaration(resources, namespace, name);
+    let spec = declaration.as_ref().map(|(spec, _)| *spec);
+    ClaimRecord {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+        node: None,
+        storage: spec
+            .and_then(|s| s.resources.as_ref())
+            .and_then(|r| r.requests.get("storage"))
+            .map(|q| q.as_str().to_owned())
+            .unwrap_or_default(),
+        access_modes: spec
+            .map(|s| s.access_modes.iter().map(|m| m.short()).collect::<Vec<_>>().join(","))
+            .unwrap_or_default(),
+        storage_class: spec.and_then(|s| s.storage_class_name.clone()).unwrap_or_else(|| "local".to_owned()),
+        owner: declaration.map(|(_, owner)| owner).unwrap_or_default(),
+        created_at: now,
+        orphaned_at: None,
+    }
 }
 
 /// The Job of a CronJob's run `name`: its job template, named for the run.

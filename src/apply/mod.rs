@@ -10,3 +10,4 @@ pub mod cron;
 pub mod job;
 pub mod pods;
 pub mod routes;
+pub mod stateful;

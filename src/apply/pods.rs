@@ -114,6 +114,7 @@ pub fn assignment(
     let hash = crate::plan::rollout::rollout_hash_of(resource, config.as_deref());
     let pod = match (resource.key.kind, replica) {
         (Kind::Pod, _) => resource.key.name.clone(),
+        (Kind::StatefulSet, Replica::Ordinal(ordinal)) => super::stateful::pod_name(&resource.key.name, ordinal),
         (_, Replica::OnNode(node)) => daemon_pod_name(&resource.key.name, &hash, node),
         (_, Replica::Ordinal(ordinal)) => pod_name(&resource.key.name, &hash, ordinal),
         (_, Replica::Job(start)) => match start.index {
@@ -263,6 +264,7 @@ pub fn assignment(
         files.insert(volume.name.clone(), select_items(entries, items, &what)?);
     }
 
+    let spec = with_claims(resource, spec, &pod);
     Ok(PodAssignment {
         pod,
         namespace: namespace.to_owned(),
@@ -272,12 +274,40 @@ pub fn assignment(
         spec_hash: hash,
         config_hash: config.unwrap_or_default(),
         uid,
-        spec: spec.clone(),
+        spec,
         env,
         files,
         secret_env,
         node_env,
     })
+}
+
+/// The pod's spec with a StatefulSet's claim templates as its volumes: the volume of template
+/// `data` of pod `db-0` is the claim `data-db-0`, as in Kubernetes.
+fn with_claims(resource: &Resource, spec: &PodSpec, pod: &str) -> PodSpec {
+    let mut spec = spec.clone();
+    if let Object::StatefulSet(stateful_set) = &resource.object {
+        for template in &stateful_set.spec.volume_claim_templates {
+            spec.volumes.push(crate::manifest::types::Volume {
+                name: template.metadata.name.clone(),
+                empty_dir: None,
+                host_path: None,
+                config_map: None,
+                secret: None,
+                downward_api: None,
+                persistent_volume_claim: Some(crate::manifest::types::PersistentVolumeClaimVolumeSource {
+                    claim_name: super::stateful::claim_name(&template.metadata.name, pod),
+                    read_only: None,
+                }),
+            });
+        }
+    }
+    spec
+}
+
+/// The claims a pod's volumes name.
+pub fn claims_of(pod: &PodAssignment) -> impl Iterator<Item = &str> {
+    pod.spec.volumes.iter().filter_map(|v| v.persistent_volume_claim.as_ref().map(|c| c.claim_name.as_str()))
 }
 
 /// What the downward API reads of a pod being made.

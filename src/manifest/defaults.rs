@@ -12,6 +12,34 @@ pub const DEFAULT_UNAVAILABLE: &str = "25%";
 pub fn apply(object: &mut Object) {
     match object {
         Object::Namespace(_) | Object::ConfigMap(_) => {}
+        Object::PersistentVolumeClaim(claim) => claim_spec(&mut claim.spec),
+        Object::StatefulSet(stateful_set) => {
+            let spec = &mut stateful_set.spec;
+            spec.replicas.get_or_insert(1);
+            spec.min_ready_seconds.get_or_insert(0);
+            spec.revision_history_limit.get_or_insert(10);
+            spec.pod_management_policy.get_or_insert(PodManagementPolicy::OrderedReady);
+            let strategy = spec
+                .update_strategy
+                .get_or_insert(StatefulSetUpdateStrategy { strategy_type: None, rolling_update: None });
+            let strategy_type = *strategy.strategy_type.get_or_insert(StatefulSetStrategyType::RollingUpdate);
+            if strategy_type == StatefulSetStrategyType::RollingUpdate {
+                let rolling = strategy
+                    .rolling_update
+                    .get_or_insert(StatefulSetRollingUpdate { partition: None, max_unavailable: None });
+                rolling.partition.get_or_insert(0);
+                rolling.max_unavailable.get_or_insert(IntOrString::Int(1));
+            }
+            let retention = spec
+                .persistent_volume_claim_retention_policy
+                .get_or_insert(ClaimRetentionPolicy { when_deleted: None, when_scaled: None });
+            retention.when_deleted.get_or_insert(ClaimRetention::Retain);
+            retention.when_scaled.get_or_insert(ClaimRetention::Retain);
+            for template in &mut spec.volume_claim_templates {
+                claim_spec(&mut template.spec);
+            }
+            pod_spec(&mut spec.template.spec);
+        }
         Object::Secret(secret) => {
             secret.secret_type.get_or_insert_with(|| "Opaque".to_owned());
         }
@@ -75,6 +103,10 @@ pub fn apply(object: &mut Object) {
     }
 }
 
+fn claim_spec(spec: &mut PersistentVolumeClaimSpec) {
+    spec.volume_mode.get_or_insert(VolumeMode::Filesystem);
+}
+
 fn job_spec(spec: &mut JobSpec) {
     // As in Kubernetes: with neither set, one pod must succeed; parallelism alone makes a work
     // queue, which completions leaves unset.
@@ -121,6 +153,7 @@ fn pod_spec(spec: &mut PodSpec) {
             && volume.config_map.is_none()
             && volume.secret.is_none()
             && volume.downward_api.is_none()
+            && volume.persistent_volume_claim.is_none()
         {
             volume.empty_dir = Some(EmptyDirVolumeSource {});
         }

@@ -61,12 +61,10 @@ pub const OTHER_KINDS: &[(&str, Tier)] = &[
     ("ResourceClaim", Tier::Accepted("berth does not allocate devices")),
     ("ResourceClaimTemplate", Tier::Accepted("berth does not allocate devices")),
     ("ResourceSlice", Tier::Accepted("berth does not allocate devices")),
-    ("StatefulSet", Tier::NotYet),
     ("HorizontalPodAutoscaler", Tier::NotYet),
     ("Ingress", Tier::NotYet),
     ("IngressClass", Tier::NotYet),
     ("PersistentVolume", Tier::NotYet),
-    ("PersistentVolumeClaim", Tier::NotYet),
     ("PodTemplate", Tier::NotYet),
 ];
 

@@ -5,6 +5,8 @@
 #[rustfmt::skip]
 pub const FIELDS: &[(&str, &[&str])] = &[
     ("Capabilities", &["add", "drop"]),
+    ("ClaimRetentionPolicy", &["whenDeleted", "whenScaled"]),
+    ("ClaimTemplate", &["apiVersion", "kind", "metadata", "spec", "status"]),
     ("ConfigMap", &["apiVersion", "binaryData", "data", "immutable", "kind", "metadata"]),
     ("ConfigMapVolumeSource", &["defaultMode", "defaultUser", "items", "name", "optional"]),
     ("Container", &["args", "command", "env", "envFrom", "image", "imagePullPolicy", "lifecycle", "livenessProbe", "name", "ports", "readinessProbe", "resizePolicy", "resources", "restartPolicy", "restartPolicyRules", "securityContext", "startupProbe", "stdin", "stdinOnce", "terminationMessagePath", "terminationMessagePolicy", "tty", "volumeDevices", "volumeMounts", "workingDir"]),
@@ -40,6 +42,9 @@ pub const FIELDS: &[(&str, &[&str])] = &[
     ("ObjectFieldSelector", &["apiVersion", "fieldPath"]),
     ("ObjectMeta", &["annotations", "creationTimestamp", "deletionGracePeriodSeconds", "deletionTimestamp", "finalizers", "generateName", "generation", "labels", "managedFields", "name", "namespace", "ownerReferences", "resourceVersion", "selfLink", "uid"]),
     ("ObjectRef", &["name", "optional"]),
+    ("PersistentVolumeClaim", &["apiVersion", "kind", "metadata", "spec", "status"]),
+    ("PersistentVolumeClaimSpec", &["accessModes", "dataSource", "dataSourceRef", "resources", "selector", "storageClassName", "volumeAttributesClassName", "volumeMode", "volumeName"]),
+    ("PersistentVolumeClaimVolumeSource", &["claimName", "readOnly"]),
     ("Pod", &["apiVersion", "kind", "metadata", "spec", "status"]),
     ("PodFailurePolicy", &["rules"]),
     ("PodFailurePolicyOnExitCodes", &["containerName", "operator", "values"]),
@@ -63,8 +68,13 @@ pub const FIELDS: &[(&str, &[&str])] = &[
     ("ServicePort", &["appProtocol", "name", "nodePort", "port", "protocol", "targetPort"]),
     ("ServiceSpec", &["allocateLoadBalancerNodePorts", "clusterIP", "clusterIPs", "externalIPs", "externalName", "externalTrafficPolicy", "healthCheckNodePort", "internalTrafficPolicy", "ipFamilies", "ipFamilyPolicy", "loadBalancerClass", "loadBalancerIP", "loadBalancerSourceRanges", "ports", "publishNotReadyAddresses", "selector", "sessionAffinity", "sessionAffinityConfig", "trafficDistribution", "type"]),
     ("SleepAction", &["seconds"]),
+    ("StatefulSet", &["apiVersion", "kind", "metadata", "spec", "status"]),
+    ("StatefulSetRollingUpdate", &["maxUnavailable", "partition"]),
+    ("StatefulSetSpec", &["minReadySeconds", "ordinals", "persistentVolumeClaimRetentionPolicy", "podManagementPolicy", "replicas", "revisionHistoryLimit", "selector", "serviceName", "template", "updateStrategy", "volumeClaimTemplates"]),
+    ("StatefulSetUpdateStrategy", &["rollingUpdate", "type"]),
     ("TcpSocketAction", &["host", "port"]),
     ("TemplateMeta", &["annotations", "creationTimestamp", "deletionGracePeriodSeconds", "deletionTimestamp", "finalizers", "generateName", "generation", "labels", "managedFields", "name", "namespace", "ownerReferences", "resourceVersion", "selfLink", "uid"]),
     ("Volume", &["awsElasticBlockStore", "azureDisk", "azureFile", "cephfs", "cinder", "configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "fc", "flexVolume", "flocker", "gcePersistentDisk", "gitRepo", "glusterfs", "hostPath", "image", "iscsi", "name", "nfs", "persistentVolumeClaim", "photonPersistentDisk", "portworxVolume", "projected", "quobyte", "rbd", "scaleIO", "secret", "storageos", "vsphereVolume"]),
     ("VolumeMount", &["bindMountOptions", "mountPath", "mountPropagation", "name", "readOnly", "recursiveReadOnly", "subPath", "subPathExpr"]),
+    ("VolumeResources", &["limits", "requests"]),
 ];

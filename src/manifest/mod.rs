@@ -40,12 +40,14 @@ pub enum Kind {
     ReplicaSet,
     Deployment,
     DaemonSet,
+    StatefulSet,
     Job,
     CronJob,
+    PersistentVolumeClaim,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 11] = [
+    pub const ALL: [Kind; 13] = [
         Kind::Namespace,
         Kind::ConfigMap,
         Kind::Secret,
@@ -55,8 +57,10 @@ impl Kind {
         Kind::ReplicaSet,
         Kind::Deployment,
         Kind::DaemonSet,
+        Kind::StatefulSet,
         Kind::Job,
         Kind::CronJob,
+        Kind::PersistentVolumeClaim,
     ];
 
     pub fn name(self) -> &'static str {
@@ -70,8 +74,10 @@ impl Kind {
             Kind::ReplicaSet => "ReplicaSet",
             Kind::Deployment => "Deployment",
             Kind::DaemonSet => "DaemonSet",
+            Kind::StatefulSet => "StatefulSet",
             Kind::Job => "Job",
             Kind::CronJob => "CronJob",
+            Kind::PersistentVolumeClaim => "PersistentVolumeClaim",
         }
     }
 
@@ -92,6 +98,8 @@ impl Kind {
             "deploy" => Some(Kind::Deployment),
             "ds" => Some(Kind::DaemonSet),
             "cj" => Some(Kind::CronJob),
+            "sts" => Some(Kind::StatefulSet),
+            "pvc" | "pvcs" => Some(Kind::PersistentVolumeClaim),
             _ => None,
         };
         short.or_else(|| {
@@ -104,7 +112,7 @@ impl Kind {
 
     pub fn api_version(self) -> &'static str {
         match self {
-            Kind::ReplicaSet | Kind::Deployment | Kind::DaemonSet => "apps/v1",
+            Kind::ReplicaSet | Kind::Deployment | Kind::DaemonSet | Kind::StatefulSet => "apps/v1",
             Kind::Job | Kind::CronJob => "batch/v1",
             _ => "v1",
         }
@@ -118,7 +126,13 @@ impl Kind {
     pub fn is_workload(self) -> bool {
         matches!(
             self,
-            Kind::Pod | Kind::ReplicationController | Kind::ReplicaSet | Kind::Deployment | Kind::DaemonSet | Kind::Job
+            Kind::Pod
+                | Kind::ReplicationController
+                | Kind::ReplicaSet
+                | Kind::Deployment
+                | Kind::DaemonSet
+                | Kind::StatefulSet
+                | Kind::Job
         )
     }
 }
@@ -166,8 +180,10 @@ pub enum Object {
     ReplicaSet(ReplicaSet),
     Deployment(Deployment),
     DaemonSet(DaemonSet),
+    StatefulSet(StatefulSet),
     Job(Job),
     CronJob(CronJob),
+    PersistentVolumeClaim(PersistentVolumeClaim),
 }
 
 impl Object {
@@ -182,8 +198,10 @@ impl Object {
             Object::ReplicaSet(_) => Kind::ReplicaSet,
             Object::Deployment(_) => Kind::Deployment,
             Object::DaemonSet(_) => Kind::DaemonSet,
+            Object::StatefulSet(_) => Kind::StatefulSet,
             Object::Job(_) => Kind::Job,
             Object::CronJob(_) => Kind::CronJob,
+            Object::PersistentVolumeClaim(_) => Kind::PersistentVolumeClaim,
         }
     }
 
@@ -198,8 +216,10 @@ impl Object {
             Object::ReplicaSet(o) => &o.metadata,
             Object::Deployment(o) => &o.metadata,
             Object::DaemonSet(o) => &o.metadata,
+            Object::StatefulSet(o) => &o.metadata,
             Object::Job(o) => &o.metadata,
             Object::CronJob(o) => &o.metadata,
+            Object::PersistentVolumeClaim(o) => &o.metadata,
         }
     }
 
@@ -214,8 +234,10 @@ impl Object {
             Object::ReplicaSet(o) => &mut o.metadata,
             Object::Deployment(o) => &mut o.metadata,
             Object::DaemonSet(o) => &mut o.metadata,
+            Object::StatefulSet(o) => &mut o.metadata,
             Object::Job(o) => &mut o.metadata,
             Object::CronJob(o) => &mut o.metadata,
+            Object::PersistentVolumeClaim(o) => &mut o.metadata,
         }
     }
 
@@ -235,6 +257,7 @@ impl Object {
             Object::ReplicaSet(o) => Some(&o.spec.template),
             Object::Deployment(o) => Some(&o.spec.template),
             Object::DaemonSet(o) => Some(&o.spec.template),
+            Object::StatefulSet(o) => Some(&o.spec.template),
             Object::Job(o) => Some(&o.spec.template),
             Object::CronJob(o) => Some(&o.spec.job_template.spec.template),
             _ => None,
@@ -273,6 +296,7 @@ impl Object {
             Object::ReplicationController(o) => o.spec.replicas,
             Object::ReplicaSet(o) => o.spec.replicas,
             Object::Deployment(o) => o.spec.replicas,
+            Object::StatefulSet(o) => o.spec.replicas,
             _ => None,
         }
     }
@@ -289,8 +313,10 @@ impl Object {
             Kind::ReplicaSet => Object::ReplicaSet(serde_json::from_value(value)?),
             Kind::Deployment => Object::Deployment(serde_json::from_value(value)?),
             Kind::DaemonSet => Object::DaemonSet(serde_json::from_value(value)?),
+            Kind::StatefulSet => Object::StatefulSet(serde_json::from_value(value)?),
             Kind::Job => Object::Job(serde_json::from_value(value)?),
             Kind::CronJob => Object::CronJob(serde_json::from_value(value)?),
+            Kind::PersistentVolumeClaim => Object::PersistentVolumeClaim(serde_json::from_value(value)?),
         })
     }
 }
@@ -766,6 +792,8 @@ fn parse_document(file: &str, root: &yaml::Node, policy: &policy::Policy, parsed
         Kind::DaemonSet => de::from_node(root, &context).map(Object::DaemonSet),
         Kind::Job => de::from_node(root, &context).map(Object::Job),
         Kind::CronJob => de::from_node(root, &context).map(Object::CronJob),
+        Kind::StatefulSet => de::from_node(root, &context).map(Object::StatefulSet),
+        Kind::PersistentVolumeClaim => de::from_node(root, &context).map(Object::PersistentVolumeClaim),
     };
     findings.extend(context.findings.into_inner());
     let object = match object {

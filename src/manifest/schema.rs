@@ -42,6 +42,8 @@ pub fn schemas() -> Vec<(String, Value)> {
                 Kind::Deployment => kind_schema::<Deployment>(kind),
                 Kind::DaemonSet => kind_schema::<DaemonSet>(kind),
                 Kind::Job => kind_schema::<Job>(kind),
+                Kind::StatefulSet => kind_schema::<StatefulSet>(kind),
+                Kind::PersistentVolumeClaim => kind_schema::<PersistentVolumeClaim>(kind),
                 Kind::CronJob => kind_schema::<CronJob>(kind),
             };
             (format!("{}.json", kind.name().to_ascii_lowercase()), schema)

@@ -44,6 +44,9 @@ pub const ACCEPTED: &[(&str, &str, &str)] = &[
     ("Deployment", "status", "status is observed, never declared"),
     ("DaemonSet", "status", "status is observed, never declared"),
     ("Job", "status", "status is observed, never declared"),
+    ("StatefulSet", "status", "status is observed, never declared"),
+    ("PersistentVolumeClaim", "status", "status is observed, never declared"),
+    ("ClaimTemplate", "status", "status is observed, never declared"),
     ("CronJob", "status", "status is observed, never declared"),
     ("JobSpec", "selector", "berth finds a Job's pods itself; they are never adopted"),
     ("JobSpec", "manualSelector", "berth finds a Job's pods itself; they are never adopted"),
@@ -126,7 +129,6 @@ pub const REFUSED: &[(&str, &str, &str)] = &[
     ("Container", "volumeDevices", "raw block devices are not supported"),
     ("VolumeMount", "subPathExpr", "not supported; use subPath"),
     ("VolumeMount", "recursiveReadOnly", "not supported"),
-    ("Volume", "persistentVolumeClaim", "berth has no persistent volume claims; use hostPath"),
     ("Volume", "projected", "not supported; use configMap or secret volumes"),
     ("Volume", "nfs", "mount the NFS share on the node and use hostPath"),
     ("Volume", "csi", "not supported"),
@@ -148,12 +150,27 @@ pub const REFUSED: &[(&str, &str, &str)] = &[
     ("JobSpec", "successPolicy", "not supported; a Job succeeds when `completions` pods (or indexes) have"),
     ("JobSpec", "managedBy", "berth runs every Job itself"),
     ("JobSpec", "scheduling", "berth places a Job's pods one by one; there is no gang scheduling"),
+    ("StatefulSetSpec", "ordinals", "not supported; a StatefulSet's ordinals start at 0"),
+    (
+        "PersistentVolumeClaimSpec",
+        "selector",
+        "berth makes each claim's volume itself; there are no PersistentVolumes to select",
+    ),
+    (
+        "PersistentVolumeClaimSpec",
+        "volumeName",
+        "berth makes each claim's volume itself; there are no PersistentVolumes to bind",
+    ),
+    ("PersistentVolumeClaimSpec", "dataSource", "not supported; a claim's volume starts empty"),
+    ("PersistentVolumeClaimSpec", "dataSourceRef", "not supported; a claim's volume starts empty"),
+    ("PersistentVolumeClaimSpec", "volumeAttributesClassName", "berth has one storage class, `local`"),
     ("PodFailurePolicyRule", "onPodConditions", "berth's pods have no disruption conditions; match onExitCodes"),
 ];
 
 /// `(value, one value berth takes in its place, reason)`: values of Kubernetes' enumerations
 /// that berth refuses, told apart by a value berth takes for the same field.
 pub const REFUSED_VALUES: &[(&str, &str, &str)] = &[
+    ("Block", "Filesystem", "berth's claims are folders; raw block devices are not supported"),
     ("Localhost", "RuntimeDefault", "berth's nodes keep no seccomp profiles of their own; use RuntimeDefault"),
     ("SCTP", "TCP", "berth's nodes route TCP and UDP only"),
     (
@@ -177,7 +194,7 @@ pub fn accepted(struct_name: &str, field: &str) -> Option<&'static str> {
 }
 
 /// Why a Kubernetes volume source without a reason of its own in [`REFUSED`] is refused.
-pub const VOLUME_SOURCE_REASON: &str = "berth's nodes mount emptyDir, hostPath, configMap and secret volumes; mount the storage on the node and use hostPath";
+pub const VOLUME_SOURCE_REASON: &str = "berth's nodes mount emptyDir, hostPath, configMap, secret, downwardAPI and persistentVolumeClaim volumes; mount the storage on the node and use hostPath or a claim";
 
 /// Why any other Kubernetes field without a tier of its own is refused.
 pub const UNRUN_REASON: &str = "berth does not run this Kubernetes field; remove it to load the object";

@@ -85,6 +85,16 @@ top_level_kind!(
     CronJob { spec: CronJobSpec }
 );
 top_level_kind!(
+    /// Runs `replicas` pods with stable names (`db-0`, `db-1`), each with claims of its own,
+    /// started, stopped and updated in order.
+    StatefulSet { spec: StatefulSetSpec }
+);
+top_level_kind!(
+    /// A volume that outlives its pods: a named volume on the node where its first pod runs,
+    /// and every later pod that uses it runs there too.
+    PersistentVolumeClaim { spec: PersistentVolumeClaimSpec }
+);
+top_level_kind!(
     /// A stable name and port for the ready pods its selector matches.
     Service { spec: ServiceSpec }
 );
@@ -175,6 +185,160 @@ pub struct DaemonSetSpec {
     pub min_ready_seconds: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revision_history_limit: Option<i32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StatefulSetSpec {
+    /// Defaults to 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+    pub selector: LabelSelector,
+    pub template: PodTemplateSpec,
+    /// The headless Service that gives each pod a name: `db-0.db.<namespace>.svc.cluster.local`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_name: Option<String>,
+    /// A claim per pod and template, named `<template>-<pod>` (`data-db-0`), kept when the pod
+    /// goes. A change to the templates is refused, as Kubernetes refuses it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volume_claim_templates: Vec<ClaimTemplate>,
+    /// Defaults to OrderedReady.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_management_policy: Option<PodManagementPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update_strategy: Option<StatefulSetUpdateStrategy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_ready_seconds: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision_history_limit: Option<i32>,
+    /// What becomes of the claims when the StatefulSet is deleted or scaled down; Retain by
+    /// default. Delete makes the commit that deletes data wait for an approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent_volume_claim_retention_policy: Option<ClaimRetentionPolicy>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum PodManagementPolicy {
+    /// One pod at a time, each Running and Ready before the next; stopped in reverse.
+    OrderedReady,
+    /// All at once.
+    Parallel,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StatefulSetUpdateStrategy {
+    /// Defaults to RollingUpdate.
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    pub strategy_type: Option<StatefulSetStrategyType>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolling_update: Option<StatefulSetRollingUpdate>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum StatefulSetStrategyType {
+    /// Highest ordinal first, down to `partition`.
+    RollingUpdate,
+    /// A pod takes the new template only when it is made again.
+    OnDelete,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct StatefulSetRollingUpdate {
+    /// Pods with an ordinal below it keep their template; defaults to 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<i32>,
+    /// Pods updated at once; defaults to 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_unavailable: Option<IntOrString>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClaimRetentionPolicy {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when_deleted: Option<ClaimRetention>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub when_scaled: Option<ClaimRetention>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum ClaimRetention {
+    Retain,
+    Delete,
+}
+
+/// A StatefulSet's template for the claim each of its pods gets.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClaimTemplate {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    pub metadata: ObjectMeta,
+    pub spec: PersistentVolumeClaimSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PersistentVolumeClaimSpec {
+    /// Recorded and shown; a node-local volume is reachable from its node only, whatever the
+    /// mode says.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub access_modes: Vec<AccessMode>,
+    /// `requests.storage` is recorded and shown; the engine's local driver does not enforce it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<VolumeResources>,
+    /// The one class is `local`, the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class_name: Option<String>,
+    /// Filesystem, the default, is the only mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub volume_mode: Option<VolumeMode>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum AccessMode {
+    ReadWriteOnce,
+    ReadOnlyMany,
+    ReadWriteMany,
+    ReadWriteOncePod,
+}
+
+impl AccessMode {
+    /// kubectl's short form (`RWO`).
+    pub fn short(self) -> &'static str {
+        match self {
+            AccessMode::ReadWriteOnce => "RWO",
+            AccessMode::ReadOnlyMany => "ROX",
+            AccessMode::ReadWriteMany => "RWX",
+            AccessMode::ReadWriteOncePod => "RWOP",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum VolumeMode {
+    Filesystem,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VolumeResources {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub requests: BTreeMap<String, Quantity>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub limits: BTreeMap<String, Quantity>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PersistentVolumeClaimVolumeSource {
+    pub claim_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_only: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -758,6 +922,9 @@ pub struct Volume {
     /// Files of the pod's own fields and its containers' resources.
     #[serde(default, rename = "downwardAPI", skip_serializing_if = "Option::is_none")]
     pub downward_api: Option<DownwardApiVolumeSource>,
+    /// A claim of the commit (or of the pod's StatefulSet): its data outlives the pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub persistent_volume_claim: Option<PersistentVolumeClaimVolumeSource>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

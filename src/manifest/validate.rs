@@ -54,6 +54,10 @@ pub struct Checker<'a> {
     findings: Vec<Diagnostic>,
     references: Vec<Reference>,
     anchors: Vec<(Box<str>, Pos)>,
+    /// Volumes a pod's mounts may name besides its own: a StatefulSet's claim templates.
+    claim_templates: Vec<String>,
+    /// The pod's volumes that are claims (its own and its templates').
+    claim_volumes: Vec<String>,
 }
 
 /// What checking one object found: its findings, the objects it refers to, and where the fields
@@ -73,6 +77,8 @@ impl<'a> Checker<'a> {
             prefix: Vec::new(),
             findings: Vec::new(),
             references: Vec::new(),
+            claim_templates: Vec::new(),
+            claim_volumes: Vec::new(),
             anchors: Vec::new(),
         }
     }
@@ -171,7 +177,7 @@ impl<'a> Checker<'a> {
     pub fn object(&mut self, object: &Object) {
         let kind = object.kind();
         self.metadata(object.metadata(), kind);
-        if matches!(kind, Kind::Deployment | Kind::ReplicaSet | Kind::ReplicationController) {
+        if matches!(kind, Kind::Deployment | Kind::ReplicaSet | Kind::ReplicationController | Kind::StatefulSet) {
             self.anchor(&[K("spec"), K("replicas")]);
         }
         let namespace = object.metadata().namespace.clone().unwrap_or_default();
@@ -280,6 +286,12 @@ impl<'a> Checker<'a> {
                 self.leave(1);
             }
             Object::CronJob(cron_job) => self.cron_job(&cron_job.spec, &namespace),
+            Object::PersistentVolumeClaim(claim) => {
+                self.enter(&[K("spec")]);
+                self.claim_spec(&claim.spec);
+                self.leave(1);
+            }
+            Object::StatefulSet(stateful_set) => self.stateful_set(object.metadata(), &stateful_set.spec, &namespace),
             Object::DaemonSet(daemon_set) => {
                 let spec = &daemon_set.spec;
                 self.selector(&spec.selector, &spec.template.metadata.labels);
@@ -290,6 +302,131 @@ impl<'a> Checker<'a> {
                     self.rolling_update(rolling, 100);
                     self.leave(3);
                 }
+            }
+        }
+    }
+
+    fn stateful_set(&mut self, metadata: &ObjectMeta, spec: &StatefulSetSpec, namespace: &str) {
+        // Pods are named `<name>-<ordinal>`: a DNS label, with room for the ordinal.
+        if !metadata.name.is_empty() && (!is_dns_label(&metadata.name) || metadata.name.len() > 52) {
+            self.error(
+                &[K("metadata"), K("name")],
+                format!("`{}` cannot name a StatefulSet's pods", metadata.name),
+                Some("use at most 52 lowercase letters, digits and `-`: its pods are named `<name>-<ordinal>`".into()),
+            );
+        }
+        self.replicas(spec.replicas);
+        self.selector(&spec.selector, &spec.template.metadata.labels);
+        let mut names: HashMap<&str, usize> = HashMap::new();
+        for (index, template) in spec.volume_claim_templates.iter().enumerate() {
+            let at = [K("spec"), K("volumeClaimTemplates"), I(index)];
+            let name = template.metadata.name.as_str();
+            if !is_dns_label(name) {
+                self.error(
+                    &[at[0], at[1], at[2], K("metadata"), K("name")],
+                    format!("`{name}` is not a valid claim template name"),
+                    Some(DNS_LABEL_HELP.into()),
+                );
+            }
+            if let Some(first) = names.insert(name, index) {
+                self.error(
+                    &[at[0], at[1], at[2], K("metadata"), K("name")],
+                    format!("claim template `{name}` is declared twice"),
+                    Some(format!("the first is volumeClaimTemplates[{first}]")),
+                );
+            }
+            if spec.template.spec.volumes.iter().any(|v| v.name == name) {
+                self.error(
+                    &[at[0], at[1], at[2], K("metadata"), K("name")],
+                    format!("the pod template also declares a volume `{name}`"),
+                    Some("a claim template is the pod's volume of that name; remove one of them".into()),
+                );
+            }
+            self.enter(&[at[0], at[1], at[2], K("spec")]);
+            self.claim_spec(&template.spec);
+            self.leave(4);
+        }
+        if let Some(policy) = &spec.persistent_volume_claim_retention_policy {
+            for (value, field) in [(policy.when_deleted, "whenDeleted"), (policy.when_scaled, "whenScaled")] {
+                if value == Some(ClaimRetention::Delete) {
+                    self.warn(
+                        &[K("spec"), K("persistentVolumeClaimRetentionPolicy"), K(field)],
+                        "berth keeps a StatefulSet's claims and their data whatever this says",
+                        Some("an orphaned claim's data goes with `berth delete pvc NAME`".to_owned()),
+                    );
+                }
+            }
+        }
+        self.claim_templates = spec.volume_claim_templates.iter().map(|t| t.metadata.name.clone()).collect();
+        self.template(&spec.template, namespace, Restarts::Always);
+        self.claim_templates.clear();
+        if let Some(rolling) = spec.update_strategy.as_ref().and_then(|s| s.rolling_update.as_ref()) {
+            if spec.update_strategy.as_ref().and_then(|s| s.strategy_type) == Some(StatefulSetStrategyType::OnDelete) {
+                self.error(
+                    &[K("spec"), K("updateStrategy"), K("rollingUpdate")],
+                    "rollingUpdate may not be set when the strategy type is OnDelete",
+                    None,
+                );
+            }
+            if rolling.partition.is_some_and(|p| p < 0) {
+                self.error(
+                    &[K("spec"), K("updateStrategy"), K("rollingUpdate"), K("partition")],
+                    "must not be negative",
+                    None,
+                );
+            }
+            if let Some(max) = &rolling.max_unavailable {
+                match max.scaled(spec.replicas.unwrap_or(1).max(1), false) {
+                    Ok(n) if n < 1 && matches!(max, IntOrString::Int(_)) => self.error(
+                        &[K("spec"), K("updateStrategy"), K("rollingUpdate"), K("maxUnavailable")],
+                        "must be at least 1",
+                        None,
+                    ),
+                    Ok(_) => {}
+                    Err(problem) => self.error(
+                        &[K("spec"), K("updateStrategy"), K("rollingUpdate"), K("maxUnavailable")],
+                        problem,
+                        None,
+                    ),
+                }
+            }
+        }
+        for (value, field) in
+            [(spec.min_ready_seconds, "minReadySeconds"), (spec.revision_history_limit, "revisionHistoryLimit")]
+        {
+            if value.is_some_and(|v| v < 0) {
+                self.error(&[K("spec"), K(field)], "must not be negative", None);
+            }
+        }
+    }
+
+    /// A claim's spec, at the path entered: the one storage class, sizes that read.
+    fn claim_spec(&mut self, spec: &PersistentVolumeClaimSpec) {
+        if let Some(class) = spec.storage_class_name.as_deref().filter(|c| !c.is_empty() && *c != "local") {
+            self.error(
+                &[K("storageClassName")],
+                format!("berth has no storage class `{class}`"),
+                Some("its one class is `local`, a volume on the node of the claim's first pod; write `local` or leave the field out".into()),
+            );
+        }
+        let resources = spec.resources.clone().unwrap_or_default();
+        for (field, values) in [("requests", &resources.requests), ("limits", &resources.limits)] {
+            for (name, quantity) in values {
+                if name != "storage" {
+                    self.error_key(
+                        &[K("resources"), K(field), K(name)],
+                        format!("a claim has no resource `{name}`"),
+                        Some("a claim asks for `storage`".into()),
+                    );
+                } else if quantity.millis() <= 0 {
+                    self.error(&[K("resources"), K(field), K(name)], "must be positive", None);
+                }
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (index, mode) in spec.access_modes.iter().enumerate() {
+            if !seen.insert(*mode) {
+                self.error(&[K("accessModes"), I(index)], format!("{mode:?} is listed twice"), None);
             }
         }
     }
@@ -629,6 +766,13 @@ impl<'a> Checker<'a> {
             }
         }
 
+        self.claim_volumes = spec
+            .volumes
+            .iter()
+            .filter(|v| v.persistent_volume_claim.is_some())
+            .map(|v| v.name.clone())
+            .chain(self.claim_templates.iter().cloned())
+            .collect();
         let mut volume_names: HashMap<&str, usize> = HashMap::new();
         for (index, volume) in spec.volumes.iter().enumerate() {
             let at = |field| [K("volumes"), I(index), K(field)];
@@ -652,12 +796,16 @@ impl<'a> Checker<'a> {
                 volume.config_map.is_some(),
                 volume.secret.is_some(),
                 volume.downward_api.is_some(),
+                volume.persistent_volume_claim.is_some(),
             ];
             match sources.iter().filter(|s| **s).count() {
                 0 => self.error(
                     &[K("volumes"), I(index)],
                     format!("volume `{}` has no source", volume.name),
-                    Some("give it one of emptyDir, hostPath, configMap, secret or downwardAPI".into()),
+                    Some(
+                        "give it one of emptyDir, hostPath, configMap, secret, downwardAPI or persistentVolumeClaim"
+                            .into(),
+                    ),
                 ),
                 1 => {}
                 _ => self.error(
@@ -674,6 +822,16 @@ impl<'a> Checker<'a> {
                         None,
                     );
                 }
+            }
+            if let Some(claim) = &volume.persistent_volume_claim {
+                self.reference(
+                    Kind::PersistentVolumeClaim,
+                    namespace,
+                    &claim.claim_name,
+                    None,
+                    false,
+                    &[K("volumes"), I(index), K("persistentVolumeClaim"), K("claimName")],
+                );
             }
             if let Some(config_map) = &volume.config_map {
                 let optional = config_map.optional.unwrap_or(false);
@@ -1114,11 +1272,18 @@ impl<'a> Checker<'a> {
         }
         let mut mount_paths: HashMap<&str, usize> = HashMap::new();
         for (index, mount) in container.volume_mounts.iter().enumerate() {
-            if !volumes.contains_key(mount.name.as_str()) {
+            if !volumes.contains_key(mount.name.as_str()) && !self.claim_templates.contains(&mount.name) {
                 self.error(
                     &[K("volumeMounts"), I(index), K("name")],
                     format!("no volume named `{}` in this pod", mount.name),
                     Some("declare it under volumes".into()),
+                );
+            }
+            if mount.sub_path.as_deref().is_some_and(|p| !p.is_empty()) && self.claim_volumes.contains(&mount.name) {
+                self.error(
+                    &[K("volumeMounts"), I(index), K("subPath")],
+                    format!("berth mounts claim volume `{}` whole; subPath is not supported on a claim", mount.name),
+                    Some("mount the claim at a folder and point the application at a folder inside it (for PostgreSQL, PGDATA)".into()),
                 );
             }
             if !mount.mount_path.starts_with('/') {
@@ -1414,7 +1579,12 @@ pub fn across(resources: &[Arc<Resource>], unloaded: &[(String, Labels)]) -> Vec
                         reference.pos,
                         format!("{} {}/{} is not in this commit", reference.kind, reference.namespace, reference.name),
                     )
-                    .help(format!("add the {}, fix the name, or mark the reference `optional: true`", reference.kind)),
+                    .help(match reference.kind {
+                        Kind::PersistentVolumeClaim => {
+                            "add the PersistentVolumeClaim or fix the name; a StatefulSet's pods get claims of their own from volumeClaimTemplates".to_owned()
+                        }
+                        kind => format!("add the {kind}, fix the name, or mark the reference `optional: true`"),
+                    }),
                 ),
                 (Some(target), Some(key)) if !has_data_key(target, key) => {
                     let keys = data_keys(target);

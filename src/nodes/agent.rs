@@ -318,7 +318,7 @@ pub async fn run<R: ContainerRuntime>(
     if let Some(mesh) = &mesh {
         let _ = metrics.mesh.set(mesh.clone());
     }
-    let manager = PodManager::new(runtime.clone(), manager_config).await?;
+    let manager = Arc::new(PodManager::new(runtime.clone(), manager_config).await?);
 
     let (assignments, mut assignment) = watch::channel::<Option<Assignment>>(None);
     let wake = Arc::new(Notify::new());
@@ -335,6 +335,7 @@ pub async fn run<R: ContainerRuntime>(
     tasks.spawn(serve_requests(
         client.clone(),
         runtime.clone(),
+        manager.clone(),
         saved.node.clone(),
         assignment.clone(),
         shutdown.clone(),
@@ -499,6 +500,7 @@ async fn sample_usage<R: ContainerRuntime>(
 async fn serve_requests<R: ContainerRuntime>(
     client: ApiClient,
     runtime: Arc<R>,
+    manager: Arc<PodManager<R>>,
     node: String,
     assignment: watch::Receiver<Option<Assignment>>,
     shutdown: CancellationToken,
@@ -516,12 +518,31 @@ async fn serve_requests<R: ContainerRuntime>(
                 retry.succeeded();
                 for request in requests {
                     let (client, runtime, node) = (client.clone(), runtime.clone(), node.clone());
+                    let manager = manager.clone();
                     // What the pod got from Secrets is hidden in what it wrote, as everywhere
                     // berth shows something.
                     let hidden = hidden_values(assignment.borrow().as_ref(), &request);
                     answering.spawn(async move {
                         let hidden: Vec<&str> = hidden.iter().map(String::as_str).collect();
                         let answer = match (&request.logs, &request.exec) {
+                            _ if request.remove_claim.is_some() => {
+                                let claim = request.remove_claim.as_ref().expect("checked above");
+                                match manager.remove_claim(&claim.namespace, &claim.claim).await {
+                                    Ok(removed) => AgentAnswer {
+                                        output: Some(if removed { "removed" } else { "absent" }.to_owned()),
+                                        exit_code: None,
+                                        error: None,
+                                    },
+                                    Err(error) => AgentAnswer {
+                                        output: None,
+                                        exit_code: None,
+                                        error: Some(format!(
+                                            "removing the volume of claim {}/{} failed: {error}",
+                                            claim.namespace, claim.claim
+                                        )),
+                                    },
+                                }
+                            }
                             (Some(logs), _) => match container_log(&*runtime, &node, logs).await {
                                 Ok(output) => AgentAnswer {
                                     output: Some(super::pods::hide(&output, &hidden)),

@@ -42,6 +42,8 @@ pub mod labels {
     /// The container's preStop hook, resolved (`hooks::Hook` as JSON): it is run when the
     /// container stops, whether or not its pod is still assigned.
     pub const PRE_STOP: &str = "berth.dev/pre-stop";
+    /// The claim a claim's volume holds the data of.
+    pub const CLAIM: &str = "berth.dev/claim";
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +123,15 @@ fn secrets_dir_for(state_dir: &Path) -> PathBuf {
 struct Inventory {
     containers: BTreeSet<String>,
     volumes: BTreeSet<String>,
+    /// The volumes of claims: they outlive pods, and go only when the server asks.
+    #[serde(default)]
+    claims: BTreeSet<String>,
+}
+
+/// The engine's name for the volume of claim `namespace/claim` on `node`. Apart from pods'
+/// names (`berth_...`), and injective for the reason [`engine_name`] is.
+pub fn claim_volume_name(node: &str, namespace: &str, claim: &str) -> String {
+    format!("berthclaim_{node}_{namespace}_{claim}")
 }
 
 /// Why a container waits instead of running.
@@ -658,6 +669,9 @@ impl<R: ContainerRuntime> PodManager<R> {
             self.runtime.create_volume(&name, &self.base_labels(assignment, "volume")).await?;
             self.open_empty_dir(assignment, &name).await?;
         }
+        for claim in spec.volumes.iter().filter_map(|v| v.persistent_volume_claim.as_ref()) {
+            self.open_claim(assignment, &claim.claim_name).await?;
+        }
         self.write_files(assignment)?;
 
         let mut ports = Vec::new();
@@ -870,6 +884,57 @@ impl<R: ContainerRuntime> PodManager<R> {
         }
     }
 
+    /// Makes the volume of a claim the first time a pod of this node uses it: owned by berth,
+    /// labelled with the claim, opened to the pod's users as an emptyDir is. Its data stays
+    /// when the pod goes. A volume of that name this node did not make is never used.
+    async fn open_claim(&self, assignment: &PodAssignment, claim: &str) -> Result<(), PodError> {
+        let name = claim_volume_name(&self.config.node, &assignment.namespace, claim);
+        if self.lock_inventory().claims.contains(&name) {
+            return Ok(());
+        }
+        let labels = [
+            (labels::NODE, self.config.node.as_str()),
+            (labels::NAMESPACE, assignment.namespace.as_str()),
+            (labels::CLAIM, claim),
+        ];
+        let ours = self.runtime.list_volumes(&labels).await?.contains(&name);
+        if !ours && self.runtime.volume_path(&name).await.is_ok() {
+            return Err(PodError::Routing {
+                pod: assignment.pod.clone(),
+                reason: format!(
+                    "a volume named {name} exists on node {} that berth did not make for claim {claim}; move it away",
+                    self.config.node
+                ),
+            });
+        }
+        self.record(|inventory| {
+            inventory.claims.insert(name.clone());
+        })?;
+        if !ours {
+            let labels: BTreeMap<String, String> =
+                labels.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+            self.runtime.create_volume(&name, &labels).await?;
+            self.open_empty_dir(assignment, &name).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes the volume of a claim, with its data, when this node made it and no container
+    /// uses it: what `berth delete pvc` asks. False when this node has no such volume.
+    pub async fn remove_claim(&self, namespace: &str, claim: &str) -> Result<bool, PodError> {
+        let name = claim_volume_name(&self.config.node, namespace, claim);
+        let labels =
+            [(labels::NODE, self.config.node.as_str()), (labels::NAMESPACE, namespace), (labels::CLAIM, claim)];
+        if !self.runtime.list_volumes(&labels).await?.contains(&name) {
+            return Ok(false);
+        }
+        self.runtime.remove_volume(&name).await?;
+        self.record(|inventory| {
+            inventory.claims.remove(&name);
+        })?;
+        Ok(true)
+    }
+
     /// The control plane judged a hostPath by how it is written; a symlink on the node can lead
     /// it elsewhere. A path that resolves into a folder the default host-access policy denies,
     /// while it was not written as one, is refused here (a path written as a denied one arrives
@@ -913,6 +978,9 @@ impl<R: ContainerRuntime> PodManager<R> {
             }
             let (source, forced_read_only) = if volume.empty_dir.is_some() {
                 (MountSource::Volume(self.volume_name(assignment, &volume.name)), false)
+            } else if let Some(claim) = &volume.persistent_volume_claim {
+                let name = claim_volume_name(&self.config.node, &assignment.namespace, &claim.claim_name);
+                (MountSource::Volume(name), claim.read_only.unwrap_or(false))
             } else if let Some(host_path) = &volume.host_path {
                 let path = match sub_path {
                     Some(sub) => format!("{}/{sub}", host_path.path.trim_end_matches('/')),

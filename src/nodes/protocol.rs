@@ -354,6 +354,17 @@ pub struct AgentRequest {
     pub logs: Option<LogRequest>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exec: Option<ExecRequest>,
+    /// The volume of a claim to remove, with its data (`berth delete pvc`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remove_claim: Option<ClaimRequest>,
+}
+
+/// A claim's volume on the node: namespace and claim name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimRequest {
+    pub namespace: String,
+    pub claim: String,
 }
 
 impl AgentRequest {

@@ -93,6 +93,9 @@ impl Routes {
                         continue;
                     };
                     addresses.push(ip);
+                    // Each pod by name too, as a StatefulSet's pods are known:
+                    // `db-0.db.<namespace>.svc.cluster.local`.
+                    routes.names.insert(format!("{}.{}.{}", endpoint.pod, service.name, service.namespace), vec![ip]);
                     for (container_port, host_port) in &endpoint.pod_ports {
                         if let Ok(host) = endpoint.host_ip.parse::<IpAddr>() {
                             let target = SocketAddr::new(host, *host_port);
@@ -697,6 +700,10 @@ mod tests {
         assert_eq!(code, ResponseCode::NXDomain, "search-list attempts miss");
         let (_, ips) = addresses(&answer_for("db.shop.svc.cluster.local.", RecordType::A).unwrap());
         assert_eq!(ips, vec![Ipv4Addr::new(127, 78, 1, 2)], "headless names resolve to the pods");
+        let (_, ips) = addresses(&answer_for("db-1.db.shop.svc.cluster.local.", RecordType::A).unwrap());
+        assert_eq!(ips, vec![Ipv4Addr::new(127, 78, 1, 2)], "each pod of a headless service has a name of its own");
+        let (code, _) = addresses(&answer_for("db-7.db.shop.svc.cluster.local.", RecordType::A).unwrap());
+        assert_eq!(code, ResponseCode::NXDomain);
         assert!(answer_for("example.org.", RecordType::A).is_none());
     }
 

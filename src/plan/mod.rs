@@ -224,6 +224,10 @@ pub struct Plan {
     /// they are then.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub placements: Vec<schedule::Forecast>,
+    /// Changes that cannot be carried out, as Kubernetes refuses them (a StatefulSet's claim
+    /// templates): a plan with any is never applied.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refusals: Vec<String>,
 }
 
 /// What happens to one workload's pods when a plan is carried out.
@@ -306,6 +310,7 @@ pub fn plan(desired: &State, observed: &State) -> Plan {
     let desired_side = Side::new(&desired_sorted, desired_rollouts);
     let observed_side = Side::new(&observed_sorted, observed_rollouts);
     let changed_configs = std::cell::OnceCell::new();
+    let mut refusals = Vec::new();
     loop {
         let change = match (desired_sorted.get(d), observed_sorted.get(o)) {
             (None, None) => break,
@@ -321,6 +326,9 @@ pub fn plan(desired: &State, observed: &State) -> Plan {
                     }
                     updated(old, new, Vec::new())
                 } else {
+                    if let Some(refusal) = refused_update(old, new) {
+                        refusals.push(refusal);
+                    }
                     // What each side's pods read, as one digest: equal digests, equal values.
                     // The same object reading nothing that changed reads the same values: when
                     // the observed side carries no rollouts, the desired one serves both.
@@ -399,7 +407,22 @@ pub fn plan(desired: &State, observed: &State) -> Plan {
         held: Vec::new(),
         placements: Vec::new(),
         steps: steps.finish(&desired.revision, &observed.revision),
+        refusals,
     }
+}
+
+/// Why an update cannot be made, as Kubernetes refuses it: a StatefulSet's claim templates are
+/// fixed once it exists, since the claims made from them hold data.
+fn refused_update(old: &Resource, new: &Resource) -> Option<String> {
+    let (Object::StatefulSet(before), Object::StatefulSet(after)) = (&old.object, &new.object) else { return None };
+    if before.spec.volume_claim_templates == after.spec.volume_claim_templates {
+        return None;
+    }
+    Some(format!(
+        "{}: volumeClaimTemplates cannot change once the StatefulSet exists ({}:{}): the claims made from them hold data. \
+         Revert the change, or give the StatefulSet a new name (its old claims stay, orphaned, until `berth delete pvc`)",
+        new.key, new.file, new.pos.line
+    ))
 }
 
 /// Every workload's step, desired ones and those Git no longer declares, gathered while the plan
@@ -541,7 +564,10 @@ fn created(new: &Resource) -> Change {
             replicas: Some(replicas),
             restarts: None,
             batches: Vec::new(),
-            description: format!("starts {}", count(replicas, "replica")),
+            description: match &new.object {
+                Object::StatefulSet(stateful_set) => stateful_start(&new.key.name, &stateful_set.spec, replicas),
+                _ => format!("starts {}", count(replicas, "replica")),
+            },
         });
     } else if new.key.kind == Kind::DaemonSet {
         created.rollout = Some(Rollout {
@@ -648,6 +674,11 @@ fn deleted(old: &Resource) -> Change {
     }
     let what = match (old.key.kind, old.object.replicas()) {
         (Kind::Namespace, _) => format!("deletes namespace {}", old.key.name),
+        (Kind::PersistentVolumeClaim, _) => format!(
+            "deletes claim {}: its volume and the data in it stay on their node, orphaned, until `berth delete pvc {}`; the commit waits for an approval",
+            old.key.qualified_name(),
+            old.key.name
+        ),
         (Kind::DaemonSet, _) => format!("deletes {}: its replica on every node stops", old.key),
         (_, Some(replicas)) if old.key.kind != Kind::Pod => {
             let verb = if replicas == 1 { "stops" } else { "stop" };
@@ -655,9 +686,23 @@ fn deleted(old: &Resource) -> Change {
         }
         _ => format!("deletes {}", old.key),
     };
-    let level =
-        if old.key.kind.is_workload() || old.key.kind == Kind::Namespace { RiskLevel::High } else { RiskLevel::Medium };
+    let level = if old.key.kind.is_workload() || matches!(old.key.kind, Kind::Namespace | Kind::PersistentVolumeClaim) {
+        RiskLevel::High
+    } else {
+        RiskLevel::Medium
+    };
     deleted.risks.push(Risk { level, message: what });
+    if let Object::StatefulSet(stateful_set) = &old.object {
+        for template in &stateful_set.spec.volume_claim_templates {
+            deleted.risks.push(Risk {
+                level: RiskLevel::Medium,
+                message: format!(
+                    "its claims {}-{}-N and their data are kept, orphaned, until `berth delete pvc`",
+                    template.metadata.name, old.key.name
+                ),
+            });
+        }
+    }
     if let Some(spec) = old.object.pod_spec() {
         for volume in spec.volumes.iter().filter(|v| v.empty_dir.is_some()) {
             deleted.risks.push(Risk {
@@ -858,6 +903,7 @@ fn rollout(old: &Resource, new: &Resource, config_changed: bool) -> Option<Rollo
             Object::ReplicaSet(_) | Object::ReplicationController(_) => {
                 rolling(replicas.unwrap_or(1), old_replicas.unwrap_or(1), None)
             }
+            Object::StatefulSet(stateful_set) => stateful_update(&new.key.name, &stateful_set.spec, old_replicas),
             Object::DaemonSet(daemon_set) => {
                 let strategy = daemon_set.spec.update_strategy.as_ref();
                 if strategy.and_then(|s| s.strategy_type) == Some(DaemonSetStrategyType::OnDelete) {
@@ -888,6 +934,29 @@ fn rollout(old: &Resource, new: &Resource, config_changed: bool) -> Option<Rollo
         });
     }
     match (old_replicas, replicas) {
+        (Some(before), Some(after)) if before != after && kind == Kind::StatefulSet => Some(Rollout {
+            strategy: RolloutStrategy::Scale,
+            replicas: Some(after),
+            restarts: Some(0),
+            batches: Vec::new(),
+            description: {
+                let name = &new.key.name;
+                let ordered = !matches!(&new.object, Object::StatefulSet(s) if s.spec.pod_management_policy == Some(crate::manifest::types::PodManagementPolicy::Parallel));
+                if after > before {
+                    format!(
+                        "scales from {before} to {after}: {} start{}, with the claims they had",
+                        ordinals(name, before..after),
+                        if ordered { " in order, each Ready before the next" } else { " at once" }
+                    )
+                } else {
+                    format!(
+                        "scales from {before} to {after}: {} stop{}; their claims and data are kept",
+                        ordinals(name, (after..before).rev()),
+                        if ordered { ", highest first, one at a time" } else { " at once" }
+                    )
+                }
+            },
+        }),
         (Some(before), Some(after)) if before != after => Some(Rollout {
             strategy: RolloutStrategy::Scale,
             replicas: Some(after),
@@ -900,6 +969,77 @@ fn rollout(old: &Resource, new: &Resource, config_changed: bool) -> Option<Rollo
             },
         }),
         _ => None,
+    }
+}
+
+/// `db-0, db-1, db-2` for those ordinals of StatefulSet `name` (the first ones and the last
+/// when there are many).
+fn ordinals(name: &str, range: impl Iterator<Item = i32>) -> String {
+    let all: Vec<String> = range.map(|o| format!("{name}-{o}")).collect();
+    if all.len() > 6 { format!("{}, ... {}", all[..3].join(", "), all[all.len() - 1]) } else { all.join(", ") }
+}
+
+/// How a new StatefulSet starts: its ordinals in order (or at once), with their claims.
+fn stateful_start(name: &str, spec: &crate::manifest::types::StatefulSetSpec, replicas: i32) -> String {
+    use crate::manifest::types::PodManagementPolicy;
+    use std::fmt::Write as _;
+    let how = if spec.pod_management_policy == Some(PodManagementPolicy::Parallel) {
+        "at once"
+    } else {
+        "in order, each Ready before the next"
+    };
+    let mut text = format!("starts {} {how}: {}", count(replicas, "replica"), ordinals(name, 0..replicas));
+    for template in &spec.volume_claim_templates {
+        let size = template.spec.resources.as_ref().and_then(|r| r.requests.get("storage"));
+        let _ = write!(
+            text,
+            "; each with claim {}-{name}-N{}, on the node of its first pod",
+            template.metadata.name,
+            size.map(|s| format!(" ({})", s.as_str())).unwrap_or_default()
+        );
+    }
+    text
+}
+
+/// A StatefulSet's new template: replaced from the highest ordinal down to the partition, one
+/// (or maxUnavailable) at a time; or, OnDelete, only as pods are made again.
+fn stateful_update(name: &str, spec: &crate::manifest::types::StatefulSetSpec, existing: Option<i32>) -> Rollout {
+    use crate::manifest::types::StatefulSetStrategyType;
+    use std::fmt::Write as _;
+    let replicas = spec.replicas.unwrap_or(1);
+    let strategy = spec.update_strategy.as_ref();
+    if strategy.and_then(|s| s.strategy_type) == Some(StatefulSetStrategyType::OnDelete) {
+        return Rollout {
+            strategy: RolloutStrategy::OnDelete,
+            replicas: Some(replicas),
+            restarts: Some(0),
+            batches: Vec::new(),
+            description: "OnDelete: pods take the new template only when they are made again".into(),
+        };
+    }
+    let rolling = strategy.and_then(|s| s.rolling_update.as_ref());
+    let partition = rolling.and_then(|r| r.partition).unwrap_or(0).clamp(0, replicas);
+    let at_once = rolling.and_then(|r| r.max_unavailable.as_ref()).map_or("1".to_owned(), ToString::to_string);
+    let restarts = existing.unwrap_or(replicas).min(replicas) - partition;
+    let mut description = format!(
+        "rolling update, highest ordinal first: {} restart{}, {at_once} at a time, each Ready before the next",
+        ordinals(name, (partition..partition + restarts.max(0)).rev()),
+        if restarts == 1 { "s" } else { "" },
+    );
+    if partition > 0 {
+        let _ = write!(
+            description,
+            "; {} below the partition keep{} the old template",
+            ordinals(name, 0..partition),
+            if partition == 1 { "s" } else { "" }
+        );
+    }
+    Rollout {
+        strategy: RolloutStrategy::RollingUpdate,
+        replicas: Some(replicas),
+        restarts: Some(restarts.max(0)),
+        batches: vec![1; usize::try_from(restarts.max(0)).unwrap_or(0)],
+        description,
     }
 }
 

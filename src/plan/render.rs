@@ -57,6 +57,12 @@ pub fn text(plan: &Plan, color: bool) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "berth plan: {}", heading(plan));
     let _ = writeln!(out, "{}", paint(&summary_line(plan), BOLD, color));
+    if !plan.refusals.is_empty() {
+        let _ = writeln!(out, "\nRefused (nothing of this plan is applied):");
+        for refusal in &plan.refusals {
+            let _ = writeln!(out, "  {} {refusal}", paint("error ", RED, color));
+        }
+    }
     if !plan.risks.is_empty() {
         let _ = writeln!(out, "\nRisks:");
         for risk in &plan.risks {
@@ -165,6 +171,13 @@ pub fn markdown(plan: &Plan) -> String {
         "| create | update | delete | unchanged |\n|---:|---:|---:|---:|\n| {} | {} | {} | {} |\n",
         s.create, s.update, s.delete, s.unchanged
     );
+    if !plan.refusals.is_empty() {
+        let _ = writeln!(out, "#### Refused: nothing of this plan is applied\n");
+        for refusal in &plan.refusals {
+            let _ = writeln!(out, "- {refusal}");
+        }
+        out.push('\n');
+    }
     if !plan.risks.is_empty() {
         let _ = writeln!(out, "#### Risks\n");
         for risk in &plan.risks {

@@ -86,7 +86,7 @@ impl AgentApi {
     /// Asks `node` for a container's log over the node's own connection; the node's answer, or
     /// why there is none.
     pub async fn ask_logs(&self, node: &str, logs: LogRequest) -> Result<String, String> {
-        let request = AgentRequest { id: 0, logs: Some(logs), exec: None };
+        let request = AgentRequest { id: 0, logs: Some(logs), exec: None, remove_claim: None };
         let answer = self.ask(node, request, ANSWER_LIMIT).await?;
         answer.output.ok_or_else(|| answer.error.unwrap_or_else(|| format!("node {node} gave no log")))
     }
@@ -95,10 +95,23 @@ impl AgentApi {
     /// run.
     pub async fn ask_exec(&self, node: &str, exec: ExecRequest) -> Result<(i64, String), String> {
         let limit = Duration::from_secs(exec.timeout_seconds) + ANSWER_LIMIT;
-        let answer = self.ask(node, AgentRequest { id: 0, logs: None, exec: Some(exec) }, limit).await?;
+        let answer =
+            self.ask(node, AgentRequest { id: 0, logs: None, exec: Some(exec), remove_claim: None }, limit).await?;
         match (answer.exit_code, answer.output) {
             (Some(code), output) => Ok((code, output.unwrap_or_default())),
             _ => Err(answer.error.unwrap_or_else(|| format!("node {node} did not run the command"))),
+        }
+    }
+
+    /// Asks `node` to remove the volume of a claim, with its data; whether it had one.
+    pub async fn ask_remove_claim(&self, node: &str, namespace: &str, claim: &str) -> Result<bool, String> {
+        let remove = crate::nodes::protocol::ClaimRequest { namespace: namespace.to_owned(), claim: claim.to_owned() };
+        let request = AgentRequest { id: 0, logs: None, exec: None, remove_claim: Some(remove) };
+        let answer = self.ask(node, request, ANSWER_LIMIT).await?;
+        match (answer.output.as_deref(), answer.error) {
+            (_, Some(error)) => Err(error),
+            (Some("removed"), None) => Ok(true),
+            _ => Ok(false),
         }
     }
 

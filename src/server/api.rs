@@ -105,6 +105,8 @@ pub fn router(plane: Arc<ControlPlane>, access: Access) -> Router {
         .route("/api/v1/pods/{namespace}/{name}/logs", get(pod_logs))
         .route("/api/v1/pods/{namespace}/{name}/exec", post(pod_exec))
         .route("/api/v1/nodes", get(nodes))
+        .route("/api/v1/pvcs", get(claims))
+        .route("/api/v1/pvcs/{namespace}/{name}", axum::routing::delete(delete_claim))
         .route("/api/v1/watch/{what}", get(watch))
         .route("/api/v1/top/pods", get(top_pods))
         .route("/api/v1/top/nodes", get(top_nodes))
@@ -896,6 +898,133 @@ async fn top_nodes(State(api): State<Api>, headers: HeaderMap) -> Result<Json<Ve
         })
         .collect();
     Ok(Json(views))
+}
+
+/// A claim as `berth get pvc` lists it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimView {
+    pub namespace: String,
+    pub name: String,
+    /// Pending (no pod placed yet), Bound (its volume is on `node`), or Orphaned (no object of
+    /// the applied commit declares it; its data stays until `berth delete pvc`).
+    pub status: String,
+    pub node: Option<String>,
+    /// Whether `node` is Ready; a claim's pods wait while it is not.
+    pub node_ready: bool,
+    pub capacity: String,
+    pub access_modes: String,
+    pub storage_class: String,
+    pub owner: String,
+    pub created_at: i64,
+    /// The pods that mount it now.
+    pub used_by: Vec<String>,
+}
+
+async fn claims(State(api): State<Api>, headers: HeaderMap) -> Result<Json<Vec<ClaimView>>, AppError> {
+    api.access.read(&headers)?;
+    Ok(Json(claim_views(&api.plane).await?))
+}
+
+pub async fn claim_views(plane: &ControlPlane) -> Result<Vec<ClaimView>, AppError> {
+    let grace = plane.config.controller.node_grace_seconds;
+    let now = now();
+    let nodes = plane.store.nodes().await?;
+    let mut users: BTreeMap<(String, String), Vec<String>> = BTreeMap::new();
+    for node in &nodes {
+        let (_, assigned) = plane.store.assignment(&node.name).await?;
+        for pod in &assigned {
+            for claim in crate::apply::pods::claims_of(pod) {
+                users.entry((pod.namespace.clone(), claim.to_owned())).or_default().push(pod.pod.clone());
+            }
+        }
+    }
+    Ok(plane
+        .store
+        .volume_claims()
+        .await?
+        .into_iter()
+        .map(|claim| {
+            let node_ready = claim
+                .node
+                .as_ref()
+                .is_some_and(|n| nodes.iter().any(|r| &r.name == n && now - r.last_heartbeat <= grace));
+            ClaimView {
+                status: match (&claim.node, claim.orphaned_at) {
+                    (_, Some(_)) => "Orphaned",
+                    (None, None) => "Pending",
+                    (Some(_), None) => "Bound",
+                }
+                .to_owned(),
+                used_by: users.remove(&(claim.namespace.clone(), claim.name.clone())).unwrap_or_default(),
+                namespace: claim.namespace,
+                name: claim.name,
+                node: claim.node,
+                node_ready,
+                capacity: claim.storage,
+                access_modes: claim.access_modes,
+                storage_class: claim.storage_class,
+                owner: claim.owner,
+                created_at: claim.created_at,
+            }
+        })
+        .collect())
+}
+
+/// Removes an orphaned claim and its volume, with the data in it (`berth delete pvc`). A claim
+/// the applied commit declares is refused: remove it from Git first.
+async fn delete_claim(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Path((namespace, name)): Path<(String, String)>,
+) -> Result<Json<serde_json::Value>, AppError> {
+    api.access.check(&headers)?;
+    let plane = &api.plane;
+    let views = claim_views(plane).await?;
+    let Some(claim) = views.iter().find(|c| c.namespace == namespace && c.name == name) else {
+        return Err(AppError::new(
+            StatusCode::NOT_FOUND,
+            format!("no claim {namespace}/{name}; `berth get pvc` lists them"),
+        ));
+    };
+    if claim.status != "Orphaned" {
+        return Err(AppError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "claim {namespace}/{name} is declared by {} in the applied commit: remove it from Git first; its data is kept until you delete it here",
+                claim.owner
+            ),
+        ));
+    }
+    if !claim.used_by.is_empty() {
+        return Err(AppError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "claim {namespace}/{name} is mounted by {}; it can be deleted once they are gone",
+                claim.used_by.join(", ")
+            ),
+        ));
+    }
+    let mut removed = false;
+    if let Some(node) = &claim.node {
+        if !claim.node_ready {
+            return Err(AppError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "the volume of claim {namespace}/{name} is on node {node}, which is NotReady; delete it when the node is back"
+                ),
+            ));
+        }
+        removed = plane
+            .api
+            .ask_remove_claim(node, &namespace, &name)
+            .await
+            .map_err(|reason| AppError::new(StatusCode::BAD_GATEWAY, reason))?;
+    }
+    plane.store.delete_volume_claim(&namespace, &name).await?;
+    Ok(Json(
+        serde_json::json!({ "deleted": format!("{namespace}/{name}"), "node": claim.node, "volumeRemoved": removed }),
+    ))
 }
 
 async fn nodes(State(api): State<Api>, headers: HeaderMap) -> Result<Json<Vec<NodeView>>, AppError> {

@@ -292,6 +292,25 @@ fn follow_head(decision: &mut Decision, seen: &Seen, memory: &Memory, commit: &A
     }
     let Some(planned) = &seen.planned else { return };
     let plan = &planned.plan;
+    if let Some(first) = plan.refusals.first() {
+        let reason = format!("commit {} is refused, so nothing of it is applied: {first}", commit.commit.short());
+        if seen.record.is_none() {
+            let record = record_of(
+                &commit.commit,
+                now,
+                SyncOutcome::Failed,
+                &reason,
+                planned.index,
+                render::text(plan, false),
+                render::json(plan),
+            );
+            decision.changes.push(Change::AddSync(record));
+            decision.events.push(Event::Finished(SyncOutcome::Failed));
+        }
+        decision.events.push(Event::LoadFailed { reason: reason.clone() });
+        decision.failed = Some(reason);
+        return;
+    }
     let wait = wait_reason(commit, plan);
     let outcome = if wait.is_some() { SyncOutcome::Waiting } else { SyncOutcome::Progressing };
     let record = record_of(

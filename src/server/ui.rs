@@ -39,6 +39,7 @@ pub fn router(plane: Arc<ControlPlane>, access: Access) -> Router {
         .route("/syncs/{sha}", get(sync))
         .route("/nodes", get(nodes))
         .route("/services", get(services))
+        .route("/volumes", get(volumes))
         .route("/ui/syncs/{sha}/approve", post(approve))
         .route("/ui/login", get(login_form).post(login))
         .route("/ui/events", get(events))
@@ -51,12 +52,13 @@ const STYLE: &str = include_str!("../../templates/style.css");
 const LIVE: &str = include_str!("../../templates/live.js");
 const TOKEN_COOKIE: &str = "berth_token";
 
-const NAV: [(&str, &str); 6] = [
+const NAV: [(&str, &str); 7] = [
     ("/", "Overview"),
     ("/workloads", "Workloads"),
     ("/plan", "Plan"),
     ("/nodes", "Nodes"),
     ("/services", "Services"),
+    ("/volumes", "Volumes"),
     ("/syncs", "Syncs"),
 ];
 
@@ -883,6 +885,55 @@ async fn services(State(ui): State<Ui>, headers: HeaderMap) -> Result<Response, 
         })
         .collect();
     page(&headers, "Services", "Services", Services { rows }).map_err(IntoResponse::into_response)
+}
+
+#[derive(Template)]
+#[template(path = "volumes.html")]
+struct Volumes {
+    rows: Vec<VolumeRow>,
+}
+
+struct VolumeRow {
+    namespace: String,
+    name: String,
+    status: String,
+    status_class: &'static str,
+    node: String,
+    capacity: String,
+    access_modes: String,
+    owner: String,
+    used_by: String,
+    age: String,
+}
+
+async fn volumes(State(ui): State<Ui>, headers: HeaderMap) -> Result<Response, Response> {
+    ui.read(&headers)?;
+    let now = super::now();
+    let views = api::claim_views(&ui.plane).await.map_err(IntoResponse::into_response)?;
+    let rows = views
+        .into_iter()
+        .map(|c| VolumeRow {
+            status_class: match (c.status.as_str(), c.node_ready) {
+                ("Bound", true) => "synced",
+                ("Bound", false) => "degraded",
+                _ => "progressing",
+            },
+            node: match (&c.node, c.node_ready) {
+                (Some(node), true) => node.clone(),
+                (Some(node), false) => format!("{node} (NotReady: its pods wait)"),
+                (None, _) => "none yet".to_owned(),
+            },
+            capacity: if c.capacity.is_empty() { "not asked".to_owned() } else { c.capacity },
+            used_by: if c.used_by.is_empty() { "no pod".to_owned() } else { c.used_by.join(", ") },
+            age: time(c.created_at, now),
+            namespace: c.namespace,
+            name: c.name,
+            status: c.status,
+            access_modes: c.access_modes,
+            owner: c.owner,
+        })
+        .collect();
+    page(&headers, "Volumes", "Volumes", Volumes { rows }).map_err(IntoResponse::into_response)
 }
 
 #[derive(Debug, Deserialize)]

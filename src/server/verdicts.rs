@@ -17,6 +17,21 @@ pub fn wait_reason(commit: &Loaded, plan: &plan::Plan) -> Option<String> {
             "the sync policy is manual: review the plan (`berth plan --server`) and approve it with `berth sync --approve {short}`"
         ));
     }
+    let claims: Vec<String> = plan
+        .changes
+        .iter()
+        .filter(|c| {
+            c.action == plan::Action::Delete && !c.kept && c.kind == crate::manifest::Kind::PersistentVolumeClaim
+        })
+        .map(|c| format!("{}/{}", c.namespace, c.name))
+        .collect();
+    if !claims.is_empty() {
+        return Some(format!(
+            "commit {short} removes the claim(s) {} from Git: their data stays on their nodes, orphaned, until `berth delete pvc`; \
+             review the plan and approve it with `berth sync --approve {short}`",
+            claims.join(", ")
+        ));
+    }
     let deletes = plan.changes.iter().filter(|c| c.action == plan::Action::Delete && !c.kept).count();
     let threshold = usize::from(commit.config.sync.prune_threshold);
     if applied > 0 && deletes * 100 > threshold * applied {

@@ -6,6 +6,7 @@
 //! This module knows rows and transactions; it never decides what to apply.
 
 mod changes;
+mod claims;
 mod cron;
 mod history;
 mod nodes;
@@ -13,6 +14,7 @@ pub mod seal;
 mod services;
 
 pub use changes::Change;
+pub use claims::ClaimRecord;
 pub use history::{Outcome, Pin, Revision, SyncOutcome, SyncRecord};
 pub use nodes::NodeRecord;
 pub use services::{Allocations, DNS_ADDRESS, NODE_PORTS, ServiceWants, allocate};

@@ -152,6 +152,7 @@ async fn pods_are_created_replaced_and_removed() {
         config_map: None,
         secret: None,
         downward_api: None,
+        persistent_volume_claim: None,
     });
 
     let summary = manager.converge(&desired).await.unwrap();
@@ -230,6 +231,7 @@ async fn containers_of_a_pod_share_localhost_and_an_empty_dir() {
         config_map: None,
         secret: None,
         downward_api: None,
+        persistent_volume_claim: None,
     });
     for container in &mut desired[0].spec.containers {
         container.volume_mounts.push(VolumeMount {
@@ -290,6 +292,7 @@ async fn config_map_files_and_env_appear_in_the_container() {
         }),
         secret: None,
         downward_api: None,
+        persistent_volume_claim: None,
     });
     desired[0].files.insert("config".into(), BTreeMap::from([("app.conf".to_owned(), b"greeting = hello\n".to_vec())]));
     desired[0].env.insert("main".into(), vec![("GREETING".into(), "hello from env".into())]);
@@ -631,6 +634,7 @@ async fn removal_is_graceful_and_limits_and_host_paths_apply() {
         config_map: None,
         secret: None,
         downward_api: None,
+        persistent_volume_claim: None,
     });
     manager.converge(&desired).await.unwrap();
     let id = status(&manager, &desired).await.containers[0].container_id.clone().unwrap();
@@ -710,6 +714,7 @@ async fn a_host_path_that_resolves_into_a_denied_folder_is_not_mounted() {
             config_map: None,
             secret: None,
             downward_api: None,
+            persistent_volume_claim: None,
         });
         pod
     };
@@ -775,6 +780,7 @@ async fn a_security_context_reaches_the_engine() {
         config_map: None,
         secret: None,
         downward_api: None,
+        persistent_volume_claim: None,
     });
     desired[0].spec.volumes.push(Volume {
         name: "config".into(),
@@ -789,6 +795,7 @@ async fn a_security_context_reaches_the_engine() {
         }),
         secret: None,
         downward_api: None,
+        persistent_volume_claim: None,
     });
     desired[0].files.insert("config".into(), BTreeMap::from([("app.conf".to_owned(), b"greeting = hello\n".to_vec())]));
     manager.converge(&desired).await.unwrap();
@@ -873,6 +880,7 @@ fn with_host_folder(pod: &mut PodAssignment, folder: &std::path::Path) {
         config_map: None,
         secret: None,
         downward_api: None,
+        persistent_volume_claim: None,
     });
 }
 

@@ -12,7 +12,7 @@ fn project() -> &'static Path {
 #[test]
 fn schemas_are_current() {
     let schemas = berth::schemas();
-    assert_eq!(schemas.len(), 12);
+    assert_eq!(schemas.len(), 14);
     for (name, schema) in schemas {
         assert_eq!(schema["$schema"], "http://json-schema.org/draft-07/schema#", "{name}");
         check_snapshot(

@@ -218,6 +218,7 @@ fn config_volume(name: &str, items: &[(&str, Option<i32>)]) -> Volume {
         }),
         secret: None,
         downward_api: None,
+        persistent_volume_claim: None,
     }
 }
 

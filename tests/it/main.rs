@@ -22,5 +22,6 @@ mod plan;
 mod routing;
 mod scenarios;
 mod server;
+mod stateful;
 mod store;
 mod ui;

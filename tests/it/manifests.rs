@@ -950,3 +950,87 @@ spec:
         assert!(out.contains(needle), "{needle}\n{out}");
     }
 }
+
+/// Issue 17: StatefulSets and claims are checked where they are written, as Kubernetes checks
+/// them, with what berth's node-local volumes cannot do said plainly.
+#[test]
+fn stateful_sets_and_claims_are_checked_as_kubernetes_checks_them() {
+    let mut repo = TestRepo::new();
+    repo.write(
+        "db.yaml",
+        "apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db}
+spec:
+  serviceName: db
+  selector: {matchLabels: {app: db}}
+  persistentVolumeClaimRetentionPolicy: {whenDeleted: Delete}
+  template:
+    metadata: {labels: {app: db}}
+    spec:
+      containers:
+        - name: main
+          image: registry.example/db:1
+          volumeMounts:
+            - {name: data, mountPath: /data, subPath: pgdata}
+            - {name: missing, mountPath: /missing}
+            - {name: shared, mountPath: /shared}
+      volumes:
+        - name: shared
+          persistentVolumeClaim: {claimName: nowhere}
+  volumeClaimTemplates:
+    - metadata: {name: data}
+      spec:
+        storageClassName: gp3
+        resources: {requests: {storage: 1Gi, cpu: 1}}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: uploads}
+spec:
+  accessModes: [ReadWriteOnce]
+  volumeName: pv-1
+  resources: {requests: {storage: 5Gi}}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: raw}
+spec:
+  volumeMode: Block
+",
+    );
+    repo.commit("a database");
+    let (code, out, err) = berth(repo.path(), &["validate", "."]);
+    assert_eq!(code, 1, "{out}{err}");
+    for needle in [
+        "db.yaml:7:55: warning: StatefulSet default/db: spec.persistentVolumeClaimRetentionPolicy.whenDeleted: berth keeps a StatefulSet's claims",
+        "db.yaml:15:55: error: StatefulSet default/db: spec.template.spec.containers[0].volumeMounts[0].subPath: berth mounts claim volume `data` whole",
+        "db.yaml:16:22: error: StatefulSet default/db: spec.template.spec.containers[0].volumeMounts[1].name: no volume named `missing` in this pod",
+        "db.yaml:24:27: error: StatefulSet default/db: spec.volumeClaimTemplates[0].spec.storageClassName: berth has no storage class `gp3`",
+        "db.yaml:25:46: error: StatefulSet default/db: spec.volumeClaimTemplates[0].spec.resources.requests.cpu: a claim has no resource `cpu`",
+        "db.yaml:32:3: error: PersistentVolumeClaim default/uploads: spec.volumeName: field `volumeName` is not supported by berth",
+        "db.yaml:39:15: error: PersistentVolumeClaim default/raw: spec.volumeMode: `Block` is not supported by berth",
+    ] {
+        assert!(out.contains(needle), "{needle}\n{out}");
+    }
+    assert!(out.contains("raw block devices are not supported"), "{out}");
+
+    // A claim a pod names must be in the commit.
+    repo.write(
+        "db.yaml",
+        "apiVersion: v1
+kind: Pod
+metadata: {name: app}
+spec:
+  containers: [{name: main, image: registry.example/app:1, volumeMounts: [{name: files, mountPath: /files}]}]
+  volumes: [{name: files, persistentVolumeClaim: {claimName: nowhere}}]
+",
+    );
+    repo.commit("a pod of a missing claim");
+    let (code, out, _) = berth(repo.path(), &["validate", "."]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("db.yaml:6:62: error: Pod default/app: spec.volumes[0].persistentVolumeClaim.claimName: PersistentVolumeClaim default/nowhere is not in this commit"),
+        "{out}"
+    );
+}
