@@ -23,6 +23,11 @@ case "$role" in
         echo ok > "$www/ready"
         ;;
     kv)
+        # A small database: what it keeps is on its claim (/data), which outlives the pod.
+        data="${KV_DATA:-/data}"
+        mkdir -p "$data"
+        echo "${POD_NAME:-kv} started at $(date -u +%Y-%m-%dT%H:%M:%SZ 2>/dev/null || echo now)" >> "$data/starts"
+        cp "$data/starts" "$www/starts"
         echo ok > "$www/ready"
         ;;
     migrate)
