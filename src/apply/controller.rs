@@ -153,6 +153,13 @@ pub trait Nodes: Send + Sync + 'static {
     /// before `now`, as its node's samples say; `None` when none was sampled in it. What an
     /// autoscaler reads.
     fn pod_usage(&self, namespace: &str, pod: &str, window: i64, now: i64) -> Option<(u64, u64)>;
+    /// Asks `node` to remove the volume of a claim, with its data; whether it had one.
+    fn remove_claim(
+        &self,
+        node: &str,
+        namespace: &str,
+        claim: &str,
+    ) -> impl std::future::Future<Output = Result<bool, String>> + Send + 'static;
 }
 
 /// A node's assignment at a generation.
@@ -174,7 +181,12 @@ pub struct Controller<N: Nodes> {
     leaving: Mutex<HashMap<(String, String), Leaving>>,
     /// The services' addresses, for the services they were allocated for.
     allocations: Mutex<Option<(Vec<ServiceWants>, Allocations)>>,
+    /// Claims whose volume a node is asked to remove, by `(namespace, claim)`, since when.
+    removing_claims: Mutex<HashMap<(String, String), i64>>,
 }
+
+/// A claim removal that has not finished after this long is asked for again.
+const CLAIM_REMOVAL_RETRY_SECONDS: i64 = 30;
 
 /// A pod taken out of the routes before it stops.
 #[derive(Debug, Clone, Copy)]
@@ -206,6 +218,7 @@ impl<N: Nodes> Controller<N> {
             assignments: Mutex::new(HashMap::new()),
             leaving: Mutex::new(HashMap::new()),
             allocations: Mutex::new(None),
+            removing_claims: Mutex::new(HashMap::new()),
         }
     }
 
@@ -642,12 +655,36 @@ impl<N: Nodes> Controller<N> {
             record.storage_class = fresh.storage_class;
             record.owner = fresh.owner;
         }
+        // Claims whose StatefulSet's retention policy says they go: with the StatefulSet, or
+        // when their ordinal is scaled away, once no pod mounts them. The commit that does it
+        // waited for an approval (`server::verdicts`).
+        let mounted: HashSet<(&str, &str)> = stored
+            .values()
+            .flat_map(|pods| pods.iter())
+            .chain(additions.values().flatten())
+            .flat_map(|pod| super::pods::claims_of(pod).map(|claim| (pod.namespace.as_str(), claim)))
+            .collect();
+        let mut expired: Vec<(String, String, Option<String>)> = Vec::new();
         for record in claims.values_mut() {
-            let declared = claim_declaration(&desired.resources, &record.namespace, &record.name).is_some();
-            match (declared, record.orphaned_at) {
+            let declaration = claim_declaration(&desired.resources, &record.namespace, &record.name);
+            match (declaration.is_some(), record.orphaned_at) {
                 (true, Some(_)) => record.orphaned_at = None,
                 (false, None) => record.orphaned_at = Some(now),
                 _ => {}
+            }
+            if let Some(declaration) = &declaration {
+                record.delete_when_deleted = declaration.delete_when_deleted;
+                record.delete_when_scaled = declaration.delete_when_scaled;
+            }
+            let pod_of_claim = declaration.as_ref().and_then(|d| d.pod.clone());
+            let due = match &declaration {
+                Some(d) => d.delete_when_scaled && d.scaled_away,
+                None => record.delete_when_deleted && record.owner.starts_with("StatefulSet/"),
+            };
+            let in_use = mounted.contains(&(record.namespace.as_str(), record.name.as_str()))
+                || pod_of_claim.is_some_and(|pod| stopping_pods.contains(&(record.namespace.clone(), pod)));
+            if due && !in_use {
+                expired.push((record.namespace.clone(), record.name.clone(), record.node.clone()));
             }
         }
         let changed_claims: Vec<ClaimRecord> = claims
@@ -659,6 +696,7 @@ impl<N: Nodes> Controller<N> {
             // Before any pod is assigned: a claim's node is durable before its pod writes data.
             self.store.write_volume_claims(&changed_claims).await?;
         }
+        self.remove_claims(expired, &ready, now).await?;
 
         // Only the nodes whose assignment changes are copied and written.
         let mut changes: Vec<(String, Vec<PodAssignment>)> = Vec::new();
@@ -730,6 +768,60 @@ impl<N: Nodes> Controller<N> {
 }
 
 impl<N: Nodes> Controller<N> {
+    /// Removes the volumes of claims their retention policy lets go, each in the background on
+    /// its node (tried again after a while if it fails); a claim on no node is only forgotten,
+    /// and one on a node that is not Ready waits for it.
+    async fn remove_claims(
+        &self,
+        expired: Vec<(String, String, Option<String>)>,
+        ready: &BTreeSet<&str>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        let mut forget = Vec::new();
+        let mut start = Vec::new();
+        {
+            let mut removing = lock(&self.removing_claims);
+            removing.retain(|key, since| {
+                now - *since < CLAIM_REMOVAL_RETRY_SECONDS
+                    && expired.iter().any(|(ns, name, _)| (ns, name) == (&key.0, &key.1))
+            });
+            for (namespace, claim, node) in expired {
+                match node {
+                    None => forget.push((namespace, claim)),
+                    Some(node) if ready.contains(node.as_str()) => {
+                        let key = (namespace.clone(), claim.clone());
+                        if let std::collections::hash_map::Entry::Vacant(entry) = removing.entry(key) {
+                            entry.insert(now);
+                            start.push((node, namespace, claim));
+                        }
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+        for (namespace, claim) in forget {
+            self.store.delete_volume_claim(&namespace, &claim).await?;
+        }
+        for (node, namespace, claim) in start {
+            let removal = self.api.remove_claim(&node, &namespace, &claim);
+            let store = self.store.clone();
+            tokio::spawn(async move {
+                match removal.await {
+                    Ok(_) => {
+                        tracing::info!(%namespace, %claim, %node, "Removed a claim's volume, as its retention policy says.");
+                        if let Err(error) = store.delete_volume_claim(&namespace, &claim).await {
+                            tracing::warn!(%error, "Forgetting a removed claim failed; it is removed again.");
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(%namespace, %claim, %node, %error, "Removing a claim's volume failed; it is tried again.");
+                    }
+                }
+            });
+        }
+        Ok(())
+    }
+
     /// Builds the route table from the services of `desired` and the ready pods on Ready nodes,
     /// without the pods that are leaving, and publishes it. Returns its version.
     #[allow(clippy::too_many_arguments)]
@@ -1060,21 +1152,49 @@ fn nodes_known(nodes: &[NodeInfo], name: &str) -> bool {
     nodes.iter().any(|n| n.name == name)
 }
 
+/// What declares a claim in a commit.
+pub struct ClaimDeclaration<'r> {
+    pub spec: &'r PersistentVolumeClaimSpec,
+    /// `PersistentVolumeClaim`, or `StatefulSet/<name>`.
+    pub owner: String,
+    /// For a StatefulSet's claim: its pod, whether its ordinal is past the replicas, and the
+    /// StatefulSet's retention policy.
+    pub pod: Option<String>,
+    pub scaled_away: bool,
+    pub delete_when_deleted: bool,
+    pub delete_when_scaled: bool,
+}
+
 /// What declares the claim `namespace/name` in a commit: a PersistentVolumeClaim, or a
-/// StatefulSet's claim template (for any of its ordinals); with its spec and owner.
+/// StatefulSet's claim template (for any of its ordinals).
 pub fn claim_declaration<'r>(
     resources: &'r [Arc<Resource>],
     namespace: &str,
     name: &str,
-) -> Option<(&'r PersistentVolumeClaimSpec, String)> {
+) -> Option<ClaimDeclaration<'r>> {
+    use crate::manifest::types::ClaimRetention;
     resources.iter().filter(|r| r.key.namespace == namespace).find_map(|r| match &r.object {
-        Object::PersistentVolumeClaim(claim) if r.key.name == name => {
-            Some((&claim.spec, Kind::PersistentVolumeClaim.name().to_owned()))
-        }
+        Object::PersistentVolumeClaim(claim) if r.key.name == name => Some(ClaimDeclaration {
+            spec: &claim.spec,
+            owner: Kind::PersistentVolumeClaim.name().to_owned(),
+            pod: None,
+            scaled_away: false,
+            delete_when_deleted: false,
+            delete_when_scaled: false,
+        }),
         Object::StatefulSet(stateful_set) => stateful_set.spec.volume_claim_templates.iter().find_map(|t| {
             let pod = name.strip_prefix(t.metadata.name.as_str())?.strip_prefix('-')?;
-            stateful::ordinal_of(&r.key.name, pod)?;
-            Some((&t.spec, format!("StatefulSet/{}", r.key.name)))
+            let ordinal = stateful::ordinal_of(&r.key.name, pod)?;
+            let policy = stateful_set.spec.persistent_volume_claim_retention_policy.as_ref();
+            let replicas = usize::try_from(stateful_set.spec.replicas.unwrap_or(1).max(0)).unwrap_or(0);
+            Some(ClaimDeclaration {
+                spec: &t.spec,
+                owner: format!("StatefulSet/{}", r.key.name),
+                pod: Some(pod.to_owned()),
+                scaled_away: ordinal >= replicas,
+                delete_when_deleted: policy.and_then(|p| p.when_deleted) == Some(ClaimRetention::Delete),
+                delete_when_scaled: policy.and_then(|p| p.when_scaled) == Some(ClaimRetention::Delete),
+            })
         }),
         _ => None,
     })
@@ -1083,7 +1203,7 @@ pub fn claim_declaration<'r>(
 /// A claim's record as its declaration says, on no node yet.
 fn new_claim(resources: &[Arc<Resource>], namespace: &str, name: &str, now: i64) -> ClaimRecord {
     let declaration = claim_declaration(resources, namespace, name);
-    let spec = declaration.as_ref().map(|(spec, _)| *spec);
+    let spec = declaration.as_ref().map(|d| d.spec);
     ClaimRecord {
         namespace: namespace.to_owned(),
         name: name.to_owned(),
@@ -1097,7 +1217,9 @@ fn new_claim(resources: &[Arc<Resource>], namespace: &str, name: &str, now: i64)
             .map(|s| s.access_modes.iter().map(|m| m.short()).collect::<Vec<_>>().join(","))
             .unwrap_or_default(),
         storage_class: spec.and_then(|s| s.storage_class_name.clone()).unwrap_or_else(|| "local".to_owned()),
-        owner: declaration.map(|(_, owner)| owner).unwrap_or_default(),
+        delete_when_deleted: declaration.as_ref().is_some_and(|d| d.delete_when_deleted),
+        delete_when_scaled: declaration.as_ref().is_some_and(|d| d.delete_when_scaled),
+        owner: declaration.map(|d| d.owner).unwrap_or_default(),
         created_at: now,
         orphaned_at: None,
     }

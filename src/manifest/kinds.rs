@@ -170,6 +170,7 @@ mod tests {
         assert!(removed("apps/v1beta2", "StatefulSet").is_some());
         assert_eq!(removed("apps/v1", "Deployment"), None);
         assert_eq!(tier("ServiceAccount").map(|t| matches!(t, Tier::Accepted(_))), Some(true));
-        assert_eq!(tier("StatefulSet"), Some(Tier::NotYet));
+        assert_eq!(tier("PersistentVolume"), Some(Tier::NotYet));
+        assert_eq!(tier("StatefulSet"), None, "berth runs StatefulSets");
     }
 }

@@ -346,17 +346,6 @@ impl<'a> Checker<'a> {
             self.claim_spec(&template.spec);
             self.leave(4);
         }
-        if let Some(policy) = &spec.persistent_volume_claim_retention_policy {
-            for (value, field) in [(policy.when_deleted, "whenDeleted"), (policy.when_scaled, "whenScaled")] {
-                if value == Some(ClaimRetention::Delete) {
-                    self.warn(
-                        &[K("spec"), K("persistentVolumeClaimRetentionPolicy"), K(field)],
-                        "berth keeps a StatefulSet's claims and their data whatever this says",
-                        Some("an orphaned claim's data goes with `berth delete pvc NAME`".to_owned()),
-                    );
-                }
-            }
-        }
         self.claim_templates = spec.volume_claim_templates.iter().map(|t| t.metadata.name.clone()).collect();
         self.template(&spec.template, namespace, Restarts::Always);
         self.claim_templates.clear();

@@ -147,6 +147,10 @@ pub struct Change {
     /// PostSync hooks last, in the order they run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hook: Option<&'static str>,
+    /// Claims whose data this change deletes (a StatefulSet whose retention policy says
+    /// Delete, deleted or scaled down): the commit waits for an approval.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub deletes_data: Vec<String>,
 }
 
 /// An earlier commit whose version of an object a change brings back.
@@ -548,6 +552,7 @@ fn change(action: Action, resource: &Resource) -> Change {
         restores: None,
         config_changes: Vec::new(),
         config_held: false,
+        deletes_data: Vec::new(),
         hook: [crate::manifest::Hook::PreSync, crate::manifest::Hook::PostSync]
             .into_iter()
             .find(|hook| resource.is_hook(*hook))
@@ -693,7 +698,20 @@ fn deleted(old: &Resource) -> Change {
     };
     deleted.risks.push(Risk { level, message: what });
     if let Object::StatefulSet(stateful_set) = &old.object {
-        for template in &stateful_set.spec.volume_claim_templates {
+        let policy = stateful_set.spec.persistent_volume_claim_retention_policy.as_ref();
+        let deletes = policy.and_then(|p| p.when_deleted) == Some(crate::manifest::types::ClaimRetention::Delete);
+        if deletes && !stateful_set.spec.volume_claim_templates.is_empty() {
+            deleted.deletes_data =
+                stateful_claims(&old.key.name, &stateful_set.spec, 0..stateful_set.spec.replicas.unwrap_or(1));
+            deleted.risks.push(Risk {
+                level: RiskLevel::High,
+                message: format!(
+                    "deletes the data of its claims ({}, and any of higher ordinals) once its pods stop (persistentVolumeClaimRetentionPolicy whenDeleted: Delete); the commit waits for an approval",
+                    deleted.deletes_data.join(", ")
+                ),
+            });
+        }
+        for template in stateful_set.spec.volume_claim_templates.iter().filter(|_| !deletes) {
             deleted.risks.push(Risk {
                 level: RiskLevel::Medium,
                 message: format!(
@@ -772,7 +790,38 @@ fn updated(old: &Resource, new: &Resource, config_changes: Vec<String>) -> Chang
         if old.hash == new.hash && !rolls_for_config { None } else { rollout(old, new, rolls_for_config) };
     updated.risks = update_risks(old, new, updated.rollout.as_ref());
     updated.risks.extend(host_risks(Some(old), new));
+    if let (Object::StatefulSet(stateful_set), Some(before), Some(after)) =
+        (&new.object, old.object.replicas(), new.object.replicas())
+    {
+        let policy = stateful_set.spec.persistent_volume_claim_retention_policy.as_ref();
+        if after < before && policy.and_then(|p| p.when_scaled) == Some(crate::manifest::types::ClaimRetention::Delete)
+        {
+            updated.deletes_data = stateful_claims(&new.key.name, &stateful_set.spec, after..before);
+            updated.risks.push(Risk {
+                level: RiskLevel::High,
+                message: format!(
+                    "deletes the data of {} once their pods stop (persistentVolumeClaimRetentionPolicy whenScaled: Delete); the commit waits for an approval",
+                    updated.deletes_data.join(", ")
+                ),
+            });
+        }
+    }
     updated
+}
+
+/// The claims of ordinals `ordinals` of a StatefulSet: `data-db-1` for template `data`.
+fn stateful_claims(
+    name: &str,
+    spec: &crate::manifest::types::StatefulSetSpec,
+    ordinals: std::ops::Range<i32>,
+) -> Vec<String> {
+    let mut claims = Vec::new();
+    for ordinal in ordinals {
+        for template in &spec.volume_claim_templates {
+            claims.push(format!("{}-{name}-{ordinal}", template.metadata.name));
+        }
+    }
+    claims
 }
 
 /// Shows a changed secret value as `(sensitive value changed)` on the new side; values never
@@ -949,10 +998,16 @@ fn rollout(old: &Resource, new: &Resource, config_changed: bool) -> Option<Rollo
                         if ordered { " in order, each Ready before the next" } else { " at once" }
                     )
                 } else {
+                    let deletes = matches!(&new.object, Object::StatefulSet(s) if s.spec.persistent_volume_claim_retention_policy.as_ref().and_then(|p| p.when_scaled) == Some(crate::manifest::types::ClaimRetention::Delete));
                     format!(
-                        "scales from {before} to {after}: {} stop{}; their claims and data are kept",
+                        "scales from {before} to {after}: {} stop{}; {}",
                         ordinals(name, (after..before).rev()),
-                        if ordered { ", highest first, one at a time" } else { " at once" }
+                        if ordered { ", highest first, one at a time" } else { " at once" },
+                        if deletes {
+                            "their claims are deleted once they stop"
+                        } else {
+                            "their claims and data are kept"
+                        }
                     )
                 }
             },

@@ -409,4 +409,15 @@ impl crate::apply::controller::Nodes for AgentApi {
     fn pod_usage(&self, namespace: &str, pod: &str, window: i64, now: i64) -> Option<(u64, u64)> {
         self.inner.usage.average(namespace, pod, window, now)
     }
+
+    fn remove_claim(
+        &self,
+        node: &str,
+        namespace: &str,
+        claim: &str,
+    ) -> impl std::future::Future<Output = Result<bool, String>> + Send + 'static {
+        let api = self.clone();
+        let (node, namespace, claim) = (node.to_owned(), namespace.to_owned(), claim.to_owned());
+        async move { api.ask_remove_claim(&node, &namespace, &claim).await }
+    }
 }

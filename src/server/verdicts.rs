@@ -25,6 +25,14 @@ pub fn wait_reason(commit: &Loaded, plan: &plan::Plan) -> Option<String> {
         })
         .map(|c| format!("{}/{}", c.namespace, c.name))
         .collect();
+    let data: Vec<&str> = plan.changes.iter().flat_map(|c| c.deletes_data.iter().map(String::as_str)).collect();
+    if !data.is_empty() {
+        return Some(format!(
+            "commit {short} deletes the data of {} (a StatefulSet's persistentVolumeClaimRetentionPolicy says Delete): \
+             review the plan and approve it with `berth sync --approve {short}`",
+            data.join(", ")
+        ));
+    }
     if !claims.is_empty() {
         return Some(format!(
             "commit {short} removes the claim(s) {} from Git: their data stays on their nodes, orphaned, until `berth delete pvc`; \

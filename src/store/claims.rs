@@ -1,6 +1,6 @@
 //! Volume claims: where each claim's volume is and what it asked for (`volume_claims`). The
 //! controller binds a claim to the node of its first pod and keeps every later pod there;
-//! nothing but `berth delete pvc` removes a row.
+//! a row goes only with `berth delete pvc`, or when its StatefulSet's retention policy says so.
 
 use super::{Store, StoreError};
 use serde::{Deserialize, Serialize};
@@ -23,23 +23,27 @@ pub struct ClaimRecord {
     pub created_at: i64,
     /// Since when no declared object names it.
     pub orphaned_at: Option<i64>,
+    /// Its StatefulSet's retention policy, as last declared: the claim goes with the
+    /// StatefulSet (`whenDeleted: Delete`), or when its ordinal is scaled away (`whenScaled`).
+    pub delete_when_deleted: bool,
+    pub delete_when_scaled: bool,
 }
 
-type Row = (String, String, Option<String>, String, String, String, String, i64, Option<i64>);
+type Row = (String, String, Option<String>, String, String, String, String, i64, Option<i64>, bool, bool);
 
 impl Store {
     /// Every claim, by namespace and name.
     pub async fn volume_claims(&self) -> Result<Vec<ClaimRecord>, StoreError> {
         let rows: Vec<Row> = sqlx::query_as(
-            "SELECT namespace, name, node, storage, access_modes, storage_class, owner, created_at, orphaned_at \
-             FROM volume_claims ORDER BY namespace, name",
+            "SELECT namespace, name, node, storage, access_modes, storage_class, owner, created_at, orphaned_at, \
+             delete_when_deleted, delete_when_scaled FROM volume_claims ORDER BY namespace, name",
         )
         .fetch_all(&self.pool)
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(namespace, name, node, storage, access_modes, storage_class, owner, created_at, orphaned_at)| {
-                ClaimRecord {
+            .map(
+                |(
                     namespace,
                     name,
                     node,
@@ -49,8 +53,22 @@ impl Store {
                     owner,
                     created_at,
                     orphaned_at,
-                }
-            })
+                    delete_when_deleted,
+                    delete_when_scaled,
+                )| ClaimRecord {
+                    namespace,
+                    name,
+                    node,
+                    storage,
+                    access_modes,
+                    storage_class,
+                    owner,
+                    created_at,
+                    orphaned_at,
+                    delete_when_deleted,
+                    delete_when_scaled,
+                },
+            )
             .collect())
     }
 
@@ -60,11 +78,13 @@ impl Store {
         for claim in claims {
             sqlx::query(
                 "INSERT INTO volume_claims \
-                 (namespace, name, node, storage, access_modes, storage_class, owner, created_at, orphaned_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
+                 (namespace, name, node, storage, access_modes, storage_class, owner, created_at, orphaned_at, \
+                 delete_when_deleted, delete_when_scaled) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
                  ON CONFLICT (namespace, name) DO UPDATE SET node = excluded.node, storage = excluded.storage, \
                  access_modes = excluded.access_modes, storage_class = excluded.storage_class, \
-                 owner = excluded.owner, orphaned_at = excluded.orphaned_at",
+                 owner = excluded.owner, orphaned_at = excluded.orphaned_at, \
+                 delete_when_deleted = excluded.delete_when_deleted, delete_when_scaled = excluded.delete_when_scaled",
             )
             .bind(&claim.namespace)
             .bind(&claim.name)
@@ -75,6 +95,8 @@ impl Store {
             .bind(&claim.owner)
             .bind(claim.created_at)
             .bind(claim.orphaned_at)
+            .bind(claim.delete_when_deleted)
+            .bind(claim.delete_when_scaled)
             .execute(&mut *transaction)
             .await?;
         }

@@ -391,7 +391,7 @@ async fn rollback_pins_a_workload_until_the_branch_moves() {
     assert!(syncs.lines().nth(1).is_some_and(|l| l.starts_with(&v2[..7]) && l.contains("synced")), "{syncs}");
     let (code, _, stderr) = cluster.cli(here, &["get", "secrets"], false);
     assert_eq!(code, 1);
-    assert!(stderr.contains("choose workloads, jobs, cronjobs, pods, nodes, services or syncs"), "{stderr}");
+    assert!(stderr.contains("choose workloads, jobs, cronjobs, pods, pvc, nodes, services or syncs"), "{stderr}");
 
     // Without the token a rollback is refused and changes nothing.
     let elsewhere = tempfile::tempdir().unwrap();

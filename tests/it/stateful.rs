@@ -232,3 +232,60 @@ async fn a_stateful_set_keeps_each_ordinals_data_and_node_through_everything() {
     let claims = cluster.get("/api/v1/pvcs").await;
     assert!(claims.as_array().unwrap().iter().all(|c| c["name"] != on_node0.as_str()), "{claims:#}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_delete_retention_policy_removes_scaled_away_claims_once_approved() {
+    let image = crate::images::busybox();
+    let cache = |replicas: u32| {
+        format!(
+            "apiVersion: apps/v1
+kind: StatefulSet
+metadata: {{name: cache}}
+spec:
+  replicas: {replicas}
+  podManagementPolicy: Parallel
+  persistentVolumeClaimRetentionPolicy: {{whenScaled: Delete}}
+  selector: {{matchLabels: {{app: cache}}}}
+  template:
+    metadata: {{labels: {{app: cache}}}}
+    spec:
+      terminationGracePeriodSeconds: 0
+      containers:
+        - name: cache
+          image: {image}
+          command: [sh, -c, 'echo kept > /data/file; exec sleep 3600']
+          volumeMounts: [{{name: data, mountPath: /data}}]
+  volumeClaimTemplates:
+    - metadata: {{name: data}}
+      spec: {{accessModes: [ReadWriteOnce]}}
+"
+        )
+    };
+    let mut repo = TestRepo::new();
+    repo.write("cache.yaml", &cache(2));
+    repo.commit("two caches");
+    let cluster = Cluster::start_on("retain", repo.path().to_str().unwrap(), 1, &[], 42).await;
+    let dir = repo.path().to_owned();
+    cluster.wait_status("two caches to run", synced).await;
+    let node = cluster.nodes[0].name.clone();
+    let volume = |claim: &str| berth::nodes::pods::claim_volume_name(&node, "default", claim);
+    let exists =
+        |name: String| Command::new("docker").args(["volume", "inspect", &name]).output().unwrap().status.success();
+    assert!(exists(volume("data-cache-0")) && exists(volume("data-cache-1")));
+
+    repo.write("cache.yaml", &cache(1));
+    let one = repo.commit("one cache");
+    let waiting = cluster.wait_status("the scale down to wait for an approval", |s| !s["waiting"].is_null()).await;
+    assert!(waiting["waiting"].as_str().unwrap().contains("deletes the data of data-cache-1"), "{waiting:#}");
+    assert!(exists(volume("data-cache-1")), "nothing is deleted before the approval");
+    let (code, _, err) = cluster.cli(&dir, &["sync", "--approve"], true);
+    assert_eq!(code, 0, "{err}");
+    cluster.wait_status("the scale down", |s| synced(s) && s["applied"] == one.as_str()).await;
+    wait_for("the scaled-away claim to go", LIMIT, || async {
+        let claims = cluster.get("/api/v1/pvcs").await;
+        claims.as_array().is_some_and(|c| c.len() == 1 && c[0]["name"] == "data-cache-0")
+    })
+    .await;
+    assert!(!exists(volume("data-cache-1")), "its volume is removed");
+    assert!(exists(volume("data-cache-0")), "the claim of the ordinal that stays is kept");
+}

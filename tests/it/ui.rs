@@ -114,6 +114,7 @@ async fn every_page_and_api_route_answers_without_a_secret() {
         (&format!("/syncs/{}", served.sha), vec!["Plan: 4 to create"]),
         ("/nodes", vec!["No node has joined"]),
         ("/services", vec!["NodePort", "80 → 8080 (node port 30080)/TCP", "0/0"]),
+        ("/volumes", vec!["<h1>Volumes</h1>", "No claim yet"]),
     ];
     for (path, expected) in &pages {
         let (status, body) = get(&served.router, path).await;
@@ -143,6 +144,7 @@ async fn every_page_and_api_route_answers_without_a_secret() {
         "/api/v1/workloads/deploy/shop/web/history",
         "/api/v1/pods",
         "/api/v1/nodes",
+        "/api/v1/pvcs",
         "/api/v1/services",
         "/api/v1/syncs",
         &format!("/api/v1/syncs/{short}"),
@@ -172,6 +174,18 @@ async fn every_page_and_api_route_answers_without_a_secret() {
         let form = post(&format!("/ui/syncs/{}/approve", served.sha), "token=wrong&state_index=0", None, true);
         assert_eq!(call(&served.router, form).await.0, StatusCode::UNAUTHORIZED);
     }
+    // Deleting a claim needs the token; with it, an unknown claim is not found.
+    let delete = |token: Option<&str>| {
+        let mut request = Request::delete("/api/v1/pvcs/shop/data-db-0");
+        if let Some(token) = token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        request.body(Body::empty()).unwrap()
+    };
+    assert_eq!(call(&served.router, delete(None)).await.0, StatusCode::UNAUTHORIZED);
+    let (status, body, _) = call(&served.router, delete(Some(TOKEN))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    assert!(body.contains("no claim shop/data-db-0"), "{body}");
     // With the token: this commit is not waiting, and there is no earlier revision.
     let (status, body, _) = call(&served.router, post(&approve, "{}", Some(TOKEN), false)).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
