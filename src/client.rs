@@ -311,6 +311,34 @@ pub fn cron_jobs_table(list: &Value, namespace: Option<&str>, now: i64) -> Strin
     )
 }
 
+/// `get events`: LAST SEEN, TYPE, REASON, OBJECT, MESSAGE and how often it happened; only
+/// those `about` an object (kind and name) when it is given. Events of nodes and commits
+/// have no namespace (`-`).
+pub fn events_table(list: &Value, namespace: Option<&str>, about: Option<(&str, &str)>, now: i64) -> String {
+    let rows: Vec<Vec<String>> = items(list)
+        .iter()
+        .filter(|e| in_namespace(e, namespace))
+        .filter(|e| {
+            about.is_none_or(|(kind, name)| {
+                let object = e["object"].as_str().unwrap_or_default();
+                crate::server::events::is_about(object, e["owner"].as_str().unwrap_or_default(), kind, name)
+            })
+        })
+        .map(|e| {
+            vec![
+                e["namespace"].as_str().filter(|ns| !ns.is_empty()).unwrap_or("-").to_owned(),
+                e["lastSeen"].as_i64().map_or_else(|| "<none>".to_owned(), |t| age(t, now)),
+                text(&e["type"]),
+                text(&e["reason"]),
+                text(&e["object"]),
+                text(&e["count"]),
+                text(&e["message"]),
+            ]
+        })
+        .collect();
+    table(&["NAMESPACE", "LAST SEEN", "TYPE", "REASON", "OBJECT", "COUNT", "MESSAGE"], &rows)
+}
+
 /// `get pvc`: each claim with where its volume is, as kubectl shows claims (NODE in place of
 /// VOLUME: a claim's volume is on one node).
 pub fn claims_table(list: &Value, namespace: Option<&str>, now: i64) -> String {
@@ -401,9 +429,13 @@ pub fn query(pairs: &[(&str, &str)]) -> String {
 /// then only the rows that are new or changed since `before`, without the header, as
 /// `kubectl get -w` does. `table` renders a list.
 pub fn watch_rows(before: Option<&Value>, now: &Value, table: &dyn Fn(&Value) -> String) -> String {
-    let key = |item: &Value| match item["commit"]["sha"].as_str() {
-        Some(sha) => sha.to_owned(),
-        None => format!("{}/{}/{}", text(&item["namespace"]), text(&item["kind"]), text(&item["name"])),
+    let key = |item: &Value| match (item["commit"]["sha"].as_str(), item["object"].as_str()) {
+        (Some(sha), _) => sha.to_owned(),
+        // An event is the same event again when object, reason and message match.
+        (None, Some(object)) => {
+            format!("{}/{object}/{}/{}", text(&item["namespace"]), text(&item["reason"]), text(&item["message"]))
+        }
+        (None, None) => format!("{}/{}/{}", text(&item["namespace"]), text(&item["kind"]), text(&item["name"])),
     };
     let Some(before) = before else { return table(now) };
     let old: std::collections::HashMap<String, &Value> = items(before).iter().map(|i| (key(i), i)).collect();

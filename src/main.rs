@@ -245,7 +245,7 @@ enum Command {
     },
     /// List workloads, jobs, cronjobs, pods, pvc, nodes, services or syncs of a running server.
     Get {
-        /// workloads, jobs, cronjobs, pods, pvc, nodes, services or syncs.
+        /// workloads, jobs, cronjobs, pods, pvc, events, nodes, services or syncs.
         what: String,
         /// Only this namespace [default: all].
         #[arg(short, long)]
@@ -253,6 +253,10 @@ enum Command {
         /// Print the table, then a row each time one changes, until interrupted.
         #[arg(short, long)]
         watch: bool,
+        /// With `events`: only those of KIND/NAME (`pod/web-0`, `deploy/web`, `node/n1`), a
+        /// workload's with its pods'.
+        #[arg(long = "for", value_name = "KIND/NAME")]
+        target: Option<String>,
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -448,8 +452,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             plan_command(&source, from, &to, state.as_deref(), worktree, format)
         }
         Command::Status { server } => client_command(&server, ClientCall::Status),
-        Command::Get { what, namespace, watch, server } => {
-            client_command(&server, ClientCall::Get { what, namespace, watch })
+        Command::Get { what, namespace, watch, target, server } => {
+            client_command(&server, ClientCall::Get { what, namespace, watch, target })
         }
         Command::Logs {
             target,
@@ -1422,6 +1426,7 @@ enum ClientCall {
         what: String,
         namespace: Option<String>,
         watch: bool,
+        target: Option<String>,
     },
     Top {
         what: String,
@@ -1499,6 +1504,38 @@ fn print_value(
     Ok(())
 }
 
+/// The events of `target` at the end of a description, as kubectl prints them.
+async fn print_events(
+    client: &berth::client::Client,
+    output: Output,
+    target: &str,
+    namespace: &str,
+    now: i64,
+) -> Result<()> {
+    if output != Output::Table {
+        return Ok(());
+    }
+    let events = client.get(&format!("/api/v1/events?namespace={namespace}&for={target}")).await?;
+    let list = events.as_array().map(Vec::as_slice).unwrap_or_default();
+    if list.is_empty() {
+        println!("Events: <none>");
+    } else {
+        println!("Events:");
+        for event in list {
+            println!(
+                "  {:<8} {:<17} {:>8}  x{:<4} {}: {}",
+                event["type"].as_str().unwrap_or_default(),
+                event["reason"].as_str().unwrap_or_default(),
+                event["lastSeen"].as_i64().map_or_else(|| "?".to_owned(), |t| berth::client::age(t, now)),
+                event["count"].as_i64().unwrap_or(1),
+                event["object"].as_str().unwrap_or_default(),
+                event["message"].as_str().unwrap_or_default(),
+            );
+        }
+    }
+    Ok(())
+}
+
 fn client_command(args: &ServerArgs, call: ClientCall) -> Result<ExitCode> {
     use berth::client as c;
     let client = client_for(args)?;
@@ -1514,8 +1551,16 @@ fn client_command(args: &ServerArgs, call: ClientCall) -> Result<ExitCode> {
                 let degraded = matches!(status["health"].as_str(), Some("Degraded" | "Missing"));
                 Ok(if degraded || !status["failed"].is_null() { ExitCode::from(1) } else { ExitCode::SUCCESS })
             }
-            ClientCall::Get { what, namespace, watch } => {
+            ClientCall::Get { what, namespace, watch, target } => {
                 let ns = namespace.as_deref();
+                let about = match target.as_deref() {
+                    Some(_) if !matches!(what.to_lowercase().as_str(), "events" | "event" | "ev") => {
+                        bail!("--for is for `berth get events`")
+                    }
+                    Some(target) => Some(berth::server::events::parse_target(target).map_err(|e| anyhow::anyhow!(e))?),
+                    None => None,
+                };
+                let about = about.as_ref().map(|(kind, name)| (kind.as_str(), name.as_str()));
                 let (path, table): (&str, Table<'_>) =
                     match what.to_lowercase().as_str() {
                         "workloads" | "workload" | "deployments" | "deploy" => {
@@ -1526,6 +1571,9 @@ fn client_command(args: &ServerArgs, call: ClientCall) -> Result<ExitCode> {
                             ("/api/v1/cronjobs", Box::new(move |v| c::cron_jobs_table(v, ns, now)))
                         }
                         "pods" | "pod" | "po" => ("/api/v1/pods", Box::new(move |v| c::pods_table(v, ns))),
+                        "events" | "event" | "ev" => {
+                            ("/api/v1/events", Box::new(move |v| c::events_table(v, ns, about, now)))
+                        }
                         "pvc" | "pvcs" | "persistentvolumeclaims" | "persistentvolumeclaim" => {
                             ("/api/v1/pvcs", Box::new(move |v| c::claims_table(v, ns, now)))
                         }
@@ -1534,7 +1582,7 @@ fn client_command(args: &ServerArgs, call: ClientCall) -> Result<ExitCode> {
                             ("/api/v1/services", Box::new(move |v| c::services_table(v, ns)))
                         }
                         "syncs" | "sync" => ("/api/v1/syncs", Box::new(move |v| c::syncs_table(v, now))),
-                        other => bail!("cannot list `{other}`: choose workloads, jobs, cronjobs, pods, pvc, nodes, services or syncs"),
+                        other => bail!("cannot list `{other}`: choose workloads, jobs, cronjobs, pods, pvc, events, nodes, services or syncs"),
                     };
                 if watch {
                     if path == "/api/v1/pvcs" {
@@ -1556,7 +1604,10 @@ fn client_command(args: &ServerArgs, call: ClientCall) -> Result<ExitCode> {
                         .await?;
                     bail!("the server ended the watch (it stopped, or its store failed); run it again");
                 }
-                let value = client.get(path).await?;
+                let value = match (path, target) {
+                    ("/api/v1/events", Some(target)) => client.get(&format!("{path}?for={target}")).await?,
+                    _ => client.get(path).await?,
+                };
                 print_value(&value, args.output, table)?;
                 Ok(ExitCode::SUCCESS)
             }
@@ -1618,6 +1669,7 @@ fn client_command(args: &ServerArgs, call: ClientCall) -> Result<ExitCode> {
                     match client.get(&format!("/api/v1/pods/{namespace}/{name}")).await {
                         Ok(value) => {
                             print_value(&value, args.output, c::describe_pod_text)?;
+                            print_events(&client, args.output, &format!("pod/{name}"), &namespace, now).await?;
                             return Ok(ExitCode::SUCCESS);
                         }
                         Err(c::ClientError::Refused { status: 404, .. }) => {}
@@ -1626,6 +1678,9 @@ fn client_command(args: &ServerArgs, call: ClientCall) -> Result<ExitCode> {
                 }
                 let value = client.get(&workload_path(&target, &namespace)?).await?;
                 print_value(&value, args.output, |v| c::describe_text(v, now))?;
+                if let Some((kind, namespace, name)) = c::parse_target(&target, &namespace) {
+                    print_events(&client, args.output, &format!("{kind}/{name}"), &namespace, now).await?;
+                }
                 Ok(ExitCode::SUCCESS)
             }
             ClientCall::History { target, namespace } => {

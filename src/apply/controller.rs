@@ -19,7 +19,7 @@ use crate::manifest::{Kind, Object, ObjectKey, Resource};
 use crate::nodes::protocol::{PodAssignment, PodPhase, PodStatus, RouteTable, ServiceRoute};
 use crate::plan::rollout::{self, PodView, Strategy, Wishes};
 use crate::plan::schedule::{self, NodeInfo, Placement, PodRequest, requests};
-use crate::store::{Allocations, ClaimRecord, ServiceWants, Store, StoreError};
+use crate::store::{Allocations, ClaimRecord, NewEvent, ServiceWants, Store, StoreError};
 use crate::sync::Loaded;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -33,6 +33,18 @@ pub struct ControllerConfig {
 impl Default for ControllerConfig {
     fn default() -> Self {
         ControllerConfig { node_grace_seconds: 30 }
+    }
+}
+
+/// A Normal event of `pod`, owned by its workload.
+fn pod_event(pod: &PodAssignment, reason: &str, message: String) -> NewEvent {
+    NewEvent {
+        namespace: pod.namespace.clone(),
+        object: format!("Pod/{}", pod.pod),
+        owner: format!("{}/{}", pod.workload_kind, pod.workload_name),
+        kind: "Normal",
+        reason: reason.to_owned(),
+        message,
     }
 }
 
@@ -171,6 +183,8 @@ pub struct Controller<N: Nodes> {
     config: ControllerConfig,
     /// When the controller first saw each pod ready, by `namespace/pod`.
     ready_since: Mutex<HashMap<String, i64>>,
+    /// The Ready nodes of the last pass: a change is a NodeReady or NodeNotReady event.
+    ready_nodes: Mutex<Option<BTreeSet<String>>>,
     /// When it first saw each pod failed, by `namespace/pod`: a Job's retry backs off from it.
     failed_since: Mutex<HashMap<String, i64>>,
     /// Each node's assignment as last read or written, by generation: re-read only when the
@@ -214,11 +228,46 @@ impl<N: Nodes> Controller<N> {
             api,
             config,
             ready_since: Mutex::new(HashMap::new()),
+            ready_nodes: Mutex::new(None),
             failed_since: Mutex::new(HashMap::new()),
             assignments: Mutex::new(HashMap::new()),
             leaving: Mutex::new(HashMap::new()),
             allocations: Mutex::new(None),
             removing_claims: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// NodeNotReady and NodeReady events for the nodes whose readiness changed since the last
+    /// pass (none on the first: what was before is not known).
+    async fn tell_node_changes(&self, nodes: &[crate::store::NodeRecord], ready: &BTreeSet<&str>, now: i64) {
+        let now_ready: BTreeSet<String> = ready.iter().map(|n| (*n).to_owned()).collect();
+        let before = lock(&self.ready_nodes).replace(now_ready.clone());
+        let Some(before) = before.filter(|b| *b != now_ready) else { return };
+        let node_event = |name: &str, kind: &'static str, reason: &str, message: String| NewEvent {
+            namespace: String::new(),
+            object: format!("Node/{name}"),
+            owner: String::new(),
+            kind,
+            reason: reason.to_owned(),
+            message,
+        };
+        let mut events = Vec::new();
+        for node in nodes {
+            let name = node.name.as_str();
+            if before.contains(name) && !now_ready.contains(name) {
+                let silent = now - node.last_heartbeat;
+                events.push(node_event(
+                    name,
+                    "Warning",
+                    "NodeNotReady",
+                    format!("node {name} has not heartbeaten for {silent} s; pods that can move are placed elsewhere"),
+                ));
+            } else if !before.contains(name) && now_ready.contains(name) {
+                events.push(node_event(name, "Normal", "NodeReady", format!("node {name} is Ready")));
+            }
+        }
+        if let Err(error) = self.store.add_events(&events, now).await {
+            tracing::warn!(%error, "Recording events failed.");
         }
     }
 
@@ -235,6 +284,7 @@ impl<N: Nodes> Controller<N> {
             .filter(|n| now - n.last_heartbeat <= self.config.node_grace_seconds)
             .map(|n| n.name.as_str())
             .collect();
+        self.tell_node_changes(&nodes, &ready, now).await;
         let generations: HashMap<String, u64> = self.store.assignment_generations().await?.into_iter().collect();
         let mut stored: BTreeMap<String, Arc<Vec<PodAssignment>>> = BTreeMap::new();
         for node in &nodes {
@@ -521,6 +571,7 @@ impl<N: Nodes> Controller<N> {
         let min_acked = ready.iter().map(|node| self.api.routes_acked(node)).min().unwrap_or(u64::MAX);
         let mut draining: HashMap<(String, String), Leaving> = HashMap::new();
         let mut gone: HashSet<(String, String)> = HashSet::new();
+        let mut events: Vec<NewEvent> = Vec::new();
         for pods in stored.iter().filter(|(node, _)| ready.contains(node.as_str())).map(|(_, pods)| pods) {
             for pod in pods.iter() {
                 let key = (pod.namespace.clone(), pod.pod.clone());
@@ -537,6 +588,7 @@ impl<N: Nodes> Controller<N> {
                     if let Some(l) = leaving.get(&key) {
                         tracing::debug!(pod = %key.1, version = ?l.version, min_acked, "Drained from the routes; stopping.");
                     }
+                    events.push(pod_event(pod, "Killing", format!("stopping pod {}", pod.pod)));
                     gone.insert(key);
                 } else {
                     let entry = leaving.get(&key).copied().unwrap_or(Leaving { since: now, version: None });
@@ -633,9 +685,19 @@ impl<N: Nodes> Controller<N> {
                         let allocatable = (record.allocatable.cpu_millis, record.allocatable.memory_bytes);
                         super::pods::place(&mut pod, &record.name, &record.address, allocatable);
                     }
+                    let message = format!("assigned {}/{} to node {node}", pod.namespace, pod.pod);
+                    events.push(pod_event(&pod, "Scheduled", message));
                     additions.entry(node).or_default().push(pod);
                 }
                 Placement::Unschedulable(reason) => {
+                    events.push(NewEvent {
+                        namespace: workload.namespace.clone(),
+                        object: format!("{}/{}", workload.kind, workload.name),
+                        owner: String::new(),
+                        kind: "Warning",
+                        reason: "FailedScheduling".to_owned(),
+                        message: reason.clone(),
+                    });
                     if let Some(status) = statuses.iter_mut().find(|s| s.key == workload) {
                         status.complete = false;
                         status.unschedulable.push(reason);
@@ -733,6 +795,21 @@ impl<N: Nodes> Controller<N> {
             .map(|(key, leaving)| (key, Leaving { version: leaving.version.or(Some(version)), ..leaving }))
             .collect();
 
+        for status in statuses.iter().filter(|s| !s.unschedulable.is_empty()) {
+            for reason in status.unschedulable.iter().filter(|r| r.contains(" waits: volume ")) {
+                events.push(NewEvent {
+                    namespace: status.key.namespace.clone(),
+                    object: format!("{}/{}", status.key.kind, status.key.name),
+                    owner: String::new(),
+                    kind: "Warning",
+                    reason: "FailedScheduling".to_owned(),
+                    message: reason.clone(),
+                });
+            }
+        }
+        if let Err(error) = self.store.add_events(&events, now).await {
+            tracing::warn!(%error, "Recording events failed.");
+        }
         let nodes_changed = changes.len();
         if !changes.is_empty() {
             let written = self.api.assign_many(changes).await?;

@@ -328,6 +328,7 @@ mod tests {
                 reason: None,
                 last_termination: None,
                 last_output: None,
+                probe_failures: 0,
                 container_id: None,
             }],
             host_ports: Vec::new(),

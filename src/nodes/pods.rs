@@ -255,6 +255,8 @@ struct ProbeState {
     /// Startup: has passed. Readiness: is ready. Liveness: unused.
     passed: bool,
     last_error: Option<String>,
+    /// Every failure of this probe on this container, for the Unhealthy event's count.
+    total_failures: u32,
 }
 
 /// What a probe pass changed.
@@ -1332,6 +1334,7 @@ impl<R: ContainerRuntime> PodManager<R> {
                         failures: 0,
                         passed: false,
                         last_error: None,
+                        total_failures: 0,
                     });
                     let delay =
                         Duration::from_secs(u64::try_from(probe.initial_delay_seconds.unwrap_or(0)).unwrap_or(0));
@@ -1348,6 +1351,10 @@ impl<R: ContainerRuntime> PodManager<R> {
                             probe.clone(),
                             container.clone(),
                             (assignment.namespace.clone(), assignment.pod.clone()),
+                            secret_values(assignment, &container.name)
+                                .into_iter()
+                                .map(str::to_owned)
+                                .collect::<Vec<_>>(),
                         ));
                     }
                 }
@@ -1355,12 +1362,12 @@ impl<R: ContainerRuntime> PodManager<R> {
         }
         self.lock_probes().retain(|(id, _), _| running_ids.contains(id));
 
-        let checks = due
-            .iter()
-            .map(|(_, id, sandbox_id, _, probe, container, _)| self.run_probe(id, sandbox_id, probe, container));
+        let checks = due.iter().map(|(_, id, sandbox_id, _, probe, container, _, hidden)| {
+            self.run_probe(id, sandbox_id, probe, container, hidden)
+        });
         let results = futures_util::future::join_all(checks).await;
         let mut summary = ProbeSummary { probes_run: due.len(), ..ProbeSummary::default() };
-        for ((key, id, _, kind, probe, container, (namespace, pod)), result) in due.into_iter().zip(results) {
+        for ((key, id, _, kind, probe, container, (namespace, pod), _), result) in due.into_iter().zip(results) {
             if result.is_err() {
                 summary.failures.push(ProbeFailure {
                     namespace,
@@ -1382,6 +1389,7 @@ impl<R: ContainerRuntime> PodManager<R> {
                     }
                     Err(error) => {
                         state.failures += 1;
+                        state.total_failures = state.total_failures.saturating_add(1);
                         state.successes = 0;
                         state.last_error = Some(error.clone());
                     }
@@ -1426,13 +1434,20 @@ impl<R: ContainerRuntime> PodManager<R> {
         sandbox_id: &str,
         probe: &crate::manifest::types::Probe,
         container: &Container,
+        hidden: &[String],
     ) -> Result<(), String> {
         let timeout = Duration::from_secs(u64::try_from(probe.timeout_seconds.unwrap_or(1).max(1)).unwrap_or(1));
         let port_of = |port| super::hooks::container_port(container, port);
         if let Some(exec) = &probe.exec {
-            return match self.runtime.exec(container_id, &exec.command, timeout).await {
-                Ok(0) => Ok(()),
-                Ok(code) => Err(format!("command exited with code {code}")),
+            return match self.runtime.exec_output(container_id, &exec.command, None, timeout).await {
+                Ok((0, _)) => Ok(()),
+                Ok((code, output)) => {
+                    let hidden: Vec<&str> = hidden.iter().map(String::as_str).collect();
+                    match summarize_output(&output, &hidden) {
+                        said if said.is_empty() => Err(format!("command exited with code {code}")),
+                        said => Err(format!("command exited with code {code}: {said}")),
+                    }
+                }
                 Err(error) => Err(error.to_string()),
             };
         }
@@ -1467,7 +1482,7 @@ impl<R: ContainerRuntime> PodManager<R> {
                     Some(ContainerState::Exited) if wait.is_none() => ContainerStateName::Terminated,
                     _ => ContainerStateName::Waiting,
                 };
-                let (ready, probe_error) = {
+                let (ready, probe_error, probe_failures) = {
                     let probes = self.lock_probes();
                     let probe_passed = |kind: ProbeKind, configured: bool| {
                         !configured || latest.and_then(|c| probes.get(&(c.id.clone(), kind))).is_some_and(|p| p.passed)
@@ -1483,7 +1498,14 @@ impl<R: ContainerRuntime> PodManager<R> {
                                 .map(|e| format!("{} probe: {e}", kind.word()))
                         })
                     });
-                    (ready, probe_error)
+                    let probe_failures = latest.map_or(0, |c| {
+                        [ProbeKind::Startup, ProbeKind::Liveness, ProbeKind::Readiness]
+                            .into_iter()
+                            .filter_map(|kind| probes.get(&(c.id.clone(), kind)))
+                            .map(|p| p.total_failures)
+                            .sum()
+                    });
+                    (ready, probe_error, probe_failures)
                 };
                 let stopped =
                     self.lock_stopped().get(&format!("{key}/{}", container.name)).map(|(reason, _)| reason.clone());
@@ -1541,6 +1563,7 @@ impl<R: ContainerRuntime> PodManager<R> {
                     reason: reason.map(str::to_owned),
                     last_termination: stopped,
                     last_output: output,
+                    probe_failures,
                     container_id: latest.map(|c| c.id.clone()),
                 });
             }
@@ -1629,6 +1652,7 @@ impl<R: ContainerRuntime> PodManager<R> {
                     reason: None,
                     last_termination: None,
                     last_output: None,
+                    probe_failures: 0,
                     container_id: Some(latest.id.clone()),
                 })
                 .collect();

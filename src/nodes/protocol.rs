@@ -138,6 +138,9 @@ pub struct ContainerStatus {
     /// The last lines the current attempt wrote, once it ended with an error.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_output: Option<String>,
+    /// How many times the current attempt's probes have failed, all told.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub probe_failures: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub container_id: Option<String>,
 }
@@ -424,4 +427,9 @@ pub struct AgentAnswer {
     /// Why there is no output, in words for the user.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+}
+
+#[expect(clippy::trivially_copy_pass_by_ref, reason = "serde's skip_serializing_if passes a reference")]
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }

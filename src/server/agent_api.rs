@@ -319,8 +319,14 @@ async fn report(
     Json(report): Json<Report>,
 ) -> Result<StatusCode, AppError> {
     api.authorize(&headers, &node).await?;
-    api.inner.store.record_report(&node, report.generation, &report.pods, now()).await?;
+    let before = api.inner.store.reports(&node).await?;
+    let now = now();
+    api.inner.store.record_report(&node, report.generation, &report.pods, now).await?;
     api.inner.reported.notify_one();
+    let events = super::events::from_reports(&node, &before, &report.pods);
+    if let Err(error) = api.inner.store.add_events(&events, now).await {
+        tracing::warn!(%node, %error, "Recording events failed; the report is kept.");
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -106,6 +106,7 @@ pub fn router(plane: Arc<ControlPlane>, access: Access) -> Router {
         .route("/api/v1/pods/{namespace}/{name}/exec", post(pod_exec))
         .route("/api/v1/nodes", get(nodes))
         .route("/api/v1/pvcs", get(claims))
+        .route("/api/v1/events", get(events))
         .route("/api/v1/pvcs/{namespace}/{name}", axum::routing::delete(delete_claim))
         .route("/api/v1/watch/{what}", get(watch))
         .route("/api/v1/top/pods", get(top_pods))
@@ -208,6 +209,7 @@ pub enum Watched {
     Nodes,
     Services,
     Syncs,
+    Events,
 }
 
 impl Watched {
@@ -220,6 +222,7 @@ impl Watched {
             "nodes" => Watched::Nodes,
             "services" => Watched::Services,
             "syncs" => Watched::Syncs,
+            "events" => Watched::Events,
             _ => return None,
         })
     }
@@ -237,6 +240,7 @@ impl Watched {
             Watched::Nodes => serde_json::to_value(node_views(plane).await?),
             Watched::Services => serde_json::to_value(service_views(plane, &pod_views(plane).await?)),
             Watched::Syncs => serde_json::to_value(plane.store.syncs(100).await?),
+            Watched::Events => serde_json::to_value(plane.store.events().await?),
         };
         Ok(value.unwrap_or_default())
     }
@@ -256,7 +260,7 @@ async fn watch(
     let watched = Watched::parse(&what).ok_or_else(|| {
         AppError::new(
             StatusCode::NOT_FOUND,
-            format!("cannot watch `{what}`: choose workloads, pods, nodes, services or syncs"),
+            format!("cannot watch `{what}`: choose workloads, jobs, cronjobs, pods, events, nodes, services or syncs"),
         )
     })?;
     let receiver = api.plane.status.subscribe();
@@ -898,6 +902,39 @@ async fn top_nodes(State(api): State<Api>, headers: HeaderMap) -> Result<Json<Ve
         })
         .collect();
     Ok(Json(views))
+}
+
+#[derive(Debug, Deserialize)]
+struct EventQuery {
+    namespace: Option<String>,
+    /// `KIND/NAME`: that object's events, and for a workload its pods' too.
+    #[serde(rename = "for")]
+    target: Option<String>,
+}
+
+/// Events, oldest last seen first (`berth get events`).
+async fn events(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Query(query): Query<EventQuery>,
+) -> Result<Json<Vec<crate::store::EventRecord>>, AppError> {
+    api.access.read(&headers)?;
+    let target = match query.target.as_deref() {
+        None => None,
+        Some(target) => {
+            Some(super::events::parse_target(target).map_err(|e| AppError::new(StatusCode::BAD_REQUEST, e))?)
+        }
+    };
+    let events = api.plane.store.events().await?;
+    Ok(Json(
+        events
+            .into_iter()
+            .filter(|e| query.namespace.as_ref().is_none_or(|ns| &e.namespace == ns))
+            .filter(|e| {
+                target.as_ref().is_none_or(|(kind, name)| super::events::is_about(&e.object, &e.owner, kind, name))
+            })
+            .collect(),
+    ))
 }
 
 /// A claim as `berth get pvc` lists it.

@@ -444,6 +444,10 @@ async fn carry_out(plane: &ControlPlane, memory: &mut Memory, decision: Decision
         let started = Instant::now();
         plane.store.write(&decision.changes).await?;
         plane.metrics.store_write(started.elapsed().as_secs_f64());
+        let events = super::events::from_changes(&decision.changes);
+        if let Err(error) = plane.store.add_events(&events, crate::server::now()).await {
+            tracing::warn!(%error, "Recording events failed.");
+        }
     }
     for event in &decision.events {
         match event {

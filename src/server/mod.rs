@@ -9,6 +9,7 @@ pub mod agent_api;
 pub mod api;
 pub mod control;
 pub mod decide;
+pub mod events;
 pub mod metrics;
 pub mod status;
 pub mod ui;

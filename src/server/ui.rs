@@ -600,6 +600,28 @@ async fn workload_body(plane: &ControlPlane, key: &ObjectKey) -> Result<Workload
         }
         events.push(format!("{} {what} started rolling out", time(revision.started_at, now)));
     }
+    // What happened to the workload and its pods, newest first, before its revisions' story.
+    let kind = key.kind.name();
+    let recorded = plane.store.events().await?;
+    let mut told: Vec<String> = recorded
+        .iter()
+        .filter(|e| e.namespace == key.namespace && super::events::is_about(&e.object, &e.owner, kind, &key.name))
+        .rev()
+        .take(50)
+        .map(|e| {
+            let count = if e.count > 1 { format!(" (x{})", e.count) } else { String::new() };
+            format!(
+                "{} <strong class=\"{}\">{}</strong> {}{count}: {}",
+                time(e.last_seen, now),
+                if e.kind == "Warning" { "warning" } else { "normal" },
+                escape(&e.reason),
+                escape(&e.object),
+                escape(&e.message)
+            )
+        })
+        .collect();
+    told.append(&mut events);
+    let mut events = told;
     if let Some(pin) = &view.pin {
         events.insert(
             0,

@@ -8,6 +8,7 @@
 mod changes;
 mod claims;
 mod cron;
+mod events;
 mod history;
 mod nodes;
 pub mod seal;
@@ -15,6 +16,7 @@ mod services;
 
 pub use changes::Change;
 pub use claims::ClaimRecord;
+pub use events::{EventRecord, NewEvent};
 pub use history::{Outcome, Pin, Revision, SyncOutcome, SyncRecord};
 pub use nodes::NodeRecord;
 pub use services::{Allocations, DNS_ADDRESS, NODE_PORTS, ServiceWants, allocate};

@@ -391,7 +391,10 @@ async fn rollback_pins_a_workload_until_the_branch_moves() {
     assert!(syncs.lines().nth(1).is_some_and(|l| l.starts_with(&v2[..7]) && l.contains("synced")), "{syncs}");
     let (code, _, stderr) = cluster.cli(here, &["get", "secrets"], false);
     assert_eq!(code, 1);
-    assert!(stderr.contains("choose workloads, jobs, cronjobs, pods, pvc, nodes, services or syncs"), "{stderr}");
+    assert!(
+        stderr.contains("choose workloads, jobs, cronjobs, pods, pvc, events, nodes, services or syncs"),
+        "{stderr}"
+    );
 
     // Without the token a rollback is refused and changes nothing.
     let elsewhere = tempfile::tempdir().unwrap();
@@ -1130,24 +1133,7 @@ async fn get_pods_watch_prints_a_row_when_a_pod_turns_ready() {
     cluster.wait_status("the first commit", synced).await;
 
     let elsewhere = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"));
-    child
-        .args(["get", "pods", "-w", "--server", &format!("http://{}", cluster.listen)])
-        .current_dir(elsewhere.path())
-        .env_remove("BERTH_TOKEN")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    let mut watcher = Process(child.spawn().unwrap());
-    let stdout = watcher.0.stdout.take().unwrap();
-    let (lines, received) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-            if lines.send(line).is_err() {
-                return;
-            }
-        }
-    });
+    let (_watcher, received) = watch_lines(&cluster, elsewhere.path(), "pods");
     let next_line = |limit: Duration| received.recv_timeout(limit).ok();
     let header = next_line(LIMIT).expect("the watch prints its table");
     assert!(header.starts_with("NAMESPACE") && header.contains("READY"), "{header}");
@@ -1844,4 +1830,130 @@ spec:
     }
     let attempts = attempts.lock().unwrap().clone();
     assert!(attempts.contains("attempt ends"), "the end of an attempt before its restart: {attempts}");
+}
+
+/// `berth get WHAT -w` run from `dir` (the token is found there, or not), and the lines it
+/// prints as they come.
+fn watch_lines(cluster: &Cluster, dir: &std::path::Path, what: &str) -> (Process, std::sync::mpsc::Receiver<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"));
+    child
+        .args(["get", what, "-w", "--server", &format!("http://{}", cluster.listen)])
+        .current_dir(dir)
+        .env_remove("BERTH_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut watcher = Process(child.spawn().unwrap());
+    let stdout = watcher.0.stdout.take().unwrap();
+    let (lines, received) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    (watcher, received)
+}
+
+/// Issue 19: events say what happened to pods, deduplicated with counts, in `get events` and at
+/// the end of `describe`.
+#[tokio::test(flavor = "multi_thread")]
+async fn events_tell_of_scheduling_crashes_and_failed_probes_with_counts() {
+    let image = crate::images::busybox();
+    let mut repo = TestRepo::new();
+    repo.write(
+        "pods.yaml",
+        &format!(
+            "apiVersion: v1
+kind: Pod
+metadata: {{name: crash}}
+spec:
+  terminationGracePeriodSeconds: 0
+  containers:
+    - name: main
+      image: {image}
+      command: [sh, -c, 'echo boom; exit 1']
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: sick}}
+spec:
+  terminationGracePeriodSeconds: 0
+  containers:
+    - name: main
+      image: {image}
+      command: [sh, -c, 'exec sleep 3600']
+      readinessProbe:
+        exec: {{command: [sh, -c, 'echo not ready yet; exit 1']}}
+        periodSeconds: 1
+"
+        ),
+    );
+    let sha = repo.commit("a crashing pod and an unready one");
+    let cluster = Cluster::start_on("events", repo.path().to_str().unwrap(), 1, &[], 43).await;
+    let find = |events: &Value, object: &str, reason: &str| {
+        events.as_array().into_iter().flatten().find(|e| e["object"] == object && e["reason"] == reason).cloned()
+    };
+    wait_for("the crash to be counted twice", LIMIT, || async {
+        let events = cluster.get("/api/v1/events").await;
+        find(&events, "Pod/crash", "BackOff").is_some_and(|e| e["count"].as_i64() >= Some(2))
+    })
+    .await;
+    wait_for("the failed probe to be told", LIMIT, || async {
+        find(&cluster.get("/api/v1/events").await, "Pod/sick", "Unhealthy")
+            .is_some_and(|e| e["count"].as_i64() >= Some(3))
+    })
+    .await;
+    let unhealthy = find(&cluster.get("/api/v1/events?for=pod/sick").await, "Pod/sick", "Unhealthy").unwrap();
+    assert!(
+        unhealthy["message"].as_str().unwrap().contains("readiness probe: command exited with code 1: not ready yet"),
+        "the probe's output: {unhealthy:#}"
+    );
+    let events = cluster.get("/api/v1/events?for=pod/crash").await;
+    let back_off = find(&events, "Pod/crash", "BackOff").unwrap();
+    assert_eq!(back_off["type"], "Warning");
+    assert!(back_off["message"].as_str().unwrap().contains("exited with code 1"), "{back_off:#}");
+    let scheduled = find(&events, "Pod/crash", "Scheduled").expect("a Scheduled event");
+    assert!(scheduled["message"].as_str().unwrap().contains(&cluster.nodes[0].name), "{scheduled:#}");
+    assert!(find(&events, "Pod/sick", "Unhealthy").is_none(), "--for keeps to its object");
+
+    let here = repo.path();
+    let (code, table, err) = cluster.cli(here, &["get", "events"], false);
+    assert_eq!(code, 0, "{err}");
+    assert!(table.contains("BackOff") && table.contains("Unhealthy") && table.contains("COUNT"), "{table}");
+    // The sync is an event of its commit, with no namespace.
+    let commit = format!("commit/{}", &sha[..7]);
+    let (code, table, err) = cluster.cli(here, &["get", "events", "--for", &commit], false);
+    assert_eq!(code, 0, "{err}");
+    assert!(table.contains("SyncStarted") && !table.contains("BackOff"), "{table}");
+    let started = table.lines().find(|l| l.contains("SyncStarted")).unwrap();
+    assert!(started.starts_with("- "), "no namespace: {table}");
+    let (code, _, err) = cluster.cli(here, &["get", "pods", "--for", "pod/crash"], false);
+    assert_ne!(code, 0);
+    assert!(err.contains("--for is for `berth get events`"), "{err}");
+    let (code, described, err) = cluster.cli(here, &["describe", "pod/crash"], false);
+    assert_eq!(code, 0, "{err}");
+    let events_at = described.find("Events:").unwrap_or_else(|| panic!("{described}"));
+    assert!(described[events_at..].contains("BackOff"), "{described}");
+
+    // `get events -w` prints the table, then a row each time an event counts up: the probe
+    // fails every second, so the Unhealthy row comes again with a higher count.
+    let (_watcher, received) = watch_lines(&cluster, here, "events");
+    let deadline = std::time::Instant::now() + LIMIT;
+    let mut seen = Vec::new();
+    let count_of = |line: &str| line.split_whitespace().nth(5).and_then(|c| c.parse::<i64>().ok());
+    let mut counts = Vec::new();
+    while counts.len() < 2 {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let Some(line) = received.recv_timeout(left).ok() else {
+            panic!("no second Unhealthy row within {LIMIT:?}; printed: {seen:#?}")
+        };
+        if line.contains("Unhealthy") && line.contains("Pod/sick") {
+            counts.extend(count_of(&line));
+        }
+        seen.push(line);
+    }
+    assert!(seen[0].starts_with("NAMESPACE"), "{seen:#?}");
+    assert!(counts[1] > counts[0], "the count goes up: {seen:#?}");
 }

@@ -380,6 +380,7 @@ fn status_of(pod: &Running, now: i64) -> PodStatus {
             reason: crashing.then(|| "CrashLoopBackOff".to_owned()),
             last_termination: None,
             last_output: None,
+            probe_failures: 0,
             container_id: Some(format!("{}-{}", pod.assignment.uid, pod.restarts)),
         })
         .collect();

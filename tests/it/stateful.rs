@@ -192,6 +192,8 @@ async fn a_stateful_set_keeps_each_ordinals_data_and_node_through_everything() {
         })
         .await;
     assert_ne!(waiting["sync"], "Synced", "{waiting:#}");
+    let node_events = cluster.get(&format!("/api/v1/events?for=node/{node2}")).await;
+    assert!(node_events.to_string().contains("NodeNotReady"), "{node_events:#}");
     let lost: Vec<&String> = placed.iter().filter(|(_, node)| *node == node2).map(|(pod, _)| pod).collect();
     let now = pods(&cluster).await;
     for (pod, node) in &now {

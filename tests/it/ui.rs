@@ -107,7 +107,7 @@ async fn every_page_and_api_route_answers_without_a_secret() {
         ("/workloads?namespace=nowhere", vec!["No workload matches."]),
         (
             "/workloads/deployment/shop/web",
-            vec!["Deployment shop/web", "History", "started rolling out", "Last change"],
+            vec!["Deployment shop/web", "History", "started rolling out", "Last change", "RolloutStarted"],
         ),
         ("/plan", vec!["Plan: 4 to create", "+ create Deployment shop/web", "password: (sensitive)"]),
         ("/syncs", vec![short, "progressing", "/syncs/"]),
