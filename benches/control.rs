@@ -154,6 +154,15 @@ impl ContainerRuntime for Hollow {
         Ok(())
     }
 
+    async fn connect_in_pod(
+        &self,
+        _sandbox: &str,
+        port: u16,
+        _timeout: Duration,
+    ) -> Result<tokio::net::TcpStream, String> {
+        Err(format!("a hollow node has no port {port}"))
+    }
+
     async fn exec(&self, _id: &str, _command: &[String], _timeout: Duration) -> Result<i64, RuntimeError> {
         Ok(0)
     }

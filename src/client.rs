@@ -26,6 +26,7 @@ pub enum ClientError {
     },
 }
 
+#[derive(Clone)]
 pub struct Client {
     server: String,
     token: Option<String>,
@@ -111,6 +112,44 @@ impl Client {
                 }
             }
         }
+    }
+
+    /// One port-forward connection to `port` of pod `namespace/pod`, once its node said it
+    /// reached the port: the bytes of the pod's port, both ways.
+    pub async fn port_forward(
+        &self,
+        namespace: &str,
+        pod: &str,
+        port: u16,
+    ) -> Result<tokio::io::BufReader<reqwest::Upgraded>, ClientError> {
+        let mut request = self
+            .http
+            .get(format!("{}/api/v1/pods/{namespace}/{pod}/portforward", self.server))
+            .query(&[("port", port)])
+            .header(reqwest::header::CONNECTION, "upgrade")
+            .header(reqwest::header::UPGRADE, crate::nodes::session::PROTOCOL);
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        let response =
+            request.send().await.map_err(|source| ClientError::Unreachable { server: self.server.clone(), source })?;
+        let status = response.status();
+        if status != reqwest::StatusCode::SWITCHING_PROTOCOLS {
+            let body: Value = response.json().await.unwrap_or_default();
+            let message = body.get("error").and_then(Value::as_str).unwrap_or("the request failed").to_owned();
+            return Err(ClientError::Refused { server: self.server.clone(), status: status.as_u16(), message });
+        }
+        let upgraded = response
+            .upgrade()
+            .await
+            .map_err(|source| ClientError::Unreachable { server: self.server.clone(), source })?;
+        let mut session = tokio::io::BufReader::new(upgraded);
+        crate::nodes::session::read_answer(&mut session).await.map_err(|message| ClientError::Refused {
+            server: self.server.clone(),
+            status: 502,
+            message,
+        })?;
+        Ok(session)
     }
 
     async fn send(&self, request: reqwest::RequestBuilder) -> Result<Value, ClientError> {

@@ -342,6 +342,20 @@ enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Reach a pod's port from this machine: `berth port-forward POD|svc/NAME [LOCAL:]REMOTE`
+    /// listens on 127.0.0.1:LOCAL (REMOTE when LOCAL is left out; `:REMOTE` picks a free port)
+    /// and carries each connection to the pod through the server and the pod's node.
+    #[command(name = "port-forward")]
+    PortForward {
+        /// A pod's name, or svc/NAME for one ready pod of a Service.
+        target: String,
+        /// [LOCAL:]REMOTE; for svc/NAME, REMOTE is the Service's port.
+        ports: String,
+        #[arg(short, long, default_value = "default")]
+        namespace: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
     /// Run a command in a pod's container and exit with its exit code: `berth exec POD -- CMD...`.
     Exec {
         /// The pod's name, as `berth get pods` lists it.
@@ -524,6 +538,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 );
             }
             client_command(&server, ClientCall::DeleteClaim { name, namespace, yes })
+        }
+        Command::PortForward { target, ports, namespace, server } => {
+            client_command(&server, ClientCall::PortForward { target, ports, namespace })
         }
         Command::Create { what, name, from, namespace, server } => {
             if !matches!(what.as_str(), "job" | "jobs") {
@@ -1471,6 +1488,71 @@ enum ClientCall {
         timeout: u64,
         command: Vec<String>,
     },
+    PortForward {
+        target: String,
+        ports: String,
+        namespace: String,
+    },
+}
+
+/// `[LOCAL:]REMOTE` of `berth port-forward`: the local port (0 for any free one) and the remote.
+fn forward_ports(ports: &str) -> Result<(u16, u16)> {
+    let number = |text: &str, which: &str| -> Result<u16> {
+        text.parse::<u16>().ok().filter(|p| *p > 0 || which == "local").ok_or_else(|| {
+            anyhow::anyhow!(
+                "`{ports}`: the {which} port `{text}` is not a port number; write [LOCAL:]REMOTE, such as 8080:80"
+            )
+        })
+    };
+    match ports.split_once(':') {
+        Some(("", remote)) => Ok((0, number(remote, "remote")?)),
+        Some((local, remote)) => Ok((number(local, "local")?, number(remote, "remote")?)),
+        None => {
+            let port = number(ports, "remote")?;
+            Ok((port, port))
+        }
+    }
+}
+
+/// The pod and port a port-forward reaches: the pod named, or for svc/NAME one ready pod of the
+/// Service and the target port of its port `port`.
+async fn forward_target(
+    client: &berth::client::Client,
+    target: &str,
+    namespace: &str,
+    port: u16,
+) -> Result<(String, u16)> {
+    let Some(service) = target.strip_prefix("svc/").or_else(|| target.strip_prefix("service/")) else {
+        return Ok((target.trim_start_matches("pod/").trim_start_matches("po/").to_owned(), port));
+    };
+    let services = client.get("/api/v1/services").await?;
+    let found = services
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["namespace"] == namespace && s["name"] == service)
+        .ok_or_else(|| anyhow::anyhow!("no Service {namespace}/{service}; `berth get services` lists them"))?;
+    let ports = found["ports"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let declared = ports.iter().find(|p| p["port"].as_u64() == Some(u64::from(port))).ok_or_else(|| {
+        let have: Vec<String> = ports.iter().map(|p| p["port"].to_string()).collect();
+        anyhow::anyhow!("Service {namespace}/{service} has no port {port}; it has: {}", have.join(", "))
+    })?;
+    let target_port = match &declared["targetPort"] {
+        serde_json::Value::Number(n) => n.as_u64().and_then(|n| u16::try_from(n).ok()).unwrap_or(port),
+        serde_json::Value::Null => port,
+        serde_json::Value::String(text) if text.parse::<u16>().is_ok() => text.parse().unwrap_or(port),
+        named => bail!(
+            "Service {namespace}/{service}'s port {port} targets the named port {named}; forward to the pod's port number: `berth port-forward POD PORT`"
+        ),
+    };
+    let pod = found["endpoints"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.as_str()?.split_once('@').map(|(pod, _)| pod.to_owned()))
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("Service {namespace}/{service} has no ready pod to forward to"))?;
+    Ok((pod, target_port))
 }
 
 /// Prints one API answer as a table.
@@ -1687,6 +1769,27 @@ fn client_command(args: &ServerArgs, call: ClientCall) -> Result<ExitCode> {
                 let value = client.get(&format!("{}/history", workload_path(&target, &namespace)?)).await?;
                 print_value(&value, args.output, |v| c::history_table(v, now))?;
                 Ok(ExitCode::SUCCESS)
+            }
+            ClientCall::PortForward { target, ports, namespace } => {
+                let (local, remote) = forward_ports(&ports)?;
+                let (pod, port) = forward_target(&client, &target, &namespace, remote).await?;
+                let listener = tokio::net::TcpListener::bind(("127.0.0.1", local))
+                    .await
+                    .with_context(|| format!("listening on 127.0.0.1:{local} failed; choose another local port"))?;
+                println!("Forwarding from {} -> {pod}:{port}", listener.local_addr()?);
+                std::io::Write::flush(&mut std::io::stdout())?;
+                loop {
+                    let (mut socket, _) = listener.accept().await?;
+                    let (client, namespace, pod) = (client.clone(), namespace.clone(), pod.clone());
+                    tokio::spawn(async move {
+                        match client.port_forward(&namespace, &pod, port).await {
+                            Ok(mut session) => {
+                                let _ = tokio::io::copy_bidirectional(&mut socket, &mut session).await;
+                            }
+                            Err(error) => eprintln!("error: {error}"),
+                        }
+                    });
+                }
             }
             ClientCall::Exec { pod, container, namespace, stdin, timeout, command } => {
                 let path = format!("/api/v1/pods/{namespace}/{pod}/exec");

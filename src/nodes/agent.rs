@@ -518,6 +518,14 @@ async fn serve_requests<R: ContainerRuntime>(
                 retry.succeeded();
                 for request in requests {
                     let (client, runtime, node) = (client.clone(), runtime.clone(), node.clone());
+                    if let Some(forward) = request.port_forward.clone() {
+                        answering.spawn(async move {
+                            if let Err(error) = port_forward(&client, &*runtime, &node, request.id, &forward).await {
+                                tracing::warn!(%error, pod = %forward.pod, port = forward.port, "A port-forward failed.");
+                            }
+                        });
+                        continue;
+                    }
                     let manager = manager.clone();
                     // What the pod got from Secrets is hidden in what it wrote, as everywhere
                     // berth shows something.
@@ -591,6 +599,56 @@ fn hidden_values(assignment: Option<&Assignment>, request: &AgentRequest) -> Vec
 }
 
 /// Runs a request's command in the current attempt of its container, which must be running.
+/// Dials the server back for port-forward session `id` and splices it to the pod's port, after
+/// the answer line that says whether the port could be reached.
+async fn port_forward<R: ContainerRuntime>(
+    client: &ApiClient,
+    runtime: &R,
+    node: &str,
+    id: u64,
+    forward: &super::protocol::PortForwardRequest,
+) -> Result<(), String> {
+    let reached = async {
+        let filter = [
+            (labels::NODE, node),
+            (labels::NAMESPACE, forward.namespace.as_str()),
+            (labels::POD, forward.pod.as_str()),
+            (labels::ROLE, "sandbox"),
+        ];
+        let sandboxes = runtime.list(&filter).await.map_err(|e| e.to_string())?;
+        let sandbox = sandboxes
+            .iter()
+            .find(|c| c.state == super::runtime::ContainerState::Running)
+            .ok_or_else(|| format!("pod {}/{} is not running on node {node}", forward.namespace, forward.pod))?;
+        runtime.connect_in_pod(&sandbox.id, forward.port, Duration::from_secs(5)).await.map_err(|e| {
+            format!(
+                "pod {}/{}: {e}; is something listening on port {} in the pod?",
+                forward.namespace, forward.pod, forward.port
+            )
+        })
+    }
+    .await;
+    let response = client
+        .http
+        .get(client.url(&format!("sessions/{id}")))
+        .bearer_auth(&client.credential)
+        .header(reqwest::header::CONNECTION, "upgrade")
+        .header(reqwest::header::UPGRADE, super::session::PROTOCOL)
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if response.status() != reqwest::StatusCode::SWITCHING_PROTOCOLS {
+        return Err(check(response).await.err().unwrap_or_else(|| "the server did not upgrade the session".into()));
+    }
+    let mut session = response.upgrade().await.map_err(|e| e.to_string())?;
+    super::session::answer(&mut session, &reached.as_ref().map(|_| ()).map_err(Clone::clone))
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut pod = reached?;
+    tokio::io::copy_bidirectional(&mut session, &mut pod).await.map_err(|e| e.to_string())?;
+    Ok(())
+}
+
 async fn container_exec<R: ContainerRuntime>(
     runtime: &R,
     node: &str,

@@ -393,6 +393,21 @@ impl ContainerRuntime for Docker {
             .unwrap_or_else(|_| Err("the probe task panicked".into()))
     }
 
+    async fn connect_in_pod(
+        &self,
+        sandbox_id: &str,
+        port: u16,
+        timeout: Duration,
+    ) -> Result<tokio::net::TcpStream, String> {
+        let sandbox = self.inspect(sandbox_id).await.map_err(|e| e.to_string())?;
+        let pid = sandbox.pid.ok_or_else(|| "the pod sandbox is not running".to_owned())?;
+        let stream = tokio::task::spawn_blocking(move || super::netns::connect(pid, port, timeout))
+            .await
+            .unwrap_or_else(|_| Err("the connecting task panicked".into()))?;
+        stream.set_nonblocking(true).map_err(|e| e.to_string())?;
+        tokio::net::TcpStream::from_std(stream).map_err(|e| e.to_string())
+    }
+
     async fn usage(&self, id: &str) -> Option<super::usage::Reading> {
         match super::usage::read_cgroup(id) {
             Some(reading) => Some(reading),

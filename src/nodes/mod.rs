@@ -17,5 +17,6 @@ pub mod proxy;
 pub mod runtime;
 pub mod sandbox;
 pub mod security;
+pub mod session;
 pub mod tar;
 pub mod usage;

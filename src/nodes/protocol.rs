@@ -348,7 +348,7 @@ pub struct Endpoint {
 /// `GET /api/v1/agent/nodes/{node}/requests?after=ID&waitSeconds=S`: what the server asks of
 /// the node, long-polled over the connection the agent opens (nodes only dial out). The agent
 /// answers each with `POST .../requests/{id}` and an [`AgentAnswer`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AgentRequest {
     pub id: u64,
@@ -360,6 +360,19 @@ pub struct AgentRequest {
     /// The volume of a claim to remove, with its data (`berth delete pvc`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub remove_claim: Option<ClaimRequest>,
+    /// A port-forward: the node dials `GET .../sessions/{id}` back, upgraded, and splices it
+    /// to the port on the pod's loopback (`nodes::session`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_forward: Option<PortForwardRequest>,
+}
+
+/// A port of a pod to reach, for `berth port-forward`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PortForwardRequest {
+    pub namespace: String,
+    pub pod: String,
+    pub port: u16,
 }
 
 /// A claim's volume on the node: namespace and claim name.

@@ -158,6 +158,13 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         check: &super::netns::Check,
         timeout: Duration,
     ) -> impl Future<Output = Result<(), String>> + Send;
+    /// A connection to `port` on the loopback of the pod whose sandbox is `sandbox_id`.
+    fn connect_in_pod(
+        &self,
+        sandbox_id: &str,
+        port: u16,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<tokio::net::TcpStream, String>> + Send;
     /// Runs a command in a running container; returns its exit code, or an error after `timeout`.
     fn exec(
         &self,

@@ -47,6 +47,9 @@ struct Inner {
     /// Per node, what the server asks of it and waits for (`ask`).
     requests: Mutex<HashMap<String, NodeRequests>>,
     next_request: std::sync::atomic::AtomicU64,
+    /// Sessions waiting for their node to dial back, by request id: the node, and where its
+    /// upgraded connection goes.
+    sessions: Mutex<HashMap<u64, (String, tokio::sync::oneshot::Sender<hyper::upgrade::OnUpgrade>)>>,
 }
 
 /// The requests of one node: those it has not fetched yet, and the answers awaited.
@@ -74,6 +77,7 @@ impl AgentApi {
                 usage: super::usage::UsageBook::default(),
                 requests: Mutex::new(HashMap::new()),
                 next_request: std::sync::atomic::AtomicU64::new(1),
+                sessions: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -86,7 +90,7 @@ impl AgentApi {
     /// Asks `node` for a container's log over the node's own connection; the node's answer, or
     /// why there is none.
     pub async fn ask_logs(&self, node: &str, logs: LogRequest) -> Result<String, String> {
-        let request = AgentRequest { id: 0, logs: Some(logs), exec: None, remove_claim: None };
+        let request = AgentRequest { logs: Some(logs), ..AgentRequest::default() };
         let answer = self.ask(node, request, ANSWER_LIMIT).await?;
         answer.output.ok_or_else(|| answer.error.unwrap_or_else(|| format!("node {node} gave no log")))
     }
@@ -95,8 +99,7 @@ impl AgentApi {
     /// run.
     pub async fn ask_exec(&self, node: &str, exec: ExecRequest) -> Result<(i64, String), String> {
         let limit = Duration::from_secs(exec.timeout_seconds) + ANSWER_LIMIT;
-        let answer =
-            self.ask(node, AgentRequest { id: 0, logs: None, exec: Some(exec), remove_claim: None }, limit).await?;
+        let answer = self.ask(node, AgentRequest { exec: Some(exec), ..AgentRequest::default() }, limit).await?;
         match (answer.exit_code, answer.output) {
             (Some(code), output) => Ok((code, output.unwrap_or_default())),
             _ => Err(answer.error.unwrap_or_else(|| format!("node {node} did not run the command"))),
@@ -106,13 +109,47 @@ impl AgentApi {
     /// Asks `node` to remove the volume of a claim, with its data; whether it had one.
     pub async fn ask_remove_claim(&self, node: &str, namespace: &str, claim: &str) -> Result<bool, String> {
         let remove = crate::nodes::protocol::ClaimRequest { namespace: namespace.to_owned(), claim: claim.to_owned() };
-        let request = AgentRequest { id: 0, logs: None, exec: None, remove_claim: Some(remove) };
+        let request = AgentRequest { remove_claim: Some(remove), ..AgentRequest::default() };
         let answer = self.ask(node, request, ANSWER_LIMIT).await?;
         match (answer.output.as_deref(), answer.error) {
             (_, Some(error)) => Err(error),
             (Some("removed"), None) => Ok(true),
             _ => Ok(false),
         }
+    }
+
+    /// Asks `node` to open a port-forward to a pod, and waits for the node to dial back: the
+    /// node's connection, which starts with its answer line (`nodes::session`).
+    pub async fn open_port_forward(
+        &self,
+        node: &str,
+        forward: crate::nodes::protocol::PortForwardRequest,
+    ) -> Result<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>, String> {
+        let id = self.inner.next_request.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (dialed, dialed_back) = tokio::sync::oneshot::channel();
+        lock(&self.inner.sessions).insert(id, (node.to_owned(), dialed));
+        {
+            let mut requests = crate::lock(&self.inner.requests);
+            let node_requests = requests.entry(node.to_owned()).or_default();
+            node_requests.pending.push(AgentRequest { id, port_forward: Some(forward), ..AgentRequest::default() });
+            node_requests.queued.notify_one();
+        }
+        let result = tokio::time::timeout(ANSWER_LIMIT, dialed_back).await;
+        lock(&self.inner.sessions).remove(&id);
+        if let Some(node_requests) = crate::lock(&self.inner.requests).get_mut(node) {
+            node_requests.pending.retain(|r| r.id != id);
+        }
+        let upgrade = match result {
+            Ok(Ok(upgrade)) => upgrade,
+            _ => {
+                return Err(format!(
+                    "node {node} did not open the session within {} s; it may be down (see `berth get nodes`) or run a berth agent without port-forward",
+                    ANSWER_LIMIT.as_secs()
+                ));
+            }
+        };
+        let upgraded = upgrade.await.map_err(|e| format!("node {node}'s session connection failed: {e}"))?;
+        Ok(hyper_util::rt::TokioIo::new(upgraded))
     }
 
     /// Queues `request` for `node` and waits up to `limit` for the answer the node posts.
@@ -146,6 +183,7 @@ impl AgentApi {
         Router::new()
             .route("/api/v1/agent/nodes/{node}/requests", get(requests))
             .route("/api/v1/agent/nodes/{node}/requests/{id}", post(answer))
+            .route("/api/v1/agent/nodes/{node}/sessions/{id}", get(session))
             .route("/api/v1/agent/join", post(join))
             .route("/api/v1/agent/nodes/{node}/heartbeat", post(heartbeat))
             .route("/api/v1/agent/nodes/{node}/assignment", get(assignment))
@@ -375,6 +413,38 @@ async fn requests(
     let wait = Duration::from_secs(query.wait_seconds).min(MAX_WAIT);
     let _ = tokio::time::timeout(wait, queued.notified()).await;
     Ok(Json(take().0))
+}
+
+/// A node dialing back for a session the server asked it to open: upgraded, and handed to
+/// whoever waits for it.
+async fn session(
+    State(api): State<AgentApi>,
+    Path((node, id)): Path<(String, u64)>,
+    mut request: axum::extract::Request,
+) -> Result<axum::response::Response, AppError> {
+    api.authorize(request.headers(), &node).await?;
+    let waiter = {
+        let mut sessions = lock(&api.inner.sessions);
+        match sessions.get(&id) {
+            Some((owner, _)) if *owner == node => sessions.remove(&id).map(|(_, waiter)| waiter),
+            _ => None,
+        }
+    };
+    let Some(waiter) = waiter else {
+        return Err(AppError::new(StatusCode::NOT_FOUND, format!("no session {id} waits for node {node}")));
+    };
+    let _ = waiter.send(hyper::upgrade::on(&mut request));
+    Ok(switching_protocols())
+}
+
+/// The answer that turns a request into a session's connection.
+pub(crate) fn switching_protocols() -> axum::response::Response {
+    axum::response::Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(axum::http::header::CONNECTION, "upgrade")
+        .header(axum::http::header::UPGRADE, crate::nodes::session::PROTOCOL)
+        .body(axum::body::Body::empty())
+        .expect("a fixed response")
 }
 
 /// A node's answer to one of its requests.

@@ -104,6 +104,7 @@ pub fn router(plane: Arc<ControlPlane>, access: Access) -> Router {
         .route("/api/v1/pods/{namespace}/{name}", get(pod_detail))
         .route("/api/v1/pods/{namespace}/{name}/logs", get(pod_logs))
         .route("/api/v1/pods/{namespace}/{name}/exec", post(pod_exec))
+        .route("/api/v1/pods/{namespace}/{name}/portforward", get(pod_port_forward))
         .route("/api/v1/nodes", get(nodes))
         .route("/api/v1/pvcs", get(claims))
         .route("/api/v1/events", get(events))
@@ -584,6 +585,53 @@ async fn pod_logs(
         Ok(text) => Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()),
         Err(reason) => Err(AppError::new(StatusCode::BAD_GATEWAY, reason)),
     }
+}
+
+#[derive(Debug, Deserialize)]
+struct PortForwardQuery {
+    port: u16,
+}
+
+/// `berth port-forward`: one connection to a port on the pod's loopback, as an upgraded HTTP
+/// connection (`Upgrade: berth-session`); needs the token. The pod's node dials back for it
+/// (nodes only dial out) and the server splices the two; the first line on it is the node's
+/// answer (`nodes::session`).
+async fn pod_port_forward(
+    State(api): State<Api>,
+    Path((namespace, name)): Path<(String, String)>,
+    Query(query): Query<PortForwardQuery>,
+    mut request: axum::extract::Request,
+) -> Result<axum::response::Response, AppError> {
+    api.access.check(request.headers())?;
+    let upgrading = request
+        .headers()
+        .get(axum::http::header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(crate::nodes::session::PROTOCOL.as_bytes()));
+    if !upgrading {
+        return Err(AppError::new(
+            StatusCode::UPGRADE_REQUIRED,
+            format!("a port-forward is an upgraded connection: send `Upgrade: {}`", crate::nodes::session::PROTOCOL),
+        ));
+    }
+    let (pod, _) = assigned_pod(&api.plane, &namespace, &name).await?;
+    let forward = crate::nodes::protocol::PortForwardRequest { namespace, pod: name, port: query.port };
+    let mut node = api
+        .plane
+        .api
+        .open_port_forward(&pod.node, forward)
+        .await
+        .map_err(|e| AppError::new(StatusCode::BAD_GATEWAY, e))?;
+    let client = hyper::upgrade::on(&mut request);
+    tokio::spawn(async move {
+        match client.await {
+            Ok(upgraded) => {
+                let mut client = hyper_util::rt::TokioIo::new(upgraded);
+                let _ = tokio::io::copy_bidirectional(&mut client, &mut node).await;
+            }
+            Err(error) => tracing::debug!(%error, "A port-forward's client went away before its upgrade."),
+        }
+    });
+    Ok(super::agent_api::switching_protocols())
 }
 
 /// The container a request names (`-c`), or the pod's one container.

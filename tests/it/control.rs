@@ -1957,3 +1957,103 @@ spec:
     assert!(seen[0].starts_with("NAMESPACE"), "{seen:#?}");
     assert!(counts[1] > counts[0], "the count goes up: {seen:#?}");
 }
+
+/// Issue 19: `berth port-forward` reaches a pod's port from 127.0.0.1, through the server and
+/// the connection the pod's node dials back; a Service's port too, and a closed port or a
+/// caller without the token gets a clear refusal.
+#[tokio::test(flavor = "multi_thread")]
+async fn port_forward_serves_an_http_request_from_a_pod_and_a_service() {
+    let image = crate::images::busybox();
+    let mut repo = TestRepo::new();
+    repo.write(
+        "web.yaml",
+        &format!(
+            "apiVersion: v1
+kind: Pod
+metadata: {{name: web, labels: {{app: web}}}}
+spec:
+  terminationGracePeriodSeconds: 0
+  containers:
+    - name: main
+      image: {image}
+      command: [sh, -c, 'mkdir -p /www && echo hello through the tunnel > /www/index.html && exec httpd -f -p 8080 -h /www']
+      ports: [{{containerPort: 8080}}]
+      readinessProbe:
+        tcpSocket: {{port: 8080}}
+        periodSeconds: 1
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web}}
+spec:
+  selector: {{app: web}}
+  ports: [{{port: 80, targetPort: 8080}}]
+"
+        ),
+    );
+    repo.commit("a web pod and its service");
+    let cluster = Cluster::start_on("forward", repo.path().to_str().unwrap(), 1, &[], 44).await;
+    cluster.wait_status("the pod to be ready", synced).await;
+
+    let forward = |args: &[&str], token: bool| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_berth"));
+        command.arg("port-forward").args(["--server", &format!("http://{}", cluster.listen)]).args(args);
+        command.env_remove("BERTH_TOKEN").current_dir(std::env::temp_dir());
+        if token {
+            command.env("BERTH_TOKEN", cluster.token());
+        }
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut process = Process(command.spawn().unwrap());
+        let stdout = process.0.stdout.take().unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+        let address = line
+            .strip_prefix("Forwarding from ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| {
+                let mut said = String::new();
+                let _ = std::io::Read::read_to_string(process.0.stderr.as_mut().unwrap(), &mut said);
+                panic!("no listening address printed: {line:?} {said}")
+            })
+            .to_owned();
+        (process, address)
+    };
+    let fetch = |address: &str| -> String {
+        use std::io::{Read as _, Write as _};
+        let mut stream = std::net::TcpStream::connect(address).unwrap();
+        stream.set_read_timeout(Some(LIMIT)).unwrap();
+        stream.write_all(b"GET /index.html HTTP/1.0\r\nHost: web\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        answer
+    };
+
+    let (_pod, address) = forward(&["web", ":8080"], true);
+    assert!(address.starts_with("127.0.0.1:"), "{address}");
+    // Two connections, one after the other: each is a session of its own.
+    for _ in 0..2 {
+        let answer = fetch(&address);
+        assert!(answer.starts_with("HTTP/1.") && answer.contains("hello through the tunnel"), "{answer}");
+    }
+    let (_service, address) = forward(&["svc/web", ":80"], true);
+    let answer = fetch(&address);
+    assert!(answer.contains("hello through the tunnel"), "{answer}");
+
+    // A port nothing listens on: the connection ends, and the CLI says why.
+    let (mut closed, address) = forward(&["web", ":9"], true);
+    assert_eq!(fetch(&address), "", "nothing comes from a closed port");
+    let mut stderr = closed.0.stderr.take().unwrap();
+    let mut said = [0u8; 400];
+    let n = std::io::Read::read(&mut stderr, &mut said).unwrap();
+    let said = String::from_utf8_lossy(&said[..n]);
+    assert!(said.contains("connecting to port 9 failed"), "{said}");
+
+    // Without the token, the server refuses before it asks the node for anything.
+    let (mut refused, address) = forward(&["web", ":8080"], false);
+    assert_eq!(fetch(&address), "");
+    let mut stderr = refused.0.stderr.take().unwrap();
+    let mut said = [0u8; 400];
+    let n = std::io::Read::read(&mut stderr, &mut said).unwrap();
+    let said = String::from_utf8_lossy(&said[..n]);
+    assert!(said.contains("401") || said.contains("token"), "{said}");
+}
