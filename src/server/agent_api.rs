@@ -61,6 +61,11 @@ struct NodeRequests {
     queued: Arc<Notify>,
 }
 
+/// The largest answer a node may post: a whole container log (the engine keeps at most
+/// 3 x 10 MiB of it) with room for its JSON escaping; axum's default of 2 MiB refused logs of
+/// some 40,000 lines.
+const ANSWER_BODY_LIMIT: usize = 96 << 20;
+
 /// How long the server waits for a node to answer a request.
 const ANSWER_LIMIT: Duration = Duration::from_secs(20);
 
@@ -182,7 +187,10 @@ impl AgentApi {
     pub fn router(&self) -> Router {
         Router::new()
             .route("/api/v1/agent/nodes/{node}/requests", get(requests))
-            .route("/api/v1/agent/nodes/{node}/requests/{id}", post(answer))
+            .route(
+                "/api/v1/agent/nodes/{node}/requests/{id}",
+                post(answer).layer(axum::extract::DefaultBodyLimit::max(ANSWER_BODY_LIMIT)),
+            )
             .route("/api/v1/agent/nodes/{node}/sessions/{id}", get(session))
             .route("/api/v1/agent/join", post(join))
             .route("/api/v1/agent/nodes/{node}/heartbeat", post(heartbeat))

@@ -1988,6 +1988,19 @@ metadata: {{name: web}}
 spec:
   selector: {{app: web}}
   ports: [{{port: 80, targetPort: 8080}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {{name: chatty}}
+spec:
+  terminationGracePeriodSeconds: 0
+  containers:
+    - name: main
+      image: {image}
+      command: [sh, -c, 'i=0; while [ $i -lt 60000 ]; do echo \"line $i of a log larger than two mebibytes\"; i=$((i+1)); done; touch /tmp/done; exec sleep 3600']
+      readinessProbe:
+        exec: {{command: [test, -f, /tmp/done]}}
+        periodSeconds: 1
 "
         ),
     );
@@ -2027,6 +2040,12 @@ spec:
         let _ = stream.read_to_string(&mut answer);
         answer
     };
+
+    // A log of over 2 MiB comes whole through the node's answer.
+    let (code, log, err) = cluster.cli(repo.path(), &["logs", "chatty"], true);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(log.lines().count(), 60000, "{err}");
+    assert!(log.ends_with("line 59999 of a log larger than two mebibytes\n"));
 
     let (_pod, address) = forward(&["web", ":8080"], true);
     assert!(address.starts_with("127.0.0.1:"), "{address}");
