@@ -19,6 +19,7 @@ use crate::manifest::{Kind, Object, ObjectKey, Resource};
 use crate::nodes::protocol::{PodAssignment, PodPhase, PodStatus, RouteTable, ServiceRoute};
 use crate::plan::rollout::{self, PodView, Strategy, Wishes};
 use crate::plan::schedule::{self, NodeInfo, Placement, PodRequest, requests};
+use crate::store::events::EventRecorder;
 use crate::store::{Allocations, ClaimRecord, NewEvent, ServiceWants, Store, StoreError};
 use crate::sync::Loaded;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -197,6 +198,8 @@ pub struct Controller<N: Nodes> {
     allocations: Mutex<Option<(Vec<ServiceWants>, Allocations)>>,
     /// Claims whose volume a node is asked to remove, by `(namespace, claim)`, since when.
     removing_claims: Mutex<HashMap<(String, String), i64>>,
+    /// Writes the events of passes, a lasting condition's again only every half minute.
+    events: EventRecorder,
 }
 
 /// A claim removal that has not finished after this long is asked for again.
@@ -234,6 +237,7 @@ impl<N: Nodes> Controller<N> {
             leaving: Mutex::new(HashMap::new()),
             allocations: Mutex::new(None),
             removing_claims: Mutex::new(HashMap::new()),
+            events: EventRecorder::default(),
         }
     }
 
@@ -266,9 +270,7 @@ impl<N: Nodes> Controller<N> {
                 events.push(node_event(name, "Normal", "NodeReady", format!("node {name} is Ready")));
             }
         }
-        if let Err(error) = self.store.add_events(&events, now).await {
-            tracing::warn!(%error, "Recording events failed.");
-        }
+        self.events.record(&self.store, events, now).await;
     }
 
     /// One pass towards `desired` at time `now` (seconds since the Unix epoch).
@@ -807,9 +809,7 @@ impl<N: Nodes> Controller<N> {
                 });
             }
         }
-        if let Err(error) = self.store.add_events(&events, now).await {
-            tracing::warn!(%error, "Recording events failed.");
-        }
+        self.events.record(&self.store, events, now).await;
         let nodes_changed = changes.len();
         if !changes.is_empty() {
             let written = self.api.assign_many(changes).await?;

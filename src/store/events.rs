@@ -3,11 +3,21 @@
 
 use super::{Store, StoreError};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 /// Events older than this are dropped.
 pub const EVENT_AGE_SECONDS: i64 = 3600;
 /// At most this many events are kept; the oldest go first.
 pub const EVENT_LIMIT: i64 = 2000;
+
+/// Pruning past the bounds runs at most this often: the bounds are kept within a minute's worth
+/// of events, and a write is one upsert per event rather than two full-table deletes.
+pub const PRUNE_EVERY_SECONDS: i64 = 60;
+/// A loop that passes often records the same event again only after this long: its count still
+/// grows while the condition lasts, more slowly, as kubelet's event rate limit does.
+pub const REPEAT_SECONDS: i64 = 30;
 
 /// An event as it happens: the same one again (object, reason and message) counts up.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,9 +53,11 @@ pub struct EventRecord {
 type Row = (String, String, String, String, String, String, i64, i64, i64);
 
 impl Store {
-    /// Records `events` at `now` in one transaction, and drops what is past the bounds.
+    /// Records `events` at `now` in one transaction, and drops what is past the bounds when the
+    /// last pruning is [`PRUNE_EVERY_SECONDS`] old.
     pub async fn add_events(&self, events: &[NewEvent], now: i64) -> Result<(), StoreError> {
-        if events.is_empty() {
+        let pruned = self.events_pruned_at.load(Ordering::Relaxed);
+        if events.is_empty() && now - pruned < PRUNE_EVERY_SECONDS && now >= pruned {
             return Ok(());
         }
         let mut transaction = self.pool.begin().await?;
@@ -67,6 +79,10 @@ impl Store {
             .execute(&mut *transaction)
             .await?;
         }
+        if now - pruned < PRUNE_EVERY_SECONDS && now >= pruned {
+            transaction.commit().await?;
+            return Ok(());
+        }
         sqlx::query("DELETE FROM events WHERE last_seen < ?")
             .bind(now - EVENT_AGE_SECONDS)
             .execute(&mut *transaction)
@@ -78,6 +94,7 @@ impl Store {
         .execute(&mut *transaction)
         .await?;
         transaction.commit().await?;
+        self.events_pruned_at.store(now, Ordering::Relaxed);
         Ok(())
     }
 
@@ -103,5 +120,68 @@ impl Store {
                 last_seen,
             })
             .collect())
+    }
+}
+
+type EventKey = (String, String, String, String);
+
+/// Records the events of a loop that passes often (the controller): the same event again
+/// within [`REPEAT_SECONDS`] is not written, and a failure to record is logged once per run of
+/// failures, not once per pass.
+#[derive(Debug, Default)]
+pub struct EventRecorder {
+    /// When each event was last written, by (namespace, object, reason, message).
+    written: Mutex<HashMap<EventKey, i64>>,
+    failing: AtomicBool,
+}
+
+impl EventRecorder {
+    /// Writes those of `events` not written in the last [`REPEAT_SECONDS`]; a failure is
+    /// logged, not returned: events never stop the loop that tells of them.
+    pub async fn record(&self, store: &Store, events: Vec<NewEvent>, now: i64) {
+        let due: Vec<NewEvent> = {
+            let mut written = self.written.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            written.retain(|_, at| now - *at < REPEAT_SECONDS && *at <= now);
+            events
+                .into_iter()
+                .filter(|event| {
+                    let key = (
+                        event.namespace.clone(),
+                        event.object.clone(),
+                        event.reason.clone(),
+                        event.message.clone(),
+                    );
+                    match written.entry(key) {
+                        std::collections::hash_map::Entry::Vacant(vacant) => {
+                            vacant.insert(now);
+                            true
+                        }
+                        std::collections::hash_map::Entry::Occupied(_) => false,
+                    }
+                })
+                .collect()
+        };
+        match store.add_events(&due, now).await {
+            Ok(()) => {
+                if self.failing.swap(false, Ordering::Relaxed) {
+                    tracing::info!("Recording events works again.");
+                }
+            }
+            Err(error) => {
+                if !self.failing.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(%error, "Recording events failed; logged again once it works.");
+                }
+                // Not written: tried again on the next pass.
+                let mut written = self.written.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                for event in &due {
+                    written.remove(&(
+                        event.namespace.clone(),
+                        event.object.clone(),
+                        event.reason.clone(),
+                        event.message.clone(),
+                    ));
+                }
+            }
+        }
     }
 }

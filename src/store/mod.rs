@@ -8,7 +8,7 @@
 mod changes;
 mod claims;
 mod cron;
-mod events;
+pub mod events;
 mod history;
 mod nodes;
 pub mod seal;
@@ -77,6 +77,8 @@ const BUMP_STATE_INDEX: &str = "INSERT INTO control (key, value) VALUES ('state_
 pub struct Store {
     pool: SqlitePool,
     sealer: seal::Sealer,
+    /// When events were last pruned past their bounds (`events`).
+    events_pruned_at: std::sync::atomic::AtomicI64,
 }
 
 /// What berth last applied: the commit and its objects.
@@ -161,7 +163,7 @@ impl Store {
             .run(&pool)
             .await
             .map_err(|source| StoreError::Migrate { path: path.to_owned(), source })?;
-        Ok(Store { pool, sealer })
+        Ok(Store { pool, sealer, events_pruned_at: std::sync::atomic::AtomicI64::new(i64::MIN / 2) })
     }
 
     /// Answers when the database does: what `/readyz` asks.

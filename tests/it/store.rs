@@ -77,3 +77,52 @@ fn plan_against_a_state_file() {
     assert!(stdout.is_empty());
     assert!(stderr.contains("does not exist"), "{stderr}");
 }
+
+fn failed_scheduling(message: &str) -> berth::store::events::NewEvent {
+    berth::store::events::NewEvent {
+        namespace: "shop".to_owned(),
+        object: "Deployment/web".to_owned(),
+        owner: String::new(),
+        kind: "Warning",
+        reason: "FailedScheduling".to_owned(),
+        message: message.to_owned(),
+    }
+}
+
+/// A loop that passes every 100 ms writes a lasting condition's event twice a minute, not ten
+/// times a second; the store stays within its bounds, pruned at most once a minute.
+#[tokio::test]
+async fn events_of_a_frequent_loop_are_rate_limited_and_bounded() {
+    use berth::store::events::{EVENT_AGE_SECONDS, EVENT_LIMIT, EventRecorder, PRUNE_EVERY_SECONDS, REPEAT_SECONDS};
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("berth.db")).await.unwrap();
+    let recorder = EventRecorder::default();
+    let start = 1_767_225_700;
+    // Ten passes a second for 65 s (time as whole seconds, as the controller's clock).
+    for tenth in 0..650 {
+        let now = start + tenth / 10;
+        recorder.record(&store, vec![failed_scheduling("0/2 nodes fit: 2 lack memory")], now).await;
+    }
+    let events = store.events().await.unwrap();
+    assert_eq!(events.len(), 1, "{events:?}");
+    let expected = 65 / REPEAT_SECONDS + 1;
+    assert_eq!(events[0].count, expected, "one write per {REPEAT_SECONDS} s: {events:?}");
+    assert_eq!(events[0].first_seen, start);
+    assert_eq!(events[0].last_seen, start + 2 * REPEAT_SECONDS);
+
+    // Another message is another event, written at once.
+    recorder.record(&store, vec![failed_scheduling("0/2 nodes fit: 2 lack cpu")], start + 65).await;
+    assert_eq!(store.events().await.unwrap().len(), 2);
+
+    // Past the count bound, pruning brings it back within a minute.
+    let flood: Vec<_> =
+        (0..EVENT_LIMIT + 50).map(|i| failed_scheduling(&format!("distinct condition {i}"))).collect();
+    let later = start + 66;
+    store.add_events(&flood, later).await.unwrap();
+    store.add_events(&[], later + PRUNE_EVERY_SECONDS).await.unwrap();
+    let kept = store.events().await.unwrap();
+    assert_eq!(kept.len() as i64, EVENT_LIMIT);
+    // And past the age bound, all of it goes.
+    store.add_events(&[], later + EVENT_AGE_SECONDS + 2 * PRUNE_EVERY_SECONDS).await.unwrap();
+    assert!(store.events().await.unwrap().is_empty());
+}
