@@ -177,6 +177,24 @@ impl ContainerRuntime for Hollow {
         Ok((0, String::new()))
     }
 
+    async fn exec_attached(
+        &self,
+        id: &str,
+        _command: &[String],
+        _tty: bool,
+        _stdin: bool,
+    ) -> Result<berth::nodes::runtime::AttachedExec, RuntimeError> {
+        Err(RuntimeError::Engine { action: format!("exec in {id}"), reason: "a hollow node runs nothing".into() })
+    }
+
+    async fn resize_exec(&self, _exec_id: &str, _columns: u16, _rows: u16) -> Result<(), RuntimeError> {
+        Ok(())
+    }
+
+    async fn exec_exit_code(&self, _exec_id: &str) -> Result<i64, RuntimeError> {
+        Ok(0)
+    }
+
     async fn logs(
         &self,
         id: &str,

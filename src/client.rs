@@ -122,10 +122,48 @@ impl Client {
         pod: &str,
         port: u16,
     ) -> Result<tokio::io::BufReader<reqwest::Upgraded>, ClientError> {
+        let path = format!("/api/v1/pods/{namespace}/{pod}/portforward");
+        self.open_session(&path, &[("port", port.to_string())]).await
+    }
+
+    /// `command` running in a container of pod `namespace/pod`, attached: [`attach`] carries
+    /// the user's terminal to it. With `tty`, on a terminal of `size` (columns, rows).
+    #[expect(clippy::too_many_arguments, reason = "each is one of exec's own options")]
+    pub async fn exec_session(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: Option<&str>,
+        command: &[String],
+        tty: bool,
+        stdin: bool,
+        size: Option<(u16, u16)>,
+    ) -> Result<tokio::io::BufReader<reqwest::Upgraded>, ClientError> {
+        let path = format!("/api/v1/pods/{namespace}/{pod}/exec");
+        let mut query = vec![
+            ("command", serde_json::to_string(command).expect("strings serialize")),
+            ("tty", tty.to_string()),
+            ("stdin", stdin.to_string()),
+        ];
+        if let Some(container) = container {
+            query.push(("container", container.to_owned()));
+        }
+        if let Some((columns, rows)) = size {
+            query.extend([("columns", columns.to_string()), ("rows", rows.to_string())]);
+        }
+        self.open_session(&path, &query).await
+    }
+
+    /// An upgraded session at `path`, once the node at its end answered that it is open.
+    async fn open_session(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<tokio::io::BufReader<reqwest::Upgraded>, ClientError> {
         let mut request = self
             .http
-            .get(format!("{}/api/v1/pods/{namespace}/{pod}/portforward", self.server))
-            .query(&[("port", port)])
+            .get(format!("{}{path}", self.server))
+            .query(query)
             .header(reqwest::header::CONNECTION, "upgrade")
             .header(reqwest::header::UPGRADE, crate::nodes::session::PROTOCOL);
         if let Some(token) = &self.token {
@@ -819,4 +857,70 @@ pub fn describe_text(view: &Value, now: i64) -> String {
         let _ = writeln!(out, "  {line}");
     }
     out
+}
+
+/// What the user's side of an exec session sends: input as it is read, its end, and the
+/// terminal's new size.
+#[derive(Debug)]
+pub enum Input {
+    Bytes(Vec<u8>),
+    End,
+    Size(u16, u16),
+}
+
+/// Carries an exec session: `input` to the command, its output to `stdout` and `stderr` as it
+/// comes. Returns the command's exit code.
+pub async fn attach<S, O, E>(
+    session: S,
+    mut input: tokio::sync::mpsc::Receiver<Input>,
+    mut stdout: O,
+    mut stderr: E,
+) -> Result<i64, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+    O: tokio::io::AsyncWrite + Unpin,
+    E: tokio::io::AsyncWrite + Unpin,
+{
+    use crate::nodes::session::{frame, read_frame, size_payload, write_frame};
+    use tokio::io::AsyncWriteExt as _;
+    let (mut from_node, mut to_node) = tokio::io::split(session);
+    let sending = tokio::spawn(async move {
+        while let Some(next) = input.recv().await {
+            let sent = match next {
+                Input::Bytes(bytes) => write_frame(&mut to_node, frame::STDIN, &bytes).await,
+                Input::End => write_frame(&mut to_node, frame::STDIN_END, b"").await,
+                Input::Size(columns, rows) => write_frame(&mut to_node, frame::RESIZE, &size_payload(columns, rows)).await,
+            };
+            if sent.is_err() {
+                break;
+            }
+        }
+    });
+    let result = async {
+        loop {
+            let Some((kind, payload)) =
+                read_frame(&mut from_node).await.map_err(|e| format!("the exec session broke: {e}"))?
+            else {
+                return Err("the exec session ended before the command's exit code came".to_owned());
+            };
+            match kind {
+                frame::STDOUT => {
+                    stdout.write_all(&payload).await.map_err(|e| e.to_string())?;
+                    stdout.flush().await.map_err(|e| e.to_string())?;
+                }
+                frame::STDERR => {
+                    stderr.write_all(&payload).await.map_err(|e| e.to_string())?;
+                    stderr.flush().await.map_err(|e| e.to_string())?;
+                }
+                frame::EXIT => {
+                    let code = String::from_utf8_lossy(&payload);
+                    return code.trim().parse::<i64>().map_err(|_| format!("the node sent exit code `{code}`"));
+                }
+                _ => {}
+            }
+        }
+    }
+    .await;
+    sending.abort();
+    result
 }

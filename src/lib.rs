@@ -17,6 +17,7 @@ pub mod retry;
 pub mod server;
 pub mod store;
 pub mod sync;
+pub mod terminal;
 
 /// Every JSON Schema berth publishes, `(file name, schema)`: one per kind, and `berth.yaml`'s.
 pub fn schemas() -> Vec<(String, serde_json::Value)> {

@@ -365,15 +365,13 @@ enum Command {
         container: Option<String>,
         #[arg(short, long, default_value = "default")]
         namespace: String,
-        /// Pass this process's standard input to the command (read to its end first).
+        /// Pass this process's standard input to the command, as it is read.
         #[arg(short = 'i', long)]
         stdin: bool,
-        /// Give the command a terminal: not supported yet.
+        /// Give the command a terminal, sized as this one and resized with it (with -i, for a
+        /// shell: `berth exec -it POD -- sh`).
         #[arg(short = 't', long)]
         tty: bool,
-        /// Stop waiting for the command after this many seconds.
-        #[arg(long, default_value_t = 60)]
-        timeout: u64,
         /// The command and its arguments, after `--`.
         #[arg(last = true, required = true)]
         command: Vec<String>,
@@ -517,19 +515,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             client_command(&server, ClientCall::Rollback { target, namespace, to, yes })
         }
         Command::Sync { commit, approve, server } => client_command(&server, ClientCall::Sync { commit, approve }),
-        Command::Exec { pod, container, namespace, stdin, tty, timeout, command, server } => {
-            if tty {
-                bail!("berth exec has no terminal (-t) yet: run the command without -t, and with -i to give it input");
-            }
-            let stdin = if stdin {
-                let mut text = String::new();
-                std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
-                    .context("reading standard input for the command")?;
-                Some(text)
-            } else {
-                None
-            };
-            client_command(&server, ClientCall::Exec { pod, container, namespace, stdin, timeout, command })
+        Command::Exec { pod, container, namespace, stdin, tty, command, server } => {
+            client_command(&server, ClientCall::Exec { pod, container, namespace, stdin, tty, command })
         }
         Command::Delete { what, name, namespace, yes, server } => {
             if !matches!(what.as_str(), "pvc" | "pvcs" | "persistentvolumeclaim" | "persistentvolumeclaims") {
@@ -1484,8 +1471,8 @@ enum ClientCall {
         pod: String,
         container: Option<String>,
         namespace: String,
-        stdin: Option<String>,
-        timeout: u64,
+        stdin: bool,
+        tty: bool,
         command: Vec<String>,
     },
     PortForward {
@@ -1512,6 +1499,70 @@ fn forward_ports(ports: &str) -> Result<(u16, u16)> {
             Ok((port, port))
         }
     }
+}
+
+/// Runs `command` in a pod's container attached to this process: its input streamed with
+/// `stdin`, on a raw terminal of this one's size with `tty` (resized with it). Returns the
+/// command's exit code.
+async fn exec(
+    client: &berth::client::Client,
+    namespace: &str,
+    pod: &str,
+    container: Option<&str>,
+    command: &[String],
+    stdin: bool,
+    tty: bool,
+) -> Result<i64> {
+    use berth::client::Input;
+    use std::io::IsTerminal as _;
+    use std::os::fd::AsFd as _;
+    let terminal = std::io::stdin();
+    let tty = tty && {
+        let is = terminal.is_terminal();
+        if !is {
+            eprintln!("Standard input is not a terminal: running the command without one (-t ignored).");
+        }
+        is
+    };
+    let size = if tty { berth::terminal::size(terminal.as_fd()) } else { None };
+    let session = client.exec_session(namespace, pod, container, command, tty, stdin, size).await?;
+    let (sender, receiver) = tokio::sync::mpsc::channel(16);
+    if stdin {
+        // A thread of its own: a read of a terminal blocks until a key is pressed, and this
+        // process may end before then.
+        let sender = sender.clone();
+        std::thread::spawn(move || {
+            let mut buffer = vec![0u8; 16 * 1024];
+            loop {
+                let input = match std::io::Read::read(&mut std::io::stdin(), &mut buffer) {
+                    Ok(0) | Err(_) => Input::End,
+                    Ok(n) => Input::Bytes(buffer[..n].to_vec()),
+                };
+                let end = matches!(input, Input::End);
+                if sender.blocking_send(input).is_err() || end {
+                    break;
+                }
+            }
+        });
+    }
+    if tty {
+        let sender = sender.clone();
+        let mut resized = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())?;
+        tokio::spawn(async move {
+            while resized.recv().await.is_some() {
+                if let Some((columns, rows)) = berth::terminal::size(std::io::stdin().as_fd())
+                    && sender.send(Input::Size(columns, rows)).await.is_err()
+                {
+                    break;
+                }
+            }
+        });
+    }
+    drop(sender);
+    let raw = if tty { Some(berth::terminal::RawMode::enter(terminal.as_fd())?) } else { None };
+    let code = berth::client::attach(session, receiver, tokio::io::stdout(), tokio::io::stderr()).await;
+    drop(raw);
+    code.map_err(|e| anyhow::anyhow!(e))
 }
 
 /// The pod and port a port-forward reaches: the pod named, or for svc/NAME one ready pod of the
@@ -1791,20 +1842,9 @@ fn client_command(args: &ServerArgs, call: ClientCall) -> Result<ExitCode> {
                     });
                 }
             }
-            ClientCall::Exec { pod, container, namespace, stdin, timeout, command } => {
-                let path = format!("/api/v1/pods/{namespace}/{pod}/exec");
-                let body = serde_json::json!({
-                    "container": container,
-                    "command": command,
-                    "stdin": stdin,
-                    "timeoutSeconds": timeout,
-                });
-                let done = client.post(&path, &body).await?;
-                let output = done["output"].as_str().unwrap_or_default();
-                print!("{output}");
-                std::io::Write::flush(&mut std::io::stdout())?;
+            ClientCall::Exec { pod, container, namespace, stdin, tty, command } => {
+                let code = exec(&client, &namespace, &pod, container.as_deref(), &command, stdin, tty).await?;
                 // The command's own exit code, as kubectl exec gives it.
-                let code = done["exitCode"].as_i64().unwrap_or(1);
                 Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
             }
             ClientCall::DeleteClaim { name, namespace, yes } => {

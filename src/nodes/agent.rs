@@ -526,10 +526,20 @@ async fn serve_requests<R: ContainerRuntime>(
                         });
                         continue;
                     }
-                    let manager = manager.clone();
                     // What the pod got from Secrets is hidden in what it wrote, as everywhere
                     // berth shows something.
                     let hidden = hidden_values(assignment.borrow().as_ref(), &request);
+                    if let Some(exec) = request.exec_session.clone() {
+                        answering.spawn(async move {
+                            if let Err(error) =
+                                exec_session(&client, runtime, &node, request.id, &exec, &hidden).await
+                            {
+                                tracing::warn!(%error, pod = %exec.pod, container = %exec.container, "An exec session failed.");
+                            }
+                        });
+                        continue;
+                    }
+                    let manager = manager.clone();
                     answering.spawn(async move {
                         let hidden: Vec<&str> = hidden.iter().map(String::as_str).collect();
                         let answer = match (&request.logs, &request.exec) {
@@ -628,6 +638,14 @@ async fn port_forward<R: ContainerRuntime>(
         })
     }
     .await;
+    let mut session = dial_back(client, id, reached.as_ref().map(|_| ()).map_err(Clone::clone)).await?;
+    let mut pod = reached?;
+    tokio::io::copy_bidirectional(&mut session, &mut pod).await.map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+/// Dials the server back for session `id` and answers whether the session could open.
+async fn dial_back(client: &ApiClient, id: u64, opened: Result<(), String>) -> Result<reqwest::Upgraded, String> {
     let response = client
         .http
         .get(client.url(&format!("sessions/{id}")))
@@ -641,12 +659,133 @@ async fn port_forward<R: ContainerRuntime>(
         return Err(check(response).await.err().unwrap_or_else(|| "the server did not upgrade the session".into()));
     }
     let mut session = response.upgrade().await.map_err(|e| e.to_string())?;
-    super::session::answer(&mut session, &reached.as_ref().map(|_| ()).map_err(Clone::clone))
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut pod = reached?;
-    tokio::io::copy_bidirectional(&mut session, &mut pod).await.map_err(|e| e.to_string())?;
-    Ok(())
+    super::session::answer(&mut session, &opened).await.map_err(|e| e.to_string())?;
+    Ok(session)
+}
+
+/// How long output that may start a Secret value is held back before it is shown anyway: a
+/// terminal must echo what is typed.
+const HOLD_BACK: Duration = Duration::from_millis(50);
+
+/// Runs an attached command for exec session `id`: the user's input and terminal size in, the
+/// command's output out with Secret values hidden, its exit code last.
+async fn exec_session<R: ContainerRuntime>(
+    client: &ApiClient,
+    runtime: Arc<R>,
+    node: &str,
+    id: u64,
+    request: &super::protocol::ExecSessionRequest,
+    hidden: &[String],
+) -> Result<(), String> {
+    use super::session::{frame, read_frame, write_frame};
+    use tokio::io::AsyncWriteExt as _;
+    let started = async {
+        let container =
+            running_container(&*runtime, node, &request.namespace, &request.pod, &request.container).await?;
+        runtime
+            .exec_attached(&container.id, &request.command, request.tty, request.stdin)
+            .await
+            .map_err(|e| e.to_string())
+    }
+    .await;
+    let session = dial_back(client, id, started.as_ref().map(|_| ()).map_err(Clone::clone)).await?;
+    let super::runtime::AttachedExec { exec_id, mut output, mut input } = started?;
+    if let (true, Some((columns, rows))) = (request.tty, request.size) {
+        let _ = runtime.resize_exec(&exec_id, columns, rows).await;
+    }
+    let (mut from_user, mut to_user) = tokio::io::split(session);
+    // The user's side: input, its end, and the terminal's size, as they come.
+    let feeding = {
+        let (runtime, exec_id) = (runtime.clone(), exec_id.clone());
+        tokio::spawn(async move {
+            while let Ok(Some((kind, payload))) = read_frame(&mut from_user).await {
+                match kind {
+                    frame::STDIN if input.write_all(&payload).await.is_err() || input.flush().await.is_err() => break,
+                    frame::STDIN_END => {
+                        let _ = input.shutdown().await;
+                    }
+                    frame::RESIZE => {
+                        if let Some((columns, rows)) = super::session::parse_size(&payload) {
+                            let _ = runtime.resize_exec(&exec_id, columns, rows).await;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            // The user went away: a shell reads the end of its input and ends.
+            let _ = input.shutdown().await;
+        })
+    };
+    let values = || hidden.iter().map(String::as_str);
+    let mut hiders = [super::redact::Redactor::new(values()), super::redact::Redactor::new(values())];
+    let kinds = [frame::STDOUT, frame::STDERR];
+    let result = async {
+        loop {
+            let next = if hiders.iter().any(super::redact::Redactor::holding) {
+                tokio::time::timeout(HOLD_BACK, output.next()).await
+            } else {
+                Ok(output.next().await)
+            };
+            let (index, shown) = match next {
+                Err(_) => {
+                    for (hider, kind) in hiders.iter_mut().zip(kinds) {
+                        write_frame(&mut to_user, kind, &hider.flush()).await?;
+                    }
+                    continue;
+                }
+                Ok(None) => break,
+                Ok(Some(Err(error))) => {
+                    let message = format!("the command's output broke: {error}\n");
+                    write_frame(&mut to_user, frame::STDERR, message.as_bytes()).await?;
+                    break;
+                }
+                Ok(Some(Ok((stream, bytes)))) => {
+                    let index = usize::from(stream == super::runtime::OutputStream::Stderr);
+                    (index, hiders[index].push(&bytes))
+                }
+            };
+            if !shown.is_empty() {
+                write_frame(&mut to_user, kinds[index], &shown).await?;
+            }
+        }
+        for (hider, kind) in hiders.iter_mut().zip(kinds) {
+            let rest = hider.flush();
+            if !rest.is_empty() {
+                write_frame(&mut to_user, kind, &rest).await?;
+            }
+        }
+        let code = runtime.exec_exit_code(&exec_id).await.unwrap_or(-1);
+        write_frame(&mut to_user, frame::EXIT, code.to_string().as_bytes()).await?;
+        to_user.shutdown().await
+    }
+    .await;
+    feeding.abort();
+    result.map_err(|e| format!("the exec session broke: {e}"))
+}
+
+/// The current attempt of a container, which must be running.
+async fn running_container<R: ContainerRuntime>(
+    runtime: &R,
+    node: &str,
+    namespace: &str,
+    pod: &str,
+    container: &str,
+) -> Result<super::runtime::ContainerInfo, String> {
+    let filter =
+        [(labels::NODE, node), (labels::NAMESPACE, namespace), (labels::POD, pod), (labels::CONTAINER, container)];
+    let attempts = runtime.list(&filter).await.map_err(|e| e.to_string())?;
+    let attempt = |c: &super::runtime::ContainerInfo| {
+        c.labels.get(labels::ATTEMPT).and_then(|a| a.parse::<u32>().ok()).unwrap_or(0)
+    };
+    attempts
+        .into_iter()
+        .max_by_key(attempt)
+        .filter(|c| c.state == super::runtime::ContainerState::Running)
+        .ok_or_else(|| {
+            format!(
+                "container {container} of pod {namespace}/{pod} is not running on node {node}; `berth describe pod/{pod}` says why"
+            )
+        })
 }
 
 async fn container_exec<R: ContainerRuntime>(
@@ -654,24 +793,7 @@ async fn container_exec<R: ContainerRuntime>(
     node: &str,
     request: &ExecRequest,
 ) -> Result<(i64, String), String> {
-    let filter = [
-        (labels::NODE, node),
-        (labels::NAMESPACE, request.namespace.as_str()),
-        (labels::POD, request.pod.as_str()),
-        (labels::CONTAINER, request.container.as_str()),
-    ];
-    let attempts = runtime.list(&filter).await.map_err(|e| e.to_string())?;
-    let attempt = |c: &super::runtime::ContainerInfo| {
-        c.labels.get(labels::ATTEMPT).and_then(|a| a.parse::<u32>().ok()).unwrap_or(0)
-    };
-    let Some(container) =
-        attempts.iter().max_by_key(|c| attempt(c)).filter(|c| c.state == super::runtime::ContainerState::Running)
-    else {
-        return Err(format!(
-            "container {} of pod {}/{} is not running on node {node}; `berth describe pod/{}` says why",
-            request.container, request.namespace, request.pod, request.pod
-        ));
-    };
+    let container = running_container(runtime, node, &request.namespace, &request.pod, &request.container).await?;
     let timeout = Duration::from_secs(request.timeout_seconds.clamp(1, 3600));
     runtime
         .exec_output(&container.id, &request.command, request.stdin.as_deref().map(str::as_bytes), timeout)

@@ -5,7 +5,8 @@
 //! deserialize, becomes a [`RuntimeError`], never a panic.
 
 use super::runtime::{
-    ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, MountSource, Network, PublishedPort, RuntimeError,
+    AttachedExec, ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, MountSource, Network, OutputStream,
+    PublishedPort, RuntimeError,
 };
 use crate::manifest::types::Protocol;
 use bollard::models::{ContainerCreateBody, ExecConfig, HostConfig, PortBinding, VolumeCreateRequest};
@@ -503,6 +504,48 @@ impl ContainerRuntime for Docker {
         tokio::time::timeout(timeout, run).await.unwrap_or_else(|_| {
             Err(RuntimeError::Engine { action: format!("exec in {id}"), reason: format!("no end within {timeout:?}") })
         })
+    }
+
+    async fn exec_attached(
+        &self,
+        id: &str,
+        command: &[String],
+        tty: bool,
+        stdin: bool,
+    ) -> Result<AttachedExec, RuntimeError> {
+        let action = || format!("exec in {id}");
+        let config = ExecConfig {
+            cmd: Some(command.to_vec()),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            attach_stdin: Some(stdin),
+            tty: Some(tty),
+            ..Default::default()
+        };
+        let created = self.client.create_exec(id, config).await.map_err(|e| engine(action(), e))?;
+        let options = bollard::exec::StartExecOptions { detach: false, tty, output_capacity: None };
+        let started = self.client.start_exec(&created.id, Some(options)).await.map_err(|e| engine(action(), e))?;
+        let bollard::exec::StartExecResults::Attached { output, input } = started else {
+            return Err(RuntimeError::Engine { action: action(), reason: "the engine did not attach".into() });
+        };
+        let action = action();
+        let output = output.map(move |chunk| match chunk {
+            Ok(bollard::container::LogOutput::StdErr { message }) => Ok((OutputStream::Stderr, message.to_vec())),
+            Ok(other) => Ok((OutputStream::Stdout, other.into_bytes().to_vec())),
+            Err(error) => Err(engine(action.clone(), error)),
+        });
+        Ok(AttachedExec { exec_id: created.id, output: Box::pin(output), input })
+    }
+
+    async fn resize_exec(&self, exec_id: &str, columns: u16, rows: u16) -> Result<(), RuntimeError> {
+        let size = bollard::exec::ResizeExecOptions { height: rows, width: columns };
+        self.client.resize_exec(exec_id, size).await.map_err(|e| engine(format!("resizing exec {exec_id}"), e))
+    }
+
+    async fn exec_exit_code(&self, exec_id: &str) -> Result<i64, RuntimeError> {
+        let inspected =
+            self.client.inspect_exec(exec_id).await.map_err(|e| engine(format!("inspecting exec {exec_id}"), e))?;
+        Ok(inspected.exit_code.unwrap_or(-1))
     }
 
     async fn exec(&self, id: &str, command: &[String], timeout: Duration) -> Result<i64, RuntimeError> {

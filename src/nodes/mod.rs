@@ -14,6 +14,7 @@ pub mod netns;
 pub mod pods;
 pub mod protocol;
 pub mod proxy;
+pub mod redact;
 pub mod runtime;
 pub mod sandbox;
 pub mod security;

@@ -364,6 +364,28 @@ pub struct AgentRequest {
     /// to the port on the pod's loopback (`nodes::session`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port_forward: Option<PortForwardRequest>,
+    /// A command attached to the user's terminal: the node dials back as for a port-forward,
+    /// and the session carries frames (`nodes::session::frame`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec_session: Option<ExecSessionRequest>,
+}
+
+/// A command to run in a container attached to the user's terminal (`berth exec [-i] [-t]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecSessionRequest {
+    pub namespace: String,
+    pub pod: String,
+    pub container: String,
+    pub command: Vec<String>,
+    /// On a terminal of its own, sized `columns` x `rows` when both are given.
+    #[serde(default)]
+    pub tty: bool,
+    /// Whether it reads the user's standard input.
+    #[serde(default)]
+    pub stdin: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<(u16, u16)>,
 }
 
 /// A port of a pod to reach, for `berth port-forward`.
@@ -386,9 +408,10 @@ pub struct ClaimRequest {
 impl AgentRequest {
     /// The container the request is about: namespace, pod and container.
     pub fn container(&self) -> Option<(&str, &str, &str)> {
-        match (&self.logs, &self.exec) {
-            (Some(l), _) => Some((&l.namespace, &l.pod, &l.container)),
-            (_, Some(e)) => Some((&e.namespace, &e.pod, &e.container)),
+        match (&self.logs, &self.exec, &self.exec_session) {
+            (Some(l), _, _) => Some((&l.namespace, &l.pod, &l.container)),
+            (_, Some(e), _) => Some((&e.namespace, &e.pod, &e.container)),
+            (_, _, Some(e)) => Some((&e.namespace, &e.pod, &e.container)),
             _ => None,
         }
     }

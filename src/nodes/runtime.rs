@@ -18,6 +18,25 @@ pub enum RuntimeError {
     Engine { action: String, reason: String },
 }
 
+/// Which stream of an attached command a chunk of output came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputStream {
+    Stdout,
+    Stderr,
+}
+
+/// What an attached command writes, piece by piece, as it writes it.
+pub type OutputChunks =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<(OutputStream, Vec<u8>), RuntimeError>> + Send>>;
+
+/// A command running in a container, attached: what it writes, what it reads.
+pub struct AttachedExec {
+    /// The engine's id of the command, for [`ContainerRuntime::resize_exec`] and its exit code.
+    pub exec_id: String,
+    pub output: OutputChunks,
+    pub input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+}
+
 /// A port published on the node: `host_port` 0 lets the engine choose one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublishedPort {
@@ -181,6 +200,19 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         stdin: Option<&[u8]>,
         timeout: Duration,
     ) -> impl Future<Output = Result<(i64, String), RuntimeError>> + Send;
+    /// Starts a command in a running container attached to its standard streams, for an
+    /// interactive `berth exec`: with `tty`, on a terminal of its own (output on stdout only).
+    fn exec_attached(
+        &self,
+        id: &str,
+        command: &[String],
+        tty: bool,
+        stdin: bool,
+    ) -> impl Future<Output = Result<AttachedExec, RuntimeError>> + Send;
+    /// Sets the terminal size of an attached command started with `tty`.
+    fn resize_exec(&self, exec_id: &str, columns: u16, rows: u16) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    /// An attached command's exit code, once its output ended.
+    fn exec_exit_code(&self, exec_id: &str) -> impl Future<Output = Result<i64, RuntimeError>> + Send;
     /// A running container's CPU time and memory in use; `None` when the engine cannot say.
     fn usage(&self, id: &str) -> impl Future<Output = Option<super::usage::Reading>> + Send;
     /// What a container wrote (stdout and stderr together): only the last `tail` lines, only

@@ -1,9 +1,9 @@
-//! Sessions: a port-forward from the CLI to a pod, carried over connections that are each
+//! Sessions: a port-forward or an attached exec from the CLI to a pod, carried over connections that are each
 //! opened outward (nodes only dial out). The CLI upgrades its request to the server; the server
 //! asks the pod's node, over the node's long-polled request channel, to dial back an upgraded
 //! connection for the session; then the server splices the two. The node answers first with
 //! one line: `ok` and the bytes of the pod's port follow, or `error: why` and the connection
-//! ends.
+//! ends. An exec session's bytes after `ok` are [`frame`]s, both ways.
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -41,6 +41,71 @@ pub async fn read_answer<R: AsyncRead + Unpin>(reader: &mut tokio::io::BufReader
     }
 }
 
+/// The frames of an exec session: a kind byte, the payload's length (4 bytes, big-endian),
+/// the payload. The CLI sends `STDIN`, `STDIN_END` and `RESIZE`; the node sends `STDOUT`,
+/// `STDERR` and, last, `EXIT`.
+pub mod frame {
+    pub const STDIN: u8 = 0;
+    pub const STDOUT: u8 = 1;
+    pub const STDERR: u8 = 2;
+    /// The command ended: its exit code in decimal.
+    pub const EXIT: u8 = 3;
+    /// The terminal's new size: columns and rows, 2 bytes each, big-endian.
+    pub const RESIZE: u8 = 4;
+    /// The user's input ended: the command reads end-of-file.
+    pub const STDIN_END: u8 = 5;
+    /// The largest payload a frame may carry.
+    pub const LIMIT: usize = 1 << 20;
+}
+
+/// Writes one frame.
+pub async fn write_frame<W: AsyncWrite + Unpin>(writer: &mut W, kind: u8, payload: &[u8]) -> std::io::Result<()> {
+    for part in payload.chunks(frame::LIMIT).chain(payload.is_empty().then_some(&[][..])) {
+        let length = u32::try_from(part.len()).expect("a frame is at most 1 MiB");
+        let mut header = [kind, 0, 0, 0, 0];
+        header[1..].copy_from_slice(&length.to_be_bytes());
+        writer.write_all(&header).await?;
+        writer.write_all(part).await?;
+    }
+    writer.flush().await
+}
+
+/// Reads one frame; `None` when the connection ended between frames.
+pub async fn read_frame<R: AsyncRead + Unpin>(reader: &mut R) -> std::io::Result<Option<(u8, Vec<u8>)>> {
+    let mut header = [0u8; 5];
+    match reader.read_exact(&mut header[..1]).await {
+        Ok(_) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(error) => return Err(error),
+    }
+    reader.read_exact(&mut header[1..]).await?;
+    let length = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+    if length > frame::LIMIT {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("a session frame of {length} bytes; at most {} are allowed", frame::LIMIT),
+        ));
+    }
+    let mut payload = vec![0; length];
+    reader.read_exact(&mut payload).await?;
+    Ok(Some((header[0], payload)))
+}
+
+/// A `RESIZE` frame's payload.
+pub fn size_payload(columns: u16, rows: u16) -> [u8; 4] {
+    let [c1, c2] = columns.to_be_bytes();
+    let [r1, r2] = rows.to_be_bytes();
+    [c1, c2, r1, r2]
+}
+
+/// Columns and rows from a `RESIZE` frame's payload.
+pub fn parse_size(payload: &[u8]) -> Option<(u16, u16)> {
+    match payload {
+        [c1, c2, r1, r2] => Some((u16::from_be_bytes([*c1, *c2]), u16::from_be_bytes([*r1, *r2]))),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -66,5 +131,23 @@ mod tests {
         let (node, cli) = tokio::io::duplex(16);
         drop(node);
         assert!(read_answer(&mut tokio::io::BufReader::new(cli)).await.unwrap_err().contains("without an answer"));
+    }
+
+    #[tokio::test]
+    async fn frames_read_back_in_order_and_big_ones_are_refused() {
+        let (mut one, mut other) = tokio::io::duplex(1 << 16);
+        write_frame(&mut one, frame::STDOUT, b"hello").await.unwrap();
+        write_frame(&mut one, frame::RESIZE, &size_payload(132, 43)).await.unwrap();
+        write_frame(&mut one, frame::STDIN_END, b"").await.unwrap();
+        drop(one);
+        assert_eq!(read_frame(&mut other).await.unwrap(), Some((frame::STDOUT, b"hello".to_vec())));
+        let (kind, size) = read_frame(&mut other).await.unwrap().unwrap();
+        assert_eq!((kind, parse_size(&size)), (frame::RESIZE, Some((132, 43))));
+        assert_eq!(read_frame(&mut other).await.unwrap(), Some((frame::STDIN_END, Vec::new())));
+        assert_eq!(read_frame(&mut other).await.unwrap(), None);
+
+        let (mut one, mut other) = tokio::io::duplex(64);
+        one.write_all(&[frame::STDIN, 0xff, 0, 0, 0]).await.unwrap();
+        assert!(read_frame(&mut other).await.unwrap_err().to_string().contains("at most"));
     }
 }

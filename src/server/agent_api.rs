@@ -123,12 +123,13 @@ impl AgentApi {
         }
     }
 
-    /// Asks `node` to open a port-forward to a pod, and waits for the node to dial back: the
-    /// node's connection, which starts with its answer line (`nodes::session`).
-    pub async fn open_port_forward(
+    /// Asks `node` to open a session (a port-forward or an attached exec), and waits for the
+    /// node to dial back: the node's connection, which starts with its answer line
+    /// (`nodes::session`). `request` says which; its id is given here.
+    pub async fn open_session(
         &self,
         node: &str,
-        forward: crate::nodes::protocol::PortForwardRequest,
+        request: AgentRequest,
     ) -> Result<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>, String> {
         let id = self.inner.next_request.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (dialed, dialed_back) = tokio::sync::oneshot::channel();
@@ -136,7 +137,7 @@ impl AgentApi {
         {
             let mut requests = crate::lock(&self.inner.requests);
             let node_requests = requests.entry(node.to_owned()).or_default();
-            node_requests.pending.push(AgentRequest { id, port_forward: Some(forward), ..AgentRequest::default() });
+            node_requests.pending.push(AgentRequest { id, ..request });
             node_requests.queued.notify_one();
         }
         let result = tokio::time::timeout(ANSWER_LIMIT, dialed_back).await;
@@ -148,7 +149,7 @@ impl AgentApi {
             Ok(Ok(upgrade)) => upgrade,
             _ => {
                 return Err(format!(
-                    "node {node} did not open the session within {} s; it may be down (see `berth get nodes`) or run a berth agent without port-forward",
+                    "node {node} did not open the session within {} s; it may be down (see `berth get nodes`) or run a berth agent without sessions",
                     ANSWER_LIMIT.as_secs()
                 ));
             }

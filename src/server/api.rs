@@ -10,7 +10,7 @@ use super::control::{self, ControlPlane, SyncStatus, WorkloadHealth};
 use super::status::CronJobView;
 use super::{AppError, now};
 use crate::manifest::{Kind, Object, ObjectKey};
-use crate::nodes::protocol::{PodAssignment, PodStatus, Resources};
+use crate::nodes::protocol::{AgentRequest, PodAssignment, PodStatus, Resources};
 use crate::store::{Pin, Revision, SyncRecord};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
@@ -103,7 +103,7 @@ pub fn router(plane: Arc<ControlPlane>, access: Access) -> Router {
         .route("/api/v1/pods", get(pods))
         .route("/api/v1/pods/{namespace}/{name}", get(pod_detail))
         .route("/api/v1/pods/{namespace}/{name}/logs", get(pod_logs))
-        .route("/api/v1/pods/{namespace}/{name}/exec", post(pod_exec))
+        .route("/api/v1/pods/{namespace}/{name}/exec", post(pod_exec).get(pod_exec_session))
         .route("/api/v1/pods/{namespace}/{name}/portforward", get(pod_port_forward))
         .route("/api/v1/nodes", get(nodes))
         .route("/api/v1/pvcs", get(claims))
@@ -600,27 +600,87 @@ async fn pod_port_forward(
     State(api): State<Api>,
     Path((namespace, name)): Path<(String, String)>,
     Query(query): Query<PortForwardQuery>,
-    mut request: axum::extract::Request,
+    request: axum::extract::Request,
 ) -> Result<axum::response::Response, AppError> {
     api.access.check(request.headers())?;
-    let upgrading = request
+    upgrading(&request, "a port-forward")?;
+    let (pod, _) = assigned_pod(&api.plane, &namespace, &name).await?;
+    let forward = crate::nodes::protocol::PortForwardRequest { namespace, pod: name, port: query.port };
+    let asked = AgentRequest { port_forward: Some(forward), ..AgentRequest::default() };
+    splice_session(&api, &pod.node, asked, request).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ExecSessionQuery {
+    container: Option<String>,
+    /// The command and its arguments, as a JSON array.
+    command: String,
+    #[serde(default)]
+    tty: bool,
+    #[serde(default)]
+    stdin: bool,
+    columns: Option<u16>,
+    rows: Option<u16>,
+}
+
+/// `berth exec`: a command in a pod's container attached to the caller, as an upgraded HTTP
+/// connection carrying frames (`nodes::session::frame`): input and terminal size in, output and
+/// the exit code out. Needs the token; the node dials back for it, as for a port-forward.
+async fn pod_exec_session(
+    State(api): State<Api>,
+    Path((namespace, name)): Path<(String, String)>,
+    Query(query): Query<ExecSessionQuery>,
+    request: axum::extract::Request,
+) -> Result<axum::response::Response, AppError> {
+    api.access.check(request.headers())?;
+    upgrading(&request, "an attached exec")?;
+    let command: Vec<String> = serde_json::from_str(&query.command).map_err(|e| {
+        AppError::new(StatusCode::BAD_REQUEST, format!("`command` must be a JSON array of strings: {e}"))
+    })?;
+    if command.is_empty() {
+        return Err(AppError::new(StatusCode::BAD_REQUEST, "no command to run: give it after `--`"));
+    }
+    let (pod, assignment) = assigned_pod(&api.plane, &namespace, &name).await?;
+    let container = container_of(&namespace, &name, assignment.as_ref(), query.container)?;
+    let exec = crate::nodes::protocol::ExecSessionRequest {
+        namespace,
+        pod: name,
+        container,
+        command,
+        tty: query.tty,
+        stdin: query.stdin,
+        size: query.columns.zip(query.rows),
+    };
+    let asked = AgentRequest { exec_session: Some(exec), ..AgentRequest::default() };
+    splice_session(&api, &pod.node, asked, request).await
+}
+
+/// Refuses a session's request that does not ask to upgrade.
+fn upgrading(request: &axum::extract::Request, what: &str) -> Result<(), AppError> {
+    let asked = request
         .headers()
         .get(axum::http::header::UPGRADE)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(crate::nodes::session::PROTOCOL.as_bytes()));
-    if !upgrading {
-        return Err(AppError::new(
+    if asked {
+        Ok(())
+    } else {
+        Err(AppError::new(
             StatusCode::UPGRADE_REQUIRED,
-            format!("a port-forward is an upgraded connection: send `Upgrade: {}`", crate::nodes::session::PROTOCOL),
-        ));
+            format!("{what} is an upgraded connection: send `Upgrade: {}`", crate::nodes::session::PROTOCOL),
+        ))
     }
-    let (pod, _) = assigned_pod(&api.plane, &namespace, &name).await?;
-    let forward = crate::nodes::protocol::PortForwardRequest { namespace, pod: name, port: query.port };
-    let mut node = api
-        .plane
-        .api
-        .open_port_forward(&pod.node, forward)
-        .await
-        .map_err(|e| AppError::new(StatusCode::BAD_GATEWAY, e))?;
+}
+
+/// Asks `node` for the session `asked`, and once it dialed back, splices it to the caller's
+/// upgraded connection.
+async fn splice_session(
+    api: &Api,
+    node: &str,
+    asked: AgentRequest,
+    mut request: axum::extract::Request,
+) -> Result<axum::response::Response, AppError> {
+    let mut node = api.plane.api.open_session(node, asked).await.map_err(|e| AppError::new(StatusCode::BAD_GATEWAY, e))?;
     let client = hyper::upgrade::on(&mut request);
     tokio::spawn(async move {
         match client.await {
@@ -628,7 +688,7 @@ async fn pod_port_forward(
                 let mut client = hyper_util::rt::TokioIo::new(upgraded);
                 let _ = tokio::io::copy_bidirectional(&mut client, &mut node).await;
             }
-            Err(error) => tracing::debug!(%error, "A port-forward's client went away before its upgrade."),
+            Err(error) => tracing::debug!(%error, "A session's client went away before its upgrade."),
         }
     });
     Ok(super::agent_api::switching_protocols())

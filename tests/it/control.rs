@@ -1734,6 +1734,140 @@ spec:
     let elsewhere = tempfile::tempdir().unwrap();
     let (code, _, err) = cluster.cli_with_input(elsewhere.path(), &["exec", "shell", "--", "true"], false, None);
     assert_eq!(code, 1, "exec needs the token: {err}");
+    // Output comes as it is written, not when the command ends.
+    let mut slow = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["exec", "--server", &format!("http://{}", cluster.listen), "shell", "--"])
+        .args(["sh", "-c", "echo first; sleep 30; echo never"])
+        .env("BERTH_TOKEN", cluster.token())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(slow.stdout.as_mut().unwrap()), &mut first).unwrap();
+    assert_eq!(first, "first\n");
+    slow.kill().unwrap();
+    slow.wait().unwrap();
+
+    // A shell on a terminal: berth runs on a pseudo-terminal here, as it does under a person.
+    let terminal = Terminal::open(30, 100);
+    let mut shell = terminal.spawn(
+        Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["exec", "--server", &format!("http://{}", cluster.listen), "-it", "shell", "--", "sh"])
+            .env("BERTH_TOKEN", cluster.token())
+            .current_dir(here),
+    );
+    // Once the shell prompts, the local terminal is raw: what shows of the typing is the
+    // container's terminal echoing it.
+    terminal.wait_for("the shell's prompt", 0, "/ # ").await;
+    let typed = terminal.output().len();
+    terminal.type_in("stty size; echo typed-$((6*7)) $TOKEN\r");
+    terminal.wait_for("the command typed echoed back", typed, "stty size; echo typed-$((6*7)) $TOKEN").await;
+    terminal.wait_for("the shell's answer on a 100x30 terminal", typed, "30 100\r\ntyped-42 (hidden)").await;
+    terminal.resize(40, 120);
+    // The new size reaches the container's terminal on its own: asked until it shows.
+    wait_for("the terminal's new size in the container", Duration::from_secs(20), || {
+        terminal.type_in("stty size\r");
+        let shown = terminal.output().contains("40 120");
+        async move { shown }
+    })
+    .await;
+    terminal.type_in("exit 7\r");
+    let code = wait_child(&mut shell, Duration::from_secs(20)).await;
+    assert_eq!(code, Some(7), "the shell's exit code is berth's: {}", terminal.output());
+    assert!(!terminal.output().contains("s3cr3t-canary"));
+}
+
+/// A pseudo-terminal with a program on its other side, as a person's terminal is.
+struct Terminal {
+    master: std::fs::File,
+    slave: std::os::fd::OwnedFd,
+    output: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl Terminal {
+    fn open(rows: u16, columns: u16) -> Terminal {
+        use std::os::fd::FromRawFd as _;
+        let (mut master, mut slave) = (0, 0);
+        let size = libc::winsize { ws_row: rows, ws_col: columns, ws_xpixel: 0, ws_ypixel: 0 };
+        // SAFETY: openpty writes two descriptors; the name pointer and termios may be null.
+        let opened = unsafe {
+            libc::openpty(&raw mut master, &raw mut slave, std::ptr::null_mut(), std::ptr::null(), &raw const size)
+        };
+        assert_eq!(opened, 0, "openpty: {}", std::io::Error::last_os_error());
+        // SAFETY: both descriptors were just opened and are owned here alone.
+        let (master, slave) = unsafe { (std::fs::File::from_raw_fd(master), std::os::fd::OwnedFd::from_raw_fd(slave)) };
+        let output = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let mut reader = master.try_clone().unwrap();
+        let seen = output.clone();
+        std::thread::spawn(move || {
+            let mut buffer = [0u8; 4096];
+            while let Ok(n) = std::io::Read::read(&mut reader, &mut buffer) {
+                if n == 0 {
+                    break;
+                }
+                seen.lock().unwrap().extend_from_slice(&buffer[..n]);
+            }
+        });
+        Terminal { master, slave, output }
+    }
+
+    /// Starts `command` in a session of its own whose controlling terminal this is.
+    fn spawn(&self, command: &mut Command) -> std::process::Child {
+        use std::os::unix::process::CommandExt as _;
+        let io = || Stdio::from(self.slave.try_clone().unwrap());
+        command.stdin(io()).stdout(io()).stderr(io());
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            command.pre_exec(|| {
+                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        command.spawn().unwrap()
+    }
+
+    fn type_in(&self, text: &str) {
+        std::io::Write::write_all(&mut &self.master, text.as_bytes()).unwrap();
+    }
+
+    /// Resizes the terminal: the kernel tells the program on it with SIGWINCH.
+    fn resize(&self, rows: u16, columns: u16) {
+        use std::os::fd::AsRawFd as _;
+        let size = libc::winsize { ws_row: rows, ws_col: columns, ws_xpixel: 0, ws_ypixel: 0 };
+        // SAFETY: TIOCSWINSZ reads one winsize through a live pointer.
+        assert_eq!(unsafe { libc::ioctl(self.master.as_raw_fd(), libc::TIOCSWINSZ, &raw const size) }, 0);
+    }
+
+    fn output(&self) -> String {
+        String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()
+    }
+
+    /// Waits for `text` in what came after the first `from` bytes.
+    async fn wait_for(&self, what: &str, from: usize, text: &str) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !self.output().get(from..).is_some_and(|after| after.contains(text)) {
+            assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}: {:?}", self.output());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// The exit code of `child` once it ends, within `limit`.
+async fn wait_child(child: &mut std::process::Child, limit: Duration) -> Option<i32> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("the process did not end within {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// Follows `berth logs -f ARGS` in the background: what it printed so far, and the process.

@@ -10,8 +10,8 @@ use berth::nodes::tar::{TarEntry, TarFile, archive};
 /// digest of the archive, so a changed image is a new image, never a stale one.
 const REPOSITORY: &str = "berth-test/busybox";
 
-const TOOLS: [&str; 15] = [
-    "sh", "sleep", "httpd", "nc", "cat", "echo", "wget", "ls", "test", "true", "false", "mkdir", "rm", "kill", "touch",
+const TOOLS: [&str; 16] = [
+    "sh", "sleep", "httpd", "nc", "cat", "echo", "wget", "ls", "test", "true", "false", "mkdir", "rm", "kill", "touch", "stty",
 ];
 
 fn rootfs() -> &'static (String, Vec<u8>) {
