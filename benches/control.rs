@@ -187,6 +187,10 @@ impl ContainerRuntime for Hollow {
         Err(RuntimeError::Engine { action: format!("exec in {id}"), reason: "a hollow node runs nothing".into() })
     }
 
+    fn follow_logs(&self, _id: &str, _tail: Option<u64>, _since: Option<i64>) -> berth::nodes::runtime::OutputChunks {
+        Box::pin(futures_util::stream::empty())
+    }
+
     async fn resize_exec(&self, _exec_id: &str, _columns: u16, _rows: u16) -> Result<(), RuntimeError> {
         Ok(())
     }

@@ -529,6 +529,14 @@ async fn serve_requests<R: ContainerRuntime>(
                     // What the pod got from Secrets is hidden in what it wrote, as everywhere
                     // berth shows something.
                     let hidden = hidden_values(assignment.borrow().as_ref(), &request);
+                    if let Some(logs) = request.log_stream.clone() {
+                        answering.spawn(async move {
+                            if let Err(error) = log_stream(&client, &*runtime, &node, request.id, &logs, &hidden).await {
+                                tracing::debug!(%error, pod = %logs.pod, container = %logs.container, "A log stream ended.");
+                            }
+                        });
+                        continue;
+                    }
                     if let Some(exec) = request.exec_session.clone() {
                         answering.spawn(async move {
                             if let Err(error) =
@@ -689,7 +697,7 @@ async fn exec_session<R: ContainerRuntime>(
     }
     .await;
     let session = dial_back(client, id, started.as_ref().map(|_| ()).map_err(Clone::clone)).await?;
-    let super::runtime::AttachedExec { exec_id, mut output, mut input } = started?;
+    let super::runtime::AttachedExec { exec_id, output, mut input } = started?;
     if let (true, Some((columns, rows))) = (request.tty, request.size) {
         let _ = runtime.resize_exec(&exec_id, columns, rows).await;
     }
@@ -716,42 +724,19 @@ async fn exec_session<R: ContainerRuntime>(
             let _ = input.shutdown().await;
         })
     };
-    let values = || hidden.iter().map(String::as_str);
-    let mut hiders = [super::redact::Redactor::new(values()), super::redact::Redactor::new(values())];
-    let kinds = [frame::STDOUT, frame::STDERR];
+    let mut output = super::redact::hide_output(output, hidden, HOLD_BACK);
     let result = async {
-        loop {
-            let next = if hiders.iter().any(super::redact::Redactor::holding) {
-                tokio::time::timeout(HOLD_BACK, output.next()).await
-            } else {
-                Ok(output.next().await)
-            };
-            let (index, shown) = match next {
-                Err(_) => {
-                    for (hider, kind) in hiders.iter_mut().zip(kinds) {
-                        write_frame(&mut to_user, kind, &hider.flush()).await?;
-                    }
-                    continue;
+        while let Some(chunk) = output.next().await {
+            match chunk {
+                Ok((stream, bytes)) => {
+                    let kind = if stream == super::runtime::OutputStream::Stderr { frame::STDERR } else { frame::STDOUT };
+                    write_frame(&mut to_user, kind, &bytes).await?;
                 }
-                Ok(None) => break,
-                Ok(Some(Err(error))) => {
+                Err(error) => {
                     let message = format!("the command's output broke: {error}\n");
                     write_frame(&mut to_user, frame::STDERR, message.as_bytes()).await?;
                     break;
                 }
-                Ok(Some(Ok((stream, bytes)))) => {
-                    let index = usize::from(stream == super::runtime::OutputStream::Stderr);
-                    (index, hiders[index].push(&bytes))
-                }
-            };
-            if !shown.is_empty() {
-                write_frame(&mut to_user, kinds[index], &shown).await?;
-            }
-        }
-        for (hider, kind) in hiders.iter_mut().zip(kinds) {
-            let rest = hider.flush();
-            if !rest.is_empty() {
-                write_frame(&mut to_user, kind, &rest).await?;
             }
         }
         let code = runtime.exec_exit_code(&exec_id).await.unwrap_or(-1);
@@ -802,7 +787,36 @@ async fn container_exec<R: ContainerRuntime>(
 }
 
 /// The log of the container a request names: its current attempt, or the one before.
-async fn container_log<R: ContainerRuntime>(runtime: &R, node: &str, request: &LogRequest) -> Result<String, String> {
+/// Streams a container's log for session `id` as the container writes it, each line after its
+/// time, with Secret values hidden, until the container stops or the user goes away.
+async fn log_stream<R: ContainerRuntime>(
+    client: &ApiClient,
+    runtime: &R,
+    node: &str,
+    id: u64,
+    request: &LogRequest,
+    hidden: &[String],
+) -> Result<(), String> {
+    use tokio::io::AsyncWriteExt as _;
+    let found = log_attempt(runtime, node, request).await;
+    let mut session = dial_back(client, id, found.as_ref().map(|_| ()).map_err(Clone::clone)).await?;
+    let container = found?;
+    let output = runtime.follow_logs(&container.id, request.tail, request.since);
+    let mut output = super::redact::hide_output(output, hidden, HOLD_BACK);
+    while let Some(chunk) = output.next().await {
+        let Ok((_, bytes)) = chunk else { break };
+        session.write_all(&bytes).await.map_err(|e| e.to_string())?;
+        session.flush().await.map_err(|e| e.to_string())?;
+    }
+    session.shutdown().await.map_err(|e| e.to_string())
+}
+
+/// The attempt of a container a log request is about: the current one, or the one before.
+async fn log_attempt<R: ContainerRuntime>(
+    runtime: &R,
+    node: &str,
+    request: &LogRequest,
+) -> Result<super::runtime::ContainerInfo, String> {
     let filter = [
         (labels::NODE, node),
         (labels::NAMESPACE, request.namespace.as_str()),
@@ -825,6 +839,11 @@ async fn container_log<R: ContainerRuntime>(runtime: &R, node: &str, request: &L
             request.container, request.namespace, request.pod
         ));
     };
+    Ok(container.clone())
+}
+
+async fn container_log<R: ContainerRuntime>(runtime: &R, node: &str, request: &LogRequest) -> Result<String, String> {
+    let container = log_attempt(runtime, node, request).await?;
     runtime.logs(&container.id, request.tail, request.since, request.timestamps).await.map_err(|e| e.to_string())
 }
 

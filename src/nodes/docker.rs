@@ -455,6 +455,21 @@ impl ContainerRuntime for Docker {
         }
     }
 
+    fn follow_logs(&self, id: &str, tail: Option<u64>, since: Option<i64>) -> super::runtime::OutputChunks {
+        let mut options = bollard::query_parameters::LogsOptionsBuilder::new()
+            .stdout(true)
+            .stderr(true)
+            .follow(true)
+            .timestamps(true)
+            .tail(&tail.map_or_else(|| if since.is_some() { "all".to_owned() } else { "0".to_owned() }, |n| n.to_string()));
+        if let Some(since) = since {
+            options = options.since(i32::try_from(since).unwrap_or(i32::MAX));
+        }
+        let action = format!("following the log of {id}");
+        let stream = self.client.logs(id, Some(options.build())).map(move |chunk| output_chunk(&action, chunk));
+        Box::pin(stream)
+    }
+
     async fn exec_output(
         &self,
         id: &str,
@@ -529,11 +544,7 @@ impl ContainerRuntime for Docker {
             return Err(RuntimeError::Engine { action: action(), reason: "the engine did not attach".into() });
         };
         let action = action();
-        let output = output.map(move |chunk| match chunk {
-            Ok(bollard::container::LogOutput::StdErr { message }) => Ok((OutputStream::Stderr, message.to_vec())),
-            Ok(other) => Ok((OutputStream::Stdout, other.into_bytes().to_vec())),
-            Err(error) => Err(engine(action.clone(), error)),
-        });
+        let output = output.map(move |chunk| output_chunk(&action, chunk));
         Ok(AttachedExec { exec_id: created.id, output: Box::pin(output), input })
     }
 
@@ -572,6 +583,18 @@ impl ContainerRuntime for Docker {
                 reason: format!("no answer within {timeout:?}"),
             })
         })
+    }
+}
+
+/// A piece of a container's output as berth's runtime boundary gives it.
+fn output_chunk(
+    action: &str,
+    chunk: Result<bollard::container::LogOutput, bollard::errors::Error>,
+) -> Result<(OutputStream, Vec<u8>), RuntimeError> {
+    match chunk {
+        Ok(bollard::container::LogOutput::StdErr { message }) => Ok((OutputStream::Stderr, message.to_vec())),
+        Ok(other) => Ok((OutputStream::Stdout, other.into_bytes().to_vec())),
+        Err(error) => Err(engine(action.to_owned(), error)),
     }
 }
 

@@ -368,6 +368,10 @@ pub struct AgentRequest {
     /// and the session carries frames (`nodes::session::frame`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exec_session: Option<ExecSessionRequest>,
+    /// A container's log as it is written, each line after its time: the node dials back and
+    /// writes it on the session until the container stops.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_stream: Option<LogRequest>,
 }
 
 /// A command to run in a container attached to the user's terminal (`berth exec [-i] [-t]`).
@@ -408,7 +412,7 @@ pub struct ClaimRequest {
 impl AgentRequest {
     /// The container the request is about: namespace, pod and container.
     pub fn container(&self) -> Option<(&str, &str, &str)> {
-        match (&self.logs, &self.exec, &self.exec_session) {
+        match (self.logs.as_ref().or(self.log_stream.as_ref()), &self.exec, &self.exec_session) {
             (Some(l), _, _) => Some((&l.namespace, &l.pod, &l.container)),
             (_, Some(e), _) => Some((&e.namespace, &e.pod, &e.container)),
             (_, _, Some(e)) => Some((&e.namespace, &e.pod, &e.container)),

@@ -50,6 +50,53 @@ impl Redactor {
     }
 }
 
+/// `output` with every value of `values` hidden, per stream. What may start a value is held
+/// back at most `hold` after the last piece: a terminal must echo what is typed.
+pub fn hide_output(
+    output: super::runtime::OutputChunks,
+    values: &[String],
+    hold: std::time::Duration,
+) -> super::runtime::OutputChunks {
+    use super::runtime::OutputStream;
+    use futures_util::StreamExt as _;
+    let redactor = Redactor::new(values.iter().map(String::as_str));
+    if redactor.values.is_empty() {
+        return output;
+    }
+    let streams = [OutputStream::Stdout, OutputStream::Stderr];
+    let state = (output, [redactor.clone(), redactor], false);
+    Box::pin(futures_util::stream::unfold(state, move |(mut output, mut hiders, mut ended)| async move {
+        loop {
+            let holding = hiders.iter().position(Redactor::holding);
+            if ended {
+                let index = holding?;
+                let rest = hiders[index].flush();
+                return Some((Ok((streams[index], rest)), (output, hiders, ended)));
+            }
+            let next = match holding {
+                Some(_) => tokio::time::timeout(hold, output.next()).await,
+                None => Ok(output.next().await),
+            };
+            match next {
+                Err(_) => {
+                    let index = holding.expect("a timeout only while holding");
+                    let rest = hiders[index].flush();
+                    return Some((Ok((streams[index], rest)), (output, hiders, ended)));
+                }
+                Ok(None) => ended = true,
+                Ok(Some(Err(error))) => return Some((Err(error), (output, hiders, true))),
+                Ok(Some(Ok((stream, bytes)))) => {
+                    let index = usize::from(stream == OutputStream::Stderr);
+                    let shown = hiders[index].push(&bytes);
+                    if !shown.is_empty() {
+                        return Some((Ok((stream, shown)), (output, hiders, ended)));
+                    }
+                }
+            }
+        }
+    }))
+}
+
 /// `text` with every value hidden, as a [`Redactor`] shows it when given all at once.
 pub fn redact(values: &[&str], text: &[u8]) -> Vec<u8> {
     let mut redactor = Redactor::new(values.iter().copied());

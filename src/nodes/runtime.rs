@@ -215,6 +215,9 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     fn exec_exit_code(&self, exec_id: &str) -> impl Future<Output = Result<i64, RuntimeError>> + Send;
     /// A running container's CPU time and memory in use; `None` when the engine cannot say.
     fn usage(&self, id: &str) -> impl Future<Output = Option<super::usage::Reading>> + Send;
+    /// What a container writes, as it writes it, until it stops (or the stream is dropped):
+    /// each line after its time, from the last `tail` lines or since `since` (none: from now).
+    fn follow_logs(&self, id: &str, tail: Option<u64>, since: Option<i64>) -> OutputChunks;
     /// What a container wrote (stdout and stderr together): only the last `tail` lines, only
     /// since `since` (seconds since the epoch), each line after its time with `timestamps`.
     fn logs(

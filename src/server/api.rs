@@ -504,7 +504,7 @@ pub struct PodDetailView {
 }
 
 /// A pod the API is asked about by name: its row and its assignment, or 404.
-async fn assigned_pod(
+pub(crate) async fn assigned_pod(
     plane: &ControlPlane,
     namespace: &str,
     name: &str,
@@ -524,12 +524,20 @@ async fn pod_detail(
     Path((namespace, name)): Path<(String, String)>,
 ) -> Result<Json<PodDetailView>, AppError> {
     api.access.read(&headers)?;
-    let plane = &api.plane;
-    let (pod, assignment) = assigned_pod(plane, &namespace, &name).await?;
+    Ok(Json(pod_detail_view(&api.plane, &namespace, &name).await?.0))
+}
+
+/// One pod in detail, and what its node was told to run.
+pub(crate) async fn pod_detail_view(
+    plane: &ControlPlane,
+    namespace: &str,
+    name: &str,
+) -> Result<(PodDetailView, Option<PodAssignment>), AppError> {
+    let (pod, assignment) = assigned_pod(plane, namespace, name).await?;
     let assignment = assignment.as_ref();
     let report = plane.store.reports(&pod.node).await?.into_iter().find(|r| r.namespace == namespace && r.pod == name);
     let usage = plane.api.usage().pods().into_iter().find(|u| u.namespace == namespace && u.pod == name);
-    Ok(Json(PodDetailView {
+    let view = PodDetailView {
         requests: pod.requests,
         limits: pod.limits,
         images: assignment
@@ -541,7 +549,8 @@ async fn pod_detail(
         containers: report.map(|r| r.containers).unwrap_or_default(),
         usage,
         pod,
-    }))
+    };
+    Ok((view, assignment.cloned()))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -695,7 +704,7 @@ async fn splice_session(
 }
 
 /// The container a request names (`-c`), or the pod's one container.
-fn container_of(
+pub(crate) fn container_of(
     namespace: &str,
     name: &str,
     assignment: Option<&PodAssignment>,

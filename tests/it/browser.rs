@@ -142,6 +142,22 @@ async fn the_ui_follows_a_commit_live_in_a_real_browser() {
         "svc.yaml",
         "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\nspec:\n  selector: {app: web}\n  ports: [{port: 80}]\n",
     );
+    let image = crate::images::busybox();
+    repo.write(
+        "ticker.yaml",
+        &format!(
+            "apiVersion: v1
+kind: Pod
+metadata: {{name: ticker, namespace: shop}}
+spec:
+  terminationGracePeriodSeconds: 0
+  containers:
+    - name: ticker
+      image: {image}
+      command: [sh, -c, 'i=0; while true; do i=$((i+1)); echo tick $i; sleep 1; done']
+"
+        ),
+    );
     repo.commit("shop v1");
     let node = TestNode::new("ui");
     let listen = format!("127.0.0.1:{}", free_port());
@@ -210,6 +226,56 @@ async fn the_ui_follows_a_commit_live_in_a_real_browser() {
     let overflow = browser.run("return document.documentElement.scrollWidth <= window.innerWidth + 1;").await;
     assert_eq!(overflow, true, "the workload page scrolls sideways at phone width");
     browser.screenshot(&dir.join("workload-phone.png")).await;
+
+    browser.command(reqwest::Method::POST, "/window/rect", Some(json!({"width": 1200, "height": 900}))).await;
+
+    // A pod's page: its containers and events, and its log following live, with a pause.
+    browser.open(&format!("{root}/pods/shop/ticker")).await;
+    let page = browser.text("main").await;
+    assert!(page.contains("Containers") && page.contains("Scheduled"), "{page}");
+    let ticks = || async {
+        let text = browser.run("return document.getElementById('log').textContent;").await;
+        text.as_str()
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.strip_prefix("tick ")?.parse::<u64>().ok())
+            .collect::<Vec<u64>>()
+    };
+    let shown = ticks().await.len();
+    wait_for("new lines to show without a reload", LIMIT, || async { ticks().await.len() >= shown + 3 }).await;
+    browser.run("document.getElementById('log-pause').click(); return true;").await;
+    let paused = ticks().await;
+    wait_for("the held-back count while paused", LIMIT, || async {
+        browser.text("#log-note").await.contains("new lines held back")
+    })
+    .await;
+    assert_eq!(ticks().await, paused, "a paused log shows nothing new");
+    browser.run("document.getElementById('log-pause').click(); return true;").await;
+    wait_for("the held lines after Resume", LIMIT, || async { ticks().await.len() > paused.len() + 1 }).await;
+    let seen = ticks().await;
+    let first = seen[0];
+    assert_eq!(seen, (first..first + seen.len() as u64).collect::<Vec<_>>(), "every line once, in order");
+    browser.screenshot(&dir.join("pod.png")).await;
+
+    // The container's next attempt follows on the same page.
+    let container = String::from_utf8(
+        Command::new("docker")
+            .args(["ps", "-q", "--filter", "label=berth.dev/pod=ticker", "--filter", "label=berth.dev/container=ticker"])
+            .args(["--filter", &format!("label=berth.dev/node={}", node.name)])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let container = container.trim();
+    assert!(!container.is_empty(), "the ticker's container runs");
+    let before = ticks().await.len();
+    assert!(Command::new("docker").args(["kill", container]).status().unwrap().success());
+    wait_for("the next attempt's first lines", LIMIT, || async {
+        let now = ticks().await;
+        now.len() > before && now[before..].contains(&1)
+    })
+    .await;
 
     terminate(&up.0);
     drop(up);

@@ -23,6 +23,8 @@ use serde::Deserialize;
 use std::fmt::Write as _;
 use std::sync::Arc;
 
+mod pod;
+
 #[derive(Clone)]
 struct Ui {
     plane: Arc<ControlPlane>,
@@ -40,6 +42,8 @@ pub fn router(plane: Arc<ControlPlane>, access: Access) -> Router {
         .route("/nodes", get(nodes))
         .route("/services", get(services))
         .route("/volumes", get(volumes))
+        .route("/pods/{namespace}/{name}", get(pod::page))
+        .route("/ui/pods/{namespace}/{name}/log", get(pod::log))
         .route("/ui/syncs/{sha}/approve", post(approve))
         .route("/ui/login", get(login_form).post(login))
         .route("/ui/events", get(events))
@@ -48,8 +52,8 @@ pub fn router(plane: Arc<ControlPlane>, access: Access) -> Router {
         .with_state(Ui { plane, access })
 }
 
-const STYLE: &str = include_str!("../../templates/style.css");
-const LIVE: &str = include_str!("../../templates/live.js");
+const STYLE: &str = include_str!("../../../templates/style.css");
+const LIVE: &str = include_str!("../../../templates/live.js");
 const TOKEN_COOKIE: &str = "berth_token";
 
 const NAV: [(&str, &str); 7] = [
@@ -208,6 +212,20 @@ fn commit(repository: &str, sha: &str, message: &str, author: &str, time_of: Opt
         html.push_str("</span>");
     }
     html
+}
+
+/// One event as a list item's HTML: when, the reason (marked as a warning or not), the object
+/// when the list is about more than one, how many times, and the message.
+fn event_line(event: &crate::store::EventRecord, now: i64, with_object: bool) -> String {
+    let count = if event.count > 1 { format!(" (x{})", event.count) } else { String::new() };
+    let object = if with_object { format!(" {}", escape(&event.object)) } else { String::new() };
+    format!(
+        "{} <strong class=\"{}\">{}</strong>{object}{count}: {}",
+        time(event.last_seen, now),
+        if event.kind == "Warning" { "warning" } else { "normal" },
+        escape(&event.reason),
+        escape(&event.message)
+    )
 }
 
 fn health_class(health: &str) -> String {
@@ -608,17 +626,7 @@ async fn workload_body(plane: &ControlPlane, key: &ObjectKey) -> Result<Workload
         .filter(|e| e.namespace == key.namespace && super::events::is_about(&e.object, &e.owner, kind, &key.name))
         .rev()
         .take(50)
-        .map(|e| {
-            let count = if e.count > 1 { format!(" (x{})", e.count) } else { String::new() };
-            format!(
-                "{} <strong class=\"{}\">{}</strong> {}{count}: {}",
-                time(e.last_seen, now),
-                if e.kind == "Warning" { "warning" } else { "normal" },
-                escape(&e.reason),
-                escape(&e.object),
-                escape(&e.message)
-            )
-        })
+        .map(|e| event_line(e, now, true))
         .collect();
     told.append(&mut events);
     let mut events = told;
