@@ -1588,14 +1588,6 @@ async fn forward_target(
         let have: Vec<String> = ports.iter().map(|p| p["port"].to_string()).collect();
         anyhow::anyhow!("Service {namespace}/{service} has no port {port}; it has: {}", have.join(", "))
     })?;
-    let target_port = match &declared["targetPort"] {
-        serde_json::Value::Number(n) => n.as_u64().and_then(|n| u16::try_from(n).ok()).unwrap_or(port),
-        serde_json::Value::Null => port,
-        serde_json::Value::String(text) if text.parse::<u16>().is_ok() => text.parse().unwrap_or(port),
-        named => bail!(
-            "Service {namespace}/{service}'s port {port} targets the named port {named}; forward to the pod's port number: `berth port-forward POD PORT`"
-        ),
-    };
     let pod = found["endpoints"]
         .as_array()
         .into_iter()
@@ -1603,6 +1595,22 @@ async fn forward_target(
         .filter_map(|e| e.as_str()?.split_once('@').map(|(pod, _)| pod.to_owned()))
         .next()
         .ok_or_else(|| anyhow::anyhow!("Service {namespace}/{service} has no ready pod to forward to"))?;
+    let target_port = match &declared["targetPort"] {
+        serde_json::Value::Number(n) => n.as_u64().and_then(|n| u16::try_from(n).ok()).unwrap_or(port),
+        serde_json::Value::Null => port,
+        serde_json::Value::String(text) if text.parse::<u16>().is_ok() => text.parse().unwrap_or(port),
+        serde_json::Value::String(name) => {
+            // A named port: the number the chosen pod's containers give that name.
+            let detail = client.get(&format!("/api/v1/pods/{namespace}/{pod}")).await?;
+            let number = detail["namedPorts"][name.as_str()].as_u64().and_then(|n| u16::try_from(n).ok());
+            number.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "Service {namespace}/{service}'s port {port} targets the port named `{name}`, which no container of pod {pod} declares"
+                )
+            })?
+        }
+        other => bail!("Service {namespace}/{service}'s port {port} has a targetPort berth cannot read: {other}"),
+    };
     Ok((pod, target_port))
 }
 

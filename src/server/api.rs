@@ -497,6 +497,9 @@ pub struct PodDetailView {
     pub requests: Resources,
     pub limits: Resources,
     pub images: BTreeMap<String, String>,
+    /// The ports the containers declare, by name where they have one (`name` -> number), for
+    /// a Service's named `targetPort`.
+    pub named_ports: BTreeMap<String, u16>,
     pub init_containers: Vec<String>,
     pub containers: Vec<crate::nodes::protocol::ContainerStatus>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -546,6 +549,12 @@ pub(crate) async fn pod_detail_view(
         init_containers: assignment
             .map(|a| a.spec.init_containers.iter().map(|c| c.name.clone()).collect())
             .unwrap_or_default(),
+        named_ports: assignment
+            .into_iter()
+            .flat_map(|a| a.spec.all_containers())
+            .flat_map(|c| c.ports.iter())
+            .filter_map(|p| Some((p.name.clone()?, u16::try_from(p.container_port).ok()?)))
+            .collect(),
         containers: report.map(|r| r.containers).unwrap_or_default(),
         usage,
         pod,

@@ -2111,7 +2111,7 @@ spec:
     - name: main
       image: {image}
       command: [sh, -c, 'mkdir -p /www && echo hello through the tunnel > /www/index.html && exec httpd -f -p 8080 -h /www']
-      ports: [{{containerPort: 8080}}]
+      ports: [{{containerPort: 8080, name: http}}]
       readinessProbe:
         tcpSocket: {{port: 8080}}
         periodSeconds: 1
@@ -2121,7 +2121,7 @@ kind: Service
 metadata: {{name: web}}
 spec:
   selector: {{app: web}}
-  ports: [{{port: 80, targetPort: 8080}}]
+  ports: [{{name: plain, port: 80, targetPort: 8080}}, {{name: named, port: 81, targetPort: http}}]
 ---
 apiVersion: v1
 kind: Pod
@@ -2189,6 +2189,10 @@ spec:
         assert!(answer.starts_with("HTTP/1.") && answer.contains("hello through the tunnel"), "{answer}");
     }
     let (_service, address) = forward(&["svc/web", ":80"], true);
+    let answer = fetch(&address);
+    assert!(answer.contains("hello through the tunnel"), "{answer}");
+    // A Service port whose targetPort is a container port's name.
+    let (_named, address) = forward(&["svc/web", ":81"], true);
     let answer = fetch(&address);
     assert!(answer.contains("hello through the tunnel"), "{answer}");
 
