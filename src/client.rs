@@ -44,6 +44,16 @@ impl Client {
 
     /// A text answer (a log), or the error the server gave.
     pub async fn get_text(&self, path: &str) -> Result<String, ClientError> {
+        self.get_streamed(path)
+            .await?
+            .text()
+            .await
+            .map_err(|source| ClientError::Unreadable { server: self.server.clone(), source })
+    }
+
+    /// A response whose body is read as it comes (a followed log), once the server took the
+    /// request.
+    pub async fn get_streamed(&self, path: &str) -> Result<reqwest::Response, ClientError> {
         let mut request = self.http.get(format!("{}{path}", self.server));
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
@@ -52,10 +62,7 @@ impl Client {
             request.send().await.map_err(|source| ClientError::Unreachable { server: self.server.clone(), source })?;
         let status = response.status();
         if status.is_success() {
-            return response
-                .text()
-                .await
-                .map_err(|source| ClientError::Unreadable { server: self.server.clone(), source });
+            return Ok(response);
         }
         let body: Value = response.json().await.unwrap_or_default();
         let message = body.get("error").and_then(Value::as_str).unwrap_or("the request failed").to_owned();

@@ -1346,81 +1346,114 @@ async fn log_text(
     Ok(client.get_text(&format!("{base}/logs?{}", berth::client::query(&pairs))).await?)
 }
 
-/// `berth logs -f`: reads each container's log again every second from just before the last
-/// line printed (lines carry the engine's timestamps, so none is printed twice), follows a
-/// restarted container into its new attempt after printing the end of the one before, and, for
-/// KIND/NAME, the workload's pods as they come and go.
+/// `berth logs -f`: one streamed follow per container (`logs?follow=true`; the server carries
+/// it across the container's restarts and ends it when the pod is gone). For KIND/NAME the
+/// workload's pods are looked up every second, and a new one's log followed from its first line.
 async fn follow_logs(client: &berth::client::Client, logs: &Logs) -> anyhow::Result<()> {
-    // Per pod and container: the time of the last line printed, and the restarts seen.
-    let mut printed: std::collections::HashMap<(String, Option<String>), (chrono::DateTime<chrono::FixedOffset>, u64)> =
-        std::collections::HashMap::new();
+    /// What a container's follow hands the printer.
+    enum Message {
+        Text(String),
+        Ended((String, Option<String>), Option<String>),
+    }
+    let (sender, mut receiver) = tokio::sync::mpsc::channel::<Message>(64);
     let workload = logs.target.contains('/');
+    let mut following: std::collections::HashSet<(String, Option<String>)> = std::collections::HashSet::new();
     let mut first = true;
+    let mut look = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
-        let pods = log_pods(client, logs).await?;
-        let restarts: std::collections::HashMap<String, u64> = client
-            .get("/api/v1/pods")
-            .await?
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|p| p["namespace"] == logs.namespace.as_str())
-            .filter_map(|p| Some((p["name"].as_str()?.to_owned(), p["restarts"].as_u64().unwrap_or(0))))
-            .collect();
-        if !workload && !first && !restarts.contains_key(&logs.target) {
-            eprintln!("pod {}/{} is gone", logs.namespace, logs.target);
-            return Ok(());
+        tokio::select! {
+            _ = look.tick(), if first || workload => {
+                for pod in log_pods(client, logs).await? {
+                    let containers = match log_containers(client, logs, &pod).await {
+                        Ok(containers) => containers,
+                        Err(error) if first && !workload => return Err(error),
+                        // A pod that went away meanwhile: looked at again next time.
+                        Err(_) => continue,
+                    };
+                    let prefixed = workload || containers.len() > 1;
+                    for container in containers {
+                        let key = (pod.clone(), container.clone());
+                        if !following.insert(key.clone()) {
+                            continue;
+                        }
+                        // The pods there at the start follow --tail and --since; a new pod
+                        // of a rollout is followed from its first line.
+                        let path = follow_path(logs, &pod, container.as_deref(), first);
+                        let label = prefixed.then(|| log_label(&pod, container.as_deref()));
+                        let (client, sender) = (client.clone(), sender.clone());
+                        tokio::spawn(async move {
+                            let error = follow_one(&client, &path, label.as_deref(), &sender).await.err();
+                            let _ = sender.send(Message::Ended(key, error)).await;
+                        });
+                    }
+                }
+                first = false;
+            }
+            Some(message) = receiver.recv() => match message {
+                Message::Text(text) => {
+                    print!("{text}");
+                    std::io::Write::flush(&mut std::io::stdout())?;
+                }
+                Message::Ended(key, error) => {
+                    following.remove(&key);
+                    if !workload {
+                        if let Some(error) = error {
+                            bail!(error);
+                        }
+                        eprintln!("pod {}/{} is gone", logs.namespace, logs.target);
+                        return Ok(());
+                    }
+                }
+            },
         }
-        for pod in &pods {
-            let Ok(containers) = log_containers(client, logs, pod).await else { continue };
-            let prefixed = workload || containers.len() > 1;
-            for container in containers {
-                let key = (pod.clone(), container.clone());
-                let restarted = restarts.get(pod).copied().unwrap_or(0);
-                let seen = printed.get(&key).copied();
-                let since = seen.map(|(at, _)| (chrono::Utc::now().timestamp() - at.timestamp()).max(0) + 2);
-                let mut texts = Vec::new();
-                // A restart since the last look: the end of the attempt before comes first.
-                if seen.is_some_and(|(_, before)| restarted > before) {
-                    if let Ok(text) = log_text(client, logs, pod, container.as_deref(), true, since).await {
-                        texts.push(text);
-                    }
-                }
-                match log_text(client, logs, pod, container.as_deref(), false, since).await {
-                    Ok(text) => texts.push(text),
-                    // A pod not started yet, or gone: looked at again next time.
-                    Err(error) if !first || workload => tracing::debug!(%error, "A log could not be read."),
-                    Err(error) => return Err(error),
-                }
-                let mut last = seen.map(|(at, _)| at);
-                let mut out = String::new();
-                for line in texts.iter().flat_map(|t| t.lines()) {
-                    let (stamp, rest) = line.split_once(' ').unwrap_or((line, ""));
-                    let Ok(at) = chrono::DateTime::parse_from_rfc3339(stamp) else { continue };
-                    if last.is_some_and(|last| at <= last) {
-                        continue;
-                    }
-                    last = Some(at);
-                    let shown = if logs.timestamps { line } else { rest };
-                    if prefixed {
-                        out.push_str(&format!("{} | {shown}\n", log_label(pod, container.as_deref())));
-                    } else {
-                        out.push_str(shown);
-                        out.push('\n');
-                    }
-                }
-                print!("{out}");
-                std::io::Write::flush(&mut std::io::stdout())?;
-                if let Some(last) = last {
-                    printed.insert(key, (last, restarted));
-                } else if let Some((at, _)) = seen {
-                    printed.insert(key, (at, restarted));
-                }
+    }
+
+    /// Prints one container's followed log, each line after `label |` when given, until the
+    /// server ends it.
+    async fn follow_one(
+        client: &berth::client::Client,
+        path: &str,
+        label: Option<&str>,
+        sender: &tokio::sync::mpsc::Sender<Message>,
+    ) -> Result<(), String> {
+        let mut response = client.get_streamed(path).await.map_err(|e| e.to_string())?;
+        let mut partial: Vec<u8> = Vec::new();
+        while let Some(chunk) = response.chunk().await.map_err(|e| format!("the log stream broke: {e}"))? {
+            partial.extend_from_slice(&chunk);
+            let Some(end) = partial.iter().rposition(|b| *b == b'\n') else { continue };
+            let complete: Vec<u8> = partial.drain(..=end).collect();
+            let text = String::from_utf8_lossy(&complete);
+            let text = match label {
+                Some(label) => text.lines().map(|line| format!("{label} | {line}\n")).collect(),
+                None => text.into_owned(),
+            };
+            if sender.send(Message::Text(text)).await.is_err() {
+                break;
             }
         }
-        first = false;
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        Ok(())
     }
+}
+
+/// The path that follows one container's log; `as_asked` applies --tail and --since.
+fn follow_path(logs: &Logs, pod: &str, container: Option<&str>, as_asked: bool) -> String {
+    let mut pairs: Vec<(&str, String)> = vec![("follow", "true".into())];
+    if let Some(container) = container {
+        pairs.push(("container", container.to_owned()));
+    }
+    if as_asked {
+        if let Some(tail) = logs.tail {
+            pairs.push(("tail", tail.to_string()));
+        }
+        if let Some(since) = logs.since_seconds {
+            pairs.push(("sinceSeconds", since.to_string()));
+        }
+    }
+    if logs.timestamps {
+        pairs.push(("timestamps", "true".into()));
+    }
+    let pairs: Vec<(&str, &str)> = pairs.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    format!("/api/v1/pods/{}/{pod}/logs?{}", logs.namespace, berth::client::query(&pairs))
 }
 
 /// A request of the CLI to a running server.

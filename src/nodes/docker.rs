@@ -461,7 +461,7 @@ impl ContainerRuntime for Docker {
             .stderr(true)
             .follow(true)
             .timestamps(true)
-            .tail(&tail.map_or_else(|| if since.is_some() { "all".to_owned() } else { "0".to_owned() }, |n| n.to_string()));
+            .tail(&tail.map_or_else(|| "all".to_owned(), |n| n.to_string()));
         if let Some(since) = since {
             options = options.since(i32::try_from(since).unwrap_or(i32::MAX));
         }

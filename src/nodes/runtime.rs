@@ -216,7 +216,7 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     /// A running container's CPU time and memory in use; `None` when the engine cannot say.
     fn usage(&self, id: &str) -> impl Future<Output = Option<super::usage::Reading>> + Send;
     /// What a container writes, as it writes it, until it stops (or the stream is dropped):
-    /// each line after its time, from the last `tail` lines or since `since` (none: from now).
+    /// each line after its time, from the last `tail` lines (none: all) and since `since`.
     fn follow_logs(&self, id: &str, tail: Option<u64>, since: Option<i64>) -> OutputChunks;
     /// What a container wrote (stdout and stderr together): only the last `tail` lines, only
     /// since `since` (seconds since the epoch), each line after its time with `timestamps`.

@@ -576,6 +576,13 @@ pub struct LogsQuery {
     pub since_seconds: Option<i64>,
     #[serde(default)]
     pub timestamps: bool,
+    /// Stream what the container writes from then on, across its restarts, until the pod is
+    /// gone (`server::logs`).
+    #[serde(default)]
+    pub follow: bool,
+    /// With `follow`: only lines after this RFC 3339 time (the last one the caller has).
+    #[serde(default)]
+    pub since_time: Option<String>,
 }
 
 /// A container's log, read by its node over the node's own connection (`AgentApi::ask_logs`),
@@ -589,7 +596,10 @@ async fn pod_logs(
     api.access.read(&headers)?;
     let plane = &api.plane;
     let (pod, assignment) = assigned_pod(plane, &namespace, &name).await?;
-    let container = container_of(&namespace, &name, assignment.as_ref(), query.container)?;
+    let container = container_of(&namespace, &name, assignment.as_ref(), query.container.clone())?;
+    if query.follow {
+        return Ok(follow_log(plane.clone(), namespace, name, container, &query));
+    }
     let request = crate::nodes::protocol::LogRequest {
         namespace,
         pod: name,
@@ -603,6 +613,51 @@ async fn pod_logs(
         Ok(text) => Ok(([(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()),
         Err(reason) => Err(AppError::new(StatusCode::BAD_GATEWAY, reason)),
     }
+}
+
+/// A log followed as a streamed `text/plain` body: each line as the container writes it (after
+/// its time with `timestamps`), until the pod is gone.
+fn follow_log(
+    plane: Arc<ControlPlane>,
+    namespace: String,
+    name: String,
+    container: String,
+    query: &LogsQuery,
+) -> axum::response::Response {
+    let after = query.since_time.as_deref().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+    let follow = super::logs::Follow {
+        container: Some(container),
+        after,
+        since: query.since_seconds.map(|seconds| now() - seconds.max(0)),
+        tail: query.tail,
+    };
+    let follower = super::logs::Follower::new(plane, namespace, name, follow);
+    let timestamps = query.timestamps;
+    let stream = futures_util::stream::unfold(follower, move |mut follower| async move {
+        loop {
+            match follower.next().await? {
+                super::logs::Followed::Lines { text, .. } => {
+                    let text = if timestamps {
+                        text
+                    } else {
+                        text.lines().filter_map(super::logs::stamped).fold(String::new(), |mut out, (_, line)| {
+                            out.push_str(line);
+                            out.push('\n');
+                            out
+                        })
+                    };
+                    return Some((Ok::<_, std::convert::Infallible>(Bytes::from(text)), follower));
+                }
+                super::logs::Followed::Note(_) => {}
+                super::logs::Followed::Gone(_) => return None,
+            }
+        }
+    });
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response()
 }
 
 #[derive(Debug, Deserialize)]

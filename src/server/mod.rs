@@ -10,6 +10,7 @@ pub mod api;
 pub mod control;
 pub mod decide;
 pub mod events;
+pub mod logs;
 pub mod metrics;
 pub mod status;
 pub mod ui;

@@ -7,22 +7,15 @@
 //! reconnection (`Last-Event-ID`), continues after it without a line twice.
 
 use super::{AppError, Ui, api};
-use crate::nodes::protocol::{AgentRequest, LogRequest};
+use crate::nodes::protocol::LogRequest;
+use crate::server::logs::{FIRST_LINES, Follow, Followed, Follower, stamped};
 use askama::Template;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, FixedOffset};
+use chrono::DateTime;
 use serde::Deserialize;
-use std::sync::Arc;
-use std::time::Duration;
-use tokio::io::AsyncReadExt as _;
-
-/// The lines a pod's page shows before it follows.
-const FIRST_LINES: u64 = 200;
-/// How long a follower waits before asking the node again, once a stream ended or failed.
-const AGAIN: Duration = Duration::from_secs(2);
 
 #[derive(Debug, Deserialize)]
 pub(super) struct LogQuery {
@@ -156,12 +149,6 @@ async fn body(ui: &Ui, namespace: &str, name: &str, container: Option<String>) -
     })
 }
 
-/// A log line's time and the rest of it; `None` for a line without one.
-fn stamped(line: &str) -> Option<(DateTime<FixedOffset>, &str)> {
-    let (stamp, rest) = line.split_once(' ').unwrap_or((line, ""));
-    DateTime::parse_from_rfc3339(stamp).ok().map(|at| (at, rest))
-}
-
 /// `/ui/pods/{namespace}/{name}/log`: the container's new lines as server-sent events (`lines`,
 /// with the last line's time as the event's id), `note` when the stream stops or cannot start
 /// for a while, `gone` when the pod is.
@@ -174,144 +161,19 @@ pub(super) async fn log(
     ui.read(&headers)?;
     let resumed = headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
     let after = resumed.or(query.after).and_then(|t| DateTime::parse_from_rfc3339(&t).ok());
-    let follower = Follower {
-        plane: ui.plane.clone(),
-        namespace,
-        name,
-        container: query.container,
-        after,
-        reader: None,
-        partial: Vec::new(),
-        noted: None,
-        pause: false,
-        gone: false,
-    };
+    let follow = Follow { container: query.container, after, since: None, tail: Some(FIRST_LINES) };
+    let follower = Follower::new(ui.plane.clone(), namespace, name, follow);
     let stream = futures_util::stream::unfold(follower, |mut follower| async move {
-        let event = follower.next().await?;
+        let event = match follower.next().await? {
+            Followed::Lines { text, last } => {
+                let lines: Vec<&str> = text.lines().filter_map(stamped).map(|(_, line)| line).collect();
+                let id = last.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+                Event::default().event("lines").id(id).data(lines.join("\n"))
+            }
+            Followed::Note(note) => Event::default().event("note").data(note),
+            Followed::Gone(why) => Event::default().event("gone").data(why),
+        };
         Some((Ok(event), follower))
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
-}
-
-type Session = tokio::io::BufReader<hyper_util::rt::TokioIo<hyper::upgrade::Upgraded>>;
-
-struct Follower {
-    plane: Arc<super::ControlPlane>,
-    namespace: String,
-    name: String,
-    container: Option<String>,
-    /// The time of the last line sent.
-    after: Option<DateTime<FixedOffset>>,
-    reader: Option<Session>,
-    /// The start of a line not ended yet.
-    partial: Vec<u8>,
-    /// The last note sent, so that a lasting condition is said once.
-    noted: Option<String>,
-    pause: bool,
-    gone: bool,
-}
-
-impl Follower {
-    async fn next(&mut self) -> Option<Event> {
-        loop {
-            if self.gone {
-                return None;
-            }
-            if self.pause {
-                self.pause = false;
-                tokio::time::sleep(AGAIN).await;
-            }
-            let Some(reader) = self.reader.as_mut() else {
-                let opening = open(
-                    self.plane.clone(),
-                    self.namespace.clone(),
-                    self.name.clone(),
-                    self.container.clone(),
-                    self.after.map(|at| at.timestamp()),
-                );
-                match opening.await {
-                    Ok(reader) => self.reader = Some(reader),
-                    Err(error) if error.status == StatusCode::NOT_FOUND => {
-                        self.gone = true;
-                        return Some(Event::default().event("gone").data(error.message));
-                    }
-                    Err(error) => {
-                        self.pause = true;
-                        if let Some(note) = self.note(error.message) {
-                            return Some(note);
-                        }
-                    }
-                }
-                continue;
-            };
-            let mut buffer = vec![0u8; 64 * 1024];
-            let read = reader.read(&mut buffer).await.unwrap_or(0);
-            if read == 0 {
-                self.reader = None;
-                self.pause = true;
-                self.partial.clear();
-                if let Some(note) = self.note("the container stopped; its next attempt shows here when it starts".into()) {
-                    return Some(note);
-                }
-                continue;
-            }
-            self.partial.extend_from_slice(&buffer[..read]);
-            let Some(end) = self.partial.iter().rposition(|b| *b == b'\n') else { continue };
-            let complete: Vec<u8> = self.partial.drain(..=end).collect();
-            let text = String::from_utf8_lossy(&complete);
-            let mut lines = String::new();
-            for (at, line) in text.lines().filter_map(stamped) {
-                if self.after.is_some_and(|after| at <= after) {
-                    continue;
-                }
-                self.after = Some(at);
-                lines.push_str(line);
-                lines.push('\n');
-            }
-            if lines.is_empty() {
-                continue;
-            }
-            self.noted = None;
-            let id = self.after.map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)).unwrap_or_default();
-            return Some(Event::default().event("lines").id(id).data(lines.trim_end_matches('\n')));
-        }
-    }
-
-    /// A note, unless it was the last one said.
-    fn note(&mut self, message: String) -> Option<Event> {
-        if self.noted.as_ref() == Some(&message) {
-            return None;
-        }
-        self.noted = Some(message.clone());
-        Some(Event::default().event("note").data(message))
-    }
-
-}
-
-/// Asks the pod's node for the container's log since `since` (seconds; none: its last lines).
-/// Owns what it needs: the follower holding a session is not shared across threads.
-async fn open(
-    plane: Arc<super::ControlPlane>,
-    namespace: String,
-    name: String,
-    container: Option<String>,
-    since: Option<i64>,
-) -> Result<Session, AppError> {
-    let (pod, assignment) = api::assigned_pod(&plane, &namespace, &name).await?;
-    let container = api::container_of(&namespace, &name, assignment.as_ref(), container)?;
-    let request = LogRequest {
-        namespace,
-        pod: name,
-        container,
-        previous: false,
-        tail: if since.is_some() { None } else { Some(FIRST_LINES) },
-        since,
-        timestamps: true,
-    };
-    let asked = AgentRequest { log_stream: Some(request), ..AgentRequest::default() };
-    let session =
-        plane.api.open_session(&pod.node, asked).await.map_err(|why| AppError::new(StatusCode::BAD_GATEWAY, why))?;
-    let mut reader = tokio::io::BufReader::new(session);
-    crate::nodes::session::read_answer(&mut reader).await.map_err(|why| AppError::new(StatusCode::BAD_GATEWAY, why))?;
-    Ok(reader)
 }
