@@ -13,8 +13,12 @@
 //! - `ui`: the time to answer each web page and the status API with 1,000 workloads.
 //! - `usage`: the server's CPU with 1,000 hollow nodes of 10 pods heartbeating every 2 s,
 //!   without and with their pods' usage (sampled every 10 s) in the heartbeats.
+//! - `logs`: log throughput through a real agent and server on the local engine: `berth logs`
+//!   of a container that wrote 200,000 lines (median of 5), and `berth logs -f` of 100,000
+//!   lines as a container writes them; lines a second, and the CPU the server and the agent
+//!   spend per line.
 //!
-//! `cargo bench --bench control [scale|memory|ready|ui|usage]` (all by default). The hollow runtime
+//! `cargo bench --bench control [scale|memory|ready|ui|usage|logs]` (all by default). The hollow runtime
 //! is a measuring instrument; no functional test uses it.
 
 #[path = "../tests/it/images.rs"]
@@ -648,6 +652,126 @@ async fn ready() {
 /// NodePort on a real agent; one loses its readiness file while a client opens a connection
 /// every 5 ms. Measured from the moment the API first shows the pod unready (the agent probed
 /// and reported), and from the file's removal (adds up to one probe period, 1 s).
+/// How many lines `berth logs ARGS` prints, and how long it took.
+fn count_log_lines(server: &Server, args: &[&str]) -> (usize, Duration) {
+    let start = Instant::now();
+    let output = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["logs", "--server", &format!("http://{}", server.listen)])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "berth logs failed: {}", String::from_utf8_lossy(&output.stderr));
+    (output.stdout.iter().filter(|b| **b == b'\n').count(), start.elapsed())
+}
+
+async fn logs() {
+    let (repo, _state, server) = engine_server().await;
+    let agent = RealAgent::start(&server, "logs");
+    let client = berth::client::Client::new(&format!("http://{}", server.listen), None);
+    let line = "a line of log text, forty-five bytes or so ..";
+    let pod = |name: &str, script: &str| {
+        format!(
+            "---\napiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec:\n  terminationGracePeriodSeconds: 0\n  \
+             containers:\n    - name: app\n      image: {}\n      command: [sh, -c, '{script}']\n      \
+             readinessProbe: {{exec: {{command: [test, -f, /tmp/ready]}}, periodSeconds: 1}}\n",
+            images::busybox()
+        )
+    };
+    let written = 200_000;
+    let streamed = 100_000;
+    let text = pod("chatty", &format!("yes \"{line}\" | head -n {written}; touch /tmp/ready; exec sleep 3600"))
+        + &pod(
+            "stream",
+            &format!(
+                "touch /tmp/ready; while [ ! -f /tmp/go ]; do sleep 0.1; done; yes \"{line}\" | head -n {streamed}; exec sleep 3600"
+            ),
+        );
+    std::fs::write(repo.path().join("apps/logs.yaml"), text).unwrap();
+    commit_all(repo.path(), "chatty pods");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let pods = client.get("/api/v1/pods").await.unwrap_or_default();
+        let ready = pods.as_array().into_iter().flatten().filter(|p| p["ready"] == true).count();
+        if ready == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the chatty pods never became ready: {pods}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (server_pid, agent_pid) = (server.child.id(), agent.child.id());
+    let cpu = || cpu_ticks(server_pid) + cpu_ticks(agent_pid);
+
+    // Read whole, five times.
+    let mut runs = Vec::new();
+    for _ in 0..5 {
+        let before = cpu();
+        let (lines, took) = count_log_lines(&server, &["chatty"]);
+        runs.push((took, lines, cpu() - before));
+    }
+    runs.sort();
+    let (took, lines, ticks) = runs[runs.len() / 2];
+    let rate = lines as f64 / took.as_secs_f64();
+    println!(
+        "logs: berth logs of {lines} lines: median {:.2} s = {:.0} lines/s; server+agent CPU {:.2} s ({:.1} us a line); runs {:?}",
+        took.as_secs_f64(),
+        rate,
+        ticks as f64 / 100.0,
+        ticks as f64 * 10_000.0 / lines as f64,
+        runs.iter().map(|r| format!("{:.2}s", r.0.as_secs_f64())).collect::<Vec<_>>()
+    );
+
+    // Followed as it is written.
+    let mut follow = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["logs", "-f", "stream", "--server", &format!("http://{}", server.listen)])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = follow.stdout.take().unwrap();
+    let (counted, count) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        let mut seen = 0usize;
+        for _ in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            seen += 1;
+            if seen == 1 || seen % 1000 == 0 {
+                let _ = counted.send((seen, Instant::now()));
+            }
+        }
+    });
+    let before = cpu();
+    let go = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["exec", "stream", "--server", &format!("http://{}", server.listen), "--", "touch", "/tmp/go"])
+        .env("BERTH_TOKEN", std::fs::read_to_string(server.db.with_file_name("api-token")).unwrap_or_default().trim())
+        .output()
+        .unwrap();
+    assert!(go.status.success(), "berth exec failed: {}", String::from_utf8_lossy(&go.stderr));
+    let started = Instant::now();
+    let mut first = None;
+    let mut last = (0, started);
+    while last.0 < streamed {
+        let Ok(next) = count.recv_timeout(Duration::from_secs(60)) else { break };
+        first.get_or_insert(next.1);
+        last = next;
+    }
+    let ticks = cpu() - before;
+    let _ = follow.kill();
+    let _ = follow.wait();
+    let took = last.1.duration_since(started);
+    println!(
+        "logs: berth logs -f: {} of {streamed} lines in {:.2} s from the trigger = {:.0} lines/s (first line after {:.0} ms); server+agent CPU {:.2} s ({:.1} us a line)",
+        last.0,
+        took.as_secs_f64(),
+        last.0 as f64 / took.as_secs_f64(),
+        first.map_or(0.0, |f| f.duration_since(started).as_secs_f64() * 1000.0),
+        ticks as f64 / 100.0,
+        ticks as f64 * 10_000.0 / last.0.max(1) as f64,
+    );
+    drop(agent);
+    drop(server);
+    drop(repo);
+}
+
 async fn unready() {
     let (repo, _state, server) = engine_server().await;
     let agent = RealAgent::start(&server, "unready");
@@ -761,6 +885,9 @@ fn main() {
         }
         if wants("usage") {
             usage_load().await;
+        }
+        if wants("logs") {
+            logs().await;
         }
     });
 }

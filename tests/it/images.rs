@@ -10,8 +10,9 @@ use berth::nodes::tar::{TarEntry, TarFile, archive};
 /// digest of the archive, so a changed image is a new image, never a stale one.
 const REPOSITORY: &str = "berth-test/busybox";
 
-const TOOLS: [&str; 16] = [
+const TOOLS: [&str; 18] = [
     "sh", "sleep", "httpd", "nc", "cat", "echo", "wget", "ls", "test", "true", "false", "mkdir", "rm", "kill", "touch", "stty",
+    "yes", "head",
 ];
 
 fn rootfs() -> &'static (String, Vec<u8>) {
