@@ -61,8 +61,8 @@ impl Hollow {
 }
 
 impl ContainerRuntime for Hollow {
-    async fn ensure_image(&self, _image: &str) -> Result<(), RuntimeError> {
-        Ok(())
+    async fn ensure_image(&self, _image: &str) -> Result<bool, RuntimeError> {
+        Ok(false)
     }
 
     async fn import_image(&self, _image: &str, _rootfs: Vec<u8>, _command: &[&str]) -> Result<(), RuntimeError> {

@@ -896,7 +896,9 @@ where
             let sent = match next {
                 Input::Bytes(bytes) => write_frame(&mut to_node, frame::STDIN, &bytes).await,
                 Input::End => write_frame(&mut to_node, frame::STDIN_END, b"").await,
-                Input::Size(columns, rows) => write_frame(&mut to_node, frame::RESIZE, &size_payload(columns, rows)).await,
+                Input::Size(columns, rows) => {
+                    write_frame(&mut to_node, frame::RESIZE, &size_payload(columns, rows)).await
+                }
             };
             if sent.is_err() {
                 break;

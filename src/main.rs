@@ -1459,60 +1459,17 @@ fn follow_path(logs: &Logs, pod: &str, container: Option<&str>, as_asked: bool) 
 /// A request of the CLI to a running server.
 enum ClientCall {
     Status,
-    Get {
-        what: String,
-        namespace: Option<String>,
-        watch: bool,
-        target: Option<String>,
-    },
-    Top {
-        what: String,
-        namespace: Option<String>,
-        selector: Option<String>,
-        containers: bool,
-    },
+    Get { what: String, namespace: Option<String>, watch: bool, target: Option<String> },
+    Top { what: String, namespace: Option<String>, selector: Option<String>, containers: bool },
     Logs(Logs),
-    Describe {
-        target: String,
-        namespace: String,
-    },
-    History {
-        target: String,
-        namespace: String,
-    },
-    Rollback {
-        target: String,
-        namespace: String,
-        to: Option<String>,
-        yes: bool,
-    },
-    Sync {
-        commit: Option<String>,
-        approve: bool,
-    },
-    RunCronJob {
-        name: String,
-        cron_job: String,
-        namespace: String,
-    },
-    DeleteClaim {
-        name: String,
-        namespace: String,
-        yes: bool,
-    },
-    Exec {
-        pod: String,
-        container: Option<String>,
-        namespace: String,
-        stdin: bool,
-        tty: bool,
-        command: Vec<String>,
-    },
-    PortForward {
-        target: String,
-        ports: String,
-        namespace: String,
-    },
+    Describe { target: String, namespace: String },
+    History { target: String, namespace: String },
+    Rollback { target: String, namespace: String, to: Option<String>, yes: bool },
+    Sync { commit: Option<String>, approve: bool },
+    RunCronJob { name: String, cron_job: String, namespace: String },
+    DeleteClaim { name: String, namespace: String, yes: bool },
+    Exec { pod: String, container: Option<String>, namespace: String, stdin: bool, tty: bool, command: Vec<String> },
+    PortForward { target: String, ports: String, namespace: String },
 }
 
 /// `[LOCAL:]REMOTE` of `berth port-forward`: the local port (0 for any free one) and the remote.

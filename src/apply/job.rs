@@ -330,6 +330,7 @@ mod tests {
                 last_output: None,
                 probe_failures: 0,
                 container_id: None,
+                pulled: None,
             }],
             host_ports: Vec::new(),
             workload_kind: Some(Kind::Job),

@@ -729,7 +729,8 @@ async fn exec_session<R: ContainerRuntime>(
         while let Some(chunk) = output.next().await {
             match chunk {
                 Ok((stream, bytes)) => {
-                    let kind = if stream == super::runtime::OutputStream::Stderr { frame::STDERR } else { frame::STDOUT };
+                    let kind =
+                        if stream == super::runtime::OutputStream::Stderr { frame::STDERR } else { frame::STDOUT };
                     write_frame(&mut to_user, kind, &bytes).await?;
                 }
                 Err(error) => {

@@ -52,9 +52,9 @@ fn protocol_suffix(protocol: Protocol) -> &'static str {
 }
 
 impl ContainerRuntime for Docker {
-    async fn ensure_image(&self, image: &str) -> Result<(), RuntimeError> {
+    async fn ensure_image(&self, image: &str) -> Result<bool, RuntimeError> {
         if self.client.inspect_image(image).await.is_ok() {
-            return Ok(());
+            return Ok(false);
         }
         let options = CreateImageOptionsBuilder::default().from_image(image).build();
         let mut progress = self.client.create_image(Some(options), None, None);
@@ -64,7 +64,7 @@ impl ContainerRuntime for Docker {
             }
         }
         // Some engines end a failed pull without an error item; only the image's presence counts.
-        self.client.inspect_image(image).await.map(|_| ()).map_err(|error| RuntimeError::Pull {
+        self.client.inspect_image(image).await.map(|_| true).map_err(|error| RuntimeError::Pull {
             image: image.to_owned(),
             reason: format!("the engine reported no error, but the image is absent: {error}"),
         })

@@ -153,6 +153,8 @@ pub struct PodManager<R: ContainerRuntime> {
     waiting: Mutex<HashMap<String, Waiting>>,
     /// Images seen present on the engine; a create that fails forgets them all.
     present_images: Mutex<BTreeSet<String>>,
+    /// Per `namespace/pod/container`: the image pulled for it, and how long that took.
+    pulls: Mutex<HashMap<String, String>>,
     /// Per container id and probe kind: the probe's counts and result.
     probes: Mutex<HashMap<(String, ProbeKind), ProbeState>>,
     /// Per `namespace/pod/container`: why its previous attempt ended, and whether a probe ended
@@ -364,6 +366,7 @@ impl<R: ContainerRuntime> PodManager<R> {
             inventory: Mutex::new(inventory),
             waiting: Mutex::new(HashMap::new()),
             present_images: Mutex::new(BTreeSet::new()),
+            pulls: Mutex::new(HashMap::new()),
             probes: Mutex::new(HashMap::new()),
             stopped_because: Mutex::new(HashMap::new()),
             stopping: Mutex::new(HashMap::new()),
@@ -396,6 +399,10 @@ impl<R: ContainerRuntime> PodManager<R> {
 
     fn lock_waiting(&self) -> std::sync::MutexGuard<'_, HashMap<String, Waiting>> {
         self.waiting.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn lock_pulls(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        crate::lock(&self.pulls)
     }
 
     fn lock_probes(&self) -> std::sync::MutexGuard<'_, HashMap<(String, ProbeKind), ProbeState>> {
@@ -494,6 +501,7 @@ impl<R: ContainerRuntime> PodManager<R> {
         let (replaced, gone): (Vec<String>, Vec<String>) =
             leaving.into_iter().partition(|key| desired_by_key.contains_key(key));
         self.lock_waiting().retain(|key, _| desired_by_key.keys().any(|pod| key.starts_with(&format!("{pod}/"))));
+        self.lock_pulls().retain(|key, _| desired_by_key.keys().any(|pod| key.starts_with(&format!("{pod}/"))));
         self.lock_stopping().retain(|key, _| gone.contains(key));
         let removing_gone = futures_util::future::join_all(
             gone.iter()
@@ -590,8 +598,14 @@ impl<R: ContainerRuntime> PodManager<R> {
             {
                 continue;
             }
+            let started = Instant::now();
             match self.runtime.ensure_image(&container.image).await {
-                Ok(()) => {
+                Ok(pulled) => {
+                    if pulled {
+                        let took = started.elapsed().as_secs_f64();
+                        self.lock_pulls()
+                            .insert(key.clone(), format!("pulled image {} in {took:.1} s", container.image));
+                    }
                     self.lock_waiting().remove(&key);
                     self.present_images
                         .lock()
@@ -725,6 +739,7 @@ impl<R: ContainerRuntime> PodManager<R> {
         // attempt's; it is not shown on the pod that now runs.
         let prefix = format!("{}/", pod_key(&assignment.namespace, &assignment.pod));
         self.lock_waiting().retain(|key, _| !key.starts_with(&prefix));
+        self.lock_pulls().retain(|key, _| !key.starts_with(&prefix));
         Ok(true)
     }
 
@@ -1565,6 +1580,7 @@ impl<R: ContainerRuntime> PodManager<R> {
                     last_output: output,
                     probe_failures,
                     container_id: latest.map(|c| c.id.clone()),
+                    pulled: self.lock_pulls().get(&format!("{key}/{}", container.name)).cloned(),
                 });
             }
             let init = init_state(assignment, pod, &waiting);
@@ -1654,6 +1670,7 @@ impl<R: ContainerRuntime> PodManager<R> {
                     last_output: None,
                     probe_failures: 0,
                     container_id: Some(latest.id.clone()),
+                    pulled: None,
                 })
                 .collect();
             statuses.push(PodStatus {

@@ -143,6 +143,9 @@ pub struct ContainerStatus {
     pub probe_failures: u32,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub container_id: Option<String>,
+    /// The node pulled the container's image for it: which, and how long it took.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pulled: Option<String>,
 }
 
 /// A port of the pod reachable on the node.

@@ -138,7 +138,7 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     /// Answers when the engine does.
     fn ping(&self) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     /// Makes the image present: pulled when absent.
-    fn ensure_image(&self, image: &str) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    fn ensure_image(&self, image: &str) -> impl Future<Output = Result<bool, RuntimeError>> + Send;
     /// Imports a root filesystem tar as an image with the given command, unless it is present.
     fn import_image(
         &self,
@@ -210,7 +210,12 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         stdin: bool,
     ) -> impl Future<Output = Result<AttachedExec, RuntimeError>> + Send;
     /// Sets the terminal size of an attached command started with `tty`.
-    fn resize_exec(&self, exec_id: &str, columns: u16, rows: u16) -> impl Future<Output = Result<(), RuntimeError>> + Send;
+    fn resize_exec(
+        &self,
+        exec_id: &str,
+        columns: u16,
+        rows: u16,
+    ) -> impl Future<Output = Result<(), RuntimeError>> + Send;
     /// An attached command's exit code, once its output ended.
     fn exec_exit_code(&self, exec_id: &str) -> impl Future<Output = Result<i64, RuntimeError>> + Send;
     /// A running container's CPU time and memory in use; `None` when the engine cannot say.

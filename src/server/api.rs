@@ -653,10 +653,7 @@ fn follow_log(
             }
         }
     });
-    (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        axum::body::Body::from_stream(stream),
-    )
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], axum::body::Body::from_stream(stream))
         .into_response()
 }
 
@@ -753,7 +750,8 @@ async fn splice_session(
     asked: AgentRequest,
     mut request: axum::extract::Request,
 ) -> Result<axum::response::Response, AppError> {
-    let mut node = api.plane.api.open_session(node, asked).await.map_err(|e| AppError::new(StatusCode::BAD_GATEWAY, e))?;
+    let mut node =
+        api.plane.api.open_session(node, asked).await.map_err(|e| AppError::new(StatusCode::BAD_GATEWAY, e))?;
     let client = hyper::upgrade::on(&mut request);
     tokio::spawn(async move {
         match client.await {

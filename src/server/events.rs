@@ -27,6 +27,15 @@ pub fn from_reports(node: &str, before: &[PodStatus], after: &[PodStatus]) -> Ve
             let was: Option<&ContainerStatus> =
                 earlier.and_then(|e| e.containers.iter().find(|c| c.name == container.name));
             let name = &container.name;
+            if let Some(pulled) = container.pulled.as_ref().filter(|p| Some(*p) != was.and_then(|w| w.pulled.as_ref()))
+            {
+                events.push(event("Normal", "Pulled", format!("container {name}: {pulled}")));
+            }
+            let new_attempt =
+                container.container_id.as_ref().filter(|id| Some(*id) != was.and_then(|w| w.container_id.as_ref()));
+            if new_attempt.is_some() {
+                events.push(event("Normal", "Created", format!("created container {name}")));
+            }
             let restarted = was.is_some_and(|w| container.restart_count > w.restart_count);
             if restarted {
                 let how = container.last_termination.as_deref().unwrap_or("it stopped");
@@ -187,6 +196,7 @@ mod tests {
                 last_output: None,
                 probe_failures: u32::from(error.is_some_and(|e| e.contains(" probe"))),
                 container_id: None,
+                pulled: None,
             }],
             host_ports: Vec::new(),
             workload_kind: None,
@@ -223,7 +233,29 @@ mod tests {
         restarted.containers[0].container_id = Some("second".into());
         restarted.containers[0].probe_failures = 1;
         let events = from_reports("n1", std::slice::from_ref(&again), std::slice::from_ref(&restarted));
-        assert_eq!(reasons(&events), ["Unhealthy"]);
+        assert_eq!(reasons(&events), ["Created", "Unhealthy"]);
+    }
+
+    #[test]
+    fn a_pull_and_each_new_attempt_are_events_once() {
+        let mut created = pod(0, ContainerStateName::Waiting, None);
+        created.containers[0].pulled = Some("pulled image app:1 in 2.5 s".into());
+        created.containers[0].container_id = Some("first".into());
+        let events = from_reports("n1", &[], std::slice::from_ref(&created));
+        assert_eq!(reasons(&events), ["Pulled", "Created"]);
+        assert_eq!(events[0].message, "container main: pulled image app:1 in 2.5 s");
+        let mut running = created.clone();
+        running.containers[0].state = ContainerStateName::Running;
+        assert_eq!(
+            reasons(&from_reports("n1", std::slice::from_ref(&created), std::slice::from_ref(&running))),
+            ["Started"]
+        );
+        // The next attempt is a new container, not a new pull.
+        let mut again = pod(1, ContainerStateName::Running, None);
+        again.containers[0].pulled = running.containers[0].pulled.clone();
+        again.containers[0].container_id = Some("second".into());
+        let events = from_reports("n1", std::slice::from_ref(&running), std::slice::from_ref(&again));
+        assert_eq!(reasons(&events), ["Created", "BackOff", "Started"]);
     }
 
     #[test]

@@ -67,7 +67,17 @@ pub struct Follower {
 
 impl Follower {
     pub fn new(plane: Arc<ControlPlane>, namespace: String, name: String, follow: Follow) -> Follower {
-        Follower { plane, namespace, name, follow, reader: None, partial: Vec::new(), noted: None, pause: false, gone: false }
+        Follower {
+            plane,
+            namespace,
+            name,
+            follow,
+            reader: None,
+            partial: Vec::new(),
+            noted: None,
+            pause: false,
+            gone: false,
+        }
     }
 
     /// The next lines or note; `None` once the pod is gone.

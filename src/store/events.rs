@@ -4,8 +4,8 @@
 use super::{Store, StoreError};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Events older than this are dropped.
 pub const EVENT_AGE_SECONDS: i64 = 3600;
@@ -145,12 +145,8 @@ impl EventRecorder {
             events
                 .into_iter()
                 .filter(|event| {
-                    let key = (
-                        event.namespace.clone(),
-                        event.object.clone(),
-                        event.reason.clone(),
-                        event.message.clone(),
-                    );
+                    let key =
+                        (event.namespace.clone(), event.object.clone(), event.reason.clone(), event.message.clone());
                     match written.entry(key) {
                         std::collections::hash_map::Entry::Vacant(vacant) => {
                             vacant.insert(now);

@@ -260,7 +260,14 @@ spec:
     // The container's next attempt follows on the same page.
     let container = String::from_utf8(
         Command::new("docker")
-            .args(["ps", "-q", "--filter", "label=berth.dev/pod=ticker", "--filter", "label=berth.dev/container=ticker"])
+            .args([
+                "ps",
+                "-q",
+                "--filter",
+                "label=berth.dev/pod=ticker",
+                "--filter",
+                "label=berth.dev/container=ticker",
+            ])
             .args(["--filter", &format!("label=berth.dev/node={}", node.name)])
             .output()
             .unwrap()

@@ -2051,6 +2051,9 @@ spec:
     let scheduled = find(&events, "Pod/crash", "Scheduled").expect("a Scheduled event");
     assert!(scheduled["message"].as_str().unwrap().contains(&cluster.nodes[0].name), "{scheduled:#}");
     assert!(find(&events, "Pod/sick", "Unhealthy").is_none(), "--for keeps to its object");
+    // Each attempt is a new container: one Created event, counted up.
+    let created = find(&events, "Pod/crash", "Created").expect("a Created event");
+    assert!(created["count"].as_i64() >= Some(2), "{created:#}");
 
     let here = repo.path();
     let (code, table, err) = cluster.cli(here, &["get", "events"], false);

@@ -11,8 +11,8 @@ use berth::nodes::tar::{TarEntry, TarFile, archive};
 const REPOSITORY: &str = "berth-test/busybox";
 
 const TOOLS: [&str; 18] = [
-    "sh", "sleep", "httpd", "nc", "cat", "echo", "wget", "ls", "test", "true", "false", "mkdir", "rm", "kill", "touch", "stty",
-    "yes", "head",
+    "sh", "sleep", "httpd", "nc", "cat", "echo", "wget", "ls", "test", "true", "false", "mkdir", "rm", "kill", "touch",
+    "stty", "yes", "head",
 ];
 
 fn rootfs() -> &'static (String, Vec<u8>) {

@@ -382,6 +382,7 @@ fn status_of(pod: &Running, now: i64) -> PodStatus {
             last_output: None,
             probe_failures: 0,
             container_id: Some(format!("{}-{}", pod.assignment.uid, pod.restarts)),
+            pulled: None,
         })
         .collect();
     PodStatus {

@@ -115,8 +115,7 @@ async fn events_of_a_frequent_loop_are_rate_limited_and_bounded() {
     assert_eq!(store.events().await.unwrap().len(), 2);
 
     // Past the count bound, pruning brings it back within a minute.
-    let flood: Vec<_> =
-        (0..EVENT_LIMIT + 50).map(|i| failed_scheduling(&format!("distinct condition {i}"))).collect();
+    let flood: Vec<_> = (0..EVENT_LIMIT + 50).map(|i| failed_scheduling(&format!("distinct condition {i}"))).collect();
     let later = start + 66;
     store.add_events(&flood, later).await.unwrap();
     store.add_events(&[], later + PRUNE_EVERY_SECONDS).await.unwrap();
