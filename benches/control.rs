@@ -231,6 +231,12 @@ struct Server {
     db: std::path::PathBuf,
 }
 
+impl Server {
+    fn token(&self) -> String {
+        std::fs::read_to_string(self.db.with_file_name("api-token")).unwrap_or_default().trim().to_owned()
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -658,6 +664,7 @@ fn count_log_lines(server: &Server, args: &[&str]) -> (usize, Duration) {
     let output = Command::new(env!("CARGO_BIN_EXE_berth"))
         .args(["logs", "--server", &format!("http://{}", server.listen)])
         .args(args)
+        .env("BERTH_TOKEN", server.token())
         .output()
         .unwrap();
     assert!(output.status.success(), "berth logs failed: {}", String::from_utf8_lossy(&output.stderr));
@@ -723,6 +730,7 @@ async fn logs() {
     // Followed as it is written.
     let mut follow = Command::new(env!("CARGO_BIN_EXE_berth"))
         .args(["logs", "-f", "stream", "--server", &format!("http://{}", server.listen)])
+        .env("BERTH_TOKEN", server.token())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -742,7 +750,7 @@ async fn logs() {
     let before = cpu();
     let go = Command::new(env!("CARGO_BIN_EXE_berth"))
         .args(["exec", "stream", "--server", &format!("http://{}", server.listen), "--", "touch", "/tmp/go"])
-        .env("BERTH_TOKEN", std::fs::read_to_string(server.db.with_file_name("api-token")).unwrap_or_default().trim())
+        .env("BERTH_TOKEN", server.token())
         .output()
         .unwrap();
     assert!(go.status.success(), "berth exec failed: {}", String::from_utf8_lossy(&go.stderr));

@@ -275,6 +275,54 @@ pub fn age(then: i64, now: i64) -> String {
     }
 }
 
+/// `berth token list`.
+pub fn tokens_table(tokens: &Value, now: i64) -> String {
+    let rows: Vec<Vec<String>> = tokens
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            let namespaces: Vec<&str> =
+                t["namespaces"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            let status = match (t["revokedAt"].as_i64(), t["expiresAt"].as_i64()) {
+                (Some(at), _) => format!("revoked {} ago", age(at, now)),
+                (None, Some(at)) if at <= now => "expired".to_owned(),
+                (None, Some(at)) => format!("expires in {}", age(now, at)),
+                (None, None) => "active".to_owned(),
+            };
+            vec![
+                t["name"].as_str().unwrap_or_default().to_owned(),
+                t["role"].as_str().unwrap_or_default().to_owned(),
+                if namespaces.is_empty() { "*".to_owned() } else { namespaces.join(",") },
+                age(t["createdAt"].as_i64().unwrap_or(now), now),
+                status,
+            ]
+        })
+        .collect();
+    table(&["NAME", "ROLE", "NAMESPACES", "AGE", "STATUS"], &rows)
+}
+
+/// `berth audit`.
+pub fn audit_table(log: &Value, now: i64) -> String {
+    let rows: Vec<Vec<String>> = log
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| {
+            let cell = |key: &str| a[key].as_str().unwrap_or_default().to_owned();
+            vec![
+                age(a["at"].as_i64().unwrap_or(now), now),
+                cell("who"),
+                cell("action"),
+                cell("object"),
+                cell("address"),
+                cell("outcome"),
+            ]
+        })
+        .collect();
+    table(&["AGE", "WHO", "ACTION", "OBJECT", "FROM", "OUTCOME"], &rows)
+}
+
 /// Columns padded to their widest cell, two spaces apart, as kubectl prints.
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();

@@ -101,6 +101,38 @@ struct ServerArgs {
     output: Output,
 }
 
+#[derive(Subcommand)]
+enum TokenAction {
+    /// Make a token and print it once, on its own line: viewer reads (never a secret value);
+    /// deployer also approves, rolls back, runs CronJobs and reads logs; admin also execs,
+    /// port-forwards and manages tokens.
+    Create {
+        /// Its name, as the audit log shows who acted.
+        name: String,
+        #[arg(long, value_parser = ["viewer", "deployer", "admin"])]
+        role: String,
+        /// A namespace it may see and act in; repeat for more. Without one: every namespace.
+        #[arg(long = "namespace", short = 'n')]
+        namespaces: Vec<String>,
+        /// How long it lives: 12h, 30d. Without it: until revoked.
+        #[arg(long)]
+        expires: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// The tokens, revoked ones too; never the tokens themselves.
+    List {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Revoke a token: it stops working at once.
+    Revoke {
+        name: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Output {
     Table,
@@ -378,6 +410,21 @@ enum Command {
         #[command(flatten)]
         server: ServerArgs,
     },
+    /// Named API tokens, each with a role: `token create NAME --role viewer`, `token list`,
+    /// `token revoke NAME` (needs an admin token).
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+    /// What was done through the API, by which token, from where, and how it ended (needs an
+    /// admin token).
+    Audit {
+        /// Only what is newer than this: 30s, 10m, 2h, 7d.
+        #[arg(long)]
+        since: Option<String>,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
     /// Remove an orphaned claim's volume and the data in it: `delete pvc NAME`. Everything else
     /// is deleted by removing it from Git.
     Delete {
@@ -482,13 +529,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             if follow && previous {
                 bail!("--previous and --follow do not go together: an earlier attempt writes nothing more");
             }
-            let since_seconds = match since.as_deref() {
-                Some(text) => Some(
-                    berth::client::parse_duration(text)
-                        .with_context(|| format!("--since `{text}` is not a duration; write it like 30s, 10m or 2h"))?,
-                ),
-                None => None,
-            };
+            let since_seconds = duration_flag("--since", since.as_deref())?;
             let logs = Logs {
                 target,
                 namespace,
@@ -517,6 +558,18 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Sync { commit, approve, server } => client_command(&server, ClientCall::Sync { commit, approve }),
         Command::Exec { pod, container, namespace, stdin, tty, command, server } => {
             client_command(&server, ClientCall::Exec { pod, container, namespace, stdin, tty, command })
+        }
+        Command::Token { action } => match action {
+            TokenAction::Create { name, role, namespaces, expires, server } => {
+                let expires_in_seconds = duration_flag("--expires", expires.as_deref())?;
+                client_command(&server, ClientCall::TokenCreate { name, role, namespaces, expires_in_seconds })
+            }
+            TokenAction::List { server } => client_command(&server, ClientCall::TokenList),
+            TokenAction::Revoke { name, server } => client_command(&server, ClientCall::TokenRevoke { name }),
+        },
+        Command::Audit { since, server } => {
+            let since_seconds = duration_flag("--since", since.as_deref())?;
+            client_command(&server, ClientCall::Audit { since_seconds })
         }
         Command::Delete { what, name, namespace, yes, server } => {
             if !matches!(what.as_str(), "pvc" | "pvcs" | "persistentvolumeclaim" | "persistentvolumeclaims") {
@@ -780,6 +833,7 @@ async fn serve_control_plane(
     let loopback = listener.local_addr().map(|a| a.ip().is_loopback()).unwrap_or(false);
     let plane = berth::server::control::ControlPlane::new(store, loader, agents.clone(), config);
     let access = berth::server::api::Access::new(&api_token, !loopback, webhook_secret);
+    access.load_tokens(&plane.store).await.context("reading the API tokens from the store")?;
     let router = agents
         .router()
         .merge(berth::server::api::router(plane.clone(), access.clone()))
@@ -788,7 +842,8 @@ async fn serve_control_plane(
     let stop = shutdown.clone();
     tasks.spawn(async move {
         use std::future::IntoFuture;
-        let serve = axum::serve(listener, router).with_graceful_shutdown(stop.clone().cancelled_owned());
+        let serve = axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
+            .with_graceful_shutdown(stop.clone().cancelled_owned());
         // Long polls and event streams would hold a graceful stop for up to a minute: answered
         // requests get a moment to finish, then the rest are cut (agents and browsers retry).
         let cut = async {
@@ -1456,6 +1511,15 @@ fn follow_path(logs: &Logs, pod: &str, container: Option<&str>, as_asked: bool) 
     format!("/api/v1/pods/{}/{pod}/logs?{}", logs.namespace, berth::client::query(&pairs))
 }
 
+/// A duration flag's seconds (`30s`, `10m`, `2h`, `30d`), or an error that names the flag.
+fn duration_flag(flag: &str, text: Option<&str>) -> Result<Option<i64>> {
+    text.map(|text| {
+        berth::client::parse_duration(text)
+            .with_context(|| format!("{flag} `{text}` is not a duration; write it like 30s, 10m, 2h or 30d"))
+    })
+    .transpose()
+}
+
 /// A request of the CLI to a running server.
 enum ClientCall {
     Status,
@@ -1470,6 +1534,10 @@ enum ClientCall {
     DeleteClaim { name: String, namespace: String, yes: bool },
     Exec { pod: String, container: Option<String>, namespace: String, stdin: bool, tty: bool, command: Vec<String> },
     PortForward { target: String, ports: String, namespace: String },
+    TokenCreate { name: String, role: String, namespaces: Vec<String>, expires_in_seconds: Option<i64> },
+    TokenList,
+    TokenRevoke { name: String },
+    Audit { since_seconds: Option<i64> },
 }
 
 /// `[LOCAL:]REMOTE` of `berth port-forward`: the local port (0 for any free one) and the remote.
@@ -1871,6 +1939,37 @@ fn client_command(args: &ServerArgs, call: ClientCall) -> Result<ExitCode> {
                 }
                 let done = client.delete(&format!("/api/v1/pvcs/{namespace}/{name}")).await?;
                 print_value(&done, args.output, |_| format!("persistentvolumeclaim/{name} deleted, with its data on {node}\n"))?;
+                Ok(ExitCode::SUCCESS)
+            }
+            ClientCall::TokenCreate { name, role, namespaces, expires_in_seconds } => {
+                let body = serde_json::json!({
+                    "name": name, "role": role, "namespaces": namespaces, "expiresInSeconds": expires_in_seconds,
+                });
+                let made = client.post("/api/v1/tokens", &body).await?;
+                // The token alone on stdout, to capture; what it is on stderr.
+                print_value(&made, args.output, |made| format!("{}\n", made["token"].as_str().unwrap_or_default()))?;
+                if args.output == Output::Table {
+                    eprintln!("token {name} ({role}) made; it is shown only now");
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            ClientCall::TokenList => {
+                let tokens = client.get("/api/v1/tokens").await?;
+                print_value(&tokens, args.output, |tokens| c::tokens_table(tokens, now))?;
+                Ok(ExitCode::SUCCESS)
+            }
+            ClientCall::TokenRevoke { name } => {
+                let done = client.delete(&format!("/api/v1/tokens/{name}")).await?;
+                print_value(&done, args.output, |_| format!("token {name} revoked\n"))?;
+                Ok(ExitCode::SUCCESS)
+            }
+            ClientCall::Audit { since_seconds } => {
+                let path = match since_seconds {
+                    Some(seconds) => format!("/api/v1/audit?sinceSeconds={seconds}"),
+                    None => "/api/v1/audit".to_owned(),
+                };
+                let log = client.get(&path).await?;
+                print_value(&log, args.output, |log| c::audit_table(log, now))?;
                 Ok(ExitCode::SUCCESS)
             }
             ClientCall::RunCronJob { name, cron_job, namespace } => {

@@ -6,6 +6,8 @@
 //! node's credential opens only the agent API. No answer carries a secret value: objects come
 //! from the store's canonical form, where Secret values are digests.
 
+pub use super::access::Access;
+use super::access::{Caller, Role};
 use super::control::{self, ControlPlane, SyncStatus, WorkloadHealth};
 use super::status::CronJobView;
 use super::{AppError, now};
@@ -14,6 +16,7 @@ use crate::nodes::protocol::{AgentRequest, PodAssignment, PodStatus, Resources};
 use crate::store::{Pin, Revision, SyncRecord};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::Extensions;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -29,55 +32,33 @@ use subtle::ConstantTimeEq;
 /// The largest webhook body accepted.
 pub const WEBHOOK_BODY_LIMIT: usize = 5 * 1024 * 1024;
 
-/// Who may do what on the user API.
-#[derive(Clone)]
-pub struct Access {
-    token_digest: [u8; 32],
-    /// True on a non-loopback listener: reads need the token too.
-    reads_need_token: bool,
-    /// The shared secret of the Git host's webhook, when one is configured.
-    webhook_secret: Option<Arc<str>>,
-}
-
-impl Access {
-    pub fn new(token: &str, reads_need_token: bool, webhook_secret: Option<&str>) -> Access {
-        Access {
-            token_digest: Sha256::digest(token.as_bytes()).into(),
-            reads_need_token,
-            webhook_secret: webhook_secret.map(Arc::from),
-        }
-    }
-
-    fn check(&self, headers: &HeaderMap) -> Result<(), AppError> {
-        let presented = super::agent_api::bearer(headers).map_err(|_| {
-            AppError::new(
-                StatusCode::UNAUTHORIZED,
-                "this needs the API token: set BERTH_TOKEN, or pass --token-file (the server wrote it to api-token in its state folder)",
-            )
-        })?;
-        if self.accepts(presented) {
-            Ok(())
-        } else {
-            Err(AppError::new(
-                StatusCode::UNAUTHORIZED,
-                "the API token is wrong; use the one in the server's api-token file",
-            ))
-        }
-    }
-
-    /// Whether reads need the token (a listener that is not loopback).
-    pub fn reads_need_token(&self) -> bool {
-        self.reads_need_token
-    }
-
-    /// Whether `token` is the API token; constant-time.
-    pub fn accepts(&self, token: &str) -> bool {
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        bool::from(digest.ct_eq(&self.token_digest))
-    }
-
-    fn read(&self, headers: &HeaderMap) -> Result<(), AppError> {
-        if self.reads_need_token { self.check(headers) } else { Ok(()) }
+/// Records what a caller did and how it ended in the audit log. A failure to record is logged:
+/// the action has happened either way.
+pub(crate) async fn audit<T, E: std::fmt::Display>(
+    plane: &ControlPlane,
+    caller: &Caller,
+    extensions: &Extensions,
+    action: &str,
+    object: String,
+    outcome: &Result<T, E>,
+) {
+    let address = extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|info| info.0.ip().to_string())
+        .unwrap_or_default();
+    let record = crate::store::AuditRecord {
+        at: now(),
+        who: caller.name.clone(),
+        action: action.to_owned(),
+        object,
+        address,
+        outcome: match outcome {
+            Ok(_) => "ok".to_owned(),
+            Err(error) => error.to_string(),
+        },
+    };
+    if let Err(error) = plane.store.audit(&record).await {
+        tracing::error!(%error, action, who = %record.who, "Recording an action in the audit log failed.");
     }
 }
 
@@ -117,6 +98,9 @@ pub fn router(plane: Arc<ControlPlane>, access: Access) -> Router {
         .route("/api/v1/syncs/{sha}", get(sync))
         .route("/api/v1/syncs/{sha}/approve", post(approve))
         .route("/api/v1/plan", get(plan))
+        .route("/api/v1/tokens", get(tokens).post(create_token))
+        .route("/api/v1/tokens/{name}", axum::routing::delete(revoke_token))
+        .route("/api/v1/audit", get(audit_log))
         .route("/api/v1/webhooks/git", post(webhook).layer(DefaultBodyLimit::max(WEBHOOK_BODY_LIMIT)))
         .with_state(Api { plane, access })
 }
@@ -167,7 +151,7 @@ async fn readyz(State(api): State<Api>) -> (StatusCode, String) {
 /// Prometheus text: what the loop counts and the cluster as the views say it now. Reads need
 /// the token off loopback, as every other read does.
 async fn metrics(State(api): State<Api>, headers: HeaderMap) -> Result<impl IntoResponse, AppError> {
-    api.access.read(&headers)?;
+    api.access.read(&headers)?.cluster_wide("the metrics")?;
     let pods = pod_views(&api.plane).await?;
     let nodes = node_views(&api.plane).await?;
     let workloads = api.plane.status.borrow().workloads.clone();
@@ -177,7 +161,7 @@ async fn metrics(State(api): State<Api>, headers: HeaderMap) -> Result<impl Into
 }
 
 async fn status(State(api): State<Api>, headers: HeaderMap) -> Result<Json<StatusView>, AppError> {
-    api.access.read(&headers)?;
+    api.access.read(&headers)?.cluster_wide("the overall status")?;
     Ok(Json(status_view(&api.plane).await?))
 }
 
@@ -257,22 +241,26 @@ async fn watch(
     headers: HeaderMap,
     Path(what): Path<String>,
 ) -> Result<Sse<impl futures_util::Stream<Item = Result<Event, std::convert::Infallible>>>, AppError> {
-    api.access.read(&headers)?;
+    let caller = api.access.read(&headers)?;
     let watched = Watched::parse(&what).ok_or_else(|| {
         AppError::new(
             StatusCode::NOT_FOUND,
             format!("cannot watch `{what}`: choose workloads, jobs, cronjobs, pods, events, nodes, services or syncs"),
         )
     })?;
+    if matches!(watched, Watched::Nodes | Watched::Syncs) {
+        caller.cluster_wide(&format!("the list of {what}"))?;
+    }
     let receiver = api.plane.status.subscribe();
     let plane = api.plane.clone();
     let stream = futures_util::stream::unfold((receiver, String::new()), move |(mut receiver, mut last)| {
         let plane = plane.clone();
+        let caller = caller.clone();
         async move {
             loop {
                 receiver.borrow_and_update();
                 let list = match watched.list(&plane).await {
-                    Ok(list) => list.to_string(),
+                    Ok(list) => caller.visible_value(list).to_string(),
                     // The store failed: the stream ends, and the watcher says so.
                     Err(_) => return None,
                 };
@@ -289,19 +277,19 @@ async fn watch(
 }
 
 async fn workloads(State(api): State<Api>, headers: HeaderMap) -> Result<Json<Vec<WorkloadHealth>>, AppError> {
-    api.access.read(&headers)?;
-    Ok(Json(api.plane.status.borrow().workloads.clone()))
+    let caller = api.access.read(&headers)?;
+    Ok(Json(caller.visible(api.plane.status.borrow().workloads.clone())))
 }
 
 async fn jobs(State(api): State<Api>, headers: HeaderMap) -> Result<Json<Vec<super::status::JobRow>>, AppError> {
-    api.access.read(&headers)?;
+    let caller = api.access.read(&headers)?;
     let status = api.plane.status.borrow();
-    Ok(Json(super::status::job_rows(&status.workloads, &status.cron_jobs)))
+    Ok(Json(caller.visible(super::status::job_rows(&status.workloads, &status.cron_jobs))))
 }
 
 async fn cron_jobs(State(api): State<Api>, headers: HeaderMap) -> Result<Json<Vec<CronJobView>>, AppError> {
-    api.access.read(&headers)?;
-    Ok(Json(api.plane.status.borrow().cron_jobs.clone()))
+    let caller = api.access.read(&headers)?;
+    Ok(Json(caller.visible(api.plane.status.borrow().cron_jobs.clone())))
 }
 
 #[derive(Debug, Deserialize)]
@@ -315,18 +303,26 @@ struct RunRequest {
 async fn run_cron_job(
     State(api): State<Api>,
     headers: HeaderMap,
+    extensions: Extensions,
     Path((namespace, name)): Path<(String, String)>,
     Json(request): Json<RunRequest>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), AppError> {
-    api.access.check(&headers)?;
+    let caller = api.access.authorize(&headers, Role::Deployer, "run a CronJob")?;
+    caller.may_act_in(&namespace)?;
     let key = ObjectKey { kind: crate::manifest::Kind::CronJob, namespace, name };
-    let declared = crate::lock(&api.plane.desired)
-        .as_ref()
-        .is_some_and(|d| d.resources.binary_search_by(|r| r.key.cmp(&key)).is_ok());
+    let object = format!("{key} as Job {}", request.name);
+    let ran = start_cron_job(&api.plane, key, request.name);
+    audit(&api.plane, &caller, &extensions, "run-cronjob", object, &ran).await;
+    ran.map(|name| (StatusCode::ACCEPTED, Json(serde_json::json!({ "name": name }))))
+}
+
+/// Queues a run of a CronJob as the Job `job`, for the next pass.
+fn start_cron_job(plane: &ControlPlane, key: ObjectKey, job: String) -> Result<String, AppError> {
+    let declared =
+        crate::lock(&plane.desired).as_ref().is_some_and(|d| d.resources.binary_search_by(|r| r.key.cmp(&key)).is_ok());
     if !declared {
         return Err(AppError::new(StatusCode::NOT_FOUND, format!("{key} is not in the applied commit")));
     }
-    let job = request.name;
     if job.len() > 52 || !crate::manifest::validate::is_dns_label(&job) {
         return Err(AppError::new(
             StatusCode::BAD_REQUEST,
@@ -335,15 +331,13 @@ async fn run_cron_job(
             ),
         ));
     }
-    let taken = api
-        .plane
+    let taken = plane
         .status
         .borrow()
         .cron_jobs
         .iter()
         .any(|c| c.namespace == key.namespace && c.runs.iter().any(|r| r.name == job))
-        || api
-            .plane
+        || plane
             .status
             .borrow()
             .workloads
@@ -355,9 +349,9 @@ async fn run_cron_job(
             format!("a Job named {job} already exists in {}", key.namespace),
         ));
     }
-    crate::lock(&api.plane.manual_runs).push((key, job.clone()));
-    api.plane.wake.notify_one();
-    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "name": job }))))
+    crate::lock(&plane.manual_runs).push((key, job.clone()));
+    plane.wake.notify_one();
+    Ok(job)
 }
 
 /// Everything about one workload: its status, pods, history and pin.
@@ -387,9 +381,20 @@ async fn workload(
     headers: HeaderMap,
     Path((kind, namespace, name)): Path<(String, String, String)>,
 ) -> Result<Json<WorkloadView>, AppError> {
-    api.access.read(&headers)?;
+    let caller = api.access.read(&headers)?;
     let key = key_from(&kind, &namespace, &name)?;
+    if !caller.sees(&key.namespace) {
+        return Err(workload_missing(&key));
+    }
     Ok(Json(workload_view(&api.plane, &key).await?))
+}
+
+/// The answer for a workload that is not there, or not the caller's to see.
+fn workload_missing(key: &ObjectKey) -> AppError {
+    AppError::new(
+        StatusCode::NOT_FOUND,
+        format!("{key} is not declared by the applied commit; see `berth get workloads`"),
+    )
 }
 
 pub async fn workload_view(plane: &ControlPlane, key: &ObjectKey) -> Result<WorkloadView, AppError> {
@@ -400,12 +405,7 @@ pub async fn workload_view(plane: &ControlPlane, key: &ObjectKey) -> Result<Work
         .iter()
         .find(|w| w.kind == key.kind.name() && w.namespace == key.namespace && w.name == key.name)
         .cloned()
-        .ok_or_else(|| {
-            AppError::new(
-                StatusCode::NOT_FOUND,
-                format!("{key} is not declared by the applied commit; see `berth get workloads`"),
-            )
-        })?;
+        .ok_or_else(|| workload_missing(key))?;
     let pods = pod_views(plane)
         .await?
         .into_iter()
@@ -422,8 +422,11 @@ async fn history(
     headers: HeaderMap,
     Path((kind, namespace, name)): Path<(String, String, String)>,
 ) -> Result<Json<Vec<Revision>>, AppError> {
-    api.access.read(&headers)?;
+    let caller = api.access.read(&headers)?;
     let key = key_from(&kind, &namespace, &name)?;
+    if !caller.sees(&key.namespace) {
+        return Ok(Json(Vec::new()));
+    }
     Ok(Json(api.plane.store.revisions(&key).await?))
 }
 
@@ -441,18 +444,25 @@ pub struct RollbackRequest {
 async fn rollback(
     State(api): State<Api>,
     headers: HeaderMap,
+    extensions: Extensions,
     Path((kind, namespace, name)): Path<(String, String, String)>,
     Json(request): Json<RollbackRequest>,
 ) -> Result<Json<control::RollbackPlan>, AppError> {
-    api.access.check(&headers)?;
+    let caller = api.access.authorize(&headers, Role::Deployer, "roll back")?;
+    caller.may_act_in(&namespace)?;
     let key = key_from(&kind, &namespace, &name)?;
-    control::rollback(&api.plane, &key, request.to.as_deref(), request.dry_run).await.map(Json).map_err(|error| {
-        match error {
-            control::RollbackError::Store(error) => error.into(),
-            control::RollbackError::NoHead => AppError::new(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
-            other => AppError::new(StatusCode::CONFLICT, other.to_string()),
-        }
-    })
+    let done =
+        control::rollback(&api.plane, &key, request.to.as_deref(), request.dry_run).await.map(Json).map_err(|error| {
+            match error {
+                control::RollbackError::Store(error) => error.into(),
+                control::RollbackError::NoHead => AppError::new(StatusCode::SERVICE_UNAVAILABLE, error.to_string()),
+                other => AppError::new(StatusCode::CONFLICT, other.to_string()),
+            }
+        });
+    if !request.dry_run {
+        audit(&api.plane, &caller, &extensions, "rollback", key.to_string(), &done).await;
+    }
+    done
 }
 
 /// One pod as a node was told to run it and reports it.
@@ -483,8 +493,8 @@ pub struct PodView {
 }
 
 async fn pods(State(api): State<Api>, headers: HeaderMap) -> Result<Json<Vec<PodView>>, AppError> {
-    api.access.read(&headers)?;
-    Ok(Json(pod_views(&api.plane).await?))
+    let caller = api.access.read(&headers)?;
+    Ok(Json(caller.visible(pod_views(&api.plane).await?)))
 }
 
 /// One pod in detail, as `berth describe pod/NAME` shows it: its row, each container's image,
@@ -506,16 +516,22 @@ pub struct PodDetailView {
     pub usage: Option<super::usage::PodSample>,
 }
 
+/// The answer for a pod that is not there, or not the caller's to see.
+fn pod_missing(namespace: &str, name: &str) -> AppError {
+    AppError::new(StatusCode::NOT_FOUND, format!("no pod {namespace}/{name} is assigned; see `berth get pods`"))
+}
+
 /// A pod the API is asked about by name: its row and its assignment, or 404.
 pub(crate) async fn assigned_pod(
     plane: &ControlPlane,
     namespace: &str,
     name: &str,
 ) -> Result<(PodView, Option<PodAssignment>), AppError> {
-    let pod =
-        pod_views(plane).await?.into_iter().find(|p| p.namespace == namespace && p.name == name).ok_or_else(|| {
-            AppError::new(StatusCode::NOT_FOUND, format!("no pod {namespace}/{name} is assigned; see `berth get pods`"))
-        })?;
+    let pod = pod_views(plane)
+        .await?
+        .into_iter()
+        .find(|p| p.namespace == namespace && p.name == name)
+        .ok_or_else(|| pod_missing(namespace, name))?;
     let (_, assigned) = plane.store.assignment(&pod.node).await?;
     let assignment = assigned.into_iter().find(|p| p.namespace == namespace && p.pod == name);
     Ok((pod, assignment))
@@ -526,7 +542,10 @@ async fn pod_detail(
     headers: HeaderMap,
     Path((namespace, name)): Path<(String, String)>,
 ) -> Result<Json<PodDetailView>, AppError> {
-    api.access.read(&headers)?;
+    let caller = api.access.read(&headers)?;
+    if !caller.sees(&namespace) {
+        return Err(pod_missing(&namespace, &name));
+    }
     Ok(Json(pod_detail_view(&api.plane, &namespace, &name).await?.0))
 }
 
@@ -593,7 +612,8 @@ async fn pod_logs(
     Path((namespace, name)): Path<(String, String)>,
     Query(query): Query<LogsQuery>,
 ) -> Result<axum::response::Response, AppError> {
-    api.access.read(&headers)?;
+    let caller = api.access.authorize(&headers, Role::Deployer, "read logs")?;
+    caller.may_act_in(&namespace)?;
     let plane = &api.plane;
     let (pod, assignment) = assigned_pod(plane, &namespace, &name).await?;
     let container = container_of(&namespace, &name, assignment.as_ref(), query.container.clone())?;
@@ -672,9 +692,13 @@ async fn pod_port_forward(
     Query(query): Query<PortForwardQuery>,
     request: axum::extract::Request,
 ) -> Result<axum::response::Response, AppError> {
-    api.access.check(request.headers())?;
+    let caller = api.access.authorize(request.headers(), Role::Admin, "port-forward")?;
+    caller.may_act_in(&namespace)?;
     upgrading(&request, "a port-forward")?;
-    let (pod, _) = assigned_pod(&api.plane, &namespace, &name).await?;
+    let found = assigned_pod(&api.plane, &namespace, &name).await;
+    let object = format!("Pod {namespace}/{name} port {}", query.port);
+    audit(&api.plane, &caller, request.extensions(), "port-forward", object, &found).await;
+    let (pod, _) = found?;
     let forward = crate::nodes::protocol::PortForwardRequest { namespace, pod: name, port: query.port };
     let asked = AgentRequest { port_forward: Some(forward), ..AgentRequest::default() };
     splice_session(&api, &pod.node, asked, request).await
@@ -703,7 +727,8 @@ async fn pod_exec_session(
     Query(query): Query<ExecSessionQuery>,
     request: axum::extract::Request,
 ) -> Result<axum::response::Response, AppError> {
-    api.access.check(request.headers())?;
+    let caller = api.access.authorize(request.headers(), Role::Admin, "exec")?;
+    caller.may_act_in(&namespace)?;
     upgrading(&request, "an attached exec")?;
     let command: Vec<String> = serde_json::from_str(&query.command).map_err(|e| {
         AppError::new(StatusCode::BAD_REQUEST, format!("`command` must be a JSON array of strings: {e}"))
@@ -711,7 +736,10 @@ async fn pod_exec_session(
     if command.is_empty() {
         return Err(AppError::new(StatusCode::BAD_REQUEST, "no command to run: give it after `--`"));
     }
-    let (pod, assignment) = assigned_pod(&api.plane, &namespace, &name).await?;
+    let found = assigned_pod(&api.plane, &namespace, &name).await;
+    let object = format!("Pod {namespace}/{name}: {}", command.join(" "));
+    audit(&api.plane, &caller, request.extensions(), "exec", object, &found).await;
+    let (pod, assignment) = found?;
     let container = container_of(&namespace, &name, assignment.as_ref(), query.container)?;
     let exec = crate::nodes::protocol::ExecSessionRequest {
         namespace,
@@ -803,15 +831,20 @@ struct ExecBody {
 async fn pod_exec(
     State(api): State<Api>,
     headers: HeaderMap,
+    extensions: Extensions,
     Path((namespace, name)): Path<(String, String)>,
     Json(body): Json<ExecBody>,
 ) -> Result<Json<serde_json::Value>, AppError> {
-    api.access.check(&headers)?;
+    let caller = api.access.authorize(&headers, Role::Admin, "exec")?;
+    caller.may_act_in(&namespace)?;
     if body.command.is_empty() {
         return Err(AppError::new(StatusCode::BAD_REQUEST, "no command to run: give it after `--`"));
     }
     let plane = &api.plane;
-    let (pod, assignment) = assigned_pod(plane, &namespace, &name).await?;
+    let found = assigned_pod(plane, &namespace, &name).await;
+    let object = format!("Pod {namespace}/{name}: {}", body.command.join(" "));
+    audit(plane, &caller, &extensions, "exec", object, &found).await;
+    let (pod, assignment) = found?;
     let container = container_of(&namespace, &name, assignment.as_ref(), body.container)?;
     let request = crate::nodes::protocol::ExecRequest {
         namespace,
@@ -1016,7 +1049,7 @@ async fn top_pods(
     headers: HeaderMap,
     Query(query): Query<TopQuery>,
 ) -> Result<Json<Vec<PodTopView>>, AppError> {
-    api.access.read(&headers)?;
+    let caller = api.access.read(&headers)?;
     let selector = parse_selector(query.selector.as_deref().unwrap_or_default())
         .map_err(|message| AppError::new(StatusCode::BAD_REQUEST, message))?;
     let pods: BTreeMap<(String, String), PodView> =
@@ -1043,7 +1076,7 @@ async fn top_pods(
             })
         })
         .collect();
-    Ok(Json(views))
+    Ok(Json(caller.visible(views)))
 }
 
 /// A node's last usage sample against its allocatable, as `berth top nodes` shows it; the
@@ -1063,7 +1096,7 @@ pub struct NodeTopView {
 }
 
 async fn top_nodes(State(api): State<Api>, headers: HeaderMap) -> Result<Json<Vec<NodeTopView>>, AppError> {
-    api.access.read(&headers)?;
+    api.access.read(&headers)?.cluster_wide("the list of nodes")?;
     let usage = api.plane.api.usage();
     let views = node_views(&api.plane)
         .await?
@@ -1097,7 +1130,7 @@ async fn events(
     headers: HeaderMap,
     Query(query): Query<EventQuery>,
 ) -> Result<Json<Vec<crate::store::EventRecord>>, AppError> {
-    api.access.read(&headers)?;
+    let caller = api.access.read(&headers)?;
     let target = match query.target.as_deref() {
         None => None,
         Some(target) => {
@@ -1108,6 +1141,7 @@ async fn events(
     Ok(Json(
         events
             .into_iter()
+            .filter(|e| caller.sees_all() || caller.sees(&e.namespace))
             .filter(|e| query.namespace.as_ref().is_none_or(|ns| &e.namespace == ns))
             .filter(|e| {
                 target.as_ref().is_none_or(|(kind, name)| super::events::is_about(&e.object, &e.owner, kind, name))
@@ -1138,8 +1172,8 @@ pub struct ClaimView {
 }
 
 async fn claims(State(api): State<Api>, headers: HeaderMap) -> Result<Json<Vec<ClaimView>>, AppError> {
-    api.access.read(&headers)?;
-    Ok(Json(claim_views(&api.plane).await?))
+    let caller = api.access.read(&headers)?;
+    Ok(Json(caller.visible(claim_views(&api.plane).await?)))
 }
 
 pub async fn claim_views(plane: &ControlPlane) -> Result<Vec<ClaimView>, AppError> {
@@ -1192,10 +1226,31 @@ pub async fn claim_views(plane: &ControlPlane) -> Result<Vec<ClaimView>, AppErro
 async fn delete_claim(
     State(api): State<Api>,
     headers: HeaderMap,
+    extensions: Extensions,
     Path((namespace, name)): Path<(String, String)>,
 ) -> Result<Json<serde_json::Value>, AppError> {
-    api.access.check(&headers)?;
-    let plane = &api.plane;
+    let caller = api.access.authorize(&headers, Role::Deployer, "delete a claim")?;
+    caller.may_act_in(&namespace)?;
+    let deleted = delete_orphaned_claim(&api.plane, &namespace, &name).await;
+    audit(
+        &api.plane,
+        &caller,
+        &extensions,
+        "delete-pvc",
+        format!("PersistentVolumeClaim {namespace}/{name}"),
+        &deleted,
+    )
+    .await;
+    deleted.map(Json)
+}
+
+/// Deletes an orphaned claim and its volume on its node.
+async fn delete_orphaned_claim(
+    plane: &ControlPlane,
+    namespace: &str,
+    name: &str,
+) -> Result<serde_json::Value, AppError> {
+    let (namespace, name) = (namespace.to_owned(), name.to_owned());
     let views = claim_views(plane).await?;
     let Some(claim) = views.iter().find(|c| c.namespace == namespace && c.name == name) else {
         return Err(AppError::new(
@@ -1238,13 +1293,11 @@ async fn delete_claim(
             .map_err(|reason| AppError::new(StatusCode::BAD_GATEWAY, reason))?;
     }
     plane.store.delete_volume_claim(&namespace, &name).await?;
-    Ok(Json(
-        serde_json::json!({ "deleted": format!("{namespace}/{name}"), "node": claim.node, "volumeRemoved": removed }),
-    ))
+    Ok(serde_json::json!({ "deleted": format!("{namespace}/{name}"), "node": claim.node, "volumeRemoved": removed }))
 }
 
 async fn nodes(State(api): State<Api>, headers: HeaderMap) -> Result<Json<Vec<NodeView>>, AppError> {
-    api.access.read(&headers)?;
+    api.access.read(&headers)?.cluster_wide("the list of nodes")?;
     Ok(Json(node_views(&api.plane).await?))
 }
 
@@ -1308,9 +1361,9 @@ pub struct PortView {
 }
 
 async fn services(State(api): State<Api>, headers: HeaderMap) -> Result<Json<Vec<ServiceView>>, AppError> {
-    api.access.read(&headers)?;
+    let caller = api.access.read(&headers)?;
     let pods = pod_views(&api.plane).await?;
-    Ok(Json(service_views(&api.plane, &pods)))
+    Ok(Json(caller.visible(service_views(&api.plane, &pods))))
 }
 
 pub fn service_views(plane: &ControlPlane, pods: &[PodView]) -> Vec<ServiceView> {
@@ -1392,7 +1445,7 @@ async fn syncs(
     headers: HeaderMap,
     Query(limit): Query<Limit>,
 ) -> Result<Json<Vec<SyncRecord>>, AppError> {
-    api.access.read(&headers)?;
+    api.access.read(&headers)?.cluster_wide("the list of commits")?;
     Ok(Json(api.plane.store.syncs(limit.limit.clamp(1, 10_000)).await?))
 }
 
@@ -1407,7 +1460,7 @@ pub struct SyncView {
 }
 
 async fn sync(State(api): State<Api>, headers: HeaderMap, Path(sha): Path<String>) -> Result<Json<SyncView>, AppError> {
-    api.access.read(&headers)?;
+    api.access.read(&headers)?.cluster_wide("a commit's plan")?;
     let record = api.plane.store.sync(&sha).await?.ok_or_else(|| no_sync(&sha))?;
     Ok(Json(sync_view(record)))
 }
@@ -1438,11 +1491,18 @@ pub struct ApproveRequest {
 async fn approve(
     State(api): State<Api>,
     headers: HeaderMap,
+    extensions: Extensions,
     Path(sha): Path<String>,
     Json(request): Json<ApproveRequest>,
 ) -> Result<axum::response::Response, AppError> {
-    api.access.check(&headers)?;
+    let caller = api.access.authorize(&headers, Role::Deployer, "approve")?;
+    caller.cluster_wide("a commit's plan")?;
     let approved = control::approve(&api.plane, &sha, request.state_index, request.plan_digest.as_deref()).await;
+    let outcome = approved.as_ref().map(|_| ()).map_err(|error| match error {
+        control::ApproveError::PlanChanged { .. } => "refused: the plan changed since it was shown".to_owned(),
+        other => other.to_string(),
+    });
+    audit(&api.plane, &caller, &extensions, "approve", format!("commit {sha}"), &outcome).await;
     match approved {
         Ok(record) => Ok(Json(record).into_response()),
         Err(control::ApproveError::Store(error)) => Err(error.into()),
@@ -1486,7 +1546,7 @@ async fn plan(
     headers: HeaderMap,
     Query(query): Query<PlanQuery>,
 ) -> Result<Json<PlanView>, AppError> {
-    api.access.read(&headers)?;
+    api.access.read(&headers)?.cluster_wide("a commit's plan")?;
     let rev = query.rev.unwrap_or_else(|| api.plane.config.branch.clone());
     let commit = api.plane.load(&rev).await.map_err(|error| AppError::new(StatusCode::NOT_FOUND, error.to_string()))?;
     if !commit.is_valid() {
@@ -1579,4 +1639,131 @@ fn decode_hex(text: &str) -> Option<Vec<u8>> {
         return None;
     }
     (0..text.len()).step_by(2).map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok()).collect()
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenRequest {
+    pub name: String,
+    pub role: String,
+    /// Empty: every namespace.
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+    /// How long the token lives; forever when absent.
+    #[serde(default)]
+    pub expires_in_seconds: Option<i64>,
+}
+
+/// A token made now: the only answer that carries it.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedToken {
+    #[serde(flatten)]
+    pub record: crate::store::TokenRecord,
+    pub token: String,
+}
+
+async fn tokens(State(api): State<Api>, headers: HeaderMap) -> Result<Json<Vec<crate::store::TokenRecord>>, AppError> {
+    let caller = api.access.authorize(&headers, Role::Admin, "list tokens")?;
+    caller.cluster_wide("managing tokens")?;
+    Ok(Json(api.plane.store.tokens().await?))
+}
+
+async fn create_token(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    extensions: Extensions,
+    Json(request): Json<TokenRequest>,
+) -> Result<(StatusCode, Json<CreatedToken>), AppError> {
+    let caller = api.access.authorize(&headers, Role::Admin, "make tokens")?;
+    caller.cluster_wide("managing tokens")?;
+    let made = make_token(&api, request).await;
+    let object = match &made {
+        Ok(made) => format!("token {} ({})", made.record.name, made.record.role),
+        Err(_) => "token".to_owned(),
+    };
+    audit(&api.plane, &caller, &extensions, "token-create", object, &made).await;
+    Ok((StatusCode::CREATED, Json(made?)))
+}
+
+async fn make_token(api: &Api, request: TokenRequest) -> Result<CreatedToken, AppError> {
+    let bad = |message: String| AppError::new(StatusCode::BAD_REQUEST, message);
+    let name = request.name;
+    if !crate::manifest::validate::is_dns_label(&name) {
+        return Err(bad(format!("the token name `{name}` must be a DNS label: lowercase letters, digits and '-'")));
+    }
+    if [super::access::ADMIN, super::access::ANONYMOUS].contains(&name.as_str()) {
+        return Err(bad(format!("the name `{name}` is berth's own; choose another")));
+    }
+    let role = Role::parse(&request.role)
+        .ok_or_else(|| bad(format!("the role `{}` is not viewer, deployer or admin", request.role)))?;
+    if let Some(namespace) = request.namespaces.iter().find(|n| !crate::manifest::validate::is_dns_label(n)) {
+        return Err(bad(format!("`{namespace}` is not a namespace name")));
+    }
+    if request.expires_in_seconds.is_some_and(|s| s <= 0) {
+        return Err(bad("the expiry must be in the future".to_owned()));
+    }
+    let token = super::access::new_token();
+    let now = now();
+    let mut namespaces = request.namespaces;
+    namespaces.sort();
+    namespaces.dedup();
+    let record = crate::store::TokenRecord {
+        name: name.clone(),
+        digest: super::access::digest(&token),
+        role: role.as_str().to_owned(),
+        namespaces,
+        created_at: now,
+        expires_at: request.expires_in_seconds.map(|s| now.saturating_add(s)),
+        revoked_at: None,
+    };
+    if !api.plane.store.add_token(&record).await? {
+        return Err(AppError::new(
+            StatusCode::CONFLICT,
+            format!("a token named `{name}` exists (or was revoked); names are not reused, choose another"),
+        ));
+    }
+    api.access.add(record.clone());
+    Ok(CreatedToken { record, token })
+}
+
+async fn revoke_token(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    extensions: Extensions,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, AppError> {
+    let caller = api.access.authorize(&headers, Role::Admin, "revoke tokens")?;
+    caller.cluster_wide("managing tokens")?;
+    let revoked = match api.plane.store.revoke_token(&name, now()).await {
+        Ok(true) => {
+            api.access.revoke(&name);
+            Ok(serde_json::json!({ "revoked": name }))
+        }
+        Ok(false) => Err(AppError::new(
+            StatusCode::NOT_FOUND,
+            format!("no live token is named `{name}`; `berth token list` shows them"),
+        )),
+        Err(error) => Err(AppError::from(error)),
+    };
+    audit(&api.plane, &caller, &extensions, "token-revoke", format!("token {name}"), &revoked).await;
+    revoked.map(Json)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AuditQuery {
+    #[serde(default)]
+    since_seconds: Option<i64>,
+}
+
+async fn audit_log(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    Query(query): Query<AuditQuery>,
+) -> Result<Json<Vec<crate::store::AuditRecord>>, AppError> {
+    let caller = api.access.authorize(&headers, Role::Admin, "read the audit log")?;
+    caller.cluster_wide("the audit log")?;
+    let since = query.since_seconds.map_or(0, |s| now() - s.max(0));
+    Ok(Json(api.plane.store.audit_log(since).await?))
 }

@@ -4,6 +4,7 @@
 //! join it on the same port. Handlers return [`AppError`], which answers with a status and a
 //! JSON body naming what went wrong; no handler answers with a secret value.
 
+pub mod access;
 pub mod actions;
 pub mod agent_api;
 pub mod api;
@@ -32,6 +33,12 @@ pub struct AppError {
 impl AppError {
     pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
         AppError { status, message: message.into() }
+    }
+}
+
+impl std::fmt::Display for AppError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
     }
 }
 

@@ -13,6 +13,7 @@ mod history;
 mod nodes;
 pub mod seal;
 mod services;
+mod tokens;
 
 pub use changes::Change;
 pub use claims::ClaimRecord;
@@ -20,6 +21,7 @@ pub use events::{EventRecord, NewEvent};
 pub use history::{Outcome, Pin, Revision, SyncOutcome, SyncRecord};
 pub use nodes::NodeRecord;
 pub use services::{Allocations, DNS_ADDRESS, NODE_PORTS, ServiceWants, allocate};
+pub use tokens::{AUDIT_LIMIT, AuditRecord, TokenRecord};
 
 use crate::diag::Pos;
 use crate::manifest::{Kind, Object, Resource};

@@ -176,8 +176,10 @@ impl Cluster {
     ) -> (i32, String, String) {
         use std::io::Write as _;
         let mut command = Command::new(env!("CARGO_BIN_EXE_berth"));
-        let (first, rest) = args.split_first().expect("a subcommand");
-        command.arg(first).args(["--server", &format!("http://{}", self.listen)]).args(rest).current_dir(dir);
+        // `token create`: the subcommand has an action of its own.
+        let split = if args.first() == Some(&"token") { 2 } else { 1 };
+        let (first, rest) = args.split_at(split.min(args.len()));
+        command.args(first).args(["--server", &format!("http://{}", self.listen)]).args(rest).current_dir(dir);
         command.env_remove("BERTH_TOKEN").env("NO_COLOR", "1");
         if token {
             command.env("BERTH_TOKEN", self.token());
@@ -405,6 +407,15 @@ async fn rollback_pins_a_workload_until_the_branch_moves() {
     let (code, stdout, stderr) = cluster.cli(elsewhere.path(), &["rollback", "deployment/app"], true);
     assert_eq!(code, 0, "{stderr}");
     assert!(stdout.contains(&format!("held at commit {}", &v1[..7])), "{stdout}");
+    // The audit log says who rolled back, from where, and that it worked (the preview is not
+    // an action, so it is not there).
+    let (code, audit, stderr) = cluster.cli(elsewhere.path(), &["audit", "--since", "1h"], true);
+    assert_eq!(code, 0, "{stderr}");
+    let rows: Vec<&str> = audit.lines().filter(|l| l.contains("rollback")).collect();
+    assert_eq!(rows.len(), 1, "{audit}");
+    for word in ["admin", "Deployment default/app", "127.0.0.1", "ok"] {
+        assert!(rows[0].contains(word), "{word}: {audit}");
+    }
     let status = cluster
         .wait_status("the pinned rollback", |s| {
             health_is(s, "app", "OutOfSync") && health_is(s, "app", "Healthy") && s["sync"] == "OutOfSync"
@@ -475,11 +486,39 @@ async fn manual_sync_and_mass_deletes_wait_for_an_approval_of_the_plan_shown() {
     let error = stale.unwrap_err().to_string();
     assert!(error.contains("the applied state moved since the plan was made"), "{error}");
 
-    let token_file = cluster.token_file();
-    let (code, _, stderr) =
-        cluster.cli(elsewhere.path(), &["sync", "--approve", "--token-file", token_file.to_str().unwrap()], false);
+    // Named tokens: a viewer may not approve; a deployer may, and the audit log names it.
+    let named = |name: &str, role: &str| {
+        let (code, token, stderr) = cluster.cli(elsewhere.path(), &["token", "create", name, "--role", role], true);
+        assert_eq!(code, 0, "{stderr}");
+        assert_eq!(token.lines().count(), 1, "the token alone on stdout: {token}");
+        let file = elsewhere.path().join(name);
+        std::fs::write(&file, token.trim()).unwrap();
+        file.to_str().unwrap().to_owned()
+    };
+    let viewer = named("look", "viewer");
+    let (code, _, stderr) = cluster.cli(elsewhere.path(), &["sync", "--approve", "--token-file", &viewer], false);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("the token `look` is a viewer"), "{stderr}");
+    let deployer = named("ci", "deployer");
+    let (code, _, stderr) = cluster.cli(elsewhere.path(), &["sync", "--approve", "--token-file", &deployer], false);
     assert_eq!(code, 0, "{stderr}");
     cluster.wait_status("the approved commit", |s| synced(s) && s["applied"] == first).await;
+    let (code, audit, stderr) = cluster.cli(elsewhere.path(), &["audit"], true);
+    assert_eq!(code, 0, "{stderr}");
+    let approved =
+        audit.lines().find(|l| l.contains(" ci ") && l.contains("approve")).unwrap_or_else(|| panic!("{audit}"));
+    for word in ["ci", &format!("commit {first}"), "127.0.0.1", "ok"] {
+        assert!(approved.contains(word), "{word}: {audit}");
+    }
+    let (code, listed, _) = cluster.cli(elsewhere.path(), &["token", "list"], true);
+    assert_eq!(code, 0);
+    assert!(listed.contains("look") && listed.contains("viewer") && listed.contains("active"), "{listed}");
+    let (code, _, _) = cluster.cli(elsewhere.path(), &["token", "revoke", "look"], true);
+    assert_eq!(code, 0);
+    let (code, _, stderr) = cluster.cli(elsewhere.path(), &["get", "workloads", "--token-file", &viewer], false);
+    assert_eq!(code, 1, "a revoked token is refused at once");
+    assert!(stderr.contains("revoked"), "{stderr}");
+    let token_file = cluster.token_file();
 
     // The plan says where the scheduler would start the new pods, on the node that is Ready.
     repo.write("app.yaml", &kept.replace("replicas: 1", "replicas: 3"));
@@ -1383,17 +1422,17 @@ async fn a_crashing_containers_last_lines_show_with_secret_values_hidden() {
     })
     .await;
     for args in [vec!["logs", name.as_str()], vec!["logs", name.as_str(), "--previous", "--tail", "1"]] {
-        let (code, text, stderr) = cluster.cli(elsewhere.path(), &args, false);
+        let (code, text, stderr) = cluster.cli(elsewhere.path(), &args, true);
         assert_eq!(code, 0, "{args:?}: {stderr}");
         assert!(text.ends_with("fatal: cannot open /etc/app.conf\n"), "{args:?}: {text}");
         // What the container printed is there, but a value it got from a Secret is hidden.
         assert_eq!(text.contains("connecting with (hidden)"), args.len() == 2, "{args:?}: {text}");
         assert!(!text.contains(value), "{args:?}: {text}");
     }
-    let (code, text, stderr) = cluster.cli(elsewhere.path(), &["logs", "deployment/leaky", "--tail", "1"], false);
+    let (code, text, stderr) = cluster.cli(elsewhere.path(), &["logs", "deployment/leaky", "--tail", "1"], true);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(text, "fatal: cannot open /etc/app.conf\n", "one pod: no prefix");
-    let (code, _, stderr) = cluster.cli(elsewhere.path(), &["logs", &name, "-c", "nothing"], false);
+    let (code, _, stderr) = cluster.cli(elsewhere.path(), &["logs", &name, "-c", "nothing"], true);
     assert_eq!(code, 1);
     assert!(stderr.contains("has no container `nothing`; it has: leaky"), "{stderr}");
 }
@@ -1412,7 +1451,7 @@ async fn logs_of_a_workload_interleave_its_pods_with_a_prefix() {
     let cluster = Cluster::start_on("logs", repo.path().to_str().unwrap(), 1, &[], 27).await;
     cluster.wait_status("both pods to run", synced).await;
     let elsewhere = tempfile::tempdir().unwrap();
-    let (code, text, stderr) = cluster.cli(elsewhere.path(), &["logs", "deploy/chatty", "--timestamps"], false);
+    let (code, text, stderr) = cluster.cli(elsewhere.path(), &["logs", "deploy/chatty", "--timestamps"], true);
     assert_eq!(code, 0, "{stderr}");
     let pods = cluster.get("/api/v1/pods").await;
     for pod in pods.as_array().unwrap() {

@@ -125,3 +125,53 @@ async fn events_of_a_frequent_loop_are_rate_limited_and_bounded() {
     store.add_events(&[], later + EVENT_AGE_SECONDS + 2 * PRUNE_EVERY_SECONDS).await.unwrap();
     assert!(store.events().await.unwrap().is_empty());
 }
+
+/// Tokens are kept as digests and survive a restart; a name is never reused; a revoked token
+/// stays listed; the audit log reads back what was written, from a time on.
+#[tokio::test]
+async fn tokens_and_the_audit_log_survive_a_reopen() {
+    use berth::server::access::{Access, digest};
+    use berth::store::{AuditRecord, TokenRecord};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("berth.db");
+    let token = berth::server::access::new_token();
+    {
+        let store = Store::open(&path).await.unwrap();
+        let record = TokenRecord {
+            name: "ci".into(),
+            digest: digest(&token),
+            role: "deployer".into(),
+            namespaces: vec!["shop".into()],
+            created_at: 100,
+            expires_at: None,
+            revoked_at: None,
+        };
+        assert!(store.add_token(&record).await.unwrap());
+        assert!(!store.add_token(&TokenRecord { digest: digest("other"), ..record }).await.unwrap(), "name taken");
+        for (at, action) in [(10, "approve"), (20, "rollback")] {
+            let line = AuditRecord {
+                at,
+                who: "ci".into(),
+                action: action.into(),
+                object: "x".into(),
+                address: "127.0.0.1".into(),
+                outcome: "ok".into(),
+            };
+            store.audit(&line).await.unwrap();
+        }
+    }
+    let store = Store::open_existing(&path).await.unwrap();
+    let access = Access::new("root", true, None);
+    access.load_tokens(&store).await.unwrap();
+    assert!(access.accepts(&token), "a token made before a restart works after it");
+    let since: Vec<String> = store.audit_log(15).await.unwrap().into_iter().map(|a| a.action).collect();
+    assert_eq!(since, ["rollback"]);
+    // The token itself is nowhere in the database file.
+    let bytes = std::fs::read(&path).unwrap();
+    assert!(!bytes.windows(token.len()).any(|w| w == token.as_bytes()));
+    assert!(store.revoke_token("ci", 200).await.unwrap());
+    assert!(!store.revoke_token("ci", 201).await.unwrap(), "revoked once");
+    access.load_tokens(&store).await.unwrap();
+    assert!(!access.accepts(&token));
+    assert_eq!(store.tokens().await.unwrap()[0].revoked_at, Some(200));
+}

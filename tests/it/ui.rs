@@ -49,8 +49,13 @@ fn manifests(repo: &TestRepo) {
 }
 
 async fn serve(reads_need_token: bool) -> (Served, TestRepo) {
+    serve_with(reads_need_token, |_| {}).await
+}
+
+async fn serve_with(reads_need_token: bool, more: impl FnOnce(&TestRepo)) -> (Served, TestRepo) {
     let mut repo = TestRepo::new();
     manifests(&repo);
+    more(&repo);
     let sha = repo.commit("shop v1 <script>alert(1)</script>");
     let db = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(&db.path().join("berth.db")).await.unwrap());
@@ -115,6 +120,7 @@ async fn every_page_and_api_route_answers_without_a_secret() {
         ("/nodes", vec!["No node has joined"]),
         ("/services", vec!["NodePort", "80 → 8080 (node port 30080)/TCP", "0/0"]),
         ("/volumes", vec!["<h1>Volumes</h1>", "No claim yet"]),
+        ("/audit", vec!["<h1>Audit</h1>", "Nothing has been done yet"]),
     ];
     for (path, expected) in &pages {
         let (status, body) = get(&served.router, path).await;
@@ -253,4 +259,179 @@ fn times_and_commit_links_read_well() {
     assert_eq!(commit_url("/srv/git/shop", sha), None);
     assert_eq!(commit_url("https://git.internal.example/acme/shop", sha), None);
     assert_eq!(escape("<a href=\"x\">&'"), "&lt;a href=&quot;x&quot;&gt;&amp;&#39;");
+}
+
+/// Who must hold what for a route: the least role, and how namespaces bound it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Scope {
+    /// A list: filtered to the caller's namespaces.
+    List,
+    /// One object read by namespace: another namespace answers as a missing one does.
+    Object,
+    /// An action in a namespace: 403 outside the caller's, whether the object exists or not.
+    Act,
+    /// Spans every namespace: 403 for a token kept to some.
+    Cluster,
+}
+
+/// One request with a bearer token: its status and body.
+async fn send(router: &Router, method: &str, path: &str, body: &str, token: &str) -> (StatusCode, String) {
+    let request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {token}"))
+        .body(Body::from(body.to_owned()))
+        .unwrap();
+    let response = router.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    // A watch streams for ever: its status is enough.
+    if path.contains("/watch/") && status == StatusCode::OK {
+        return (status, String::new());
+    }
+    let bytes = axum::body::to_bytes(response.into_body(), 16 << 20).await.unwrap();
+    (status, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// Issue 22: every route of the user API, for each role, kept to the namespace `shop` or not,
+/// asked about `shop` (allowed) and `bank` (forbidden).
+#[tokio::test(flavor = "multi_thread")]
+async fn every_route_answers_each_role_in_an_allowed_and_a_forbidden_namespace() {
+    let (served, _repo) = serve_with(true, |repo| {
+        repo.write("ns-bank.yaml", "apiVersion: v1\nkind: Namespace\nmetadata: {name: bank}\n");
+        repo.write("bank.yaml", &crate::images::deployment("web", Some("bank"), 1, "v1", None));
+    })
+    .await;
+    let router = &served.router;
+    // Tokens for each role, kept to shop or not, made by the built-in admin.
+    let mut tokens = Vec::new();
+    for role in ["viewer", "deployer", "admin"] {
+        for kept in [true, false] {
+            let name = format!("{role}-{}", if kept { "shop" } else { "all" });
+            let body = serde_json::json!({
+                "name": name, "role": role, "namespaces": if kept { vec!["shop"] } else { vec![] },
+            });
+            let (status, made) = send(router, "POST", "/api/v1/tokens", &body.to_string(), TOKEN).await;
+            assert_eq!(status, StatusCode::CREATED, "{made}");
+            let made: serde_json::Value = serde_json::from_str(&made).unwrap();
+            tokens.push((role, kept, made["token"].as_str().unwrap().to_owned()));
+        }
+    }
+    let rank = |role: &str| ["viewer", "deployer", "admin"].iter().position(|r| *r == role).unwrap();
+
+    let sha = served.sha.clone();
+    let routes: Vec<(&str, String, &str, &str, Scope)> = vec![
+        ("GET", "/api/v1/status".into(), "", "viewer", Scope::Cluster),
+        ("GET", "/metrics".into(), "", "viewer", Scope::Cluster),
+        ("GET", "/api/v1/workloads".into(), "", "viewer", Scope::List),
+        ("GET", "/api/v1/workloads/deployment/{ns}/web".into(), "", "viewer", Scope::Object),
+        ("GET", "/api/v1/workloads/deployment/{ns}/web/history".into(), "", "viewer", Scope::Object),
+        ("POST", "/api/v1/workloads/deployment/{ns}/web/rollback".into(), r#"{"dryRun":true}"#, "deployer", Scope::Act),
+        ("POST", "/api/v1/workloads/deployment/{ns}/nothing/rollback".into(), "{}", "deployer", Scope::Act),
+        ("GET", "/api/v1/jobs".into(), "", "viewer", Scope::List),
+        ("GET", "/api/v1/cronjobs".into(), "", "viewer", Scope::List),
+        ("POST", "/api/v1/cronjobs/{ns}/nightly/run".into(), r#"{"name":"now"}"#, "deployer", Scope::Act),
+        ("GET", "/api/v1/pods".into(), "", "viewer", Scope::List),
+        ("GET", "/api/v1/pods/{ns}/web-0".into(), "", "viewer", Scope::Object),
+        ("GET", "/api/v1/pods/{ns}/web-0/logs".into(), "", "deployer", Scope::Act),
+        ("POST", "/api/v1/pods/{ns}/web-0/exec".into(), r#"{"command":["true"]}"#, "admin", Scope::Act),
+        ("GET", "/api/v1/pods/{ns}/web-0/exec?command=%5B%22sh%22%5D".into(), "", "admin", Scope::Act),
+        ("GET", "/api/v1/pods/{ns}/web-0/portforward?port=80".into(), "", "admin", Scope::Act),
+        ("GET", "/api/v1/nodes".into(), "", "viewer", Scope::Cluster),
+        ("GET", "/api/v1/pvcs".into(), "", "viewer", Scope::List),
+        ("DELETE", "/api/v1/pvcs/{ns}/data".into(), "", "deployer", Scope::Act),
+        ("GET", "/api/v1/events".into(), "", "viewer", Scope::List),
+        ("GET", "/api/v1/watch/workloads".into(), "", "viewer", Scope::List),
+        ("GET", "/api/v1/watch/nodes".into(), "", "viewer", Scope::Cluster),
+        ("GET", "/api/v1/top/pods".into(), "", "viewer", Scope::List),
+        ("GET", "/api/v1/top/nodes".into(), "", "viewer", Scope::Cluster),
+        ("GET", "/api/v1/services".into(), "", "viewer", Scope::List),
+        ("GET", "/api/v1/syncs".into(), "", "viewer", Scope::Cluster),
+        ("GET", format!("/api/v1/syncs/{sha}"), "", "viewer", Scope::Cluster),
+        ("POST", format!("/api/v1/syncs/{sha}/approve"), r#"{"stateIndex":-1}"#, "deployer", Scope::Cluster),
+        ("GET", "/api/v1/plan".into(), "", "viewer", Scope::Cluster),
+        ("GET", "/api/v1/tokens".into(), "", "admin", Scope::Cluster),
+        ("POST", "/api/v1/tokens".into(), r#"{"name":"bad name","role":"viewer"}"#, "admin", Scope::Cluster),
+        ("DELETE", "/api/v1/tokens/nobody".into(), "", "admin", Scope::Cluster),
+        ("GET", "/api/v1/audit".into(), "", "admin", Scope::Cluster),
+    ];
+    let mut checked = 0;
+    for (method, path, body, least, scope) in &routes {
+        for (role, kept, token) in &tokens {
+            for ns in ["shop", "bank"] {
+                let path = path.replace("{ns}", ns);
+                let (status, answer) = send(router, method, &path, body, token).await;
+                let case = format!("{method} {path} as {role} (kept to shop: {kept}): {status} {answer}");
+                checked += 1;
+                if rank(role) < rank(least) {
+                    assert_eq!(status, StatusCode::FORBIDDEN, "{case}");
+                    assert!(answer.contains(&format!("is a {role}")), "{case}");
+                    continue;
+                }
+                let allowed = !matches!(status, StatusCode::FORBIDDEN | StatusCode::UNAUTHORIZED);
+                match scope {
+                    Scope::Cluster => assert_eq!(allowed, !kept, "{case}"),
+                    Scope::Act => assert_eq!(allowed, !*kept || ns == "shop", "{case}"),
+                    Scope::List => {
+                        assert_eq!(status, StatusCode::OK, "{case}");
+                        assert!(!(*kept && answer.contains("\"namespace\":\"bank\"")), "{case}");
+                    }
+                    Scope::Object if *kept && ns == "bank" => {
+                        // As for a namespace that does not exist.
+                        let missing = path.replace("/bank/", "/nowhere/");
+                        let (status_missing, answer_missing) = send(router, method, &missing, body, token).await;
+                        assert_eq!(
+                            (status, answer.replace("bank", "nowhere")),
+                            (status_missing, answer_missing),
+                            "{case}"
+                        );
+                    }
+                    Scope::Object => assert!(allowed, "{case}"),
+                }
+            }
+        }
+    }
+    assert_eq!(checked, routes.len() * tokens.len() * 2);
+    // The lists a token kept to shop gets do have bank's objects for one that sees all.
+    let all = &tokens.iter().find(|t| t.0 == "viewer" && !t.1).unwrap().2;
+    let (_, workloads) = send(router, "GET", "/api/v1/workloads", "", all).await;
+    assert!(workloads.contains("\"namespace\":\"bank\"") && workloads.contains("\"namespace\":\"shop\""));
+
+    // A revoked token stops at once; a wrong one and none are 401.
+    let (status, _) = send(router, "DELETE", "/api/v1/tokens/viewer-all", "", TOKEN).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(send(router, "GET", "/api/v1/workloads", "", all).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(send(router, "GET", "/api/v1/workloads", "", "berth_wrong").await.0, StatusCode::UNAUTHORIZED);
+    // Names are not reused, and listing never shows a token.
+    let again = serde_json::json!({ "name": "viewer-all", "role": "viewer" }).to_string();
+    assert_eq!(send(router, "POST", "/api/v1/tokens", &again, TOKEN).await.0, StatusCode::CONFLICT);
+    let (_, listed) = send(router, "GET", "/api/v1/tokens", "", TOKEN).await;
+    assert!(tokens.iter().all(|(_, _, token)| !listed.contains(token.as_str())), "{listed}");
+    assert!(listed.contains("\"revokedAt\":"), "{listed}");
+    // The audit log names who made and revoked tokens.
+    let (_, log) = send(router, "GET", "/api/v1/audit", "", TOKEN).await;
+    let log: serde_json::Value = serde_json::from_str(&log).unwrap();
+    let actions: Vec<(String, String)> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["who"].as_str().unwrap().to_owned(), a["action"].as_str().unwrap().to_owned()))
+        .collect();
+    assert!(actions.contains(&("admin".into(), "token-revoke".into())), "{log:#}");
+    // Six made, two refused bad names (the admin that sees all, asked twice), one name reused.
+    assert_eq!(actions.iter().filter(|a| a.1 == "token-create").count(), 6 + 2 + 1, "{log:#}");
+    // The UI's audit page is an admin's; the web UI as a whole is for tokens that see everything.
+    let page = |token: String| {
+        Request::get("/audit").header("authorization", format!("Bearer {token}")).body(Body::empty()).unwrap()
+    };
+    let (status, html, _) = call(router, page(TOKEN.to_owned())).await;
+    assert!(status == StatusCode::OK && html.contains("token-revoke") && html.contains("viewer-all"), "{html}");
+    let deployer = tokens.iter().find(|t| t.0 == "deployer" && !t.1).unwrap().2.clone();
+    let (status, html, _) = call(router, page(deployer)).await;
+    assert!(status == StatusCode::FORBIDDEN && html.contains("this page needs the role admin"), "{html}");
+    let kept = tokens.iter().find(|t| t.0 == "viewer" && t.1).unwrap().2.clone();
+    let request =
+        Request::get("/workloads").header("authorization", format!("Bearer {kept}")).body(Body::empty()).unwrap();
+    let (status, html, _) = call(router, request).await;
+    assert!(status == StatusCode::FORBIDDEN && html.contains("spans every namespace"), "{html}");
 }

@@ -42,6 +42,7 @@ pub fn router(plane: Arc<ControlPlane>, access: Access) -> Router {
         .route("/nodes", get(nodes))
         .route("/services", get(services))
         .route("/volumes", get(volumes))
+        .route("/audit", get(audit))
         .route("/pods/{namespace}/{name}", get(pod::page))
         .route("/ui/pods/{namespace}/{name}/log", get(pod::log))
         .route("/ui/syncs/{sha}/approve", post(approve))
@@ -56,7 +57,7 @@ const STYLE: &str = include_str!("../../../templates/style.css");
 const LIVE: &str = include_str!("../../../templates/live.js");
 const TOKEN_COOKIE: &str = "berth_token";
 
-const NAV: [(&str, &str); 7] = [
+const NAV: [(&str, &str); 8] = [
     ("/", "Overview"),
     ("/workloads", "Workloads"),
     ("/plan", "Plan"),
@@ -64,6 +65,7 @@ const NAV: [(&str, &str); 7] = [
     ("/services", "Services"),
     ("/volumes", "Volumes"),
     ("/syncs", "Syncs"),
+    ("/audit", "Audit"),
 ];
 
 #[derive(Template)]
@@ -98,6 +100,13 @@ impl Ui {
     /// login form sets. The error is the handler's whole answer (a redirect to the form).
     #[allow(clippy::result_large_err)]
     fn read(&self, headers: &HeaderMap) -> Result<(), Response> {
+        self.allow(headers, super::access::Role::Viewer)
+    }
+
+    /// As [`Ui::read`], for what needs `role` off loopback (a deployer for logs). The UI shows
+    /// every namespace, so a token kept to some namespaces is refused.
+    #[allow(clippy::result_large_err)]
+    fn allow(&self, headers: &HeaderMap, role: super::access::Role) -> Result<(), Response> {
         if !self.access.reads_need_token() {
             return Ok(());
         }
@@ -108,8 +117,18 @@ impl Ui {
             .flat_map(|v| v.split(';'))
             .find_map(|c| c.trim().strip_prefix(TOKEN_COOKIE).and_then(|v| v.strip_prefix('=')).map(str::to_owned));
         let bearer = super::agent_api::bearer(headers).ok().map(str::to_owned);
-        match cookie.or(bearer) {
-            Some(token) if self.access.accepts(&token) => Ok(()),
+        match cookie.or(bearer).map(|token| self.access.identify(&token, super::now())) {
+            Some(Ok(caller)) if caller.role < role => Err(AppError::new(
+                StatusCode::FORBIDDEN,
+                format!(
+                    "the token `{}` is a {}; this page needs the role {}",
+                    caller.name,
+                    caller.role.as_str(),
+                    role.as_str()
+                ),
+            )
+            .into_response()),
+            Some(Ok(caller)) => caller.cluster_wide("the web UI").map_err(IntoResponse::into_response),
             _ => Err(Redirect::to("/ui/login").into_response()),
         }
     }
@@ -966,6 +985,44 @@ async fn volumes(State(ui): State<Ui>, headers: HeaderMap) -> Result<Response, R
     page(&headers, "Volumes", "Volumes", Volumes { rows }).map_err(IntoResponse::into_response)
 }
 
+#[derive(Template)]
+#[template(path = "audit.html")]
+struct Audit {
+    rows: Vec<AuditRow>,
+}
+
+struct AuditRow {
+    when: String,
+    who: String,
+    action: String,
+    object: String,
+    address: String,
+    ok: bool,
+    outcome: String,
+}
+
+/// The audit log, newest first; off loopback it needs an admin token, as `berth audit` does.
+async fn audit(State(ui): State<Ui>, headers: HeaderMap) -> Result<Response, Response> {
+    ui.allow(&headers, super::access::Role::Admin)?;
+    let now = super::now();
+    let log = ui.plane.store.audit_log(0).await.map_err(|e| AppError::from(e).into_response())?;
+    let rows = log
+        .into_iter()
+        .rev()
+        .take(500)
+        .map(|a| AuditRow {
+            when: time(a.at, now),
+            ok: a.outcome == "ok",
+            who: a.who,
+            action: a.action,
+            object: a.object,
+            address: a.address,
+            outcome: a.outcome,
+        })
+        .collect();
+    page(&headers, "Audit", "Audit", Audit { rows }).map_err(IntoResponse::into_response)
+}
+
 #[derive(Debug, Deserialize)]
 struct ApproveForm {
     token: String,
@@ -976,16 +1033,27 @@ struct ApproveForm {
 
 /// The Approve button: the API token from the form, and the plan shown (its digest and the
 /// state index it was made at).
-async fn approve(State(ui): State<Ui>, Path(sha): Path<String>, Form(form): Form<ApproveForm>) -> Response {
-    if !ui.access.accepts(form.token.trim()) {
-        return AppError::new(
-            StatusCode::UNAUTHORIZED,
-            "the API token is wrong; use the one in the server's api-token file",
-        )
-        .into_response();
+async fn approve(
+    State(ui): State<Ui>,
+    extensions: axum::http::Extensions,
+    Path(sha): Path<String>,
+    Form(form): Form<ApproveForm>,
+) -> Response {
+    let mut headers = HeaderMap::new();
+    if let Ok(value) = HeaderValue::from_str(&format!("Bearer {}", form.token.trim())) {
+        headers.insert(header::AUTHORIZATION, value);
+    }
+    let caller = match ui.access.authorize(&headers, super::access::Role::Deployer, "approve") {
+        Ok(caller) => caller,
+        Err(error) => return error.into_response(),
+    };
+    if let Err(error) = caller.cluster_wide("a commit's plan") {
+        return error.into_response();
     }
     let digest = Some(form.plan_digest.as_str()).filter(|d| !d.is_empty());
-    match super::control::approve(&ui.plane, &sha, Some(form.state_index), digest).await {
+    let approved = super::control::approve(&ui.plane, &sha, Some(form.state_index), digest).await;
+    super::api::audit(&ui.plane, &caller, &extensions, "approve", format!("commit {sha}"), &approved).await;
+    match approved {
         Ok(_) => Redirect::to("/plan").into_response(),
         Err(super::control::ApproveError::Store(error)) => AppError::from(error).into_response(),
         Err(error) => AppError::new(StatusCode::CONFLICT, error.to_string()).into_response(),

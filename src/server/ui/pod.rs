@@ -158,7 +158,7 @@ pub(super) async fn log(
     Path((namespace, name)): Path<(String, String)>,
     Query(query): Query<LogQuery>,
 ) -> Result<Sse<impl futures_util::Stream<Item = Result<Event, std::convert::Infallible>>>, Response> {
-    ui.read(&headers)?;
+    ui.allow(&headers, crate::server::access::Role::Deployer)?;
     let resumed = headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
     let after = resumed.or(query.after).and_then(|t| DateTime::parse_from_rfc3339(&t).ok());
     let follow = Follow { container: query.container, after, since: None, tail: Some(FIRST_LINES) };
