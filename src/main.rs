@@ -60,6 +60,9 @@ struct SourceArgs {
     /// The operator's host-access policy (YAML) to check under [default: berth's default policy].
     #[arg(long)]
     policy: Option<PathBuf>,
+    /// An age identity file (0600) to decrypt SOPS-encrypted manifests with.
+    #[arg(long, env = "SOPS_AGE_KEY_FILE")]
+    age_key_file: Option<PathBuf>,
     #[command(flatten)]
     limits: LimitArgs,
 }
@@ -99,6 +102,25 @@ struct ServerArgs {
     token_file: Option<PathBuf>,
     #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
     output: Output,
+}
+
+#[derive(Subcommand)]
+enum SecretAction {
+    /// Rewrite FILE with its Secrets' data and stringData encrypted, in SOPS' format, for the
+    /// age recipients of berth.yaml (`secrets.ageRecipients`, found beside FILE or above).
+    Encrypt {
+        file: PathBuf,
+        /// An age recipient to encrypt for instead of berth.yaml's; repeat for more.
+        #[arg(long = "recipient", short = 'r')]
+        recipients: Vec<String>,
+    },
+    /// Open FILE decrypted in $EDITOR, then encrypt it again for the same recipients.
+    Edit {
+        file: PathBuf,
+        /// An age identity file (0600) that decrypts FILE.
+        #[arg(long, env = "SOPS_AGE_KEY_FILE")]
+        age_key_file: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -250,6 +272,9 @@ enum Command {
         /// The host-access policy (YAML): what a manifest may ask of a node [default: berth's default policy].
         #[arg(long)]
         policy: Option<PathBuf>,
+        /// An age identity file (0600) to decrypt SOPS-encrypted manifests with.
+        #[arg(long, env = "SOPS_AGE_KEY_FILE")]
+        age_key_file: Option<PathBuf>,
         #[command(flatten)]
         limits: LimitArgs,
     },
@@ -267,6 +292,9 @@ enum Command {
         /// The host-access policy (YAML): what a manifest may ask of a node [default: berth's default policy].
         #[arg(long)]
         policy: Option<PathBuf>,
+        /// An age identity file (0600) to decrypt SOPS-encrypted manifests with.
+        #[arg(long, env = "SOPS_AGE_KEY_FILE")]
+        age_key_file: Option<PathBuf>,
         #[command(flatten)]
         limits: LimitArgs,
     },
@@ -409,6 +437,11 @@ enum Command {
         command: Vec<String>,
         #[command(flatten)]
         server: ServerArgs,
+    },
+    /// Secrets kept encrypted in Git (SOPS with age): `secret encrypt FILE`, `secret edit FILE`.
+    Secret {
+        #[command(subcommand)]
+        action: SecretAction,
     },
     /// Named API tokens, each with a role: `token create NAME --role viewer`, `token list`,
     /// `token revoke NAME` (needs an admin token).
@@ -559,6 +592,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Exec { pod, container, namespace, stdin, tty, command, server } => {
             client_command(&server, ClientCall::Exec { pod, container, namespace, stdin, tty, command })
         }
+        Command::Secret { action } => {
+            match action {
+                SecretAction::Encrypt { file, recipients } => secret_encrypt(&file, recipients)?,
+                SecretAction::Edit { file, age_key_file } => secret_edit(&file, &age_key_file)?,
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Token { action } => match action {
             TokenAction::Create { name, role, namespaces, expires, server } => {
                 let expires_in_seconds = duration_flag("--expires", expires.as_deref())?;
@@ -657,6 +697,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             join_token,
             node_grace_seconds,
             policy,
+            age_key_file,
             limits,
         } => {
             init_logging(cli.log_format, "info");
@@ -674,6 +715,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 subdir: path.clone(),
                 cache_dir: Some(cache_dir.unwrap_or_else(|| state_dir.join("repos"))),
                 policy: None,
+                age_key_file: age_key_file.clone(),
                 limits,
             };
             let remote = is_url(&repo);
@@ -684,6 +726,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             loader.set_policy(read_policy(policy.as_deref(), &[&state_dir])?);
             loader.set_limits(limits.limits());
+            loader.set_age_keys(age_keys(age_key_file.as_deref())?);
             // A branch that does not exist would only ever be a warning: refuse it now (for a
             // remote, the loader has fetched once already).
             if loader.resolve(&branch).is_err() {
@@ -723,8 +766,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             })?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Up { path, listen, name, policy, limits } => {
-            up(&path, &listen, name, policy.as_deref(), limits, cli.log_format)
+        Command::Up { path, listen, name, policy, age_key_file, limits } => {
+            let keys = age_keys(age_key_file.as_deref())?;
+            up(&path, &listen, name, policy.as_deref(), keys, limits, cli.log_format)
         }
         Command::Schemas { out } => {
             std::fs::create_dir_all(&out).with_context(|| format!("creating {}", out.display()))?;
@@ -867,11 +911,13 @@ fn up(
     listen: &str,
     name: Option<String>,
     policy: Option<&Path>,
+    keys: Option<berth::manifest::sops::Keys>,
     limits: LimitArgs,
     format: LogFormat,
 ) -> Result<ExitCode> {
     let mut loader = Loader::open(path)?;
     loader.set_limits(limits.limits());
+    loader.set_age_keys(keys);
     let top = loader.workdir().map(Path::to_path_buf).context("berth up needs a repository with a work tree")?;
     let state = top.join(".berth");
     loader.set_policy(read_policy(policy, &[&state])?);
@@ -1065,7 +1111,104 @@ fn open_source(source: &SourceArgs) -> Result<Loader> {
     let mut loader = open_source_unchecked(source)?;
     loader.set_policy(read_policy(source.policy.as_deref(), &[])?);
     loader.set_limits(source.limits.limits());
+    loader.set_age_keys(age_keys(source.age_key_file.as_deref())?);
     Ok(loader)
+}
+
+/// The `secrets.ageRecipients` of the berth.yaml beside `file` or in a folder above it.
+fn recipients_for(file: &Path) -> Result<Vec<String>> {
+    let start = std::path::absolute(file)?;
+    for folder in start.ancestors().skip(1) {
+        let config = folder.join(berth::sync::config::CONFIG_FILE);
+        if let Ok(text) = std::fs::read_to_string(&config) {
+            let (parsed, findings) = berth::sync::config::Config::parse(&text);
+            if let Some(error) = findings.iter().find(|d| d.is_error()) {
+                bail!("{}: {error}", config.display());
+            }
+            if parsed.secrets.age_recipients.is_empty() {
+                bail!(
+                    "{} lists no secrets.ageRecipients; add the server's age public key there, or pass --recipient",
+                    config.display()
+                );
+            }
+            return Ok(parsed.secrets.age_recipients);
+        }
+        if folder.join(".git").exists() {
+            break;
+        }
+    }
+    bail!("no berth.yaml beside {} or above it lists secrets.ageRecipients; pass --recipient age1...", file.display())
+}
+
+fn rfc3339_now() -> String {
+    chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// Writes `text` to `file` through a new file beside it, keeping the file's mode.
+fn replace_file(file: &Path, text: &str) -> Result<()> {
+    let folder = file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut temporary = tempfile::NamedTempFile::new_in(folder)?;
+    std::io::Write::write_all(&mut temporary, text.as_bytes())?;
+    if let Ok(metadata) = std::fs::metadata(file) {
+        std::fs::set_permissions(temporary.path(), metadata.permissions())?;
+    }
+    temporary.persist(file).map_err(|e| e.error).with_context(|| format!("writing {}", file.display()))?;
+    Ok(())
+}
+
+/// `berth secret encrypt FILE`.
+fn secret_encrypt(file: &Path, recipients: Vec<String>) -> Result<()> {
+    let recipients = if recipients.is_empty() { recipients_for(file)? } else { recipients };
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let sealed = berth::manifest::sops::encrypt_text(&text, &recipients, &rfc3339_now())
+        .map_err(|e| anyhow::anyhow!("cannot encrypt {}: {e}", file.display()))?;
+    replace_file(file, &sealed)?;
+    eprintln!("{} encrypted for {}", file.display(), recipients.join(", "));
+    Ok(())
+}
+
+/// `berth secret edit FILE`: decrypted into a private folder, edited, encrypted again; an
+/// unchanged file is left as it was.
+fn secret_edit(file: &Path, key_file: &Path) -> Result<()> {
+    let keys = berth::manifest::sops::Keys::read(key_file).map_err(anyhow::Error::msg)?;
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let (plain, mut recipients) = berth::manifest::sops::decrypt_text(&text, &keys)
+        .map_err(|e| anyhow::anyhow!("cannot decrypt {}: {e}", file.display()))?;
+    if recipients.is_empty() {
+        recipients = recipients_for(file)?;
+    }
+    let folder = tempfile::Builder::new().prefix("berth-secret-").tempdir()?;
+    berth::private::private_dir(folder.path())?;
+    let name = file.file_name().map_or("secret.yaml".into(), |n| n.to_string_lossy().into_owned());
+    let editing = folder.path().join(name);
+    berth::private::create_private(&editing)?;
+    std::fs::write(&editing, &plain)?;
+    let editor = std::env::var("VISUAL").or_else(|_| std::env::var("EDITOR")).unwrap_or_else(|_| "vi".into());
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("{editor} \"$1\""))
+        .arg("editor")
+        .arg(&editing)
+        .status()
+        .with_context(|| format!("running the editor `{editor}`"))?;
+    if !status.success() {
+        bail!("the editor `{editor}` failed ({status}); {} is unchanged", file.display());
+    }
+    let edited = std::fs::read_to_string(&editing)?;
+    if edited == plain {
+        eprintln!("{} is unchanged", file.display());
+        return Ok(());
+    }
+    let sealed = berth::manifest::sops::encrypt_text(&edited, &recipients, &rfc3339_now())
+        .map_err(|e| anyhow::anyhow!("cannot encrypt the edited {}: {e}; it is unchanged", file.display()))?;
+    replace_file(file, &sealed)?;
+    eprintln!("{} encrypted again for {}", file.display(), recipients.join(", "));
+    Ok(())
+}
+
+/// The age identities of `--age-key-file` (or `SOPS_AGE_KEY_FILE`), when one is given.
+fn age_keys(file: Option<&Path>) -> Result<Option<berth::manifest::sops::Keys>> {
+    file.map(|file| berth::manifest::sops::Keys::read(file).map_err(anyhow::Error::msg)).transpose()
 }
 
 fn open_source_unchecked(source: &SourceArgs) -> Result<Loader> {

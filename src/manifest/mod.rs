@@ -15,6 +15,7 @@ pub mod policy;
 pub mod quantity;
 pub mod schedule;
 pub mod schema;
+pub mod sops;
 pub mod tiers;
 pub mod types;
 pub mod validate;
@@ -603,6 +604,12 @@ pub fn parse_file(file: &str, text: &str) -> ParsedFile {
 
 /// [`parse_file`] under the operator's host-access `policy`.
 pub fn parse_file_with(file: &str, text: &str, policy: &policy::Policy) -> ParsedFile {
+    parse_file_keyed(file, text, policy, None)
+}
+
+/// [`parse_file_with`], decrypting SOPS documents with `keys`. A document that does not
+/// decrypt is an error of the file, and nothing of it is read.
+pub fn parse_file_keyed(file: &str, text: &str, policy: &policy::Policy, keys: Option<&sops::Keys>) -> ParsedFile {
     let mut parsed = ParsedFile { bytes: text.len(), ..ParsedFile::default() };
     let documents = match yaml::parse(text) {
         Ok(documents) => documents,
@@ -616,13 +623,42 @@ pub fn parse_file_with(file: &str, text: &str, policy: &policy::Policy) -> Parse
         }
     };
     for document in documents {
-        let Some(root) = document.root else { continue };
+        let Some(mut root) = document.root else { continue };
         if root.value == yaml::Value::Null {
             continue;
+        }
+        if sops::is_encrypted(&root) {
+            if let Err(diagnostic) = decrypt_document(file, &mut root, keys) {
+                parsed.diagnostics.push(*diagnostic);
+                continue;
+            }
         }
         parse_document(file, &root, policy, &mut parsed);
     }
     helm_template(file, text, parsed)
+}
+
+/// Decrypts a SOPS document in place; only a Secret's `data` and `stringData` may be encrypted.
+fn decrypt_document(file: &str, root: &mut yaml::Node, keys: Option<&sops::Keys>) -> Result<(), Box<Diagnostic>> {
+    let decrypted = sops::decrypt(root, keys).map_err(|error| {
+        let mut diagnostic = Diagnostic::error(file, error.pos, format!("cannot decrypt {file}: {}", error.message));
+        if let Some(help) = error.help {
+            diagnostic = diagnostic.help(help);
+        }
+        Box::new(diagnostic)
+    })?;
+    let secret = root.get("kind").and_then(yaml::Node::as_str) == Some("Secret");
+    let outside =
+        decrypted.paths.iter().find(|path| !secret || !(path.starts_with("data.") || path.starts_with("stringData.")));
+    if let Some(path) = outside {
+        let segments: Vec<&str> = path.split('.').collect();
+        return Err(Box::new(
+            Diagnostic::error(file, root.locate(&segments), format!("{path} is encrypted, but only a Secret's data and stringData may be"))
+                .field(path.clone())
+                .help("keep other values in plain text (encrypt with encrypted_regex: ^(data|stringData)$, as `berth secret encrypt` does)"),
+        ));
+    }
+    Ok(())
 }
 
 /// Parses, defaults and validates one object given as a tree (a rendered kustomization's),

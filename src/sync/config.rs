@@ -26,6 +26,19 @@ pub struct Config {
     /// warning; the default) or `error`.
     #[serde(default)]
     pub custom_resources: CustomResources,
+    /// Secrets kept encrypted in Git.
+    #[serde(default)]
+    pub secrets: SecretsSettings,
+}
+
+/// Secrets kept encrypted in Git with SOPS and age.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretsSettings {
+    /// The age public keys (`age1...`) `berth secret encrypt` encrypts for: the server's, and
+    /// those of the people who edit the secrets.
+    #[serde(default)]
+    pub age_recipients: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
@@ -79,6 +92,7 @@ impl Default for Config {
             exclude: Vec::new(),
             sync: SyncSettings::default(),
             custom_resources: CustomResources::Skip,
+            secrets: SecretsSettings::default(),
         }
     }
 }

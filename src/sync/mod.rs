@@ -157,6 +157,8 @@ pub struct Loader {
     stats: CacheStats,
     /// The operator's host-access policy every file is checked under.
     policy: Arc<manifest::policy::Policy>,
+    /// The age identities SOPS-encrypted files are decrypted with.
+    keys: Option<Arc<manifest::sops::Keys>>,
     limits: Limits,
 }
 
@@ -228,6 +230,7 @@ impl Loader {
             renders: kustomized::Renders::default(),
             stats: CacheStats::default(),
             policy: Arc::default(),
+            keys: None,
             limits: Limits::default(),
         }
     }
@@ -238,6 +241,13 @@ impl Loader {
             self.limits = limits;
             self.commits.clear();
         }
+    }
+
+    /// Decrypts SOPS-encrypted files with `keys` from now on.
+    pub fn set_age_keys(&mut self, keys: Option<manifest::sops::Keys>) {
+        self.keys = keys.map(Arc::new);
+        self.commits.clear();
+        self.files.clear();
     }
 
     /// Checks every file under the operator's host-access `policy` from now on.
@@ -616,7 +626,7 @@ impl Loader {
         }
         self.stats.file_parses += to_parse.len() as u64;
         self.stats.file_hits += (entries.len() - to_parse.len()) as u64;
-        for (blob, path, parsed) in parse_in_parallel(to_parse, &self.policy) {
+        for (blob, path, parsed) in parse_in_parallel(to_parse, &self.policy, self.keys.as_deref()) {
             self.files.insert((blob, path), Arc::new(parsed));
         }
 
@@ -746,10 +756,11 @@ fn settle_kind_notices(diagnostics: &mut Vec<Diagnostic>, config: &Config) {
 fn parse_in_parallel(
     files: Vec<(Oid, String, Result<String, Diagnostic>)>,
     policy: &manifest::policy::Policy,
+    keys: Option<&manifest::sops::Keys>,
 ) -> Vec<(Oid, String, ParsedFile)> {
     let parse = |(blob, path, text): (Oid, String, Result<String, Diagnostic>)| {
         let parsed = match text {
-            Ok(text) => manifest::parse_file_with(&path, &text, policy),
+            Ok(text) => manifest::parse_file_keyed(&path, &text, policy, keys),
             Err(diagnostic) => ParsedFile { diagnostics: vec![diagnostic], ..ParsedFile::default() },
         };
         (blob, path, parsed)

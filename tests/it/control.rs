@@ -5,7 +5,7 @@
 
 use crate::agent::{TestNode, docker, wait_for};
 use crate::server::{Process, free_port, terminate};
-use crate::support::TestRepo;
+use crate::support::{TestRepo, berth};
 use berth::client::Client;
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
@@ -2255,4 +2255,121 @@ spec:
     let n = std::io::Read::read(&mut stderr, &mut said).unwrap();
     let said = String::from_utf8_lossy(&said[..n]);
     assert!(said.contains("401") || said.contains("token"), "{said}");
+}
+
+/// Issue 22: a Secret kept encrypted in Git. `berth secret encrypt` seals it for berth.yaml's
+/// recipient, the server decrypts it with its age identity (as it does Flux's published SOPS
+/// file), the values reach the container's env, and the plaintext is in no answer, page or
+/// database file. A commit the server cannot decrypt fails and deletes nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sops_encrypted_secret_reaches_the_container_and_nothing_else() {
+    use age::secrecy::ExposeSecret as _;
+    let canary = "canary-7f3a9c-never-in-the-clear";
+    let identity = age::x25519::Identity::generate();
+    let recipient = identity.to_public().to_string();
+    let flux = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/sops");
+    let keys = tempfile::tempdir().unwrap();
+    let key_file = keys.path().join("age.txt");
+    let flux_identity = std::fs::read_to_string(flux.join("age.txt")).unwrap();
+    std::fs::write(&key_file, format!("{}\n{flux_identity}", identity.to_string().expose_secret())).unwrap();
+    std::fs::set_permissions(&key_file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+
+    let mut repo = TestRepo::new();
+    repo.write("berth.yaml", &format!("secrets:\n  ageRecipients: [{recipient}]\n"));
+    repo.write(
+        "secret.yaml",
+        &format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: creds}}\nstringData: {{token: {canary}}}\n"),
+    );
+    let (code, _, stderr) = berth(repo.path(), &["secret", "encrypt", "secret.yaml"]);
+    assert_eq!(code, 0, "{stderr}");
+    let sealed = std::fs::read_to_string(repo.path().join("secret.yaml")).unwrap();
+    assert!(!sealed.contains(canary) && sealed.contains("ENC[AES256_GCM,") && sealed.contains(&recipient), "{sealed}");
+    std::fs::copy(flux.join("secret.age.yaml"), repo.path().join("flux.yaml")).unwrap();
+    let image = crate::images::busybox();
+    repo.write(
+        "app.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: app}}\nspec:\n  terminationGracePeriodSeconds: 0\n  containers:\n    - name: app\n      image: {image}\n      command: [sleep, '3600']\n      env:\n        - {{name: TOKEN, valueFrom: {{secretKeyRef: {{name: creds, key: token}}}}}}\n        - {{name: FLUX, valueFrom: {{secretKeyRef: {{name: sops-age, key: secret}}}}}}\n"
+        ),
+    );
+    let first = repo.commit("an app and its encrypted secrets");
+    let key_arg = key_file.to_str().unwrap().to_owned();
+    let cluster = Cluster::start_on("sops", repo.path().to_str().unwrap(), 1, &["--age-key-file", &key_arg], 44).await;
+    cluster.wait_status("the encrypted commit", |s| synced(s) && s["applied"] == first.as_str()).await;
+
+    // The container got the plaintext (read past berth, straight from the engine).
+    let container = berth::nodes::pods::engine_name(&[&cluster.nodes[0].name, "default", "app", "app", "0"]);
+    let env = |name: &str| {
+        let output =
+            Command::new("docker").args(["exec", &container, "sh", "-c", &format!("echo ${name}")]).output().unwrap();
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    };
+    assert_eq!(env("TOKEN"), canary);
+    let flux_value = {
+        let keys = berth::manifest::sops::Keys::parse(&flux_identity).unwrap();
+        let text = std::fs::read_to_string(flux.join("secret.age.yaml")).unwrap();
+        let parsed = berth::manifest::parse_file_keyed("flux.yaml", &text, &Default::default(), Some(&keys));
+        String::from_utf8(parsed.secrets[0].1.get("secret").unwrap().to_vec()).unwrap()
+    };
+    assert_eq!(env("FLUX"), flux_value);
+
+    // Nowhere else: not in an answer, a page, the logs berth serves, or the database files.
+    let mut seen = String::new();
+    for path in [
+        "/api/v1/status",
+        "/api/v1/plan",
+        &format!("/api/v1/syncs/{first}"),
+        "/api/v1/pods/default/app",
+        "/api/v1/events",
+    ] {
+        seen.push_str(&cluster.client.get_text(path).await.unwrap());
+    }
+    for page in ["/", "/plan", &format!("/syncs/{first}"), "/pods/default/app", "/workloads"] {
+        seen.push_str(&reqwest::get(format!("http://{}{page}", cluster.listen)).await.unwrap().text().await.unwrap());
+    }
+    let (_, described, _) = cluster.cli(repo.path(), &["describe", "pod/app"], true);
+    seen.push_str(&described);
+    for value in [canary, flux_value.as_str()] {
+        assert!(!seen.contains(value), "a secret value is shown");
+    }
+    for file in std::fs::read_dir(cluster.db.path()).unwrap() {
+        let bytes = std::fs::read(file.unwrap().path()).unwrap_or_default();
+        assert!(!bytes.windows(canary.len()).any(|w| w == canary.as_bytes()), "the canary is in a state file");
+    }
+
+    // A secret for a recipient the server has no identity of: the commit fails, the app runs on.
+    let stranger = age::x25519::Identity::generate().to_public().to_string();
+    repo.write("other.yaml", "apiVersion: v1\nkind: Secret\nmetadata: {name: other}\nstringData: {a: b}\n");
+    let (code, _, stderr) = berth(repo.path(), &["secret", "encrypt", "other.yaml", "--recipient", &stranger]);
+    assert_eq!(code, 0, "{stderr}");
+    repo.write("app.yaml", "");
+    let broken = repo.commit("a secret the server cannot read, and the app removed");
+    let status = cluster
+        .wait_status("the commit to fail", |s| s["head"]["sha"] == broken.as_str() && !s["failed"].is_null())
+        .await;
+    let reason = status["reason"].as_str().unwrap();
+    assert!(reason.contains("cannot decrypt other.yaml: no matching age identity"), "{reason}");
+    assert_eq!(status["applied"], first.as_str(), "{status:#}");
+    assert_eq!(env("TOKEN"), canary, "the app of the last good commit runs on");
+
+    // A new encrypted value: the plan says it changed, never what it is.
+    let renewed = "renewed-canary-b81e";
+    std::fs::remove_file(repo.path().join("other.yaml")).unwrap();
+    git_restore(&repo, &first, "app.yaml");
+    repo.write(
+        "secret.yaml",
+        &format!("apiVersion: v1\nkind: Secret\nmetadata: {{name: creds}}\nstringData: {{token: {renewed}}}\n"),
+    );
+    let (code, _, stderr) = berth(repo.path(), &["secret", "encrypt", "secret.yaml"]);
+    assert_eq!(code, 0, "{stderr}");
+    let third = repo.commit("a new token");
+    cluster.wait_status("the new token", |s| synced(s) && s["applied"] == third.as_str()).await;
+    let sync = cluster.client.get_text(&format!("/api/v1/syncs/{third}")).await.unwrap();
+    assert!(sync.contains("(sensitive value changed)") && !sync.contains(renewed), "{sync}");
+}
+
+/// Puts back `file` as it was at `commit`.
+fn git_restore(repo: &TestRepo, commit: &str, file: &str) {
+    let status = Command::new("git").args(["checkout", commit, "--", file]).current_dir(repo.path()).status().unwrap();
+    assert!(status.success());
 }

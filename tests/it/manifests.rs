@@ -1036,3 +1036,92 @@ spec:
         "{out}"
     );
 }
+
+/// Issue 22: a Secret that SOPS 3.7.0 encrypted for an age recipient (Flux's published test
+/// file, `tests/data/sops/`) decrypts with that recipient's identity and its MAC holds; the
+/// wrong key, no key and a changed value each fail the file with what to do.
+#[test]
+fn a_sops_age_secret_from_published_test_data_decrypts_and_its_mac_holds() {
+    use berth::manifest::sops::Keys;
+    let data = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/sops");
+    let text = std::fs::read_to_string(data.join("secret.age.yaml")).unwrap();
+    let keys = Keys::parse(&std::fs::read_to_string(data.join("age.txt")).unwrap()).unwrap();
+    let policy = berth::manifest::policy::Policy::default();
+    let parsed = berth::manifest::parse_file_keyed("secret.age.yaml", &text, &policy, Some(&keys));
+    assert!(parsed.diagnostics.iter().all(|d| !d.is_error()), "{:?}", parsed.diagnostics);
+    assert_eq!(parsed.resources.len(), 1);
+    let (key, values) = &parsed.secrets[0];
+    assert_eq!(key.name, "sops-age");
+    let secret = String::from_utf8(values.get("secret").unwrap().to_vec()).unwrap();
+    assert!(!secret.is_empty() && !secret.starts_with("ENC["), "{secret}");
+
+    let error = |text: &str, keys: Option<&Keys>| {
+        let parsed = berth::manifest::parse_file_keyed("secret.age.yaml", text, &policy, keys);
+        assert!(parsed.resources.is_empty(), "nothing of a file that does not decrypt is read");
+        parsed.diagnostics.iter().find(|d| d.is_error()).map(ToString::to_string).unwrap()
+    };
+    let other = Keys::parse(&age_identity()).unwrap();
+    let wrong = error(&text, Some(&other));
+    assert!(wrong.contains("cannot decrypt secret.age.yaml: no matching age identity"), "{wrong}");
+    assert!(wrong.contains("age1l44xcng8dqj32nlv6d930qvvrny05hglzcv9qpc7kxjc6902ma4qufys29"), "{wrong}");
+    assert!(error(&text, None).contains("no age identity is configured"));
+    let renamed = text.replace("name: sops-age", "name: other");
+    assert!(error(&renamed, Some(&keys)).contains("the MAC does not match"));
+    // A value moved to another key does not decrypt: its path is part of what was sealed.
+    let moved = text.replace("    secret: ENC", "    moved: ENC");
+    assert!(error(&moved, Some(&keys)).contains("stringData.moved does not decrypt"));
+}
+
+/// A fresh age identity, as `age-keygen` prints it.
+fn age_identity() -> String {
+    use age::secrecy::ExposeSecret as _;
+    age::x25519::Identity::generate().to_string().expose_secret().to_owned()
+}
+
+/// `berth secret encrypt` then `berth secret edit` (an editor that changes one value): the file
+/// decrypts with the same code to the edited value, for the same recipient, and a key file
+/// others may read is refused.
+#[test]
+fn secret_encrypt_and_edit_round_trip_through_the_same_decryption() {
+    use age::secrecy::ExposeSecret as _;
+    let repo = TestRepo::new();
+    let identity = age::x25519::Identity::generate();
+    let recipient = identity.to_public().to_string();
+    repo.write("berth.yaml", &format!("secrets:\n  ageRecipients: [{recipient}]\n"));
+    repo.write(
+        "db/secret.yaml",
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\n  labels: {app: db}\nstringData:\n  password: old-value\n  port: \"5432\"\ndata:\n  cert: aGVsbG8=\n",
+    );
+    let (code, _, stderr) = berth(repo.path(), &["secret", "encrypt", "db/secret.yaml"]);
+    assert_eq!(code, 0, "{stderr}");
+    let (code, _, stderr) = berth(repo.path(), &["secret", "encrypt", "db/secret.yaml"]);
+    assert_eq!(code, 1, "encrypting twice is refused");
+    assert!(stderr.contains("encrypted already"), "{stderr}");
+
+    let key_file = repo.path().join("key.txt");
+    std::fs::write(&key_file, identity.to_string().expose_secret()).unwrap();
+    std::fs::set_permissions(&key_file, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let key = key_file.to_str().unwrap();
+    let (code, _, stderr) = berth(repo.path(), &["secret", "edit", "db/secret.yaml", "--age-key-file", key]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("chmod 600"), "{stderr}");
+    std::fs::set_permissions(&key_file, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let edit = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["secret", "edit", "db/secret.yaml", "--age-key-file", key])
+        .current_dir(repo.path())
+        .env("EDITOR", "sed -i s/old-value/new-value/")
+        .env_remove("VISUAL")
+        .output()
+        .unwrap();
+    assert!(edit.status.success(), "{}", String::from_utf8_lossy(&edit.stderr));
+
+    let text = std::fs::read_to_string(repo.path().join("db/secret.yaml")).unwrap();
+    assert!(!text.contains("new-value") && text.contains(&recipient) && text.contains("app: db"), "{text}");
+    let keys = berth::manifest::sops::Keys::parse(identity.to_string().expose_secret()).unwrap();
+    let parsed = berth::manifest::parse_file_keyed("secret.yaml", &text, &Default::default(), Some(&keys));
+    assert!(parsed.diagnostics.iter().all(|d| !d.is_error()), "{:?}", parsed.diagnostics);
+    let values = &parsed.secrets[0].1;
+    assert_eq!(values.get("password"), Some(&b"new-value"[..]));
+    assert_eq!(values.get("port"), Some(&b"5432"[..]));
+    assert_eq!(values.get("cert"), Some(&b"hello"[..]));
+}
