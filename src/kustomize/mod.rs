@@ -141,7 +141,14 @@ pub fn find(files: &dyn Files, dir: &str) -> Option<String> {
 
 /// Renders the kustomization in folder `dir` (a repository path; empty for the top).
 pub fn render(files: &dyn Files, dir: &str) -> Output {
+    render_keyed(files, dir, None)
+}
+
+/// [`render`], decrypting SOPS-encrypted resource files with `keys` as they are read, before
+/// any transformation (which would break their MAC).
+pub fn render_keyed(files: &dyn Files, dir: &str, keys: Option<&crate::manifest::sops::Keys>) -> Output {
     let mut renderer = Renderer {
+        keys,
         files,
         out: Output::default(),
         stack: Vec::new(),
@@ -269,6 +276,8 @@ fn string_map(node: Option<&Node>) -> BTreeMap<String, String> {
 
 struct Renderer<'a> {
     files: &'a dyn Files,
+    /// The age identities SOPS-encrypted resources are decrypted with.
+    keys: Option<&'a crate::manifest::sops::Keys>,
     out: Output,
     stack: Vec<String>,
     /// Resource files parsed ahead, on every core, by path.
@@ -454,7 +463,11 @@ impl Renderer<'_> {
             }
         }
         let texts: Vec<_> = texts.into_iter().map(|(path, text)| (self.origin(&path), path, text)).collect();
-        let parse = |(origin, path, text): (u32, String, String)| (path, parse_documents(&text, origin));
+        let keys = self.keys;
+        let parse = |(origin, path, text): (u32, String, String)| {
+            let parsed = parse_documents(&text, origin, &path, keys);
+            (path, parsed)
+        };
         for (path, parsed) in crate::parallel::map(texts, parse) {
             self.parsed.insert(path, parsed);
         }
@@ -472,7 +485,7 @@ impl Renderer<'_> {
                     self.error(at, Pos::START, "", format!("`{path}` is not UTF-8 text"), None);
                     return None;
                 };
-                parse_documents(&text, self.origin(path))
+                parse_documents(&text, self.origin(path), path, self.keys)
             }
         };
         match parsed {
@@ -1344,11 +1357,24 @@ impl Renderer<'_> {
     }
 }
 
-/// The non-empty documents of a YAML text, every node marked as from file number `origin`.
-fn parse_documents(text: &str, origin: u32) -> Result<Vec<Node>, yaml::YamlError> {
+/// The non-empty documents of a YAML text, every node marked as from file number `origin`;
+/// SOPS-encrypted documents decrypted with `keys`.
+fn parse_documents(
+    text: &str,
+    origin: u32,
+    path: &str,
+    keys: Option<&crate::manifest::sops::Keys>,
+) -> Result<Vec<Node>, yaml::YamlError> {
     let documents = yaml::parse(text)?;
     let mut nodes: Vec<Node> =
         documents.into_iter().filter_map(|d| d.root).filter(|n| n.value != Value::Null).collect();
+    for node in nodes.iter_mut().filter(|n| crate::manifest::sops::is_encrypted(n)) {
+        crate::manifest::sops::decrypt_manifest(node, keys).map_err(|error| yaml::YamlError {
+            pos: error.pos,
+            message: format!("cannot decrypt {path}: {}", error.message),
+            help: error.help,
+        })?;
+    }
     nodes.iter_mut().for_each(|node| tree::stamp_origin(node, origin));
     Ok(nodes)
 }

@@ -640,25 +640,13 @@ pub fn parse_file_keyed(file: &str, text: &str, policy: &policy::Policy, keys: O
 
 /// Decrypts a SOPS document in place; only a Secret's `data` and `stringData` may be encrypted.
 fn decrypt_document(file: &str, root: &mut yaml::Node, keys: Option<&sops::Keys>) -> Result<(), Box<Diagnostic>> {
-    let decrypted = sops::decrypt(root, keys).map_err(|error| {
+    sops::decrypt_manifest(root, keys).map_err(|error| {
         let mut diagnostic = Diagnostic::error(file, error.pos, format!("cannot decrypt {file}: {}", error.message));
         if let Some(help) = error.help {
             diagnostic = diagnostic.help(help);
         }
         Box::new(diagnostic)
-    })?;
-    let secret = root.get("kind").and_then(yaml::Node::as_str) == Some("Secret");
-    let outside =
-        decrypted.paths.iter().find(|path| !secret || !(path.starts_with("data.") || path.starts_with("stringData.")));
-    if let Some(path) = outside {
-        let segments: Vec<&str> = path.split('.').collect();
-        return Err(Box::new(
-            Diagnostic::error(file, root.locate(&segments), format!("{path} is encrypted, but only a Secret's data and stringData may be"))
-                .field(path.clone())
-                .help("keep other values in plain text (encrypt with encrypted_regex: ^(data|stringData)$, as `berth secret encrypt` does)"),
-        ));
-    }
-    Ok(())
+    })
 }
 
 /// Parses, defaults and validates one object given as a tree (a rendered kustomization's),

@@ -374,6 +374,23 @@ pub fn decrypt(root: &mut Node, keys: Option<&Keys>) -> Result<Decrypted, SopsEr
     Ok(decrypted)
 }
 
+/// Decrypts a document of a manifest file in place: [`decrypt`], and then only a Secret's
+/// `data` and `stringData` may have been encrypted.
+pub fn decrypt_manifest(root: &mut Node, keys: Option<&Keys>) -> Result<(), SopsError> {
+    let decrypted = decrypt(root, keys)?;
+    let secret = root.get("kind").and_then(Node::as_str) == Some("Secret");
+    let outside =
+        decrypted.paths.iter().find(|path| !secret || !(path.starts_with("data.") || path.starts_with("stringData.")));
+    match outside {
+        None => Ok(()),
+        Some(path) => {
+            let segments: Vec<&str> = path.split('.').collect();
+            Err(SopsError::new(root.locate(&segments), format!("{path} is encrypted, but only a Secret's data and stringData may be"))
+                .help("keep other values in plain text (encrypt with encrypted_regex: ^(data|stringData)$, as `berth secret encrypt` does)"))
+        }
+    }
+}
+
 /// Encrypts a plain document in place for `recipients` (age public keys): the values whose
 /// key path `encrypted_regex` matches are sealed, and a `sops` block is added. `now` is the
 /// `lastmodified` time (RFC 3339, UTC).

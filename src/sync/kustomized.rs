@@ -127,6 +127,7 @@ pub(super) fn render_all(
     root: &str,
     units: &[String],
     policy: &manifest::policy::Policy,
+    keys: Option<&manifest::sops::Keys>,
 ) -> Rendered {
     let mut results = Vec::new();
     for unit in units {
@@ -137,7 +138,7 @@ pub(super) fn render_all(
             renders.hits += 1;
         } else {
             renders.renders += 1;
-            let render = render_unit(source, root, &dir, policy);
+            let render = render_unit(source, root, &dir, policy, keys);
             renders.cache.insert(dir.clone(), render);
         }
         results.push((unit.clone(), dir));
@@ -181,8 +182,14 @@ pub(super) fn render_all(
     rendered
 }
 
-fn render_unit(source: &dyn Source, root: &str, dir: &str, policy: &manifest::policy::Policy) -> Render {
-    let output = kustomize::render(source, dir);
+fn render_unit(
+    source: &dyn Source,
+    root: &str,
+    dir: &str,
+    policy: &manifest::policy::Policy,
+    keys: Option<&manifest::sops::Keys>,
+) -> Render {
+    let output = kustomize::render_keyed(source, dir, keys);
     let read = output.read.iter().map(|path| (path.clone(), source.id(path))).collect();
     let kustomization = kustomize::find(source, dir).unwrap_or_else(|| join(dir, FILE_NAMES[0]));
     // A file of the unit is named as it is; one outside it, as reached through the unit.

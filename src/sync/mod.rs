@@ -248,6 +248,7 @@ impl Loader {
         self.keys = keys.map(Arc::new);
         self.commits.clear();
         self.files.clear();
+        self.renders = kustomized::Renders::default();
     }
 
     /// Checks every file under the operator's host-access `policy` from now on.
@@ -333,7 +334,7 @@ impl Loader {
         let rendered = {
             let tree = self.repo.find_commit(commit_id)?.tree()?;
             let files = kustomized::TreeFiles { repo: &self.repo, tree };
-            kustomized::render_all(&mut self.renders, &files, &self.root, &units, &self.policy)
+            kustomized::render_all(&mut self.renders, &files, &self.root, &units, &self.policy, self.keys.as_deref())
         };
         let loaded = Arc::new(self.parse_entries(info, config, entries, diagnostics, rendered)?);
         self.commits.insert(commit_id, loaded.clone());
@@ -524,7 +525,8 @@ impl Loader {
         entries.retain(|entry| !units.iter().any(|unit| kustomized::inside(&entry.path, unit)));
         diagnostics.retain(|d| !units.iter().any(|unit| kustomized::inside(&d.file, unit)));
         let files = crate::kustomize::DirFiles { top };
-        let rendered = kustomized::render_all(&mut self.renders, &files, &self.root, &units, &self.policy);
+        let rendered =
+            kustomized::render_all(&mut self.renders, &files, &self.root, &units, &self.policy, self.keys.as_deref());
         self.parse_entries(info, config, entries, diagnostics, rendered)
     }
 

@@ -322,3 +322,37 @@ fn a_finding_about_a_patched_value_points_at_the_patch() {
         "{shown:#?}"
     );
 }
+
+/// Issue 22: a SOPS-encrypted resource of a kustomization is decrypted as it is read, before
+/// the kustomization's namespace and labels change it (which would break its MAC), as Flux
+/// does; without the identity the render fails and names the file.
+#[test]
+fn an_encrypted_resource_of_a_kustomization_is_decrypted_before_it_is_transformed() {
+    use age::secrecy::ExposeSecret as _;
+    let identity = age::x25519::Identity::generate();
+    let secret = "apiVersion: v1\nkind: Secret\nmetadata: {name: creds}\nstringData: {password: kustomized-secret}\n";
+    let sealed =
+        berth::manifest::sops::encrypt_text(secret, &[identity.to_public().to_string()], "2026-12-05T10:00:00Z")
+            .unwrap();
+    let mut repo = crate::support::TestRepo::new();
+    repo.write("kustomization.yaml", "namespace: shop\ncommonLabels: {team: a}\nresources: [secret.yaml]\n");
+    repo.write("secret.yaml", &sealed);
+    repo.commit("an encrypted secret in a kustomization");
+
+    let mut loader = berth::sync::Loader::open(repo.path()).unwrap();
+    let loaded = loader.load("HEAD").unwrap();
+    assert!(!loaded.is_valid() && loaded.resources.is_empty());
+    let shown: Vec<String> = loaded.diagnostics.iter().map(ToString::to_string).collect();
+    assert!(
+        shown.iter().any(|d| d.contains("cannot decrypt secret.yaml: no age identity is configured")),
+        "{shown:#?}"
+    );
+
+    let keys = berth::manifest::sops::Keys::parse(identity.to_string().expose_secret()).unwrap();
+    loader.set_age_keys(Some(keys));
+    let loaded = loader.load("HEAD").unwrap();
+    assert!(loaded.is_valid(), "{:#?}", loaded.diagnostics);
+    assert_eq!(keys_of(&loaded), ["Secret shop/creds"]);
+    let values = loaded.secrets.values().next().unwrap();
+    assert_eq!(values.get("password"), Some(&b"kustomized-secret"[..]));
+}
