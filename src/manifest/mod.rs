@@ -594,6 +594,30 @@ pub struct ParsedFile {
     pub unloaded_templates: Vec<(String, types::Labels)>,
     /// The size of the file's text.
     pub bytes: usize,
+    /// The values that were encrypted in Git, for the loader to check against `berth.yaml`.
+    pub encrypted: Vec<EncryptedField>,
+}
+
+/// A value of a manifest that was SOPS-encrypted: which kind of object, its key path
+/// (`stringData.password`), and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncryptedField {
+    pub file: String,
+    pub pos: Pos,
+    pub kind: String,
+    pub path: String,
+}
+
+impl EncryptedField {
+    /// Whether this value may be encrypted: a Secret's `data` and `stringData`, and the fields
+    /// `berth.yaml` allows (`secrets.encryptedFields`, as `KIND.FIELD`).
+    pub fn allowed(&self, also: &[String]) -> bool {
+        let under = |field: &str| self.path == field || self.path.starts_with(&format!("{field}."));
+        (self.kind == "Secret" && (under("data") || under("stringData")))
+            || also
+                .iter()
+                .any(|allowed| allowed.split_once('.').is_some_and(|(kind, field)| kind == self.kind && under(field)))
+    }
 }
 
 /// Parses, defaults and validates every document of one file, under the default host-access
@@ -628,9 +652,12 @@ pub fn parse_file_keyed(file: &str, text: &str, policy: &policy::Policy, keys: O
             continue;
         }
         if sops::is_encrypted(&root) {
-            if let Err(diagnostic) = decrypt_document(file, &mut root, keys) {
-                parsed.diagnostics.push(*diagnostic);
-                continue;
+            match decrypt_document(file, &mut root, keys) {
+                Ok(fields) => parsed.encrypted.extend(fields),
+                Err(diagnostic) => {
+                    parsed.diagnostics.push(*diagnostic);
+                    continue;
+                }
             }
         }
         parse_document(file, &root, policy, &mut parsed);
@@ -638,15 +665,29 @@ pub fn parse_file_keyed(file: &str, text: &str, policy: &policy::Policy, keys: O
     helm_template(file, text, parsed)
 }
 
-/// Decrypts a SOPS document in place; only a Secret's `data` and `stringData` may be encrypted.
-fn decrypt_document(file: &str, root: &mut yaml::Node, keys: Option<&sops::Keys>) -> Result<(), Box<Diagnostic>> {
-    sops::decrypt_manifest(root, keys).map_err(|error| {
+/// Decrypts a SOPS document in place; what was encrypted is checked by the loader against
+/// `berth.yaml` (a Secret's `data` and `stringData` always may be).
+fn decrypt_document(
+    file: &str,
+    root: &mut yaml::Node,
+    keys: Option<&sops::Keys>,
+) -> Result<Vec<EncryptedField>, Box<Diagnostic>> {
+    let decrypted = sops::decrypt(root, keys).map_err(|error| {
         let mut diagnostic = Diagnostic::error(file, error.pos, format!("cannot decrypt {file}: {}", error.message));
         if let Some(help) = error.help {
             diagnostic = diagnostic.help(help);
         }
         Box::new(diagnostic)
-    })
+    })?;
+    let kind = root.get("kind").and_then(yaml::Node::as_str).unwrap_or_default().to_owned();
+    Ok(decrypted
+        .paths
+        .into_iter()
+        .map(|path| {
+            let segments: Vec<&str> = path.split('.').collect();
+            EncryptedField { file: file.to_owned(), pos: root.locate(&segments), kind: kind.clone(), path }
+        })
+        .collect())
 }
 
 /// Parses, defaults and validates one object given as a tree (a rendered kustomization's),

@@ -660,6 +660,38 @@ EylloI7MNGbadPGb
         assert!(error.message.contains("MAC does not match"), "{error:?}");
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+        /// Any one byte of an encrypted file changed: it never panics, and it never decrypts to
+        /// a value other than the one sealed (the change is refused, or was in a part that
+        /// carries no meaning, such as a base64 padding or the version).
+        #[test]
+        fn a_changed_byte_is_refused_or_harmless(at in 0usize..10_000, byte in proptest::prelude::any::<u8>()) {
+            let identity = age::x25519::Identity::generate();
+            let text = "kind: Secret\nmetadata: {name: a}\nstringData:\n  password: s3cret\n  port: \"5432\"\n";
+            let sealed = encrypt_text(text, &[identity.to_public().to_string()], "2026-12-05T10:00:00Z").unwrap();
+            let mut bytes = sealed.into_bytes();
+            let at = at % bytes.len();
+            bytes[at] = byte;
+            let Ok(changed) = String::from_utf8(bytes) else { return Ok(()) };
+            let keys = Keys { identities: vec![identity] };
+            let Ok(documents) = crate::manifest::yaml::parse(&changed) else { return Ok(()) };
+            for document in documents {
+                let Some(mut root) = document.root else { continue };
+                if !is_encrypted(&root) {
+                    continue;
+                }
+                if decrypt(&mut root, Some(&keys)).is_ok() {
+                    let values = root.get("stringData").map(to_yaml).unwrap_or_default();
+                    proptest::prop_assert!(
+                        values == "password: s3cret\nport: \"5432\"\n",
+                        "decrypted to something else: {values}"
+                    );
+                }
+            }
+        }
+    }
+
     #[test]
     fn hostile_sops_blocks_fail_with_a_message_and_never_panic() {
         let keys = Keys::parse(SOPS_TEST_IDENTITY).unwrap();

@@ -102,7 +102,59 @@ pub fn router(plane: Arc<ControlPlane>, access: Access) -> Router {
         .route("/api/v1/tokens/{name}", axum::routing::delete(revoke_token))
         .route("/api/v1/audit", get(audit_log))
         .route("/api/v1/webhooks/git", post(webhook).layer(DefaultBodyLimit::max(WEBHOOK_BODY_LIMIT)))
+        .layer(axum::middleware::from_fn_with_state(Api { plane: plane.clone(), access: access.clone() }, refusals))
         .with_state(Api { plane, access })
+}
+
+/// What an action route is called in the audit log, from its method and path; `None` for
+/// reads (and the webhook, which has a secret of its own).
+fn action_of(method: &axum::http::Method, path: &str) -> Option<&'static str> {
+    let segments: Vec<&str> = path.trim_start_matches("/api/v1/").split('/').collect();
+    let last = segments.last().copied().unwrap_or_default();
+    Some(match (method.as_str(), segments.first().copied().unwrap_or_default(), last) {
+        (_, "pods", "exec") => "exec",
+        (_, "pods", "portforward") => "port-forward",
+        ("GET", "pods", "logs") => "logs",
+        ("POST", "workloads", "rollback") => "rollback",
+        ("POST", "syncs", "approve") => "approve",
+        ("POST", "cronjobs", "run") => "run-cronjob",
+        ("DELETE", "pvcs", _) => "delete-pvc",
+        ("POST", "tokens", _) => "token-create",
+        ("DELETE", "tokens", _) => "token-revoke",
+        ("GET", "tokens" | "audit", _) => "read-access",
+        _ => return None,
+    })
+}
+
+/// Records in the audit log every action refused for want of a token or a right (401, 403),
+/// with the token's name when it names one: the handlers record what they were allowed to do.
+async fn refusals(
+    State(api): State<Api>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let action = action_of(request.method(), request.uri().path());
+    let who = match super::agent_api::bearer(request.headers()) {
+        Ok(token) => api.access.identify(token, now()).map_or_else(|_| "(a wrong token)".to_owned(), |c| c.name),
+        Err(_) => "(no token)".to_owned(),
+    };
+    let object = request.uri().path().trim_start_matches("/api/v1/").to_owned();
+    let extensions = request.extensions().clone();
+    let response = next.run(request).await;
+    let status = response.status();
+    let Some(action) = action.filter(|_| matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)) else {
+        return response;
+    };
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
+    let message = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| status.to_string());
+    let caller = Caller::named(who);
+    let refused: Result<(), String> = Err(format!("refused ({}): {message}", status.as_u16()));
+    audit(&api.plane, &caller, &extensions, action, object, &refused).await;
+    axum::response::Response::from_parts(parts, axum::body::Body::from(bytes))
 }
 
 /// The overall status with counts, as `berth status` and the overview show it.

@@ -39,6 +39,11 @@ pub struct SecretsSettings {
     /// those of the people who edit the secrets.
     #[serde(default)]
     pub age_recipients: Vec<String>,
+    /// More fields that may be SOPS-encrypted besides a Secret's `data` and `stringData`, as
+    /// `KIND.FIELD` (`ConfigMap.data`). They are hidden in Git only: once decrypted they show
+    /// as the rest of their object does.
+    #[serde(default)]
+    pub encrypted_fields: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]

@@ -677,6 +677,24 @@ impl Loader {
             resources.extend(parsed.resources.iter().cloned());
             diagnostics.extend(parsed.diagnostics.iter().cloned());
             secrets.extend(parsed.secrets.iter().cloned());
+            for field in parsed.encrypted.iter().filter(|f| !f.allowed(&config.secrets.encrypted_fields)) {
+                diagnostics.push(
+                    Diagnostic::error(
+                        &field.file,
+                        field.pos,
+                        format!(
+                            "{} of a {} is encrypted, but only a Secret's data and stringData may be",
+                            field.path, field.kind
+                        ),
+                    )
+                    .field(field.path.clone())
+                    .help(format!(
+                        "keep it in plain text, or allow it in berth.yaml: secrets: {{encryptedFields: [{}.{}]}}",
+                        field.kind,
+                        field.path.split('.').next().unwrap_or_default()
+                    )),
+                );
+            }
             unloaded.extend(parsed.unloaded_templates.iter().cloned());
         }
         diagnostics.extend(validate::across(&resources, &unloaded));

@@ -29,6 +29,8 @@ pub(crate) struct Cluster {
     agent_args: Vec<String>,
     pub(crate) nodes: Vec<TestNode>,
     pub(crate) client: Client,
+    /// Where the server's and agents' logs go, at debug level, for a test that reads them.
+    logs: Option<PathBuf>,
 }
 
 impl Cluster {
@@ -51,6 +53,19 @@ impl Cluster {
         subnet: u8,
         agent_args: &[&str],
     ) -> Cluster {
+        Self::start_logged(test, repo, nodes, server_args, subnet, agent_args, None).await
+    }
+
+    /// As `start_with_agents`, with every process's log at debug level in files in `logs`.
+    pub(crate) async fn start_logged(
+        test: &str,
+        repo: &str,
+        nodes: usize,
+        server_args: &[&str],
+        subnet: u8,
+        agent_args: &[&str],
+        logs: Option<PathBuf>,
+    ) -> Cluster {
         docker().await;
         let listen = format!("127.0.0.1:{}", free_port());
         let mut cluster = Cluster {
@@ -64,6 +79,7 @@ impl Cluster {
             subnet,
             agents: Vec::new(),
             nodes: (0..nodes).map(|i| TestNode::new(&format!("{test}{i}"))).collect(),
+            logs,
         };
         cluster.start_server();
         for i in 0..nodes {
@@ -86,8 +102,8 @@ impl Cluster {
             .arg("--db")
             .arg(self.db.path().join("berth.db"))
             .args(&self.server_args)
-            .env("RUST_LOG", log_level())
-            .stderr(log_to("server"))
+            .env("RUST_LOG", self.log_level())
+            .stderr(self.log_to("server"))
             .spawn()
             .unwrap();
         self.server = Some(Process(server));
@@ -112,8 +128,8 @@ impl Cluster {
             .args(["--heartbeat-seconds", "1", "--restart-backoff-ms", "300"])
             .arg("--state-dir")
             .arg(node.state.path())
-            .env("RUST_LOG", log_level())
-            .stderr(log_to(&node.name))
+            .env("RUST_LOG", self.log_level())
+            .stderr(self.log_to(&node.name))
             .spawn()
             .unwrap();
         Process(agent)
@@ -130,6 +146,17 @@ impl Cluster {
         let agent = &mut self.agents[i].0;
         agent.kill().unwrap();
         agent.wait().unwrap();
+    }
+
+    fn log_to(&self, name: &str) -> Stdio {
+        match &self.logs {
+            Some(dir) => Stdio::from(std::fs::File::create(dir.join(format!("{name}.log"))).unwrap()),
+            None => log_to(name),
+        }
+    }
+
+    fn log_level(&self) -> String {
+        if self.logs.is_some() { "debug".into() } else { log_level() }
     }
 
     pub(crate) fn token(&self) -> String {
@@ -412,9 +439,11 @@ async fn rollback_pins_a_workload_until_the_branch_moves() {
     let (code, audit, stderr) = cluster.cli(elsewhere.path(), &["audit", "--since", "1h"], true);
     assert_eq!(code, 0, "{stderr}");
     let rows: Vec<&str> = audit.lines().filter(|l| l.contains("rollback")).collect();
-    assert_eq!(rows.len(), 1, "{audit}");
+    assert_eq!(rows.len(), 2, "{audit}");
+    // The attempt without a token first, refused; then the admin's.
+    assert!(rows[0].contains("(no token)") && rows[0].contains("refused (401)"), "{audit}");
     for word in ["admin", "Deployment default/app", "127.0.0.1", "ok"] {
-        assert!(rows[0].contains(word), "{word}: {audit}");
+        assert!(rows[1].contains(word), "{word}: {audit}");
     }
     let status = cluster
         .wait_status("the pinned rollback", |s| {
@@ -2294,7 +2323,17 @@ async fn a_sops_encrypted_secret_reaches_the_container_and_nothing_else() {
     );
     let first = repo.commit("an app and its encrypted secrets");
     let key_arg = key_file.to_str().unwrap().to_owned();
-    let cluster = Cluster::start_on("sops", repo.path().to_str().unwrap(), 1, &["--age-key-file", &key_arg], 44).await;
+    let logs = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start_logged(
+        "sops",
+        repo.path().to_str().unwrap(),
+        1,
+        &["--age-key-file", &key_arg],
+        44,
+        &[],
+        Some(logs.path().to_owned()),
+    )
+    .await;
     cluster.wait_status("the encrypted commit", |s| synced(s) && s["applied"] == first.as_str()).await;
 
     // The container got the plaintext (read past berth, straight from the engine).
@@ -2336,6 +2375,16 @@ async fn a_sops_encrypted_secret_reaches_the_container_and_nothing_else() {
         let bytes = std::fs::read(file.unwrap().path()).unwrap_or_default();
         assert!(!bytes.windows(canary.len()).any(|w| w == canary.as_bytes()), "the canary is in a state file");
     }
+    // Nor in the server's or the agent's log, at debug level.
+    let mut logged = 0;
+    for file in std::fs::read_dir(logs.path()).unwrap() {
+        let text = std::fs::read_to_string(file.unwrap().path()).unwrap_or_default();
+        logged += text.len();
+        for value in [canary, flux_value.as_str()] {
+            assert!(!text.contains(value), "a secret value is in a log");
+        }
+    }
+    assert!(logged > 0, "the processes logged something to look through");
 
     // A secret for a recipient the server has no identity of: the commit fails, the app runs on.
     let stranger = age::x25519::Identity::generate().to_public().to_string();

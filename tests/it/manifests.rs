@@ -1125,3 +1125,37 @@ fn secret_encrypt_and_edit_round_trip_through_the_same_decryption() {
     assert_eq!(values.get("port"), Some(&b"5432"[..]));
     assert_eq!(values.get("cert"), Some(&b"hello"[..]));
 }
+
+/// Only a Secret's data and stringData may be encrypted, unless berth.yaml allows more
+/// (`secrets.encryptedFields`); the error says how.
+#[test]
+fn an_encrypted_field_outside_a_secret_needs_berth_yaml_to_allow_it() {
+    use age::secrecy::ExposeSecret as _;
+    let identity = age::x25519::Identity::generate();
+    let mut root = berth::manifest::yaml::parse(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {url: https://internal}\n",
+    )
+    .unwrap()
+    .remove(0)
+    .root
+    .unwrap();
+    berth::manifest::sops::encrypt(&mut root, &[identity.to_public().to_string()], "^data$", "2026-12-05T10:00:00Z")
+        .unwrap();
+    let mut repo = TestRepo::new();
+    repo.write("settings.yaml", &berth::manifest::sops::to_yaml(&root));
+    repo.commit("an encrypted ConfigMap");
+    let mut loader = Loader::open(repo.path()).unwrap();
+    loader.set_age_keys(Some(berth::manifest::sops::Keys::parse(identity.to_string().expose_secret()).unwrap()));
+    let loaded = loader.load("HEAD").unwrap();
+    let shown: Vec<String> = loaded.diagnostics.iter().map(ToString::to_string).collect();
+    assert!(
+        shown.iter().any(|d| d.starts_with("settings.yaml:")
+            && d.contains("data.url of a ConfigMap is encrypted, but only a Secret's data and stringData may be")
+            && d.contains("encryptedFields: [ConfigMap.data]")),
+        "{shown:#?}"
+    );
+    repo.write("berth.yaml", "secrets:\n  encryptedFields: [ConfigMap.data]\n");
+    repo.commit("allowed");
+    let loaded = loader.load("HEAD").unwrap();
+    assert!(loaded.is_valid(), "{:#?}", loaded.diagnostics);
+}

@@ -411,15 +411,33 @@ async fn every_route_answers_each_role_in_an_allowed_and_a_forbidden_namespace()
     // The audit log names who made and revoked tokens.
     let (_, log) = send(router, "GET", "/api/v1/audit", "", TOKEN).await;
     let log: serde_json::Value = serde_json::from_str(&log).unwrap();
-    let actions: Vec<(String, String)> = log
+    let entries: Vec<(String, String, String)> = log
         .as_array()
         .unwrap()
         .iter()
-        .map(|a| (a["who"].as_str().unwrap().to_owned(), a["action"].as_str().unwrap().to_owned()))
+        .map(|a| {
+            let text = |key: &str| a[key].as_str().unwrap().to_owned();
+            (text("who"), text("action"), text("outcome"))
+        })
         .collect();
-    assert!(actions.contains(&("admin".into(), "token-revoke".into())), "{log:#}");
-    // Six made, two refused bad names (the admin that sees all, asked twice), one name reused.
-    assert_eq!(actions.iter().filter(|a| a.1 == "token-create").count(), 6 + 2 + 1, "{log:#}");
+    let count = |action: &str, outcome: &dyn Fn(&str) -> bool| {
+        entries.iter().filter(|(_, a, o)| a == action && outcome(o)).count()
+    };
+    assert!(entries.iter().any(|(who, action, _)| who == "admin" && action == "token-revoke"), "{log:#}");
+    assert_eq!(count("token-create", &|o| o == "ok"), 6, "{log:#}");
+    // Allowed but failed: the bad name, asked twice by the admin that sees all, and the reused name.
+    assert_eq!(count("token-create", &|o| o != "ok" && !o.starts_with("refused")), 2 + 1, "{log:#}");
+    // Refused, with who asked: the viewers and deployers (by role), the admin kept to shop
+    // (by namespace), each asked twice.
+    assert_eq!(count("token-create", &|o| o.starts_with("refused (403)")), 10, "{log:#}");
+    let refused_rollback = entries.iter().find(|(who, action, outcome)| {
+        who == "viewer-shop" && action == "rollback" && outcome.starts_with("refused (403)")
+    });
+    assert!(refused_rollback.is_some_and(|r| r.2.contains("is a viewer")), "{log:#}");
+    // A wrong token is refused and recorded as such.
+    assert_eq!(send(router, "POST", "/api/v1/syncs/x/approve", "{}", "berth_nope").await.0, StatusCode::UNAUTHORIZED);
+    let (_, log) = send(router, "GET", "/api/v1/audit", "", TOKEN).await;
+    assert!(log.contains("(a wrong token)") && log.contains("refused (401)"), "{log}");
     // The UI's audit page is an admin's; the web UI as a whole is for tokens that see everything.
     let page = |token: String| {
         Request::get("/audit").header("authorization", format!("Bearer {token}")).body(Body::empty()).unwrap()
