@@ -92,6 +92,12 @@ async fn get(router: &Router, path: &str) -> (StatusCode, String) {
     (status, body)
 }
 
+async fn get_with(router: &Router, path: &str, token: &str) -> (StatusCode, String) {
+    let request = Request::get(path).header("authorization", format!("Bearer {token}")).body(Body::empty()).unwrap();
+    let (status, body, _) = call(router, request).await;
+    (status, body)
+}
+
 fn post(path: &str, body: &str, token: Option<&str>, form: bool) -> Request<Body> {
     let mut request = Request::post(path)
         .header("content-type", if form { "application/x-www-form-urlencoded" } else { "application/json" });
@@ -180,6 +186,11 @@ async fn every_page_and_api_route_answers_without_a_secret() {
         let form = post(&format!("/ui/syncs/{}/approve", served.sha), "token=wrong&state_index=0", None, true);
         assert_eq!(call(&served.router, form).await.0, StatusCode::UNAUTHORIZED);
     }
+    // Each refusal is in the audit log: the API's and the page's.
+    let (_, log) = get_with(&served.router, "/api/v1/audit", TOKEN).await;
+    let refused = log.matches("refused (401)").count();
+    assert_eq!(refused, 2 * 3, "{log}");
+    assert!(log.contains("(no token)") && log.contains("(a wrong token)"), "{log}");
     // Deleting a claim needs the token; with it, an unknown claim is not found.
     let delete = |token: Option<&str>| {
         let mut request = Request::delete("/api/v1/pvcs/shop/data-db-0");

@@ -1043,13 +1043,24 @@ async fn approve(
     if let Ok(value) = HeaderValue::from_str(&format!("Bearer {}", form.token.trim())) {
         headers.insert(header::AUTHORIZATION, value);
     }
-    let caller = match ui.access.authorize(&headers, super::access::Role::Deployer, "approve") {
+    let allowed = ui
+        .access
+        .authorize(&headers, super::access::Role::Deployer, "approve")
+        .and_then(|caller| caller.cluster_wide("a commit's plan").map(|()| caller));
+    let caller = match allowed {
         Ok(caller) => caller,
-        Err(error) => return error.into_response(),
+        Err(error) => {
+            // Refused from the page: recorded as the API's refusals are.
+            let who = ui
+                .access
+                .identify(form.token.trim(), super::now())
+                .map_or_else(|_| "(a wrong token)".to_owned(), |c| c.name);
+            let refused: Result<(), String> = Err(format!("refused ({}): {}", error.status.as_u16(), error.message));
+            let caller = super::access::Caller::named(who);
+            super::api::audit(&ui.plane, &caller, &extensions, "approve", format!("commit {sha}"), &refused).await;
+            return error.into_response();
+        }
     };
-    if let Err(error) = caller.cluster_wide("a commit's plan") {
-        return error.into_response();
-    }
     let digest = Some(form.plan_digest.as_str()).filter(|d| !d.is_empty());
     let approved = super::control::approve(&ui.plane, &sha, Some(form.state_index), digest).await;
     super::api::audit(&ui.plane, &caller, &extensions, "approve", format!("commit {sha}"), &approved).await;
