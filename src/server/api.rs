@@ -139,7 +139,11 @@ async fn refusals(
         Err(_) => "(no token)".to_owned(),
     };
     let object = request.uri().path().trim_start_matches("/api/v1/").to_owned();
-    let extensions = request.extensions().clone();
+    // Only the caller's address is kept: an upgrade's handle stays with the request alone.
+    let mut extensions = Extensions::new();
+    if let Some(info) = request.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>() {
+        extensions.insert(*info);
+    }
     let response = next.run(request).await;
     let status = response.status();
     let Some(action) = action.filter(|_| matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)) else {
