@@ -715,7 +715,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 subdir: path.clone(),
                 cache_dir: Some(cache_dir.unwrap_or_else(|| state_dir.join("repos"))),
                 policy: None,
-                age_key_file: age_key_file.clone(),
+                // Set below, where a key file that cannot be used stops the server.
+                age_key_file: None,
                 limits,
             };
             let remote = is_url(&repo);
@@ -1111,7 +1112,12 @@ fn open_source(source: &SourceArgs) -> Result<Loader> {
     let mut loader = open_source_unchecked(source)?;
     loader.set_policy(read_policy(source.policy.as_deref(), &[])?);
     loader.set_limits(source.limits.limits());
-    loader.set_age_keys(age_keys(source.age_key_file.as_deref())?);
+    // A key file these commands picked up from SOPS_AGE_KEY_FILE that cannot be used is said,
+    // not fatal: encrypted files then fail with what to do, the rest is still checked.
+    match age_keys(source.age_key_file.as_deref()) {
+        Ok(keys) => loader.set_age_keys(keys),
+        Err(error) => eprintln!("warning: {error:#}; encrypted files are not decrypted"),
+    }
     Ok(loader)
 }
 

@@ -264,8 +264,9 @@ fn data_key(sops: &Node, keys: Option<&Keys>) -> Result<[u8; 32], SopsError> {
     }
     let recipients = stanzas.iter().map(|(r, _)| *r).collect::<Vec<_>>().join(", ");
     let Some(keys) = keys else {
-        return Err(SopsError::new(sops.pos, "no age identity is configured to decrypt it")
-            .help(format!("start the server with --age-key-file holding the identity of one of: {recipients}")));
+        return Err(SopsError::new(sops.pos, "no age identity is configured to decrypt it").help(format!(
+            "pass --age-key-file (or set SOPS_AGE_KEY_FILE) with the identity of one of: {recipients}"
+        )));
     };
     for (_, enc) in &stanzas {
         let Ok(decryptor) = age::Decryptor::new_buffered(age::armor::ArmoredReader::new(enc.as_bytes())) else {
@@ -282,7 +283,7 @@ fn data_key(sops: &Node, keys: Option<&Keys>) -> Result<[u8; 32], SopsError> {
         }
     }
     Err(SopsError::new(sops.pos, "no matching age identity")
-        .help(format!("it is encrypted for {recipients}; give the server one of their identities with --age-key-file")))
+        .help(format!("it is encrypted for {recipients}; pass --age-key-file with the identity of one of them")))
 }
 
 /// What is done to each leaf, with its key path.

@@ -1159,3 +1159,40 @@ fn an_encrypted_field_outside_a_secret_needs_berth_yaml_to_allow_it() {
     let loaded = loader.load("HEAD").unwrap();
     assert!(loaded.is_valid(), "{:#?}", loaded.diagnostics);
 }
+
+/// `berth validate` decrypts with SOPS_AGE_KEY_FILE; a key file others may read is a warning
+/// there (the server refuses it), and the encrypted file then fails with what to do.
+#[test]
+fn validate_decrypts_with_the_key_file_of_the_environment() {
+    use age::secrecy::ExposeSecret as _;
+    let identity = age::x25519::Identity::generate();
+    let secret = "apiVersion: v1\nkind: Secret\nmetadata: {name: creds}\nstringData: {password: v}\n";
+    let sealed =
+        berth::manifest::sops::encrypt_text(secret, &[identity.to_public().to_string()], "2026-12-05T10:00:00Z")
+            .unwrap();
+    let mut repo = TestRepo::new();
+    repo.write("secret.yaml", &sealed);
+    repo.commit("an encrypted secret");
+    let key_file = repo.path().join(".key");
+    std::fs::write(&key_file, identity.to_string().expose_secret()).unwrap();
+    let validate = |mode: u32| {
+        std::fs::set_permissions(&key_file, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_berth"))
+            .arg("validate")
+            .current_dir(repo.path())
+            .env("SOPS_AGE_KEY_FILE", &key_file)
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        (
+            output.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr),
+        )
+    };
+    let (code, said) = validate(0o600);
+    assert_eq!(code, 0, "{said}");
+    let (code, said) = validate(0o644);
+    assert_eq!(code, 1, "{said}");
+    assert!(said.contains("warning:") && said.contains("chmod 600"), "{said}");
+    assert!(said.contains("cannot decrypt secret.yaml: no age identity is configured"), "{said}");
+}
