@@ -217,7 +217,7 @@ impl Access {
         self.identify(token, super::now()).is_ok()
     }
 
-    /// The caller of a request that needs `role` to do `what` (`approve`, `read logs`), from its
+    /// The caller of a request that needs `role` to do `what` (`approving`, `reading logs`), from its
     /// bearer token; without one, reads on loopback are an anonymous viewer's.
     pub fn authorize(&self, headers: &HeaderMap, role: Role, what: &str) -> Result<Caller, AppError> {
         let caller = match super::agent_api::bearer(headers) {
@@ -236,7 +236,7 @@ impl Access {
             return Err(AppError::new(
                 StatusCode::FORBIDDEN,
                 format!(
-                    "the token `{}` is a {}; to {what} needs a {} token",
+                    "the token `{}` is a {}; {what} needs a {} token",
                     caller.name,
                     caller.role.as_str(),
                     if role == Role::Admin { "admin" } else { "deployer or admin" }
@@ -248,7 +248,7 @@ impl Access {
 
     /// A read: any token, or none on loopback.
     pub fn read(&self, headers: &HeaderMap) -> Result<Caller, AppError> {
-        self.authorize(headers, Role::Viewer, "read")
+        self.authorize(headers, Role::Viewer, "reading")
     }
 }
 
@@ -284,10 +284,10 @@ mod tests {
         let viewer = access.read(&bearer("v")).unwrap();
         assert!(viewer.sees("shop") && !viewer.sees("bank"));
         assert_eq!(
-            access.authorize(&bearer("v"), Role::Deployer, "approve").unwrap_err().status,
+            access.authorize(&bearer("v"), Role::Deployer, "approving").unwrap_err().status,
             StatusCode::FORBIDDEN
         );
-        assert!(access.authorize(&bearer("d"), Role::Deployer, "approve").is_ok());
+        assert!(access.authorize(&bearer("d"), Role::Deployer, "approving").is_ok());
         assert_eq!(access.authorize(&bearer("d"), Role::Admin, "exec").unwrap_err().status, StatusCode::FORBIDDEN);
         let expired = access.read(&bearer("o")).unwrap_err();
         assert!(expired.status == StatusCode::UNAUTHORIZED && expired.message.contains("expired"), "{expired:?}");
@@ -299,7 +299,7 @@ mod tests {
         assert_eq!(open.read(&HeaderMap::new()).unwrap().name, ANONYMOUS);
         assert_eq!(open.read(&bearer("nope")).unwrap_err().status, StatusCode::UNAUTHORIZED);
         assert_eq!(
-            open.authorize(&HeaderMap::new(), Role::Deployer, "approve").unwrap_err().status,
+            open.authorize(&HeaderMap::new(), Role::Deployer, "approving").unwrap_err().status,
             StatusCode::UNAUTHORIZED
         );
     }

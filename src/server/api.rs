@@ -363,7 +363,7 @@ async fn run_cron_job(
     Path((namespace, name)): Path<(String, String)>,
     Json(request): Json<RunRequest>,
 ) -> Result<(StatusCode, Json<serde_json::Value>), AppError> {
-    let caller = api.access.authorize(&headers, Role::Deployer, "run a CronJob")?;
+    let caller = api.access.authorize(&headers, Role::Deployer, "running a CronJob")?;
     caller.may_act_in(&namespace)?;
     let key = ObjectKey { kind: crate::manifest::Kind::CronJob, namespace, name };
     let object = format!("{key} as Job {}", request.name);
@@ -504,7 +504,7 @@ async fn rollback(
     Path((kind, namespace, name)): Path<(String, String, String)>,
     Json(request): Json<RollbackRequest>,
 ) -> Result<Json<control::RollbackPlan>, AppError> {
-    let caller = api.access.authorize(&headers, Role::Deployer, "roll back")?;
+    let caller = api.access.authorize(&headers, Role::Deployer, "rolling back")?;
     caller.may_act_in(&namespace)?;
     let key = key_from(&kind, &namespace, &name)?;
     let done =
@@ -668,7 +668,7 @@ async fn pod_logs(
     Path((namespace, name)): Path<(String, String)>,
     Query(query): Query<LogsQuery>,
 ) -> Result<axum::response::Response, AppError> {
-    let caller = api.access.authorize(&headers, Role::Deployer, "read logs")?;
+    let caller = api.access.authorize(&headers, Role::Deployer, "reading logs")?;
     caller.may_act_in(&namespace)?;
     let plane = &api.plane;
     let (pod, assignment) = assigned_pod(plane, &namespace, &name).await?;
@@ -748,7 +748,7 @@ async fn pod_port_forward(
     Query(query): Query<PortForwardQuery>,
     request: axum::extract::Request,
 ) -> Result<axum::response::Response, AppError> {
-    let caller = api.access.authorize(request.headers(), Role::Admin, "port-forward")?;
+    let caller = api.access.authorize(request.headers(), Role::Admin, "port-forwarding")?;
     caller.may_act_in(&namespace)?;
     upgrading(&request, "a port-forward")?;
     let found = assigned_pod(&api.plane, &namespace, &name).await;
@@ -1285,7 +1285,7 @@ async fn delete_claim(
     extensions: Extensions,
     Path((namespace, name)): Path<(String, String)>,
 ) -> Result<Json<serde_json::Value>, AppError> {
-    let caller = api.access.authorize(&headers, Role::Deployer, "delete a claim")?;
+    let caller = api.access.authorize(&headers, Role::Deployer, "deleting a claim")?;
     caller.may_act_in(&namespace)?;
     let deleted = delete_orphaned_claim(&api.plane, &namespace, &name).await;
     audit(
@@ -1551,7 +1551,7 @@ async fn approve(
     Path(sha): Path<String>,
     Json(request): Json<ApproveRequest>,
 ) -> Result<axum::response::Response, AppError> {
-    let caller = api.access.authorize(&headers, Role::Deployer, "approve")?;
+    let caller = api.access.authorize(&headers, Role::Deployer, "approving")?;
     caller.cluster_wide("a commit's plan")?;
     let approved = control::approve(&api.plane, &sha, request.state_index, request.plan_digest.as_deref()).await;
     let outcome = approved.as_ref().map(|_| ()).map_err(|error| match error {
@@ -1720,7 +1720,7 @@ pub struct CreatedToken {
 }
 
 async fn tokens(State(api): State<Api>, headers: HeaderMap) -> Result<Json<Vec<crate::store::TokenRecord>>, AppError> {
-    let caller = api.access.authorize(&headers, Role::Admin, "list tokens")?;
+    let caller = api.access.authorize(&headers, Role::Admin, "listing tokens")?;
     caller.cluster_wide("managing tokens")?;
     Ok(Json(api.plane.store.tokens().await?))
 }
@@ -1731,7 +1731,7 @@ async fn create_token(
     extensions: Extensions,
     Json(request): Json<TokenRequest>,
 ) -> Result<(StatusCode, Json<CreatedToken>), AppError> {
-    let caller = api.access.authorize(&headers, Role::Admin, "make tokens")?;
+    let caller = api.access.authorize(&headers, Role::Admin, "making tokens")?;
     caller.cluster_wide("managing tokens")?;
     let made = make_token(&api, request).await;
     let object = match &made {
@@ -1789,7 +1789,7 @@ async fn revoke_token(
     extensions: Extensions,
     Path(name): Path<String>,
 ) -> Result<Json<serde_json::Value>, AppError> {
-    let caller = api.access.authorize(&headers, Role::Admin, "revoke tokens")?;
+    let caller = api.access.authorize(&headers, Role::Admin, "revoking tokens")?;
     caller.cluster_wide("managing tokens")?;
     let revoked = match api.plane.store.revoke_token(&name, now()).await {
         Ok(true) => {
@@ -1818,7 +1818,7 @@ async fn audit_log(
     headers: HeaderMap,
     Query(query): Query<AuditQuery>,
 ) -> Result<Json<Vec<crate::store::AuditRecord>>, AppError> {
-    let caller = api.access.authorize(&headers, Role::Admin, "read the audit log")?;
+    let caller = api.access.authorize(&headers, Role::Admin, "reading the audit log")?;
     caller.cluster_wide("the audit log")?;
     let since = query.since_seconds.map_or(0, |s| now() - s.max(0));
     Ok(Json(api.plane.store.audit_log(since).await?))

@@ -1045,7 +1045,7 @@ async fn approve(
     }
     let allowed = ui
         .access
-        .authorize(&headers, super::access::Role::Deployer, "approve")
+        .authorize(&headers, super::access::Role::Deployer, "approving")
         .and_then(|caller| caller.cluster_wide("a commit's plan").map(|()| caller));
     let caller = match allowed {
         Ok(caller) => caller,
