@@ -243,6 +243,23 @@ async fn off_loopback_every_read_needs_the_token() {
     let request = Request::get("/workloads").header("cookie", &cookie).body(Body::empty()).unwrap();
     let (status, body, _) = call(&served.router, request).await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    // Signed in, the plan's Approve acts as that token when its field is left empty.
+    let request = Request::get("/plan").header("cookie", &cookie).body(Body::empty()).unwrap();
+    let (status, body, _) = call(&served.router, request).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let approve = |cookie: Option<&str>| {
+        let mut request = Request::post(format!("/ui/syncs/{}/approve", served.sha))
+            .header("content-type", "application/x-www-form-urlencoded");
+        if let Some(cookie) = cookie {
+            request = request.header("cookie", cookie);
+        }
+        request.body(Body::from("token=&state_index=0")).unwrap()
+    };
+    assert_eq!(call(&served.router, approve(None)).await.0, StatusCode::UNAUTHORIZED);
+    let (status, body, _) = call(&served.router, approve(Some(&cookie))).await;
+    assert_eq!(status, StatusCode::CONFLICT, "the signed-in token was used: {body}");
+    let (_, log) = get_with(&served.router, "/api/v1/audit", TOKEN).await;
+    assert!(log.contains("\"who\":\"admin\",\"action\":\"approve\""), "{log}");
     let request =
         Request::get("/api/v1/status").header("authorization", format!("Bearer {TOKEN}")).body(Body::empty()).unwrap();
     assert_eq!(call(&served.router, request).await.0, StatusCode::OK);

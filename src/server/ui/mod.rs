@@ -95,7 +95,22 @@ fn render_error(error: askama::Error) -> AppError {
     AppError::new(StatusCode::INTERNAL_SERVER_ERROR, "rendering the page failed; see the server's log")
 }
 
+/// The token the sign-in form keeps in its cookie, if any.
+fn signed_in_token(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix(TOKEN_COOKIE).and_then(|v| v.strip_prefix('=')).map(str::to_owned))
+}
+
 impl Ui {
+    /// The name of the token signed in with, when there is one that is valid.
+    fn signed_in(&self, headers: &HeaderMap) -> Option<String> {
+        signed_in_token(headers).and_then(|token| self.access.identify(&token, super::now()).ok()).map(|c| c.name)
+    }
+
     /// Reads need the token on a listener that is not loopback: as a header or the cookie the
     /// login form sets. The error is the handler's whole answer (a redirect to the form).
     #[allow(clippy::result_large_err)]
@@ -110,14 +125,8 @@ impl Ui {
         if !self.access.reads_need_token() {
             return Ok(());
         }
-        let cookie = headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .find_map(|c| c.trim().strip_prefix(TOKEN_COOKIE).and_then(|v| v.strip_prefix('=')).map(str::to_owned));
         let bearer = super::agent_api::bearer(headers).ok().map(str::to_owned);
-        match cookie.or(bearer).map(|token| self.access.identify(&token, super::now())) {
+        match signed_in_token(headers).or(bearer).map(|token| self.access.identify(&token, super::now())) {
             Some(Ok(caller)) if caller.role < role => Err(AppError::new(
                 StatusCode::FORBIDDEN,
                 format!(
@@ -724,6 +733,8 @@ async fn workload_body(plane: &ControlPlane, key: &ObjectKey) -> Result<Workload
 #[template(path = "plan.html")]
 struct PlanPage {
     record: Option<PlanRecord>,
+    /// The token the page's Approve acts as when its field is left empty.
+    signed_in: Option<String>,
 }
 
 struct PlanRecord {
@@ -769,7 +780,7 @@ async fn plan(State(ui): State<Ui>, headers: HeaderMap) -> Result<Response, Resp
         .find(|s| s.outcome == SyncOutcome::Waiting)
         .or_else(|| syncs.iter().find(|s| s.outcome != SyncOutcome::Failed));
     let repository = ui.plane.status.borrow().repository.clone();
-    let body = PlanPage { record: record.map(|r| plan_record(&repository, r)) };
+    let body = PlanPage { record: record.map(|r| plan_record(&repository, r)), signed_in: ui.signed_in(&headers) };
     page(&headers, "Plan", "Plan", body).map_err(IntoResponse::into_response)
 }
 
@@ -780,7 +791,7 @@ async fn sync(State(ui): State<Ui>, headers: HeaderMap, Path(sha): Path<String>)
         return Err(AppError::new(StatusCode::NOT_FOUND, format!("no commit `{sha}` was seen")).into_response());
     };
     let repository = ui.plane.status.borrow().repository.clone();
-    let body = PlanPage { record: Some(plan_record(&repository, &record)) };
+    let body = PlanPage { record: Some(plan_record(&repository, &record)), signed_in: ui.signed_in(&headers) };
     page(&headers, "Plan", "Syncs", body).map_err(IntoResponse::into_response)
 }
 
@@ -1025,6 +1036,7 @@ async fn audit(State(ui): State<Ui>, headers: HeaderMap) -> Result<Response, Res
 
 #[derive(Debug, Deserialize)]
 struct ApproveForm {
+    #[serde(default)]
     token: String,
     state_index: i64,
     #[serde(default)]
@@ -1035,12 +1047,18 @@ struct ApproveForm {
 /// state index it was made at).
 async fn approve(
     State(ui): State<Ui>,
+    request_headers: HeaderMap,
     extensions: axum::http::Extensions,
     Path(sha): Path<String>,
     Form(form): Form<ApproveForm>,
 ) -> Response {
+    // The token typed into the form, else the one signed in with.
+    let token = Some(form.token.trim().to_owned())
+        .filter(|t| !t.is_empty())
+        .or_else(|| signed_in_token(&request_headers))
+        .unwrap_or_default();
     let mut headers = HeaderMap::new();
-    if let Ok(value) = HeaderValue::from_str(&format!("Bearer {}", form.token.trim())) {
+    if let Ok(value) = HeaderValue::from_str(&format!("Bearer {token}")) {
         headers.insert(header::AUTHORIZATION, value);
     }
     let allowed = ui
@@ -1051,10 +1069,8 @@ async fn approve(
         Ok(caller) => caller,
         Err(error) => {
             // Refused from the page: recorded as the API's refusals are.
-            let who = ui
-                .access
-                .identify(form.token.trim(), super::now())
-                .map_or_else(|_| "(a wrong token)".to_owned(), |c| c.name);
+            let who =
+                ui.access.identify(&token, super::now()).map_or_else(|_| "(a wrong token)".to_owned(), |c| c.name);
             let refused: Result<(), String> = Err(format!("refused ({}): {}", error.status.as_u16(), error.message));
             let caller = super::access::Caller::named(who);
             super::api::audit(&ui.plane, &caller, &extensions, "approve", format!("commit {sha}"), &refused).await;
