@@ -171,89 +171,6 @@ pub fn go_json(value: &serde_json::Value) -> String {
     out
 }
 
-/// The tree as YAML text, block style, strings quoted where a plain scalar would read
-/// differently.
-pub fn emit(node: &Node) -> String {
-    let mut out = String::new();
-    emit_into(node, 0, &mut out);
-    out
-}
-
-fn emit_into(node: &Node, indent: usize, out: &mut String) {
-    let pad = " ".repeat(indent);
-    match &node.value {
-        Value::Map(entries) if !entries.is_empty() => {
-            for (key, value) in entries {
-                out.push_str(&pad);
-                out.push_str(&scalar(key));
-                out.push(':');
-                emit_child(value, indent, out);
-            }
-        }
-        Value::Seq(items) if !items.is_empty() => {
-            for item in items {
-                out.push_str(&pad);
-                out.push('-');
-                match &item.value {
-                    Value::Map(entries) if !entries.is_empty() => {
-                        // The first key on the dash's line, the rest under it.
-                        let mut nested = String::new();
-                        emit_into(item, indent + 2, &mut nested);
-                        out.push(' ');
-                        out.push_str(nested.trim_start());
-                    }
-                    _ => emit_child(item, indent, out),
-                }
-            }
-        }
-        _ => {
-            out.push_str(&pad);
-            out.push_str(&scalar(node));
-            out.push('\n');
-        }
-    }
-}
-
-fn emit_child(value: &Node, indent: usize, out: &mut String) {
-    match &value.value {
-        Value::Map(entries) if !entries.is_empty() => {
-            out.push('\n');
-            emit_into(value, indent + 2, out);
-        }
-        Value::Seq(items) if !items.is_empty() => {
-            out.push('\n');
-            emit_into(value, indent, out);
-        }
-        _ => {
-            out.push(' ');
-            out.push_str(&scalar(value));
-            out.push('\n');
-        }
-    }
-}
-
-fn scalar(node: &Node) -> String {
-    match &node.value {
-        Value::Null => "null".to_owned(),
-        Value::Bool(b) => b.to_string(),
-        Value::Int(i) => i.to_string(),
-        Value::Float(f) => f.to_string(),
-        Value::Str(s) => {
-            let plain = !s.is_empty()
-                && crate::manifest::yaml::parse(s).ok().and_then(|docs| docs.into_iter().next()?.root).map(|n| n.value)
-                    == Some(Value::Str(s.clone()))
-                && !s.contains(['\n', '#', '\'', '"'])
-                && !s.starts_with([' ', '-', '?', ':', '[', '{', '!', '&', '*', '|', '>', '%', '@', '`'])
-                && !s.ends_with(' ')
-                && !s.contains(": ")
-                && !matches!(s.to_ascii_lowercase().as_str(), "yes" | "no" | "on" | "off" | "y" | "n");
-            if plain { s.clone() } else { serde_json::Value::String(s.clone()).to_string() }
-        }
-        Value::Seq(_) => "[]".to_owned(),
-        Value::Map(_) => "{}".to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -267,8 +184,8 @@ mod tests {
     fn emitted_yaml_reads_back_as_the_same_tree() {
         let text = "a: 1\nb:\n  - x: \"true\"\n    y: [1, 2]\n  - plain\n  - \"with: colon\"\nc: {}\nd: []\ne: \"\"\nf: \"line\\nbreak\"\ng: \"0755\"\n";
         let node = parse(text);
-        let again = parse(&emit(&node));
-        assert_eq!(to_json_sorted(&node), to_json_sorted(&again), "{}", emit(&node));
+        let again = parse(&yaml::emit(&node));
+        assert_eq!(to_json_sorted(&node), to_json_sorted(&again), "{}", yaml::emit(&node));
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! in document order, upper-case hex, encrypted the same way with `lastmodified` as additional
 //! data. Plaintext never leaves this module except as the tree the loader reads.
 
-use super::yaml::{Node, Value};
+use super::yaml::{Node, Value, emit};
 use crate::diag::Pos;
 use aes_gcm::AesGcm;
 use aes_gcm::aead::consts::U32;
@@ -464,7 +464,7 @@ pub fn encrypt_text(text: &str, recipients: &[String], now: &str) -> Result<Stri
             encrypt(&mut root, recipients, SECRET_VALUES_REGEX, now)?;
             secrets += 1;
         }
-        out.push(to_yaml(&root));
+        out.push(emit(&root));
     }
     if secrets == 0 {
         return Err(
@@ -492,7 +492,7 @@ pub fn decrypt_text(text: &str, keys: &Keys) -> Result<(String, Vec<String>), St
             }
             decrypt(&mut root, Some(keys)).map_err(|e| format!("line {}: {}", e.pos.line, e.message))?;
         }
-        out.push(to_yaml(&root));
+        out.push(emit(&root));
     }
     Ok((out.join("---\n"), recipients))
 }
@@ -503,90 +503,6 @@ fn node(value: Value) -> Node {
 
 fn string(text: &str) -> Node {
     node(Value::Str(text.to_owned()))
-}
-
-/// The tree as YAML text, in block style: what `berth secret encrypt` writes back.
-pub fn to_yaml(root: &Node) -> String {
-    let mut out = String::new();
-    emit(root, 0, &mut out);
-    out
-}
-
-fn scalar(value: &Value) -> String {
-    match value {
-        Value::Null => "null".into(),
-        Value::Bool(b) => b.to_string(),
-        Value::Int(i) => i.to_string(),
-        Value::Float(f) => {
-            let text = format!("{f}");
-            if text.contains(['.', 'e', 'i', 'N']) { text } else { format!("{text}.0") }
-        }
-        Value::Str(s) => {
-            let plain = !s.is_empty()
-                && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./@".contains(c))
-                && !s.starts_with(['-', '.', '@'])
-                && !matches!(s.to_lowercase().as_str(), "true" | "false" | "null" | "yes" | "no" | "on" | "off" | "~")
-                && s.parse::<f64>().is_err();
-            if plain { s.clone() } else { serde_json::to_string(s).unwrap_or_default() }
-        }
-        Value::Seq(_) | Value::Map(_) => String::new(),
-    }
-}
-
-fn emit(node: &Node, indent: usize, out: &mut String) {
-    let pad = " ".repeat(indent);
-    match &node.value {
-        Value::Map(entries) if !entries.is_empty() => {
-            for (key, value) in entries {
-                out.push_str(&format!("{pad}{}:", scalar(&key.value)));
-                emit_value(value, indent, out);
-            }
-        }
-        Value::Seq(items) if !items.is_empty() => {
-            for item in items {
-                out.push_str(&format!("{pad}-"));
-                match &item.value {
-                    Value::Map(entries) if !entries.is_empty() => {
-                        // The first entry on the dash's line, the rest under it.
-                        let mut inner = String::new();
-                        emit(item, indent + 2, &mut inner);
-                        out.push(' ');
-                        out.push_str(inner.trim_start());
-                    }
-                    _ => emit_value(item, indent, out),
-                }
-            }
-        }
-        Value::Map(_) => out.push_str(&format!("{pad}{{}}\n")),
-        Value::Seq(_) => out.push_str(&format!("{pad}[]\n")),
-        other => out.push_str(&format!("{pad}{}\n", scalar(other))),
-    }
-}
-
-/// A value after `key:` or `-`: on the same line when it is a scalar, below when it is not.
-fn emit_value(value: &Node, indent: usize, out: &mut String) {
-    match &value.value {
-        Value::Map(entries) if !entries.is_empty() => {
-            out.push('\n');
-            emit(value, indent + 4, out);
-        }
-        Value::Seq(items) if !items.is_empty() => {
-            out.push('\n');
-            emit(value, indent + 4, out);
-        }
-        Value::Map(_) => out.push_str(" {}\n"),
-        Value::Seq(_) => out.push_str(" []\n"),
-        Value::Str(s)
-            if s.contains('\n') && !s.starts_with([' ', '\n']) && !s.contains("\n ") && !s.contains(" \n") =>
-        {
-            let pad = " ".repeat(indent + 4);
-            out.push_str(if s.ends_with('\n') { " |\n" } else { " |-\n" });
-            for line in s.trim_end_matches('\n').split('\n') {
-                out.push_str(&format!("{pad}{line}\n"));
-            }
-        }
-        other => out.push_str(&format!(" {}\n", scalar(other))),
-    }
 }
 
 #[cfg(test)]
@@ -628,7 +544,7 @@ EylloI7MNGbadPGb
         let plain = parse(text);
         let mut sealed = plain.clone();
         encrypt(&mut sealed, std::slice::from_ref(&recipient), SECRET_VALUES_REGEX, "2026-12-05T10:00:00Z").unwrap();
-        let written = to_yaml(&sealed);
+        let written = emit(&sealed);
         assert!(
             !written.contains("hunter2") && written.contains("name: db") && written.contains("ENC[AES256_GCM,"),
             "{written}"
@@ -647,7 +563,7 @@ EylloI7MNGbadPGb
                 "stringData.list"
             ]
         );
-        let strip = |n: &Node| to_yaml(n);
+        let strip = |n: &Node| emit(n);
         assert_eq!(strip(&read), strip(&plain));
 
         // Another identity: no matching age identity, and none at all says how to give one.
@@ -683,7 +599,7 @@ EylloI7MNGbadPGb
                     continue;
                 }
                 if decrypt(&mut root, Some(&keys)).is_ok() {
-                    let values = root.get("stringData").map(to_yaml).unwrap_or_default();
+                    let values = root.get("stringData").map(emit).unwrap_or_default();
                     proptest::prop_assert!(
                         values == "password: s3cret\nport: \"5432\"\n",
                         "decrypted to something else: {values}"

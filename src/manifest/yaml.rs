@@ -394,6 +394,92 @@ fn resolve_plain(text: &str) -> Value {
     Value::Str(text.to_owned())
 }
 
+/// The tree as YAML text, block style, strings quoted where a plain scalar would read
+/// differently.
+pub fn emit(node: &Node) -> String {
+    let mut out = String::new();
+    emit_into(node, 0, &mut out);
+    out
+}
+
+fn emit_into(node: &Node, indent: usize, out: &mut String) {
+    let pad = " ".repeat(indent);
+    match &node.value {
+        Value::Map(entries) if !entries.is_empty() => {
+            for (key, value) in entries {
+                out.push_str(&pad);
+                out.push_str(&scalar(key));
+                out.push(':');
+                emit_child(value, indent, out);
+            }
+        }
+        Value::Seq(items) if !items.is_empty() => {
+            for item in items {
+                out.push_str(&pad);
+                out.push('-');
+                match &item.value {
+                    Value::Map(entries) if !entries.is_empty() => {
+                        // The first key on the dash's line, the rest under it.
+                        let mut nested = String::new();
+                        emit_into(item, indent + 2, &mut nested);
+                        out.push(' ');
+                        out.push_str(nested.trim_start());
+                    }
+                    _ => emit_child(item, indent, out),
+                }
+            }
+        }
+        _ => {
+            out.push_str(&pad);
+            out.push_str(&scalar(node));
+            out.push('\n');
+        }
+    }
+}
+
+fn emit_child(value: &Node, indent: usize, out: &mut String) {
+    match &value.value {
+        Value::Map(entries) if !entries.is_empty() => {
+            out.push('\n');
+            emit_into(value, indent + 2, out);
+        }
+        Value::Seq(items) if !items.is_empty() => {
+            out.push('\n');
+            emit_into(value, indent, out);
+        }
+        _ => {
+            out.push(' ');
+            out.push_str(&scalar(value));
+            out.push('\n');
+        }
+    }
+}
+
+fn scalar(node: &Node) -> String {
+    match &node.value {
+        Value::Null => "null".to_owned(),
+        Value::Bool(b) => b.to_string(),
+        Value::Int(i) => i.to_string(),
+        // A float keeps its point (`2.0`), so it reads back as a float, not an integer.
+        Value::Float(f) if f.is_nan() => ".nan".to_owned(),
+        Value::Float(f) if f.is_infinite() => if *f > 0.0 { ".inf" } else { "-.inf" }.to_owned(),
+        Value::Float(f) => format!("{f:?}"),
+        Value::Str(s) => {
+            let plain = !s.is_empty()
+                && parse(s).ok().and_then(|docs| docs.into_iter().next()?.root).map(|n| n.value)
+                    == Some(Value::Str(s.clone()))
+                && !s.contains(['\n', '#', '\'', '"'])
+                && !s.starts_with([' ', '-', '?', ':', '[', '{', '!', '&', '*', '|', '>', '%', '@', '`'])
+                && !s.ends_with(' ')
+                && !s.contains(": ")
+                && !matches!(s.to_ascii_lowercase().as_str(), "yes" | "no" | "on" | "off" | "y" | "n");
+            if plain { s.clone() } else { serde_json::Value::String(s.clone()).to_string() }
+        }
+        Value::Seq(_) => "[]".to_owned(),
+        Value::Map(_) => "{}".to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

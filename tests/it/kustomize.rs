@@ -16,7 +16,7 @@ fn render_case(top: &std::path::Path, header: &str) -> String {
     }
     for object in &output.objects {
         text.push_str(&format!("---\n# from: {}\n", object.file));
-        text.push_str(&kustomize::tree::emit(&object.node));
+        text.push_str(&berth::manifest::yaml::emit(&object.node));
     }
     text
 }

@@ -1142,7 +1142,7 @@ fn an_encrypted_field_outside_a_secret_needs_berth_yaml_to_allow_it() {
     berth::manifest::sops::encrypt(&mut root, &[identity.to_public().to_string()], "^data$", "2026-12-05T10:00:00Z")
         .unwrap();
     let mut repo = TestRepo::new();
-    repo.write("settings.yaml", &berth::manifest::sops::to_yaml(&root));
+    repo.write("settings.yaml", &berth::manifest::yaml::emit(&root));
     repo.commit("an encrypted ConfigMap");
     let mut loader = Loader::open(repo.path()).unwrap();
     loader.set_age_keys(Some(berth::manifest::sops::Keys::parse(identity.to_string().expose_secret()).unwrap()));
