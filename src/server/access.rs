@@ -105,11 +105,16 @@ impl Caller {
     }
 
     /// Keeps the items of a JSON list whose `namespace` the caller sees, as [`Caller::visible`].
-    pub fn visible_value(&self, value: serde_json::Value) -> serde_json::Value {
-        match value {
-            serde_json::Value::Array(items) if !self.sees_all() => serde_json::Value::Array(self.visible(items)),
-            other => other,
+    pub fn visible_value(&self, mut value: serde_json::Value) -> serde_json::Value {
+        if let (serde_json::Value::Array(items), false) = (&mut value, self.sees_all()) {
+            items.retain(|item| self.sees_item(item));
         }
+        value
+    }
+
+    /// Whether a listed item (as JSON) is in one of the caller's namespaces.
+    fn sees_item(&self, item: &serde_json::Value) -> bool {
+        item.get("namespace").and_then(serde_json::Value::as_str).is_some_and(|n| self.sees(n))
     }
 
     /// Keeps the items whose `namespace` the caller sees; items without one are kept only for
@@ -118,15 +123,7 @@ impl Caller {
         if self.sees_all() {
             return items;
         }
-        items
-            .into_iter()
-            .filter(|item| {
-                serde_json::to_value(item)
-                    .ok()
-                    .and_then(|v| v.get("namespace").and_then(|n| n.as_str().map(|n| self.sees(n))))
-                    .unwrap_or(false)
-            })
-            .collect()
+        items.into_iter().filter(|item| serde_json::to_value(item).is_ok_and(|v| self.sees_item(&v))).collect()
     }
 }
 
@@ -198,10 +195,8 @@ impl Access {
                 "the API token is wrong or revoked; use the server's api-token file or a token from `berth token create`",
             )
         };
+        // Found by its digest: what is compared is never the token itself.
         let found = tokens.get(&presented).ok_or_else(wrong)?;
-        if !bool::from(found.digest.ct_eq(&presented)) {
-            return Err(wrong());
-        }
         if found.expires_at.is_some_and(|at| at <= now) {
             return Err(AppError::new(
                 StatusCode::UNAUTHORIZED,
@@ -212,6 +207,15 @@ impl Access {
         Ok(Caller { name: found.name.clone(), role, namespaces: found.namespaces.clone() })
     }
 
+    /// What the audit log calls whoever presented `token`: its name, or that it was wrong or
+    /// missing.
+    pub fn name_of(&self, token: Option<&str>) -> String {
+        match token {
+            Some(token) => self.identify(token, super::now()).map_or_else(|_| "(a wrong token)".to_owned(), |c| c.name),
+            None => "(no token)".to_owned(),
+        }
+    }
+
     /// Whether `token` names a live token.
     pub fn accepts(&self, token: &str) -> bool {
         self.identify(token, super::now()).is_ok()
@@ -220,12 +224,17 @@ impl Access {
     /// The caller of a request that needs `role` to do `what` (`approving`, `reading logs`), from its
     /// bearer token; without one, reads on loopback are an anonymous viewer's.
     pub fn authorize(&self, headers: &HeaderMap, role: Role, what: &str) -> Result<Caller, AppError> {
-        let caller = match super::agent_api::bearer(headers) {
-            Ok(token) => self.identify(token, super::now())?,
-            Err(_) if role == Role::Viewer && !self.reads_need_token => {
+        self.authorize_token(super::agent_api::bearer(headers).ok(), role, what)
+    }
+
+    /// [`Access::authorize`] for a token given otherwise (the UI's form), or none.
+    pub fn authorize_token(&self, token: Option<&str>, role: Role, what: &str) -> Result<Caller, AppError> {
+        let caller = match token {
+            Some(token) => self.identify(token, super::now())?,
+            None if role == Role::Viewer && !self.reads_need_token => {
                 Caller { name: ANONYMOUS.to_owned(), role: Role::Viewer, namespaces: Vec::new() }
             }
-            Err(_) => {
+            None => {
                 return Err(AppError::new(
                     StatusCode::UNAUTHORIZED,
                     "this needs the API token, or a named one from `berth token create`: set BERTH_TOKEN, or pass --token-file (the server wrote its own to api-token in its state folder)",

@@ -133,11 +133,11 @@ async fn refusals(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
-    let action = action_of(request.method(), request.uri().path());
-    let who = match super::agent_api::bearer(request.headers()) {
-        Ok(token) => api.access.identify(token, now()).map_or_else(|_| "(a wrong token)".to_owned(), |c| c.name),
-        Err(_) => "(no token)".to_owned(),
+    let Some(action) = action_of(request.method(), request.uri().path()) else {
+        return next.run(request).await;
     };
+    // Who asked is looked up only if the answer is a refusal.
+    let token = super::agent_api::bearer(request.headers()).ok().map(str::to_owned);
     let object = request.uri().path().trim_start_matches("/api/v1/").to_owned();
     // Only the caller's address is kept: an upgrade's handle stays with the request alone.
     let mut extensions = Extensions::new();
@@ -146,16 +146,16 @@ async fn refusals(
     }
     let response = next.run(request).await;
     let status = response.status();
-    let Some(action) = action.filter(|_| matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN)) else {
+    if !matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
         return response;
-    };
+    }
     let (parts, body) = response.into_parts();
     let bytes = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
     let message = serde_json::from_slice::<serde_json::Value>(&bytes)
         .ok()
         .and_then(|v| v["error"].as_str().map(str::to_owned))
         .unwrap_or_else(|| status.to_string());
-    let caller = Caller::named(who);
+    let caller = Caller::named(api.access.name_of(token.as_deref()));
     let refused: Result<(), String> = Err(format!("refused ({}): {message}", status.as_u16()));
     audit(&api.plane, &caller, &extensions, action, object, &refused).await;
     axum::response::Response::from_parts(parts, axum::body::Body::from(bytes))

@@ -1057,20 +1057,15 @@ async fn approve(
         .filter(|t| !t.is_empty())
         .or_else(|| signed_in_token(&request_headers))
         .unwrap_or_default();
-    let mut headers = HeaderMap::new();
-    if let Ok(value) = HeaderValue::from_str(&format!("Bearer {token}")) {
-        headers.insert(header::AUTHORIZATION, value);
-    }
     let allowed = ui
         .access
-        .authorize(&headers, super::access::Role::Deployer, "approving")
+        .authorize_token(Some(&token), super::access::Role::Deployer, "approving")
         .and_then(|caller| caller.cluster_wide("a commit's plan").map(|()| caller));
     let caller = match allowed {
         Ok(caller) => caller,
         Err(error) => {
             // Refused from the page: recorded as the API's refusals are.
-            let who =
-                ui.access.identify(&token, super::now()).map_or_else(|_| "(a wrong token)".to_owned(), |c| c.name);
+            let who = ui.access.name_of(Some(&token));
             let refused: Result<(), String> = Err(format!("refused ({}): {}", error.status.as_u16(), error.message));
             let caller = super::access::Caller::named(who);
             super::api::audit(&ui.plane, &caller, &extensions, "approve", format!("commit {sha}"), &refused).await;
