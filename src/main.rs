@@ -1187,8 +1187,7 @@ fn secret_edit(file: &Path, key_file: &Path) -> Result<()> {
     berth::private::private_dir(folder.path())?;
     let name = file.file_name().map_or("secret.yaml".into(), |n| n.to_string_lossy().into_owned());
     let editing = folder.path().join(name);
-    berth::private::create_private(&editing)?;
-    std::fs::write(&editing, &plain)?;
+    berth::private::write_private(&editing, plain.as_bytes())?;
     let editor = std::env::var("VISUAL").or_else(|_| std::env::var("EDITOR")).unwrap_or_else(|_| "vi".into());
     let status = std::process::Command::new("sh")
         .arg("-c")

@@ -612,11 +612,7 @@ impl EncryptedField {
     /// Whether this value may be encrypted: a Secret's `data` and `stringData`, and the fields
     /// `berth.yaml` allows (`secrets.encryptedFields`, as `KIND.FIELD`).
     pub fn allowed(&self, also: &[String]) -> bool {
-        let under = |field: &str| self.path == field || self.path.starts_with(&format!("{field}."));
-        (self.kind == "Secret" && (under("data") || under("stringData")))
-            || also
-                .iter()
-                .any(|allowed| allowed.split_once('.').is_some_and(|(kind, field)| kind == self.kind && under(field)))
+        sops::may_be_encrypted(&self.kind, &self.path, also)
     }
 }
 

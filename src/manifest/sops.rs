@@ -379,10 +379,8 @@ pub fn decrypt(root: &mut Node, keys: Option<&Keys>) -> Result<Decrypted, SopsEr
 /// `data` and `stringData` may have been encrypted.
 pub fn decrypt_manifest(root: &mut Node, keys: Option<&Keys>) -> Result<(), SopsError> {
     let decrypted = decrypt(root, keys)?;
-    let secret = root.get("kind").and_then(Node::as_str) == Some("Secret");
-    let outside =
-        decrypted.paths.iter().find(|path| !secret || !(path.starts_with("data.") || path.starts_with("stringData.")));
-    match outside {
+    let kind = root.get("kind").and_then(Node::as_str).unwrap_or_default();
+    match decrypted.paths.iter().find(|path| !may_be_encrypted(kind, path, &[])) {
         None => Ok(()),
         Some(path) => {
             let segments: Vec<&str> = path.split('.').collect();
@@ -390,6 +388,15 @@ pub fn decrypt_manifest(root: &mut Node, keys: Option<&Keys>) -> Result<(), Sops
                 .help("keep other values in plain text (encrypt with encrypted_regex: ^(data|stringData)$, as `berth secret encrypt` does)"))
         }
     }
+}
+
+/// Whether the value at `path` (`stringData.password`) of a `kind` may be encrypted: a
+/// Secret's `data` and `stringData`, and what `also` allows (`berth.yaml`'s
+/// `secrets.encryptedFields`, as `KIND.FIELD`).
+pub fn may_be_encrypted(kind: &str, path: &str, also: &[String]) -> bool {
+    let under = |field: &str| path == field || path.strip_prefix(field).is_some_and(|rest| rest.starts_with('.'));
+    (kind == "Secret" && (under("data") || under("stringData")))
+        || also.iter().any(|allowed| allowed.split_once('.').is_some_and(|(k, field)| k == kind && under(field)))
 }
 
 /// Encrypts a plain document in place for `recipients` (age public keys): the values whose
