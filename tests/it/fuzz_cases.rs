@@ -12,13 +12,20 @@ use std::time::{Duration, Instant};
 /// The longest one input may take to load.
 pub const LIMIT: Duration = Duration::from_secs(1);
 
-const SEEDS: [&str; 5] = [
+const SEEDS: [&str; 6] = [
     include_str!("../../examples/repo/web/deployment.yaml"),
     include_str!("../../examples/repo/api/deployment.yaml"),
     include_str!("../../examples/repo/kv/kv.yaml"),
     include_str!("../../examples/repo/config/settings.yaml"),
     include_str!("../../examples/repo/namespace.yaml"),
+    // A SOPS-encrypted Secret, decrypted with its identity below: mutations reach the decryptor.
+    include_str!("../data/sops/secret.age.yaml"),
 ];
+
+/// The identity of the SOPS seed.
+static SOPS_KEYS: std::sync::LazyLock<berth::manifest::sops::Keys> = std::sync::LazyLock::new(|| {
+    berth::manifest::sops::Keys::parse(include_str!("../data/sops/age.txt")).expect("the seed's identity")
+});
 
 /// Pieces of YAML and of Kubernetes manifests that parsers and validators trip over.
 const TOKENS: &[&str] = &[
@@ -264,7 +271,8 @@ pub struct Report {
 fn check(text: &str, canary: &Canary, report: &std::cell::Cell<Report>) -> Result<(), TestCaseError> {
     let started = Instant::now();
     let loaded = std::panic::catch_unwind(|| {
-        let parsed = berth::manifest::parse_file("fuzz.yaml", text);
+        let policy = berth::manifest::policy::Policy::default();
+        let parsed = berth::manifest::parse_file_keyed("fuzz.yaml", text, &policy, Some(&SOPS_KEYS));
         let across = berth::manifest::validate::across(&parsed.resources, &parsed.unloaded_templates);
         (parsed, across)
     });
