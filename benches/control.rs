@@ -18,7 +18,11 @@
 //!   lines as a container writes them; lines a second, and the CPU the server and the agent
 //!   spend per line.
 //!
-//! `cargo bench --bench control [scale|memory|ready|ui|usage|logs]` (all by default). The hollow runtime
+//! - `tls`: with 1,000 hollow nodes over plain HTTP and over HTTPS with node certificates: the
+//!   time to join, a node's report and assignment long-poll latency, a request on a new
+//!   connection, and the server's CPU and memory.
+//!
+//! `cargo bench --bench control [scale|memory|ready|ui|usage|logs|tls]` (all by default). The hollow runtime
 //! is a measuring instrument; no functional test uses it.
 
 #[path = "../tests/it/images.rs"]
@@ -229,11 +233,33 @@ struct Server {
     child: Child,
     listen: String,
     db: std::path::PathBuf,
+    /// Whether it speaks HTTPS (with its own CA) rather than plain HTTP.
+    tls: bool,
 }
 
 impl Server {
     fn token(&self) -> String {
         std::fs::read_to_string(self.db.with_file_name("api-token")).unwrap_or_default().trim().to_owned()
+    }
+
+    fn url(&self) -> String {
+        format!("{}://{}", if self.tls { "https" } else { "http" }, self.listen)
+    }
+
+    /// The join token: over TLS, `K10<hash of the CA>::bench`, once the server has made its CA.
+    fn join_token(&self) -> String {
+        if !self.tls {
+            return "bench".into();
+        }
+        let ca = self.db.with_file_name(berth::tls::CA_FILE);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(certificates) = berth::tls::read_certificates(&ca) {
+                return format!("K10{}::bench", berth::tls::fingerprint(&certificates[0]));
+            }
+            assert!(Instant::now() < deadline, "the server made no CA");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 
@@ -249,10 +275,16 @@ fn free_port() -> u16 {
 }
 
 fn start_server(repo: &Path, state: &Path) -> Server {
+    start_server_with(repo, state, false)
+}
+
+/// A server over plain HTTP, or (`tls`) over HTTPS with its own CA.
+fn start_server_with(repo: &Path, state: &Path, tls: bool) -> Server {
     let listen = format!("127.0.0.1:{}", free_port());
     let db = state.join("berth.db");
     let child = Command::new(env!("CARGO_BIN_EXE_berth"))
         .args(["server", "--join-token", "bench", "--listen", &listen, "--node-grace-seconds", "60"])
+        .args((!tls).then_some("--insecure-http"))
         .arg("--repo")
         .arg(repo)
         .arg("--db")
@@ -261,7 +293,7 @@ fn start_server(repo: &Path, state: &Path) -> Server {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    Server { child, listen, db }
+    Server { child, listen, db, tls }
 }
 
 fn git(repo: &Path, args: &[&str]) {
@@ -333,14 +365,15 @@ async fn hollow_nodes(
     shutdown: &tokio_util::sync::CancellationToken,
     tune: Tune,
 ) {
+    let token = server.join_token();
     for i in 0..nodes {
         let mut config = berth::nodes::agent::AgentConfig::new(
-            &format!("http://{}", server.listen),
+            &server.url(),
             &format!("hollow-{i:04}"),
             "127.0.0.1",
             &state.join(format!("n{i}")),
         );
-        config.join_token = Some("bench".into());
+        config.join_token = Some(token.clone());
         config.heartbeat_interval = Duration::from_secs(10);
         config.resync_interval = Duration::from_secs(60);
         // Hollow pods have no network namespace to route in.
@@ -381,9 +414,14 @@ type Tune = fn(&mut berth::nodes::agent::AgentConfig);
 
 /// `hollow_cluster` with each agent's configuration changed by `tune`.
 async fn hollow_cluster_tuned(nodes: usize, workloads: usize, replicas: usize, tune: Tune) -> HollowCluster {
+    hollow_cluster_over(nodes, workloads, replicas, tune, false).await
+}
+
+/// `hollow_cluster_tuned` over plain HTTP, or (`tls`) HTTPS with node certificates.
+async fn hollow_cluster_over(nodes: usize, workloads: usize, replicas: usize, tune: Tune, tls: bool) -> HollowCluster {
     let repo = new_repo();
     let state = tempfile::tempdir_in("/dev/shm").or_else(|_| tempfile::tempdir()).unwrap();
-    let server = start_server(repo.path(), state.path());
+    let server = start_server_with(repo.path(), state.path(), tls);
     let started = Arc::new(AtomicUsize::new(0));
     let shutdown = tokio_util::sync::CancellationToken::new();
     hollow_nodes(&server, nodes, state.path(), &started, &shutdown, tune).await;
@@ -503,6 +541,148 @@ async fn usage_load() {
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
     println!("usage: the usage in heartbeats costs the server {:.3} cores", cores[1] - cores[0]);
+}
+
+/// A node of the bench's own, joined as an agent joins, to time the agent API's calls.
+struct Probe {
+    http: reqwest::Client,
+    base: String,
+    credential: String,
+    ca_hash: Option<String>,
+    identity: Arc<berth::tls::NodeIdentity>,
+}
+
+impl Probe {
+    /// A client of the server, presenting `identity` over TLS; with `idle` 0, every request
+    /// opens a new connection.
+    fn client(&self, identity: Option<Arc<berth::tls::NodeIdentity>>, idle: usize) -> reqwest::Client {
+        let builder = match &self.ca_hash {
+            Some(hash) => berth::tls::http_client(&berth::tls::Trust::Pinned(hash.clone()), identity).unwrap(),
+            None => reqwest::Client::builder(),
+        };
+        builder.pool_max_idle_per_host(idle).build().unwrap()
+    }
+
+    async fn join(server: &Server) -> Probe {
+        let token = berth::tls::JoinToken::parse(&server.join_token()).unwrap();
+        let mut probe = Probe {
+            http: reqwest::Client::new(),
+            base: format!("{}/api/v1/agent/nodes/probe", server.url()),
+            credential: String::new(),
+            ca_hash: token.ca_hash.clone(),
+            identity: Arc::new(berth::tls::NodeIdentity::default()),
+        };
+        let (key, public) = berth::tls::NodeIdentity::new_key().unwrap();
+        use base64::Engine as _;
+        let request = serde_json::json!({
+            "node": "probe", "address": "127.0.0.1", "labels": {}, "capacity": {"cpuMillis": 0, "memoryBytes": 0},
+            "publicKey": server.tls.then(|| base64::engine::general_purpose::STANDARD.encode(&public)),
+        });
+        let joined: serde_json::Value = probe
+            .client(None, 1)
+            .post(format!("{}/api/v1/agent/join", server.url()))
+            .bearer_auth(&token.secret)
+            .json(&request)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if let Some(certificate) = joined["certificate"]["certificate"].as_str() {
+            probe.identity.set(certificate, &key).unwrap();
+        }
+        probe.credential = joined["credential"].as_str().unwrap().to_owned();
+        probe.http = probe.client(Some(probe.identity.clone()), 1);
+        probe
+    }
+
+    /// The time of each of `count` calls of `call` on one kept-alive connection.
+    async fn time(&self, count: usize, call: impl Fn(&Probe) -> reqwest::RequestBuilder) -> Vec<Duration> {
+        let mut samples = Vec::with_capacity(count);
+        for _ in 0..count {
+            let started = Instant::now();
+            let response = call(self).bearer_auth(&self.credential).send().await.unwrap();
+            assert!(response.status().is_success(), "{}", response.status());
+            response.bytes().await.unwrap();
+            samples.push(started.elapsed());
+        }
+        samples.sort();
+        samples
+    }
+}
+
+fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * q).round() as usize]
+}
+
+/// Issue 21: what TLS costs with 1,000 hollow nodes (10 pods each, heartbeats every 2 s):
+/// the time for all to join, the latency of a node's report and of an assignment long poll
+/// answered at once (kept-alive connection, median and p99 of 300), the same long poll on a new
+/// connection each time (the handshake), and the server's CPU and memory over 30 s. Once over
+/// plain HTTP, once over HTTPS with node certificates.
+async fn tls() {
+    let (nodes, workloads, replicas) = (1000, 100, 100);
+    for tls in [false, true] {
+        let label = if tls { "https + node certificates" } else { "plain http" };
+        let joining = Instant::now();
+        let cluster = hollow_cluster_over(
+            nodes,
+            workloads,
+            replicas,
+            |config| config.heartbeat_interval = Duration::from_secs(2),
+            tls,
+        )
+        .await;
+        let joined = joining.elapsed();
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while cluster.started.load(Ordering::Relaxed) < workloads * replicas {
+            assert!(Instant::now() < deadline, "tls run incomplete");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let probe = Probe::join(&cluster.server).await;
+        let report = serde_json::json!({"generation": 0, "pods": []});
+        let reports = probe.time(300, |p| p.http.post(format!("{}/report", p.base)).json(&report)).await;
+        let polls = probe.time(300, |p| p.http.get(format!("{}/assignment?after=0&waitSeconds=30", p.base))).await;
+        let mut fresh = Vec::new();
+        for _ in 0..50 {
+            let client = probe.client(Some(probe.identity.clone()), 0);
+            let started = Instant::now();
+            let response = client
+                .get(format!("{}/assignment?after=0&waitSeconds=0", probe.base))
+                .bearer_auth(&probe.credential)
+                .send()
+                .await
+                .unwrap();
+            assert!(response.status().is_success(), "{}", response.status());
+            response.bytes().await.unwrap();
+            fresh.push(started.elapsed());
+        }
+        fresh.sort();
+        let window = Duration::from_secs(30);
+        let before = cpu_ticks(cluster.server.child.id());
+        tokio::time::sleep(window).await;
+        let used = (cpu_ticks(cluster.server.child.id()) - before) as f64 / 100.0 / window.as_secs_f64();
+        println!("tls: {label}, {nodes} hollow nodes of {replicas} pods' worth ({} pods), heartbeats every 2 s", workloads * replicas);
+        println!("  all joined in {:.2} s (from the server's start)", joined.as_secs_f64());
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        println!(
+            "  report: median {:.2} ms, p99 {:.2} ms; assignment long poll answered at once: median {:.2} ms, p99 {:.2} ms",
+            ms(quantile(&reports, 0.5)),
+            ms(quantile(&reports, 0.99)),
+            ms(quantile(&polls, 0.5)),
+            ms(quantile(&polls, 0.99))
+        );
+        println!(
+            "  a request on a new connection: median {:.2} ms, p99 {:.2} ms",
+            ms(quantile(&fresh, 0.5)),
+            ms(quantile(&fresh, 0.99))
+        );
+        println!("  server CPU {used:.3} cores, RSS {:.1} MiB", rss_mib(cluster.server.child.id()));
+        cluster.shutdown.cancel();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
 }
 
 /// Time to answer each page with 1,000 workloads, over loopback, median of 21.
@@ -896,6 +1076,9 @@ fn main() {
         }
         if wants("logs") {
             logs().await;
+        }
+        if wants("tls") {
+            tls().await;
         }
     });
 }

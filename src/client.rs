@@ -10,12 +10,8 @@ pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7420";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot reach the berth server at {server}: {source}; is `berth server` or `berth up` running there?")]
-    Unreachable {
-        server: String,
-        #[source]
-        source: reqwest::Error,
-    },
+    #[error("cannot reach the berth server at {server}: {reason}; {hint}")]
+    Unreachable { server: String, reason: String, hint: &'static str },
     #[error("{message} (HTTP {status} from {server})")]
     Refused { server: String, status: u16, message: String },
     #[error("the server at {server} answered something that is not berth's API: {source}")]
@@ -36,6 +32,27 @@ pub struct Client {
 impl Client {
     pub fn new(server: &str, token: Option<String>) -> Client {
         Client { server: server.trim_end_matches('/').to_owned(), token, http: reqwest::Client::new() }
+    }
+
+    /// A client of the server a [`Reach`] found, trusting what it says to trust.
+    pub fn connect(reach: Reach) -> Result<Client, crate::tls::TlsError> {
+        let http = match &reach.trust {
+            Some(trust) if reach.server.starts_with("https://") => crate::tls::http_client(trust, None)?
+                .build()
+                .map_err(|e| crate::tls::TlsError::Rustls(rustls::Error::General(e.to_string())))?,
+            _ => reqwest::Client::new(),
+        };
+        Ok(Client { server: reach.server.trim_end_matches('/').to_owned(), token: reach.token, http })
+    }
+
+    fn unreachable(&self, error: &reqwest::Error) -> ClientError {
+        let reason = crate::error_chain(error);
+        let hint = if reason.contains("certificate") || reason.contains("UnknownIssuer") {
+            "trust the server's CA: set BERTH_CA_FILE (or --ca-file) to its ca.pem, or run `berth login`"
+        } else {
+            "is `berth server` or `berth up` running there?"
+        };
+        ClientError::Unreachable { server: self.server.clone(), reason, hint }
     }
 
     pub async fn get(&self, path: &str) -> Result<Value, ClientError> {
@@ -59,7 +76,7 @@ impl Client {
             request = request.bearer_auth(token);
         }
         let response =
-            request.send().await.map_err(|source| ClientError::Unreachable { server: self.server.clone(), source })?;
+            request.send().await.map_err(|source| self.unreachable(&source))?;
         let status = response.status();
         if status.is_success() {
             return Ok(response);
@@ -85,7 +102,7 @@ impl Client {
             request = request.bearer_auth(token);
         }
         let mut response =
-            request.send().await.map_err(|source| ClientError::Unreachable { server: self.server.clone(), source })?;
+            request.send().await.map_err(|source| self.unreachable(&source))?;
         if !response.status().is_success() {
             let status = response.status().as_u16();
             let body: Value = response.json().await.unwrap_or_default();
@@ -177,7 +194,7 @@ impl Client {
             request = request.bearer_auth(token);
         }
         let response =
-            request.send().await.map_err(|source| ClientError::Unreachable { server: self.server.clone(), source })?;
+            request.send().await.map_err(|source| self.unreachable(&source))?;
         let status = response.status();
         if status != reqwest::StatusCode::SWITCHING_PROTOCOLS {
             let body: Value = response.json().await.unwrap_or_default();
@@ -187,7 +204,7 @@ impl Client {
         let upgraded = response
             .upgrade()
             .await
-            .map_err(|source| ClientError::Unreachable { server: self.server.clone(), source })?;
+            .map_err(|source| self.unreachable(&source))?;
         let mut session = tokio::io::BufReader::new(upgraded);
         crate::nodes::session::read_answer(&mut session).await.map_err(|message| ClientError::Refused {
             server: self.server.clone(),
@@ -203,7 +220,7 @@ impl Client {
             None => request,
         };
         let response =
-            request.send().await.map_err(|source| ClientError::Unreachable { server: self.server.clone(), source })?;
+            request.send().await.map_err(|source| self.unreachable(&source))?;
         let status = response.status();
         let body: Value =
             response.json().await.map_err(|source| ClientError::Unreadable { server: self.server.clone(), source })?;
@@ -217,25 +234,144 @@ impl Client {
 }
 
 /// The API token: `BERTH_TOKEN`, else the file given, else `.berth/api-token` in this folder or
-/// the nearest one above it (where `berth up` keeps it).
+/// the nearest one above it (where `berth up` keeps it), else `api-token` here (a server's state
+/// folder).
 pub fn find_token(file: Option<&Path>) -> std::io::Result<Option<String>> {
+    Ok(token_and_file(file)?.0)
+}
+
+/// The API token, and the file it was read from.
+fn token_and_file(file: Option<&Path>) -> std::io::Result<(Option<String>, Option<PathBuf>)> {
     if let Ok(token) = std::env::var("BERTH_TOKEN")
         && !token.trim().is_empty()
     {
-        return Ok(Some(token.trim().to_owned()));
+        return Ok((Some(token.trim().to_owned()), None));
     }
     if let Some(file) = file {
-        return std::fs::read_to_string(file).map(|t| Some(t.trim().to_owned()));
+        return std::fs::read_to_string(file).map(|t| (Some(t.trim().to_owned()), Some(file.to_owned())));
     }
-    let mut dir: Option<PathBuf> = std::env::current_dir().ok();
-    while let Some(here) = dir {
-        let candidate = here.join(".berth").join("api-token");
-        if let Ok(token) = std::fs::read_to_string(&candidate) {
-            return Ok(Some(token.trim().to_owned()));
+    Ok(match state_file("api-token") {
+        Some(found) => (std::fs::read_to_string(&found).ok().map(|t| t.trim().to_owned()), Some(found)),
+        None => (None, None),
+    })
+}
+
+/// A file of a berth state folder, found as the API token is: `.berth/NAME` here or in the
+/// nearest folder above that has one, else `NAME` here when this is a server's state folder
+/// (it holds `api-token`).
+fn state_file(name: &str) -> Option<PathBuf> {
+    let here = std::env::current_dir().ok()?;
+    let mut dir = Some(here.clone());
+    while let Some(at) = dir {
+        let candidate = at.join(".berth").join(name);
+        if candidate.is_file() {
+            return Some(candidate);
         }
-        dir = here.parent().map(Path::to_path_buf);
+        dir = at.parent().map(Path::to_path_buf);
     }
-    Ok(None)
+    let candidate = here.join(name);
+    (here.join("api-token").is_file() && candidate.is_file()).then_some(candidate)
+}
+
+/// How the CLI reaches a server: its URL, the token, and whom to trust for `https://`.
+#[derive(Debug, Clone)]
+pub struct Reach {
+    pub server: String,
+    pub token: Option<String>,
+    /// None: the system's roots.
+    pub trust: Option<crate::tls::Trust>,
+    /// Where the trusted CA came from, to name it in errors.
+    pub ca_source: Option<String>,
+}
+
+/// Finds how to reach the server: `server` (`--server`, `BERTH_SERVER`), else the one last
+/// logged in to, else the local default. The token: `BERTH_TOKEN`, else `token_file`, else the
+/// login's for that server, else the state folder's. The CA: `BERTH_CA_FILE`, else `ca_file`,
+/// else the login's, else `ca.pem` beside the token file (or in the state folder found as the
+/// token is), else the system's roots.
+pub fn reach(server: Option<&str>, token_file: Option<&Path>, ca_file: Option<&Path>) -> Result<Reach, String> {
+    let login = LoginConfig::read().unwrap_or_default();
+    let server = server
+        .map(str::to_owned)
+        .or_else(|| login.current.clone())
+        .unwrap_or_else(|| DEFAULT_SERVER.to_owned());
+    let server = server.trim_end_matches('/').to_owned();
+    let logged_in = login.servers.get(&server);
+    let env_token = std::env::var("BERTH_TOKEN").ok().filter(|t| !t.trim().is_empty());
+    let (token, token_file) = match (env_token, token_file, logged_in) {
+        (None, None, Some(entry)) => (Some(entry.token.clone()), None),
+        _ => token_and_file(token_file)
+            .map_err(|e| format!("reading the token file {}: {e}", token_file.unwrap_or(Path::new("")).display()))?,
+    };
+    let env_ca = std::env::var_os("BERTH_CA_FILE").filter(|v| !v.is_empty()).map(PathBuf::from);
+    let ca_path = env_ca
+        .or_else(|| ca_file.map(Path::to_path_buf))
+        .map(|path| (path.clone(), path.display().to_string()));
+    let (trust, ca_source) = if let Some((path, source)) = ca_path {
+        let roots = crate::tls::read_certificates(&path).map_err(|e| e.to_string())?;
+        (Some(crate::tls::Trust::Roots(roots)), Some(source))
+    } else if let Some(pem) = logged_in.and_then(|entry| entry.ca.as_deref()) {
+        let roots: Vec<_> = rustls_pki_types::pem::PemObject::pem_slice_iter(pem.as_bytes()).filter_map(Result::ok).collect();
+        (Some(crate::tls::Trust::Roots(roots)), Some("the CA kept by `berth login`".to_owned()))
+    } else {
+        let beside = token_file.as_deref().and_then(Path::parent).map(|dir| dir.join(crate::tls::CA_FILE));
+        match beside.filter(|p| p.is_file()).or_else(|| state_file(crate::tls::CA_FILE)) {
+            Some(path) => {
+                let roots = crate::tls::read_certificates(&path).map_err(|e| e.to_string())?;
+                (Some(crate::tls::Trust::Roots(roots)), Some(path.display().to_string()))
+            }
+            None => (Some(crate::tls::Trust::System), None),
+        }
+    };
+    Ok(Reach { server, token, trust, ca_source })
+}
+
+/// What `berth login` keeps: per server URL, its token and the CA trusted for it.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct LoginConfig {
+    /// The server logged in to last: the one the CLI talks to when none is named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current: Option<String>,
+    #[serde(default)]
+    pub servers: std::collections::BTreeMap<String, LoggedIn>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct LoggedIn {
+    pub token: String,
+    /// The CA's certificate (PEM) trusted at login; None to use the system's roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<String>,
+}
+
+impl LoginConfig {
+    /// `BERTH_CONFIG`, else `$XDG_CONFIG_HOME/berth/config.json`, else `~/.config/berth/config.json`.
+    pub fn path() -> Option<PathBuf> {
+        if let Some(path) = std::env::var_os("BERTH_CONFIG").filter(|v| !v.is_empty()) {
+            return Some(PathBuf::from(path));
+        }
+        let base = std::env::var_os("XDG_CONFIG_HOME")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").filter(|v| !v.is_empty()).map(|h| PathBuf::from(h).join(".config")))?;
+        Some(base.join("berth").join("config.json"))
+    }
+
+    pub fn read() -> Option<LoginConfig> {
+        let path = LoginConfig::path()?;
+        let bytes = std::fs::read(&path).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Writes the config, readable by its owner alone.
+    pub fn write(&self) -> std::io::Result<PathBuf> {
+        let path = LoginConfig::path().ok_or_else(|| std::io::Error::other("no HOME to keep the login in; set BERTH_CONFIG"))?;
+        if let Some(dir) = path.parent() {
+            crate::private::private_dir(dir)?;
+        }
+        crate::private::write_private(&path, &serde_json::to_vec_pretty(self).unwrap_or_default())?;
+        Ok(path)
+    }
 }
 
 /// Splits `deployment/web` or `deployment/shop/web` into kind, namespace and name.

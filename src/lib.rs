@@ -18,12 +18,28 @@ pub mod server;
 pub mod store;
 pub mod sync;
 pub mod terminal;
+pub mod tls;
 
 /// Every JSON Schema berth publishes, `(file name, schema)`: one per kind, and `berth.yaml`'s.
 pub fn schemas() -> Vec<(String, serde_json::Value)> {
     let mut out = manifest::schema::schemas();
     out.push(("berth-config.json".into(), manifest::schema::schema_of::<sync::config::Config>()));
     out
+}
+
+/// An error and every cause under it, joined with `: ` (HTTP clients keep the reason, a TLS
+/// failure say, in a cause).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let more = cause.to_string();
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// Locks a mutex and goes on after a panic in another holder: what berth guards with mutexes

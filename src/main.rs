@@ -91,15 +91,72 @@ impl LimitArgs {
     }
 }
 
+/// How `berth server` speaks TLS.
+#[derive(clap::Args)]
+struct TlsArgs {
+    /// Serve plain HTTP instead of HTTPS: accepted only with a loopback --listen address.
+    #[arg(long)]
+    insecure_http: bool,
+    /// Another name (DNS name or IP address) the serving certificate is valid for; repeat for
+    /// more. The listen address (for 0.0.0.0, every address of this host) is always in it.
+    #[arg(long = "tls-san", value_delimiter = ',')]
+    sans: Vec<String>,
+    /// Serve this certificate chain (PEM) instead of one signed by berth's own CA; with --tls-key.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Seconds a node's client certificate is valid; agents renew it two thirds in.
+    #[arg(long, default_value_t = berth::tls::NODE_LIFETIME.as_secs(), hide = true)]
+    node_certificate_seconds: u64,
+}
+
+/// TLS as the server will speak it; None for plain HTTP.
+struct TlsSetup {
+    sans: Vec<String>,
+    operator: Option<(PathBuf, PathBuf)>,
+    node_lifetime: std::time::Duration,
+}
+
+impl TlsArgs {
+    fn check(self, listen: &str) -> Result<Option<TlsSetup>> {
+        if self.insecure_http {
+            let loopback = listen
+                .parse::<std::net::SocketAddr>()
+                .map(|a| a.ip().is_loopback())
+                .unwrap_or_else(|_| listen.starts_with("localhost:"));
+            if !loopback {
+                bail!(
+                    "--insecure-http serves plain HTTP and is accepted only on a loopback --listen address, not {listen}; drop it to serve HTTPS"
+                );
+            }
+            if self.tls_cert.is_some() {
+                bail!("--insecure-http and --tls-cert contradict each other; give one");
+            }
+            return Ok(None);
+        }
+        Ok(Some(TlsSetup {
+            sans: self.sans.into_iter().filter(|s| !s.is_empty()).collect(),
+            operator: self.tls_cert.zip(self.tls_key),
+            node_lifetime: std::time::Duration::from_secs(self.node_certificate_seconds.max(10)),
+        }))
+    }
+}
+
 /// How to reach a running server.
 #[derive(clap::Args)]
 struct ServerArgs {
-    /// The server's URL.
-    #[arg(long, env = "BERTH_SERVER", default_value = berth::client::DEFAULT_SERVER)]
-    server: String,
+    /// The server's URL [default: the one `berth login` kept, else http://127.0.0.1:7420].
+    #[arg(long, env = "BERTH_SERVER")]
+    server: Option<String>,
     /// A file holding the API token [default: BERTH_TOKEN, else .berth/api-token here or above].
     #[arg(long)]
     token_file: Option<PathBuf>,
+    /// The CA certificate (PEM) to trust for an https:// server [default: BERTH_CA_FILE, else the
+    /// login's, else ca.pem beside the token file, else the system's roots].
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
     #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
     output: Output,
 }
@@ -120,6 +177,20 @@ enum SecretAction {
         /// An age identity file (0600) that decrypts FILE.
         #[arg(long, env = "SOPS_AGE_KEY_FILE")]
         age_key_file: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum NodeAction {
+    /// Revoke a node: its certificate and credential stop working at once, and its pods are
+    /// placed on other nodes. Its containers are not stopped; stop its agent and them by hand.
+    Remove {
+        name: String,
+        /// Do not ask on a terminal first.
+        #[arg(long, short = 'y')]
+        yes: bool,
+        #[command(flatten)]
+        server: ServerArgs,
     },
 }
 
@@ -237,6 +308,10 @@ enum Command {
         /// Seconds between two samples of each container's CPU and memory.
         #[arg(long, default_value_t = 10)]
         usage_seconds: u64,
+        /// CA certificates (PEM) to trust for an https:// server when the join token pins no CA
+        /// (a plain secret); a `K10<hash>::<secret>` token pins the server's own CA instead.
+        #[arg(long)]
+        ca_file: Option<PathBuf>,
     },
     /// Run the control plane: follow a repository's branch and converge the joined nodes to it.
     Server {
@@ -275,6 +350,8 @@ enum Command {
         /// An age identity file (0600) to decrypt SOPS-encrypted manifests with.
         #[arg(long, env = "SOPS_AGE_KEY_FILE")]
         age_key_file: Option<PathBuf>,
+        #[command(flatten)]
+        tls: TlsArgs,
         #[command(flatten)]
         limits: LimitArgs,
     },
@@ -449,6 +526,29 @@ enum Command {
         #[command(subcommand)]
         action: TokenAction,
     },
+    /// Nodes: `node remove NAME` revokes a node's certificate and credential at once and moves
+    /// its pods to other nodes (needs an admin token).
+    Node {
+        #[command(subcommand)]
+        action: NodeAction,
+    },
+    /// Trust a server and keep its URL, CA and token for later commands: shows the fingerprint
+    /// of the CA the server presents and asks on a terminal before trusting it. The token comes
+    /// from BERTH_TOKEN, --token-file, or standard input.
+    Login {
+        /// The server's URL, such as https://berth.example:7420.
+        url: String,
+        /// A file holding the API token.
+        #[arg(long)]
+        token_file: Option<PathBuf>,
+        /// Trust the CA whose SHA-256 fingerprint (hex, colons allowed) is this, without asking;
+        /// `berth server` prints it at start.
+        #[arg(long)]
+        ca_fingerprint: Option<String>,
+        /// Trust this CA file (PEM) instead of the one the server presents.
+        #[arg(long, env = "BERTH_CA_FILE")]
+        ca_file: Option<PathBuf>,
+    },
     /// What was done through the API, by which token, from where, and how it ended (needs an
     /// admin token).
     Audit {
@@ -607,6 +707,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
             TokenAction::List { server } => client_command(&server, ClientCall::TokenList),
             TokenAction::Revoke { name, server } => client_command(&server, ClientCall::TokenRevoke { name }),
         },
+        Command::Node { action: NodeAction::Remove { name, yes, server } } => {
+            client_command(&server, ClientCall::NodeRemove { name, yes })
+        }
+        Command::Login { url, token_file, ca_fingerprint, ca_file } => {
+            login(&url, token_file.as_deref(), ca_fingerprint.as_deref(), ca_file.as_deref())
+        }
         Command::Audit { since, server } => {
             let since_seconds = duration_flag("--since", since.as_deref())?;
             client_command(&server, ClientCall::Audit { since_seconds })
@@ -649,6 +755,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             metrics_listen,
             metrics_token,
             usage_seconds,
+            ca_file,
         } => {
             let name = match name {
                 Some(name) => name,
@@ -661,6 +768,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             config.metrics_listen = metrics_listen;
             config.metrics_token = metrics_token;
             config.usage_interval = std::time::Duration::from_secs(usage_seconds.max(1));
+            config.ca_file = ca_file;
             for label in labels.iter().filter(|l| !l.is_empty()) {
                 let (key, value) =
                     label.split_once('=').with_context(|| format!("label `{label}` is not key=value"))?;
@@ -698,17 +806,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
             node_grace_seconds,
             policy,
             age_key_file,
+            tls,
             limits,
         } => {
             init_logging(cli.log_format, "info");
+            let tls = tls.check(&listen)?;
             let state_dir = db
                 .parent()
                 .map(Path::to_path_buf)
                 .filter(|p| !p.as_os_str().is_empty())
                 .unwrap_or_else(|| PathBuf::from("."));
-            let token = match join_token {
-                Some(token) => token,
-                None => secret_in(&state_dir, "join-token")?,
+            let (token, token_file) = match join_token {
+                Some(token) => (token, None),
+                None => (secret_in(&state_dir, "join-token")?, Some(state_dir.join("join-token"))),
             };
             let source = SourceArgs {
                 path: repo.clone(),
@@ -750,6 +860,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     &db,
                     &listen,
                     &token,
+                    token_file.as_deref(),
+                    tls,
                     webhook_secret.as_deref(),
                     config,
                     shutdown.clone(),
@@ -757,9 +869,17 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .await?;
                 let mut tasks = served.tasks;
                 eprintln!(
-                    "berth server: following {branch} of {repo} on http://{listen}; API token in {}",
+                    "berth server: following {branch} of {repo} on {}://{listen}; API token in {}",
+                    served.scheme,
                     state_dir.join("api-token").display()
                 );
+                if let Some(fingerprint) = &served.ca_fingerprint {
+                    eprintln!(
+                        "berth server: CA sha256 {fingerprint} in {}; agents join with the token in {}",
+                        state_dir.join(berth::tls::CA_FILE).display(),
+                        token_file.as_deref().unwrap_or(Path::new("--join-token")).display()
+                    );
+                }
                 wait_for_signal().await;
                 shutdown.cancel();
                 while tasks.join_next().await.is_some() {}
@@ -827,6 +947,10 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_millis(500
 struct Served {
     tasks: tokio::task::JoinSet<()>,
     plane: Arc<berth::server::control::ControlPlane>,
+    /// `https` or `http`.
+    scheme: &'static str,
+    /// The fingerprint of the CA agents pin, when the server speaks TLS.
+    ca_fingerprint: Option<String>,
     /// Held while this server runs: a second server on the same database refuses to start.
     _lock: std::fs::File,
 }
@@ -858,12 +982,18 @@ fn lock_database(db: &Path) -> Result<std::fs::File> {
 }
 
 /// Starts the HTTP side (agent API and user API) and the control loop; they stop when
-/// `shutdown` is cancelled. The API token is made beside the database on first start.
+/// `shutdown` is cancelled. The API token is made beside the database on first start. With
+/// `tls`, the server speaks HTTPS with a certificate of its own CA (made beside the database on
+/// first start) or the operator's, and the join token in `join_token_file` is rewritten in k3s'
+/// shape with the hash of the CA agents are to pin.
+#[allow(clippy::too_many_arguments)]
 async fn serve_control_plane(
     loader: Loader,
     db: &Path,
     listen: &str,
     join_token: &str,
+    join_token_file: Option<&Path>,
+    tls: Option<TlsSetup>,
     webhook_secret: Option<&str>,
     config: berth::server::control::ControlConfig,
     shutdown: tokio_util::sync::CancellationToken,
@@ -873,9 +1003,43 @@ async fn serve_control_plane(
     let lock = lock_database(db)?;
     let api_token = secret_in(&state_dir, "api-token")?;
     let store = Arc::new(Store::open(db).await.with_context(|| format!("opening {}", db.display()))?);
-    let agents = berth::server::agent_api::AgentApi::new(store.clone(), join_token);
     let listener = tokio::net::TcpListener::bind(listen).await.with_context(|| format!("listening on {listen}"))?;
-    let loopback = listener.local_addr().map(|a| a.ip().is_loopback()).unwrap_or(false);
+    let local = listener.local_addr()?;
+    let loopback = local.ip().is_loopback();
+    let mut join = berth::tls::JoinToken::parse(join_token).context("reading the join token")?;
+    let (server_tls, authority) = match &tls {
+        None => (None, None),
+        Some(setup) => {
+            let authority = Arc::new(berth::tls::Authority::load_or_create(&state_dir)?);
+            let (chain, key) = match &setup.operator {
+                Some((cert, key)) => berth::tls::operator_certificate(cert, key)?,
+                None => authority.serving(&berth::tls::server_names(local, &setup.sans))?,
+            };
+            // Agents pin the last certificate of the chain served: berth's CA, or the operator's
+            // issuer when the chain file holds it.
+            let anchor = berth::tls::fingerprint(chain.last().expect("a chain has a certificate"));
+            if let Some(pinned) = &join.ca_hash
+                && *pinned != anchor
+            {
+                bail!(
+                    "the join token pins the CA {pinned}, but this server's is {anchor}; give the token's secret alone, or K10{anchor}::<secret>"
+                );
+            }
+            join.ca_hash = Some(anchor);
+            (Some(berth::tls::server_config(chain, key, authority.roots())?), Some(authority))
+        }
+    };
+    if let Some(file) = join_token_file
+        && std::fs::read_to_string(file).map(|t| t.trim().to_owned()).ok() != Some(join.render())
+    {
+        berth::private::write_private(file, join.render().as_bytes())
+            .with_context(|| format!("writing {}", file.display()))?;
+    }
+    let ca_fingerprint = join.ca_hash.clone();
+    let node_lifetime = tls.as_ref().map_or(berth::tls::NODE_LIFETIME, |t| t.node_lifetime);
+    let scheme = if server_tls.is_some() { "https" } else { "http" };
+    let listener = berth::server::listen::Incoming::new(listener, server_tls)?;
+    let agents = berth::server::agent_api::AgentApi::with_authority(store.clone(), &join.render(), authority, node_lifetime);
     let plane = berth::server::control::ControlPlane::new(store, loader, agents.clone(), config);
     let access = berth::server::api::Access::new(&api_token, !loopback, webhook_secret);
     access.load_tokens(&plane.store).await.context("reading the API tokens from the store")?;
@@ -887,7 +1051,7 @@ async fn serve_control_plane(
     let stop = shutdown.clone();
     tasks.spawn(async move {
         use std::future::IntoFuture;
-        let serve = axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        let serve = axum::serve(listener, router.into_make_service_with_connect_info::<berth::server::listen::Peer>())
             .with_graceful_shutdown(stop.clone().cancelled_owned());
         // Long polls and event streams would hold a graceful stop for up to a minute: answered
         // requests get a moment to finish, then the rest are cut (agents and browsers retry).
@@ -903,7 +1067,7 @@ async fn serve_control_plane(
         }
     });
     tasks.spawn(berth::server::control::run(plane.clone(), shutdown));
-    Ok(Served { tasks, plane, _lock: lock })
+    Ok(Served { tasks, plane, scheme, ca_fingerprint, _lock: lock })
 }
 
 /// `berth up`: the control plane and one local agent in this process.
@@ -940,8 +1104,18 @@ fn up(
         let shutdown = tokio_util::sync::CancellationToken::new();
         let config = berth::server::control::ControlConfig::default();
         let served =
-            serve_control_plane(loader, &state.join("berth.db"), listen, &token, None, config, shutdown.clone())
-                .await?;
+            serve_control_plane(
+                loader,
+                &state.join("berth.db"),
+                listen,
+                &token,
+                None,
+                None,
+                None,
+                config,
+                shutdown.clone(),
+            )
+            .await?;
         let mut tasks = served.tasks;
         let mut updates = served.plane.status.subscribe();
         let mut agent_config = berth::nodes::agent::AgentConfig::new(
@@ -1686,6 +1860,99 @@ enum ClientCall {
     TokenList,
     TokenRevoke { name: String },
     Audit { since_seconds: Option<i64> },
+    NodeRemove { name: String, yes: bool },
+}
+
+/// Asks `question` on a terminal; true when the answer is yes. Off a terminal it refuses with
+/// `otherwise`, which says how to confirm without asking.
+fn confirm(question: &str, otherwise: &str) -> Result<bool> {
+    if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        bail!("{otherwise}");
+    }
+    eprint!("{question} [y/N] ");
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer)?;
+    Ok(matches!(answer.trim(), "y" | "Y" | "yes"))
+}
+
+/// `berth login URL`: trusts the server's CA (shown by fingerprint first), checks the token
+/// against the server, and keeps URL, CA and token in the CLI's config file.
+fn login(url: &str, token_file: Option<&Path>, fingerprint: Option<&str>, ca_file: Option<&Path>) -> Result<ExitCode> {
+    let parsed = reqwest::Url::parse(url).with_context(|| format!("`{url}` is not a URL; write https://HOST:PORT"))?;
+    let server = url.trim_end_matches('/').to_owned();
+    let token = match berth::client::find_token(token_file).context("reading the token")? {
+        Some(token) if std::env::var("BERTH_TOKEN").is_ok() || token_file.is_some() => token,
+        _ if !std::io::IsTerminal::is_terminal(&std::io::stdin()) => {
+            let mut line = String::new();
+            std::io::stdin().read_line(&mut line)?;
+            line.trim().to_owned()
+        }
+        _ => bail!("give the API token in BERTH_TOKEN, with --token-file, or on standard input"),
+    };
+    if token.is_empty() {
+        bail!("the token is empty; give it in BERTH_TOKEN, with --token-file, or on standard input");
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let ca = match (parsed.scheme(), ca_file) {
+        ("https", Some(file)) => {
+            berth::tls::read_certificates(file)?;
+            Some(std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?)
+        }
+        ("https", None) => {
+            let host = parsed.host_str().context("the URL names no host")?.to_owned();
+            let port = parsed.port_or_known_default().unwrap_or(443);
+            let chain = runtime
+                .block_on(berth::tls::fetch_chain(&host, port))
+                .with_context(|| format!("reaching {server} over TLS"))?;
+            let anchor = chain.last().context("the server showed no certificate")?;
+            let seen = berth::tls::fingerprint(anchor);
+            match fingerprint.map(|f| f.replace(':', "").to_ascii_lowercase()) {
+                Some(expected) if expected == seen => {}
+                Some(expected) => bail!(
+                    "the server's CA has the fingerprint {seen}, not {expected}; nothing was trusted or kept"
+                ),
+                None => {
+                    eprintln!("The server at {server} presents a certificate of the CA with SHA-256 fingerprint");
+                    eprintln!("  {seen}");
+                    eprintln!("Compare it with the `CA sha256` line `berth server` printed at start.");
+                    if !confirm("Trust this CA?", "not on a terminal: pass --ca-fingerprint HASH to trust the CA")? {
+                        eprintln!("Nothing was trusted or kept.");
+                        return Ok(ExitCode::from(1));
+                    }
+                }
+            }
+            Some(pem_of(anchor))
+        }
+        _ => None,
+    };
+    let trust = match &ca {
+        Some(pem) => Some(berth::tls::Trust::Roots(
+            rustls_pki_types::pem::PemObject::pem_slice_iter(pem.as_bytes()).filter_map(Result::ok).collect(),
+        )),
+        None => Some(berth::tls::Trust::System),
+    };
+    let reach = berth::client::Reach { server: server.clone(), token: Some(token.clone()), trust, ca_source: None };
+    let client = berth::client::Client::connect(reach)?;
+    runtime.block_on(client.get("/api/v1/workloads")).context("checking the token against the server")?;
+    let mut config = berth::client::LoginConfig::read().unwrap_or_default();
+    config.servers.insert(server.clone(), berth::client::LoggedIn { token, ca });
+    config.current = Some(server.clone());
+    let path = config.write().context("keeping the login")?;
+    eprintln!("Logged in to {server}; kept in {} (BERTH_SERVER or --server picks another).", path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// A certificate in PEM.
+fn pem_of(certificate: &rustls_pki_types::CertificateDer<'_>) -> String {
+    use base64::Engine as _;
+    let body = base64::engine::general_purpose::STANDARD.encode(certificate.as_ref());
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in body.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).unwrap_or_default());
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    pem
 }
 
 /// `[LOCAL:]REMOTE` of `berth port-forward`: the local port (0 for any free one) and the remote.
@@ -1824,10 +2091,9 @@ async fn forward_target(
 type Table<'a> = Box<dyn Fn(&serde_json::Value) -> String + 'a>;
 
 fn client_for(args: &ServerArgs) -> Result<berth::client::Client> {
-    let token = berth::client::find_token(args.token_file.as_deref()).with_context(|| {
-        format!("reading the token file {}", args.token_file.as_deref().unwrap_or(Path::new("")).display())
-    })?;
-    Ok(berth::client::Client::new(&args.server, token))
+    let reach = berth::client::reach(args.server.as_deref(), args.token_file.as_deref(), args.ca_file.as_deref())
+        .map_err(|e| anyhow::anyhow!(e))?;
+    Ok(berth::client::Client::connect(reach)?)
 }
 
 /// The API path of a workload named `kind/name` or `kind/namespace/name`.
@@ -2073,17 +2339,14 @@ fn client_command(args: &ServerArgs, call: ClientCall) -> Result<ExitCode> {
                     bail!("no claim {namespace}/{name}; `berth get pvc` lists them");
                 };
                 let node = claim["node"].as_str().unwrap_or("no node");
-                if !yes {
-                    if !std::io::IsTerminal::is_terminal(&std::io::stdin()) {
-                        bail!("deleting claim {namespace}/{name} deletes its data on {node}; confirm with --yes");
-                    }
-                    eprint!("Delete claim {namespace}/{name} and the data of its volume on {node}? [y/N] ");
-                    let mut answer = String::new();
-                    std::io::stdin().read_line(&mut answer)?;
-                    if !matches!(answer.trim(), "y" | "Y" | "yes") {
-                        eprintln!("Nothing changed.");
-                        return Ok(ExitCode::from(1));
-                    }
+                if !yes
+                    && !confirm(
+                        &format!("Delete claim {namespace}/{name} and the data of its volume on {node}?"),
+                        &format!("deleting claim {namespace}/{name} deletes its data on {node}; confirm with --yes"),
+                    )?
+                {
+                    eprintln!("Nothing changed.");
+                    return Ok(ExitCode::from(1));
                 }
                 let done = client.delete(&format!("/api/v1/pvcs/{namespace}/{name}")).await?;
                 print_value(&done, args.output, |_| format!("persistentvolumeclaim/{name} deleted, with its data on {node}\n"))?;
@@ -2104,6 +2367,22 @@ fn client_command(args: &ServerArgs, call: ClientCall) -> Result<ExitCode> {
             ClientCall::TokenList => {
                 let tokens = client.get("/api/v1/tokens").await?;
                 print_value(&tokens, args.output, |tokens| c::tokens_table(tokens, now))?;
+                Ok(ExitCode::SUCCESS)
+            }
+            ClientCall::NodeRemove { name, yes } => {
+                if !yes
+                    && !confirm(
+                        &format!("Remove node {name}? Its certificate stops working and its pods move."),
+                        &format!("removing node {name} revokes it and moves its pods; confirm with --yes"),
+                    )?
+                {
+                    eprintln!("Nothing changed.");
+                    return Ok(ExitCode::from(1));
+                }
+                let done = client.delete(&format!("/api/v1/nodes/{name}")).await?;
+                print_value(&done, args.output, |_| {
+                    format!("node/{name} removed; its certificate is revoked and its pods move to other nodes\n")
+                })?;
                 Ok(ExitCode::SUCCESS)
             }
             ClientCall::TokenRevoke { name } => {
@@ -2209,7 +2488,8 @@ fn client_command(args: &ServerArgs, call: ClientCall) -> Result<ExitCode> {
 
 /// `berth plan --server`: a commit against the live applied state of a running server.
 fn remote_plan(server: &str, rev: &str, format: PlanFormat) -> Result<ExitCode> {
-    let client = berth::client::Client::new(server, berth::client::find_token(None)?);
+    let reach = berth::client::reach(Some(server), None, None).map_err(|e| anyhow::anyhow!(e))?;
+    let client = berth::client::Client::connect(reach)?;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let view = runtime.block_on(client.get(&format!("/api/v1/plan?rev={rev}")))?;
     let mut out = anstream::stdout();

@@ -8,9 +8,10 @@
 use super::pods::labels;
 use super::pods::{PodError, PodManager, PodManagerConfig};
 use super::protocol::{
-    AgentAnswer, AgentRequest, Assignment, ErrorBody, ExecRequest, Heartbeat, JoinRequest, JoinResponse, LogRequest,
-    NodeUsage, PodStatus, Report, Resources, RouteTable,
+    AgentAnswer, AgentRequest, Assignment, CertificateRequest, ErrorBody, ExecRequest, Heartbeat, JoinRequest,
+    JoinResponse, LogRequest, NodeCertificate, NodeUsage, PodStatus, Report, Resources, RouteTable,
 };
+use crate::tls::{JoinToken, NodeIdentity, Trust};
 use super::proxy::{Mesh, host_resolvers};
 use super::runtime::{ContainerRuntime, ContainerState};
 use crate::retry::Retry;
@@ -46,6 +47,8 @@ pub struct AgentConfig {
     pub metrics_token: Option<String>,
     /// How often each container's CPU and memory, and the node's, are sampled.
     pub usage_interval: Duration,
+    /// CA certificates to trust for an `https://` server when the join token pins none.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl AgentConfig {
@@ -65,6 +68,7 @@ impl AgentConfig {
             metrics_listen: None,
             metrics_token: None,
             usage_interval: Duration::from_secs(10),
+            ca_file: None,
         }
     }
 }
@@ -108,6 +112,14 @@ pub enum AgentError {
     },
     #[error(transparent)]
     Pods(#[from] PodError),
+    #[error("{0}")]
+    Tls(#[from] crate::tls::TlsError),
+    #[error("refusing the server at {server}: {message}")]
+    Untrusted { server: String, message: String },
+    #[error(
+        "the join token pins the server's CA, but {server} is plain HTTP off this host: use the server's https:// URL so the token's secret is not sent in the clear"
+    )]
+    PinOverHttp { server: String },
     #[error(
         "the node address `{address}` is not an IP address; pass --address with the address this node's ports listen on"
     )]
@@ -120,25 +132,128 @@ struct SavedCredential {
     server: String,
     node: String,
     credential: String,
+    /// The CA the join token pinned (SHA-256 of its certificate), kept for every later start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ca_hash: Option<String>,
+}
+
+/// The credential's file in the agent's state folder.
+const CREDENTIAL_FILE: &str = "credential.json";
+/// The node's private key (PEM), made on the node; only its public half leaves it.
+const KEY_FILE: &str = "node-key.pem";
+/// The node's client certificate as the server issued it, with when to renew it.
+const CERTIFICATE_FILE: &str = "node-certificate.json";
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SavedCertificate {
+    #[serde(flatten)]
+    issued: NodeCertificate,
+    /// Unix seconds after which the agent asks for a new certificate: two thirds into its life.
+    renew_at: i64,
+}
+
+fn unix_now() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Keeps a certificate the server issued for the key in `key_pem`, and presents it from now on.
+fn keep_certificate(
+    state_dir: &Path,
+    identity: &NodeIdentity,
+    issued: NodeCertificate,
+    key_pem: &str,
+) -> Result<SavedCertificate, AgentError> {
+    let now = unix_now();
+    let saved = SavedCertificate { renew_at: now + (issued.expires - now).max(0) * 2 / 3, issued };
+    identity.set(&saved.issued.certificate, key_pem)?;
+    let write = |name: &str, bytes: &[u8]| {
+        let path = state_dir.join(name);
+        crate::private::write_private(&path, bytes).map_err(|source| AgentError::Io { path, source })
+    };
+    write(KEY_FILE, key_pem.as_bytes())?;
+    write(CERTIFICATE_FILE, &serde_json::to_vec_pretty(&saved).unwrap_or_default())?;
+    Ok(saved)
+}
+
+/// The node's certificate and key as saved, presented from now on; None when there is none.
+fn load_certificate(state_dir: &Path, identity: &NodeIdentity) -> Result<Option<SavedCertificate>, AgentError> {
+    let path = state_dir.join(CERTIFICATE_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(AgentError::Io { path, source }),
+    };
+    let saved: SavedCertificate =
+        serde_json::from_slice(&bytes).map_err(|source| AgentError::Credential { path: path.clone(), source })?;
+    let key_path = state_dir.join(KEY_FILE);
+    let key = std::fs::read_to_string(&key_path).map_err(|source| AgentError::Io { path: key_path, source })?;
+    identity.set(&saved.issued.certificate, &key)?;
+    Ok(Some(saved))
+}
+
+/// Whom the agent trusts for an `https://` server: the CA its join token (or saved credential)
+/// pins, else the CA file it was given, else the system's roots. None for plain HTTP.
+fn trust_for(config: &AgentConfig, saved: Option<&SavedCredential>) -> Result<Option<Trust>, AgentError> {
+    let pinned = config
+        .join_token
+        .as_deref()
+        .and_then(|t| JoinToken::parse(t).ok())
+        .and_then(|t| t.ca_hash)
+        .or_else(|| saved.and_then(|s| s.ca_hash.clone()));
+    if !config.server.starts_with("https://") {
+        let loopback = reqwest::Url::parse(&config.server).ok().is_some_and(|url| {
+            let host = url.host_str().unwrap_or_default().trim_start_matches('[').trim_end_matches(']').to_owned();
+            host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        });
+        if pinned.is_some() && saved.is_none() && !loopback {
+            return Err(AgentError::PinOverHttp { server: config.server.clone() });
+        }
+        return Ok(None);
+    }
+    Ok(Some(match (pinned, &config.ca_file) {
+        (Some(hash), _) => Trust::Pinned(hash),
+        (None, Some(file)) => Trust::Roots(crate::tls::read_certificates(file)?),
+        (None, None) => Trust::System,
+    }))
+}
+
+/// The saved credential, if the node has joined.
+fn saved_credential(state_dir: &Path) -> Result<Option<SavedCredential>, AgentError> {
+    let path = state_dir.join(CREDENTIAL_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|source| AgentError::Credential { path, source }),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(AgentError::Io { path, source }),
+    }
 }
 
 /// An authenticated client of the agent API.
 #[derive(Clone)]
 struct ApiClient {
-    http: reqwest::Client,
+    /// Made anew when the node's certificate is renewed, so that no pooled connection goes on
+    /// presenting the old one.
+    http: Arc<std::sync::RwLock<reqwest::Client>>,
+    make_http: Arc<dyn Fn() -> Result<reqwest::Client, AgentError> + Send + Sync>,
     base: String,
     node: String,
     credential: String,
+    /// The certificate the node presents over TLS.
+    identity: Arc<NodeIdentity>,
 }
 
 impl ApiClient {
+    fn http(&self) -> reqwest::Client {
+        self.http.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+
     fn url(&self, what: &str) -> String {
         format!("{}/api/v1/agent/nodes/{}/{what}", self.base, self.node)
     }
 
     async fn post<T: serde::Serialize>(&self, what: &str, body: &T) -> Result<(), String> {
         let response = self
-            .http
+            .http()
             .post(self.url(what))
             .bearer_auth(&self.credential)
             .json(body)
@@ -156,7 +271,7 @@ impl ApiClient {
     /// or the server's requests.
     async fn poll<T: serde::de::DeserializeOwned>(&self, what: &str, after: u64, wait: Duration) -> Result<T, String> {
         let response = self
-            .http
+            .http()
             .get(self.url(what))
             .query(&[("after", after), ("waitSeconds", wait.as_secs())])
             .timeout(wait + Duration::from_secs(10))
@@ -200,30 +315,43 @@ pub fn capacity() -> Resources {
     Resources { cpu_millis: cpus * 1000, memory_bytes: memory_kib * 1024 }
 }
 
-/// Reads the saved credential, or joins with the join token and saves the one it gets.
-async fn credentials(config: &AgentConfig, http: &reqwest::Client) -> Result<SavedCredential, AgentError> {
-    let path = config.state_dir.join("credential.json");
-    match std::fs::read(&path) {
-        Ok(bytes) => return serde_json::from_slice(&bytes).map_err(|source| AgentError::Credential { path, source }),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-        Err(source) => return Err(AgentError::Io { path, source }),
-    }
+/// Joins with the join token and saves the credential (and, over TLS, the certificate) it gets.
+async fn join(
+    config: &AgentConfig,
+    http: &reqwest::Client,
+    identity: &NodeIdentity,
+    tls: bool,
+) -> Result<SavedCredential, AgentError> {
     let Some(token) = &config.join_token else {
         return Err(AgentError::NoCredentials { state_dir: config.state_dir.clone() });
     };
+    let token = JoinToken::parse(token)?;
+    let key = if tls { Some(NodeIdentity::new_key()?) } else { None };
+    use base64::Engine as _;
     let request = JoinRequest {
         node: config.node.clone(),
         address: config.address.clone(),
         labels: config.labels.clone(),
         capacity: capacity(),
+        public_key: key.as_ref().map(|(_, public)| base64::engine::general_purpose::STANDARD.encode(public)),
     };
-    let response = http
+    let response = match http
         .post(format!("{}/api/v1/agent/join", config.server))
-        .bearer_auth(token)
+        .bearer_auth(&token.secret)
         .json(&request)
         .send()
         .await
-        .map_err(|source| AgentError::Unreachable { server: config.server.clone(), source })?;
+    {
+        Ok(response) => response,
+        Err(source) => {
+            let message = crate::error_chain(&source);
+            // A server that is there but shows another CA is not one to keep trying.
+            if message.contains("does not chain to the CA") || message.contains("invalid peer certificate") {
+                return Err(AgentError::Untrusted { server: config.server.clone(), message });
+            }
+            return Err(AgentError::Unreachable { server: config.server.clone(), source });
+        }
+    };
     let joined: JoinResponse = match check(response).await {
         Ok(response) => {
             response.json().await.map_err(|source| AgentError::Unreachable { server: config.server.clone(), source })?
@@ -232,9 +360,18 @@ async fn credentials(config: &AgentConfig, http: &reqwest::Client) -> Result<Sav
             return Err(AgentError::JoinRefused { server: config.server.clone(), node: config.node.clone(), message });
         }
     };
-    let saved = SavedCredential { server: config.server.clone(), node: joined.node, credential: joined.credential };
+    let saved = SavedCredential {
+        server: config.server.clone(),
+        node: joined.node,
+        credential: joined.credential,
+        ca_hash: token.ca_hash,
+    };
     crate::private::private_dir(&config.state_dir)
         .map_err(|source| AgentError::Io { path: config.state_dir.clone(), source })?;
+    if let (Some((key_pem, _)), Some(issued)) = (&key, joined.certificate) {
+        keep_certificate(&config.state_dir, identity, issued, key_pem)?;
+    }
+    let path = config.state_dir.join(CREDENTIAL_FILE);
     let write = || -> std::io::Result<()> {
         use std::io::Write;
         use std::os::unix::fs::OpenOptionsExt;
@@ -243,8 +380,56 @@ async fn credentials(config: &AgentConfig, http: &reqwest::Client) -> Result<Sav
         file.sync_all()
     };
     write().map_err(|source| AgentError::Io { path: path.clone(), source })?;
-    tracing::info!(node = %saved.node, "Joined the cluster; the node credential is saved.");
+    tracing::info!(node = %saved.node, tls, "Joined the cluster; the node credential is saved.");
     Ok(saved)
+}
+
+/// Asks for a new certificate for a new key, and presents it from now on.
+async fn renew_certificate(client: &ApiClient, state_dir: &Path) -> Result<SavedCertificate, String> {
+    let (key_pem, public) = NodeIdentity::new_key().map_err(|e| e.to_string())?;
+    use base64::Engine as _;
+    let request = CertificateRequest { public_key: base64::engine::general_purpose::STANDARD.encode(public) };
+    let response = client
+        .http()
+        .post(client.url("certificate"))
+        .bearer_auth(&client.credential)
+        .json(&request)
+        .send()
+        .await
+        .map_err(|e| crate::error_chain(&e))?;
+    let issued: NodeCertificate = check(response).await?.json().await.map_err(|e| e.to_string())?;
+    let saved = keep_certificate(state_dir, &client.identity, issued, &key_pem).map_err(|e| e.to_string())?;
+    let fresh = (client.make_http)().map_err(|e| e.to_string())?;
+    *client.http.write().unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
+    Ok(saved)
+}
+
+/// Renews the node's certificate two thirds into its life, for as long as the agent runs.
+async fn keep_certificate_fresh(
+    client: ApiClient,
+    state_dir: PathBuf,
+    mut renew_at: i64,
+    shutdown: CancellationToken,
+) {
+    let mut renewing = Retry::new("renewing the node certificate", Duration::from_secs(1), Duration::from_secs(60));
+    loop {
+        let wait = Duration::from_secs(u64::try_from(renew_at - unix_now()).unwrap_or(0));
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        match renew_certificate(&client, &state_dir).await {
+            Ok(saved) => {
+                renewing.succeeded();
+                tracing::info!(expires = saved.issued.expires, "Renewed the node certificate.");
+                renew_at = saved.renew_at;
+            }
+            Err(error) => {
+                let pause = renewing.failed(&error);
+                renew_at = unix_now() + i64::try_from(pause.as_secs()).unwrap_or(60).max(1);
+            }
+        }
+    }
 }
 
 /// Runs the agent until `shutdown` is cancelled. The pods keep running after it returns.
@@ -256,7 +441,7 @@ pub async fn run<R: ContainerRuntime>(
     // The agent's folder holds its credential and the files of Secret volumes: its own alone.
     crate::private::private_dir(&config.state_dir)
         .map_err(|source| AgentError::Io { path: config.state_dir.clone(), source })?;
-    for name in ["credential.json", "inventory.json"] {
+    for name in [CREDENTIAL_FILE, "inventory.json", KEY_FILE, CERTIFICATE_FILE] {
         let path = config.state_dir.join(name);
         crate::private::private_file(&path).map_err(|source| AgentError::Io { path, source })?;
     }
@@ -282,28 +467,78 @@ pub async fn run<R: ContainerRuntime>(
             }
         });
     }
-    let http = reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(30))
-        .build()
-        .map_err(|source| AgentError::Unreachable { server: config.server.clone(), source })?;
+    let mut saved = saved_credential(&config.state_dir)?;
+    let trust = trust_for(&config, saved.as_ref())?;
+    let identity = Arc::new(NodeIdentity::default());
+    let mut certificate = load_certificate(&config.state_dir, &identity)?;
+    let make_http = {
+        let (trust, identity, server) = (trust.clone(), identity.clone(), config.server.clone());
+        Arc::new(move || -> Result<reqwest::Client, AgentError> {
+            let builder = match &trust {
+                Some(trust) => crate::tls::http_client(trust, Some(identity.clone()))?,
+                None => reqwest::Client::builder(),
+            };
+            builder
+                .connect_timeout(Duration::from_secs(5))
+                .timeout(Duration::from_secs(30))
+                .build()
+                .map_err(|source| AgentError::Unreachable { server: server.clone(), source })
+        })
+    };
+    let http = make_http()?;
     // An unreachable server is normal at boot or while it restarts: keep trying. A refusal is
-    // final, and so is a missing credential.
+    // final, and so is a missing credential or a server that shows another CA.
     let mut joining = Retry::new("reaching the server to join", Duration::from_millis(250), Duration::from_secs(10));
-    let saved = loop {
-        match credentials(&config, &http).await {
+    while saved.is_none() {
+        match join(&config, &http, &identity, trust.is_some()).await {
             Err(AgentError::Unreachable { server, source }) => {
-                let pause = joining.failed(&format!("{server}: {source}"));
+                let pause = joining.failed(&format!("{server}: {}", crate::error_chain(&source)));
                 tokio::select! {
                     _ = shutdown.cancelled() => return Ok(()),
                     _ = tokio::time::sleep(pause) => {}
                 }
             }
-            other => break other?,
+            other => {
+                saved = Some(other?);
+                certificate = load_certificate(&config.state_dir, &identity)?;
+            }
         }
+    }
+    let saved = saved.expect("joined above");
+    // The join's connection presented no certificate yet: none of it is pooled for later calls.
+    drop(http);
+    let client = ApiClient {
+        http: Arc::new(std::sync::RwLock::new(make_http()?)),
+        make_http,
+        base: config.server.clone(),
+        node: saved.node.clone(),
+        credential: saved.credential.clone(),
+        identity: identity.clone(),
     };
-    let client =
-        ApiClient { http, base: config.server.clone(), node: saved.node.clone(), credential: saved.credential };
+    if trust.is_some() {
+        // A node that joined before the server spoke TLS asks for its first certificate now.
+        let mut certifying = Retry::new("getting a node certificate", Duration::from_millis(250), Duration::from_secs(10));
+        while certificate.is_none() {
+            match renew_certificate(&client, &config.state_dir).await {
+                Ok(saved) => certificate = Some(saved),
+                Err(error) => {
+                    let pause = certifying.failed(&error);
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(pause) => {}
+                    }
+                }
+            }
+        }
+    }
+    if let Some(certificate) = &certificate {
+        tasks.spawn(keep_certificate_fresh(
+            client.clone(),
+            config.state_dir.clone(),
+            certificate.renew_at,
+            shutdown.clone(),
+        ));
+    }
     let _ = metrics.joined.set(saved.node.clone());
 
     let mut manager_config = PodManagerConfig::new(&saved.node, &config.address, &config.state_dir);
@@ -655,7 +890,7 @@ async fn port_forward<R: ContainerRuntime>(
 /// Dials the server back for session `id` and answers whether the session could open.
 async fn dial_back(client: &ApiClient, id: u64, opened: Result<(), String>) -> Result<reqwest::Upgraded, String> {
     let response = client
-        .http
+        .http()
         .get(client.url(&format!("sessions/{id}")))
         .bearer_auth(&client.credential)
         .header(reqwest::header::CONNECTION, "upgrade")
@@ -952,5 +1187,43 @@ async fn follow_assignment(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(server: &str, token: Option<&str>) -> AgentConfig {
+        let mut config = AgentConfig::new(server, "n1", "127.0.0.1", Path::new("/nonexistent"));
+        config.join_token = token.map(str::to_owned);
+        config
+    }
+
+    #[test]
+    fn a_pinning_token_trusts_only_its_ca_and_is_never_sent_in_the_clear_off_this_host() {
+        let hash = "ab".repeat(32);
+        let pinned = format!("K10{hash}::secret");
+        let trust = trust_for(&config("https://10.0.0.1:7420", Some(&pinned)), None).unwrap();
+        assert!(matches!(trust, Some(Trust::Pinned(h)) if h == hash));
+        // A bare secret over https: the system's roots.
+        assert!(matches!(trust_for(&config("https://10.0.0.1:7420", Some("secret")), None), Ok(Some(Trust::System))));
+        // Plain HTTP: refused off this host with a pin, allowed on loopback (`berth up`).
+        for server in ["http://10.0.0.1:7420", "http://berth.example:7420"] {
+            let refused = trust_for(&config(server, Some(&pinned)), None);
+            assert!(matches!(refused, Err(AgentError::PinOverHttp { .. })), "{server}");
+        }
+        for server in ["http://127.0.0.1:7420", "http://[::1]:7420", "http://localhost:7420"] {
+            assert!(matches!(trust_for(&config(server, Some(&pinned)), None), Ok(None)), "{server}");
+        }
+        // After joining, the saved pin holds without the token.
+        let saved = SavedCredential {
+            server: "https://10.0.0.1:7420".into(),
+            node: "n1".into(),
+            credential: "c".into(),
+            ca_hash: Some(hash.clone()),
+        };
+        let trust = trust_for(&config("https://10.0.0.1:7420", None), Some(&saved)).unwrap();
+        assert!(matches!(trust, Some(Trust::Pinned(h)) if h == hash));
     }
 }

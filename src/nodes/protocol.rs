@@ -191,6 +191,9 @@ pub struct JoinRequest {
     pub address: String,
     pub labels: BTreeMap<String, String>,
     pub capacity: Resources,
+    /// The node's public key (P-256, uncompressed point, base64) to certify, over TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -199,6 +202,29 @@ pub struct JoinResponse {
     pub node: String,
     /// The node's secret; the server keeps only its digest.
     pub credential: String,
+    /// The node's client certificate, when it joined over TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<NodeCertificate>,
+}
+
+/// `POST /api/v1/agent/nodes/{node}/certificate`: a new client certificate for a new key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateRequest {
+    /// P-256, uncompressed point, base64.
+    pub public_key: String,
+}
+
+/// A node's client certificate, signed by the cluster's CA.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeCertificate {
+    /// The certificate in PEM.
+    pub certificate: String,
+    /// The CA's certificate in PEM.
+    pub ca: String,
+    /// When the certificate expires, in Unix seconds.
+    pub expires: i64,
 }
 
 /// `POST /api/v1/agent/nodes/{node}/heartbeat`, authorized by the node's credential.

@@ -4,12 +4,19 @@
 //! server keeps only the credential's digest. Every later call names the node in its path and
 //! carries that credential; a credential of another node, a forged one, or the join token opens
 //! nothing here. Tokens are compared in constant time.
+//!
+//! Over TLS, a node also proves itself with its client certificate: it sends a public key when
+//! it joins and gets a certificate signed by the cluster's CA, which the server pins by
+//! fingerprint. Every call must come on a connection that presented that certificate (or the
+//! one it replaced at its last renewal); removing the node forgets both, so they stop working
+//! on the next request, long polls included.
 
+use super::listen::Presented;
 use super::{AppError, now};
 use crate::lock;
 use crate::nodes::protocol::{
-    AgentAnswer, AgentRequest, Assignment, AssignmentQuery, ExecRequest, Heartbeat, JoinRequest, JoinResponse,
-    LogRequest, PodAssignment, Report, RouteTable, ServiceRoute,
+    AgentAnswer, AgentRequest, Assignment, AssignmentQuery, CertificateRequest, ExecRequest, Heartbeat,
+    JoinRequest, JoinResponse, LogRequest, NodeCertificate, PodAssignment, Report, RouteTable, ServiceRoute,
 };
 use crate::store::Store;
 use axum::extract::{Path, Query, State};
@@ -33,7 +40,13 @@ pub struct AgentApi {
 
 struct Inner {
     store: Arc<Store>,
+    /// The join token's secret (without the CA hash of `K10<hash>::`).
     join_token: String,
+    /// The CA that certifies nodes, when the server speaks TLS: then every node call needs the
+    /// node's certificate.
+    authority: Option<Arc<crate::tls::Authority>>,
+    /// How long a node certificate is valid.
+    node_lifetime: Duration,
     /// Per node, the latest assignment generation, to wake long polls.
     generations: Mutex<HashMap<String, watch::Sender<u64>>>,
     /// The route table every node follows, versioned.
@@ -71,10 +84,24 @@ const ANSWER_LIMIT: Duration = Duration::from_secs(20);
 
 impl AgentApi {
     pub fn new(store: Arc<Store>, join_token: &str) -> AgentApi {
+        AgentApi::with_authority(store, join_token, None, crate::tls::NODE_LIFETIME)
+    }
+
+    /// An agent API that certifies nodes with `authority` (the server speaks TLS); each node
+    /// certificate is valid for `node_lifetime`.
+    pub fn with_authority(
+        store: Arc<Store>,
+        join_token: &str,
+        authority: Option<Arc<crate::tls::Authority>>,
+        node_lifetime: Duration,
+    ) -> AgentApi {
+        let secret = crate::tls::JoinToken::parse(join_token).map_or_else(|_| join_token.to_owned(), |t| t.secret);
         AgentApi {
             inner: Arc::new(Inner {
                 store,
-                join_token: join_token.to_owned(),
+                join_token: secret,
+                authority,
+                node_lifetime,
                 generations: Mutex::new(HashMap::new()),
                 routes: watch::channel(Arc::new(RouteTable::default())).0,
                 routes_acked: Mutex::new(HashMap::new()),
@@ -198,6 +225,7 @@ impl AgentApi {
             .route("/api/v1/agent/nodes/{node}/assignment", get(assignment))
             .route("/api/v1/agent/nodes/{node}/report", post(report))
             .route("/api/v1/agent/nodes/{node}/routes", get(routes))
+            .route("/api/v1/agent/nodes/{node}/certificate", post(certificate))
             .with_state(self.clone())
     }
 
@@ -267,14 +295,75 @@ impl AgentApi {
         self.inner.reported.notified().await;
     }
 
-    /// The node named in the path, when the request carries its credential.
-    async fn authorize(&self, headers: &HeaderMap, node: &str) -> Result<(), AppError> {
+    /// The node named in the path, when the request carries its credential and, over TLS,
+    /// comes on a connection that presented the node's certificate.
+    async fn authorize(&self, headers: &HeaderMap, presented: &Presented, node: &str) -> Result<(), AppError> {
+        let record = self.credential_holder(headers, node).await?;
+        if self.inner.authority.is_none() {
+            return Ok(());
+        }
+        match &presented.0 {
+            Some(fingerprint) if record.certificates.contains(fingerprint) => Ok(()),
+            _ if record.certificates.is_empty() => Err(AppError::new(
+                StatusCode::UNAUTHORIZED,
+                format!("node {node} has no client certificate yet; an agent of this version asks for one at start"),
+            )),
+            Some(_) => Err(AppError::new(
+                StatusCode::UNAUTHORIZED,
+                format!("the client certificate is not node {node}'s (another node's, or one that was replaced)"),
+            )),
+            None => Err(AppError::new(
+                StatusCode::UNAUTHORIZED,
+                format!("node {node}'s calls need its client certificate; this connection presented none"),
+            )),
+        }
+    }
+
+    /// The node's record, when the request carries the node's credential.
+    async fn credential_holder(&self, headers: &HeaderMap, node: &str) -> Result<crate::store::NodeRecord, AppError> {
         let presented = bearer(headers)?;
         let record = self.inner.store.node(node).await?;
         let digest = crate::manifest::hex_digest(presented.as_bytes());
         match record {
-            Some(record) if bool::from(record.credential_digest.as_bytes().ct_eq(digest.as_bytes())) => Ok(()),
+            Some(record) if bool::from(record.credential_digest.as_bytes().ct_eq(digest.as_bytes())) => Ok(record),
             _ => Err(AppError::new(StatusCode::UNAUTHORIZED, format!("the credential is not valid for node {node}"))),
+        }
+    }
+
+    /// Signs a certificate for `node`'s key and pins it; None when the server has no CA.
+    async fn certify(&self, node: &str, public_key: Option<&str>) -> Result<Option<NodeCertificate>, AppError> {
+        let Some(authority) = &self.inner.authority else {
+            return Ok(None);
+        };
+        let public_key = public_key
+            .ok_or_else(|| AppError::new(StatusCode::BAD_REQUEST, "a node joining over TLS sends `publicKey`"))?;
+        use base64::Engine as _;
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(public_key)
+            .ok()
+            .filter(|raw| raw.len() == 65 && raw[0] == 4)
+            .ok_or_else(|| {
+                AppError::new(StatusCode::BAD_REQUEST, "`publicKey` is not a base64 P-256 point (65 bytes, uncompressed)")
+            })?;
+        let issued = authority
+            .certify_node(node, &raw, self.inner.node_lifetime)
+            .map_err(|e| AppError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        if !self.inner.store.set_node_certificate(node, &issued.fingerprint, issued.expires).await? {
+            return Err(AppError::new(StatusCode::NOT_FOUND, format!("node {node} does not exist (any more)")));
+        }
+        tracing::info!(%node, expires = issued.expires, "Certified the node's key.");
+        Ok(Some(NodeCertificate { certificate: issued.pem, ca: authority.pem().to_owned(), expires: issued.expires }))
+    }
+
+    /// Forgets what this server holds in memory for a removed node, and wakes its long polls so
+    /// they answer (refused) at once.
+    pub fn forget(&self, node: &str) {
+        if let Some(generation) = lock(&self.inner.generations).remove(node) {
+            generation.send_modify(|g| *g = u64::MAX);
+        }
+        lock(&self.inner.routes_acked).remove(node);
+        if let Some(requests) = lock(&self.inner.requests).remove(node) {
+            requests.queued.notify_waiters();
         }
     }
 }
@@ -315,17 +404,26 @@ async fn join(
             ),
         ));
     }
+    let certificate = match api.certify(&request.node, request.public_key.as_deref()).await {
+        Ok(certificate) => certificate,
+        Err(error) => {
+            // The name stays free for the agent's next try.
+            let _ = api.inner.store.remove_node(&request.node).await;
+            return Err(error);
+        }
+    };
     tracing::info!(node = %request.node, address = %request.address, "Node joined.");
-    Ok(Json(JoinResponse { node: request.node, credential }))
+    Ok(Json(JoinResponse { node: request.node, credential, certificate }))
 }
 
 async fn heartbeat(
     State(api): State<AgentApi>,
     Path(node): Path<String>,
     headers: HeaderMap,
+    presented: Presented,
     Json(beat): Json<Heartbeat>,
 ) -> Result<StatusCode, AppError> {
-    api.authorize(&headers, &node).await?;
+    api.authorize(&headers, &presented, &node).await?;
     api.inner.store.record_heartbeat(&node, &beat, now()).await?;
     if let Some(usage) = &beat.usage {
         api.inner.usage.record(&node, usage);
@@ -337,9 +435,10 @@ async fn assignment(
     State(api): State<AgentApi>,
     Path(node): Path<String>,
     headers: HeaderMap,
+    presented: Presented,
     Query(query): Query<AssignmentQuery>,
 ) -> Result<Json<Assignment>, AppError> {
-    api.authorize(&headers, &node).await?;
+    api.authorize(&headers, &presented, &node).await?;
     let (generation, pods) = api.inner.store.assignment(&node).await?;
     if generation > query.after || query.wait_seconds == 0 {
         return Ok(Json(Assignment { generation, pods }));
@@ -355,6 +454,8 @@ async fn assignment(
     let mut receiver = sender.subscribe();
     let wait = Duration::from_secs(query.wait_seconds).min(MAX_WAIT);
     let _ = tokio::time::timeout(wait, receiver.wait_for(|g| *g > query.after)).await;
+    // A node removed while it waited gets nothing more.
+    api.authorize(&headers, &presented, &node).await?;
     let (generation, pods) = api.inner.store.assignment(&node).await?;
     Ok(Json(Assignment { generation, pods }))
 }
@@ -363,9 +464,10 @@ async fn report(
     State(api): State<AgentApi>,
     Path(node): Path<String>,
     headers: HeaderMap,
+    presented: Presented,
     Json(report): Json<Report>,
 ) -> Result<StatusCode, AppError> {
-    api.authorize(&headers, &node).await?;
+    api.authorize(&headers, &presented, &node).await?;
     let before = api.inner.store.reports(&node).await?;
     let now = now();
     api.inner.store.record_report(&node, report.generation, &report.pods, now).await?;
@@ -382,14 +484,16 @@ async fn routes(
     State(api): State<AgentApi>,
     Path(node): Path<String>,
     headers: HeaderMap,
+    presented: Presented,
     Query(query): Query<AssignmentQuery>,
 ) -> Result<Json<RouteTable>, AppError> {
-    api.authorize(&headers, &node).await?;
+    api.authorize(&headers, &presented, &node).await?;
     api.ack_routes(&node, query.after);
     let mut receiver = api.inner.routes.subscribe();
     if query.wait_seconds > 0 {
         let wait = Duration::from_secs(query.wait_seconds).min(MAX_WAIT);
         let _ = tokio::time::timeout(wait, receiver.wait_for(|t| t.version != 0 && t.version != query.after)).await;
+        api.authorize(&headers, &presented, &node).await?;
     }
     let table = receiver.borrow().clone();
     Ok(Json((*table).clone()))
@@ -407,9 +511,10 @@ async fn requests(
     State(api): State<AgentApi>,
     Path(node): Path<String>,
     headers: HeaderMap,
+    presented: Presented,
     Query(query): Query<RequestsQuery>,
 ) -> Result<Json<Vec<AgentRequest>>, AppError> {
-    api.authorize(&headers, &node).await?;
+    api.authorize(&headers, &presented, &node).await?;
     let take = || {
         let mut requests = crate::lock(&api.inner.requests);
         let node_requests = requests.entry(node.clone()).or_default();
@@ -421,6 +526,7 @@ async fn requests(
     }
     let wait = Duration::from_secs(query.wait_seconds).min(MAX_WAIT);
     let _ = tokio::time::timeout(wait, queued.notified()).await;
+    api.authorize(&headers, &presented, &node).await?;
     Ok(Json(take().0))
 }
 
@@ -429,9 +535,10 @@ async fn requests(
 async fn session(
     State(api): State<AgentApi>,
     Path((node, id)): Path<(String, u64)>,
+    presented: Presented,
     mut request: axum::extract::Request,
 ) -> Result<axum::response::Response, AppError> {
-    api.authorize(request.headers(), &node).await?;
+    api.authorize(request.headers(), &presented, &node).await?;
     let waiter = {
         let mut sessions = lock(&api.inner.sessions);
         match sessions.get(&id) {
@@ -444,6 +551,28 @@ async fn session(
     };
     let _ = waiter.send(hyper::upgrade::on(&mut request));
     Ok(switching_protocols())
+}
+
+/// A new client certificate for a new key: a renewal (on a connection with the current
+/// certificate), or the first one of a node that joined before the server spoke TLS.
+async fn certificate(
+    State(api): State<AgentApi>,
+    Path(node): Path<String>,
+    headers: HeaderMap,
+    presented: Presented,
+    Json(request): Json<CertificateRequest>,
+) -> Result<Json<NodeCertificate>, AppError> {
+    let record = api.credential_holder(&headers, &node).await?;
+    if !record.certificates.is_empty() {
+        api.authorize(&headers, &presented, &node).await?;
+    }
+    match api.certify(&node, Some(&request.public_key)).await? {
+        Some(certificate) => Ok(Json(certificate)),
+        None => Err(AppError::new(
+            StatusCode::NOT_FOUND,
+            "this server speaks plain HTTP (--insecure-http) and certifies no node",
+        )),
+    }
 }
 
 /// The answer that turns a request into a session's connection.
@@ -461,9 +590,10 @@ async fn answer(
     State(api): State<AgentApi>,
     Path((node, id)): Path<(String, u64)>,
     headers: HeaderMap,
+    presented: Presented,
     Json(answer): Json<AgentAnswer>,
 ) -> Result<StatusCode, AppError> {
-    api.authorize(&headers, &node).await?;
+    api.authorize(&headers, &presented, &node).await?;
     let waiter = crate::lock(&api.inner.requests).get_mut(&node).and_then(|r| r.waiting.remove(&id));
     if let Some(waiter) = waiter {
         let _ = waiter.send(answer);

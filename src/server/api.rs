@@ -43,8 +43,8 @@ pub(crate) async fn audit<T, E: std::fmt::Display>(
     outcome: &Result<T, E>,
 ) {
     let address = extensions
-        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-        .map(|info| info.0.ip().to_string())
+        .get::<axum::extract::ConnectInfo<super::listen::Peer>>()
+        .map(|info| info.0.address.ip().to_string())
         .unwrap_or_default();
     let record = crate::store::AuditRecord {
         at: now(),
@@ -87,6 +87,7 @@ pub fn router(plane: Arc<ControlPlane>, access: Access) -> Router {
         .route("/api/v1/pods/{namespace}/{name}/exec", post(pod_exec).get(pod_exec_session))
         .route("/api/v1/pods/{namespace}/{name}/portforward", get(pod_port_forward))
         .route("/api/v1/nodes", get(nodes))
+        .route("/api/v1/nodes/{name}", axum::routing::delete(remove_node))
         .route("/api/v1/pvcs", get(claims))
         .route("/api/v1/events", get(events))
         .route("/api/v1/pvcs/{namespace}/{name}", axum::routing::delete(delete_claim))
@@ -121,6 +122,7 @@ fn action_of(method: &axum::http::Method, path: &str) -> Option<&'static str> {
         ("DELETE", "pvcs", _) => "delete-pvc",
         ("POST", "tokens", _) => "token-create",
         ("DELETE", "tokens", _) => "token-revoke",
+        ("DELETE", "nodes", _) => "node-remove",
         ("GET", "tokens" | "audit", _) => "read-access",
         _ => return None,
     })
@@ -141,8 +143,8 @@ async fn refusals(
     let object = request.uri().path().trim_start_matches("/api/v1/").to_owned();
     // Only the caller's address is kept: an upgrade's handle stays with the request alone.
     let mut extensions = Extensions::new();
-    if let Some(info) = request.extensions().get::<axum::extract::ConnectInfo<std::net::SocketAddr>>() {
-        extensions.insert(*info);
+    if let Some(info) = request.extensions().get::<axum::extract::ConnectInfo<super::listen::Peer>>() {
+        extensions.insert(info.clone());
     }
     let response = next.run(request).await;
     let status = response.status();
@@ -1804,6 +1806,33 @@ async fn revoke_token(
     };
     audit(&api.plane, &caller, &extensions, "token-revoke", format!("token {name}"), &revoked).await;
     revoked.map(Json)
+}
+
+/// `berth node remove NAME`: the node's credential and certificate stop working at once, and
+/// its pods are placed on other nodes at the next pass. Its containers are not stopped: a
+/// removed node is no longer told anything.
+async fn remove_node(
+    State(api): State<Api>,
+    headers: HeaderMap,
+    extensions: Extensions,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, AppError> {
+    let caller = api.access.authorize(&headers, Role::Admin, "removing nodes")?;
+    caller.cluster_wide("removing nodes")?;
+    let removed = match api.plane.store.remove_node(&name).await {
+        Ok(true) => {
+            api.plane.api.forget(&name);
+            api.plane.wake.notify_one();
+            Ok(serde_json::json!({ "removed": name }))
+        }
+        Ok(false) => Err(AppError::new(
+            StatusCode::NOT_FOUND,
+            format!("no node is named `{name}`; `berth get nodes` lists them"),
+        )),
+        Err(error) => Err(AppError::from(error)),
+    };
+    audit(&api.plane, &caller, &extensions, "node-remove", format!("node {name}"), &removed).await;
+    removed.map(Json)
 }
 
 #[derive(Debug, Deserialize)]

@@ -11,6 +11,7 @@ pub mod api;
 pub mod control;
 pub mod decide;
 pub mod events;
+pub mod listen;
 pub mod logs;
 pub mod metrics;
 pub mod status;

@@ -16,6 +16,11 @@ pub struct NodeRecord {
     pub allocatable: Resources,
     pub joined_at: i64,
     pub last_heartbeat: i64,
+    /// The fingerprints of the node's client certificates that open its API: the current one
+    /// and the one it replaced.
+    pub certificates: Vec<String>,
+    /// When the current certificate expires (Unix seconds).
+    pub certificate_expires: Option<i64>,
 }
 
 #[derive(FromRow)]
@@ -28,6 +33,9 @@ struct NodeRow {
     allocatable: String,
     joined_at: i64,
     last_heartbeat: i64,
+    certificate: Option<String>,
+    previous_certificate: Option<String>,
+    certificate_expires: Option<i64>,
 }
 
 fn corrupt(what: &str, name: &str, source: serde_json::Error) -> StoreError {
@@ -46,6 +54,8 @@ impl NodeRow {
             address: self.address,
             joined_at: self.joined_at,
             last_heartbeat: self.last_heartbeat,
+            certificates: self.certificate.into_iter().chain(self.previous_certificate).collect(),
+            certificate_expires: self.certificate_expires,
         })
     }
 }
@@ -81,6 +91,32 @@ impl Store {
             .execute(&self.pool)
             .await?;
         }
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// Pins `fingerprint` as the node's client certificate; the one it replaces stays valid
+    /// until it expires, for connections opened before. False when there is no such node.
+    pub async fn set_node_certificate(&self, name: &str, fingerprint: &str, expires: i64) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "UPDATE nodes SET previous_certificate = certificate, certificate = ?, certificate_expires = ? WHERE name = ?",
+        )
+        .bind(fingerprint)
+        .bind(expires)
+        .bind(name)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// Removes a node: its credential and certificates stop opening anything, and what it was
+    /// assigned and reported is forgotten, so its pods are placed elsewhere. False when there
+    /// is no such node.
+    pub async fn remove_node(&self, name: &str) -> Result<bool, StoreError> {
+        let mut transaction = self.pool.begin().await?;
+        sqlx::query("DELETE FROM pod_reports WHERE node = ?").bind(name).execute(&mut *transaction).await?;
+        sqlx::query("DELETE FROM assignments WHERE node = ?").bind(name).execute(&mut *transaction).await?;
+        let result = sqlx::query("DELETE FROM nodes WHERE name = ?").bind(name).execute(&mut *transaction).await?;
+        transaction.commit().await?;
         Ok(result.rows_affected() == 1)
     }
 

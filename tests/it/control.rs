@@ -82,16 +82,21 @@ impl Cluster {
             logs,
         };
         cluster.start_server();
+        if cluster.tls() {
+            let ca = cluster.ca_file();
+            wait_for("the server to write its CA", LIMIT, || async { berth::tls::read_certificates(&ca).is_ok() }).await;
+        }
         for i in 0..nodes {
             let agent = cluster.agent(i);
             cluster.agents.push(agent);
         }
         let token_file = cluster.db.path().join("api-token");
         wait_for("the server to write its API token", LIMIT, || async { token_file.exists() }).await;
-        cluster.client = Client::new(&format!("http://{}", cluster.listen), Some(cluster.token()));
+        cluster.client = cluster.client_with(Some(cluster.token()));
         // The token is written before the listener is bound.
-        let healthz = format!("http://{}/healthz", cluster.listen);
-        wait_for("the server to answer", LIMIT, || async { reqwest::get(&healthz).await.is_ok() }).await;
+        let healthz = format!("{}/healthz", cluster.url());
+        let http = cluster.http();
+        wait_for("the server to answer", LIMIT, || async { http.get(&healthz).send().await.is_ok() }).await;
         cluster
     }
 
@@ -109,6 +114,62 @@ impl Cluster {
         self.server = Some(Process(server));
     }
 
+    /// Whether the server speaks HTTPS: unless the test asked for `--insecure-http`.
+    pub(crate) fn tls(&self) -> bool {
+        !self.server_args.iter().any(|a| a == "--insecure-http")
+    }
+
+    /// The server's base URL.
+    pub(crate) fn url(&self) -> String {
+        format!("{}://{}", if self.tls() { "https" } else { "http" }, self.listen)
+    }
+
+    /// The CA certificate the server made in its state folder.
+    pub(crate) fn ca_file(&self) -> PathBuf {
+        self.db.path().join(berth::tls::CA_FILE)
+    }
+
+    /// The join token agents use: over TLS, in k3s' shape with the hash of the server's CA.
+    pub(crate) fn join_token(&self) -> String {
+        if !self.tls() {
+            return JOIN_TOKEN.to_owned();
+        }
+        let ca = berth::tls::read_certificates(&self.ca_file()).unwrap();
+        format!("K10{}::{JOIN_TOKEN}", berth::tls::fingerprint(&ca[0]))
+    }
+
+    /// An HTTP client that trusts the server's CA.
+    pub(crate) fn http(&self) -> reqwest::Client {
+        self.http_builder().build().unwrap()
+    }
+
+    pub(crate) fn http_builder(&self) -> reqwest::ClientBuilder {
+        if !self.tls() {
+            return reqwest::Client::builder();
+        }
+        let roots = berth::tls::read_certificates(&self.ca_file()).unwrap();
+        berth::tls::http_client(&berth::tls::Trust::Roots(roots), None).unwrap()
+    }
+
+    /// An API client of this server with `token`.
+    pub(crate) fn client_with(&self, token: Option<String>) -> Client {
+        let trust = self.tls().then(|| berth::tls::Trust::Roots(berth::tls::read_certificates(&self.ca_file()).unwrap()));
+        Client::connect(berth::client::Reach { server: self.url(), token, trust, ca_source: None }).unwrap()
+    }
+
+    /// The CLI with this server's URL and CA.
+    pub(crate) fn command(&self) -> Command {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_berth"));
+        command.env("BERTH_SERVER", self.url()).env("BERTH_CA_FILE", self.ca_file());
+        command.env("BERTH_CONFIG", self.db.path().join("no-login.json"));
+        command
+    }
+
+    /// The status and text of a GET of `path` on the server.
+    pub(crate) async fn get_text(&self, path: &str, token: Option<&str>) -> (u16, String) {
+        get_text_with(&self.http(), &format!("{}{path}", self.url()), token).await
+    }
+
     /// `kill -9`: no chance to finish anything.
     pub(crate) fn kill_server(&mut self) {
         if let Some(mut server) = self.server.take() {
@@ -122,7 +183,7 @@ impl Cluster {
         let node = &self.nodes[i];
         let address = format!("127.0.{}.{}", self.subnet, i + 2);
         let agent = Command::new(env!("CARGO_BIN_EXE_berth"))
-            .args(["agent", "--server", &format!("http://{}", self.listen), "--join-token", JOIN_TOKEN])
+            .args(["agent", "--server", &self.url(), "--join-token", &self.join_token()])
             .args(["--name", &node.name, "--address", &address])
             .args(self.agent_args.iter().map(|a| a.replace("{address}", &address)))
             .args(["--heartbeat-seconds", "1", "--restart-backoff-ms", "300"])
@@ -202,11 +263,11 @@ impl Cluster {
         input: Option<&str>,
     ) -> (i32, String, String) {
         use std::io::Write as _;
-        let mut command = Command::new(env!("CARGO_BIN_EXE_berth"));
-        // `token create`: the subcommand has an action of its own.
-        let split = if args.first() == Some(&"token") { 2 } else { 1 };
+        let mut command = self.command();
+        // `token create`, `node remove`: the subcommand has an action of its own.
+        let split = if matches!(args.first(), Some(&"token" | &"node")) { 2 } else { 1 };
         let (first, rest) = args.split_at(split.min(args.len()));
-        command.args(first).args(["--server", &format!("http://{}", self.listen)]).args(rest).current_dir(dir);
+        command.args(first).args(["--server", &self.url()]).args(rest).current_dir(dir);
         command.env_remove("BERTH_TOKEN").env("NO_COLOR", "1");
         if token {
             command.env("BERTH_TOKEN", self.token());
@@ -252,7 +313,7 @@ impl Drop for Cluster {
     }
 }
 
-fn app(replicas: u32, version: &str) -> String {
+pub(crate) fn app(replicas: u32, version: &str) -> String {
     crate::images::deployment("app", None, replicas, version, Some((1, 0)))
 }
 
@@ -275,7 +336,7 @@ fn health_is(status: &Value, name: &str, state: &str) -> bool {
 }
 
 /// Synced and Healthy: the nodes run the applied commit and it is available.
-fn synced(status: &Value) -> bool {
+pub(crate) fn synced(status: &Value) -> bool {
     status["sync"] == "Synced" && status["health"] == "Healthy"
 }
 
@@ -600,8 +661,8 @@ async fn a_signed_webhook_fetches_a_remote_at_once() {
     repo.write("app.yaml", &app(1, "v2"));
     let v2 = repo.commit("v2");
 
-    let http = reqwest::Client::new();
-    let hook = format!("http://{}/api/v1/webhooks/git", cluster.listen);
+    let http = cluster.http();
+    let hook = format!("{}/api/v1/webhooks/git", cluster.url());
     let body = serde_json::to_vec(&json!({"ref": "refs/heads/main", "after": v2})).unwrap();
     let unsigned = http.post(&hook).body(body.clone()).send().await.unwrap();
     assert_eq!(unsigned.status(), 401);
@@ -1032,7 +1093,11 @@ pub(crate) fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<
 }
 
 pub(crate) async fn get_text(url: &str, token: Option<&str>) -> (u16, String) {
-    let mut request = reqwest::Client::new().get(url);
+    get_text_with(&reqwest::Client::new(), url, token).await
+}
+
+async fn get_text_with(http: &reqwest::Client, url: &str, token: Option<&str>) -> (u16, String) {
+    let mut request = http.get(url);
     if let Some(token) = token {
         request = request.bearer_auth(token);
     }
@@ -1052,12 +1117,11 @@ async fn health_and_metrics_answer_on_the_server_and_the_agent() {
     repo.commit("a pod that restarts");
     let agent_args = ["--metrics-listen", "{address}:19090"];
     let cluster = Cluster::start_with_agents("metrics", repo.path().to_str().unwrap(), 1, &[], 22, &agent_args).await;
-    let server = format!("http://{}", cluster.listen);
     let agent = "http://127.0.22.2:19090";
 
-    assert_eq!(get_text(&format!("{server}/healthz"), None).await, (200, "ok\n".to_owned()));
+    assert_eq!(cluster.get_text("/healthz", None).await, (200, "ok\n".to_owned()));
     wait_for("the server to be ready", LIMIT, || async {
-        let (code, text) = get_text(&format!("{server}/readyz"), None).await;
+        let (code, text) = cluster.get_text("/readyz", None).await;
         code == 200 && text.contains("[+]store ok") && text.contains("[+]head ok")
     })
     .await;
@@ -1070,12 +1134,12 @@ async fn health_and_metrics_answer_on_the_server_and_the_agent() {
     assert_eq!(get_text(&format!("{agent}/healthz"), None).await, (200, "ok\n".to_owned()));
 
     wait_for("the server's restart counter to move", LIMIT, || async {
-        let (code, text) = get_text(&format!("{server}/metrics"), None).await;
+        let (code, text) = cluster.get_text("/metrics", None).await;
         assert_eq!(code, 200, "{text}");
         sample(&text, "berth_pod_restarts_total", &[]).is_some_and(|v| v >= 1.0)
     })
     .await;
-    let (_, text) = get_text(&format!("{server}/metrics"), None).await;
+    let (_, text) = cluster.get_text("/metrics", None).await;
     assert_eq!(sample(&text, "berth_nodes", &[("status", "Ready")]), Some(1.0), "{text}");
     assert_eq!(sample(&text, "berth_pods", &[("phase", "Succeeded")]), Some(0.0), "{text}");
     assert!(sample(&text, "berth_control_passes_total", &[]).is_some_and(|v| v >= 1.0), "{text}");
@@ -1158,8 +1222,8 @@ async fn top_shows_a_busy_container_and_an_idle_one() {
 
     // The UI shows usage against what pods ask for, with a graph of the last hour.
     let ui = |path: &'static str| {
-        let base = format!("http://{}", cluster.listen);
-        async move { get_text(&format!("{base}{path}"), None).await.1 }
+        let cluster = &cluster;
+        async move { cluster.get_text(path, None).await.1 }
     };
     wait_for("the workload page to graph the busy pod", LIMIT, || async {
         let page = ui("/workloads/deployment/default/burn").await;
@@ -1173,7 +1237,7 @@ async fn top_shows_a_busy_container_and_an_idle_one() {
     );
 
     // Both /metrics carry each container's usage.
-    let (_, text) = get_text(&format!("http://{}/metrics", cluster.listen), None).await;
+    let (_, text) = cluster.get_text("/metrics", None).await;
     let used = sample(&text, "berth_container_cpu_usage_seconds_total", &[("container", "burn")]);
     assert!(used.is_some_and(|seconds| seconds > 0.5), "{text}");
     assert!(sample(&text, "berth_container_memory_working_set_bytes", &[("container", "idle")]).is_some(), "{text}");
@@ -1803,8 +1867,9 @@ spec:
     let (code, _, err) = cluster.cli_with_input(elsewhere.path(), &["exec", "shell", "--", "true"], false, None);
     assert_eq!(code, 1, "exec needs the token: {err}");
     // Output comes as it is written, not when the command ends.
-    let mut slow = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(["exec", "--server", &format!("http://{}", cluster.listen), "shell", "--"])
+    let mut slow = cluster
+        .command()
+        .args(["exec", "shell", "--"])
         .args(["sh", "-c", "echo first; sleep 30; echo never"])
         .env("BERTH_TOKEN", cluster.token())
         .stdout(Stdio::piped())
@@ -1820,8 +1885,9 @@ spec:
     // A shell on a terminal: berth runs on a pseudo-terminal here, as it does under a person.
     let terminal = Terminal::open(30, 100);
     let mut shell = terminal.spawn(
-        Command::new(env!("CARGO_BIN_EXE_berth"))
-            .args(["exec", "--server", &format!("http://{}", cluster.listen), "-it", "shell", "--", "sh"])
+        cluster
+            .command()
+            .args(["exec", "-it", "shell", "--", "sh"])
             .env("BERTH_TOKEN", cluster.token())
             .current_dir(here),
     );
@@ -1945,9 +2011,9 @@ fn follow(
     args: &[&str],
 ) -> (std::sync::Arc<std::sync::Mutex<String>>, std::process::Child) {
     use std::io::BufRead as _;
-    let mut command = Command::new(env!("CARGO_BIN_EXE_berth"));
+    let mut command = cluster.command();
     command
-        .args(["logs", "--server", &format!("http://{}", cluster.listen), "-f"])
+        .args(["logs", "-f"])
         .args(args)
         .current_dir(dir)
         .env("BERTH_TOKEN", cluster.token())
@@ -2037,9 +2103,9 @@ spec:
 /// `berth get WHAT -w` run from `dir` (the token is found there, or not), and the lines it
 /// prints as they come.
 fn watch_lines(cluster: &Cluster, dir: &std::path::Path, what: &str) -> (Process, std::sync::mpsc::Receiver<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"));
+    let mut child = cluster.command();
     child
-        .args(["get", what, "-w", "--server", &format!("http://{}", cluster.listen)])
+        .args(["get", what, "-w"])
         .current_dir(dir)
         .env_remove("BERTH_TOKEN")
         .stdout(Stdio::piped())
@@ -2214,8 +2280,8 @@ spec:
     cluster.wait_status("the pod to be ready", synced).await;
 
     let forward = |args: &[&str], token: bool| {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_berth"));
-        command.arg("port-forward").args(["--server", &format!("http://{}", cluster.listen)]).args(args);
+        let mut command = cluster.command();
+        command.arg("port-forward").args(args);
         command.env_remove("BERTH_TOKEN").current_dir(std::env::temp_dir());
         if token {
             command.env("BERTH_TOKEN", cluster.token());
@@ -2364,7 +2430,7 @@ async fn a_sops_encrypted_secret_reaches_the_container_and_nothing_else() {
         seen.push_str(&cluster.client.get_text(path).await.unwrap());
     }
     for page in ["/", "/plan", &format!("/syncs/{first}"), "/pods/default/app", "/workloads"] {
-        seen.push_str(&reqwest::get(format!("http://{}{page}", cluster.listen)).await.unwrap().text().await.unwrap());
+        seen.push_str(&cluster.get_text(page, None).await.1);
     }
     let (_, described, _) = cluster.cli(repo.path(), &["describe", "pod/app"], true);
     seen.push_str(&described);

@@ -24,4 +24,5 @@ mod scenarios;
 mod server;
 mod stateful;
 mod store;
+mod tls;
 mod ui;

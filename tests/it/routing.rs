@@ -374,7 +374,7 @@ fn watch_ready(
     stop: Arc<std::sync::atomic::AtomicBool>,
 ) -> (Arc<Mutex<BTreeMap<String, Instant>>>, tokio::task::JoinHandle<()>) {
     let ready: Arc<Mutex<BTreeMap<String, Instant>>> = Arc::new(Mutex::new(BTreeMap::new()));
-    let client = berth::client::Client::new(&format!("http://{}", cluster.listen), None);
+    let client = cluster.client_with(None);
     let handle = {
         let ready = ready.clone();
         tokio::spawn(async move {

@@ -307,6 +307,7 @@ impl HollowNode {
             address: "127.0.0.1".into(),
             labels: BTreeMap::new(),
             capacity: Self::capacity(),
+            public_key: None,
         };
         assert!(store.add_node(&request, "digest", now).await.unwrap());
     }

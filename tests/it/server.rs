@@ -57,7 +57,7 @@ async fn a_server_follows_commits_and_a_broken_commit_changes_nothing() {
     let listen = format!("127.0.0.1:{}", free_port());
     let mut server = Process(
         Command::new(env!("CARGO_BIN_EXE_berth"))
-            .args(["server", "--join-token", "server-test", "--listen", &listen])
+            .args(["server", "--join-token", "server-test", "--insecure-http", "--listen", &listen])
             .arg("--repo")
             .arg(repo.path())
             .arg("--db")
@@ -201,7 +201,7 @@ async fn a_server_holds_its_database_stops_at_once_and_agents_stay_quiet() {
     let server_command = |listen: &str| {
         let mut command = Command::new(env!("CARGO_BIN_EXE_berth"));
         command
-            .args(["server", "--join-token", "quiet-test", "--listen", listen])
+            .args(["server", "--join-token", "quiet-test", "--insecure-http", "--listen", listen])
             .arg("--repo")
             .arg(repo.path())
             .arg("--db")

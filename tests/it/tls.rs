@@ -1,0 +1,261 @@
+//! Issue 21: TLS everywhere. `berth server` speaks HTTPS with a CA of its own; agents join
+//! with a `K10<hash>::<secret>` token that pins that CA and hold client certificates of their
+//! node; the CLI trusts the server through its state folder, BERTH_CA_FILE or `berth login`;
+//! `berth node remove` revokes a node at once and moves its pods.
+
+use crate::agent::wait_for;
+use crate::control::{Cluster, app, synced};
+use crate::server::free_port;
+use crate::support::TestRepo;
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const LIMIT: Duration = Duration::from_secs(90);
+
+/// Runs an agent that is expected to give up: its exit code and what it printed.
+fn agent_that_stops(server: &str, token: &str, name: &str, extra: &[&str]) -> (i32, String) {
+    let state = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["agent", "--server", server, "--join-token", token, "--name", name, "--address", "127.0.0.1"])
+        .args(extra)
+        .arg("--state-dir")
+        .arg(state.path())
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let code = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status.code().unwrap_or(-1);
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("the agent with token {token} did not give up");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!state.path().join("credential.json").exists(), "no credential was saved: {stderr}");
+    (code, stderr)
+}
+
+/// An HTTP client that trusts the cluster's CA and presents `certificate` with `key` (PEM).
+fn client_presenting(cluster: &Cluster, certificate: &str, key: &str) -> reqwest::Client {
+    let identity = std::sync::Arc::new(berth::tls::NodeIdentity::default());
+    identity.set(certificate, key).unwrap();
+    let roots = berth::tls::read_certificates(&cluster.ca_file()).unwrap();
+    berth::tls::http_client(&berth::tls::Trust::Roots(roots), Some(identity))
+        .unwrap()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// A node's own certificate, key and credential, as its agent keeps them.
+fn node_files(state: &Path) -> (String, String, String) {
+    let certificate: Value =
+        serde_json::from_slice(&std::fs::read(state.join("node-certificate.json")).unwrap()).unwrap();
+    let credential: Value = serde_json::from_slice(&std::fs::read(state.join("credential.json")).unwrap()).unwrap();
+    (
+        certificate["certificate"].as_str().unwrap().to_owned(),
+        std::fs::read_to_string(state.join("node-key.pem")).unwrap(),
+        credential["credential"].as_str().unwrap().to_owned(),
+    )
+}
+
+/// What a node's call answers: its status, or the error of a connection the server refused.
+async fn node_call(http: &reqwest::Client, cluster: &Cluster, node: &str, credential: &str) -> Result<u16, String> {
+    let url = format!("{}/api/v1/agent/nodes/{node}/assignment?after=0&waitSeconds=0", cluster.url());
+    match http.get(url).bearer_auth(credential).send().await {
+        Ok(response) => Ok(response.status().as_u16()),
+        Err(error) => Err(berth::error_chain(&error)),
+    }
+}
+
+fn pods_by_node(pods: &Value) -> Vec<(String, bool)> {
+    let mut out: Vec<(String, bool)> = pods
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["workload"] == "app")
+        .map(|p| (p["node"].as_str().unwrap_or_default().to_owned(), p["ready"] == true))
+        .collect();
+    out.sort();
+    out
+}
+
+/// Agents join over HTTPS with the pinned token and run pods; an agent whose token pins another
+/// CA, or that trusts no CA of this server, gives up before it sends its secret. Node
+/// certificates open only their own node: a forged one, one from another CA, another node's,
+/// and one of a removed node are refused, and a removed node's pods move.
+#[tokio::test]
+async fn agents_join_over_https_pinned_and_node_certificates_open_only_their_node() {
+    let mut repo = TestRepo::new();
+    repo.write("app.yaml", &app(2, "v1"));
+    let v1 = repo.commit("v1");
+    let server_args = ["--node-certificate-seconds", "15"];
+    let cluster = Cluster::start_on("tls", repo.path().to_str().unwrap(), 2, &server_args, 31).await;
+    assert!(cluster.url().starts_with("https://"), "the server speaks HTTPS by default");
+    cluster.wait_status("v1 on both nodes", |s| synced(s) && s["applied"] == v1).await;
+    let nodes: Vec<String> = cluster.nodes.iter().map(|n| n.name.clone()).collect();
+
+    // A token pinning another CA: refused during the handshake, before the secret is sent.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let other = berth::tls::Authority::load_or_create(elsewhere.path()).unwrap();
+    let wrong_pin = format!("K10{}::control-test", other.fingerprint());
+    let (code, stderr) = agent_that_stops(&cluster.url(), &wrong_pin, "impostor", &[]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("does not chain to the CA the join token pins"), "{stderr}");
+    // A bare secret over https trusts the system's roots, which do not hold berth's CA.
+    let (code, stderr) = agent_that_stops(&cluster.url(), "control-test", "rootless", &[]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("refusing the server") && stderr.contains("certificate"), "{stderr}");
+    let listed = cluster.get("/api/v1/nodes").await.to_string();
+    for name in ["impostor", "rootless"] {
+        assert!(!listed.contains(name), "{name} never joined: {listed}");
+    }
+
+    let (certificate0, key0, credential0) = node_files(cluster.nodes[0].state.path());
+    let (certificate1, key1, _) = node_files(cluster.nodes[1].state.path());
+    // Node 0's own certificate and credential open its API.
+    let own = client_presenting(&cluster, &certificate0, &key0);
+    assert_eq!(node_call(&own, &cluster, &nodes[0], &credential0).await, Ok(200));
+    // Without a certificate, the credential alone opens nothing.
+    assert_eq!(node_call(&cluster.http(), &cluster, &nodes[0], &credential0).await, Ok(401));
+    // Another node's valid certificate does not open node 0.
+    let neighbour = client_presenting(&cluster, &certificate1, &key1);
+    assert_eq!(node_call(&neighbour, &cluster, &nodes[0], &credential0).await, Ok(401));
+    // A self-signed certificate naming node 0, and one from another berth CA: the handshake fails.
+    let forged = rcgen::generate_simple_self_signed(vec![nodes[0].clone()]).unwrap();
+    let forger = client_presenting(&cluster, &forged.cert.pem(), &forged.signing_key.serialize_pem());
+    let refused = node_call(&forger, &cluster, &nodes[0], &credential0).await;
+    assert!(refused.is_err(), "a forged certificate is refused in the handshake: {refused:?}");
+    let (other_key, other_public) = berth::tls::NodeIdentity::new_key().unwrap();
+    let stranger = other.certify_node(&nodes[0], &other_public, Duration::from_secs(3600)).unwrap();
+    let outsider = client_presenting(&cluster, &stranger.pem, &other_key);
+    let refused = node_call(&outsider, &cluster, &nodes[0], &credential0).await;
+    assert!(refused.is_err(), "a certificate of another CA is refused in the handshake: {refused:?}");
+
+    // Certificates are renewed two thirds into their life (15 s here), and the node stays Ready.
+    wait_for("node 0 to renew its certificate", LIMIT, || async {
+        node_files(cluster.nodes[0].state.path()).0 != certificate0
+    })
+    .await;
+    let (renewed, renewed_key, _) = node_files(cluster.nodes[0].state.path());
+    let fresh = client_presenting(&cluster, &renewed, &renewed_key);
+    assert_eq!(node_call(&fresh, &cluster, &nodes[0], &credential0).await, Ok(200));
+    repo.write("app.yaml", &app(2, "v2"));
+    let v2 = repo.commit("v2");
+    cluster.wait_status("v2 after the renewal", |s| synced(s) && s["applied"] == v2).await;
+
+    // Removing node 0 revokes it at once and moves its pods to node 1.
+    let dir = repo.path();
+    let (code, _, stderr) = cluster.cli(dir, &["node", "remove", &nodes[0]], true);
+    assert_eq!(code, 1, "off a terminal, removal needs --yes: {stderr}");
+    assert!(stderr.contains("confirm with --yes"), "{stderr}");
+    let (code, out, stderr) = cluster.cli(dir, &["node", "remove", &nodes[0], "--yes"], true);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(out.contains("removed"), "{out}");
+    assert_eq!(node_call(&fresh, &cluster, &nodes[0], &credential0).await, Ok(401));
+    let (code, _, stderr) = cluster.cli(dir, &["node", "remove", &nodes[0], "--yes"], true);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("no node is named"), "{stderr}");
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let pods = pods_by_node(&cluster.get("/api/v1/pods").await);
+        if pods.len() == 2 && pods.iter().all(|(node, ready)| *node == nodes[1] && *ready) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the pods did not move to {}: {pods:?}", nodes[1]);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let (code, audit, _) = cluster.cli(dir, &["audit"], true);
+    assert_eq!(code, 0);
+    assert!(audit.contains("node-remove") && audit.contains(&format!("node {}", nodes[0])), "{audit}");
+}
+
+/// The CLI reaches an HTTPS server with BERTH_SERVER and BERTH_TOKEN alone in the server's state
+/// folder, with BERTH_CA_FILE elsewhere, and through `berth login` with nothing but its config.
+#[tokio::test]
+async fn the_cli_trusts_the_server_through_its_state_folder_a_ca_file_or_a_login() {
+    let mut repo = TestRepo::new();
+    repo.write("app.yaml", &app(1, "v1"));
+    repo.commit("v1");
+    let cluster = Cluster::start_on("tlscli", repo.path().to_str().unwrap(), 0, &[], 32).await;
+    let run = |dir: &Path, args: &[&str], env: &[(&str, &str)], input: &str| {
+        use std::io::Write as _;
+        let mut command = Command::new(env!("CARGO_BIN_EXE_berth"));
+        command.args(args).current_dir(dir).env("NO_COLOR", "1");
+        for name in ["BERTH_SERVER", "BERTH_TOKEN", "BERTH_CA_FILE", "BERTH_CONFIG"] {
+            command.env_remove(name);
+        }
+        command.envs(env.iter().copied());
+        command.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = command.spawn().unwrap();
+        child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+        let output = child.wait_with_output().unwrap();
+        (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stderr).into_owned())
+    };
+    let url = cluster.url();
+    let token = cluster.token();
+    let state = cluster.ca_file().parent().unwrap().to_owned();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let config = elsewhere.path().join("config.json");
+    let config = config.to_str().unwrap();
+    let base = [("BERTH_SERVER", url.as_str()), ("BERTH_TOKEN", token.as_str()), ("BERTH_CONFIG", config)];
+
+    let (code, stderr) = run(&state, &["get", "workloads"], &base, "");
+    assert_eq!(code, 0, "in the state folder, ca.pem there is trusted: {stderr}");
+    let (code, stderr) = run(elsewhere.path(), &["get", "workloads"], &base, "");
+    assert_eq!(code, 1, "elsewhere, the system's roots do not hold berth's CA");
+    assert!(stderr.contains("BERTH_CA_FILE") && stderr.contains("certificate"), "{stderr}");
+    let ca = cluster.ca_file();
+    let with_ca = [base[0], base[1], base[2], ("BERTH_CA_FILE", ca.to_str().unwrap())];
+    let (code, stderr) = run(elsewhere.path(), &["get", "workloads"], &with_ca, "");
+    assert_eq!(code, 0, "{stderr}");
+
+    // `berth login`: the CA by fingerprint (a wrong one trusts nothing), the token on stdin.
+    let hash = berth::tls::fingerprint(&berth::tls::read_certificates(&ca).unwrap()[0]);
+    let only_config = [("BERTH_CONFIG", config)];
+    let (code, stderr) = run(elsewhere.path(), &["login", &url, "--ca-fingerprint", &"ab".repeat(32)], &only_config, &token);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains(&format!("has the fingerprint {hash}")), "{stderr}");
+    assert!(!Path::new(config).exists(), "nothing was kept");
+    let (code, stderr) = run(elsewhere.path(), &["login", &url], &only_config, &token);
+    assert_eq!(code, 1, "off a terminal, an unknown CA is not trusted without its fingerprint: {stderr}");
+    assert!(stderr.contains(&hash) && stderr.contains("--ca-fingerprint"), "{stderr}");
+    let colons = hash.as_bytes().chunks(2).map(|c| std::str::from_utf8(c).unwrap()).collect::<Vec<_>>().join(":");
+    let (code, stderr) = run(elsewhere.path(), &["login", &url, "--ca-fingerprint", &colons.to_uppercase()], &only_config, &token);
+    assert_eq!(code, 0, "{stderr}");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(config).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600, "the login keeps a token: its file is private");
+    let (code, stderr) = run(elsewhere.path(), &["get", "workloads"], &only_config, "");
+    assert_eq!(code, 0, "after login, the config alone reaches the server: {stderr}");
+    let (code, stderr) = run(elsewhere.path(), &["login", &url, "--ca-fingerprint", &hash], &only_config, "wrong");
+    assert_eq!(code, 1, "a wrong token is not kept: {stderr}");
+    let (code, _) = run(elsewhere.path(), &["get", "workloads"], &only_config, "");
+    assert_eq!(code, 0, "the earlier login stands");
+}
+
+/// `--insecure-http` is refused off loopback, before anything is opened.
+#[test]
+fn insecure_http_is_refused_off_loopback() {
+    let repo = TestRepo::new();
+    let db = tempfile::tempdir().unwrap();
+    let listen = format!("0.0.0.0:{}", free_port());
+    let output = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["server", "--repo", repo.path().to_str().unwrap(), "--insecure-http", "--listen", &listen])
+        .arg("--db")
+        .arg(db.path().join("berth.db"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("--insecure-http serves plain HTTP and is accepted only on a loopback"), "{stderr}");
+    assert!(!db.path().join("berth.db").exists(), "nothing was opened");
+}
