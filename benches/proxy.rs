@@ -4,12 +4,15 @@
 //!   and 10,000 requests a second; p50 and p99 of each and the difference;
 //! - CPU it spends: the proxy runs alone on one thread, whose CPU time is read before and after
 //!   each run, per 1,000 requests a second;
-//! - the same for a new connection per request, at 1,000 a second.
+//! - the same for a new connection per request, at 1,000 a second;
+//! - all of it again between two nodes (127.0.0.1 and 127.0.0.2): the NodePort on one node,
+//!   the backend on the other, through the tunnel the nodes speak mutual TLS over; the CPU is
+//!   both nodes' proxies.
 //!
 //! `cargo bench --bench proxy`. The time from a pod turning unready to no new connections
 //! reaching it is measured with real processes by `cargo bench --bench control -- unready`.
 
-use berth::nodes::protocol::{Endpoint, RoutePort, RouteTable, ServiceRoute};
+use berth::nodes::protocol::{Endpoint, RoutePort, RouteTable, ServiceRoute, TunnelPeer};
 use berth::nodes::proxy::Mesh;
 use std::net::SocketAddr;
 use std::sync::mpsc;
@@ -23,8 +26,8 @@ const RUN: Duration = Duration::from_secs(3);
 /// An echo server: reads 64 bytes, writes them back, until the peer closes. It shares the
 /// client's thread, so that on two cores the proxy has one to itself, as it would beside
 /// services that are not all busy at once.
-async fn backend() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+async fn backend(ip: [u8; 4]) -> SocketAddr {
+    let listener = TcpListener::bind(SocketAddr::from((ip, 0))).await.unwrap();
     let address = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
@@ -51,9 +54,33 @@ fn thread_cpu() -> Duration {
     Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
 }
 
+/// Two nodes' certificates from one CA, and the tunnels of their proxies: each mesh starts its
+/// tunnel; the peers to put in the route table.
+async fn tunnels(meshes: &[(&str, &std::sync::Arc<Mesh>, std::net::IpAddr)]) -> Vec<TunnelPeer> {
+    let folder = tempfile::tempdir().unwrap();
+    let ca = berth::tls::Authority::load_or_create(folder.path()).unwrap();
+    let mut peers = Vec::new();
+    for (name, mesh, address) in meshes {
+        let (key, public) = berth::tls::NodeIdentity::new_key().unwrap();
+        let issued = ca.certify_node(name, Some(*address), &public, Duration::from_secs(3600)).unwrap();
+        let identity = std::sync::Arc::new(berth::tls::NodeIdentity::default());
+        identity.set(&issued.pem, &key).unwrap();
+        let (server, client) = berth::tls::tunnel_configs(ca.pem(), identity).unwrap();
+        let port = mesh.start_tunnel(server, client).await.unwrap();
+        peers.push(TunnelPeer {
+            node: (*name).to_owned(),
+            address: address.to_string(),
+            port,
+            certificates: vec![issued.fingerprint],
+        });
+    }
+    peers
+}
+
 /// A node's proxy on a thread of its own with a NodePort to `target`; returns the port and a
-/// way to ask for the thread's CPU time.
-fn proxy(target: SocketAddr) -> (u16, mpsc::Sender<mpsc::Sender<Duration>>) {
+/// way to ask for the thread's CPU time. With `tunnelled`, a second node at `target`'s address
+/// runs its proxy on the same thread, and the first reaches `target` through its tunnel.
+fn proxy(target: SocketAddr, tunnelled: bool) -> (u16, mpsc::Sender<mpsc::Sender<Duration>>) {
     let (ready_tx, ready_rx) = mpsc::channel();
     let (ask_tx, ask_rx) = mpsc::channel::<mpsc::Sender<Duration>>();
     std::thread::spawn(move || {
@@ -61,8 +88,15 @@ fn proxy(target: SocketAddr) -> (u16, mpsc::Sender<mpsc::Sender<Duration>>) {
         runtime.block_on(async move {
             let node_port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
             let mesh = Mesh::new("bench", "127.0.0.1".parse().unwrap(), Vec::new());
+            let other = Mesh::new("other", target.ip(), Vec::new());
+            let peers = if tunnelled {
+                tunnels(&[("bench", &mesh, "127.0.0.1".parse().unwrap()), ("other", &other, target.ip())]).await
+            } else {
+                Vec::new()
+            };
             let table = RouteTable {
                 version: 1,
+                peers,
                 services: vec![ServiceRoute {
                     namespace: "bench".into(),
                     name: "echo".into(),
@@ -79,6 +113,9 @@ fn proxy(target: SocketAddr) -> (u16, mpsc::Sender<mpsc::Sender<Duration>>) {
                 }],
             };
             mesh.update(&table).await;
+            if tunnelled {
+                other.update(&table).await;
+            }
             ready_tx.send(node_port).unwrap();
             loop {
                 // Answer CPU questions from this thread, between serving connections.
@@ -149,10 +186,23 @@ fn us(d: Duration) -> f64 {
 fn main() {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async {
-        let target = backend().await;
-        let (node_port, ask) = proxy(target);
-        let proxied: SocketAddr = ([127, 0, 0, 1], node_port).into();
-        for (rate, connections, reconnect) in [(1_000, 4, false), (10_000, 10, false), (1_000, 4, true)] {
+        let local = backend([127, 0, 0, 1]).await;
+        let remote = backend([127, 0, 0, 2]).await;
+        let only = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+        let cases = [
+            ("one node", local, false, (1_000, 4, false)),
+            ("one node", local, false, (10_000, 10, false)),
+            ("one node", local, false, (1_000, 4, true)),
+            ("two nodes, mutual TLS", remote, true, (1_000, 4, false)),
+            ("two nodes, mutual TLS", remote, true, (10_000, 10, false)),
+            ("two nodes, mutual TLS", remote, true, (1_000, 4, true)),
+        ];
+        for (nodes, target, tunnelled, (rate, connections, reconnect)) in cases {
+            if only.as_deref().is_some_and(|o| (o == "tls") != tunnelled) {
+                continue;
+            }
+            let (node_port, ask) = proxy(target, tunnelled);
+            let proxied: SocketAddr = ([127, 0, 0, 1], node_port).into();
             // Alternate direct and proxied runs; report medians over the rounds.
             let mut added = Vec::new();
             let mut rows = Vec::new();
@@ -177,11 +227,11 @@ fn main() {
             let kind = if reconnect { "new connection per request" } else { "kept-open connections" };
             for (d50, d99, t50, t99, achieved) in &rows {
                 println!(
-                    "proxy: {rate} req/s, {kind}: direct p50 {d50:.0} us p99 {d99:.0} us; proxied p50 {t50:.0} us p99 {t99:.0} us; {achieved:.0} req/s"
+                    "proxy ({nodes}): {rate} req/s, {kind}: direct p50 {d50:.0} us p99 {d99:.0} us; proxied p50 {t50:.0} us p99 {t99:.0} us; {achieved:.0} req/s"
                 );
             }
             println!(
-                "proxy: {rate} req/s, {kind}: adds p99 median {:.0} us over {ROUNDS} rounds (goal <= 300 us); proxy CPU median {:.3} core per 1,000 req/s (goal <= 0.1)",
+                "proxy ({nodes}): {rate} req/s, {kind}: adds p99 median {:.0} us over {ROUNDS} rounds (goal <= 300 us); proxy CPU median {:.3} core per 1,000 req/s (goal <= 0.1)",
                 median(&mut added),
                 median(&mut cpu_per_1k),
             );

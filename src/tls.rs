@@ -41,7 +41,7 @@ static KEY_ALGORITHM: &SignatureAlgorithm = &rcgen::PKCS_ECDSA_P256_SHA256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    #[error("{path}: {source}")]
+    #[error("reading or writing {path} failed")]
     Io {
         path: PathBuf,
         #[source]
@@ -49,6 +49,12 @@ pub enum TlsError {
     },
     #[error("{path} holds no {what} in PEM form; {hint}")]
     Pem { path: PathBuf, what: &'static str, hint: &'static str },
+    #[error("reaching {server} over TLS failed")]
+    Connect {
+        server: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("making a certificate failed: {0}")]
     Certificate(#[from] rcgen::Error),
     #[error("TLS setup failed: {0}")]
@@ -222,9 +228,17 @@ impl Authority {
         Ok((vec![certificate.der().clone(), self.certificate.clone()], key))
     }
 
-    /// A client certificate for `node`'s public key (P-256, uncompressed point).
-    pub fn certify_node(&self, node: &str, public_key: &[u8], lifetime: Duration) -> Result<NodeCertificate, TlsError> {
-        let mut params = CertificateParams::default();
+    /// A certificate for `node`'s public key (P-256, uncompressed point): a client certificate
+    /// toward the server, and, for the node's `address`, a server certificate toward other
+    /// nodes' tunnels.
+    pub fn certify_node(
+        &self,
+        node: &str,
+        address: Option<std::net::IpAddr>,
+        public_key: &[u8],
+        lifetime: Duration,
+    ) -> Result<NodeCertificate, TlsError> {
+        let mut params = CertificateParams::new(address.map(|a| a.to_string()).into_iter().collect::<Vec<_>>())?;
         params.distinguished_name.push(DnType::CommonName, node);
         params.distinguished_name.push(DnType::OrganizationName, "berth nodes");
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -428,6 +442,39 @@ impl NodeIdentity {
     }
 }
 
+impl rustls::server::ResolvesServerCert for NodeIdentity {
+    fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    }
+}
+
+/// The TLS of the tunnels between nodes: each side presents its node certificate, and trusts
+/// only certificates of the cluster's CA (`ca`, PEM). Which nodes are let in is the proxy's
+/// call, by fingerprint.
+pub fn tunnel_configs(
+    ca: &str,
+    identity: Arc<NodeIdentity>,
+) -> Result<(Arc<rustls::ServerConfig>, Arc<rustls::ClientConfig>), TlsError> {
+    let provider = provider();
+    let mut roots = RootCertStore::empty();
+    for certificate in CertificateDer::pem_slice_iter(ca.as_bytes()).filter_map(Result::ok) {
+        roots.add(certificate)?;
+    }
+    let roots = Arc::new(roots);
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
+        .build()
+        .map_err(|e| rustls::Error::General(e.to_string()))?;
+    let server = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
+        .with_cert_resolver(identity.clone());
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_client_cert_resolver(identity);
+    Ok((Arc::new(server), Arc::new(client)))
+}
+
 impl rustls::client::ResolvesClientCert for NodeIdentity {
     fn resolve(&self, _hints: &[&[u8]], _schemes: &[SignatureScheme]) -> Option<Arc<rustls::sign::CertifiedKey>> {
         self.current.read().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
@@ -544,7 +591,7 @@ pub async fn fetch_chain(host: &str, port: u16) -> Result<Vec<CertificateDer<'st
         .with_custom_certificate_verifier(recorder.clone())
         .with_no_client_auth();
     let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let io = |source: std::io::Error| TlsError::Io { path: PathBuf::from(format!("{host}:{port}")), source };
+    let io = |source: std::io::Error| TlsError::Connect { server: format!("{host}:{port}"), source };
     let socket = tokio::time::timeout(Duration::from_secs(10), tokio::net::TcpStream::connect((host, port)))
         .await
         .map_err(|_| io(std::io::Error::from(std::io::ErrorKind::TimedOut)))?
@@ -619,7 +666,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ca = Authority::load_or_create(dir.path()).unwrap();
         let (key_pem, public) = NodeIdentity::new_key().unwrap();
-        let issued = ca.certify_node("n1", &public, NODE_LIFETIME).unwrap();
+        let issued = ca.certify_node("n1", Some([127, 0, 0, 2].into()), &public, NODE_LIFETIME).unwrap();
         let identity = NodeIdentity::default();
         identity.set(&issued.pem, &key_pem).unwrap();
         let der = CertificateDer::from_pem_slice(issued.pem.as_bytes()).unwrap();

@@ -553,6 +553,20 @@ pub async fn run<R: ContainerRuntime>(
     if let Some(mesh) = &mesh {
         let _ = metrics.mesh.set(mesh.clone());
     }
+    // With a certificate, service traffic from other nodes comes in over mutual TLS.
+    let tunnel_port = match (&mesh, &certificate) {
+        (Some(mesh), Some(saved)) => {
+            let (server, client) = crate::tls::tunnel_configs(&saved.issued.ca, identity.clone())?;
+            match mesh.start_tunnel(server, client).await {
+                Ok(port) => Some(port),
+                Err(error) => {
+                    tracing::warn!(%error, address = %config.address, "The tunnel for other nodes' service traffic cannot listen; they reach this node's pods directly.");
+                    None
+                }
+            }
+        }
+        _ => None,
+    };
     let manager = Arc::new(PodManager::new(runtime.clone(), manager_config).await?);
 
     let (assignments, mut assignment) = watch::channel::<Option<Assignment>>(None);
@@ -566,7 +580,7 @@ pub async fn run<R: ContainerRuntime>(
         metrics.clone(),
         shutdown.clone(),
     ));
-    tasks.spawn(heartbeats(client.clone(), config.clone(), usage, shutdown.clone()));
+    tasks.spawn(heartbeats(client.clone(), config.clone(), usage, tunnel_port, shutdown.clone()));
     tasks.spawn(serve_requests(
         client.clone(),
         runtime.clone(),
@@ -1087,6 +1101,7 @@ async fn heartbeats(
     client: ApiClient,
     config: AgentConfig,
     usage: Arc<Mutex<Option<NodeUsage>>>,
+    tunnel_port: Option<u16>,
     shutdown: CancellationToken,
 ) {
     let mut interval = tokio::time::interval(config.heartbeat_interval);
@@ -1110,6 +1125,7 @@ async fn heartbeats(
             capacity,
             allocatable: capacity,
             usage: sample,
+            tunnel_port,
         };
         match client.heartbeat(&beat).await {
             Ok(()) => {

@@ -44,6 +44,9 @@ pub struct AgentMetrics {
     probed: Mutex<BTreeSet<Labels>>,
     proxy_connections: Family<Labels, Counter>,
     proxy_errors: Family<Labels, Counter>,
+    /// Tunnels to and from other nodes, by `direction` (`out`, `in`), and those refused.
+    tunnel_connections: Family<Labels, Counter>,
+    tunnel_refusals: Counter,
     /// The node's proxy, read at each scrape; set once routing starts.
     pub mesh: OnceLock<Arc<super::proxy::Mesh>>,
     pub converge_seconds: Histogram,
@@ -103,8 +106,22 @@ impl Default for AgentMetrics {
             "Connections the node's proxy could not forward (no ready endpoint, or none answered)",
             proxy_errors.clone(),
         );
+        let tunnel_connections = Family::<Labels, Counter>::default();
+        registry.register(
+            "tunnel_connections",
+            "Service connections tunnelled over mutual TLS to other nodes (direction=out) and from them (direction=in)",
+            tunnel_connections.clone(),
+        );
+        let tunnel_refusals = Counter::default();
+        registry.register(
+            "tunnel_refusals",
+            "Connections to this node's tunnel refused: no valid node certificate, a node not in the route table, or no endpoint's port",
+            tunnel_refusals.clone(),
+        );
         AgentMetrics {
             registry,
+            tunnel_connections,
+            tunnel_refusals,
             pods,
             restarts,
             containers: Mutex::new(BTreeSet::new()),
@@ -185,6 +202,20 @@ impl AgentMetrics {
     /// Brings the proxy's counts up to what it counted.
     fn count_traffic(&self) {
         let Some(mesh) = self.mesh.get() else { return };
+        let tunnels = mesh.tunnel_counts();
+        let out: Labels = vec![("direction", "out".to_owned())];
+        let inward: Labels = vec![("direction", "in".to_owned())];
+        // One family lock at a time: a guard held while another series is made would deadlock.
+        let opened = self.tunnel_connections.get_or_create(&out).clone();
+        let accepted = self.tunnel_connections.get_or_create(&inward).clone();
+        for (counter, total) in
+            [(opened, tunnels.opened), (accepted, tunnels.accepted), (self.tunnel_refusals.clone(), tunnels.refused)]
+        {
+            let counted = counter.get();
+            if total > counted {
+                counter.inc_by(total - counted);
+            }
+        }
         for (service, traffic) in mesh.traffic() {
             let labels: Labels = vec![("service", service)];
             for (family, total) in

@@ -238,6 +238,10 @@ pub struct Heartbeat {
     /// The node's last usage sample, once it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub usage: Option<NodeUsage>,
+    /// The port on the node's address where other nodes' service traffic comes in over mutual
+    /// TLS, when the node has a certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tunnel_port: Option<u16>,
 }
 
 /// A node's resource usage at one sample: the node's, and each running container's.
@@ -329,6 +333,20 @@ pub struct ErrorBody {
 pub struct RouteTable {
     pub version: u64,
     pub services: Vec<ServiceRoute>,
+    /// The nodes that take service traffic over mutual TLS, and the certificates that are
+    /// theirs: a node tunnels to another node's endpoints, and takes tunnels only from these.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<TunnelPeer>,
+}
+
+/// Where a node takes tunnelled service traffic, and the fingerprints of its certificates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TunnelPeer {
+    pub node: String,
+    pub address: String,
+    pub port: u16,
+    pub certificates: Vec<String>,
 }
 
 /// One service: its addresses and its ready endpoints on every node.

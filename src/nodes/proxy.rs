@@ -12,6 +12,12 @@
 //!
 //! Traffic never goes through a bridge address: probes, service connections and DNS all stay
 //! on loopback addresses and inside namespaces.
+//!
+//! Between nodes, once the node has a certificate, a connection to an endpoint on another node
+//! goes through that node's tunnel: mutual TLS with both node certificates (the cluster's CA),
+//! then the endpoint's host port in two bytes; the other node answers one byte (`0`: open)
+//! and copies to the endpoint on its own address. A tunnel takes only nodes whose certificate
+//! fingerprints the route table lists, and only ports of endpoints on its node.
 
 use super::protocol::RouteTable;
 use crate::lock;
@@ -53,6 +59,12 @@ struct Routes {
     names: HashMap<String, Vec<Ipv4Addr>>,
     /// Per namespace, the Kubernetes-style variables of its services.
     environment: HashMap<String, Vec<(String, String)>>,
+    /// Per node address, the port of its tunnel.
+    tunnels: HashMap<IpAddr, u16>,
+    /// The fingerprints of the node certificates a tunnel takes.
+    peers: std::collections::HashSet<String>,
+    /// Every endpoint's host address and port: what a tunnel may connect to.
+    endpoints: std::collections::HashSet<SocketAddr>,
 }
 
 /// Where a connection came in: a virtual address inside a pod, or a NodePort.
@@ -73,6 +85,12 @@ pub struct Traffic {
 impl Routes {
     fn compile(table: &RouteTable) -> Routes {
         let mut routes = Routes { version: table.version, ..Routes::default() };
+        for peer in &table.peers {
+            if let Ok(address) = peer.address.parse::<IpAddr>() {
+                routes.tunnels.insert(address, peer.port);
+            }
+            routes.peers.extend(peer.certificates.iter().cloned());
+        }
         for service in &table.services {
             let key = format!("{}.{}", service.name, service.namespace);
             let name: Arc<str> = format!("{}/{}", service.namespace, service.name).into();
@@ -114,6 +132,7 @@ impl Routes {
                 }
             }
         }
+        routes.endpoints = routes.virtual_ports.values().chain(routes.node_ports.values()).flatten().copied().collect();
         routes
     }
 }
@@ -199,7 +218,33 @@ pub struct Mesh {
     upstream: Vec<SocketAddr>,
     /// Per service (`namespace/name`), what was forwarded, for `/metrics`.
     traffic: Mutex<HashMap<Arc<str>, Traffic>>,
+    /// The TLS of tunnels to other nodes, once the node has a certificate.
+    tunnel: std::sync::OnceLock<Tunnel>,
+    /// Tunnels opened to other nodes, taken from them, and refused.
+    tunnel_counts: [std::sync::atomic::AtomicU64; 3],
 }
+
+/// The node's side of the tunnels: how it connects to other nodes, and its own port.
+struct Tunnel {
+    connector: tokio_rustls::TlsConnector,
+    port: u16,
+    _accepting: Tasks,
+}
+
+/// What the tunnels counted since the agent started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TunnelCounts {
+    /// Connections this node tunnelled to another node.
+    pub opened: u64,
+    /// Tunnelled connections this node took from other nodes.
+    pub accepted: u64,
+    /// Connections to this node's tunnel it refused: no valid certificate, a node not in the
+    /// route table, or a port that is not an endpoint's.
+    pub refused: u64,
+}
+
+/// How long a tunnel's handshake may take.
+const TUNNEL_HANDSHAKE: Duration = Duration::from_secs(5);
 
 impl std::fmt::Debug for Mesh {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -229,7 +274,124 @@ impl Mesh {
             pods: Mutex::new(HashMap::new()),
             upstream,
             traffic: Mutex::new(HashMap::new()),
+            tunnel: std::sync::OnceLock::new(),
+            tunnel_counts: Default::default(),
         })
+    }
+
+    /// Starts taking tunnelled traffic on the node's address (a port the system picks), and
+    /// tunnels to other nodes from now on; returns the port, for the heartbeats.
+    pub async fn start_tunnel(
+        self: &Arc<Self>,
+        server: Arc<rustls::ServerConfig>,
+        client: Arc<rustls::ClientConfig>,
+    ) -> std::io::Result<u16> {
+        if let Some(tunnel) = self.tunnel.get() {
+            return Ok(tunnel.port);
+        }
+        let listener = TcpListener::bind(SocketAddr::new(self.address, 0)).await?;
+        let port = listener.local_addr()?.port();
+        let mesh = self.clone();
+        let acceptor = tokio_rustls::TlsAcceptor::from(server);
+        let task = tokio::spawn(async move { mesh.serve_tunnel(listener, acceptor).await });
+        let tunnel = Tunnel {
+            connector: tokio_rustls::TlsConnector::from(client),
+            port,
+            _accepting: Tasks(vec![task.abort_handle()]),
+        };
+        let _ = self.tunnel.set(tunnel);
+        tracing::info!(node = %self.node, address = %self.address, port, "Taking other nodes' service traffic over mutual TLS.");
+        Ok(port)
+    }
+
+    /// What the tunnels counted.
+    pub fn tunnel_counts(&self) -> TunnelCounts {
+        let [opened, accepted, refused] = &self.tunnel_counts;
+        TunnelCounts {
+            opened: opened.load(Ordering::Relaxed),
+            accepted: accepted.load(Ordering::Relaxed),
+            refused: refused.load(Ordering::Relaxed),
+        }
+    }
+
+    async fn serve_tunnel(self: Arc<Self>, listener: TcpListener, acceptor: tokio_rustls::TlsAcceptor) {
+        loop {
+            let Ok((inbound, from)) = listener.accept().await else {
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            };
+            let (mesh, acceptor) = (self.clone(), acceptor.clone());
+            tokio::spawn(async move {
+                if let Err(why) = mesh.take_tunnel(inbound, acceptor).await {
+                    mesh.tunnel_counts[2].fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(node = %mesh.node, %from, why, "Refused a tunnel.");
+                }
+            });
+        }
+    }
+
+    /// One tunnelled connection from another node: checked, then copied to the endpoint.
+    async fn take_tunnel(&self, inbound: TcpStream, acceptor: tokio_rustls::TlsAcceptor) -> Result<(), String> {
+        let _ = inbound.set_nodelay(true);
+        let mut stream = tokio::time::timeout(TUNNEL_HANDSHAKE, acceptor.accept(inbound))
+            .await
+            .map_err(|_| "the handshake did not finish in time".to_owned())?
+            .map_err(|e| format!("the handshake failed: {e}"))?;
+        let routes = self.routes();
+        let presented = crate::tls::peer_fingerprint(stream.get_ref().1).unwrap_or_default();
+        if !routes.peers.contains(&presented) {
+            return Err(format!("certificate {presented} is no current node's"));
+        }
+        let mut port = [0u8; 2];
+        tokio::time::timeout(TUNNEL_HANDSHAKE, stream.read_exact(&mut port))
+            .await
+            .map_err(|_| "no port came".to_owned())?
+            .map_err(|e| e.to_string())?;
+        let target = SocketAddr::new(self.address, u16::from_be_bytes(port));
+        if !routes.endpoints.contains(&target) {
+            let _ = stream.write_all(&[1]).await;
+            return Err(format!("{target} is not an endpoint on this node"));
+        }
+        let mut outbound = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(target)).await {
+            Ok(Ok(outbound)) => outbound,
+            _ => {
+                // Refused by the endpoint, not by the tunnel: the other node tries its next one.
+                let _ = stream.write_all(&[2]).await;
+                return Ok(());
+            }
+        };
+        self.tunnel_counts[1].fetch_add(1, Ordering::Relaxed);
+        stream.write_all(&[0]).await.map_err(|e| e.to_string())?;
+        let _ = outbound.set_nodelay(true);
+        let _ = tokio::io::copy_bidirectional(&mut stream, &mut outbound).await;
+        Ok(())
+    }
+
+    /// A connection to `target` through its node's tunnel, open once that node said so.
+    async fn open_tunnel(
+        &self,
+        tunnel: &Tunnel,
+        target: SocketAddr,
+        port: u16,
+    ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, String> {
+        let socket = TcpStream::connect(SocketAddr::new(target.ip(), port)).await.map_err(|e| e.to_string())?;
+        let _ = socket.set_nodelay(true);
+        let name = rustls_pki_types::ServerName::IpAddress(target.ip().into());
+        let mut stream = tokio::time::timeout(TUNNEL_HANDSHAKE, tunnel.connector.connect(name, socket))
+            .await
+            .map_err(|_| "the tunnel's handshake did not finish in time".to_owned())?
+            .map_err(|e| format!("the tunnel's handshake failed: {e}"))?;
+        stream.write_all(&target.port().to_be_bytes()).await.map_err(|e| e.to_string())?;
+        let mut answer = [0u8; 1];
+        stream.read_exact(&mut answer).await.map_err(|e| e.to_string())?;
+        match answer[0] {
+            0 => {
+                self.tunnel_counts[0].fetch_add(1, Ordering::Relaxed);
+                Ok(stream)
+            }
+            1 => Err(format!("the node at {} does not take {target}", target.ip())),
+            _ => Err(format!("{target} refused")),
+        }
     }
 
     /// What the proxy counted per service (`namespace/name`) since the agent started.
@@ -392,8 +554,23 @@ impl Mesh {
             return false;
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed);
+        let routes = self.routes();
         for i in 0..targets.len().min(3) {
             let target = targets[(start + i) % targets.len()];
+            let tunnel = self.tunnel.get().filter(|_| target.ip() != self.address);
+            if let Some((tunnel, port)) = tunnel.and_then(|t| Some((t, *routes.tunnels.get(&target.ip())?))) {
+                match tokio::time::timeout(CONNECT_TIMEOUT + TUNNEL_HANDSHAKE, self.open_tunnel(tunnel, target, port)).await {
+                    Ok(Ok(mut outbound)) => {
+                        tracing::trace!(%target, "Forwarding through the node's tunnel.");
+                        let _ = inbound.set_nodelay(true);
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        return true;
+                    }
+                    Ok(Err(error)) => tracing::debug!(%target, %error, "A tunnel did not open; trying the next endpoint."),
+                    Err(_) => tracing::debug!(%target, "A tunnel did not open in time; trying the next endpoint."),
+                }
+                continue;
+            }
             match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(target)).await {
                 Ok(Ok(mut outbound)) => {
                     tracing::trace!(%target, "Forwarding.");
@@ -615,6 +792,7 @@ mod tests {
     fn table() -> RouteTable {
         RouteTable {
             version: 7,
+            peers: Vec::new(),
             services: vec![
                 ServiceRoute {
                     namespace: "shop".into(),
@@ -733,6 +911,7 @@ mod tests {
         };
         let mut table = RouteTable {
             version: 1,
+            peers: Vec::new(),
             services: vec![ServiceRoute {
                 namespace: "shop".into(),
                 name: "web".into(),

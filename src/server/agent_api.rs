@@ -53,6 +53,9 @@ struct Inner {
     routes: watch::Sender<Arc<RouteTable>>,
     /// Per node, the route table version it routes by (what it asked for newer than).
     routes_acked: Mutex<HashMap<String, u64>>,
+    /// The nodes that take tunnelled service traffic, from their heartbeats: added to every
+    /// route table a node fetches.
+    peers: Mutex<std::collections::BTreeMap<String, crate::nodes::protocol::TunnelPeer>>,
     /// Woken by every report, so that a pod turning unready leaves the routes at once.
     reported: Notify,
     /// What the heartbeats say of resource usage.
@@ -105,6 +108,7 @@ impl AgentApi {
                 generations: Mutex::new(HashMap::new()),
                 routes: watch::channel(Arc::new(RouteTable::default())).0,
                 routes_acked: Mutex::new(HashMap::new()),
+                peers: Mutex::new(std::collections::BTreeMap::new()),
                 reported: Notify::new(),
                 usage: super::usage::UsageBook::default(),
                 requests: Mutex::new(HashMap::new()),
@@ -269,7 +273,7 @@ impl AgentApi {
             // new table at once; they only grow while this server runs.
             let millis = u64::try_from(now()).unwrap_or(0) * 1000;
             version = if version == 0 { millis.max(1) } else { version + 1 };
-            *table = Arc::new(RouteTable { version, services });
+            *table = Arc::new(RouteTable { version, services, peers: Vec::new() });
             true
         });
         version
@@ -297,13 +301,18 @@ impl AgentApi {
 
     /// The node named in the path, when the request carries its credential and, over TLS,
     /// comes on a connection that presented the node's certificate.
-    async fn authorize(&self, headers: &HeaderMap, presented: &Presented, node: &str) -> Result<(), AppError> {
+    async fn authorize(
+        &self,
+        headers: &HeaderMap,
+        presented: &Presented,
+        node: &str,
+    ) -> Result<crate::store::NodeRecord, AppError> {
         let record = self.credential_holder(headers, node).await?;
         if self.inner.authority.is_none() {
-            return Ok(());
+            return Ok(record);
         }
         match &presented.0 {
-            Some(fingerprint) if record.certificates.contains(fingerprint) => Ok(()),
+            Some(fingerprint) if record.certificates.contains(fingerprint) => Ok(record),
             _ if record.certificates.is_empty() => Err(AppError::new(
                 StatusCode::UNAUTHORIZED,
                 format!("node {node} has no client certificate yet; an agent of this version asks for one at start"),
@@ -330,8 +339,14 @@ impl AgentApi {
         }
     }
 
-    /// Signs a certificate for `node`'s key and pins it; None when the server has no CA.
-    async fn certify(&self, node: &str, public_key: Option<&str>) -> Result<Option<NodeCertificate>, AppError> {
+    /// Signs a certificate for `node`'s key (valid for its `address` too) and pins it; None when
+    /// the server has no CA.
+    async fn certify(
+        &self,
+        node: &str,
+        address: &str,
+        public_key: Option<&str>,
+    ) -> Result<Option<NodeCertificate>, AppError> {
         let Some(authority) = &self.inner.authority else {
             return Ok(None);
         };
@@ -346,7 +361,7 @@ impl AgentApi {
                 AppError::new(StatusCode::BAD_REQUEST, "`publicKey` is not a base64 P-256 point (65 bytes, uncompressed)")
             })?;
         let issued = authority
-            .certify_node(node, &raw, self.inner.node_lifetime)
+            .certify_node(node, address.parse().ok(), &raw, self.inner.node_lifetime)
             .map_err(|e| AppError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
         if !self.inner.store.set_node_certificate(node, &issued.fingerprint, issued.expires).await? {
             return Err(AppError::new(StatusCode::NOT_FOUND, format!("node {node} does not exist (any more)")));
@@ -355,9 +370,36 @@ impl AgentApi {
         Ok(Some(NodeCertificate { certificate: issued.pem, ca: authority.pem().to_owned(), expires: issued.expires }))
     }
 
+    /// Records where `node` takes tunnelled traffic (or that it takes none). A change goes out
+    /// to every node as a new route table version.
+    fn set_peer(&self, node: &str, peer: Option<crate::nodes::protocol::TunnelPeer>) {
+        let changed = {
+            let mut peers = lock(&self.inner.peers);
+            let changed = peers.get(node) != peer.as_ref();
+            match peer {
+                Some(peer) => peers.insert(node.to_owned(), peer),
+                None => peers.remove(node),
+            };
+            changed
+        };
+        if changed {
+            self.inner.routes.send_modify(|table| {
+                if table.version != 0 {
+                    *table = Arc::new(RouteTable { version: table.version + 1, ..(**table).clone() });
+                }
+            });
+        }
+    }
+
+    /// The port where `node` takes tunnelled service traffic, as its heartbeats say.
+    pub fn tunnel_port(&self, node: &str) -> Option<u16> {
+        lock(&self.inner.peers).get(node).map(|peer| peer.port)
+    }
+
     /// Forgets what this server holds in memory for a removed node, and wakes its long polls so
     /// they answer (refused) at once.
     pub fn forget(&self, node: &str) {
+        self.set_peer(node, None);
         if let Some(generation) = lock(&self.inner.generations).remove(node) {
             generation.send_modify(|g| *g = u64::MAX);
         }
@@ -404,7 +446,7 @@ async fn join(
             ),
         ));
     }
-    let certificate = match api.certify(&request.node, request.public_key.as_deref()).await {
+    let certificate = match api.certify(&request.node, &request.address, request.public_key.as_deref()).await {
         Ok(certificate) => certificate,
         Err(error) => {
             // The name stays free for the agent's next try.
@@ -423,8 +465,17 @@ async fn heartbeat(
     presented: Presented,
     Json(beat): Json<Heartbeat>,
 ) -> Result<StatusCode, AppError> {
-    api.authorize(&headers, &presented, &node).await?;
+    let record = api.authorize(&headers, &presented, &node).await?;
     api.inner.store.record_heartbeat(&node, &beat, now()).await?;
+    let peer = beat.tunnel_port.filter(|_| !record.certificates.is_empty()).map(|port| {
+        crate::nodes::protocol::TunnelPeer {
+            node: node.clone(),
+            address: beat.address.clone(),
+            port,
+            certificates: record.certificates.clone(),
+        }
+    });
+    api.set_peer(&node, peer);
     if let Some(usage) = &beat.usage {
         api.inner.usage.record(&node, usage);
     }
@@ -496,7 +547,9 @@ async fn routes(
         api.authorize(&headers, &presented, &node).await?;
     }
     let table = receiver.borrow().clone();
-    Ok(Json((*table).clone()))
+    let mut table = (*table).clone();
+    table.peers = lock(&api.inner.peers).values().cloned().collect();
+    Ok(Json(table))
 }
 
 #[derive(Debug, Deserialize)]
@@ -566,7 +619,7 @@ async fn certificate(
     if !record.certificates.is_empty() {
         api.authorize(&headers, &presented, &node).await?;
     }
-    match api.certify(&node, Some(&request.public_key)).await? {
+    match api.certify(&node, &record.address, Some(&request.public_key)).await? {
         Some(certificate) => Ok(Json(certificate)),
         None => Err(AppError::new(
             StatusCode::NOT_FOUND,

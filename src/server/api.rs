@@ -1024,6 +1024,12 @@ pub struct NodeView {
     pub pods: usize,
     pub last_heartbeat: i64,
     pub joined_at: i64,
+    /// Where the node takes other nodes' service traffic over mutual TLS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tunnel_port: Option<u16>,
+    /// When the node's certificate expires (Unix seconds), over TLS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub certificate_expires: Option<i64>,
 }
 
 /// A pod's last usage sample with what it asks for, as `berth top pods` shows it.
@@ -1370,6 +1376,7 @@ pub async fn node_views(plane: &ControlPlane) -> Result<Vec<NodeView>, AppError>
             let view = pod_view(&node.name, pod, None, None);
             allocated = allocated.plus(view.requests);
         }
+        let tunnel_port = plane.api.tunnel_port(&node.name);
         views.push(NodeView {
             status: if now - node.last_heartbeat <= grace { "Ready" } else { "NotReady" }.to_owned(),
             name: node.name,
@@ -1381,6 +1388,8 @@ pub async fn node_views(plane: &ControlPlane) -> Result<Vec<NodeView>, AppError>
             pods: assigned.len(),
             last_heartbeat: node.last_heartbeat,
             joined_at: node.joined_at,
+            tunnel_port,
+            certificate_expires: node.certificate_expires,
         });
     }
     Ok(views)

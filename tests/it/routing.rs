@@ -272,6 +272,13 @@ async fn services_resolve_balance_across_nodes_and_free_their_port_when_gone() {
     let mut connections = 0.0;
     for address in ["127.0.10.2", "127.0.10.3"] {
         let text = scrape(address.to_owned()).await;
+        // Traffic to the other node's pods went through its tunnel: mutual TLS between the two
+        // agents, each on its own loopback address, both ways.
+        for direction in ["out", "in"] {
+            let tunnelled =
+                crate::control::sample(&text, "berth_agent_tunnel_connections_total", &[("direction", direction)]);
+            assert!(tunnelled.is_some_and(|n| n >= 1.0), "node {address} tunnelled {direction}: {text}");
+        }
         connections += crate::control::sample(&text, "berth_agent_proxy_connections_total", &[("service", "shop/web")])
             .unwrap_or(0.0);
     }

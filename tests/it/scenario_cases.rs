@@ -322,6 +322,7 @@ impl HollowNode {
             capacity: Self::capacity(),
             allocatable: Self::capacity(),
             usage: None,
+            tunnel_port: None,
         };
         store.record_heartbeat(&self.name, &beat, now).await.unwrap();
         let (generation, assigned) = store.assignment(&self.name).await.unwrap();

@@ -77,6 +77,31 @@ async fn node_call(http: &reqwest::Client, cluster: &Cluster, node: &str, creden
     }
 }
 
+/// Asks the tunnel at `address:port` for `target` on its node: the answer byte, or why there
+/// was none.
+async fn through_tunnel(
+    config: std::sync::Arc<rustls::ClientConfig>,
+    address: &str,
+    port: u16,
+    target: u16,
+) -> Result<u8, String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpStream::connect((address, port)).await.map_err(|e| e.to_string())?;
+    let name = rustls_pki_types::ServerName::IpAddress(address.parse::<std::net::IpAddr>().unwrap().into());
+    let connect = tokio_rustls::TlsConnector::from(config).connect(name, socket);
+    let mut stream = tokio::time::timeout(Duration::from_secs(5), connect)
+        .await
+        .map_err(|_| "handshake timed out".to_owned())?
+        .map_err(|e| e.to_string())?;
+    stream.write_all(&target.to_be_bytes()).await.map_err(|e| e.to_string())?;
+    let mut answer = [0u8; 1];
+    tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut answer))
+        .await
+        .map_err(|_| "no answer".to_owned())?
+        .map_err(|e| e.to_string())?;
+    Ok(answer[0])
+}
+
 fn pods_by_node(pods: &Value) -> Vec<(String, bool)> {
     let mut out: Vec<(String, bool)> = pods
         .as_array()
@@ -99,7 +124,9 @@ async fn agents_join_over_https_pinned_and_node_certificates_open_only_their_nod
     repo.write("app.yaml", &app(2, "v1"));
     let v1 = repo.commit("v1");
     let server_args = ["--node-certificate-seconds", "15"];
-    let cluster = Cluster::start_on("tls", repo.path().to_str().unwrap(), 2, &server_args, 31).await;
+    let agent_args = ["--metrics-listen", "{address}:19094"];
+    let cluster =
+        Cluster::start_with_agents("tls", repo.path().to_str().unwrap(), 2, &server_args, 31, &agent_args).await;
     assert!(cluster.url().starts_with("https://"), "the server speaks HTTPS by default");
     cluster.wait_status("v1 on both nodes", |s| synced(s) && s["applied"] == v1).await;
     let nodes: Vec<String> = cluster.nodes.iter().map(|n| n.name.clone()).collect();
@@ -136,7 +163,7 @@ async fn agents_join_over_https_pinned_and_node_certificates_open_only_their_nod
     let refused = node_call(&forger, &cluster, &nodes[0], &credential0).await;
     assert!(refused.is_err(), "a forged certificate is refused in the handshake: {refused:?}");
     let (other_key, other_public) = berth::tls::NodeIdentity::new_key().unwrap();
-    let stranger = other.certify_node(&nodes[0], &other_public, Duration::from_secs(3600)).unwrap();
+    let stranger = other.certify_node(&nodes[0], None, &other_public, Duration::from_secs(3600)).unwrap();
     let outsider = client_presenting(&cluster, &stranger.pem, &other_key);
     let refused = node_call(&outsider, &cluster, &nodes[0], &credential0).await;
     assert!(refused.is_err(), "a certificate of another CA is refused in the handshake: {refused:?}");
@@ -153,6 +180,44 @@ async fn agents_join_over_https_pinned_and_node_certificates_open_only_their_nod
     let v2 = repo.commit("v2");
     cluster.wait_status("v2 after the renewal", |s| synced(s) && s["applied"] == v2).await;
 
+    // Node 1's tunnel for service traffic takes only nodes of this cluster: not a connection
+    // without a certificate, a forged one, or one of another CA. A node's own certificate
+    // opens it, for ports of endpoints on node 1 only.
+    let address1 = "127.0.31.3";
+    let listed = cluster.get("/api/v1/nodes").await;
+    let node1 = listed.as_array().unwrap().iter().find(|n| n["name"] == nodes[1].as_str()).unwrap();
+    let tunnel = node1["tunnelPort"].as_u64().expect("node 1 announces its tunnel") as u16;
+    let ca_pem = std::fs::read_to_string(cluster.ca_file()).unwrap();
+    let as_node = |certificate: &str, key: &str| {
+        let identity = std::sync::Arc::new(berth::tls::NodeIdentity::default());
+        identity.set(certificate, key).unwrap();
+        berth::tls::tunnel_configs(&ca_pem, identity).unwrap().1
+    };
+    let roots = berth::tls::read_certificates(&cluster.ca_file()).unwrap();
+    let anonymous = std::sync::Arc::new(berth::tls::client_config(&berth::tls::Trust::Roots(roots), None).unwrap());
+    let mut plain = tokio::net::TcpStream::connect((address1, tunnel)).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut plain, &[0x1f, 0x90]).await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::io::AsyncReadExt::read_to_end(&mut plain, &mut answer).await;
+    assert_ne!(answer, vec![0u8], "plain bytes open no tunnel");
+    for (what, config) in [
+        ("no certificate", anonymous),
+        ("a self-signed certificate", as_node(&forged.cert.pem(), &forged.signing_key.serialize_pem())),
+        ("a certificate of another CA", as_node(&stranger.pem, &other_key)),
+    ] {
+        let refused = through_tunnel(config, address1, tunnel, 8080).await;
+        assert!(refused.is_err(), "{what} opens no tunnel: {refused:?}");
+    }
+    wait_for("node 0's certificate to open node 1's tunnel", LIMIT, || async {
+        let (certificate, key, _) = node_files(cluster.nodes[0].state.path());
+        // Not an endpoint's port: the tunnel opened, and says no to the port.
+        through_tunnel(as_node(&certificate, &key), address1, tunnel, 9).await == Ok(1)
+    })
+    .await;
+    let (_, metrics) = crate::control::get_text(&format!("http://{address1}:19094/metrics"), None).await;
+    let refusals = crate::control::sample(&metrics, "berth_agent_tunnel_refusals_total", &[]);
+    assert!(refusals.is_some_and(|n| n >= 4.0), "node 1 counted the refusals: {metrics}");
+
     // Removing node 0 revokes it at once and moves its pods to node 1.
     let dir = repo.path();
     let (code, _, stderr) = cluster.cli(dir, &["node", "remove", &nodes[0]], true);
@@ -165,6 +230,13 @@ async fn agents_join_over_https_pinned_and_node_certificates_open_only_their_nod
     let (code, _, stderr) = cluster.cli(dir, &["node", "remove", &nodes[0], "--yes"], true);
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("no node is named"), "{stderr}");
+    // Its certificate no longer opens other nodes' tunnels either, once they have the new routes.
+    let (certificate, key, _) = node_files(cluster.nodes[0].state.path());
+    let removed = as_node(&certificate, &key);
+    wait_for("node 1's tunnel to refuse the removed node", LIMIT, || async {
+        through_tunnel(removed.clone(), address1, tunnel, 9).await.is_err()
+    })
+    .await;
     let deadline = Instant::now() + LIMIT;
     loop {
         let pods = pods_by_node(&cluster.get("/api/v1/pods").await);
@@ -258,4 +330,66 @@ fn insecure_http_is_refused_off_loopback() {
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("--insecure-http serves plain HTTP and is accepted only on a loopback"), "{stderr}");
     assert!(!db.path().join("berth.db").exists(), "nothing was opened");
+}
+
+/// `--tls-cert`/`--tls-key` serve an operator's chain: the CLI trusts the operator's CA given in
+/// BERTH_CA_FILE, and the join token file pins the last certificate of the chain.
+#[test]
+fn an_operators_certificate_is_served_and_pinned_by_the_join_token() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let mut repo = TestRepo::new();
+    repo.write("README.md", "manifests\n");
+    repo.commit("nothing yet");
+    let state = tempfile::tempdir().unwrap();
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap().signed_by(&leaf_key, &issuer).unwrap();
+    let (chain, key, ca_file) = (state.path().join("chain.pem"), state.path().join("key.pem"), state.path().join("op-ca.pem"));
+    std::fs::write(&chain, leaf.pem() + &ca.pem()).unwrap();
+    std::fs::write(&key, leaf_key.serialize_pem()).unwrap();
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let listen = format!("127.0.0.1:{}", free_port());
+    let mut server = crate::server::Process(
+        Command::new(env!("CARGO_BIN_EXE_berth"))
+            .args(["server", "--repo", repo.path().to_str().unwrap(), "--listen", &listen])
+            .arg("--db")
+            .arg(state.path().join("berth.db"))
+            .arg("--tls-cert")
+            .arg(&chain)
+            .arg("--tls-key")
+            .arg(&key)
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let elsewhere = tempfile::tempdir().unwrap();
+    let cli = |ca: Option<&Path>| {
+        let token = std::fs::read_to_string(state.path().join("api-token")).unwrap_or_default();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_berth"));
+        command.args(["get", "nodes", "--server", &format!("https://{listen}")]).current_dir(elsewhere.path());
+        command.env("BERTH_TOKEN", token.trim()).env("BERTH_CONFIG", elsewhere.path().join("none.json"));
+        command.env_remove("BERTH_CA_FILE");
+        if let Some(ca) = ca {
+            command.env("BERTH_CA_FILE", ca);
+        }
+        let output = command.output().unwrap();
+        (output.status.code(), String::from_utf8_lossy(&output.stderr).into_owned())
+    };
+    let deadline = Instant::now() + LIMIT;
+    while cli(Some(&ca_file)).0 != Some(0) {
+        assert!(server.0.try_wait().unwrap().is_none(), "the server stopped");
+        assert!(Instant::now() < deadline, "the server did not answer over the operator's certificate: {:?}", cli(Some(&ca_file)));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // berth's own CA does not sign what this server serves.
+    let (code, stderr) = cli(Some(&state.path().join(berth::tls::CA_FILE)));
+    assert_eq!(code, Some(1), "{stderr}");
+    let token = std::fs::read_to_string(state.path().join("join-token")).unwrap();
+    let pinned = berth::tls::JoinToken::parse(&token).unwrap();
+    assert_eq!(pinned.ca_hash, Some(berth::tls::fingerprint(ca.der())), "the token pins the operator's CA: {token}");
+    drop(server);
 }
