@@ -874,11 +874,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     state_dir.join("api-token").display()
                 );
                 if let Some(fingerprint) = &served.ca_fingerprint {
-                    eprintln!(
-                        "berth server: CA sha256 {fingerprint} in {}; agents join with the token in {}",
-                        state_dir.join(berth::tls::CA_FILE).display(),
-                        token_file.as_deref().unwrap_or(Path::new("--join-token")).display()
-                    );
+                    let join_with = match &token_file {
+                        Some(file) => format!("the token in {}", file.display()),
+                        None => format!("K10{fingerprint}::<the --join-token secret>"),
+                    };
+                    eprintln!("berth server: CA sha256 {fingerprint}; agents join with {join_with}");
                 }
                 wait_for_signal().await;
                 shutdown.cancel();
@@ -1000,6 +1000,7 @@ async fn serve_control_plane(
 ) -> Result<Served> {
     let state_dir =
         db.parent().map(Path::to_path_buf).filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(|| ".".into());
+    berth::private::private_dir(&state_dir).with_context(|| format!("creating {}", state_dir.display()))?;
     let lock = lock_database(db)?;
     let api_token = secret_in(&state_dir, "api-token")?;
     let store = Arc::new(Store::open(db).await.with_context(|| format!("opening {}", db.display()))?);
