@@ -18,8 +18,8 @@
 //!   lines as a container writes them; lines a second, and the CPU the server and the agent
 //!   spend per line.
 //!
-//! - `tls`: with 1,000 hollow nodes over plain HTTP and over HTTPS with node certificates: the
-//!   time to join, a node's report and assignment long-poll latency, a request on a new
+//! - `tls`: with 1,000 hollow nodes over plain HTTP and over HTTPS with node certificates: a
+//!   node's report and assignment long-poll latency, a request on a new
 //!   connection, and the server's CPU and memory.
 //!
 //! `cargo bench --bench control [scale|memory|ready|ui|usage|logs|tls]` (all by default). The hollow runtime
@@ -617,7 +617,7 @@ fn quantile(sorted: &[Duration], q: f64) -> Duration {
 }
 
 /// Issue 21: what TLS costs with 1,000 hollow nodes (10 pods each, heartbeats every 2 s):
-/// the time for all to join, the latency of a node's report and of an assignment long poll
+/// the latency of a node's report and of an assignment long poll
 /// answered at once (kept-alive connection, median and p99 of 300), the same long poll on a new
 /// connection each time (the handshake), and the server's CPU and memory over 30 s. Once over
 /// plain HTTP, once over HTTPS with node certificates.
@@ -625,7 +625,6 @@ async fn tls() {
     let (nodes, workloads, replicas) = (1000, 100, 100);
     for tls in [false, true] {
         let label = if tls { "https + node certificates" } else { "plain http" };
-        let joining = Instant::now();
         let cluster = hollow_cluster_over(
             nodes,
             workloads,
@@ -634,7 +633,6 @@ async fn tls() {
             tls,
         )
         .await;
-        let joined = joining.elapsed();
         let deadline = Instant::now() + Duration::from_secs(300);
         while cluster.started.load(Ordering::Relaxed) < workloads * replicas {
             assert!(Instant::now() < deadline, "tls run incomplete");
@@ -667,7 +665,6 @@ async fn tls() {
         tokio::time::sleep(window).await;
         let used = (cpu_ticks(cluster.server.child.id()) - before) as f64 / 100.0 / window.as_secs_f64();
         println!("tls: {label}, {nodes} hollow nodes running {} pods, heartbeats every 2 s", workloads * replicas);
-        println!("  all joined in {:.2} s (from the server's start)", joined.as_secs_f64());
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         println!(
             "  report: median {:.2} ms, p99 {:.2} ms; assignment (the long-poll endpoint, answered at once): median {:.2} ms, p99 {:.2} ms",

@@ -1913,14 +1913,14 @@ spec:
 }
 
 /// A pseudo-terminal with a program on its other side, as a person's terminal is.
-struct Terminal {
+pub(crate) struct Terminal {
     master: std::fs::File,
     slave: std::os::fd::OwnedFd,
     output: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
 }
 
 impl Terminal {
-    fn open(rows: u16, columns: u16) -> Terminal {
+    pub(crate) fn open(rows: u16, columns: u16) -> Terminal {
         use std::os::fd::FromRawFd as _;
         let (mut master, mut slave) = (0, 0);
         let size = libc::winsize { ws_row: rows, ws_col: columns, ws_xpixel: 0, ws_ypixel: 0 };
@@ -1947,7 +1947,7 @@ impl Terminal {
     }
 
     /// Starts `command` in a session of its own whose controlling terminal this is.
-    fn spawn(&self, command: &mut Command) -> std::process::Child {
+    pub(crate) fn spawn(&self, command: &mut Command) -> std::process::Child {
         use std::os::unix::process::CommandExt as _;
         let io = || Stdio::from(self.slave.try_clone().unwrap());
         command.stdin(io()).stdout(io()).stderr(io());
@@ -1963,7 +1963,7 @@ impl Terminal {
         command.spawn().unwrap()
     }
 
-    fn type_in(&self, text: &str) {
+    pub(crate) fn type_in(&self, text: &str) {
         std::io::Write::write_all(&mut &self.master, text.as_bytes()).unwrap();
     }
 
@@ -1975,12 +1975,12 @@ impl Terminal {
         assert_eq!(unsafe { libc::ioctl(self.master.as_raw_fd(), libc::TIOCSWINSZ, &raw const size) }, 0);
     }
 
-    fn output(&self) -> String {
+    pub(crate) fn output(&self) -> String {
         String::from_utf8_lossy(&self.output.lock().unwrap()).into_owned()
     }
 
     /// Waits for `text` in what came after the first `from` bytes.
-    async fn wait_for(&self, what: &str, from: usize, text: &str) {
+    pub(crate) async fn wait_for(&self, what: &str, from: usize, text: &str) {
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         while !self.output().get(from..).is_some_and(|after| after.contains(text)) {
             assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}: {:?}", self.output());
@@ -1990,7 +1990,7 @@ impl Terminal {
 }
 
 /// The exit code of `child` once it ends, within `limit`.
-async fn wait_child(child: &mut std::process::Child, limit: Duration) -> Option<i32> {
+pub(crate) async fn wait_child(child: &mut std::process::Child, limit: Duration) -> Option<i32> {
     let deadline = std::time::Instant::now() + limit;
     loop {
         if let Some(status) = child.try_wait().unwrap() {

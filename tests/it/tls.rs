@@ -312,6 +312,26 @@ async fn the_cli_trusts_the_server_through_its_state_folder_a_ca_file_or_a_login
     assert_eq!(code, 1, "a wrong token is not kept: {stderr}");
     let (code, _) = run(elsewhere.path(), &["get", "workloads"], &only_config, "");
     assert_eq!(code, 0, "the earlier login stands");
+
+    // On a terminal, login shows the fingerprint and asks: no keeps nothing, yes trusts it.
+    let fresh = elsewhere.path().join("terminal.json");
+    for (answer, expected) in [("n\r", 1), ("y\r", 0)] {
+        let terminal = crate::control::Terminal::open(30, 100);
+        let mut login = terminal.spawn(
+            Command::new(env!("CARGO_BIN_EXE_berth"))
+                .args(["login", &url])
+                .current_dir(elsewhere.path())
+                .env("BERTH_TOKEN", &token)
+                .env("BERTH_CONFIG", &fresh)
+                .env_remove("BERTH_CA_FILE")
+                .env_remove("BERTH_SERVER"),
+        );
+        terminal.wait_for("the question", 0, "Trust this CA? [y/N]").await;
+        assert!(terminal.output().contains(&hash), "the fingerprint is shown: {}", terminal.output());
+        terminal.type_in(answer);
+        assert_eq!(crate::control::wait_child(&mut login, Duration::from_secs(20)).await, Some(expected), "{}", terminal.output());
+        assert_eq!(fresh.exists(), expected == 0, "{}", terminal.output());
+    }
 }
 
 /// `--insecure-http` is refused off loopback, before anything is opened.
