@@ -654,6 +654,26 @@ mod tests {
     }
 
     #[test]
+    fn the_serving_certificate_names_the_listen_address_and_each_tls_san() {
+        let names = server_names("127.0.0.1:7420".parse().unwrap(), &["berth.example".into(), "10.1.2.3".into()]);
+        assert_eq!(names, ["127.0.0.1", "localhost", "berth.example", "10.1.2.3"]);
+        let everywhere = server_names("0.0.0.0:7420".parse().unwrap(), &[]);
+        for name in ["localhost", "127.0.0.1", "::1"] {
+            assert!(everywhere.contains(&name.to_owned()), "{everywhere:?}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let ca = Authority::load_or_create(dir.path()).unwrap();
+        let (chain, _) = ca.serving(&names).unwrap();
+        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(ca.roots(), provider()).build().unwrap();
+        for name in ["berth.example", "10.1.2.3", "localhost", "127.0.0.1"] {
+            let name = ServerName::try_from(name).unwrap();
+            verifier.verify_server_cert(&chain[0], &[], &name, &[], UnixTime::now()).unwrap();
+        }
+        let other = ServerName::try_from("elsewhere.example").unwrap();
+        assert!(verifier.verify_server_cert(&chain[0], &[], &other, &[], UnixTime::now()).is_err());
+    }
+
+    #[test]
     fn the_pin_accepts_only_a_chain_through_its_ca() {
         let dir = tempfile::tempdir().unwrap();
         let ca = Authority::load_or_create(dir.path()).unwrap();

@@ -936,7 +936,10 @@ async fn a_scale_down_is_synced_only_once_its_pods_are_gone() {
     let seen = loop {
         let status = cluster.get("/api/v1/status").await;
         let pods = cluster.get("/api/v1/pods").await;
-        if terminating(&pods) > 0 && status["applied"] == one.as_str() {
+        // Between the commit's adoption and the first pass that acts on it, the status says only
+        // that the commit is being applied; the workload rows are the pass's to fill.
+        let acted_on = !status["reason"].as_str().unwrap_or_default().contains("is being applied");
+        if terminating(&pods) > 0 && status["applied"] == one.as_str() && acted_on {
             break Some((pods, status));
         }
         assert!(std::time::Instant::now() < deadline, "no pod ever showed as Terminating: {pods:#}");
