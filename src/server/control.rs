@@ -496,6 +496,23 @@ async fn carry_out(plane: &ControlPlane, memory: &mut Memory, decision: Decision
                 s.sync_reason.clone_from(&reason);
                 s.health = status::Health::Progressing;
                 s.health_reason.clone_from(&reason);
+                // The rows of workloads the commit changes are the previous commit's too: they
+                // wait for the pass as well, at the replicas the commit asks.
+                for row in &mut s.workloads {
+                    let step = adopt
+                        .program
+                        .iter()
+                        .find(|w| w.kind.name() == row.kind && w.namespace == row.namespace && w.name == row.name);
+                    if step.is_some_and(|w| matches!(w.action, plan::StepAction::Keep | plan::StepAction::Orphan)) {
+                        continue;
+                    }
+                    row.sync = status::Sync::OutOfSync;
+                    row.health = status::Health::Progressing;
+                    row.reason.clone_from(&reason);
+                    if let Some(replicas) = step.and_then(|w| w.replicas) {
+                        row.replicas = Some(replicas);
+                    }
+                }
                 s.reason = reason;
             }
         });

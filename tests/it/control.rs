@@ -939,6 +939,12 @@ async fn a_scale_down_is_synced_only_once_its_pods_are_gone() {
         // Between the commit's adoption and the first pass that acts on it, the status says only
         // that the commit is being applied; the workload rows are the pass's to fill.
         let acted_on = !status["reason"].as_str().unwrap_or_default().contains("is being applied");
+        if status["applied"] == one.as_str() {
+            // Never the previous pass's word for the workload the commit scales down.
+            let row = workload(&status, "app").unwrap();
+            assert_ne!(row["sync"], "Synced", "{status:#}");
+            assert_eq!(row["replicas"], 1, "{status:#}");
+        }
         if terminating(&pods) > 0 && status["applied"] == one.as_str() && acted_on {
             break Some((pods, status));
         }
