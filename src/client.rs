@@ -75,8 +75,7 @@ impl Client {
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
-        let response =
-            request.send().await.map_err(|source| self.unreachable(&source))?;
+        let response = request.send().await.map_err(|source| self.unreachable(&source))?;
         let status = response.status();
         if status.is_success() {
             return Ok(response);
@@ -101,8 +100,7 @@ impl Client {
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
-        let mut response =
-            request.send().await.map_err(|source| self.unreachable(&source))?;
+        let mut response = request.send().await.map_err(|source| self.unreachable(&source))?;
         if !response.status().is_success() {
             let status = response.status().as_u16();
             let body: Value = response.json().await.unwrap_or_default();
@@ -193,18 +191,14 @@ impl Client {
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
         }
-        let response =
-            request.send().await.map_err(|source| self.unreachable(&source))?;
+        let response = request.send().await.map_err(|source| self.unreachable(&source))?;
         let status = response.status();
         if status != reqwest::StatusCode::SWITCHING_PROTOCOLS {
             let body: Value = response.json().await.unwrap_or_default();
             let message = body.get("error").and_then(Value::as_str).unwrap_or("the request failed").to_owned();
             return Err(ClientError::Refused { server: self.server.clone(), status: status.as_u16(), message });
         }
-        let upgraded = response
-            .upgrade()
-            .await
-            .map_err(|source| self.unreachable(&source))?;
+        let upgraded = response.upgrade().await.map_err(|source| self.unreachable(&source))?;
         let mut session = tokio::io::BufReader::new(upgraded);
         crate::nodes::session::read_answer(&mut session).await.map_err(|message| ClientError::Refused {
             server: self.server.clone(),
@@ -219,8 +213,7 @@ impl Client {
             Some(token) => request.bearer_auth(token),
             None => request,
         };
-        let response =
-            request.send().await.map_err(|source| self.unreachable(&source))?;
+        let response = request.send().await.map_err(|source| self.unreachable(&source))?;
         let status = response.status();
         let body: Value =
             response.json().await.map_err(|source| ClientError::Unreadable { server: self.server.clone(), source })?;
@@ -291,10 +284,8 @@ pub struct Reach {
 /// token is), else the system's roots.
 pub fn reach(server: Option<&str>, token_file: Option<&Path>, ca_file: Option<&Path>) -> Result<Reach, String> {
     let login = LoginConfig::read().unwrap_or_default();
-    let server = server
-        .map(str::to_owned)
-        .or_else(|| login.current.clone())
-        .unwrap_or_else(|| DEFAULT_SERVER.to_owned());
+    let server =
+        server.map(str::to_owned).or_else(|| login.current.clone()).unwrap_or_else(|| DEFAULT_SERVER.to_owned());
     let server = server.trim_end_matches('/').to_owned();
     let logged_in = login.servers.get(&server);
     let env_token = std::env::var("BERTH_TOKEN").ok().filter(|t| !t.trim().is_empty());
@@ -304,14 +295,14 @@ pub fn reach(server: Option<&str>, token_file: Option<&Path>, ca_file: Option<&P
             .map_err(|e| format!("reading the token file {}: {e}", token_file.unwrap_or(Path::new("")).display()))?,
     };
     let env_ca = std::env::var_os("BERTH_CA_FILE").filter(|v| !v.is_empty()).map(PathBuf::from);
-    let ca_path = env_ca
-        .or_else(|| ca_file.map(Path::to_path_buf))
-        .map(|path| (path.clone(), path.display().to_string()));
+    let ca_path =
+        env_ca.or_else(|| ca_file.map(Path::to_path_buf)).map(|path| (path.clone(), path.display().to_string()));
     let (trust, ca_source) = if let Some((path, source)) = ca_path {
         let roots = crate::tls::read_certificates(&path).map_err(|e| e.to_string())?;
         (Some(crate::tls::Trust::Roots(roots)), Some(source))
     } else if let Some(pem) = logged_in.and_then(|entry| entry.ca.as_deref()) {
-        let roots: Vec<_> = rustls_pki_types::pem::PemObject::pem_slice_iter(pem.as_bytes()).filter_map(Result::ok).collect();
+        let roots: Vec<_> =
+            rustls_pki_types::pem::PemObject::pem_slice_iter(pem.as_bytes()).filter_map(Result::ok).collect();
         (Some(crate::tls::Trust::Roots(roots)), Some("the CA kept by `berth login`".to_owned()))
     } else {
         let beside = token_file.as_deref().and_then(Path::parent).map(|dir| dir.join(crate::tls::CA_FILE));
@@ -365,7 +356,8 @@ impl LoginConfig {
 
     /// Writes the config, readable by its owner alone.
     pub fn write(&self) -> std::io::Result<PathBuf> {
-        let path = LoginConfig::path().ok_or_else(|| std::io::Error::other("no HOME to keep the login in; set BERTH_CONFIG"))?;
+        let path = LoginConfig::path()
+            .ok_or_else(|| std::io::Error::other("no HOME to keep the login in; set BERTH_CONFIG"))?;
         if let Some(dir) = path.parent() {
             crate::private::private_dir(dir)?;
         }

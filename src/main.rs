@@ -1040,7 +1040,8 @@ async fn serve_control_plane(
     let node_lifetime = tls.as_ref().map_or(berth::tls::NODE_LIFETIME, |t| t.node_lifetime);
     let scheme = if server_tls.is_some() { "https" } else { "http" };
     let listener = berth::server::listen::Incoming::new(listener, server_tls)?;
-    let agents = berth::server::agent_api::AgentApi::with_authority(store.clone(), &join.render(), authority, node_lifetime);
+    let agents =
+        berth::server::agent_api::AgentApi::with_authority(store.clone(), &join.render(), authority, node_lifetime);
     let plane = berth::server::control::ControlPlane::new(store, loader, agents.clone(), config);
     let access = berth::server::api::Access::new(&api_token, !loopback, webhook_secret);
     access.load_tokens(&plane.store).await.context("reading the API tokens from the store")?;
@@ -1104,19 +1105,18 @@ fn up(
             berth::nodes::docker::Docker::connect().await.context("connecting to the Docker engine; is it running?")?;
         let shutdown = tokio_util::sync::CancellationToken::new();
         let config = berth::server::control::ControlConfig::default();
-        let served =
-            serve_control_plane(
-                loader,
-                &state.join("berth.db"),
-                listen,
-                &token,
-                None,
-                None,
-                None,
-                config,
-                shutdown.clone(),
-            )
-            .await?;
+        let served = serve_control_plane(
+            loader,
+            &state.join("berth.db"),
+            listen,
+            &token,
+            None,
+            None,
+            None,
+            config,
+            shutdown.clone(),
+        )
+        .await?;
         let mut tasks = served.tasks;
         let mut updates = served.plane.status.subscribe();
         let mut agent_config = berth::nodes::agent::AgentConfig::new(
@@ -1909,9 +1909,9 @@ fn login(url: &str, token_file: Option<&Path>, fingerprint: Option<&str>, ca_fil
             let seen = berth::tls::fingerprint(anchor);
             match fingerprint.map(|f| f.replace(':', "").to_ascii_lowercase()) {
                 Some(expected) if expected == seen => {}
-                Some(expected) => bail!(
-                    "the server's CA has the fingerprint {seen}, not {expected}; nothing was trusted or kept"
-                ),
+                Some(expected) => {
+                    bail!("the server's CA has the fingerprint {seen}, not {expected}; nothing was trusted or kept")
+                }
                 None => {
                     eprintln!("The server at {server} presents a certificate of the CA with SHA-256 fingerprint");
                     eprintln!("  {seen}");

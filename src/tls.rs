@@ -11,8 +11,8 @@
 //! - The CLI trusts a CA file, else the system's roots.
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-    KeyPair, KeyUsagePurpose, PublicKeyData, SignatureAlgorithm,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, PublicKeyData, SignatureAlgorithm,
 };
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
@@ -107,7 +107,8 @@ fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 }
 
 fn write_private(path: &Path, text: &str) -> Result<(), TlsError> {
-    crate::private::write_private(path, text.as_bytes()).map_err(|source| TlsError::Io { path: path.to_owned(), source })
+    crate::private::write_private(path, text.as_bytes())
+        .map_err(|source| TlsError::Io { path: path.to_owned(), source })
 }
 
 fn time_in(from_now: Duration) -> time::OffsetDateTime {
@@ -184,9 +185,10 @@ impl Authority {
         let certificate_path = dir.join(CA_FILE);
         let key_path = dir.join(CA_KEY_FILE);
         if key_path.exists() {
-            crate::private::private_file(&key_path).map_err(|source| TlsError::Io { path: key_path.clone(), source })?;
-            let key_pem = std::fs::read_to_string(&key_path)
+            crate::private::private_file(&key_path)
                 .map_err(|source| TlsError::Io { path: key_path.clone(), source })?;
+            let key_pem =
+                std::fs::read_to_string(&key_path).map_err(|source| TlsError::Io { path: key_path.clone(), source })?;
             let key = KeyPair::from_pem(&key_pem).map_err(|_| TlsError::Pem {
                 path: key_path.clone(),
                 what: "CA key",
@@ -222,7 +224,10 @@ impl Authority {
 
     /// A serving certificate for `names` (DNS names and IP addresses), and its key; the chain
     /// ends with the CA, so that an agent can find the CA it pins.
-    pub fn serving(&self, names: &[String]) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
+    pub fn serving(
+        &self,
+        names: &[String],
+    ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
         let key = KeyPair::generate_for(KEY_ALGORITHM)?;
         let mut params = CertificateParams::new(names.to_vec())?;
         params.distinguished_name.push(DnType::CommonName, "berth server");
@@ -231,7 +236,8 @@ impl Authority {
         params.use_authority_key_identifier_extension = true;
         valid_for(&mut params, SERVING_LIFETIME);
         let certificate = params.signed_by(&key, &self.issuer)?;
-        let key = PrivateKeyDer::try_from(key.serialize_der()).map_err(|e| TlsError::Rustls(rustls::Error::General(e.into())))?;
+        let key = PrivateKeyDer::try_from(key.serialize_der())
+            .map_err(|e| TlsError::Rustls(rustls::Error::General(e.into())))?;
         Ok((vec![certificate.der().clone(), self.certificate.clone()], key))
     }
 
@@ -376,9 +382,10 @@ impl ServerCertVerifier for Pinned {
         };
         let mut roots = RootCertStore::empty();
         roots.add(anchor.clone().into_owned())?;
-        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
-            .build()
-            .map_err(|e| rustls::Error::General(e.to_string()))?;
+        let verifier =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), self.provider.clone())
+                .build()
+                .map_err(|e| rustls::Error::General(e.to_string()))?;
         let others: Vec<CertificateDer<'_>> =
             intermediates.iter().filter(|c| fingerprint(c) != *hash).cloned().collect();
         verifier.verify_server_cert(end_entity, &others, server_name, ocsp_response, now)
@@ -495,7 +502,8 @@ impl rustls::client::ResolvesClientCert for NodeIdentity {
 /// A client's TLS: whom it trusts, and the node identity it presents when it has one.
 pub fn client_config(trust: &Trust, identity: Option<Arc<NodeIdentity>>) -> Result<rustls::ClientConfig, TlsError> {
     let provider = provider();
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
+    let builder =
+        rustls::ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions()?;
     let builder = match trust {
         Trust::Pinned(hash) => builder
             .dangerous()
@@ -523,10 +531,7 @@ pub fn client_config(trust: &Trust, identity: Option<Arc<NodeIdentity>>) -> Resu
 }
 
 /// An HTTP client with berth's TLS.
-pub fn http_client(
-    trust: &Trust,
-    identity: Option<Arc<NodeIdentity>>,
-) -> Result<reqwest::ClientBuilder, TlsError> {
+pub fn http_client(trust: &Trust, identity: Option<Arc<NodeIdentity>>) -> Result<reqwest::ClientBuilder, TlsError> {
     Ok(reqwest::Client::builder().use_preconfigured_tls(client_config(trust, identity)?))
 }
 
@@ -640,16 +645,20 @@ mod tests {
         let first = Authority::load_or_create(dir.path()).unwrap();
         let again = Authority::load_or_create(dir.path()).unwrap();
         assert_eq!(first.fingerprint(), again.fingerprint());
-        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(dir.path().join(CA_KEY_FILE)).unwrap().permissions());
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(dir.path().join(CA_KEY_FILE)).unwrap().permissions(),
+        );
         assert_eq!(mode & 0o777, 0o600);
         // A certificate signed after the reload verifies under the CA made before it.
         let (chain, _) = again.serving(&["127.0.0.1".into()]).unwrap();
-        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(first.roots(), provider()).build().unwrap();
+        let verifier =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(first.roots(), provider()).build().unwrap();
         let name = ServerName::try_from("127.0.0.1").unwrap();
         verifier.verify_server_cert(&chain[0], &[], &name, &[], UnixTime::now()).unwrap();
         let other = tempfile::tempdir().unwrap();
         let stranger = Authority::load_or_create(other.path()).unwrap();
-        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(stranger.roots(), provider()).build().unwrap();
+        let verifier =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(stranger.roots(), provider()).build().unwrap();
         assert!(verifier.verify_server_cert(&chain[0], &[], &name, &[], UnixTime::now()).is_err());
     }
 
@@ -664,7 +673,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let ca = Authority::load_or_create(dir.path()).unwrap();
         let (chain, _) = ca.serving(&names).unwrap();
-        let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(ca.roots(), provider()).build().unwrap();
+        let verifier =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(ca.roots(), provider()).build().unwrap();
         for name in ["berth.example", "10.1.2.3", "localhost", "127.0.0.1"] {
             let name = ServerName::try_from(name).unwrap();
             verifier.verify_server_cert(&chain[0], &[], &name, &[], UnixTime::now()).unwrap();
@@ -698,7 +708,8 @@ mod tests {
         identity.set(&issued.pem, &key_pem).unwrap();
         let der = CertificateDer::from_pem_slice(issued.pem.as_bytes()).unwrap();
         assert_eq!(fingerprint(&der), issued.fingerprint);
-        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(ca.roots(), provider()).build().unwrap();
+        let verifier =
+            rustls::server::WebPkiClientVerifier::builder_with_provider(ca.roots(), provider()).build().unwrap();
         verifier.verify_client_cert(&der, &[], UnixTime::now()).unwrap();
     }
 }

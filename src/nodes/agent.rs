@@ -11,10 +11,10 @@ use super::protocol::{
     AgentAnswer, AgentRequest, Assignment, CertificateRequest, ErrorBody, ExecRequest, Heartbeat, JoinRequest,
     JoinResponse, LogRequest, NodeCertificate, NodeUsage, PodStatus, Report, Resources, RouteTable,
 };
-use crate::tls::{JoinToken, NodeIdentity, Trust};
 use super::proxy::{Mesh, host_resolvers};
 use super::runtime::{ContainerRuntime, ContainerState};
 use crate::retry::Retry;
+use crate::tls::{JoinToken, NodeIdentity, Trust};
 use futures_util::StreamExt;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -405,12 +405,7 @@ async fn renew_certificate(client: &ApiClient, state_dir: &Path) -> Result<Saved
 }
 
 /// Renews the node's certificate two thirds into its life, for as long as the agent runs.
-async fn keep_certificate_fresh(
-    client: ApiClient,
-    state_dir: PathBuf,
-    mut renew_at: i64,
-    shutdown: CancellationToken,
-) {
+async fn keep_certificate_fresh(client: ApiClient, state_dir: PathBuf, mut renew_at: i64, shutdown: CancellationToken) {
     let mut renewing = Retry::new("renewing the node certificate", Duration::from_secs(1), Duration::from_secs(60));
     loop {
         let wait = Duration::from_secs(u64::try_from(renew_at - unix_now()).unwrap_or(0));
@@ -517,7 +512,8 @@ pub async fn run<R: ContainerRuntime>(
     };
     if trust.is_some() {
         // A node that joined before the server spoke TLS asks for its first certificate now.
-        let mut certifying = Retry::new("getting a node certificate", Duration::from_millis(250), Duration::from_secs(10));
+        let mut certifying =
+            Retry::new("getting a node certificate", Duration::from_millis(250), Duration::from_secs(10));
         while certificate.is_none() {
             match renew_certificate(&client, &config.state_dir).await {
                 Ok(saved) => certificate = Some(saved),

@@ -559,14 +559,18 @@ impl Mesh {
             let target = targets[(start + i) % targets.len()];
             let tunnel = self.tunnel.get().filter(|_| target.ip() != self.address);
             if let Some((tunnel, port)) = tunnel.and_then(|t| Some((t, *routes.tunnels.get(&target.ip())?))) {
-                match tokio::time::timeout(CONNECT_TIMEOUT + TUNNEL_HANDSHAKE, self.open_tunnel(tunnel, target, port)).await {
+                match tokio::time::timeout(CONNECT_TIMEOUT + TUNNEL_HANDSHAKE, self.open_tunnel(tunnel, target, port))
+                    .await
+                {
                     Ok(Ok(mut outbound)) => {
                         tracing::trace!(%target, "Forwarding through the node's tunnel.");
                         let _ = inbound.set_nodelay(true);
                         let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
                         return true;
                     }
-                    Ok(Err(error)) => tracing::debug!(%target, %error, "A tunnel did not open; trying the next endpoint."),
+                    Ok(Err(error)) => {
+                        tracing::debug!(%target, %error, "A tunnel did not open; trying the next endpoint.")
+                    }
                     Err(_) => tracing::debug!(%target, "A tunnel did not open in time; trying the next endpoint."),
                 }
                 continue;

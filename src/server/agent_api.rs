@@ -15,8 +15,8 @@ use super::listen::Presented;
 use super::{AppError, now};
 use crate::lock;
 use crate::nodes::protocol::{
-    AgentAnswer, AgentRequest, Assignment, AssignmentQuery, CertificateRequest, ExecRequest, Heartbeat,
-    JoinRequest, JoinResponse, LogRequest, NodeCertificate, PodAssignment, Report, RouteTable, ServiceRoute,
+    AgentAnswer, AgentRequest, Assignment, AssignmentQuery, CertificateRequest, ExecRequest, Heartbeat, JoinRequest,
+    JoinResponse, LogRequest, NodeCertificate, PodAssignment, Report, RouteTable, ServiceRoute,
 };
 use crate::store::Store;
 use axum::extract::{Path, Query, State};
@@ -358,7 +358,10 @@ impl AgentApi {
             .ok()
             .filter(|raw| raw.len() == 65 && raw[0] == 4)
             .ok_or_else(|| {
-                AppError::new(StatusCode::BAD_REQUEST, "`publicKey` is not a base64 P-256 point (65 bytes, uncompressed)")
+                AppError::new(
+                    StatusCode::BAD_REQUEST,
+                    "`publicKey` is not a base64 P-256 point (65 bytes, uncompressed)",
+                )
             })?;
         let issued = authority
             .certify_node(node, address.parse().ok(), &raw, self.inner.node_lifetime)
@@ -467,14 +470,13 @@ async fn heartbeat(
 ) -> Result<StatusCode, AppError> {
     let record = api.authorize(&headers, &presented, &node).await?;
     api.inner.store.record_heartbeat(&node, &beat, now()).await?;
-    let peer = beat.tunnel_port.filter(|_| !record.certificates.is_empty()).map(|port| {
-        crate::nodes::protocol::TunnelPeer {
+    let peer =
+        beat.tunnel_port.filter(|_| !record.certificates.is_empty()).map(|port| crate::nodes::protocol::TunnelPeer {
             node: node.clone(),
             address: beat.address.clone(),
             port,
             certificates: record.certificates.clone(),
-        }
-    });
+        });
     api.set_peer(&node, peer);
     if let Some(usage) = &beat.usage {
         api.inner.usage.record(&node, usage);

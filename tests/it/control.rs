@@ -84,7 +84,8 @@ impl Cluster {
         cluster.start_server();
         if cluster.tls() {
             let ca = cluster.ca_file();
-            wait_for("the server to write its CA", LIMIT, || async { berth::tls::read_certificates(&ca).is_ok() }).await;
+            wait_for("the server to write its CA", LIMIT, || async { berth::tls::read_certificates(&ca).is_ok() })
+                .await;
         }
         for i in 0..nodes {
             let agent = cluster.agent(i);
@@ -153,7 +154,8 @@ impl Cluster {
 
     /// An API client of this server with `token`.
     pub(crate) fn client_with(&self, token: Option<String>) -> Client {
-        let trust = self.tls().then(|| berth::tls::Trust::Roots(berth::tls::read_certificates(&self.ca_file()).unwrap()));
+        let trust =
+            self.tls().then(|| berth::tls::Trust::Roots(berth::tls::read_certificates(&self.ca_file()).unwrap()));
         Client::connect(berth::client::Reach { server: self.url(), token, trust, ca_source: None }).unwrap()
     }
 

@@ -294,7 +294,8 @@ async fn the_cli_trusts_the_server_through_its_state_folder_a_ca_file_or_a_login
     // `berth login`: the CA by fingerprint (a wrong one trusts nothing), the token on stdin.
     let hash = berth::tls::fingerprint(&berth::tls::read_certificates(&ca).unwrap()[0]);
     let only_config = [("BERTH_CONFIG", config)];
-    let (code, stderr) = run(elsewhere.path(), &["login", &url, "--ca-fingerprint", &"ab".repeat(32)], &only_config, &token);
+    let (code, stderr) =
+        run(elsewhere.path(), &["login", &url, "--ca-fingerprint", &"ab".repeat(32)], &only_config, &token);
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains(&format!("has the fingerprint {hash}")), "{stderr}");
     assert!(!Path::new(config).exists(), "nothing was kept");
@@ -302,7 +303,8 @@ async fn the_cli_trusts_the_server_through_its_state_folder_a_ca_file_or_a_login
     assert_eq!(code, 1, "off a terminal, an unknown CA is not trusted without its fingerprint: {stderr}");
     assert!(stderr.contains(&hash) && stderr.contains("--ca-fingerprint"), "{stderr}");
     let colons = hash.as_bytes().chunks(2).map(|c| std::str::from_utf8(c).unwrap()).collect::<Vec<_>>().join(":");
-    let (code, stderr) = run(elsewhere.path(), &["login", &url, "--ca-fingerprint", &colons.to_uppercase()], &only_config, &token);
+    let (code, stderr) =
+        run(elsewhere.path(), &["login", &url, "--ca-fingerprint", &colons.to_uppercase()], &only_config, &token);
     assert_eq!(code, 0, "{stderr}");
     let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(config).unwrap().permissions());
     assert_eq!(mode & 0o777, 0o600, "the login keeps a token: its file is private");
@@ -329,7 +331,12 @@ async fn the_cli_trusts_the_server_through_its_state_folder_a_ca_file_or_a_login
         terminal.wait_for("the question", 0, "Trust this CA? [y/N]").await;
         assert!(terminal.output().contains(&hash), "the fingerprint is shown: {}", terminal.output());
         terminal.type_in(answer);
-        assert_eq!(crate::control::wait_child(&mut login, Duration::from_secs(20)).await, Some(expected), "{}", terminal.output());
+        assert_eq!(
+            crate::control::wait_child(&mut login, Duration::from_secs(20)).await,
+            Some(expected),
+            "{}",
+            terminal.output()
+        );
         assert_eq!(fresh.exists(), expected == 0, "{}", terminal.output());
     }
 }
@@ -368,7 +375,8 @@ fn an_operators_certificate_is_served_and_pinned_by_the_join_token() {
     let issuer = Issuer::new(ca_params, ca_key);
     let leaf_key = KeyPair::generate().unwrap();
     let leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap().signed_by(&leaf_key, &issuer).unwrap();
-    let (chain, key, ca_file) = (state.path().join("chain.pem"), state.path().join("key.pem"), state.path().join("op-ca.pem"));
+    let (chain, key, ca_file) =
+        (state.path().join("chain.pem"), state.path().join("key.pem"), state.path().join("op-ca.pem"));
     std::fs::write(&chain, leaf.pem() + &ca.pem()).unwrap();
     std::fs::write(&key, leaf_key.serialize_pem()).unwrap();
     std::fs::write(&ca_file, ca.pem()).unwrap();
@@ -402,7 +410,11 @@ fn an_operators_certificate_is_served_and_pinned_by_the_join_token() {
     let deadline = Instant::now() + LIMIT;
     while cli(Some(&ca_file)).0 != Some(0) {
         assert!(server.0.try_wait().unwrap().is_none(), "the server stopped");
-        assert!(Instant::now() < deadline, "the server did not answer over the operator's certificate: {:?}", cli(Some(&ca_file)));
+        assert!(
+            Instant::now() < deadline,
+            "the server did not answer over the operator's certificate: {:?}",
+            cli(Some(&ca_file))
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     // berth's own CA does not sign what this server serves.
