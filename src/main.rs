@@ -1922,7 +1922,7 @@ fn login(url: &str, token_file: Option<&Path>, fingerprint: Option<&str>, ca_fil
                     }
                 }
             }
-            Some(pem_of(anchor))
+            Some(pem::encode(&pem::Pem::new("CERTIFICATE", anchor.to_vec())))
         }
         _ => None,
     };
@@ -1941,19 +1941,6 @@ fn login(url: &str, token_file: Option<&Path>, fingerprint: Option<&str>, ca_fil
     let path = config.write().context("keeping the login")?;
     eprintln!("Logged in to {server}; kept in {} (BERTH_SERVER or --server picks another).", path.display());
     Ok(ExitCode::SUCCESS)
-}
-
-/// A certificate in PEM.
-fn pem_of(certificate: &rustls_pki_types::CertificateDer<'_>) -> String {
-    use base64::Engine as _;
-    let body = base64::engine::general_purpose::STANDARD.encode(certificate.as_ref());
-    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
-    for line in body.as_bytes().chunks(64) {
-        pem.push_str(std::str::from_utf8(line).unwrap_or_default());
-        pem.push('\n');
-    }
-    pem.push_str("-----END CERTIFICATE-----\n");
-    pem
 }
 
 /// `[LOCAL:]REMOTE` of `berth port-forward`: the local port (0 for any free one) and the remote.

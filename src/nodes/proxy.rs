@@ -513,7 +513,7 @@ impl Mesh {
                 let destination = Destination::NodePort(port);
                 mesh.count(&routes, destination, false);
                 let targets = routes.node_ports.get(&port).map(Vec::as_slice).unwrap_or_default();
-                if !mesh.forward(inbound, targets).await {
+                if !mesh.forward(inbound, &routes, targets).await {
                     mesh.count(&routes, destination, true);
                 }
             });
@@ -538,7 +538,7 @@ impl Mesh {
                 let destination = Destination::Virtual(original);
                 mesh.count(&routes, destination, false);
                 let targets = routes.virtual_ports.get(&original).map(Vec::as_slice).unwrap_or_default();
-                if !mesh.forward(inbound, targets).await {
+                if !mesh.forward(inbound, &routes, targets).await {
                     mesh.count(&routes, destination, true);
                 }
             });
@@ -546,15 +546,15 @@ impl Mesh {
     }
 
     /// Connects to one of `targets`, round-robin, trying the next when one refuses, and copies
-    /// both ways until either side closes. Without a target the connection is closed. False
+    /// both ways until either side closes; a target on another node is reached through that
+    /// node's tunnel when `routes` lists one. Without a target the connection is closed. False
     /// when no target took it.
-    async fn forward(&self, mut inbound: TcpStream, targets: &[SocketAddr]) -> bool {
+    async fn forward(&self, mut inbound: TcpStream, routes: &Routes, targets: &[SocketAddr]) -> bool {
         if targets.is_empty() {
             tracing::debug!(node = %self.node, "No ready endpoint; closing the connection.");
             return false;
         }
         let start = self.next.fetch_add(1, Ordering::Relaxed);
-        let routes = self.routes();
         for i in 0..targets.len().min(3) {
             let target = targets[(start + i) % targets.len()];
             let tunnel = self.tunnel.get().filter(|_| target.ip() != self.address);

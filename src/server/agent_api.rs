@@ -53,9 +53,9 @@ struct Inner {
     routes: watch::Sender<Arc<RouteTable>>,
     /// Per node, the route table version it routes by (what it asked for newer than).
     routes_acked: Mutex<HashMap<String, u64>>,
-    /// The nodes that take tunnelled service traffic, from their heartbeats: added to every
-    /// route table a node fetches.
-    peers: Mutex<std::collections::BTreeMap<String, crate::nodes::protocol::TunnelPeer>>,
+    /// The nodes that take tunnelled service traffic, from their heartbeats, and whether that
+    /// changed since the route table was last published: the next publish carries them.
+    peers: Mutex<(std::collections::BTreeMap<String, crate::nodes::protocol::TunnelPeer>, bool)>,
     /// Woken by every report, so that a pod turning unready leaves the routes at once.
     reported: Notify,
     /// What the heartbeats say of resource usage.
@@ -108,7 +108,7 @@ impl AgentApi {
                 generations: Mutex::new(HashMap::new()),
                 routes: watch::channel(Arc::new(RouteTable::default())).0,
                 routes_acked: Mutex::new(HashMap::new()),
-                peers: Mutex::new(std::collections::BTreeMap::new()),
+                peers: Mutex::new((std::collections::BTreeMap::new(), false)),
                 reported: Notify::new(),
                 usage: super::usage::UsageBook::default(),
                 requests: Mutex::new(HashMap::new()),
@@ -261,19 +261,26 @@ impl AgentApi {
         Ok(written)
     }
 
-    /// Publishes the route table when it changed, and returns its version.
+    /// Publishes the route table when its services or the nodes' tunnels changed, and returns
+    /// its version. Tunnels that changed between two passes go out together, once.
     pub fn publish_routes(&self, services: Vec<ServiceRoute>) -> u64 {
         let mut version = 0;
         self.inner.routes.send_if_modified(|table| {
             version = table.version;
-            if version != 0 && table.services == services {
+            let peers = {
+                let mut peers = lock(&self.inner.peers);
+                let changed = std::mem::take(&mut peers.1);
+                changed.then(|| peers.0.values().cloned().collect::<Vec<_>>())
+            };
+            if version != 0 && table.services == services && peers.is_none() {
                 return false;
             }
+            let peers = peers.unwrap_or_else(|| table.peers.clone());
             // Versions start from the clock, so an agent that followed an earlier server sees a
             // new table at once; they only grow while this server runs.
             let millis = u64::try_from(now()).unwrap_or(0) * 1000;
             version = if version == 0 { millis.max(1) } else { version + 1 };
-            *table = Arc::new(RouteTable { version, services, peers: Vec::new() });
+            *table = Arc::new(RouteTable { version, services, peers });
             true
         });
         version
@@ -308,11 +315,18 @@ impl AgentApi {
         node: &str,
     ) -> Result<crate::store::NodeRecord, AppError> {
         let record = self.credential_holder(headers, node).await?;
+        self.check_certificate(&record, presented)?;
+        Ok(record)
+    }
+
+    /// Over TLS, whether the connection presented the node's certificate.
+    fn check_certificate(&self, record: &crate::store::NodeRecord, presented: &Presented) -> Result<(), AppError> {
+        let node = &record.name;
         if self.inner.authority.is_none() {
-            return Ok(record);
+            return Ok(());
         }
         match &presented.0 {
-            Some(fingerprint) if record.certificates.contains(fingerprint) => Ok(record),
+            Some(fingerprint) if record.certificates.contains(fingerprint) => Ok(()),
             _ if record.certificates.is_empty() => Err(AppError::new(
                 StatusCode::UNAUTHORIZED,
                 format!("node {node} has no client certificate yet; an agent of this version asks for one at start"),
@@ -373,30 +387,23 @@ impl AgentApi {
         Ok(Some(NodeCertificate { certificate: issued.pem, ca: authority.pem().to_owned(), expires: issued.expires }))
     }
 
-    /// Records where `node` takes tunnelled traffic (or that it takes none). A change goes out
-    /// to every node as a new route table version.
+    /// Records where `node` takes tunnelled traffic (or that it takes none); a change goes out
+    /// with the next route table the control loop publishes.
     fn set_peer(&self, node: &str, peer: Option<crate::nodes::protocol::TunnelPeer>) {
-        let changed = {
-            let mut peers = lock(&self.inner.peers);
-            let changed = peers.get(node) != peer.as_ref();
-            match peer {
-                Some(peer) => peers.insert(node.to_owned(), peer),
-                None => peers.remove(node),
-            };
-            changed
-        };
-        if changed {
-            self.inner.routes.send_modify(|table| {
-                if table.version != 0 {
-                    *table = Arc::new(RouteTable { version: table.version + 1, ..(**table).clone() });
-                }
-            });
+        let mut peers = lock(&self.inner.peers);
+        if peers.0.get(node) == peer.as_ref() {
+            return;
         }
+        match peer {
+            Some(peer) => peers.0.insert(node.to_owned(), peer),
+            None => peers.0.remove(node),
+        };
+        peers.1 = true;
     }
 
     /// The port where `node` takes tunnelled service traffic, as its heartbeats say.
     pub fn tunnel_port(&self, node: &str) -> Option<u16> {
-        lock(&self.inner.peers).get(node).map(|peer| peer.port)
+        lock(&self.inner.peers).0.get(node).map(|peer| peer.port)
     }
 
     /// Forgets what this server holds in memory for a removed node, and wakes its long polls so
@@ -549,9 +556,7 @@ async fn routes(
         api.authorize(&headers, &presented, &node).await?;
     }
     let table = receiver.borrow().clone();
-    let mut table = (*table).clone();
-    table.peers = lock(&api.inner.peers).values().cloned().collect();
-    Ok(Json(table))
+    Ok(Json((*table).clone()))
 }
 
 #[derive(Debug, Deserialize)]
@@ -619,7 +624,7 @@ async fn certificate(
 ) -> Result<Json<NodeCertificate>, AppError> {
     let record = api.credential_holder(&headers, &node).await?;
     if !record.certificates.is_empty() {
-        api.authorize(&headers, &presented, &node).await?;
+        api.check_certificate(&record, &presented)?;
     }
     match api.certify(&node, &record.address, Some(&request.public_key)).await? {
         Some(certificate) => Ok(Json(certificate)),
